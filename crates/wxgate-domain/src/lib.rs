@@ -1,0 +1,11 @@
+//! wxgate's domain: money, payments, their state machine and the events it emits.
+//!
+//! Nothing here does IO or can fail on IO. Wire types are parsed into these types at the edge;
+//! storage and HTTP live in other crates.
+
+pub mod id;
+pub mod money;
+pub mod payment;
+
+pub use money::{Currency, Money, MoneyError};
+pub use payment::{Integration, PaymentEvent, PaymentStatus, Transition, TransitionError};

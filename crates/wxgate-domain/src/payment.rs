@@ -1,0 +1,261 @@
+//! Payments and their state machine.
+//!
+//! ```text
+//! pending ──paid──────▶ succeeded
+//!    │  ───cancelled──▶ cancelled ──paid──▶ paid_after_close
+//!    │  ───expired────▶ expired   ──paid──▶ paid_after_close
+//!    └───failed───────▶ failed
+//! ```
+//!
+//! `succeeded`, `failed` and `paid_after_close` never leave. `cancelled` and `expired` are final
+//! for everything the merchant or the gateway does; the one way out is WeChat proving that money
+//! moved after all (a payment that slipped in while the order was being closed), which is
+//! `paid_after_close`, handled by the merchant's policy. Applying an event a payment already
+//! reflects changes nothing, so duplicate and reordered callbacks are harmless.
+
+use serde::{Deserialize, Serialize};
+
+/// How the shopper pays: each maps to one WeChat prepay product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Integration {
+    /// Desktop: a QR code of the `code_url`.
+    Native,
+    /// Mobile browser: a redirect to WeChat's H5 cashier.
+    H5,
+    /// Inside WeChat (Official Account page): the JS API.
+    Jsapi,
+    /// A Mini Program: `wx.requestPayment`.
+    MiniProgram,
+    /// A native app with the WeChat OpenSDK.
+    App,
+}
+
+impl Integration {
+    pub const ALL: [Integration; 5] = [
+        Self::Native,
+        Self::H5,
+        Self::Jsapi,
+        Self::MiniProgram,
+        Self::App,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::H5 => "h5",
+            Self::Jsapi => "jsapi",
+            Self::MiniProgram => "mini_program",
+            Self::App => "app",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.as_str() == s)
+    }
+
+    /// Whether WeChat needs the payer's openid (JSAPI and Mini Programs).
+    pub fn needs_openid(self) -> bool {
+        matches!(self, Self::Jsapi | Self::MiniProgram)
+    }
+
+    /// Whether WeChat needs the payer's IP address (H5).
+    pub fn needs_client_ip(self) -> bool {
+        matches!(self, Self::H5)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Pending,
+    Succeeded,
+    Cancelled,
+    Expired,
+    Failed,
+    PaidAfterClose,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 6] = [
+        Self::Pending,
+        Self::Succeeded,
+        Self::Cancelled,
+        Self::Expired,
+        Self::Failed,
+        Self::PaidAfterClose,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+            Self::Failed => "failed",
+            Self::PaidAfterClose => "paid_after_close",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Money has moved and will stay moved.
+    pub fn is_paid(self) -> bool {
+        matches!(self, Self::Succeeded | Self::PaidAfterClose)
+    }
+
+    pub fn is_pending(self) -> bool {
+        self == Self::Pending
+    }
+}
+
+/// What can happen to a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentEvent {
+    /// WeChat reports the order paid (callback or query).
+    Paid,
+    /// The merchant cancelled and WeChat confirmed the order closed.
+    Cancelled,
+    /// The payment's time ran out and WeChat confirmed the order closed.
+    Expired,
+    /// WeChat reports the payment failed.
+    Failed,
+}
+
+impl PaymentEvent {
+    pub const ALL: [PaymentEvent; 4] = [Self::Paid, Self::Cancelled, Self::Expired, Self::Failed];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The payment moves to this status; the outbox event has [`Transition::event_type`].
+    To(PaymentStatus),
+    /// The payment already reflects the event: nothing to write.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {from:?} payment cannot take {event:?}")]
+pub struct TransitionError {
+    pub from: PaymentStatus,
+    pub event: PaymentEvent,
+}
+
+/// The state machine, in one place.
+pub fn apply(from: PaymentStatus, event: PaymentEvent) -> Result<Transition, TransitionError> {
+    use PaymentEvent as E;
+    use PaymentStatus as S;
+    let to = match (from, event) {
+        (S::Pending, E::Paid) => S::Succeeded,
+        (S::Pending, E::Cancelled) => S::Cancelled,
+        (S::Pending, E::Expired) => S::Expired,
+        (S::Pending, E::Failed) => S::Failed,
+        (S::Cancelled | S::Expired, E::Paid) => S::PaidAfterClose,
+        (S::Succeeded | S::PaidAfterClose, E::Paid)
+        | (S::Cancelled, E::Cancelled)
+        | (S::Expired, E::Expired)
+        | (S::Failed, E::Failed) => return Ok(Transition::Unchanged),
+        _ => return Err(TransitionError { from, event }),
+    };
+    Ok(Transition::To(to))
+}
+
+impl Transition {
+    /// The merchant-facing event a move to `status` emits.
+    pub fn event_type(status: PaymentStatus) -> Option<&'static str> {
+        match status {
+            PaymentStatus::Pending => None,
+            PaymentStatus::Succeeded => Some("payment.succeeded"),
+            PaymentStatus::Cancelled => Some("payment.cancelled"),
+            PaymentStatus::Expired => Some("payment.expired"),
+            PaymentStatus::Failed => Some("payment.failed"),
+            PaymentStatus::PaidAfterClose => Some("payment.paid_after_close"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PaymentStatus::*;
+    type E = PaymentEvent;
+
+    /// Every state × every event.
+    #[test]
+    fn state_machine_table() {
+        let err = Err;
+        let table: [(PaymentStatus, [Result<Transition, ()>; 4]); 6] = [
+            // from            Paid                         Cancelled                   Expired                   Failed
+            (
+                Pending,
+                [
+                    Ok(Transition::To(Succeeded)),
+                    Ok(Transition::To(Cancelled)),
+                    Ok(Transition::To(Expired)),
+                    Ok(Transition::To(Failed)),
+                ],
+            ),
+            (
+                Succeeded,
+                [Ok(Transition::Unchanged), err(()), err(()), err(())],
+            ),
+            (
+                Cancelled,
+                [
+                    Ok(Transition::To(PaidAfterClose)),
+                    Ok(Transition::Unchanged),
+                    err(()),
+                    err(()),
+                ],
+            ),
+            (
+                Expired,
+                [
+                    Ok(Transition::To(PaidAfterClose)),
+                    err(()),
+                    Ok(Transition::Unchanged),
+                    err(()),
+                ],
+            ),
+            (
+                Failed,
+                [err(()), err(()), err(()), Ok(Transition::Unchanged)],
+            ),
+            (
+                PaidAfterClose,
+                [Ok(Transition::Unchanged), err(()), err(()), err(())],
+            ),
+        ];
+        assert_eq!(table.len(), PaymentStatus::ALL.len());
+        for (from, row) in table {
+            for (event, expected) in E::ALL.into_iter().zip(row) {
+                let got = apply(from, event).map_err(|_| ());
+                assert_eq!(got, expected, "{from:?} × {event:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_states_never_leave() {
+        for from in [Succeeded, Failed, PaidAfterClose] {
+            for event in E::ALL {
+                assert!(
+                    !matches!(apply(from, event), Ok(Transition::To(_))),
+                    "{from:?} left on {event:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in PaymentStatus::ALL {
+            assert_eq!(PaymentStatus::parse(s.as_str()), Some(s));
+        }
+        for i in Integration::ALL {
+            assert_eq!(Integration::parse(i.as_str()), Some(i));
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Status sync: the background work that keeps every payment true to WeChat without relying on
+//! callbacks. Pending payments are queried on a tiered schedule (often at first, then less
+//! often); at expiry the order is closed at WeChat and queried once more, so a payment that
+//! slipped in during the close is caught. Work is claimed from the database with a lease, so
+//! any number of nodes can run this and a node that dies leaves its work to the others.
+
+use anyhow::Context;
+use tokio::sync::watch;
+use wechatpay_v3::client::ClientError;
+use wechatpay_v3::error::ErrorCode;
+use wechatpay_v3::model::{TradeState, Transaction};
+use wxgate_domain::payment::PaymentEvent;
+use wxgate_store::{
+    MerchantRow, PaymentRow, QuarantineRow, StoreError, TransitionFacts, TransitionOutcome,
+};
+
+use crate::{Gateway, now_ms, views};
+
+/// Payments claimed per round.
+const CLAIM_BATCH: i64 = 32;
+
+/// The outbox event for a payment as it is after a change: (event id, payload).
+pub fn event_payload(p: &PaymentRow) -> (String, String) {
+    (
+        wxgate_domain::id::generate("evt"),
+        views::payment(p, None).to_string(),
+    )
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(gw.config().sync_interval) => {}
+        }
+        if let Err(e) = sync_due(&gw).await {
+            tracing::warn!(error = %e, "status sync round failed");
+        }
+    }
+}
+
+/// One round: claims due payments and syncs each. Returns how many were handled.
+pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
+    let due = gw.store().claim_due_syncs(now_ms(), CLAIM_BATCH).await?;
+    let n = due.len();
+    // The batch runs concurrently, so a slow WeChat cannot make it outlast its claim's lease.
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in due {
+        let gw = gw.clone();
+        tasks.spawn(async move {
+            if let Err(e) = sync_one(&gw, &p).await {
+                tracing::warn!(payment = %p.id, error = %e, "status sync failed; will retry");
+                let next = next_due(&gw, &p, now_ms());
+                gw.store()
+                    .reschedule_sync(&p.id, next, p.sync_attempts + 1)
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(n)
+}
+
+/// When to look again at a pending payment: by the schedule, but never later than its expiry.
+/// Creation used the schedule's first entry; after the n-th query comes entry n.
+fn next_due(gw: &Gateway, p: &PaymentRow, now: i64) -> Option<i64> {
+    let schedule = &gw.config().sync_schedule_ms;
+    let step = schedule
+        .get(((p.sync_attempts + 1) as usize).min(schedule.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(60_000);
+    Some(if now >= p.expires_at {
+        now + step
+    } else {
+        (now + step).min(p.expires_at)
+    })
+}
+
+async fn sync_one(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
+    let now = now_ms();
+    let up = gw.upstream(&p.merchant_id).await?;
+    let expired = now >= p.expires_at;
+    match up.client.query_by_out_trade_no(&p.out_trade_no).await {
+        Ok(tx) => match tx.state() {
+            Some(TradeState::Success | TradeState::Refund) => {
+                apply_paid(gw, &up.merchant, p, &tx, "sync").await?;
+            }
+            Some(TradeState::Payerror | TradeState::Revoked) => {
+                settle(gw, p, PaymentEvent::Failed, "sync").await?;
+            }
+            Some(TradeState::Closed) => {
+                let event = if expired {
+                    PaymentEvent::Expired
+                } else {
+                    PaymentEvent::Cancelled
+                };
+                settle(gw, p, event, "sync").await?;
+            }
+            _ if expired => {
+                close_and_settle(gw, &p.merchant_id, p, PaymentEvent::Expired).await?;
+            }
+            _ => {
+                gw.store()
+                    .reschedule_sync(&p.id, next_due(gw, p, now), p.sync_attempts + 1)
+                    .await?;
+            }
+        },
+        Err(ClientError::Api(e)) if e.code == ErrorCode::OrderNotExist => {
+            // The prepay never reached WeChat. Nothing can be paid; it ends at expiry.
+            if expired {
+                settle(gw, p, PaymentEvent::Expired, "sync").await?;
+            } else {
+                gw.store()
+                    .reschedule_sync(&p.id, next_due(gw, p, now), p.sync_attempts + 1)
+                    .await?;
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// Applies a status event that needs no WeChat facts.
+async fn settle(
+    gw: &Gateway,
+    p: &PaymentRow,
+    event: PaymentEvent,
+    source: &str,
+) -> anyhow::Result<PaymentRow> {
+    let facts = TransitionFacts {
+        now: now_ms(),
+        source: source.into(),
+        ..Default::default()
+    };
+    Ok(
+        match gw
+            .store()
+            .transition(&p.merchant_id, &p.id, event, &facts, event_payload)
+            .await?
+        {
+            TransitionOutcome::Changed { payment, .. } | TransitionOutcome::Unchanged(payment) => {
+                payment
+            }
+        },
+    )
+}
+
+/// Closes the order at WeChat, then queries once more: a payment that slipped in wins;
+/// otherwise `event` (cancelled or expired) is applied. Returns the payment after.
+pub async fn close_and_settle(
+    gw: &Gateway,
+    merchant_id: &str,
+    p: &PaymentRow,
+    event: PaymentEvent,
+) -> anyhow::Result<PaymentRow> {
+    let up = gw.upstream(merchant_id).await?;
+    match up.client.close(&p.out_trade_no).await {
+        Ok(()) => {}
+        Err(ClientError::Api(e))
+            if matches!(
+                e.code,
+                ErrorCode::OrderNotExist | ErrorCode::OrderClosed | ErrorCode::OrderPaid
+            ) => {}
+        Err(e) => return Err(e).context("closing the order at WeChat"),
+    }
+    match up.client.query_by_out_trade_no(&p.out_trade_no).await {
+        Ok(tx) if matches!(tx.state(), Some(TradeState::Success | TradeState::Refund)) => {
+            apply_paid(gw, &up.merchant, p, &tx, "close_query").await
+        }
+        Ok(_) => settle(gw, p, event, "close").await,
+        Err(ClientError::Api(e)) if e.code == ErrorCode::OrderNotExist => {
+            settle(gw, p, event, "close").await
+        }
+        Err(e) => Err(e).context("querying the order after closing it"),
+    }
+}
+
+/// Why a signed WeChat transaction does not belong to this payment, if it does not.
+pub fn mismatch(merchant: &MerchantRow, p: &PaymentRow, tx: &Transaction) -> Option<String> {
+    if tx.mchid.as_deref() != Some(merchant.mchid.as_str()) {
+        return Some(format!(
+            "mchid {:?} is not the merchant's {}",
+            tx.mchid, merchant.mchid
+        ));
+    }
+    let appid_ok = tx
+        .appid
+        .as_deref()
+        .is_some_and(|a| a == merchant.appid || Some(a) == merchant.mini_program_appid.as_deref());
+    if !appid_ok {
+        return Some(format!("appid {:?} is not the merchant's", tx.appid));
+    }
+    if tx.out_trade_no != p.out_trade_no {
+        return Some(format!(
+            "out_trade_no {} is not {}",
+            tx.out_trade_no, p.out_trade_no
+        ));
+    }
+    let amount = tx.amount.as_ref();
+    if amount.and_then(|a| a.total) != Some(p.amount) {
+        return Some(format!(
+            "amount {:?} is not {}",
+            amount.and_then(|a| a.total),
+            p.amount
+        ));
+    }
+    if let Some(currency) = amount.and_then(|a| a.currency.as_deref())
+        && currency != p.currency
+    {
+        return Some(format!("currency {currency} is not {}", p.currency));
+    }
+    if tx.transaction_id.is_none() {
+        return Some("a paid transaction without transaction_id".into());
+    }
+    None
+}
+
+/// Applies a paid transaction after cross-checking it; a mismatch is quarantined, not applied.
+pub async fn apply_paid(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    p: &PaymentRow,
+    tx: &Transaction,
+    source: &str,
+) -> anyhow::Result<PaymentRow> {
+    let now = now_ms();
+    if let Some(reason) = mismatch(merchant, p, tx) {
+        return quarantine(gw, merchant, p, tx, reason, source).await;
+    }
+    let paid_at = tx
+        .success_time
+        .as_deref()
+        .and_then(|t| wechatpay_v3::validate::rfc3339("success_time", t).ok())
+        .map(|s| s * 1000)
+        .unwrap_or(now);
+    let facts = TransitionFacts {
+        now,
+        source: source.into(),
+        transaction_id: tx.transaction_id.clone(),
+        paid_at: Some(paid_at),
+    };
+    match gw
+        .store()
+        .transition(
+            &p.merchant_id,
+            &p.id,
+            PaymentEvent::Paid,
+            &facts,
+            event_payload,
+        )
+        .await
+    {
+        Ok(TransitionOutcome::Changed { payment, .. } | TransitionOutcome::Unchanged(payment)) => {
+            Ok(payment)
+        }
+        // WeChat says paid, but the payment is in a state that cannot take it (failed): money
+        // moved where the gateway did not expect it; a person must look.
+        Err(StoreError::Transition(e)) => {
+            quarantine(gw, merchant, p, tx, e.to_string(), source).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records a signed transaction that cannot be applied, stops syncing the payment (it needs a
+/// person, and syncing would only record it again), and leaves the payment as it is.
+async fn quarantine(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    p: &PaymentRow,
+    tx: &Transaction,
+    reason: String,
+    source: &str,
+) -> anyhow::Result<PaymentRow> {
+    tracing::error!(payment = %p.id, %reason, source, "signed WeChat transaction cannot be applied; quarantined");
+    gw.store()
+        .quarantine(&QuarantineRow {
+            id: wxgate_domain::id::generate("qtn"),
+            merchant_id: merchant.id.clone(),
+            payment_id: Some(p.id.clone()),
+            reason,
+            resource: serde_json::to_string(tx)?,
+            received_at: now_ms(),
+        })
+        .await?;
+    gw.store()
+        .reschedule_sync(&p.id, None, p.sync_attempts)
+        .await?;
+    Ok(p.clone())
+}
+
+/// For tests and tools: runs rounds until nothing is due.
+pub async fn drain(gw: &Gateway) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if sync_due(gw).await? == 0 {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("status sync did not settle")
+}

@@ -1,0 +1,242 @@
+//! Merchants and their connection to WeChat Pay (or the simulator): credentials sealed at rest,
+//! opened once per process into a ready client.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use wechatpay_v3::aead::ApiV3Key;
+use wechatpay_v3::auth::MerchantSigner;
+use wechatpay_v3::client::{Client, ClientConfig};
+use wechatpay_v3::crypto::{Certificate, PrivateKey, PublicKey};
+use wechatpay_v3::verify::Verifier;
+use wxgate_domain::Currency;
+use wxgate_store::{MerchantRow, Store};
+
+use crate::secrets::{MasterKey, hash_api_key, new_api_key};
+
+/// What the master key seals.
+#[derive(Serialize, Deserialize)]
+struct SealedSecrets {
+    merchant_private_key: String,
+    apiv3_key: String,
+}
+
+/// A merchant to create.
+#[derive(Debug, Clone)]
+pub struct NewMerchant {
+    pub name: String,
+    /// `sandbox` (wired to a simulator) or `live`.
+    pub mode: String,
+    pub mchid: String,
+    pub appid: String,
+    pub mini_program_appid: Option<String>,
+    pub api_base_url: String,
+    pub merchant_serial_no: String,
+    pub merchant_private_key_pem: String,
+    pub apiv3_key: String,
+    pub platform_public_key_id: Option<String>,
+    pub platform_public_key: Option<String>,
+    pub platform_certificate: Option<String>,
+    pub currencies: Vec<Currency>,
+    /// `accept` or `refund`.
+    pub paid_after_close_policy: String,
+}
+
+/// Checks the credentials, seals the secrets and stores the merchant.
+pub async fn create_merchant(
+    store: &Store,
+    master: &MasterKey,
+    new: NewMerchant,
+    now: i64,
+) -> anyhow::Result<MerchantRow> {
+    PrivateKey::from_pkcs8_pem(&new.merchant_private_key_pem).context("merchant private key")?;
+    ApiV3Key::new(&new.apiv3_key).context("APIv3 key")?;
+    anyhow::ensure!(
+        new.platform_public_key.is_some() || new.platform_certificate.is_some(),
+        "a platform public key (with its id) or a platform certificate is required"
+    );
+    if let Some(pem) = &new.platform_public_key {
+        PublicKey::from_spki_pem(pem).context("platform public key")?;
+        anyhow::ensure!(
+            new.platform_public_key_id.is_some(),
+            "the platform public key needs its PUB_KEY_ID_..."
+        );
+    }
+    if let Some(pem) = &new.platform_certificate {
+        Certificate::from_pem(pem).context("platform certificate")?;
+    }
+    anyhow::ensure!(
+        matches!(new.paid_after_close_policy.as_str(), "accept" | "refund"),
+        "policy must be accept or refund"
+    );
+    anyhow::ensure!(!new.currencies.is_empty(), "at least one currency");
+    url::Url::parse(&new.api_base_url).context("API base URL")?;
+    let sealed = master.seal(&serde_json::to_vec(&SealedSecrets {
+        merchant_private_key: new.merchant_private_key_pem,
+        apiv3_key: new.apiv3_key,
+    })?);
+    let row = MerchantRow {
+        id: wxgate_domain::id::generate("mch"),
+        name: new.name,
+        mode: new.mode,
+        mchid: new.mchid,
+        appid: new.appid,
+        mini_program_appid: new.mini_program_appid,
+        api_base_url: new.api_base_url,
+        merchant_serial_no: new.merchant_serial_no,
+        secrets_sealed: sealed,
+        platform_public_key_id: new.platform_public_key_id,
+        platform_public_key: new.platform_public_key,
+        platform_certificate: new.platform_certificate,
+        currencies: new
+            .currencies
+            .iter()
+            .map(|c| c.code())
+            .collect::<Vec<_>>()
+            .join(","),
+        paid_after_close_policy: new.paid_after_close_policy,
+        created_at: now,
+    };
+    store.insert_merchant(&row).await?;
+    Ok(row)
+}
+
+/// Mints a sandbox merchant at a simulator and stores it.
+pub async fn create_sandbox_merchant(
+    store: &Store,
+    master: &MasterKey,
+    simulator_base: &str,
+    name: &str,
+) -> anyhow::Result<MerchantRow> {
+    let base = simulator_base.trim_end_matches('/');
+    let bundle: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/sim/merchants"))
+        .json(&serde_json::json!({"signing": "public_key"}))
+        .send()
+        .await
+        .context("the simulator did not answer")?
+        .error_for_status()?
+        .json()
+        .await?;
+    let s = |k: &str| -> anyhow::Result<String> {
+        Ok(bundle[k]
+            .as_str()
+            .with_context(|| format!("the simulator's bundle lacks {k}"))?
+            .to_string())
+    };
+    let new = NewMerchant {
+        name: name.to_string(),
+        mode: "sandbox".into(),
+        mchid: s("mchid")?,
+        appid: s("appid")?,
+        mini_program_appid: None,
+        api_base_url: format!("{base}/"),
+        merchant_serial_no: s("merchant_serial_no")?,
+        merchant_private_key_pem: s("merchant_private_key")?,
+        apiv3_key: s("apiv3_key")?,
+        platform_public_key_id: Some(s("platform_public_key_id")?),
+        platform_public_key: Some(s("platform_public_key")?),
+        platform_certificate: Some(s("platform_certificate")?),
+        currencies: vec![Currency::CNY],
+        paid_after_close_policy: "accept".into(),
+    };
+    create_merchant(store, master, new, crate::now_ms()).await
+}
+
+/// Issues an API key for a merchant. Returns (key id, key); the key is never shown again.
+pub async fn create_api_key(store: &Store, merchant_id: &str) -> anyhow::Result<(String, String)> {
+    anyhow::ensure!(
+        store.merchant(merchant_id).await?.is_some(),
+        "no merchant {merchant_id}"
+    );
+    let id = wxgate_domain::id::generate("key");
+    let key = new_api_key();
+    store
+        .insert_api_key(&id, merchant_id, &hash_api_key(&key), crate::now_ms())
+        .await?;
+    Ok((id, key))
+}
+
+/// A merchant's open connection to WeChat Pay.
+pub struct Upstream {
+    pub merchant: MerchantRow,
+    pub client: Client,
+    pub signing_key: PrivateKey,
+    pub apiv3_key: ApiV3Key,
+    pub verifier: Verifier,
+}
+
+impl Upstream {
+    pub fn open(
+        merchant: MerchantRow,
+        master: &MasterKey,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let secrets: SealedSecrets =
+            serde_json::from_slice(&master.open(&merchant.secrets_sealed)?)?;
+        let mut verifier = Verifier::new();
+        if let (Some(id), Some(pem)) = (
+            &merchant.platform_public_key_id,
+            &merchant.platform_public_key,
+        ) {
+            verifier.add_public_key(id.clone(), PublicKey::from_spki_pem(pem)?);
+        }
+        if let Some(pem) = &merchant.platform_certificate {
+            verifier.add_certificate(Certificate::from_pem(pem)?);
+        }
+        let signer = MerchantSigner {
+            mchid: merchant.mchid.clone(),
+            serial_no: merchant.merchant_serial_no.clone(),
+            key: PrivateKey::from_pkcs8_pem(&secrets.merchant_private_key)?,
+        };
+        let mut config = ClientConfig::new(
+            url::Url::parse(&merchant.api_base_url)?,
+            signer,
+            verifier.clone(),
+        );
+        config.apiv3_key = Some(ApiV3Key::new(&secrets.apiv3_key)?);
+        config.wechatpay_serial = merchant.platform_public_key_id.clone();
+        config.timeout = timeout;
+        config.retry_backoff = Duration::from_millis(100);
+        Ok(Self {
+            client: Client::new(config)?,
+            signing_key: PrivateKey::from_pkcs8_pem(&secrets.merchant_private_key)?,
+            apiv3_key: ApiV3Key::new(&secrets.apiv3_key)?,
+            verifier,
+            merchant,
+        })
+    }
+}
+
+/// Open connections, one per merchant, made on first use.
+#[derive(Default)]
+pub struct Upstreams {
+    open: Mutex<HashMap<String, Arc<Upstream>>>,
+}
+
+impl Upstreams {
+    pub async fn get(
+        &self,
+        store: &Store,
+        master: &MasterKey,
+        merchant_id: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Arc<Upstream>> {
+        if let Some(u) = self.open.lock().expect("upstreams lock").get(merchant_id) {
+            return Ok(u.clone());
+        }
+        let row = store
+            .merchant(merchant_id)
+            .await?
+            .with_context(|| format!("no merchant {merchant_id}"))?;
+        let upstream = Arc::new(Upstream::open(row, master, timeout)?);
+        self.open
+            .lock()
+            .expect("upstreams lock")
+            .insert(merchant_id.to_string(), upstream.clone());
+        Ok(upstream)
+    }
+}

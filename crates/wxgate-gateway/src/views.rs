@@ -1,0 +1,208 @@
+//! What the API shows: payments as JSON, and the `next_action` a merchant hands to the
+//! shopper's device.
+
+use base64::Engine;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use wechatpay_v3::paysign::{AppPayParams, JsapiPayParams};
+use wxgate_store::{HistoryRow, PaymentRow};
+
+use crate::qr;
+use crate::upstream::Upstream;
+
+/// RFC 3339 (UTC) of a Unix-milliseconds time.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a valid time formats")
+}
+
+/// A payment as the API shows it. `history` is included when given; `next_action` only while
+/// the payment is pending (it is stored as JSON and passed through unparsed).
+pub fn payment(p: &PaymentRow, history: Option<&[HistoryRow]>) -> Value {
+    serde_json::to_value(PaymentView::new(p, history)).expect("a payment view serialises")
+}
+
+/// The same, straight to JSON text (the read path: no intermediate tree).
+pub fn payment_json(p: &PaymentRow, history: Option<&[HistoryRow]>) -> String {
+    serde_json::to_string(&PaymentView::new(p, history)).expect("a payment view serialises")
+}
+
+/// A payment. `next_action` is set while the payment is pending: `display_qr_code` (native),
+/// `redirect_to_url` (h5), `invoke_jsapi`, `invoke_mini_program` or `invoke_app`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Payment)]
+pub struct PaymentView<'a> {
+    id: &'a str,
+    #[schema(example = "payment")]
+    object: &'static str,
+    merchant_order_id: &'a str,
+    amount: i64,
+    currency: &'a str,
+    description: &'a str,
+    integration: &'a str,
+    status: &'a str,
+    version: i64,
+    created_at: String,
+    updated_at: String,
+    expires_at: String,
+    paid_at: Option<String>,
+    wechat: WechatView<'a>,
+    payer: Option<PayerView<'a>>,
+    client_ip: Option<&'a str>,
+    return_url: Option<&'a str>,
+    cancel_url: Option<&'a str>,
+    attach: Option<&'a str>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<&'a RawValue>,
+    #[schema(value_type = Option<Object>)]
+    next_action: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_history: Option<Vec<HistoryView<'a>>>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct WechatView<'a> {
+    out_trade_no: &'a str,
+    transaction_id: Option<&'a str>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct PayerView<'a> {
+    openid: &'a str,
+}
+
+#[derive(Serialize, ToSchema)]
+struct HistoryView<'a> {
+    status: &'a str,
+    at: String,
+    source: &'a str,
+}
+
+impl<'a> PaymentView<'a> {
+    pub fn new(p: &'a PaymentRow, history: Option<&'a [HistoryRow]>) -> Self {
+        let raw = |s: &'a str| serde_json::from_str::<&RawValue>(s).ok();
+        Self {
+            id: &p.id,
+            object: "payment",
+            merchant_order_id: &p.merchant_order_id,
+            amount: p.amount,
+            currency: &p.currency,
+            description: &p.description,
+            integration: &p.integration,
+            status: &p.status,
+            version: p.version,
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+            expires_at: rfc3339(p.expires_at),
+            paid_at: p.paid_at.map(rfc3339),
+            wechat: WechatView {
+                out_trade_no: &p.out_trade_no,
+                transaction_id: p.transaction_id.as_deref(),
+            },
+            payer: p.payer_openid.as_deref().map(|openid| PayerView { openid }),
+            client_ip: p.client_ip.as_deref(),
+            return_url: p.return_url.as_deref(),
+            cancel_url: p.cancel_url.as_deref(),
+            attach: p.attach.as_deref(),
+            metadata: raw(&p.metadata),
+            next_action: if p.status == "pending" {
+                p.wechat_credential.as_deref().and_then(raw)
+            } else {
+                None
+            },
+            status_history: history.map(|h| {
+                h.iter()
+                    .map(|h| HistoryView {
+                        status: &h.status,
+                        at: rfc3339(h.at),
+                        source: &h.source,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// What WeChat's prepay answered, by integration.
+pub enum Prepaid {
+    Native { code_url: String },
+    H5 { h5_url: String },
+    Jsapi { prepay_id: String },
+    MiniProgram { prepay_id: String },
+    App { prepay_id: String },
+}
+
+/// Builds the `next_action` for a fresh prepay, signing client-side bundles with the merchant's
+/// key. `expires_ms` is when the payment credential stops working.
+pub fn next_action(
+    up: &Upstream,
+    prepaid: Prepaid,
+    p: &PaymentRow,
+    now_ms: i64,
+    expires_ms: i64,
+) -> Value {
+    let expires_at = rfc3339(expires_ms);
+    let now_secs = now_ms / 1000;
+    let nonce = wechatpay_v3::nonce(32);
+    match prepaid {
+        Prepaid::Native { code_url } => json!({
+            "type": "display_qr_code",
+            "display_qr_code": {
+                "data": code_url,
+                "image_png_base64": base64::engine::general_purpose::STANDARD.encode(qr::png(&code_url)),
+                "image_svg": qr::svg(&code_url),
+                "expires_at": expires_at,
+            }
+        }),
+        Prepaid::H5 { h5_url } => {
+            let url = match &p.return_url {
+                Some(back) => format!(
+                    "{h5_url}&redirect_url={}",
+                    wechatpay_v3::model::query_value(back)
+                ),
+                None => h5_url,
+            };
+            json!({"type": "redirect_to_url", "redirect_to_url": {"url": url, "expires_at": expires_at}})
+        }
+        Prepaid::Jsapi { prepay_id: id } => {
+            let params =
+                JsapiPayParams::sign(&up.signing_key, &up.merchant.appid, &id, now_secs, &nonce);
+            json!({"type": "invoke_jsapi", "invoke_jsapi": params, "expires_at": expires_at})
+        }
+        Prepaid::MiniProgram { prepay_id: id } => {
+            let appid = up
+                .merchant
+                .mini_program_appid
+                .as_deref()
+                .unwrap_or(&up.merchant.appid);
+            let params = JsapiPayParams::sign(&up.signing_key, appid, &id, now_secs, &nonce)
+                .for_mini_program();
+            json!({"type": "invoke_mini_program", "invoke_mini_program": params, "expires_at": expires_at})
+        }
+        Prepaid::App { prepay_id: id } => {
+            let params = AppPayParams::sign(
+                &up.signing_key,
+                &up.merchant.appid,
+                &up.merchant.mchid,
+                &id,
+                now_secs,
+                &nonce,
+            );
+            json!({"type": "invoke_app", "invoke_app": params, "expires_at": expires_at})
+        }
+    }
+}
+
+/// A page of payments, newest first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PaymentList)]
+pub struct ListView<'a> {
+    #[schema(example = "list")]
+    pub object: &'static str,
+    pub data: Vec<PaymentView<'a>>,
+    pub has_more: bool,
+}

@@ -1,0 +1,984 @@
+//! The real gateway on port 0, its own SQLite database, the real simulator: every integration
+//! type end to end, callbacks in, status sync, expiry, idempotency and bad input.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wxgate_gateway::secrets::MasterKey;
+use wxgate_gateway::{Application, Gateway, GatewayConfig, upstream};
+use wxgate_sim::{Sim, SimConfig};
+use wxgate_store::Store;
+use wxgate_store::testing::{self, TestDatabase};
+
+struct TestGateway {
+    base: String,
+    sim: String,
+    key: String,
+    merchant_id: String,
+    mchid: String,
+    appid: String,
+    http: reqwest::Client,
+    store: Store,
+    gateway: Gateway,
+}
+
+impl TestGateway {
+    async fn spawn(db: &TestDatabase) -> Self {
+        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim = format!("http://{}", sim_listener.local_addr().unwrap());
+        let simulator = Sim::new(SimConfig {
+            time_scale: 10_000.0,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        tokio::spawn(wxgate_sim::serve(
+            sim_listener,
+            simulator,
+            std::future::pending(),
+        ));
+
+        let url = db.url.clone();
+        let store = db.store().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = GatewayConfig::new(url, MasterKey::generate(), base.clone());
+        config.sync_interval = Duration::from_millis(20);
+        config.sync_schedule_ms = vec![100, 100, 200];
+        config.upstream_timeout = Duration::from_secs(5);
+        let merchant =
+            upstream::create_sandbox_merchant(&store, &config.master_key, &sim, "Test shop")
+                .await
+                .unwrap();
+        let (_, key) = upstream::create_api_key(&store, &merchant.id)
+            .await
+            .unwrap();
+        let gateway = Gateway::new(store.clone(), config);
+        let app = Application::build(gateway.clone(), listener).await.unwrap();
+        tokio::spawn(app.run(std::future::pending()));
+        Self {
+            base,
+            sim,
+            key,
+            merchant_id: merchant.id,
+            mchid: merchant.mchid,
+            appid: merchant.appid,
+            http: reqwest::Client::new(),
+            store,
+            gateway,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn create(&self, body: Value) -> (u16, Value) {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/payments",
+            Some(body.to_string()),
+            &[],
+        )
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/payments/{id}"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Polls the payment until its status is `status` (the callback or the worker runs
+    /// meanwhile); fails after a generous bound rather than hang.
+    async fn wait_status(&self, id: &str, status: &str) -> Value {
+        // Each GET is a round trip that lets the gateway's tasks run; no fixed waits.
+        for _ in 0..5000 {
+            let p = self.get(id).await;
+            if p["status"] == status {
+                return p;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("payment {id} never became {status}: {}", self.get(id).await);
+    }
+
+    /// Polls (each GET is a round trip that lets the gateway's tasks run) until a callback has
+    /// been quarantined; returns the quarantined callbacks.
+    async fn wait_quarantined(&self, id: &str) -> Vec<wxgate_store::QuarantineRow> {
+        for _ in 0..5000 {
+            let quarantined = self.store.quarantined(&self.merchant_id).await.unwrap();
+            if !quarantined.is_empty() {
+                return quarantined;
+            }
+            let _ = self.get(id).await;
+        }
+        panic!("nothing was quarantined for {id}");
+    }
+
+    /// The outbox events written for a payment, oldest first.
+    async fn event_types(&self, id: &str) -> Vec<String> {
+        let events = self.store.events_for(&self.merchant_id, id).await.unwrap();
+        events.into_iter().map(|e| e.event_type).collect()
+    }
+
+    async fn sim_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.sim));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn pay(&self, body: Value) {
+        let (status, answer) = self
+            .sim_call(reqwest::Method::POST, "/sim/payer/pay", Some(body))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
+/// Each scenario runs on SQLite, and on PostgreSQL when one is reachable.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_both {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    for db in super::testing::all().await {
+                        eprintln!("{} on {:?}", stringify!($name), db.backend);
+                        super::$name(super::TestGateway::spawn(&db).await).await;
+                        db.cleanup().await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    every_integration_type_end_to_end,
+    dropped_callbacks_are_repaired_by_status_sync,
+    unpaid_payments_expire_and_are_closed_at_wechat,
+    cancel_closes_at_wechat_and_catches_a_payment_that_slipped_in,
+    duplicate_forged_and_mismatched_callbacks_change_nothing,
+    fifty_concurrent_identical_requests_make_one_payment,
+    bad_input_gets_a_clear_4xx,
+    openapi_document_lists_the_payments_api,
+    a_crash_between_wechat_and_the_commit_is_repaired,
+    a_paid_callback_for_a_failed_payment_is_quarantined_not_retried,
+);
+
+fn order(prefix: &str) -> String {
+    format!("{prefix}{}", wechatpay_v3::nonce(10))
+}
+
+fn native(order_id: &str, amount: i64) -> Value {
+    json!({"amount": amount, "currency": "CNY", "merchant_order_id": order_id, "description": "Blue mug", "integration": "native"})
+}
+
+async fn every_integration_type_end_to_end(t: TestGateway) {
+    for integration in ["native", "h5", "jsapi", "mini_program", "app"] {
+        let mut body = json!({
+            "amount": 1999, "currency": "CNY", "merchant_order_id": order(integration), "description": "Blue mug",
+            "integration": integration, "return_url": "https://shop.example/thanks", "metadata": {"cart": "42"},
+        });
+        if integration == "jsapi" || integration == "mini_program" {
+            body["payer"] = json!({"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"});
+        }
+        if integration == "h5" {
+            body["client_ip"] = json!("203.0.113.7");
+        }
+        let (status, p) = t.create(body).await;
+        assert_eq!(status, 201, "{integration}: {p}");
+        assert!(p["id"].as_str().unwrap().starts_with("pay_"));
+        assert_eq!(p["status"], "pending");
+        let action = &p["next_action"];
+        let pay = match integration {
+            "native" => {
+                assert_eq!(action["type"], "display_qr_code");
+                let qr = &action["display_qr_code"];
+                assert!(
+                    qr["data"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("weixin://wxpay/bizpayurl?pr=")
+                );
+                assert!(qr["image_svg"].as_str().unwrap().contains("<svg"));
+                assert!(!qr["image_png_base64"].as_str().unwrap().is_empty());
+                json!({"code_url": qr["data"]})
+            }
+            "h5" => {
+                assert_eq!(action["type"], "redirect_to_url");
+                let url = action["redirect_to_url"]["url"].as_str().unwrap();
+                assert!(
+                    url.contains("&redirect_url=https%3A%2F%2Fshop.example%2Fthanks"),
+                    "{url}"
+                );
+                json!({"h5_url": url})
+            }
+            "jsapi" => {
+                assert_eq!(action["type"], "invoke_jsapi");
+                let keys: Vec<&str> = action["invoke_jsapi"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                assert_eq!(keys.len(), 6, "{keys:?}");
+                json!({"jsapi": action["invoke_jsapi"]})
+            }
+            "mini_program" => {
+                assert_eq!(action["type"], "invoke_mini_program");
+                let mut params = action["invoke_mini_program"].clone();
+                assert!(
+                    params.get("appId").is_none(),
+                    "wx.requestPayment takes no appId"
+                );
+                params["appId"] = json!(t.appid);
+                json!({"jsapi": params})
+            }
+            "app" => {
+                assert_eq!(action["type"], "invoke_app");
+                assert_eq!(action["invoke_app"]["partnerid"], t.mchid);
+                assert_eq!(action["invoke_app"]["package"], "Sign=WXPay");
+                json!({"app": action["invoke_app"]})
+            }
+            _ => unreachable!(),
+        };
+        // The simulator verifies the client-side signature, pays, and calls back the gateway.
+        t.pay(pay).await;
+        let id = p["id"].as_str().unwrap();
+        let paid = t.wait_status(id, "succeeded").await;
+        let tx = paid["wechat"]["transaction_id"].as_str().unwrap();
+        assert_eq!(tx.len(), 28);
+        assert!(paid["next_action"].is_null());
+        let history: Vec<&str> = paid["status_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(history, ["pending", "succeeded"]);
+        // The simulator agrees.
+        let (_, order) = t
+            .sim_call(
+                reqwest::Method::GET,
+                &format!(
+                    "/sim/orders/{}/{}",
+                    t.mchid,
+                    paid["wechat"]["out_trade_no"].as_str().unwrap()
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(order["transaction"]["trade_state"], "SUCCESS");
+        assert_eq!(t.event_types(id).await, ["payment.succeeded"]);
+    }
+}
+
+async fn dropped_callbacks_are_repaired_by_status_sync(t: TestGateway) {
+    t.sim_call(
+        reqwest::Method::PUT,
+        &format!("/sim/merchants/{}/faults", t.mchid),
+        Some(json!({"drop_callback_rate": 1.0})),
+    )
+    .await;
+    let (_, p) = t.create(native(&order("drop"), 500)).await;
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    let paid = t.wait_status(p["id"].as_str().unwrap(), "succeeded").await;
+    let sources: Vec<&str> = paid["status_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["created", "sync"]);
+}
+
+async fn unpaid_payments_expire_and_are_closed_at_wechat(t: TestGateway) {
+    let (_, p) = t.create(native(&order("exp"), 500)).await;
+    let id = p["id"].as_str().unwrap();
+    // Time passes: the payment's expiry is behind it.
+    t.store
+        .execute_raw(&format!(
+            "UPDATE payments SET expires_at = 1, sync_due_at = 1 WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    let expired = t.wait_status(id, "expired").await;
+    let (_, order) = t
+        .sim_call(
+            reqwest::Method::GET,
+            &format!(
+                "/sim/orders/{}/{}",
+                t.mchid,
+                expired["wechat"]["out_trade_no"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        order["transaction"]["trade_state"], "CLOSED",
+        "closed at WeChat"
+    );
+    assert_eq!(t.event_types(id).await, ["payment.expired"]);
+}
+
+async fn cancel_closes_at_wechat_and_catches_a_payment_that_slipped_in(t: TestGateway) {
+    let (_, p) = t.create(native(&order("cxl"), 500)).await;
+    let id = p["id"].as_str().unwrap();
+    let (status, cancelled) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/payments/{id}/cancel"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled")),
+        "{cancelled}"
+    );
+    let (status, again) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/payments/{id}/cancel"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("payment_not_cancellable"))
+    );
+
+    // The payer pays while the close is on its way: the query after the close finds it.
+    t.sim_call(
+        reqwest::Method::PUT,
+        &format!("/sim/merchants/{}/faults", t.mchid),
+        Some(json!({"paid_after_close": true})),
+    )
+    .await;
+    let (_, p) = t.create(native(&order("race"), 500)).await;
+    let id = p["id"].as_str().unwrap();
+    let (status, answer) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/payments/{id}/cancel"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("payment_not_cancellable")),
+        "{answer}"
+    );
+    assert_eq!(t.get(id).await["status"], "succeeded");
+}
+
+async fn duplicate_forged_and_mismatched_callbacks_change_nothing(t: TestGateway) {
+    t.sim_call(
+        reqwest::Method::PUT,
+        &format!("/sim/merchants/{}/faults", t.mchid),
+        Some(json!({"duplicate_callback_rate": 1.0})),
+    )
+    .await;
+    let (_, p) = t.create(native(&order("dup"), 700)).await;
+    let id = p["id"].as_str().unwrap().to_string();
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    t.wait_status(&id, "succeeded").await;
+    // Both copies were acknowledged; one event.
+    for _ in 0..5000 {
+        let (_, log) = t
+            .sim_call(
+                reqwest::Method::GET,
+                &format!("/sim/callbacks?out_trade_no={id}"),
+                None,
+            )
+            .await;
+        if log["data"][0]["attempts"]
+            .as_array()
+            .is_some_and(|a| a.len() >= 2)
+        {
+            assert!(
+                log["data"][0]["attempts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|s| s == 204),
+                "{log}"
+            );
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        t.store.events_for(&t.merchant_id, &id).await.unwrap().len(),
+        1
+    );
+
+    // Forged: a body that is not signed by WeChat is refused and changes nothing.
+    let forged = t
+        .http
+        .post(format!("{}/wechatpay/notify/{}", t.base, t.merchant_id))
+        .header("Wechatpay-Timestamp", (time::OffsetDateTime::now_utc().unix_timestamp()).to_string())
+        .header("Wechatpay-Nonce", "n")
+        .header("Wechatpay-Serial", "PUB_KEY_ID_0")
+        .header("Wechatpay-Signature", "c2lnbmF0dXJl")
+        .body(r#"{"id":"x","create_time":"2024-01-01T00:00:00+08:00","event_type":"TRANSACTION.SUCCESS","resource":{"original_type":"transaction","algorithm":"AEAD_AES_256_GCM","ciphertext":"AAAA","nonce":"123456789012"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let unknown = t
+        .http
+        .post(format!("{}/wechatpay/notify/mch_nobody", t.base))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    // Mismatched: WeChat signs a transaction whose amount differs from the stored payment's.
+    // The gateway's row says 100 fen; the order at WeChat is for 999.
+    t.sim_call(
+        reqwest::Method::DELETE,
+        &format!("/sim/merchants/{}/faults", t.mchid),
+        None,
+    )
+    .await;
+    let (_, real) = t.create(native(&order("mm"), 999)).await;
+    let real_id = real["id"].as_str().unwrap().to_string();
+    t.store
+        .execute_raw(&format!(
+            "UPDATE payments SET amount = 100 WHERE id = '{real_id}'"
+        ))
+        .await
+        .unwrap();
+    t.pay(json!({"code_url": real["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    let quarantined = t.wait_quarantined(&real_id).await;
+    assert_eq!(quarantined.len(), 1);
+    assert!(
+        quarantined[0].reason.contains("amount"),
+        "{}",
+        quarantined[0].reason
+    );
+    assert_eq!(t.get(&real_id).await["status"], "pending", "never applied");
+}
+
+async fn fifty_concurrent_identical_requests_make_one_payment(t: TestGateway) {
+    let t = std::sync::Arc::new(t);
+    let order_id = order("idem");
+    let body = native(&order_id, 1234).to_string();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (t, body) = (t.clone(), body.clone());
+            tokio::spawn(async move {
+                t.call(
+                    reqwest::Method::POST,
+                    "/v1/payments",
+                    Some(body),
+                    &[("Idempotency-Key", "k-1")],
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for task in tasks {
+        let (status, answer) = task.await.unwrap();
+        match status {
+            200 | 201 => {
+                ids.insert(answer["id"].as_str().unwrap().to_string());
+            }
+            409 => assert_eq!(answer["error"]["code"], "idempotency_key_in_use"),
+            other => panic!("{other}: {answer}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let (_, list) = t
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/payments?merchant_order_id={order_id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    // A replay carries the first answer; another body under the key is refused.
+    let (status, replay) = t
+        .call(
+            reqwest::Method::POST,
+            "/v1/payments",
+            Some(body.clone()),
+            &[("Idempotency-Key", "k-1")],
+        )
+        .await;
+    assert_eq!(
+        (status, replay["id"].as_str()),
+        (201, ids.iter().next().map(String::as_str))
+    );
+    let (status, reused) = t
+        .call(
+            reqwest::Method::POST,
+            "/v1/payments",
+            Some(native(&order("other"), 1).to_string()),
+            &[("Idempotency-Key", "k-1")],
+        )
+        .await;
+    assert_eq!(
+        (status, reused["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    // Without a key, re-posting the same order returns the same payment; other parameters conflict.
+    let (status, same) = t.create(native(&order_id, 1234)).await;
+    assert_eq!(
+        (status, same["id"].as_str()),
+        (200, ids.iter().next().map(String::as_str))
+    );
+    let (status, taken) = t.create(native(&order_id, 1235)).await;
+    assert_eq!(
+        (
+            status,
+            taken["error"]["code"].as_str(),
+            taken["error"]["param"].as_str()
+        ),
+        (
+            409,
+            Some("merchant_order_id_taken"),
+            Some("merchant_order_id")
+        )
+    );
+}
+
+async fn bad_input_gets_a_clear_4xx(t: TestGateway) {
+    let good = native("order_ok_1", 100);
+    let with = |k: &str, v: Value| {
+        let mut b = good.clone();
+        b[k] = v;
+        b.to_string()
+    };
+    let without = |k: &str| {
+        let mut b = good.clone();
+        b.as_object_mut().unwrap().remove(k);
+        b.to_string()
+    };
+    let cases: Vec<(String, u16, &str, Option<&str>)> = vec![
+        (
+            with("amount", json!(0)),
+            400,
+            "invalid_amount",
+            Some("amount"),
+        ),
+        (
+            with("amount", json!(-1)),
+            400,
+            "invalid_amount",
+            Some("amount"),
+        ),
+        (
+            with("amount", json!(1.5)),
+            400,
+            "invalid_type",
+            Some("amount"),
+        ),
+        (
+            with("amount", json!("100")),
+            400,
+            "invalid_type",
+            Some("amount"),
+        ),
+        (
+            with("currency", json!("USD")),
+            400,
+            "currency_not_allowed",
+            Some("currency"),
+        ),
+        (
+            with("currency", json!("XYZ")),
+            400,
+            "invalid_currency",
+            Some("currency"),
+        ),
+        (
+            with("merchant_order_id", json!("bad id!")),
+            400,
+            "invalid_merchant_order_id",
+            Some("merchant_order_id"),
+        ),
+        (
+            with("merchant_order_id", json!("x".repeat(33))),
+            400,
+            "invalid_merchant_order_id",
+            Some("merchant_order_id"),
+        ),
+        (
+            with("description", json!("")),
+            400,
+            "invalid_description",
+            Some("description"),
+        ),
+        (
+            with("integration", json!("bank_transfer")),
+            400,
+            "invalid_integration",
+            Some("integration"),
+        ),
+        (
+            with("integration", json!("jsapi")),
+            400,
+            "openid_required",
+            Some("payer.openid"),
+        ),
+        (
+            with("integration", json!("h5")),
+            400,
+            "client_ip_required",
+            Some("client_ip"),
+        ),
+        (
+            with("client_ip", json!("999.1.1.1")),
+            400,
+            "invalid_client_ip",
+            Some("client_ip"),
+        ),
+        (
+            with("expires_at", json!("tomorrow")),
+            400,
+            "invalid_expires_at",
+            Some("expires_at"),
+        ),
+        (
+            with("expires_at", json!("2001-01-01T00:00:00Z")),
+            400,
+            "invalid_expires_at",
+            Some("expires_at"),
+        ),
+        (
+            with("return_url", json!("javascript:alert(1)")),
+            400,
+            "invalid_return_url",
+            Some("return_url"),
+        ),
+        (
+            with("attach", json!("a".repeat(129))),
+            400,
+            "invalid_attach",
+            Some("attach"),
+        ),
+        (
+            with("surprise", json!(1)),
+            400,
+            "parameter_unknown",
+            Some("surprise"),
+        ),
+        (without("amount"), 400, "parameter_missing", Some("amount")),
+        ("{not json".to_string(), 400, "invalid_json", None),
+        ("".to_string(), 400, "invalid_json", None),
+        ("[1,2]".to_string(), 400, "invalid_type", None),
+    ];
+    for (body, status, code, param) in cases {
+        let (got_status, answer) = t
+            .call(
+                reqwest::Method::POST,
+                "/v1/payments",
+                Some(body.clone()),
+                &[],
+            )
+            .await;
+        assert_eq!(got_status, status, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+        if let Some(param) = param {
+            assert_eq!(answer["error"]["param"], param, "{body}: {answer}");
+        }
+    }
+    // Bad UTF-8 and oversized bodies.
+    let bad_utf8 = t
+        .http
+        .post(format!("{}/v1/payments", t.base))
+        .bearer_auth(&t.key)
+        .body(b"{\"description\": \"\xff\xfe\"}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_utf8.status(), 400);
+    let huge = t
+        .http
+        .post(format!("{}/v1/payments", t.base))
+        .bearer_auth(&t.key)
+        .body(vec![b' '; 200_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    assert_eq!(huge.headers()["connection"], "close");
+    let body: Value = huge.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "body_too_large");
+    // No key, a wrong key, someone else's payment.
+    let anonymous = t
+        .http
+        .post(format!("{}/v1/payments", t.base))
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = t
+        .http
+        .get(format!("{}/v1/payments/pay_x", t.base))
+        .bearer_auth("wxk_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let (status, missing) = t
+        .call(
+            reqwest::Method::GET,
+            "/v1/payments/pay_doesnotexist",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, missing["error"]["code"].as_str()),
+        (404, Some("resource_missing"))
+    );
+    assert!(
+        t.store
+            .list_payments(
+                &t.merchant_id,
+                &wxgate_store::PaymentFilter {
+                    limit: 10,
+                    ..Default::default()
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing half-written"
+    );
+}
+
+async fn openapi_document_lists_the_payments_api(t: TestGateway) {
+    let doc: Value = t
+        .http
+        .get(format!("{}/openapi.json", t.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/payments",
+        "/v1/payments/{id}",
+        "/v1/payments/{id}/cancel",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["Payment", "PaymentList", "Error", "CreatePayment"] {
+        assert!(
+            schemas.get(schema).is_some(),
+            "{schema} missing: {}",
+            schemas
+        );
+    }
+    assert!(
+        doc["paths"]["/v1/payments"]["post"]["responses"]
+            .get("201")
+            .is_some()
+    );
+
+    // A listing of several, paged.
+    for i in 0..3 {
+        t.create(native(&format!("page_order_{i}"), 100 + i)).await;
+    }
+    let (_, first) = t
+        .call(reqwest::Method::GET, "/v1/payments?limit=2", None, &[])
+        .await;
+    assert_eq!(
+        (
+            first["data"].as_array().unwrap().len(),
+            first["has_more"].as_bool()
+        ),
+        (2, Some(true))
+    );
+    let cursor = first["data"][1]["id"].as_str().unwrap();
+    let (_, second) = t
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/payments?limit=2&starting_after={cursor}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (
+            second["data"].as_array().unwrap().len(),
+            second["has_more"].as_bool()
+        ),
+        (1, Some(false))
+    );
+    let (status, bad) = t
+        .call(reqwest::Method::GET, "/v1/payments?status=paid", None, &[])
+        .await;
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("invalid_status"))
+    );
+}
+
+/// The process dies after WeChat created (and the shopper paid) the order but before the
+/// gateway stored WeChat's answer, and the callback is lost too: the pending payment's due sync
+/// finds the truth.
+async fn a_crash_between_wechat_and_the_commit_is_repaired(t: TestGateway) {
+    // What the gateway had committed before calling WeChat: a pending payment, sync due.
+    let now = wxgate_gateway::now_ms();
+    let id = wxgate_domain::id::generate("pay");
+    let row = wxgate_store::PaymentRow {
+        id: id.clone(),
+        merchant_id: t.merchant_id.clone(),
+        merchant_order_id: order("crash"),
+        out_trade_no: id.clone(),
+        amount: 321,
+        currency: "CNY".into(),
+        description: "Blue mug".into(),
+        integration: "native".into(),
+        status: "pending".into(),
+        version: 1,
+        fingerprint: "f".into(),
+        payer_openid: None,
+        client_ip: None,
+        return_url: None,
+        cancel_url: None,
+        attach: None,
+        metadata: "{}".into(),
+        wechat_credential: None,
+        transaction_id: None,
+        paid_at: None,
+        expires_at: now + 3_600_000,
+        created_at: now,
+        updated_at: now,
+        sync_due_at: Some(now + 100),
+        sync_attempts: 0,
+        claimed_until: None,
+    };
+    t.store.insert_payment(&row).await.unwrap();
+    // What WeChat did meanwhile: the order exists and is paid; its callback is dropped.
+    t.sim_call(
+        reqwest::Method::PUT,
+        &format!("/sim/merchants/{}/faults", t.mchid),
+        Some(json!({"drop_callback_rate": 1.0})),
+    )
+    .await;
+    let up = t.gateway.upstream(&t.merchant_id).await.unwrap();
+    let prepay = wechatpay_v3::model::PrepayRequest {
+        appid: t.appid.clone(),
+        mchid: t.mchid.clone(),
+        description: "Blue mug".into(),
+        out_trade_no: id.clone(),
+        notify_url: t.gateway.notify_url(&t.merchant_id),
+        amount: wechatpay_v3::model::Amount {
+            total: 321,
+            currency: Some("CNY".into()),
+        },
+        ..Default::default()
+    };
+    let code = up.client.prepay_native(&prepay).await.unwrap();
+    t.pay(json!({"code_url": code.code_url})).await;
+    let repaired = t.wait_status(&id, "succeeded").await;
+    assert_eq!(repaired["status_history"][1]["source"], "sync");
+    assert_eq!(t.event_types(&id).await, ["payment.succeeded"]);
+}
+
+/// WeChat proves money moved for a payment the gateway had failed: it cannot be applied, so it
+/// is quarantined for a person, acknowledged (WeChat need not retry for a day), and the payment
+/// keeps its state.
+async fn a_paid_callback_for_a_failed_payment_is_quarantined_not_retried(t: TestGateway) {
+    let (_, p) = t.create(native(&order("failed"), 450)).await;
+    let id = p["id"].as_str().unwrap().to_string();
+    let facts = wxgate_store::TransitionFacts {
+        now: wxgate_gateway::now_ms(),
+        source: "test".into(),
+        ..Default::default()
+    };
+    t.store
+        .transition(
+            &t.merchant_id,
+            &id,
+            wxgate_domain::PaymentEvent::Failed,
+            &facts,
+            wxgate_gateway::sync::event_payload,
+        )
+        .await
+        .unwrap();
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    let quarantined = t.wait_quarantined(&id).await;
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(t.get(&id).await["status"], "failed");
+    let (_, log) = t
+        .sim_call(
+            reqwest::Method::GET,
+            &format!("/sim/callbacks?out_trade_no={id}"),
+            None,
+        )
+        .await;
+    for _ in 0..5000 {
+        let (_, log) = t
+            .sim_call(
+                reqwest::Method::GET,
+                &format!("/sim/callbacks?out_trade_no={id}"),
+                None,
+            )
+            .await;
+        if log["data"][0]["acknowledged"] == true {
+            assert_eq!(log["data"][0]["attempts"], json!([204]));
+            return;
+        }
+    }
+    panic!("the callback was not acknowledged: {log}");
+}

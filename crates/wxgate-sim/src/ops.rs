@@ -1,0 +1,294 @@
+//! What happens to orders and refunds, shared by the v3 endpoints and the simulated payer.
+
+use serde_json::json;
+use wechatpay_v3::model::{
+    ExchangeRate, GlobalRefund, GlobalRefundAmount, Payer, Refund, RefundAmount,
+    RefundNotification, RefundStatus, Transaction, TransactionAmount,
+};
+use wechatpay_v3::notify::{
+    EVENT_REFUND_ABNORMAL, EVENT_REFUND_CLOSED, EVENT_REFUND_SUCCESS, EVENT_TRANSACTION_SUCCESS,
+};
+
+use crate::callbacks::{self, CallbackJob};
+use crate::faults::RefundOutcome;
+use crate::state::{Family, Order, OrderState, RefundRecord, RefundState};
+use crate::{Sim, cst_compact, digits, rfc3339_cst};
+
+/// CNY per major unit, scaled by 10^8, and the currency's decimal places.
+pub fn exchange_rate(currency: &str) -> Option<(i64, u32)> {
+    Some(match currency {
+        "CNY" => (100_000_000, 2),
+        "USD" => (712_340_000, 2),
+        "HKD" => (91_230_000, 2),
+        "EUR" => (772_000_000, 2),
+        "GBP" => (902_000_000, 2),
+        "SGD" => (530_000_000, 2),
+        "AUD" => (470_000_000, 2),
+        "CAD" => (520_000_000, 2),
+        "NZD" => (430_000_000, 2),
+        "CHF" => (810_000_000, 2),
+        "MOP" => (88_600_000, 2),
+        "THB" => (20_500_000, 2),
+        "MYR" => (160_000_000, 2),
+        "KRW" => (520_000, 0),
+        "JPY" => (4_800_000, 0),
+        _ => return None,
+    })
+}
+
+fn payer_cny(order: &Order, amount: i64) -> i64 {
+    match order.family {
+        Family::Domestic => amount,
+        Family::Global => {
+            let (rate, exponent) = exchange_rate(&order.currency).unwrap_or((100_000_000, 2));
+            wechatpay_v3::model::payer_total_cny(amount, rate, exponent)
+        }
+    }
+}
+
+/// An order as query answers and callbacks show it.
+pub fn transaction_view(order: &Order) -> Transaction {
+    let paid = order.state.is_paid();
+    let global = order.family == Family::Global;
+    Transaction {
+        appid: Some(order.appid.clone()),
+        mchid: Some(order.mchid.clone()),
+        out_trade_no: order.out_trade_no.clone(),
+        transaction_id: order.transaction_id.clone(),
+        trade_type: paid.then(|| order.trade_type.clone()),
+        trade_state: order.state.as_str().to_string(),
+        trade_state_desc: Some(order.state.desc().to_string()),
+        bank_type: paid.then(|| "OTHERS".to_string()),
+        attach: if paid { order.attach.clone() } else { None },
+        success_time: order.success_time.map(rfc3339_cst),
+        payer: order.paid_openid.clone().map(|openid| Payer { openid }),
+        amount: Some(TransactionAmount {
+            total: Some(order.total),
+            payer_total: paid.then(|| payer_cny(order, order.total)),
+            currency: Some(order.currency.clone()),
+            payer_currency: paid.then(|| "CNY".to_string()),
+            exchange_rate: (global && paid).then(|| ExchangeRate {
+                kind: "USERPAYMENT_RATE".to_string(),
+                rate: order.exchange_rate.unwrap_or(100_000_000),
+            }),
+        }),
+        scene_info: None,
+        promotion_detail: paid.then(Vec::new),
+        merchant_category_code: order.merchant_category_code.clone(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayError {
+    NotFound,
+    Paid,
+    Closed,
+}
+
+/// The payer pays: NOTPAY → SUCCESS, with a 28-digit transaction id, and the callback goes out.
+pub fn pay_order(
+    sim: &Sim,
+    key: &(String, String),
+    openid: Option<String>,
+) -> Result<Order, PayError> {
+    let now = sim.now();
+    let order = {
+        let mut state = sim.state();
+        state.expire_if_due(key, now);
+        let order = state.orders.get_mut(key).ok_or(PayError::NotFound)?;
+        match order.state {
+            OrderState::Success | OrderState::Refund => return Err(PayError::Paid),
+            OrderState::Closed => return Err(PayError::Closed),
+            OrderState::Notpay => {}
+        }
+        let transaction_id = format!("42000{}{}", cst_compact(now, false), digits(15));
+        order.state = OrderState::Success;
+        order.transaction_id = Some(transaction_id.clone());
+        order.success_time = Some(now);
+        order.paid_openid = Some(
+            openid
+                .or_else(|| order.openid.clone())
+                .unwrap_or_else(|| crate::payer::openid_for(&order.appid, "payer")),
+        );
+        let order = order.clone();
+        state.by_transaction_id.insert(transaction_id, key.clone());
+        state.dirty = true;
+        order
+    };
+    callbacks::send(
+        sim,
+        CallbackJob {
+            mchid: order.mchid.clone(),
+            url: order.notify_url.clone(),
+            event_type: EVENT_TRANSACTION_SUCCESS,
+            summary: "支付成功",
+            original_type: "transaction",
+            plaintext: serde_json::to_vec(&transaction_view(&order)).expect("serialisable"),
+            out_trade_no: order.out_trade_no.clone(),
+            out_refund_no: None,
+        },
+    );
+    Ok(order)
+}
+
+pub fn refund_view(refund: &RefundRecord) -> Refund {
+    Refund {
+        refund_id: refund.refund_id.clone(),
+        out_refund_no: refund.out_refund_no.clone(),
+        transaction_id: refund.transaction_id.clone(),
+        out_trade_no: refund.out_trade_no.clone(),
+        channel: Some("ORIGINAL".to_string()),
+        user_received_account: Some("支付用户零钱".to_string()),
+        success_time: refund.success_time.map(rfc3339_cst),
+        create_time: Some(rfc3339_cst(refund.created_at)),
+        status: status_of(refund.state),
+        funds_account: Some("AVAILABLE".to_string()),
+        amount: RefundAmount {
+            total: refund.total,
+            refund: refund.refund,
+            payer_total: Some(refund.total),
+            payer_refund: Some(refund.refund),
+            settlement_refund: Some(refund.refund),
+            settlement_total: Some(refund.total),
+            discount_refund: Some(0),
+            currency: Some(refund.currency.clone()),
+            from: Some(Vec::new()),
+        },
+        promotion_detail: Some(Vec::new()),
+    }
+}
+
+pub fn global_refund_view(refund: &RefundRecord, order: Option<&Order>) -> GlobalRefund {
+    let (payer_refund, rate) = match order {
+        Some(o) => (
+            payer_cny(o, refund.refund),
+            o.exchange_rate.unwrap_or(100_000_000),
+        ),
+        None => (refund.refund, 100_000_000),
+    };
+    GlobalRefund {
+        id: refund.refund_id.clone(),
+        out_refund_no: refund.out_refund_no.clone(),
+        transaction_id: refund.transaction_id.clone(),
+        out_trade_no: refund.out_trade_no.clone(),
+        channel: Some("ORIGINAL".to_string()),
+        recv_account: Some("支付用户零钱".to_string()),
+        status: status_of(refund.state),
+        create_time: Some(rfc3339_cst(refund.created_at)),
+        success_time: refund.success_time.map(rfc3339_cst),
+        amount: GlobalRefundAmount {
+            refund: refund.refund,
+            total: refund.total,
+            currency: refund.currency.clone(),
+            payer_refund: Some(payer_refund),
+            payer_currency: Some("CNY".to_string()),
+            exchange_rate: Some(ExchangeRate {
+                kind: "USERPAYMENT_RATE".to_string(),
+                rate,
+            }),
+        },
+    }
+}
+
+fn status_of(state: RefundState) -> RefundStatus {
+    match state {
+        RefundState::Processing => RefundStatus::Processing,
+        RefundState::Success => RefundStatus::Success,
+        RefundState::Closed => RefundStatus::Closed,
+        RefundState::Abnormal => RefundStatus::Abnormal,
+    }
+}
+
+/// After the simulated settling time, a refund ends as the faults said when it was created,
+/// and its callback goes out.
+pub fn schedule_refund_settlement(sim: &Sim, key: (String, String), outcome: RefundOutcome) {
+    let sim = sim.clone();
+    let delay = sim.scaled(sim.config().refund_settle_secs);
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        settle_refund(&sim, &key, outcome);
+    });
+}
+
+pub fn settle_refund(sim: &Sim, key: &(String, String), outcome: RefundOutcome) {
+    let now = sim.now();
+    let (refund, url) = {
+        let mut state = sim.state();
+        let Some(refund) = state.refunds.get_mut(key) else {
+            return;
+        };
+        if refund.state != RefundState::Processing {
+            return;
+        }
+        refund.state = match outcome {
+            RefundOutcome::Success => RefundState::Success,
+            RefundOutcome::Closed => RefundState::Closed,
+            RefundOutcome::Abnormal => RefundState::Abnormal,
+        };
+        if refund.state == RefundState::Success {
+            refund.success_time = Some(now);
+        }
+        let refund = refund.clone();
+        let order_key = (refund.mchid.clone(), refund.out_trade_no.clone());
+        let order_url = state.orders.get_mut(&order_key).map(|order| {
+            if refund.state == RefundState::Success {
+                order.state = OrderState::Refund;
+            }
+            order.notify_url.clone()
+        });
+        state.dirty = true;
+        let url = refund.notify_url.clone().or(order_url);
+        (refund, url)
+    };
+    let Some(url) = url else { return };
+    let (event_type, summary) = match refund.state {
+        RefundState::Success => (EVENT_REFUND_SUCCESS, "退款成功"),
+        RefundState::Closed => (EVENT_REFUND_CLOSED, "退款关闭"),
+        _ => (EVENT_REFUND_ABNORMAL, "退款异常"),
+    };
+    let notification = RefundNotification {
+        mchid: refund.mchid.clone(),
+        out_trade_no: refund.out_trade_no.clone(),
+        transaction_id: refund.transaction_id.clone(),
+        out_refund_no: refund.out_refund_no.clone(),
+        refund_id: refund.refund_id.clone(),
+        refund_status: status_of(refund.state),
+        success_time: refund.success_time.map(rfc3339_cst),
+        user_received_account: Some("支付用户零钱".to_string()),
+        amount: RefundAmount {
+            total: refund.total,
+            refund: refund.refund,
+            payer_total: Some(refund.total),
+            payer_refund: Some(refund.refund),
+            ..Default::default()
+        },
+    };
+    callbacks::send(
+        sim,
+        CallbackJob {
+            mchid: refund.mchid.clone(),
+            url,
+            event_type,
+            summary,
+            original_type: "refund",
+            plaintext: serde_json::to_vec(&notification).expect("serialisable"),
+            out_trade_no: refund.out_trade_no.clone(),
+            out_refund_no: Some(refund.out_refund_no.clone()),
+        },
+    );
+}
+
+/// A short description of an order for the payer's page.
+pub fn order_summary(order: &Order) -> serde_json::Value {
+    json!({
+        "mchid": order.mchid,
+        "appid": order.appid,
+        "out_trade_no": order.out_trade_no,
+        "description": order.description,
+        "total": order.total,
+        "currency": order.currency,
+        "trade_type": order.trade_type,
+        "trade_state": order.state.as_str(),
+        "expires_at": rfc3339_cst(order.expires_at),
+    })
+}

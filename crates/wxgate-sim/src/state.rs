@@ -1,0 +1,251 @@
+//! The simulator's state: merchants, orders, refunds, bills waiting to be downloaded, the
+//! callback log and the fault settings. One mutex guards it; no lock is held across an await.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::faults::Faults;
+use crate::merchant::{Merchant, MerchantRecord};
+
+/// Which API family an order came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Domestic,
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OrderState {
+    Notpay,
+    Success,
+    Refund,
+    Closed,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Notpay => "NOTPAY",
+            Self::Success => "SUCCESS",
+            Self::Refund => "REFUND",
+            Self::Closed => "CLOSED",
+        }
+    }
+
+    pub fn desc(self) -> &'static str {
+        match self {
+            Self::Notpay => "未支付",
+            Self::Success => "支付成功",
+            Self::Refund => "转入退款",
+            Self::Closed => "已关闭",
+        }
+    }
+
+    pub fn is_paid(self) -> bool {
+        matches!(self, Self::Success | Self::Refund)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Order {
+    pub family: Family,
+    pub mchid: String,
+    pub appid: String,
+    pub out_trade_no: String,
+    /// `NATIVE`, `JSAPI`, `APP` or `MWEB`.
+    pub trade_type: String,
+    pub description: String,
+    pub attach: Option<String>,
+    pub notify_url: String,
+    pub total: i64,
+    pub currency: String,
+    pub openid: Option<String>,
+    pub payer_client_ip: Option<String>,
+    pub merchant_category_code: Option<String>,
+    /// The business parameters a re-submitted prepay must repeat.
+    pub fingerprint: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub state: OrderState,
+    pub transaction_id: Option<String>,
+    pub success_time: Option<i64>,
+    pub paid_openid: Option<String>,
+    /// CNY per major unit of `currency`, scaled by 10^8 (cross-border only).
+    pub exchange_rate: Option<i64>,
+    pub prepay_id: String,
+    pub prepay_issued_at: i64,
+    pub code_token: Option<String>,
+    pub h5_package: Option<String>,
+    pub h5_issued_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RefundState {
+    Processing,
+    Success,
+    Closed,
+    Abnormal,
+}
+
+impl RefundState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processing => "PROCESSING",
+            Self::Success => "SUCCESS",
+            Self::Closed => "CLOSED",
+            Self::Abnormal => "ABNORMAL",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub family: Family,
+    pub mchid: String,
+    pub refund_id: String,
+    pub out_refund_no: String,
+    pub out_trade_no: String,
+    pub transaction_id: String,
+    pub refund: i64,
+    pub total: i64,
+    pub currency: String,
+    pub reason: Option<String>,
+    pub notify_url: Option<String>,
+    pub fingerprint: String,
+    pub created_at: i64,
+    pub success_time: Option<i64>,
+    pub state: RefundState,
+}
+
+/// A bill file waiting behind a download token.
+#[derive(Debug, Clone)]
+pub struct BillFile {
+    pub mchid: String,
+    pub bytes: Vec<u8>,
+    pub expires_at: i64,
+}
+
+/// One callback as the simulator sent (or did not send) it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallbackLog {
+    pub id: String,
+    pub mchid: String,
+    pub event_type: String,
+    pub url: String,
+    pub out_trade_no: String,
+    pub out_refund_no: Option<String>,
+    /// HTTP status of each attempt (0: no answer).
+    pub attempts: Vec<u16>,
+    pub acknowledged: bool,
+    pub dropped: bool,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub merchants: HashMap<String, Arc<Merchant>>,
+    pub orders: HashMap<(String, String), Order>,
+    pub refunds: HashMap<(String, String), RefundRecord>,
+    pub by_transaction_id: HashMap<String, (String, String)>,
+    pub by_prepay_id: HashMap<String, (String, String)>,
+    pub by_code_token: HashMap<String, (String, String)>,
+    pub by_refund_id: HashMap<String, (String, String)>,
+    /// OAuth codes: code → (appid, openid, issued_at).
+    pub oauth_codes: HashMap<String, (String, String, i64)>,
+    pub bills: HashMap<String, BillFile>,
+    pub callbacks: Vec<CallbackLog>,
+    pub global_faults: Faults,
+    pub merchant_faults: HashMap<String, Faults>,
+    pub dirty: bool,
+}
+
+/// What the data folder holds.
+#[derive(Serialize, Deserialize, Default)]
+pub struct Snapshot {
+    pub merchants: Vec<MerchantRecord>,
+    pub orders: Vec<Order>,
+    pub refunds: Vec<RefundRecord>,
+    pub global_faults: Faults,
+    pub merchant_faults: HashMap<String, Faults>,
+}
+
+impl State {
+    pub fn order_key(mchid: &str, out_trade_no: &str) -> (String, String) {
+        (mchid.to_string(), out_trade_no.to_string())
+    }
+
+    /// The faults in force for a merchant: its own if set, else the global ones.
+    pub fn faults_for(&self, mchid: Option<&str>) -> Faults {
+        mchid
+            .and_then(|m| self.merchant_faults.get(m))
+            .cloned()
+            .unwrap_or_else(|| self.global_faults.clone())
+    }
+
+    pub fn insert_order(&mut self, order: Order) {
+        let key = Self::order_key(&order.mchid, &order.out_trade_no);
+        self.by_prepay_id
+            .insert(order.prepay_id.clone(), key.clone());
+        if let Some(token) = &order.code_token {
+            self.by_code_token.insert(token.clone(), key.clone());
+        }
+        if let Some(id) = &order.transaction_id {
+            self.by_transaction_id.insert(id.clone(), key.clone());
+        }
+        self.orders.insert(key, order);
+        self.dirty = true;
+    }
+
+    pub fn insert_refund(&mut self, refund: RefundRecord) {
+        let key = Self::order_key(&refund.mchid, &refund.out_refund_no);
+        self.by_refund_id
+            .insert(refund.refund_id.clone(), key.clone());
+        self.refunds.insert(key, refund);
+        self.dirty = true;
+    }
+
+    /// Closes an unpaid order whose time has run out.
+    pub fn expire_if_due(&mut self, key: &(String, String), now: i64) {
+        if let Some(order) = self.orders.get_mut(key)
+            && order.state == OrderState::Notpay
+            && now > order.expires_at
+        {
+            order.state = OrderState::Closed;
+            self.dirty = true;
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            merchants: self.merchants.values().map(|m| m.record()).collect(),
+            orders: self.orders.values().cloned().collect(),
+            refunds: self.refunds.values().cloned().collect(),
+            global_faults: self.global_faults.clone(),
+            merchant_faults: self.merchant_faults.clone(),
+        }
+    }
+
+    pub fn restore(snapshot: Snapshot) -> anyhow::Result<Self> {
+        let mut state = Self::default();
+        for record in &snapshot.merchants {
+            state.merchants.insert(
+                record.mchid.clone(),
+                Arc::new(Merchant::from_record(record)?),
+            );
+        }
+        for order in snapshot.orders {
+            state.insert_order(order);
+        }
+        for refund in snapshot.refunds {
+            state.insert_refund(refund);
+        }
+        state.global_faults = snapshot.global_faults;
+        state.merchant_faults = snapshot.merchant_faults;
+        state.dirty = false;
+        Ok(state)
+    }
+}

@@ -1,0 +1,133 @@
+//! Rows as stored. Conversions to domain and API types happen in the gateway.
+
+use wxgate_domain::PaymentStatus;
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MerchantRow {
+    pub id: String,
+    pub name: String,
+    /// `sandbox` or `live`.
+    pub mode: String,
+    pub mchid: String,
+    pub appid: String,
+    pub mini_program_appid: Option<String>,
+    pub api_base_url: String,
+    pub merchant_serial_no: String,
+    /// The merchant's private key and APIv3 key, sealed under the master key.
+    pub secrets_sealed: String,
+    pub platform_public_key_id: Option<String>,
+    pub platform_public_key: Option<String>,
+    pub platform_certificate: Option<String>,
+    /// Comma-separated ISO 4217 codes the merchant may price in.
+    pub currencies: String,
+    /// `accept` or `refund`.
+    pub paid_after_close_policy: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PaymentRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub merchant_order_id: String,
+    pub out_trade_no: String,
+    pub amount: i64,
+    pub currency: String,
+    pub description: String,
+    pub integration: String,
+    pub status: String,
+    pub version: i64,
+    pub fingerprint: String,
+    pub payer_openid: Option<String>,
+    pub client_ip: Option<String>,
+    pub return_url: Option<String>,
+    pub cancel_url: Option<String>,
+    pub attach: Option<String>,
+    pub metadata: String,
+    pub wechat_credential: Option<String>,
+    pub transaction_id: Option<String>,
+    pub paid_at: Option<i64>,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub sync_due_at: Option<i64>,
+    pub sync_attempts: i64,
+    pub claimed_until: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub status: String,
+    pub source: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub event_type: String,
+    pub object_id: String,
+    pub object_version: i64,
+    pub payload: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QuarantineRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub payment_id: Option<String>,
+    pub reason: String,
+    pub resource: String,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// The merchant already has a payment with this merchant_order_id.
+    Existing(Box<PaymentRow>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    Changed {
+        from: PaymentStatus,
+        payment: PaymentRow,
+    },
+    /// The payment already reflected the event.
+    Unchanged(PaymentRow),
+}
+
+/// What is known when a transition is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransitionFacts {
+    pub now: i64,
+    /// `callback`, `sync`, `cancel`, `expiry`, ...
+    pub source: String,
+    pub transaction_id: Option<String>,
+    pub paid_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PaymentFilter {
+    pub status: Option<PaymentStatus>,
+    pub created_gte: Option<i64>,
+    pub created_lt: Option<i64>,
+    /// Keyset cursor: payments strictly older than this (created_at, id).
+    pub before: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyStart {
+    /// This request owns the key: do the work, then `finish_idempotent`.
+    Started,
+    /// The first request's answer, to send again.
+    Replay { status: u16, body: String },
+    /// Another request with this key is still running.
+    InProgress,
+    /// The key was used with a different request.
+    Mismatch,
+}

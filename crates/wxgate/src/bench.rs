@@ -1,0 +1,325 @@
+//! `wxgate bench`: load runs for the figures in docs/BENCHMARKS.md. Benchmarks, not tests:
+//! they print measurements and assert nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use wechatpay_v3::auth::MerchantSigner;
+use wechatpay_v3::client::{Client, ClientConfig};
+use wechatpay_v3::crypto::{Certificate, PrivateKey, PublicKey};
+use wechatpay_v3::model::{Amount, PrepayRequest};
+use wechatpay_v3::verify::Verifier;
+
+#[derive(Debug, clap::Args)]
+pub struct SimBenchArgs {
+    /// The simulator to load (start it with `wxgate sim`).
+    #[arg(long, default_value = "http://127.0.0.1:8090")]
+    url: url::Url,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// How long to run.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// `public_key` or `certificate`.
+    #[arg(long, default_value = "public_key")]
+    signing: String,
+}
+
+/// Native prepay against the simulator, with the crate's own client (signing each request and
+/// verifying each answer), plus this machine's RSA-2048 signing rate as the bound.
+pub async fn sim(args: SimBenchArgs) -> anyhow::Result<()> {
+    let base = args.url.as_str().trim_end_matches('/').to_string();
+    let bundle: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/sim/merchants"))
+        .json(&serde_json::json!({"signing": args.signing}))
+        .send()
+        .await
+        .context("is the simulator running?")?
+        .error_for_status()?
+        .json()
+        .await?;
+    let s = |k: &str| bundle[k].as_str().unwrap_or_default().to_string();
+    let mut verifier = Verifier::new();
+    if args.signing == "certificate" {
+        verifier.add_certificate(Certificate::from_pem(&s("platform_certificate"))?);
+    } else {
+        verifier.add_public_key(
+            s("platform_public_key_id"),
+            PublicKey::from_spki_pem(&s("platform_public_key"))?,
+        );
+    }
+    let signer = MerchantSigner {
+        mchid: s("mchid"),
+        serial_no: s("merchant_serial_no"),
+        key: PrivateKey::from_pkcs8_pem(&s("merchant_private_key"))?,
+    };
+    let mut config = ClientConfig::new(url::Url::parse(&format!("{base}/"))?, signer, verifier);
+    config.attempts_max = 1;
+    let client = Client::new(config)?;
+    let (appid, mchid) = (s("appid"), s("mchid"));
+
+    let sign_rate = signing_rate(Duration::from_secs(2));
+    println!(
+        "RSA-2048 signing on all {} cores: {:.0} signatures/s",
+        cores(),
+        sign_rate
+    );
+
+    let counter = Arc::new(AtomicU64::new(0));
+    let report = load(
+        args.concurrency,
+        Duration::from_secs(args.duration_secs),
+        move |w| {
+            let (client, appid, mchid, counter) = (
+                client.clone(),
+                appid.clone(),
+                mchid.clone(),
+                counter.clone(),
+            );
+            async move {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let req = PrepayRequest {
+                    appid,
+                    mchid,
+                    description: "bench".into(),
+                    out_trade_no: format!("bench{w:03}x{n:010}"),
+                    notify_url: "http://127.0.0.1:9/notify".into(),
+                    amount: Amount {
+                        total: 1,
+                        currency: Some("CNY".into()),
+                    },
+                    ..Default::default()
+                };
+                client.prepay_native(&req).await.is_ok()
+            }
+        },
+    )
+    .await;
+    report.print("native prepay", args.concurrency);
+    let rate = report.rate();
+    // One prepay costs two private-key signatures on this machine: the client's request and
+    // the simulator's answer (verifications are cheap public-key operations).
+    println!(
+        "ratio to the signing bound (signatures/s ÷ 2): {:.2}",
+        rate / (sign_rate / 2.0)
+    );
+    Ok(())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second with every core signing.
+pub fn signing_rate(duration: Duration) -> f64 {
+    let key = Arc::new(PrivateKey::generate().expect("key generation"));
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..cores())
+        .map(|_| {
+            let key = key.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    key.sign(
+                        b"GET\n/v3/certificates\n1554208460\n593BEC0C930BF1AFEB40B4A08C8FB242\n\n",
+                    );
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// What a load run measured.
+pub struct Report {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    elapsed_secs: f64,
+}
+
+impl Report {
+    pub fn rate(&self) -> f64 {
+        self.latencies_us.len() as f64 / self.elapsed_secs
+    }
+
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        let n = self.latencies_us.len();
+        if n == 0 {
+            return 0.0;
+        }
+        self.latencies_us[((n as f64 * p) as usize).min(n - 1)] as f64 / 1000.0
+    }
+
+    pub fn print(&self, what: &str, concurrency: usize) {
+        println!(
+            "{what}: {} ok, {} errors in {:.1} s at concurrency {concurrency}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+            self.latencies_us.len(),
+            self.errors,
+            self.elapsed_secs,
+            self.rate(),
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.99),
+        );
+    }
+}
+
+/// Runs `op(worker)` from `concurrency` workers for `duration`; `op` says whether it succeeded.
+pub async fn load<F, Fut>(concurrency: usize, duration: Duration, op: F) -> Report
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (op, errors) = (op.clone(), errors.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    if op(w).await {
+                        latencies.push(t.elapsed().as_micros() as u64);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies_us = Vec::new();
+    for worker in workers {
+        latencies_us.extend(worker.await.unwrap_or_default());
+    }
+    latencies_us.sort_unstable();
+    Report {
+        latencies_us,
+        errors: errors.load(Ordering::Relaxed),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GatewayBenchArgs {
+    /// The gateway to load (with `wxgate serve` and a simulator behind it).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A merchant API key.
+    #[arg(long, env = "WXGATE_BENCH_API_KEY")]
+    api_key: String,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// The gateway's process id, to read its peak RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+/// Create-payment (native) and get-payment throughput of a running gateway, each with its
+/// bound: the signing rate for creates, a bare HTTP round trip (`GET /health`) for reads.
+pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
+    let base = args.url.trim_end_matches('/').to_string();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let duration = Duration::from_secs(args.duration_secs);
+    let sign_rate = signing_rate(Duration::from_secs(2));
+    println!(
+        "RSA-2048 signing on all {} cores: {:.0} signatures/s",
+        cores(),
+        sign_rate
+    );
+
+    let bare = {
+        let (http, base) = (http.clone(), base.clone());
+        load(args.concurrency, duration, move |_| {
+            let (http, base) = (http.clone(), base.clone());
+            async move { matches!(http.get(format!("{base}/health")).send().await, Ok(r) if r.status().is_success()) }
+        })
+        .await
+    };
+    bare.print("bare HTTP round trip (GET /health)", args.concurrency);
+
+    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let run = wechatpay_v3::nonce(10);
+    let counter = Arc::new(AtomicU64::new(0));
+    let create = {
+        let (http, base, key, ids, counter) = (
+            http.clone(),
+            base.clone(),
+            args.api_key.clone(),
+            ids.clone(),
+            counter.clone(),
+        );
+        load(args.concurrency, duration, move |_| {
+            let (http, base, key, ids) = (http.clone(), base.clone(), key.clone(), ids.clone());
+            let order = format!("b{run}{:010}", counter.fetch_add(1, Ordering::Relaxed));
+            async move {
+                let body = serde_json::json!({"amount": 1, "currency": "CNY", "merchant_order_id": order, "description": "bench", "integration": "native"});
+                let Ok(res) = http.post(format!("{base}/v1/payments")).bearer_auth(&key).json(&body).send().await else {
+                    return false;
+                };
+                if res.status() != 201 {
+                    return false;
+                }
+                match res.json::<serde_json::Value>().await {
+                    Ok(v) => {
+                        ids.lock().expect("ids lock").push(v["id"].as_str().unwrap_or_default().to_string());
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        })
+        .await
+    };
+    create.print("create payment (native)", args.concurrency);
+    // Each create costs two RSA signatures on this machine: the gateway's request, the
+    // simulator's answer (and one more verification each way, which is cheap).
+    println!(
+        "create ratio to the signing bound (signatures/s ÷ 2): {:.2}",
+        create.rate() / (sign_rate / 2.0)
+    );
+
+    let ids: Arc<Vec<String>> = Arc::new(std::mem::take(&mut *ids.lock().expect("ids lock")));
+    anyhow::ensure!(!ids.is_empty(), "no payment was created");
+    let reads = AtomicU64::new(0);
+    let reads = Arc::new(reads);
+    let get = {
+        let (http, base, key) = (http.clone(), base.clone(), args.api_key.clone());
+        load(args.concurrency, duration, move |_| {
+            let (http, base, key) = (http.clone(), base.clone(), key.clone());
+            let id = ids[(reads.fetch_add(1, Ordering::Relaxed) as usize) % ids.len()].clone();
+            async move { matches!(http.get(format!("{base}/v1/payments/{id}")).bearer_auth(&key).send().await, Ok(r) if r.status() == 200) }
+        })
+        .await
+    };
+    get.print("GET /v1/payments/{id}", args.concurrency);
+    println!(
+        "GET ratio to the bare-HTTP bound: {:.2}",
+        get.rate() / bare.rate()
+    );
+    if let Some(pid) = args.pid {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM")) {
+            println!(
+                "gateway peak RSS: {}",
+                line.trim_start_matches("VmHWM:").trim()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,498 @@
+//! `wxgate`: one binary for the gateway and its WeChat Pay simulator.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use wxgate_gateway::secrets::MasterKey;
+use wxgate_gateway::{Application, Gateway, GatewayConfig, upstream};
+use wxgate_sim::{Sim, SimConfig};
+use wxgate_store::Store;
+
+mod bench;
+
+#[derive(Debug, Parser)]
+#[command(name = "wxgate", version, about = "A self-hosted WeChat Pay gateway")]
+struct Cli {
+    /// A TOML file with database_url, master_key (or master_key_file), listen, public_url.
+    /// Environment variables WXGATE_DATABASE_URL, WXGATE_MASTER_KEY, WXGATE_LISTEN and
+    /// WXGATE_PUBLIC_URL override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the embedded default: gateway + SQLite + simulator, with a sandbox merchant.
+    Demo(DemoArgs),
+    /// Serve the gateway (SQLite by default, PostgreSQL when the database URL says so).
+    Serve,
+    /// Apply database migrations.
+    Migrate,
+    /// Merchants and their API keys.
+    #[command(subcommand)]
+    Merchant(MerchantCommand),
+    /// Run the WeChat Pay API v3 simulator (sandbox).
+    Sim(SimArgs),
+    /// Load runs that produce the figures in docs/BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Native prepay throughput and latency of a running simulator.
+    Sim(bench::SimBenchArgs),
+    /// Create and read throughput, latency and peak RSS of a running gateway.
+    Gateway(bench::GatewayBenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum MerchantCommand {
+    /// Create a merchant: a sandbox one wired to a simulator, or a live one.
+    Create(Box<MerchantCreateArgs>),
+    /// API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Issue a key; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id.
+    Revoke {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct MerchantCreateArgs {
+    #[arg(long, default_value = "Merchant")]
+    name: String,
+    /// Mint the merchant at this simulator (for example http://127.0.0.1:8090).
+    #[arg(long, conflicts_with_all = ["mchid"])]
+    sandbox_simulator: Option<String>,
+    #[arg(long, requires_all = ["appid", "private_key_file", "serial_no", "apiv3_key_file"])]
+    mchid: Option<String>,
+    #[arg(long)]
+    appid: Option<String>,
+    #[arg(long)]
+    mini_program_appid: Option<String>,
+    /// apiclient_key.pem (PKCS#8).
+    #[arg(long)]
+    private_key_file: Option<PathBuf>,
+    /// The merchant API certificate's serial number.
+    #[arg(long)]
+    serial_no: Option<String>,
+    /// A file holding the 32-character APIv3 key.
+    #[arg(long)]
+    apiv3_key_file: Option<PathBuf>,
+    #[arg(long)]
+    platform_public_key_file: Option<PathBuf>,
+    #[arg(long)]
+    platform_public_key_id: Option<String>,
+    #[arg(long)]
+    platform_certificate_file: Option<PathBuf>,
+    #[arg(long, default_value = "https://api.mch.weixin.qq.com/")]
+    api_base_url: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090", env = "WXGATE_SIM_LISTEN")]
+    listen: SocketAddr,
+    /// Keep state in this folder (in memory when absent).
+    #[arg(long, env = "WXGATE_SIM_DATA")]
+    data: Option<PathBuf>,
+    /// Divide callback retry delays and refund settling by this factor.
+    #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
+    time_scale: f64,
+    /// Simulated seconds from a refund's creation to its outcome.
+    #[arg(long, default_value_t = 5.0, value_parser = positive_f64)]
+    refund_settle_secs: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Data folder.
+    #[arg(long, default_value = "./.wxgate")]
+    data: PathBuf,
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database_url: Option<String>,
+    master_key: Option<String>,
+    master_key_file: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    public_url: Option<String>,
+}
+
+struct Settings {
+    database_url: String,
+    master_key: Option<MasterKey>,
+    listen: SocketAddr,
+    public_url: String,
+}
+
+const DEFAULT_DATABASE_URL: &str = "sqlite://./wxgate-data/wxgate.db";
+
+fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
+    let file: FileConfig = match config {
+        Some(path) => toml::from_str(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("{} is not a valid configuration", path.display()))?,
+        None => FileConfig::default(),
+    };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let database_url = env("WXGATE_DATABASE_URL")
+        .or(file.database_url)
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+    let master_hex = match (
+        env("WXGATE_MASTER_KEY").or(file.master_key),
+        file.master_key_file,
+    ) {
+        (Some(k), _) => Some(k),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    let master_key = master_hex.map(|k| MasterKey::from_hex(&k)).transpose()?;
+    let listen = match env("WXGATE_LISTEN") {
+        Some(l) => l.parse().context("WXGATE_LISTEN")?,
+        None => file
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid")),
+    };
+    let public_url = env("WXGATE_PUBLIC_URL")
+        .or(file.public_url)
+        .unwrap_or_else(|| format!("http://{listen}"));
+    Ok(Settings {
+        database_url,
+        master_key,
+        listen,
+        public_url,
+    })
+}
+
+fn require_master(s: &Settings) -> anyhow::Result<MasterKey> {
+    s.master_key.clone().context(
+        "a master key is required: set WXGATE_MASTER_KEY (64 hex characters) or master_key_file",
+    )
+}
+
+fn ensure_sqlite_folder(url: &str) -> anyhow::Result<()> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .map(|p| p.split('?').next().unwrap_or(p))
+        && let Some(parent) = Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sim(args) => run_sim(args).await,
+        Command::Demo(args) => run_demo(args).await,
+        Command::Serve => run_serve(settings(cli.config.as_deref())?).await,
+        Command::Migrate => {
+            let s = settings(cli.config.as_deref())?;
+            ensure_sqlite_folder(&s.database_url)?;
+            let store = Store::connect(&s.database_url).await?;
+            store.migrate().await?;
+            println!("migrated: {:?}", store.schema_status().await?);
+            Ok(())
+        }
+        Command::Merchant(cmd) => run_merchant(settings(cli.config.as_deref())?, cmd).await,
+        Command::Bench(BenchCommand::Sim(args)) => bench::sim(args).await,
+        Command::Bench(BenchCommand::Gateway(args)) => bench::gateway(args).await,
+    }
+}
+
+async fn run_serve(s: Settings) -> anyhow::Result<()> {
+    let master = require_master(&s)?;
+    ensure_sqlite_folder(&s.database_url)?;
+    let store = wxgate_gateway::open_store(&s.database_url).await?;
+    let listener = TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", s.listen))?;
+    let gateway = Gateway::new(
+        store,
+        GatewayConfig::new(s.database_url.clone(), master, s.public_url.clone()),
+    );
+    let app = Application::build(gateway, listener).await?;
+    println!(
+        "wxgate gateway listening on {} (public URL {})",
+        s.listen, s.public_url
+    );
+    app.run(shutdown_signal()).await
+}
+
+async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
+    ensure_sqlite_folder(&s.database_url)?;
+    let store = wxgate_gateway::open_store(&s.database_url).await?;
+    match cmd {
+        MerchantCommand::Create(args) => {
+            let master = require_master(&s)?;
+            let merchant = match &args.sandbox_simulator {
+                Some(sim) => {
+                    upstream::create_sandbox_merchant(&store, &master, sim, &args.name).await?
+                }
+                None => {
+                    let read = |p: &Option<PathBuf>,
+                                what: &str|
+                     -> anyhow::Result<Option<String>> {
+                        p.as_ref()
+                            .map(|p| {
+                                std::fs::read_to_string(p)
+                                    .with_context(|| format!("reading the {what} {}", p.display()))
+                            })
+                            .transpose()
+                    };
+                    let new = upstream::NewMerchant {
+                        name: args.name.clone(),
+                        mode: "live".into(),
+                        mchid: args
+                            .mchid
+                            .clone()
+                            .context("--mchid or --sandbox-simulator is required")?,
+                        appid: args.appid.clone().context("--appid")?,
+                        mini_program_appid: args.mini_program_appid.clone(),
+                        api_base_url: args.api_base_url.clone(),
+                        merchant_serial_no: args.serial_no.clone().context("--serial-no")?,
+                        merchant_private_key_pem: read(&args.private_key_file, "private key")?
+                            .context("--private-key-file")?,
+                        apiv3_key: read(&args.apiv3_key_file, "APIv3 key")?
+                            .context("--apiv3-key-file")?
+                            .trim()
+                            .to_string(),
+                        platform_public_key_id: args.platform_public_key_id.clone(),
+                        platform_public_key: read(
+                            &args.platform_public_key_file,
+                            "platform public key",
+                        )?,
+                        platform_certificate: read(
+                            &args.platform_certificate_file,
+                            "platform certificate",
+                        )?,
+                        currencies: vec![wxgate_domain::Currency::CNY],
+                        paid_after_close_policy: "accept".into(),
+                    };
+                    upstream::create_merchant(&store, &master, new, wxgate_gateway::now_ms())
+                        .await?
+                }
+            };
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"merchant_id": merchant.id, "mchid": merchant.mchid, "appid": merchant.appid, "mode": merchant.mode})
+                );
+            } else {
+                println!(
+                    "created merchant {} (mchid {}, {})",
+                    merchant.id, merchant.mchid, merchant.mode
+                );
+            }
+        }
+        MerchantCommand::ApiKey(ApiKeyCommand::Create { merchant, json }) => {
+            let (id, key) = upstream::create_api_key(&store, &merchant).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"key_id": id, "api_key": key, "merchant_id": merchant})
+                );
+            } else {
+                println!(
+                    "API key {id} for {merchant}:\n{key}\nIt is shown only now; wxgate keeps a hash."
+                );
+            }
+        }
+        MerchantCommand::ApiKey(ApiKeyCommand::Revoke { key_id, json }) => {
+            let revoked = store
+                .revoke_api_key(&key_id, wxgate_gateway::now_ms())
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"key_id": key_id, "revoked": revoked})
+                );
+            } else if revoked {
+                println!("revoked {key_id}");
+            } else {
+                anyhow::bail!("no active key {key_id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
+    let sim = Sim::new(SimConfig {
+        data_dir: args.data,
+        time_scale: args.time_scale,
+        refund_settle_secs: args.refund_settle_secs,
+        ..SimConfig::default()
+    })?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("WeChat Pay simulator listening on http://{addr}");
+    println!("  create a sandbox merchant: curl -s -X POST http://{addr}/sim/merchants");
+    println!("  payer page:                http://{addr}/sim/payer");
+    wxgate_sim::serve(listener, sim, shutdown_signal()).await
+}
+
+/// The embedded default: one server on one address with the gateway's API and the simulator,
+/// SQLite and the simulator's state in the data folder, a sandbox merchant and its API key.
+async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    let master = demo_master_key(&args.data)?;
+    let database_url = format!("sqlite://{}", args.data.join("wxgate.db").display());
+    let store = Store::connect(&database_url).await?;
+    store.migrate().await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let sim = Sim::new(SimConfig {
+        data_dir: Some(args.data.join("simulator")),
+        ..SimConfig::default()
+    })?;
+    let persister = sim.start_persister();
+    let gateway = Gateway::new(
+        store.clone(),
+        GatewayConfig::new(database_url, master.clone(), base.clone()),
+    );
+    let app = Application::build(gateway, listener)
+        .await?
+        .with_routes(wxgate_sim::router(sim.clone()));
+    let server = tokio::spawn(app.run(shutdown_signal()));
+
+    let demo_file = args.data.join("demo.json");
+    let demo: serde_json::Value = match std::fs::read(&demo_file) {
+        Ok(bytes) => serde_json::from_slice(&bytes)?,
+        Err(_) => {
+            let merchant =
+                upstream::create_sandbox_merchant(&store, &master, &base, "Demo shop").await?;
+            let (_, key) = upstream::create_api_key(&store, &merchant.id).await?;
+            let demo = serde_json::json!({"api_base": base, "api_key": key, "merchant_id": merchant.id, "simulator_base": base});
+            write_private(&demo_file, &serde_json::to_vec_pretty(&demo)?)?;
+            demo
+        }
+    };
+    let key = demo["api_key"].as_str().unwrap_or_default();
+    println!("wxgate demo on {base} (data in {})", args.data.display());
+    println!(
+        "  merchant {}  API key {key}",
+        demo["merchant_id"].as_str().unwrap_or_default()
+    );
+    println!("  simulator payer page: {base}/sim/payer");
+    println!("  try it:");
+    println!(
+        "    curl -s {base}/v1/payments -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n      -d '{{\"amount\": 100, \"currency\": \"CNY\", \"merchant_order_id\": \"order-0001\", \"description\": \"Test\", \"integration\": \"native\"}}'"
+    );
+    let result = server.await?;
+    if let Some(task) = persister {
+        task.abort();
+    }
+    sim.persist()?;
+    result
+}
+
+/// The demo's master key lives beside its data, created on first start.
+fn demo_master_key(data: &Path) -> anyhow::Result<MasterKey> {
+    let path = data.join("master.key");
+    match std::fs::read_to_string(&path) {
+        Ok(hex) => Ok(MasterKey::from_hex(&hex)?),
+        Err(_) => {
+            let key = MasterKey::generate();
+            write_private(&path, key.expose_hex().as_bytes())?;
+            Ok(key)
+        }
+    }
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}
