@@ -6,6 +6,7 @@
 pub mod id;
 pub mod money;
 pub mod payment;
+pub mod webhook;
 
 pub use money::{Currency, Money, MoneyError};
 pub use payment::{Integration, PaymentEvent, PaymentStatus, Transition, TransitionError};

@@ -54,6 +54,7 @@ pub fn router(gateway: Gateway) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/openapi.json", get(|| async { axum::Json(openapi()) }))
+        .merge(crate::webhooks::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(gateway)
 }
@@ -107,7 +108,7 @@ impl ApiError {
         self
     }
 
-    fn unauthorized() -> Self {
+    pub(crate) fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -115,7 +116,7 @@ impl ApiError {
         )
     }
 
-    fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "resource_missing",
@@ -165,18 +166,19 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body was never read, so the connection cannot be
             // reused; saying so keeps clients from sending the next request on it.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
         }
         response
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The merchant behind the request's API key.
-async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> ApiResult<MerchantRow> {
+pub(crate) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> ApiResult<MerchantRow> {
     let key = api_key(headers)?;
     let hash = crate::secrets::hash_api_key(key);
     if let Some(merchant) = gw.cached_key(&hash) {
@@ -521,7 +523,7 @@ async fn create_payment(
 
 /// Runs a POST under its `Idempotency-Key`, if it has one: the first answer is stored and
 /// replayed; the same key with another body is refused; a key still in flight says so.
-async fn idempotent<F, Fut>(
+pub(crate) async fn idempotent<F, Fut>(
     gw: &Gateway,
     merchant: &MerchantRow,
     headers: &HeaderMap,
@@ -598,7 +600,7 @@ where
     }
 }
 
-fn respond(result: ApiResult<(StatusCode, Value)>) -> Response {
+pub(crate) fn respond(result: ApiResult<(StatusCode, Value)>) -> Response {
     match result {
         Ok((status, value)) => (status, axum::Json(value)).into_response(),
         Err(e) => e.into_response(),

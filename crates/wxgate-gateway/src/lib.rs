@@ -6,12 +6,14 @@
 //! gateway on port 0 against their own database and simulator.
 
 pub mod api;
+pub mod delivery;
 pub mod notify;
 pub mod qr;
 pub mod secrets;
 pub mod sync;
 pub mod upstream;
 pub mod views;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use wxgate_store::{MerchantRow, SchemaStatus, Store};
+use wxgate_store::{MerchantRow, SchemaStatus, Store, WebhookEndpointRow};
 
 use secrets::MasterKey;
 use upstream::{Upstream, Upstreams};
@@ -42,6 +44,18 @@ pub struct GatewayConfig {
     /// Waits between queries of a pending payment, by how many were made before; the first
     /// entry is also the wait before the first query.
     pub sync_schedule_ms: Vec<i64>,
+    /// How long one webhook attempt may take.
+    pub webhook_timeout: Duration,
+    /// Waits before each retry of a failed webhook; when spent, the delivery is dead.
+    pub webhook_retry_schedule_ms: Vec<i64>,
+    /// Webhook attempts in flight at once, in all, and to one endpoint.
+    pub webhook_concurrency: usize,
+    pub webhook_per_endpoint: usize,
+    /// How often the delivery worker looks for due work written by other nodes (work this
+    /// process writes wakes it at once).
+    pub webhook_poll_interval: Duration,
+    /// Whether webhook URLs may point at loopback and private addresses.
+    pub webhooks_allow_private: bool,
 }
 
 impl GatewayConfig {
@@ -59,6 +73,12 @@ impl GatewayConfig {
             sync_schedule_ms: vec![
                 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000,
             ],
+            webhook_timeout: Duration::from_secs(10),
+            webhook_retry_schedule_ms: wxgate_domain::webhook::RETRY_SCHEDULE_MS.to_vec(),
+            webhook_concurrency: 64,
+            webhook_per_endpoint: 8,
+            webhook_poll_interval: Duration::from_secs(1),
+            webhooks_allow_private: false,
         }
     }
 }
@@ -75,6 +95,8 @@ struct Inner {
     upstreams: Upstreams,
     /// API key hash → merchant, for `AUTH_CACHE_TTL`: a revoked key stops working within it.
     auth_cache: Mutex<HashMap<String, (MerchantRow, Instant)>>,
+    /// Opened webhook signing secrets, by secret id.
+    webhook_secrets: Mutex<HashMap<String, String>>,
 }
 
 /// How long an authenticated API key is trusted without asking the database again. Short, so
@@ -91,6 +113,7 @@ impl Gateway {
                 config,
                 upstreams: Upstreams::default(),
                 auth_cache: Mutex::new(HashMap::new()),
+                webhook_secrets: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -129,6 +152,32 @@ impl Gateway {
             cache.clear();
         }
         cache.insert(key_hash, (merchant, Instant::now()));
+    }
+
+    /// An endpoint's signing secret, opened from its sealed form once and then cached.
+    pub fn webhook_secret(&self, endpoint: &WebhookEndpointRow) -> anyhow::Result<String> {
+        if let Some(s) = self
+            .inner
+            .webhook_secrets
+            .lock()
+            .expect("secrets lock")
+            .get(&endpoint.secret_id)
+        {
+            return Ok(s.clone());
+        }
+        let opened = self
+            .inner
+            .config
+            .master_key
+            .open(&endpoint.secret_sealed)
+            .context("cannot open a webhook secret (wrong master key?)")?;
+        let secret = String::from_utf8(opened).context("a webhook secret is not UTF-8")?;
+        self.inner
+            .webhook_secrets
+            .lock()
+            .expect("secrets lock")
+            .insert(endpoint.secret_id.clone(), secret.clone());
+        Ok(secret)
     }
 
     pub fn notify_url(&self, merchant_id: &str) -> String {
@@ -191,7 +240,8 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let worker = tokio::spawn(sync::run(self.gateway.clone(), stop_rx));
+        let worker = tokio::spawn(sync::run(self.gateway.clone(), stop_rx.clone()));
+        let deliveries = tokio::spawn(delivery::run(self.gateway.clone(), stop_rx));
         let mut router = api::router(self.gateway.clone());
         if let Some(extra) = self.extra {
             router = router.merge(extra);
@@ -201,6 +251,7 @@ impl Application {
             .await?;
         let _ = stop_tx.send(true);
         let _ = worker.await;
+        let _ = deliveries.await;
         Ok(())
     }
 }

@@ -12,10 +12,12 @@
 
 mod rows;
 pub mod testing;
+mod webhooks;
 
 pub use rows::*;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -78,6 +80,8 @@ pub enum SchemaStatus {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Woken whenever this process writes an event, so delivery need not wait for its poll.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -140,7 +144,11 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            outbox: Arc::new(tokio::sync::Notify::new()),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -501,23 +509,27 @@ impl Store {
                 .bind(payment_id)
                 .fetch_one(&mut *tx)
                 .await?;
-            if let Some(event_type) = Transition::event_type(to) {
+            let event_type = Transition::event_type(to);
+            if let Some(event_type) = event_type {
                 let (event_id, payload) = render(&after);
-                sqlx::query(
-                    "INSERT INTO events (id, merchant_id, event_type, object_id, object_version, payload, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                insert_event(
+                    &mut tx,
+                    &EventRow {
+                        id: event_id,
+                        merchant_id: merchant_id.to_string(),
+                        event_type: event_type.to_string(),
+                        object_id: payment_id.to_string(),
+                        object_version: version,
+                        payload,
+                        created_at: facts.now,
+                    },
                 )
-                .bind(event_id)
-                .bind(merchant_id)
-                .bind(event_type)
-                .bind(payment_id)
-                .bind(version)
-                .bind(payload)
-                .bind(facts.now)
-                .execute(&mut *tx)
                 .await?;
             }
             tx.commit().await?;
+            if event_type.is_some() {
+                self.outbox.notify_one();
+            }
             return Ok(TransitionOutcome::Changed {
                 from,
                 payment: after,
@@ -743,4 +755,36 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Writes an outbox event and, in the same transaction, one pending delivery for every
+/// endpoint of the merchant subscribed to its type.
+async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Any>, e: &EventRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (id, merchant_id, event_type, object_id, object_version, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&e.id)
+    .bind(&e.merchant_id)
+    .bind(&e.event_type)
+    .bind(&e.object_id)
+    .bind(e.object_version)
+    .bind(&e.payload)
+    .bind(e.created_at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, \
+         round_attempts, next_attempt_at, created_at) \
+         SELECT $1, id, merchant_id, 'pending', 0, 0, $2, $2 FROM webhook_endpoints \
+         WHERE merchant_id = $3 AND deleted_at IS NULL \
+         AND (events = '*' OR ',' || events || ',' LIKE $4)",
+    )
+    .bind(&e.id)
+    .bind(e.created_at)
+    .bind(&e.merchant_id)
+    .bind(format!("%,{},%", e.event_type))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

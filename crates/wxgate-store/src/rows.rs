@@ -131,3 +131,71 @@ pub enum IdempotencyStart {
     /// The key was used with a different request.
     Mismatch,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct WebhookEndpointRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub url: String,
+    /// `*` or a comma-separated list of event types.
+    pub events: String,
+    pub secret_id: String,
+    /// The signing secret, sealed under the master key.
+    pub secret_sealed: String,
+    pub created_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+/// One event on its way to one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub event_id: String,
+    pub endpoint_id: String,
+    pub merchant_id: String,
+    /// `pending`, `delivered`, `dead` or `cancelled`.
+    pub status: String,
+    pub attempts: i64,
+    pub round_attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    /// While claimed: the lease's end, which also identifies the claim.
+    pub claimed_until: Option<i64>,
+    pub last_attempt_at: Option<i64>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub event_id: String,
+    pub endpoint_id: String,
+    pub attempt: i64,
+    pub at: i64,
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+/// What one delivery attempt led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Failed; try again at this time.
+    Retry {
+        next_at: i64,
+    },
+    /// Failed, and the schedule is spent: dead-lettered.
+    Dead,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventFilter {
+    pub event_type: Option<String>,
+    pub object_id: Option<String>,
+    /// Only events with a delivery in this status (`dead`, `pending`, ...).
+    pub delivery_status: Option<String>,
+    /// Keyset cursor: events strictly older than this (created_at, id).
+    pub before: Option<(i64, String)>,
+    pub limit: i64,
+}

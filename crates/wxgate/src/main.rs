@@ -37,11 +37,29 @@ enum Command {
     /// Merchants and their API keys.
     #[command(subcommand)]
     Merchant(MerchantCommand),
+    /// Merchant events and their webhook deliveries.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Run the WeChat Pay API v3 simulator (sandbox).
     Sim(SimArgs),
     /// Load runs that produce the figures in docs/BENCHMARKS.md.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Send an event again, now, to every webhook endpoint subscribed to it (a dead-lettered
+    /// delivery starts a new round of retries).
+    Redeliver {
+        /// The event's id (evt_...).
+        event_id: String,
+        /// The merchant it belongs to (mch_...).
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +172,20 @@ struct FileConfig {
     master_key_file: Option<PathBuf>,
     listen: Option<SocketAddr>,
     public_url: Option<String>,
+    #[serde(default)]
+    webhooks: WebhookSettings,
+}
+
+/// `[webhooks]` in the configuration file; each also has an environment variable.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookSettings {
+    /// Allow webhook URLs on loopback and private addresses (`WXGATE_WEBHOOKS_ALLOW_PRIVATE`).
+    allow_private: Option<bool>,
+    /// One attempt's timeout in milliseconds (`WXGATE_WEBHOOK_TIMEOUT_MS`).
+    timeout_ms: Option<u64>,
+    /// Waits before each retry, in milliseconds (`WXGATE_WEBHOOK_RETRY_SCHEDULE_MS`, comma-separated).
+    retry_schedule_ms: Option<Vec<i64>>,
 }
 
 struct Settings {
@@ -161,6 +193,24 @@ struct Settings {
     master_key: Option<MasterKey>,
     listen: SocketAddr,
     public_url: String,
+    webhooks: WebhookSettings,
+}
+
+impl Settings {
+    fn gateway_config(&self, master: MasterKey) -> GatewayConfig {
+        let mut config =
+            GatewayConfig::new(self.database_url.clone(), master, self.public_url.clone());
+        if let Some(allow) = self.webhooks.allow_private {
+            config.webhooks_allow_private = allow;
+        }
+        if let Some(ms) = self.webhooks.timeout_ms {
+            config.webhook_timeout = std::time::Duration::from_millis(ms);
+        }
+        if let Some(schedule) = &self.webhooks.retry_schedule_ms {
+            config.webhook_retry_schedule_ms = schedule.clone();
+        }
+        config
+    }
 }
 
 const DEFAULT_DATABASE_URL: &str = "sqlite://./wxgate-data/wxgate.db";
@@ -199,11 +249,35 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
     let public_url = env("WXGATE_PUBLIC_URL")
         .or(file.public_url)
         .unwrap_or_else(|| format!("http://{listen}"));
+    let mut webhooks = file.webhooks;
+    if let Some(v) = env("WXGATE_WEBHOOKS_ALLOW_PRIVATE") {
+        webhooks.allow_private = Some(matches!(v.as_str(), "1" | "true" | "yes"));
+    }
+    if let Some(v) = env("WXGATE_WEBHOOK_TIMEOUT_MS") {
+        webhooks.timeout_ms = Some(v.parse().context("WXGATE_WEBHOOK_TIMEOUT_MS")?);
+    }
+    if let Some(v) = env("WXGATE_WEBHOOK_RETRY_SCHEDULE_MS") {
+        webhooks.retry_schedule_ms = Some(
+            v.split(',')
+                .map(|ms| ms.trim().parse::<i64>())
+                .collect::<Result<_, _>>()
+                .context("WXGATE_WEBHOOK_RETRY_SCHEDULE_MS")?,
+        );
+    }
+    if webhooks.timeout_ms == Some(0)
+        || webhooks
+            .retry_schedule_ms
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|ms| *ms < 0))
+    {
+        anyhow::bail!("webhook timeout must be above 0 and retry waits at least 0");
+    }
     Ok(Settings {
         database_url,
         master_key,
         listen,
         public_url,
+        webhooks,
     })
 }
 
@@ -247,6 +321,31 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Merchant(cmd) => run_merchant(settings(cli.config.as_deref())?, cmd).await,
+        Command::Events(EventsCommand::Redeliver {
+            event_id,
+            merchant,
+            json,
+        }) => {
+            let s = settings(cli.config.as_deref())?;
+            let store = wxgate_gateway::open_store(&s.database_url).await?;
+            if store.event(&merchant, &event_id).await?.is_none() {
+                anyhow::bail!("merchant {merchant} has no event {event_id}");
+            }
+            let scheduled = store
+                .redeliver_event(&merchant, &event_id, wxgate_gateway::now_ms())
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event_id": event_id, "scheduled": scheduled})
+                );
+            } else {
+                println!(
+                    "{event_id}: {scheduled} deliveries scheduled; a running gateway sends them within its poll interval"
+                );
+            }
+            Ok(())
+        }
         Command::Bench(BenchCommand::Sim(args)) => bench::sim(args).await,
         Command::Bench(BenchCommand::Gateway(args)) => bench::gateway(args).await,
     }
@@ -259,10 +358,7 @@ async fn run_serve(s: Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
-    let gateway = Gateway::new(
-        store,
-        GatewayConfig::new(s.database_url.clone(), master, s.public_url.clone()),
-    );
+    let gateway = Gateway::new(store, s.gateway_config(master));
     let app = Application::build(gateway, listener).await?;
     println!(
         "wxgate gateway listening on {} (public URL {})",
@@ -404,10 +500,10 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         ..SimConfig::default()
     })?;
     let persister = sim.start_persister();
-    let gateway = Gateway::new(
-        store.clone(),
-        GatewayConfig::new(database_url, master.clone(), base.clone()),
-    );
+    let mut config = GatewayConfig::new(database_url, master.clone(), base.clone());
+    // The demo runs on this machine: its webhooks may go to a local receiver.
+    config.webhooks_allow_private = true;
+    let gateway = Gateway::new(store.clone(), config);
     let app = Application::build(gateway, listener)
         .await?
         .with_routes(wxgate_sim::router(sim.clone()));

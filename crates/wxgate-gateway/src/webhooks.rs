@@ -1,0 +1,373 @@
+//! The merchant API for webhook endpoints and the event feed:
+//! `POST/GET/DELETE /v1/webhook_endpoints`, `GET /v1/events`, `GET /v1/events/{id}`,
+//! `POST /v1/events/{id}/redeliver`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wxgate_domain::webhook::EVENT_TYPES;
+use wxgate_store::{EventFilter, EventRow, WebhookEndpointRow};
+
+use crate::api::{ApiError, ApiResult, authenticate, parse_body, respond};
+use crate::{Gateway, delivery, now_ms, views};
+
+/// Endpoints one merchant may have at once.
+pub const ENDPOINTS_MAX: usize = 16;
+
+pub fn routes() -> Router<Gateway> {
+    Router::new()
+        .route(
+            "/v1/webhook_endpoints",
+            post(create_endpoint).get(list_endpoints),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(get_endpoint).delete(delete_endpoint),
+        )
+        .route("/v1/events", get(list_events))
+        .route("/v1/events/{id}", get(get_event))
+        .route("/v1/events/{id}/redeliver", post(redeliver))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateEndpoint {
+    url: String,
+    events: Option<Vec<String>>,
+}
+
+fn endpoint_json(e: &WebhookEndpointRow) -> Value {
+    let events: Vec<&str> = e.events.split(',').collect();
+    json!({
+        "id": e.id,
+        "object": "webhook_endpoint",
+        "url": e.url,
+        "events": events,
+        "secret_id": e.secret_id,
+        "created_at": views::rfc3339(e.created_at),
+    })
+}
+
+/// The subscription as stored: `*`, or the listed types, each known, in a stable order.
+fn subscription(events: Option<Vec<String>>) -> ApiResult<String> {
+    let Some(events) = events else {
+        return Ok("*".into());
+    };
+    if events.is_empty() {
+        return Err(ApiError::invalid(
+            "invalid_events",
+            "events",
+            "events must list at least one event type, or be left out for all",
+        ));
+    }
+    if events.iter().any(|e| e == "*") {
+        return Ok("*".into());
+    }
+    let mut known = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if !EVENT_TYPES.contains(&e.as_str()) {
+            return Err(ApiError::invalid(
+                "invalid_events",
+                &format!("events[{i}]"),
+                format!(
+                    "unknown event type {e:?}; known: {}",
+                    EVENT_TYPES.join(", ")
+                ),
+            ));
+        }
+        known.push(e.as_str());
+    }
+    known.sort_unstable();
+    known.dedup();
+    Ok(known.join(","))
+}
+
+/// Creates an endpoint. The answer carries the signing secret; it is never shown again, which
+/// is also why this request takes no `Idempotency-Key` (its answer would have to be stored).
+async fn create_endpoint(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let (req, _) = parse_body::<CreateEndpoint>(body)?;
+            let url = delivery::check_url(&req.url, gw.config().webhooks_allow_private)
+                .map_err(|m| ApiError::invalid("invalid_url", "url", m))?;
+            let events = subscription(req.events)?;
+            if gw.store().webhook_endpoints(&merchant.id).await?.len() >= ENDPOINTS_MAX {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "too_many_webhook_endpoints",
+                    format!("a merchant may have at most {ENDPOINTS_MAX} webhook endpoints"),
+                ));
+            }
+            let mut raw = [0u8; 32];
+            rand::rng().fill_bytes(&mut raw);
+            let secret = format!("whsec_{}", hex::encode(raw));
+            let row = WebhookEndpointRow {
+                id: wxgate_domain::id::generate("we"),
+                merchant_id: merchant.id.clone(),
+                url: url.to_string(),
+                events,
+                secret_id: wxgate_domain::id::generate("whs"),
+                secret_sealed: gw.config().master_key.seal(secret.as_bytes()),
+                created_at: now_ms(),
+                deleted_at: None,
+            };
+            gw.store().insert_webhook_endpoint(&row).await?;
+            let mut view = endpoint_json(&row);
+            view["secret"] = Value::String(secret);
+            Ok((StatusCode::CREATED, view))
+        }
+        .await,
+    )
+}
+
+async fn list_endpoints(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let rows = gw.store().webhook_endpoints(&merchant.id).await?;
+            let data: Vec<Value> = rows.iter().map(endpoint_json).collect();
+            Ok((
+                StatusCode::OK,
+                json!({"object": "list", "data": data, "has_more": false}),
+            ))
+        }
+        .await,
+    )
+}
+
+async fn owned_endpoint(
+    gw: &Gateway,
+    merchant_id: &str,
+    id: &str,
+) -> ApiResult<WebhookEndpointRow> {
+    gw.store()
+        .webhook_endpoint(id)
+        .await?
+        .filter(|e| e.merchant_id == merchant_id && e.deleted_at.is_none())
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))
+}
+
+async fn get_endpoint(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let e = owned_endpoint(&gw, &merchant.id, &id).await?;
+            Ok((StatusCode::OK, endpoint_json(&e)))
+        }
+        .await,
+    )
+}
+
+async fn delete_endpoint(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            owned_endpoint(&gw, &merchant.id, &id).await?;
+            if !gw
+                .store()
+                .delete_webhook_endpoint(&merchant.id, &id, now_ms())
+                .await?
+            {
+                return Err(ApiError::not_found("webhook endpoint"));
+            }
+            Ok((
+                StatusCode::OK,
+                json!({"id": id, "object": "webhook_endpoint", "deleted": true}),
+            ))
+        }
+        .await,
+    )
+}
+
+// ---- events ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventQuery {
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    object_id: Option<String>,
+    delivery_status: Option<String>,
+    limit: Option<i64>,
+    starting_after: Option<String>,
+}
+
+fn event_value(e: &EventRow) -> Value {
+    serde_json::from_str(&delivery::event_json(e)).expect("an event is JSON")
+}
+
+/// Events, newest first: what a merchant reads to catch up after an outage.
+async fn list_events(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    query: Result<Query<EventQuery>, QueryRejection>,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let Query(q) = query.map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
+            })?;
+            let limit = q.limit.unwrap_or(20);
+            if !(1..=100).contains(&limit) {
+                return Err(ApiError::invalid(
+                    "invalid_limit",
+                    "limit",
+                    "limit must be from 1 to 100",
+                ));
+            }
+            if let Some(t) = &q.event_type {
+                if !EVENT_TYPES.contains(&t.as_str()) {
+                    return Err(ApiError::invalid(
+                        "invalid_type",
+                        "type",
+                        format!("unknown event type {t:?}"),
+                    ));
+                }
+            }
+            if let Some(s) = &q.delivery_status {
+                if !["pending", "delivered", "dead", "cancelled"].contains(&s.as_str()) {
+                    return Err(ApiError::invalid(
+                        "invalid_delivery_status",
+                        "delivery_status",
+                        "delivery_status must be pending, delivered, dead or cancelled",
+                    ));
+                }
+            }
+            let before = match &q.starting_after {
+                Some(id) => {
+                    let e = gw.store().event(&merchant.id, id).await?.ok_or_else(|| {
+                        ApiError::invalid("invalid_cursor", "starting_after", "no such event")
+                    })?;
+                    Some((e.created_at, e.id))
+                }
+                None => None,
+            };
+            let filter = EventFilter {
+                event_type: q.event_type,
+                object_id: q.object_id,
+                delivery_status: q.delivery_status,
+                before,
+                limit: limit + 1,
+            };
+            let mut rows = gw.store().list_events(&merchant.id, &filter).await?;
+            let has_more = rows.len() as i64 > limit;
+            rows.truncate(limit as usize);
+            let data: Vec<Value> = rows.iter().map(event_value).collect();
+            Ok((
+                StatusCode::OK,
+                json!({"object": "list", "data": data, "has_more": has_more}),
+            ))
+        }
+        .await,
+    )
+}
+
+/// An event with its deliveries and every attempt made.
+async fn event_detail(gw: &Gateway, e: &EventRow) -> ApiResult<Value> {
+    let deliveries = gw.store().deliveries(&e.id).await?;
+    let attempts = gw.store().attempts(&e.id).await?;
+    let time = |t: Option<i64>| t.map(views::rfc3339);
+    let deliveries: Vec<Value> = deliveries
+        .iter()
+        .map(|d| {
+            let log: Vec<Value> = attempts
+                .iter()
+                .filter(|a| a.endpoint_id == d.endpoint_id)
+                .map(|a| {
+                    json!({
+                        "attempt": a.attempt,
+                        "at": views::rfc3339(a.at),
+                        "status_code": a.status_code,
+                        "latency_ms": a.latency_ms,
+                        "error": a.error,
+                    })
+                })
+                .collect();
+            json!({
+                "endpoint_id": d.endpoint_id,
+                "status": d.status,
+                "attempts": d.attempts,
+                "next_attempt_at": time(d.next_attempt_at),
+                "last_attempt_at": time(d.last_attempt_at),
+                "last_status_code": d.last_status_code,
+                "last_error": d.last_error,
+                "delivered_at": time(d.delivered_at),
+                "attempt_log": log,
+            })
+        })
+        .collect();
+    let mut view = event_value(e);
+    view["deliveries"] = Value::Array(deliveries);
+    Ok(view)
+}
+
+async fn get_event(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let e = gw
+                .store()
+                .event(&merchant.id, &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("event"))?;
+            Ok((StatusCode::OK, event_detail(&gw, &e).await?))
+        }
+        .await,
+    )
+}
+
+/// Sends an event again, now, to every endpoint subscribed to it.
+async fn redeliver(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let e = gw
+                .store()
+                .event(&merchant.id, &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("event"))?;
+            let scheduled = gw
+                .store()
+                .redeliver_event(&merchant.id, &id, now_ms())
+                .await?;
+            if scheduled == 0 {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_webhook_endpoints",
+                    "no webhook endpoint is subscribed to this event",
+                ));
+            }
+            Ok((StatusCode::ACCEPTED, event_detail(&gw, &e).await?))
+        }
+        .await,
+    )
+}

@@ -1,0 +1,403 @@
+//! Merchant webhooks end to end: the real gateway, the real simulator paying, and a local
+//! receiver that fails when told to. Retries run on a compressed schedule.
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use wxgate_domain::webhook;
+use wxgate_store::testing;
+
+mod common;
+use common::{TestGateway, native, order};
+
+on_both!(
+    deliveries_are_retried_until_accepted_and_signed,
+    a_receiver_down_for_the_whole_schedule_is_dead_lettered_then_redelivered,
+    endpoints_filter_events_and_can_be_deleted,
+);
+
+/// What a receiver saw: the signature header, the event id, the body, and its answer.
+#[derive(Debug, Clone)]
+struct Received {
+    signature: String,
+    body: Vec<u8>,
+    accepted: bool,
+}
+
+/// A webhook receiver on loopback that answers 500 to its first `fail_first` requests.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    state: Arc<Mutex<(usize, Vec<Received>)>>,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> Self {
+        let state = Arc::new(Mutex::new((fail_first, Vec::new())));
+        let shared = state.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let shared = shared.clone();
+                async move {
+                    let mut s = shared.lock().unwrap();
+                    let accepted = s.1.len() >= s.0;
+                    s.1.push(Received {
+                        signature: headers[webhook::SIGNATURE_HEADER]
+                            .to_str()
+                            .unwrap()
+                            .to_string(),
+                        body: body.to_vec(),
+                        accepted,
+                    });
+                    if accepted {
+                        StatusCode::NO_CONTENT
+                    } else {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, state }
+    }
+
+    /// From now on, accept everything.
+    fn accept_all(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.0 = s.1.len();
+    }
+
+    /// Requests carrying `event_id`, in arrival order.
+    fn seen(&self, event_id: &str) -> Vec<Received> {
+        let s = self.state.lock().unwrap();
+        s.1.iter()
+            .filter(|r| {
+                serde_json::from_slice::<Value>(&r.body).unwrap()["id"].as_str() == Some(event_id)
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn total(&self) -> usize {
+        self.state.lock().unwrap().1.len()
+    }
+}
+
+async fn add_endpoint(t: &TestGateway, body: Value) -> Value {
+    let (status, e) = t
+        .call(
+            reqwest::Method::POST,
+            "/v1/webhook_endpoints",
+            Some(body.to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    e
+}
+
+/// Creates a native payment and has the simulator pay it; returns the payment id.
+async fn paid_payment(t: &TestGateway) -> String {
+    let (status, p) = t.create(native(&order("wh"), 1200)).await;
+    assert_eq!(status, 201, "{p}");
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    let id = p["id"].as_str().unwrap().to_string();
+    t.wait_status(&id, "succeeded").await;
+    id
+}
+
+/// The single event of `event_type` for an object, found through `GET /v1/events`.
+async fn event_of(t: &TestGateway, object_id: &str, event_type: &str) -> Value {
+    let (status, list) = t
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/events?object_id={object_id}&type={event_type}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{list}");
+    data[0].clone()
+}
+
+/// Polls `GET /v1/events/{id}` (each call a round trip that lets the workers run) until every
+/// delivery has `status`.
+async fn wait_deliveries(t: &TestGateway, event_id: &str, status: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..5000 {
+        let (code, e) = t
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/events/{event_id}"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(code, 200, "{e}");
+        let deliveries = e["deliveries"].as_array().unwrap();
+        if !deliveries.is_empty() && deliveries.iter().all(|d| d["status"] == status) {
+            return e;
+        }
+        last = e;
+        tokio::task::yield_now().await;
+    }
+    panic!("the deliveries of {event_id} never became {status}: {last}");
+}
+
+fn verify(r: &Received, endpoint: &Value) -> Result<(), webhook::SignatureError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    webhook::verify(
+        &r.signature,
+        &r.body,
+        &[(
+            endpoint["secret_id"].as_str().unwrap(),
+            endpoint["secret"].as_str().unwrap(),
+        )],
+        now,
+        webhook::DEFAULT_TOLERANCE_SECS,
+    )
+}
+
+async fn deliveries_are_retried_until_accepted_and_signed(t: TestGateway) {
+    let receiver = Receiver::start(3).await;
+    let endpoint = add_endpoint(&t, json!({"url": receiver.url})).await;
+    assert!(endpoint["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(endpoint["events"], json!(["*"]));
+
+    let id = paid_payment(&t).await;
+    let event = event_of(&t, &id, "payment.succeeded").await;
+    let event_id = event["id"].as_str().unwrap();
+    let detail = wait_deliveries(&t, event_id, "delivered").await;
+
+    // Three refusals, then the accepted one; each signed, and the same bytes every time.
+    let seen = receiver.seen(event_id);
+    let accepted: Vec<bool> = seen.iter().map(|r| r.accepted).collect();
+    assert_eq!(accepted, [false, false, false, true]);
+    for r in &seen {
+        verify(r, &endpoint).unwrap();
+        assert_eq!(r.body, seen[0].body);
+    }
+    let wrong = json!({"secret_id": endpoint["secret_id"], "secret": "whsec_wrong"});
+    assert_eq!(
+        verify(&seen[3], &wrong),
+        Err(webhook::SignatureError::Mismatch)
+    );
+    let body: Value = serde_json::from_slice(&seen[3].body).unwrap();
+    assert_eq!(body["type"], "payment.succeeded");
+    assert_eq!(body["object"], "event");
+    assert_eq!(body["object_id"], id.as_str());
+    assert_eq!(body["object_version"], 2);
+    assert_eq!(body["data"]["object"]["id"], id.as_str());
+    assert_eq!(body["data"]["object"]["status"], "succeeded");
+    assert_eq!(body, event, "the feed shows what was delivered");
+
+    // Every attempt is logged.
+    let delivery = &detail["deliveries"][0];
+    assert_eq!(delivery["endpoint_id"], endpoint["id"]);
+    assert_eq!(delivery["attempts"], 4);
+    let codes: Vec<i64> = delivery["attempt_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [500, 500, 500, 204]);
+    assert!(
+        delivery["attempt_log"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("HTTP 500")
+    );
+    assert!(delivery["delivered_at"].is_string());
+    assert!(delivery["next_attempt_at"].is_null());
+}
+
+async fn a_receiver_down_for_the_whole_schedule_is_dead_lettered_then_redelivered(t: TestGateway) {
+    let receiver = Receiver::start(usize::MAX).await;
+    let endpoint = add_endpoint(&t, json!({"url": receiver.url})).await;
+    let id = paid_payment(&t).await;
+    let event = event_of(&t, &id, "payment.succeeded").await;
+    let event_id = event["id"].as_str().unwrap();
+
+    // The first attempt and the three scheduled retries fail: dead-lettered, and listed so.
+    let detail = wait_deliveries(&t, event_id, "dead").await;
+    assert_eq!(detail["deliveries"][0]["attempts"], 4);
+    assert_eq!(receiver.seen(event_id).len(), 4);
+    let (_, dead) = t
+        .call(
+            reqwest::Method::GET,
+            "/v1/events?delivery_status=dead",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(dead["data"][0]["id"], event_id);
+
+    // The merchant is back: it catches up from the feed and asks for the event again.
+    receiver.accept_all();
+    let (status, _) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/events/{event_id}/redeliver"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 202);
+    let detail = wait_deliveries(&t, event_id, "delivered").await;
+    assert_eq!(detail["deliveries"][0]["attempts"], 5);
+    let seen = receiver.seen(event_id);
+    assert_eq!(seen.len(), 5);
+    assert!(seen[4].accepted);
+    verify(&seen[4], &endpoint).unwrap();
+    let (_, dead) = t
+        .call(
+            reqwest::Method::GET,
+            "/v1/events?delivery_status=dead",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(dead["data"], json!([]));
+
+    // Unknown events and events nobody is subscribed to are refused clearly.
+    let (status, body) = t
+        .call(
+            reqwest::Method::POST,
+            "/v1/events/evt_nope/redeliver",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("resource_missing"))
+    );
+}
+
+async fn endpoints_filter_events_and_can_be_deleted(t: TestGateway) {
+    // Bad input names the field and the reason.
+    for (body, code, param) in [
+        (
+            json!({"url": "ftp://shop.example/hook"}),
+            "invalid_url",
+            "url",
+        ),
+        (json!({"url": "not a url"}), "invalid_url", "url"),
+        (
+            json!({"url": "https://shop.example/hook", "events": ["payment.exploded"]}),
+            "invalid_events",
+            "events[0]",
+        ),
+        (
+            json!({"url": "https://shop.example/hook", "events": []}),
+            "invalid_events",
+            "events",
+        ),
+        (
+            json!({"url": "https://shop.example/hook", "colour": "red"}),
+            "parameter_unknown",
+            "colour",
+        ),
+        (
+            json!({"events": ["payment.failed"]}),
+            "parameter_missing",
+            "url",
+        ),
+    ] {
+        let (status, e) = t
+            .call(
+                reqwest::Method::POST,
+                "/v1/webhook_endpoints",
+                Some(body.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 400, "{body} → {e}");
+        assert_eq!(e["error"]["code"], code, "{body} → {e}");
+        assert_eq!(e["error"]["param"], param, "{body} → {e}");
+    }
+
+    let cancelled_only = Receiver::start(0).await;
+    let everything = Receiver::start(0).await;
+    let a = add_endpoint(
+        &t,
+        json!({"url": cancelled_only.url, "events": ["payment.cancelled"]}),
+    )
+    .await;
+    let b = add_endpoint(&t, json!({"url": everything.url})).await;
+    assert_eq!(a["events"], json!(["payment.cancelled"]));
+
+    // A cancelled payment reaches both; a paid one only the endpoint that takes everything.
+    let (_, p) = t.create(native(&order("whc"), 300)).await;
+    let cancelled_id = p["id"].as_str().unwrap();
+    let (status, _) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/payments/{cancelled_id}/cancel"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let cancelled = event_of(&t, cancelled_id, "payment.cancelled").await;
+    let detail = wait_deliveries(&t, cancelled["id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(detail["deliveries"].as_array().unwrap().len(), 2);
+    let paid_id = paid_payment(&t).await;
+    let paid = event_of(&t, &paid_id, "payment.succeeded").await;
+    let detail = wait_deliveries(&t, paid["id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(detail["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(detail["deliveries"][0]["endpoint_id"], b["id"]);
+    assert_eq!(cancelled_only.total(), 1);
+    assert_eq!(everything.total(), 2);
+
+    // Listing never shows a secret; a deleted endpoint is gone and gets nothing more.
+    let (_, list) = t
+        .call(reqwest::Method::GET, "/v1/webhook_endpoints", None, &[])
+        .await;
+    let listed = list["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|e| e.get("secret").is_none()));
+    let a_id = a["id"].as_str().unwrap();
+    let (status, _) = t
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/webhook_endpoints/{a_id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = t
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/webhook_endpoints/{a_id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("resource_missing"))
+    );
+    let (_, p) = t.create(native(&order("whd"), 300)).await;
+    let id = p["id"].as_str().unwrap();
+    t.call(
+        reqwest::Method::POST,
+        &format!("/v1/payments/{id}/cancel"),
+        None,
+        &[],
+    )
+    .await;
+    let e = event_of(&t, id, "payment.cancelled").await;
+    let detail = wait_deliveries(&t, e["id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(detail["deliveries"][0]["endpoint_id"], b["id"]);
+    assert_eq!(cancelled_only.total(), 1);
+}

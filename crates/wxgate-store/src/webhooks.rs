@@ -1,0 +1,285 @@
+//! Webhook endpoints, deliveries claimed by workers, the attempt log, and the event feed.
+
+use std::sync::Arc;
+
+use crate::{
+    AttemptOutcome, AttemptRow, Backend, DeliveryRow, EventFilter, EventRow, Result, Store,
+    WebhookEndpointRow,
+};
+
+impl Store {
+    /// Woken whenever this process writes an event.
+    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox.clone()
+    }
+
+    pub async fn insert_webhook_endpoint(&self, e: &WebhookEndpointRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, merchant_id, url, events, secret_id, secret_sealed, created_at, deleted_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+        )
+        .bind(&e.id)
+        .bind(&e.merchant_id)
+        .bind(&e.url)
+        .bind(&e.events)
+        .bind(&e.secret_id)
+        .bind(&e.secret_sealed)
+        .bind(e.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The merchant's endpoints that are not deleted, oldest first.
+    pub async fn webhook_endpoints(&self, merchant_id: &str) -> Result<Vec<WebhookEndpointRow>> {
+        Ok(sqlx::query_as::<_, WebhookEndpointRow>(
+            "SELECT * FROM webhook_endpoints WHERE merchant_id = $1 AND deleted_at IS NULL ORDER BY created_at, id",
+        )
+        .bind(merchant_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// An endpoint by id, deleted or not (deliveries keep pointing at it).
+    pub async fn webhook_endpoint(&self, id: &str) -> Result<Option<WebhookEndpointRow>> {
+        Ok(
+            sqlx::query_as::<_, WebhookEndpointRow>(
+                "SELECT * FROM webhook_endpoints WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?,
+        )
+    }
+
+    /// Deletes an endpoint and cancels its pending deliveries. False if there was none to delete.
+    pub async fn delete_webhook_endpoint(
+        &self,
+        merchant_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query(
+            "UPDATE webhook_endpoints SET deleted_at = $1 WHERE id = $2 AND merchant_id = $3 AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(merchant_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'cancelled', next_attempt_at = NULL \
+             WHERE endpoint_id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// Claims up to `limit` due deliveries for `lease_ms`. A claim expires on its own, so a
+    /// worker that dies mid-delivery leaves the delivery to be retried by another.
+    pub async fn claim_due_deliveries(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE webhook_deliveries SET claimed_until = $1 WHERE (event_id, endpoint_id) IN \
+             (SELECT event_id, endpoint_id FROM webhook_deliveries WHERE next_attempt_at <= $2 \
+             AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY next_attempt_at LIMIT $3{lock}) \
+             RETURNING *"
+        );
+        Ok(sqlx::query_as::<_, DeliveryRow>(&sql)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Gives a claimed delivery back untried, to be picked up again at `next_at`.
+    pub async fn release_delivery(&self, d: &DeliveryRow, next_at: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_at = $1, claimed_until = NULL \
+             WHERE event_id = $2 AND endpoint_id = $3 AND claimed_until = $4 AND status = 'pending'",
+        )
+        .bind(next_at)
+        .bind(&d.event_id)
+        .bind(&d.endpoint_id)
+        .bind(d.claimed_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Logs an attempt on a claimed delivery and applies its outcome, in one transaction. False
+    /// (and nothing written) when the claim was lost meanwhile or the delivery was cancelled.
+    pub async fn record_attempt(
+        &self,
+        d: &DeliveryRow,
+        attempt: &AttemptRow,
+        outcome: AttemptOutcome,
+    ) -> Result<bool> {
+        let (status, next_at, delivered_at) = match outcome {
+            AttemptOutcome::Delivered => ("delivered", None, Some(attempt.at)),
+            AttemptOutcome::Retry { next_at } => ("pending", Some(next_at), None),
+            AttemptOutcome::Dead => ("dead", None, None),
+        };
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, delivered_at = $3, \
+             attempts = attempts + 1, round_attempts = round_attempts + 1, claimed_until = NULL, \
+             last_attempt_at = $4, last_status_code = $5, last_error = $6 \
+             WHERE event_id = $7 AND endpoint_id = $8 AND claimed_until = $9 AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(next_at)
+        .bind(delivered_at)
+        .bind(attempt.at)
+        .bind(attempt.status_code)
+        .bind(&attempt.error)
+        .bind(&d.event_id)
+        .bind(&d.endpoint_id)
+        .bind(d.claimed_until)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO webhook_attempts (event_id, endpoint_id, attempt, at, status_code, latency_ms, error) \
+             SELECT event_id, endpoint_id, attempts, $1, $2, $3, $4 FROM webhook_deliveries \
+             WHERE event_id = $5 AND endpoint_id = $6",
+        )
+        .bind(attempt.at)
+        .bind(attempt.status_code)
+        .bind(attempt.latency_ms)
+        .bind(&attempt.error)
+        .bind(&d.event_id)
+        .bind(&d.endpoint_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Schedules an event again, now, to every endpoint subscribed to it (a new round of the
+    /// retry schedule for deliveries that already exist). Returns how many were scheduled.
+    pub async fn redeliver_event(
+        &self,
+        merchant_id: &str,
+        event_id: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let scheduled = sqlx::query(
+            "INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, \
+             round_attempts, next_attempt_at, created_at) \
+             SELECT e.id, w.id, e.merchant_id, 'pending', 0, 0, $3, $3 \
+             FROM events e JOIN webhook_endpoints w ON w.merchant_id = e.merchant_id \
+             WHERE e.id = $1 AND e.merchant_id = $2 AND w.deleted_at IS NULL \
+             AND (w.events = '*' OR ',' || w.events || ',' LIKE '%,' || e.event_type || ',%') \
+             ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending', \
+             round_attempts = 0, next_attempt_at = excluded.next_attempt_at",
+        )
+        .bind(event_id)
+        .bind(merchant_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if scheduled > 0 {
+            self.outbox.notify_one();
+        }
+        Ok(scheduled)
+    }
+
+    pub async fn event(&self, merchant_id: &str, id: &str) -> Result<Option<EventRow>> {
+        Ok(
+            sqlx::query_as::<_, EventRow>(
+                "SELECT * FROM events WHERE merchant_id = $1 AND id = $2",
+            )
+            .bind(merchant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?,
+        )
+    }
+
+    /// An event by id, whoever it belongs to (delivery workers).
+    pub async fn event_by_id(&self, id: &str) -> Result<Option<EventRow>> {
+        Ok(
+            sqlx::query_as::<_, EventRow>("SELECT * FROM events WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Newest first, `limit` at most, after an optional cursor, filtered.
+    pub async fn list_events(&self, merchant_id: &str, f: &EventFilter) -> Result<Vec<EventRow>> {
+        let mut sql = String::from("SELECT * FROM events e WHERE e.merchant_id = $1");
+        let mut n = 1;
+        let mut next = |clause: &str, sql: &mut String| {
+            n += 1;
+            sql.push_str(&clause.replace('?', &format!("${n}")));
+        };
+        if f.event_type.is_some() {
+            next(" AND e.event_type = ?", &mut sql);
+        }
+        if f.object_id.is_some() {
+            next(" AND e.object_id = ?", &mut sql);
+        }
+        if f.delivery_status.is_some() {
+            next(
+                " AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = ?)",
+                &mut sql,
+            );
+        }
+        if f.before.is_some() {
+            next(" AND (e.created_at, e.id) < (?, ", &mut sql);
+            next("?)", &mut sql);
+        }
+        next(" ORDER BY e.created_at DESC, e.id DESC LIMIT ?", &mut sql);
+        let mut query = sqlx::query_as::<_, EventRow>(&sql).bind(merchant_id);
+        for v in [&f.event_type, &f.object_id, &f.delivery_status]
+            .into_iter()
+            .flatten()
+        {
+            query = query.bind(v.clone());
+        }
+        if let Some((t, id)) = &f.before {
+            query = query.bind(*t).bind(id.clone());
+        }
+        Ok(query.bind(f.limit).fetch_all(&self.pool).await?)
+    }
+
+    pub async fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRow>> {
+        Ok(sqlx::query_as::<_, DeliveryRow>(
+            "SELECT * FROM webhook_deliveries WHERE event_id = $1 ORDER BY created_at, endpoint_id",
+        )
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRow>> {
+        Ok(sqlx::query_as::<_, AttemptRow>(
+            "SELECT * FROM webhook_attempts WHERE event_id = $1 ORDER BY endpoint_id, attempt",
+        )
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
