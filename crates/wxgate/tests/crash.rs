@@ -1,8 +1,10 @@
-//! The real `wxgate serve` process is killed with SIGKILL while WeChat has already created the
-//! order but not yet answered; the shopper pays meanwhile and the callback finds nobody. After a
-//! restart on the same database, status sync finds the truth: nothing is lost.
-
+//! The real `wxgate serve` process is killed with SIGKILL at the worst moments, then restarted
+//! on the same database: nothing is lost.
+//! - WeChat has created the order but not yet answered; the shopper pays meanwhile and the
+//!   callback finds nobody. Status sync finds the truth.
+//! - Webhook deliveries are in flight. Their claims lapse and every event is delivered.
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use wxgate_sim::{Sim, SimConfig};
@@ -14,6 +16,7 @@ struct Env {
     db: String,
     master: String,
     listen: String,
+    extra: Vec<(String, String)>,
 }
 
 impl Env {
@@ -24,6 +27,7 @@ impl Env {
             .env("WXGATE_MASTER_KEY", &self.master)
             .env("WXGATE_LISTEN", &self.listen)
             .env("RUST_LOG", "warn")
+            .envs(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null());
         c
     }
@@ -57,8 +61,18 @@ async fn wait_until_listening(http: &reqwest::Client, base: &str) {
     panic!("the gateway did not start");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_killed_mid_payment_loses_nothing() {
+/// A simulator in this process, and a migrated database with one sandbox merchant and an API
+/// key, for `wxgate serve` processes to run on.
+struct Setup {
+    env: Env,
+    sim: String,
+    base: String,
+    mchid: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+async fn setup(extra: &[(&str, &str)]) -> Setup {
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim = format!("http://{}", sim_listener.local_addr().unwrap());
     let simulator = Sim::new(SimConfig {
@@ -84,6 +98,10 @@ async fn a_gateway_killed_mid_payment_loses_nothing() {
         master: "ab".repeat(32),
         listen: format!("127.0.0.1:{port}"),
         dir,
+        extra: extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     let base = format!("http://{}", env.listen);
     assert!(
@@ -95,7 +113,7 @@ async fn a_gateway_killed_mid_payment_loses_nothing() {
     );
     let merchant = env.run_json(&["merchant", "create", "--sandbox-simulator", &sim, "--json"]);
     let merchant_id = merchant["merchant_id"].as_str().unwrap();
-    let mchid = merchant["mchid"].as_str().unwrap();
+    let mchid = merchant["mchid"].as_str().unwrap().to_string();
     let key = env.run_json(&[
         "merchant",
         "api-key",
@@ -105,7 +123,27 @@ async fn a_gateway_killed_mid_payment_loses_nothing() {
         "--json",
     ]);
     let key = key["api_key"].as_str().unwrap().to_string();
-    let http = reqwest::Client::new();
+    Setup {
+        env,
+        sim,
+        base,
+        mchid,
+        key,
+        http: reqwest::Client::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_payment_loses_nothing() {
+    let Setup {
+        env,
+        sim,
+        base,
+        mchid,
+        key,
+        http,
+    } = setup(&[]).await;
+    let mchid = mchid.as_str();
 
     let mut gateway = env.serve();
     wait_until_listening(&http, &base).await;
@@ -219,4 +257,138 @@ async fn a_gateway_killed_mid_payment_loses_nothing() {
         .map(|h| h["status"].as_str().unwrap())
         .collect();
     assert_eq!(history, ["pending", "succeeded"]);
+}
+
+/// A webhook receiver that holds every request until released; it records the event ids it saw.
+struct HoldingReceiver {
+    url: String,
+    release: tokio::sync::watch::Sender<bool>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl HoldingReceiver {
+    async fn start() -> Self {
+        let (release, released) = tokio::sync::watch::channel(false);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (log, mut released) = (log.clone(), released.clone());
+                async move {
+                    let event: Value = serde_json::from_slice(&body).unwrap();
+                    log.lock()
+                        .unwrap()
+                        .push(event["id"].as_str().unwrap().to_string());
+                    let _ = released.wait_for(|r| *r).await;
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, release, seen }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_delivery_delivers_every_event_after_restart() {
+    let s = setup(&[
+        ("WXGATE_WEBHOOKS_ALLOW_PRIVATE", "1"),
+        ("WXGATE_WEBHOOK_TIMEOUT_MS", "500"),
+        (
+            "WXGATE_WEBHOOK_RETRY_SCHEDULE_MS",
+            "50,50,50,50,50,50,50,50",
+        ),
+    ])
+    .await;
+    let receiver = HoldingReceiver::start().await;
+    let mut gateway = s.env.serve();
+    wait_until_listening(&s.http, &s.base).await;
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = s
+            .http
+            .request(method, format!("{}{path}", s.base))
+            .bearer_auth(&s.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, endpoint) = call(
+        reqwest::Method::POST,
+        "/v1/webhook_endpoints",
+        Some(json!({"url": receiver.url})),
+    )
+    .await;
+    assert_eq!(status, 201, "{endpoint}");
+
+    // Six payments cancelled: six events, whose deliveries the receiver holds open.
+    const N: usize = 6;
+    for i in 0..N {
+        let (status, p) = call(
+            reqwest::Method::POST,
+            "/v1/payments",
+            Some(json!({"amount": 100 + i, "currency": "CNY", "merchant_order_id": format!("hook-{i}"), "description": "Tea", "integration": "native"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{p}");
+        let id = p["id"].as_str().unwrap();
+        let (status, _) = call(
+            reqwest::Method::POST,
+            &format!("/v1/payments/{id}/cancel"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    for _ in 0..200_000 {
+        if !receiver.seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !receiver.seen.lock().unwrap().is_empty(),
+        "nothing was delivered"
+    );
+
+    // Killed with deliveries in flight; the receiver then answers everything.
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    receiver.release.send(true).unwrap();
+
+    let mut gateway = s.env.serve();
+    wait_until_listening(&s.http, &s.base).await;
+    let mut delivered = Value::Null;
+    for _ in 0..200_000 {
+        (_, delivered) = call(
+            reqwest::Method::GET,
+            "/v1/events?delivery_status=delivered&limit=100",
+            None,
+        )
+        .await;
+        if delivered["data"].as_array().unwrap().len() == N {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&s.env.dir);
+    let delivered: Vec<String> = delivered["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(delivered.len(), N, "{delivered:?}");
+    let seen = receiver.seen.lock().unwrap().clone();
+    for id in &delivered {
+        assert!(seen.contains(id), "{id} never reached the receiver");
+    }
 }
