@@ -6,6 +6,7 @@
 pub mod id;
 pub mod money;
 pub mod payment;
+pub mod refund;
 pub mod webhook;
 
 pub use money::{Currency, Money, MoneyError};

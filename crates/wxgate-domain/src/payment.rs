@@ -74,16 +74,19 @@ pub enum PaymentStatus {
     Expired,
     Failed,
     PaidAfterClose,
+    /// Refunds have given back the whole amount.
+    Refunded,
 }
 
 impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 6] = [
+    pub const ALL: [PaymentStatus; 7] = [
         Self::Pending,
         Self::Succeeded,
         Self::Cancelled,
         Self::Expired,
         Self::Failed,
         Self::PaidAfterClose,
+        Self::Refunded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +97,7 @@ impl PaymentStatus {
             Self::Expired => "expired",
             Self::Failed => "failed",
             Self::PaidAfterClose => "paid_after_close",
+            Self::Refunded => "refunded",
         }
     }
 
@@ -101,9 +105,12 @@ impl PaymentStatus {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
-    /// Money has moved and will stay moved.
+    /// The payer paid (some or all of it may have been refunded since).
     pub fn is_paid(self) -> bool {
-        matches!(self, Self::Succeeded | Self::PaidAfterClose)
+        matches!(
+            self,
+            Self::Succeeded | Self::PaidAfterClose | Self::Refunded
+        )
     }
 
     pub fn is_pending(self) -> bool {
@@ -122,10 +129,18 @@ pub enum PaymentEvent {
     Expired,
     /// WeChat reports the payment failed.
     Failed,
+    /// Succeeded refunds add up to the whole amount.
+    FullyRefunded,
 }
 
 impl PaymentEvent {
-    pub const ALL: [PaymentEvent; 4] = [Self::Paid, Self::Cancelled, Self::Expired, Self::Failed];
+    pub const ALL: [PaymentEvent; 5] = [
+        Self::Paid,
+        Self::Cancelled,
+        Self::Expired,
+        Self::Failed,
+        Self::FullyRefunded,
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +168,9 @@ pub fn apply(from: PaymentStatus, event: PaymentEvent) -> Result<Transition, Tra
         (S::Pending, E::Expired) => S::Expired,
         (S::Pending, E::Failed) => S::Failed,
         (S::Cancelled | S::Expired, E::Paid) => S::PaidAfterClose,
-        (S::Succeeded | S::PaidAfterClose, E::Paid)
+        (S::Succeeded | S::PaidAfterClose, E::FullyRefunded) => S::Refunded,
+        (S::Succeeded | S::PaidAfterClose | S::Refunded, E::Paid)
+        | (S::Refunded, E::FullyRefunded)
         | (S::Cancelled, E::Cancelled)
         | (S::Expired, E::Expired)
         | (S::Failed, E::Failed) => return Ok(Transition::Unchanged),
@@ -172,6 +189,7 @@ impl Transition {
             PaymentStatus::Expired => Some("payment.expired"),
             PaymentStatus::Failed => Some("payment.failed"),
             PaymentStatus::PaidAfterClose => Some("payment.paid_after_close"),
+            PaymentStatus::Refunded => Some("payment.refunded"),
         }
     }
 }
@@ -186,8 +204,8 @@ mod tests {
     #[test]
     fn state_machine_table() {
         let err = Err;
-        let table: [(PaymentStatus, [Result<Transition, ()>; 4]); 6] = [
-            // from            Paid                         Cancelled                   Expired                   Failed
+        let table: [(PaymentStatus, [Result<Transition, ()>; 5]); 7] = [
+            // from: Paid, Cancelled, Expired, Failed, FullyRefunded
             (
                 Pending,
                 [
@@ -195,17 +213,25 @@ mod tests {
                     Ok(Transition::To(Cancelled)),
                     Ok(Transition::To(Expired)),
                     Ok(Transition::To(Failed)),
+                    err(()),
                 ],
             ),
             (
                 Succeeded,
-                [Ok(Transition::Unchanged), err(()), err(()), err(())],
+                [
+                    Ok(Transition::Unchanged),
+                    err(()),
+                    err(()),
+                    err(()),
+                    Ok(Transition::To(Refunded)),
+                ],
             ),
             (
                 Cancelled,
                 [
                     Ok(Transition::To(PaidAfterClose)),
                     Ok(Transition::Unchanged),
+                    err(()),
                     err(()),
                     err(()),
                 ],
@@ -217,15 +243,38 @@ mod tests {
                     err(()),
                     Ok(Transition::Unchanged),
                     err(()),
+                    err(()),
                 ],
             ),
             (
                 Failed,
-                [err(()), err(()), err(()), Ok(Transition::Unchanged)],
+                [
+                    err(()),
+                    err(()),
+                    err(()),
+                    Ok(Transition::Unchanged),
+                    err(()),
+                ],
             ),
             (
                 PaidAfterClose,
-                [Ok(Transition::Unchanged), err(()), err(()), err(())],
+                [
+                    Ok(Transition::Unchanged),
+                    err(()),
+                    err(()),
+                    err(()),
+                    Ok(Transition::To(Refunded)),
+                ],
+            ),
+            (
+                Refunded,
+                [
+                    Ok(Transition::Unchanged),
+                    err(()),
+                    err(()),
+                    err(()),
+                    Ok(Transition::Unchanged),
+                ],
             ),
         ];
         assert_eq!(table.len(), PaymentStatus::ALL.len());
@@ -239,8 +288,9 @@ mod tests {
 
     #[test]
     fn terminal_states_never_leave() {
-        for from in [Succeeded, Failed, PaidAfterClose] {
-            for event in E::ALL {
+        // Paid payments leave only to become refunded, by refunds.
+        for from in [Succeeded, Failed, PaidAfterClose, Refunded] {
+            for event in [E::Paid, E::Cancelled, E::Expired, E::Failed] {
                 assert!(
                     !matches!(apply(from, event), Ok(Transition::To(_))),
                     "{from:?} left on {event:?}"

@@ -14,12 +14,13 @@ pub const SIGNATURE_HEADER: &str = "Wxgate-Signature";
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
 
 /// Every event type, stable once shipped.
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 9] = [
     "payment.succeeded",
     "payment.cancelled",
     "payment.expired",
     "payment.failed",
     "payment.paid_after_close",
+    "payment.refunded",
     "refund.succeeded",
     "refund.failed",
     "refund.abnormal",

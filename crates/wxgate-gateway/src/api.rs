@@ -55,6 +55,7 @@ pub fn router(gateway: Gateway) -> Router {
         )
         .route("/openapi.json", get(|| async { axum::Json(openapi()) }))
         .merge(crate::webhooks::routes())
+        .merge(crate::refunds::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(gateway)
 }
@@ -464,7 +465,7 @@ fn validate(req: CreatePayment, merchant: &MerchantRow, now: i64) -> ApiResult<V
     })
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
 }
 
@@ -652,6 +653,9 @@ async fn create(
         ),
         sync_attempts: 0,
         claimed_until: None,
+        amount_refunded: 0,
+        amount_reserved: 0,
+        refund_count: 0,
     };
     let (row, status) = match gw.store().insert_payment(&row).await? {
         InsertOutcome::Inserted => (row, StatusCode::CREATED),

@@ -9,6 +9,7 @@ pub mod api;
 pub mod delivery;
 pub mod notify;
 pub mod qr;
+pub mod refunds;
 pub mod secrets;
 pub mod sync;
 pub mod upstream;

@@ -11,8 +11,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use wechatpay_v3::model::Transaction;
-use wechatpay_v3::notify::{self, EVENT_TRANSACTION_SUCCESS, NotifyError};
+use wechatpay_v3::model::{RefundNotification, Transaction};
+use wechatpay_v3::notify::{
+    self, EVENT_REFUND_ABNORMAL, EVENT_REFUND_CLOSED, EVENT_REFUND_SUCCESS,
+    EVENT_TRANSACTION_SUCCESS, NotifyError,
+};
 use wechatpay_v3::verify::SignatureHeaders;
 use wxgate_store::QuarantineRow;
 
@@ -69,6 +72,26 @@ pub async fn handle(
             return fail(StatusCode::BAD_REQUEST, "unreadable notification");
         }
     };
+    if [
+        EVENT_REFUND_SUCCESS,
+        EVENT_REFUND_CLOSED,
+        EVENT_REFUND_ABNORMAL,
+    ]
+    .contains(&opened.envelope.event_type.as_str())
+    {
+        let n: RefundNotification = match opened.resource() {
+            Ok(n) => n,
+            Err(_) => return fail(StatusCode::BAD_REQUEST, "unreadable refund"),
+        };
+        return match crate::refunds::apply_callback(&gw, &up.merchant.mchid, &merchant_id, &n).await
+        {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => {
+                tracing::error!(merchant_id, out_refund_no = %n.out_refund_no, error = %e, "notify: could not apply a refund");
+                fail(StatusCode::INTERNAL_SERVER_ERROR, "try again")
+            }
+        };
+    }
     if opened.envelope.event_type != EVENT_TRANSACTION_SUCCESS {
         tracing::info!(merchant_id, event = %opened.envelope.event_type, "notify: event not handled yet; acknowledged");
         return StatusCode::NO_CONTENT.into_response();

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode;
 use wechatpay_v3::model::{TradeState, Transaction};
-use wxgate_domain::payment::PaymentEvent;
+use wxgate_domain::payment::{PaymentEvent, PaymentStatus};
 use wxgate_store::{
     MerchantRow, PaymentRow, QuarantineRow, StoreError, TransitionFacts, TransitionOutcome,
 };
@@ -36,6 +36,9 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
         }
         if let Err(e) = sync_due(&gw).await {
             tracing::warn!(error = %e, "status sync round failed");
+        }
+        if let Err(e) = crate::refunds::sync_due(&gw).await {
+            tracing::warn!(error = %e, "refund sync round failed");
         }
     }
 }
@@ -254,9 +257,16 @@ pub async fn apply_paid(
         )
         .await
     {
-        Ok(TransitionOutcome::Changed { payment, .. } | TransitionOutcome::Unchanged(payment)) => {
+        Ok(TransitionOutcome::Changed { payment, .. }) => {
+            if payment.status == PaymentStatus::PaidAfterClose.as_str()
+                && let Err(e) = crate::refunds::auto_refund(gw, &payment).await
+            {
+                // The background round tries again.
+                tracing::warn!(payment = %payment.id, error = ?e, "automatic refund of a paid-after-close payment failed");
+            }
             Ok(payment)
         }
+        Ok(TransitionOutcome::Unchanged(payment)) => Ok(payment),
         // WeChat says paid, but the payment is in a state that cannot take it (failed): money
         // moved where the gateway did not expect it; a person must look.
         Err(StoreError::Transition(e)) => {

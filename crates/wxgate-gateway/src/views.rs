@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use wechatpay_v3::paysign::{AppPayParams, JsapiPayParams};
-use wxgate_store::{HistoryRow, PaymentRow};
+use wxgate_store::{HistoryRow, PaymentRow, RefundRow};
 
 use crate::qr;
 use crate::upstream::Upstream;
@@ -41,6 +41,9 @@ pub struct PaymentView<'a> {
     object: &'static str,
     merchant_order_id: &'a str,
     amount: i64,
+    /// The sum of succeeded refunds. A payment refunded in full becomes `refunded`; a
+    /// partially refunded one stays `succeeded`.
+    amount_refunded: i64,
     currency: &'a str,
     description: &'a str,
     integration: &'a str,
@@ -90,6 +93,7 @@ impl<'a> PaymentView<'a> {
             object: "payment",
             merchant_order_id: &p.merchant_order_id,
             amount: p.amount,
+            amount_refunded: p.amount_refunded,
             currency: &p.currency,
             description: &p.description,
             integration: &p.integration,
@@ -125,6 +129,68 @@ impl<'a> PaymentView<'a> {
             }),
         }
     }
+}
+
+/// A refund. `last_error` says why a pending refund waits (for example WeChat's NOT_ENOUGH:
+/// the merchant's balance is too low; it is retried) or why one failed; an `abnormal` refund
+/// carries `next_step`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Refund)]
+pub struct RefundView<'a> {
+    id: &'a str,
+    #[schema(example = "refund")]
+    object: &'static str,
+    payment_id: &'a str,
+    merchant_refund_id: &'a str,
+    amount: i64,
+    currency: &'a str,
+    reason: Option<&'a str>,
+    status: &'a str,
+    version: i64,
+    last_error: Option<&'a str>,
+    next_step: Option<&'static str>,
+    wechat: RefundWechatView<'a>,
+    created_at: String,
+    updated_at: String,
+    succeeded_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RefundWechatView<'a> {
+    out_refund_no: &'a str,
+    refund_id: Option<&'a str>,
+}
+
+/// What a merchant does about an abnormal refund.
+pub const ABNORMAL_NEXT_STEP: &str = "WeChat Pay could not return the money to the payer's account (closed or frozen card or account). Resolve it in the WeChat Pay merchant platform (Transactions > Refunds > abnormal refunds: refund to another account or to the merchant's balance); WeChat then reports the refund succeeded.";
+
+impl<'a> RefundView<'a> {
+    pub fn new(r: &'a RefundRow) -> Self {
+        Self {
+            id: &r.id,
+            object: "refund",
+            payment_id: &r.payment_id,
+            merchant_refund_id: &r.merchant_refund_id,
+            amount: r.amount,
+            currency: &r.currency,
+            reason: r.reason.as_deref(),
+            status: &r.status,
+            version: r.version,
+            last_error: r.last_error.as_deref(),
+            next_step: (r.status == "abnormal").then_some(ABNORMAL_NEXT_STEP),
+            wechat: RefundWechatView {
+                out_refund_no: &r.out_refund_no,
+                refund_id: r.wechat_refund_id.as_deref(),
+            },
+            created_at: rfc3339(r.created_at),
+            updated_at: rfc3339(r.updated_at),
+            succeeded_at: r.succeeded_at.map(rfc3339),
+        }
+    }
+}
+
+pub fn refund(r: &RefundRow) -> Value {
+    serde_json::to_value(RefundView::new(r)).expect("a refund view serialises")
 }
 
 /// What WeChat's prepay answered, by integration.

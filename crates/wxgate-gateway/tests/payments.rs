@@ -713,6 +713,9 @@ async fn a_crash_between_wechat_and_the_commit_is_repaired(t: TestGateway) {
         sync_due_at: Some(now + 100),
         sync_attempts: 0,
         claimed_until: None,
+        amount_refunded: 0,
+        amount_reserved: 0,
+        refund_count: 0,
     };
     t.store.insert_payment(&row).await.unwrap();
     // What WeChat did meanwhile: the order exists and is paid; its callback is dropped.

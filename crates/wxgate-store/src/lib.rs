@@ -10,6 +10,7 @@
 //! - Background work is claimed with a lease (`claimed_until`); on PostgreSQL with
 //!   `FOR UPDATE SKIP LOCKED`, so many nodes share it without taking the same row.
 
+mod refunds;
 mod rows;
 pub mod testing;
 mod webhooks;
@@ -459,7 +460,7 @@ impl Store {
         payment_id: &str,
         event: PaymentEvent,
         facts: &TransitionFacts,
-        render: impl Fn(&PaymentRow) -> (String, String),
+        render: impl Fn(&PaymentRow) -> (String, String) + Sync,
     ) -> Result<TransitionOutcome> {
         for _ in 0..8 {
             let current = self
@@ -472,62 +473,15 @@ impl Store {
                 Transition::Unchanged => return Ok(TransitionOutcome::Unchanged(current)),
                 Transition::To(to) => to,
             };
-            let version = current.version + 1;
             let mut tx = self.pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE payments SET status = $1, version = $2, updated_at = $3, \
-                 transaction_id = COALESCE(transaction_id, $4), paid_at = COALESCE(paid_at, $5), \
-                 sync_due_at = $6 WHERE id = $7 AND version = $8",
-            )
-            .bind(to.as_str())
-            .bind(version)
-            .bind(facts.now)
-            .bind(&facts.transaction_id)
-            .bind(facts.paid_at)
-            .bind(if to.is_pending() {
-                current.sync_due_at
-            } else {
-                None
-            })
-            .bind(payment_id)
-            .bind(current.version)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() == 0 {
+            let Some(after) =
+                write_payment_transition(&mut tx, &current, to, facts, &render).await?
+            else {
                 tx.rollback().await?;
                 continue;
-            }
-            sqlx::query("INSERT INTO payment_status_history (payment_id, version, status, source, at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(payment_id)
-                .bind(version)
-                .bind(to.as_str())
-                .bind(&facts.source)
-                .bind(facts.now)
-                .execute(&mut *tx)
-                .await?;
-            let after = sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE id = $1")
-                .bind(payment_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let event_type = Transition::event_type(to);
-            if let Some(event_type) = event_type {
-                let (event_id, payload) = render(&after);
-                insert_event(
-                    &mut tx,
-                    &EventRow {
-                        id: event_id,
-                        merchant_id: merchant_id.to_string(),
-                        event_type: event_type.to_string(),
-                        object_id: payment_id.to_string(),
-                        object_version: version,
-                        payload,
-                        created_at: facts.now,
-                    },
-                )
-                .await?;
-            }
+            };
             tx.commit().await?;
-            if event_type.is_some() {
+            if Transition::event_type(to).is_some() {
                 self.outbox.notify_one();
             }
             return Ok(TransitionOutcome::Changed {
@@ -787,4 +741,70 @@ async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Any>, e: &EventRow) -
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Within `tx`: moves `current` to `to`, if its version is still the one read, with its history
+/// row and its outbox event (payload rendered from the row after the change). `None` when
+/// someone changed the payment first.
+async fn write_payment_transition(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    current: &PaymentRow,
+    to: PaymentStatus,
+    facts: &TransitionFacts,
+    render: &(dyn Fn(&PaymentRow) -> (String, String) + Sync),
+) -> Result<Option<PaymentRow>> {
+    let version = current.version + 1;
+    let updated = sqlx::query(
+        "UPDATE payments SET status = $1, version = $2, updated_at = $3, \
+         transaction_id = COALESCE(transaction_id, $4), paid_at = COALESCE(paid_at, $5), \
+         sync_due_at = $6 WHERE id = $7 AND version = $8",
+    )
+    .bind(to.as_str())
+    .bind(version)
+    .bind(facts.now)
+    .bind(&facts.transaction_id)
+    .bind(facts.paid_at)
+    .bind(if to.is_pending() {
+        current.sync_due_at
+    } else {
+        None
+    })
+    .bind(&current.id)
+    .bind(current.version)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(None);
+    }
+    sqlx::query(
+        "INSERT INTO payment_status_history (payment_id, version, status, source, at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&current.id)
+    .bind(version)
+    .bind(to.as_str())
+    .bind(&facts.source)
+    .bind(facts.now)
+    .execute(&mut **tx)
+    .await?;
+    let after = sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE id = $1")
+        .bind(&current.id)
+        .fetch_one(&mut **tx)
+        .await?;
+    if let Some(event_type) = Transition::event_type(to) {
+        let (event_id, payload) = render(&after);
+        insert_event(
+            tx,
+            &EventRow {
+                id: event_id,
+                merchant_id: current.merchant_id.clone(),
+                event_type: event_type.to_string(),
+                object_id: current.id.clone(),
+                object_version: version,
+                payload,
+                created_at: facts.now,
+            },
+        )
+        .await?;
+    }
+    Ok(Some(after))
 }

@@ -53,6 +53,11 @@ pub struct PaymentRow {
     pub sync_due_at: Option<i64>,
     pub sync_attempts: i64,
     pub claimed_until: Option<i64>,
+    /// The sum of succeeded refunds.
+    pub amount_refunded: i64,
+    /// The sum of refunds that have not failed (pending, abnormal, succeeded).
+    pub amount_reserved: i64,
+    pub refund_count: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -198,4 +203,71 @@ pub struct EventFilter {
     /// Keyset cursor: events strictly older than this (created_at, id).
     pub before: Option<(i64, String)>,
     pub limit: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RefundRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub payment_id: String,
+    pub merchant_refund_id: String,
+    pub out_refund_no: String,
+    pub amount: i64,
+    pub currency: String,
+    pub reason: Option<String>,
+    pub status: String,
+    pub version: i64,
+    pub fingerprint: String,
+    /// 1 once WeChat has accepted the request.
+    pub submitted: i64,
+    pub wechat_refund_id: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub succeeded_at: Option<i64>,
+    pub sync_due_at: Option<i64>,
+    pub sync_attempts: i64,
+    pub claimed_until: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// The amount is reserved and the refund written.
+    Reserved(Box<RefundRow>),
+    /// The merchant already has a refund with this merchant_refund_id.
+    Existing(Box<RefundRow>),
+    /// The payment's state refuses it (the rules say why); the payment as it is now.
+    Refused(Box<PaymentRow>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundTransitionOutcome {
+    Changed {
+        refund: Box<RefundRow>,
+        payment: Box<PaymentRow>,
+    },
+    Unchanged(Box<RefundRow>),
+}
+
+/// What is known when a refund transition is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RefundFacts {
+    pub now: i64,
+    pub wechat_refund_id: Option<String>,
+    pub succeeded_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// What one try at a pending refund learned, without changing its status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RefundNote<'a> {
+    /// WeChat has accepted the request.
+    pub submitted: bool,
+    pub wechat_refund_id: Option<&'a str>,
+    /// Why it waits; `None` clears the previous reason.
+    pub last_error: Option<&'a str>,
+    /// When to look again; `None`: not until someone looks.
+    pub next_due: Option<i64>,
+    pub attempts: i64,
+    pub now: i64,
 }

@@ -32,6 +32,9 @@ on_both!(
     listing_filters_and_pages,
     sync_work_is_claimed_once,
     idempotency_keys,
+    concurrent_refunds_never_reserve_more_than_was_paid,
+    refund_outcomes_move_the_payments_sums,
+    deliveries_fan_out_to_subscribed_endpoints_and_are_claimed_once,
 );
 
 mod checks {
@@ -85,6 +88,9 @@ mod checks {
             sync_due_at: Some(created_at + 5_000),
             sync_attempts: 0,
             claimed_until: None,
+            amount_refunded: 0,
+            amount_reserved: 0,
+            refund_count: 0,
         }
     }
 
@@ -504,6 +510,339 @@ mod checks {
                 .await
                 .unwrap(),
             IdempotencyStart::Started
+        );
+    }
+
+    fn refund(id: &str, payment_id: &str, amount: i64, now: i64) -> RefundRow {
+        RefundRow {
+            id: id.into(),
+            merchant_id: "mch_a".into(),
+            payment_id: payment_id.into(),
+            merchant_refund_id: format!("m{id}"),
+            out_refund_no: id.into(),
+            amount,
+            currency: "CNY".into(),
+            reason: None,
+            status: "pending".into(),
+            version: 1,
+            fingerprint: "f".into(),
+            submitted: 0,
+            wechat_refund_id: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            succeeded_at: None,
+            sync_due_at: Some(now + 5_000),
+            sync_attempts: 0,
+            claimed_until: None,
+        }
+    }
+
+    fn render_refund(r: &RefundRow) -> (String, String) {
+        (
+            format!("evt_{}_{}", r.id, r.version),
+            format!("{{\"status\":\"{}\"}}", r.status),
+        )
+    }
+
+    /// A merchant with one paid payment of 100.
+    async fn paid_payment(store: &Store) {
+        store.insert_merchant(&merchant("mch_a")).await.unwrap();
+        store
+            .insert_payment(&payment("pay_1", "mch_a", "o1", 1000))
+            .await
+            .unwrap();
+        store
+            .transition("mch_a", "pay_1", PaymentEvent::Paid, &paid(2000), render)
+            .await
+            .unwrap();
+    }
+
+    pub async fn concurrent_refunds_never_reserve_more_than_was_paid(store: Store) {
+        paid_payment(&store).await;
+        let store = Arc::new(store);
+        // Twenty refunds of 15 against 100 paid: six fit.
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .reserve_refund(&refund(&format!("re_{i}"), "pay_1", 15, 3000))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut reserved = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                ReserveOutcome::Reserved(_) => reserved += 1,
+                ReserveOutcome::Refused(p) => assert!(p.amount_reserved + 15 > p.amount),
+                ReserveOutcome::Existing(r) => panic!("unexpected existing {r:?}"),
+            }
+        }
+        assert_eq!(reserved, 6);
+        let p = store.payment("mch_a", "pay_1").await.unwrap().unwrap();
+        assert_eq!((p.amount_reserved, p.refund_count), (90, 6));
+        assert_eq!(
+            store
+                .refunds_for_payment("mch_a", "pay_1")
+                .await
+                .unwrap()
+                .len(),
+            6
+        );
+        // The same merchant_refund_id is the existing refund, not a second one.
+        let again = store
+            .reserve_refund(&refund("re_0", "pay_1", 15, 3000))
+            .await
+            .unwrap();
+        assert!(matches!(again, ReserveOutcome::Existing(_)), "{again:?}");
+    }
+
+    pub async fn refund_outcomes_move_the_payments_sums(store: Store) {
+        paid_payment(&store).await;
+        for (id, amount) in [("re_a", 60), ("re_b", 30), ("re_c", 10)] {
+            let outcome = store
+                .reserve_refund(&refund(id, "pay_1", amount, 3000))
+                .await
+                .unwrap();
+            assert!(matches!(outcome, ReserveOutcome::Reserved(_)));
+        }
+        let facts = RefundFacts {
+            now: 4000,
+            ..Default::default()
+        };
+        use wxgate_domain::refund::RefundEvent;
+        let apply = |id: &'static str, event| {
+            let store = store.clone();
+            let facts = facts.clone();
+            async move {
+                store
+                    .refund_transition("mch_a", id, event, &facts, render_refund, render)
+                    .await
+                    .unwrap()
+            }
+        };
+        // A failed refund frees its amount; a succeeded one counts as refunded.
+        apply("re_c", RefundEvent::Closed).await;
+        apply("re_a", RefundEvent::Succeeded).await;
+        let p = store.payment("mch_a", "pay_1").await.unwrap().unwrap();
+        assert_eq!(
+            (p.amount_reserved, p.amount_refunded, p.status.as_str()),
+            (90, 60, "succeeded")
+        );
+        // Applying it again changes nothing.
+        assert!(matches!(
+            apply("re_a", RefundEvent::Succeeded).await,
+            RefundTransitionOutcome::Unchanged(_)
+        ));
+        // Abnormal holds the amount; resolved, it succeeds.
+        apply("re_b", RefundEvent::Abnormal).await;
+        let p = store.payment("mch_a", "pay_1").await.unwrap().unwrap();
+        assert_eq!((p.amount_reserved, p.amount_refunded), (90, 60));
+        apply("re_b", RefundEvent::Succeeded).await;
+        let p = store.payment("mch_a", "pay_1").await.unwrap().unwrap();
+        assert_eq!(
+            (p.amount_reserved, p.amount_refunded, p.status.as_str()),
+            (90, 90, "succeeded")
+        );
+        // The rest, refunded: the payment becomes refunded, with its own event.
+        assert!(matches!(
+            store
+                .reserve_refund(&refund("re_d", "pay_1", 10, 5000))
+                .await
+                .unwrap(),
+            ReserveOutcome::Reserved(_)
+        ));
+        match apply("re_d", RefundEvent::Succeeded).await {
+            RefundTransitionOutcome::Changed { payment, refund } => {
+                assert_eq!(
+                    (payment.status.as_str(), payment.amount_refunded),
+                    ("refunded", 100)
+                );
+                assert_eq!((refund.status.as_str(), refund.version), ("succeeded", 2));
+            }
+            other => panic!("{other:?}"),
+        }
+        let payment_events: Vec<String> = store
+            .events_for("mch_a", "pay_1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert_eq!(payment_events, ["payment.succeeded", "payment.refunded"]);
+        let b_events: Vec<String> = store
+            .events_for("mch_a", "re_b")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert_eq!(b_events, ["refund.abnormal", "refund.succeeded"]);
+        // Nothing more can be reserved.
+        assert!(matches!(
+            store
+                .reserve_refund(&refund("re_e", "pay_1", 1, 6000))
+                .await
+                .unwrap(),
+            ReserveOutcome::Refused(_)
+        ));
+    }
+
+    pub async fn deliveries_fan_out_to_subscribed_endpoints_and_are_claimed_once(store: Store) {
+        store.insert_merchant(&merchant("mch_a")).await.unwrap();
+        let endpoint = |id: &str, events: &str| WebhookEndpointRow {
+            id: id.into(),
+            merchant_id: "mch_a".into(),
+            url: format!("https://shop.example/{id}"),
+            events: events.into(),
+            secret_id: format!("whs_{id}"),
+            secret_sealed: "sealed".into(),
+            created_at: 1,
+            deleted_at: None,
+        };
+        for e in [
+            endpoint("we_all", "*"),
+            endpoint("we_paid", "payment.succeeded"),
+            endpoint("we_refunds", "refund.succeeded,refund.failed"),
+            endpoint("we_gone", "*"),
+        ] {
+            store.insert_webhook_endpoint(&e).await.unwrap();
+        }
+        assert!(
+            store
+                .delete_webhook_endpoint("mch_a", "we_gone", 2)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .delete_webhook_endpoint("mch_a", "we_gone", 3)
+                .await
+                .unwrap()
+        );
+        store
+            .insert_payment(&payment("pay_1", "mch_a", "o1", 1000))
+            .await
+            .unwrap();
+        store
+            .transition("mch_a", "pay_1", PaymentEvent::Paid, &paid(2000), render)
+            .await
+            .unwrap();
+        let event_id = "evt_pay_1_2";
+        let mut targets: Vec<String> = store
+            .deliveries(event_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.endpoint_id)
+            .collect();
+        targets.sort();
+        assert_eq!(targets, ["we_all", "we_paid"]);
+
+        // Claimed once, however many workers ask; a lapsed claim can be taken over.
+        let first = store.claim_due_deliveries(2000, 1000, 10).await.unwrap();
+        assert_eq!(first.len(), 2);
+        assert!(
+            store
+                .claim_due_deliveries(2500, 1000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let taken_over = store.claim_due_deliveries(3001, 1000, 10).await.unwrap();
+        assert_eq!(taken_over.len(), 2);
+        // The first claim is stale: its attempt is not recorded.
+        let attempt = |d: &DeliveryRow, at: i64, code: i64| AttemptRow {
+            event_id: d.event_id.clone(),
+            endpoint_id: d.endpoint_id.clone(),
+            attempt: d.attempts + 1,
+            at,
+            status_code: Some(code),
+            latency_ms: 5,
+            error: None,
+        };
+        assert!(
+            !store
+                .record_attempt(
+                    &first[0],
+                    &attempt(&first[0], 3100, 200),
+                    AttemptOutcome::Delivered
+                )
+                .await
+                .unwrap()
+        );
+        for d in &taken_over {
+            assert!(
+                store
+                    .record_attempt(
+                        d,
+                        &attempt(d, 3100, 500),
+                        AttemptOutcome::Retry { next_at: 4000 }
+                    )
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(
+            store
+                .claim_due_deliveries(3900, 1000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = store.claim_due_deliveries(4000, 1000, 10).await.unwrap();
+        assert_eq!(again.len(), 2);
+        for d in &again {
+            let outcome = if d.endpoint_id == "we_all" {
+                AttemptOutcome::Delivered
+            } else {
+                AttemptOutcome::Dead
+            };
+            assert!(
+                store
+                    .record_attempt(d, &attempt(d, 4100, 200), outcome)
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(
+            store
+                .claim_due_deliveries(99_999, 1000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let attempts = store.attempts(event_id).await.unwrap();
+        assert_eq!(attempts.len(), 4);
+        let dead = store
+            .list_events(
+                "mch_a",
+                &EventFilter {
+                    delivery_status: Some("dead".into()),
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+        // Redelivery starts a new round for both subscribed endpoints.
+        assert_eq!(
+            store
+                .redeliver_event("mch_a", event_id, 5000)
+                .await
+                .unwrap(),
+            2
+        );
+        let round = store.claim_due_deliveries(5000, 1000, 10).await.unwrap();
+        assert_eq!(round.len(), 2);
+        assert!(
+            round
+                .iter()
+                .all(|d| d.round_attempts == 0 && d.attempts == 2)
         );
     }
 }

@@ -3,6 +3,7 @@
 //! - WeChat has created the order but not yet answered; the shopper pays meanwhile and the
 //!   callback finds nobody. Status sync finds the truth.
 //! - Webhook deliveries are in flight. Their claims lapse and every event is delivered.
+
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 

@@ -1,0 +1,652 @@
+//! Refunds: `POST/GET /v1/payments/{id}/refunds`, `GET /v1/refunds/{id}`, WeChat's refund
+//! callbacks, and the background work that submits again and queries.
+//!
+//! A refund's amount is reserved on the payment in the same transaction that writes it, under
+//! WeChat's rules, before WeChat is called; so concurrent refunds can never add up to more than
+//! was paid. It goes to WeChat with its own `out_refund_no`, the same on every retry, so a retry
+//! never makes a second refund. What WeChat says (answer, callback, query) is cross-checked
+//! against the refund before it is applied.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wechatpay_v3::client::ClientError;
+use wechatpay_v3::error::ErrorCode;
+use wechatpay_v3::model::{Refund, RefundAmountRequest, RefundRequest, RefundStatus as WxStatus};
+use wechatpay_v3::validate;
+use wxgate_domain::refund::{self, RefundEvent, Refundable};
+use wxgate_domain::{PaymentStatus, id};
+use wxgate_store::{
+    PaymentRow, QuarantineRow, RefundFacts, RefundNote, RefundRow, RefundTransitionOutcome,
+    ReserveOutcome,
+};
+
+use crate::api::{ApiError, ApiResult, authenticate, idempotent, parse_body, respond, sha256_hex};
+use crate::{Gateway, now_ms, views};
+
+const CLAIM_BATCH: i64 = 32;
+
+pub fn routes() -> Router<Gateway> {
+    Router::new()
+        .route(
+            "/v1/payments/{id}/refunds",
+            post(create_refund).get(list_refunds),
+        )
+        .route("/v1/refunds/{id}", get(get_refund))
+}
+
+/// A refund to make.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRefund {
+    /// In the payment's minor unit; by default all that is not refunded yet.
+    pub amount: Option<i64>,
+    /// Unique per merchant: posting it again with the same parameters returns the same refund.
+    pub merchant_refund_id: String,
+    /// Shown to the payer; at most 80 characters.
+    pub reason: Option<String>,
+}
+
+fn refund_event_payload(r: &RefundRow) -> (String, String) {
+    (id::generate("evt"), views::refund(r).to_string())
+}
+
+fn refusal(e: refund::RefundRefusal) -> ApiError {
+    let status = match e {
+        refund::RefundRefusal::InvalidAmount => StatusCode::BAD_REQUEST,
+        _ => StatusCode::CONFLICT,
+    };
+    let mut error = ApiError::new(status, e.code(), e.to_string());
+    if matches!(
+        e,
+        refund::RefundRefusal::InvalidAmount | refund::RefundRefusal::ExceedsPayment { .. }
+    ) {
+        error = error.with_param("amount");
+    }
+    error
+}
+
+fn refundable(p: &PaymentRow) -> Refundable {
+    Refundable {
+        status: PaymentStatus::parse(&p.status).unwrap_or(PaymentStatus::Pending),
+        paid_at: p.paid_at,
+        amount: p.amount,
+        reserved: p.amount_reserved,
+        refund_count: p.refund_count,
+    }
+}
+
+async fn create_refund(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(payment_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let merchant = match authenticate(&gw, &headers).await {
+        Ok(m) => m,
+        Err(e) => return axum::response::IntoResponse::into_response(e),
+    };
+    let route = format!("POST /v1/payments/{payment_id}/refunds");
+    idempotent(&gw, &merchant, &headers, &route, body, |body| async {
+        let (new, _) = parse_body::<NewRefund>(body)?;
+        let (status, r) = create(&gw, &merchant.id, &payment_id, new).await?;
+        Ok((status, views::refund(&r)))
+    })
+    .await
+}
+
+/// Checks, reserves and submits a refund. 201 with a new refund; 200 with the existing one when
+/// the merchant_refund_id was used before with the same parameters.
+pub async fn create(
+    gw: &Gateway,
+    merchant_id: &str,
+    payment_id: &str,
+    new: NewRefund,
+) -> ApiResult<(StatusCode, RefundRow)> {
+    validate::out_refund_no("merchant_refund_id", &new.merchant_refund_id).map_err(|e| {
+        ApiError::invalid(
+            "invalid_merchant_refund_id",
+            "merchant_refund_id",
+            format!("merchant_refund_id {}", e.issue),
+        )
+    })?;
+    if let Some(reason) = &new.reason
+        && (reason.is_empty() || reason.chars().count() > 80)
+    {
+        return Err(ApiError::invalid(
+            "invalid_reason",
+            "reason",
+            "reason must be 1 to 80 characters",
+        ));
+    }
+    let fingerprint = sha256_hex(
+        json!([payment_id, new.amount, new.reason])
+            .to_string()
+            .as_bytes(),
+    );
+    let expected = fingerprint.clone();
+    let same_or_taken = |existing: RefundRow| {
+        if existing.payment_id == payment_id && existing.fingerprint == expected {
+            Ok((StatusCode::OK, existing))
+        } else {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "merchant_refund_id_taken",
+                "this merchant_refund_id was used for a different refund",
+            )
+            .with_param("merchant_refund_id"))
+        }
+    };
+    if let Some(existing) = gw
+        .store()
+        .refund_by_merchant_refund_id(merchant_id, &new.merchant_refund_id)
+        .await?
+    {
+        return same_or_taken(existing);
+    }
+    let p = gw
+        .store()
+        .payment(merchant_id, payment_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    let now = now_ms();
+    let amount = new.amount.unwrap_or(p.amount - p.amount_reserved);
+    if new.amount.is_none() && amount <= 0 {
+        // The rest was asked for and nothing is left: say that, unless another rule speaks first.
+        refund::check(&refundable(&p), 1, now).map_err(refusal)?;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "refund_exceeds_payment",
+            "the payment has nothing left to refund",
+        ));
+    }
+    refund::check(&refundable(&p), amount, now).map_err(refusal)?;
+    let refund_id = id::generate("re");
+    let row = RefundRow {
+        out_refund_no: refund_id.clone(),
+        id: refund_id,
+        merchant_id: merchant_id.to_string(),
+        payment_id: p.id.clone(),
+        merchant_refund_id: new.merchant_refund_id,
+        amount,
+        currency: p.currency.clone(),
+        reason: new.reason,
+        status: "pending".into(),
+        version: 1,
+        fingerprint,
+        submitted: 0,
+        wechat_refund_id: None,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        succeeded_at: None,
+        // Should this process die before WeChat answers, the background work takes it over.
+        sync_due_at: Some(now + first_wait(gw)),
+        sync_attempts: 0,
+        claimed_until: None,
+    };
+    let row = match gw.store().reserve_refund(&row).await? {
+        ReserveOutcome::Reserved(r) => *r,
+        ReserveOutcome::Existing(existing) => return same_or_taken(*existing),
+        ReserveOutcome::Refused(now_p) => {
+            // Another refund got there first; the rules, on the payment as it is now, say why.
+            return Err(refusal(
+                refund::check(&refundable(&now_p), amount, now)
+                    .err()
+                    .unwrap_or(refund::RefundRefusal::ExceedsPayment {
+                        would_be: now_p.amount_reserved + amount,
+                        paid: now_p.amount,
+                    }),
+            ));
+        }
+    };
+    let after = match submit(gw, &p, &row).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(refund = %row.id, error = %e, "refund submission failed; it will be retried");
+            gw.store()
+                .refund(merchant_id, &row.id)
+                .await?
+                .unwrap_or(row)
+        }
+    };
+    Ok((StatusCode::CREATED, after))
+}
+
+fn first_wait(gw: &Gateway) -> i64 {
+    gw.config()
+        .sync_schedule_ms
+        .first()
+        .copied()
+        .unwrap_or(5_000)
+}
+
+fn next_due(gw: &Gateway, attempts: i64, now: i64) -> i64 {
+    let schedule = &gw.config().sync_schedule_ms;
+    now + schedule
+        .get((attempts as usize).min(schedule.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(60_000)
+}
+
+/// Sends the refund to WeChat (again, with the same out_refund_no, when retried) and applies
+/// the answer. A refusal WeChat may lift later (NOT_ENOUGH, rate limits, WeChat unreachable)
+/// leaves it pending with the reason, to be sent again; any other refusal fails it.
+async fn submit(gw: &Gateway, p: &PaymentRow, r: &RefundRow) -> anyhow::Result<RefundRow> {
+    let up = gw.upstream(&r.merchant_id).await?;
+    let req = RefundRequest {
+        out_trade_no: Some(p.out_trade_no.clone()),
+        out_refund_no: r.out_refund_no.clone(),
+        reason: r.reason.clone(),
+        notify_url: Some(gw.notify_url(&r.merchant_id)),
+        amount: RefundAmountRequest {
+            refund: r.amount,
+            total: p.amount,
+            currency: p.currency.clone(),
+            from: None,
+        },
+        ..Default::default()
+    };
+    let now = now_ms();
+    match up.client.refund(&req).await {
+        Ok(answer) => apply_answer(gw, p, r, &answer, "submit").await,
+        Err(e) => {
+            let waits = match &e {
+                ClientError::Api(api) if api.code == ErrorCode::NotEnough => Some(format!(
+                    "NOT_ENOUGH: the merchant's WeChat Pay balance cannot cover this refund yet; it is sent again automatically ({})",
+                    api.message
+                )),
+                ClientError::Api(api) if api.code == ErrorCode::FrequencyLimited => Some(
+                    "FREQUENCY_LIMITED: WeChat Pay asked to slow down; it is sent again later"
+                        .into(),
+                ),
+                e if e.is_retryable() => Some(format!(
+                    "WeChat Pay did not answer ({e}); it is sent again later"
+                )),
+                _ => None,
+            };
+            match waits {
+                Some(why) => {
+                    gw.store()
+                        .note_refund_attempt(
+                            &r.id,
+                            &RefundNote {
+                                submitted: false,
+                                wechat_refund_id: None,
+                                last_error: Some(&why),
+                                next_due: Some(next_due(gw, r.sync_attempts, now)),
+                                attempts: r.sync_attempts + 1,
+                                now,
+                            },
+                        )
+                        .await?;
+                }
+                None => {
+                    let why = match &e {
+                        ClientError::Api(api) => {
+                            format!("WeChat Pay refused: {} {}", api.code, api.message)
+                        }
+                        other => format!("WeChat Pay refused: {other}"),
+                    };
+                    transition(gw, r, RefundEvent::Closed, None, None, Some(why)).await?;
+                }
+            }
+            Ok(gw
+                .store()
+                .refund(&r.merchant_id, &r.id)
+                .await?
+                .unwrap_or_else(|| r.clone()))
+        }
+    }
+}
+
+async fn transition(
+    gw: &Gateway,
+    r: &RefundRow,
+    event: RefundEvent,
+    wechat_refund_id: Option<String>,
+    succeeded_at: Option<i64>,
+    last_error: Option<String>,
+) -> anyhow::Result<RefundRow> {
+    let facts = RefundFacts {
+        now: now_ms(),
+        wechat_refund_id,
+        succeeded_at,
+        last_error,
+    };
+    Ok(
+        match gw
+            .store()
+            .refund_transition(
+                &r.merchant_id,
+                &r.id,
+                event,
+                &facts,
+                refund_event_payload,
+                crate::sync::event_payload,
+            )
+            .await?
+        {
+            RefundTransitionOutcome::Changed { refund, .. }
+            | RefundTransitionOutcome::Unchanged(refund) => *refund,
+        },
+    )
+}
+
+/// What WeChat reported about a refund, from an answer, a query or a callback.
+struct Reported<'a> {
+    out_refund_no: &'a str,
+    out_trade_no: &'a str,
+    refund_id: &'a str,
+    amount: i64,
+    total: i64,
+    status: WxStatus,
+    success_time: Option<&'a str>,
+}
+
+impl<'a> From<&'a Refund> for Reported<'a> {
+    fn from(a: &'a Refund) -> Self {
+        Self {
+            out_refund_no: &a.out_refund_no,
+            out_trade_no: &a.out_trade_no,
+            refund_id: &a.refund_id,
+            amount: a.amount.refund,
+            total: a.amount.total,
+            status: a.status,
+            success_time: a.success_time.as_deref(),
+        }
+    }
+}
+
+/// Why a signed report does not belong to this refund, if it does not.
+fn mismatch(p: &PaymentRow, r: &RefundRow, w: &Reported<'_>) -> Option<String> {
+    if w.out_refund_no != r.out_refund_no {
+        return Some(format!(
+            "out_refund_no {} is not {}",
+            w.out_refund_no, r.out_refund_no
+        ));
+    }
+    if w.out_trade_no != p.out_trade_no {
+        return Some(format!(
+            "out_trade_no {} is not {}",
+            w.out_trade_no, p.out_trade_no
+        ));
+    }
+    if w.amount != r.amount || w.total != p.amount {
+        return Some(format!(
+            "amount {}/{} is not {}/{}",
+            w.amount, w.total, r.amount, p.amount
+        ));
+    }
+    None
+}
+
+async fn apply_answer(
+    gw: &Gateway,
+    p: &PaymentRow,
+    r: &RefundRow,
+    answer: &Refund,
+    source: &str,
+) -> anyhow::Result<RefundRow> {
+    apply_reported(gw, p, r, &Reported::from(answer), source).await
+}
+
+async fn apply_reported(
+    gw: &Gateway,
+    p: &PaymentRow,
+    r: &RefundRow,
+    w: &Reported<'_>,
+    source: &str,
+) -> anyhow::Result<RefundRow> {
+    if let Some(reason) = mismatch(p, r, w) {
+        tracing::error!(refund = %r.id, %reason, source, "signed WeChat refund report does not match; quarantined");
+        gw.store()
+            .quarantine(&QuarantineRow {
+                id: id::generate("qtn"),
+                merchant_id: r.merchant_id.clone(),
+                payment_id: Some(p.id.clone()),
+                reason: format!("refund {}: {reason}", r.id),
+                resource: json!({"out_refund_no": w.out_refund_no, "out_trade_no": w.out_trade_no, "refund_id": w.refund_id, "refund": w.amount, "total": w.total, "status": w.status.as_str()}).to_string(),
+                received_at: now_ms(),
+            })
+            .await?;
+        // A person must look; querying again would only report the same.
+        gw.store()
+            .note_refund_attempt(
+                &r.id,
+                &RefundNote {
+                    submitted: true,
+                    wechat_refund_id: None,
+                    last_error: Some("a report from WeChat did not match; quarantined for review"),
+                    next_due: None,
+                    attempts: r.sync_attempts,
+                    now: now_ms(),
+                },
+            )
+            .await?;
+        return Ok(r.clone());
+    }
+    let refund_id = Some(w.refund_id.to_string());
+    let event = match w.status {
+        WxStatus::Success => RefundEvent::Succeeded,
+        WxStatus::Closed => RefundEvent::Closed,
+        WxStatus::Abnormal => RefundEvent::Abnormal,
+        WxStatus::Processing => {
+            let now = now_ms();
+            gw.store()
+                .note_refund_attempt(
+                    &r.id,
+                    &RefundNote {
+                        submitted: true,
+                        wechat_refund_id: Some(w.refund_id),
+                        last_error: None,
+                        next_due: Some(next_due(gw, r.sync_attempts, now)),
+                        attempts: r.sync_attempts + 1,
+                        now,
+                    },
+                )
+                .await?;
+            return Ok(gw
+                .store()
+                .refund(&r.merchant_id, &r.id)
+                .await?
+                .unwrap_or_else(|| r.clone()));
+        }
+    };
+    let succeeded_at = w
+        .success_time
+        .and_then(|t| validate::rfc3339("success_time", t).ok())
+        .map(|s| s * 1000);
+    let last_error = match event {
+        RefundEvent::Closed => Some("WeChat Pay closed the refund".to_string()),
+        _ => None,
+    };
+    transition(gw, r, event, refund_id, succeeded_at, last_error).await
+}
+
+/// A verified, decrypted REFUND.* callback: cross-checked, then applied.
+pub async fn apply_callback(
+    gw: &Gateway,
+    merchant_mchid: &str,
+    merchant_id: &str,
+    n: &wechatpay_v3::model::RefundNotification,
+) -> anyhow::Result<()> {
+    let Some(r) = gw
+        .store()
+        .refund_by_out_refund_no(merchant_id, &n.out_refund_no)
+        .await?
+    else {
+        tracing::error!(merchant_id, out_refund_no = %n.out_refund_no, "signed refund callback for an unknown refund; quarantined");
+        gw.store()
+            .quarantine(&QuarantineRow {
+                id: id::generate("qtn"),
+                merchant_id: merchant_id.to_string(),
+                payment_id: None,
+                reason: format!("no refund with out_refund_no {}", n.out_refund_no),
+                resource: serde_json::to_string(n)?,
+                received_at: now_ms(),
+            })
+            .await?;
+        return Ok(());
+    };
+    let p = gw
+        .store()
+        .payment(merchant_id, &r.payment_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("refund {} has no payment", r.id))?;
+    if n.mchid != merchant_mchid {
+        gw.store()
+            .quarantine(&QuarantineRow {
+                id: id::generate("qtn"),
+                merchant_id: merchant_id.to_string(),
+                payment_id: Some(p.id.clone()),
+                reason: format!("refund callback mchid {} is not {merchant_mchid}", n.mchid),
+                resource: serde_json::to_string(n)?,
+                received_at: now_ms(),
+            })
+            .await?;
+        return Ok(());
+    }
+    let reported = Reported {
+        out_refund_no: &n.out_refund_no,
+        out_trade_no: &n.out_trade_no,
+        refund_id: &n.refund_id,
+        amount: n.amount.refund,
+        total: n.amount.total,
+        status: n.refund_status,
+        success_time: n.success_time.as_deref(),
+    };
+    apply_reported(gw, &p, &r, &reported, "callback").await?;
+    Ok(())
+}
+
+/// One round of background work: refunds to send again or to query, and paid-after-close
+/// payments their merchant wants refunded. Returns how many refunds were handled.
+pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
+    for p in gw.store().paid_after_close_to_refund(CLAIM_BATCH).await? {
+        if let Err(e) = auto_refund(gw, &p).await {
+            tracing::warn!(payment = %p.id, error = ?e, "automatic refund of a paid-after-close payment failed; will retry");
+        }
+    }
+    let due = gw.store().claim_due_refunds(now_ms(), CLAIM_BATCH).await?;
+    let n = due.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in due {
+        let gw = gw.clone();
+        tasks.spawn(async move {
+            if let Err(e) = sync_one(&gw, &r).await {
+                tracing::warn!(refund = %r.id, error = %e, "refund sync failed; will retry");
+                let now = now_ms();
+                let _ = gw
+                    .store()
+                    .note_refund_attempt(
+                        &r.id,
+                        &RefundNote {
+                            submitted: false,
+                            wechat_refund_id: None,
+                            last_error: r.last_error.as_deref(),
+                            next_due: Some(next_due(&gw, r.sync_attempts, now)),
+                            attempts: r.sync_attempts + 1,
+                            now,
+                        },
+                    )
+                    .await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(n)
+}
+
+async fn sync_one(gw: &Gateway, r: &RefundRow) -> anyhow::Result<()> {
+    let p = gw
+        .store()
+        .payment(&r.merchant_id, &r.payment_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("refund {} has no payment", r.id))?;
+    let up = gw.upstream(&r.merchant_id).await?;
+    match up.client.query_refund(&r.out_refund_no).await {
+        Ok(answer) => {
+            apply_answer(gw, &p, r, &answer, "sync").await?;
+        }
+        // WeChat never got it (it was refused for a while, or the process died first).
+        Err(ClientError::Api(e)) if e.code == ErrorCode::ResourceNotExists => {
+            submit(gw, &p, r).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// Refunds a paid-after-close payment in full, when its merchant's policy says so. Idempotent:
+/// the refund's merchant_refund_id is derived from the payment.
+pub async fn auto_refund(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
+    let merchant = gw
+        .store()
+        .merchant(&p.merchant_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no merchant {}", p.merchant_id))?;
+    if merchant.paid_after_close_policy != "refund" || p.status != "paid_after_close" {
+        return Ok(());
+    }
+    let new = NewRefund {
+        amount: Some(p.amount),
+        merchant_refund_id: format!("pac_{}", p.id),
+        reason: Some("Paid after the order was closed".into()),
+    };
+    create(gw, &p.merchant_id, &p.id, new)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+    Ok(())
+}
+
+async fn get_refund(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let r = gw
+                .store()
+                .refund(&merchant.id, &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("refund"))?;
+            Ok((StatusCode::OK, views::refund(&r)))
+        }
+        .await,
+    )
+}
+
+async fn list_refunds(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(payment_id): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            gw.store()
+                .payment(&merchant.id, &payment_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("payment"))?;
+            let rows = gw
+                .store()
+                .refunds_for_payment(&merchant.id, &payment_id)
+                .await?;
+            let data: Vec<Value> = rows.iter().map(views::refund).collect();
+            Ok((
+                StatusCode::OK,
+                json!({"object": "list", "data": data, "has_more": false}),
+            ))
+        }
+        .await,
+    )
+}

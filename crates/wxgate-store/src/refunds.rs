@@ -1,0 +1,327 @@
+//! Refunds: the amount reserved atomically with the refund's creation, status changes that
+//! move the payment's sums (and make it `refunded` when they reach the amount), and the
+//! background work of submitting again and querying.
+
+use wxgate_domain::refund::{
+    self, REFUND_WINDOW_MS, REFUNDS_PER_PAYMENT_MAX, RefundEvent, RefundStatus, RefundTransition,
+};
+use wxgate_domain::{PaymentEvent, PaymentStatus, Transition, payment};
+
+use crate::{
+    Backend, CLAIM_LEASE_MS, EventRow, PaymentRow, RefundFacts, RefundNote, RefundRow,
+    RefundTransitionOutcome, ReserveOutcome, Result, Store, StoreError, TransitionFacts,
+    insert_event, write_payment_transition,
+};
+
+impl Store {
+    /// Writes a new refund and reserves its amount on the payment, in one transaction and only
+    /// if WeChat's rules allow it given every refund made so far, so that concurrent refunds
+    /// can never add up to more than was paid.
+    pub async fn reserve_refund(&self, r: &RefundRow) -> Result<ReserveOutcome> {
+        if let Some(existing) = self
+            .refund_by_merchant_refund_id(&r.merchant_id, &r.merchant_refund_id)
+            .await?
+        {
+            return Ok(ReserveOutcome::Existing(Box::new(existing)));
+        }
+        let mut tx = self.pool.begin().await?;
+        let reserved = sqlx::query(
+            "UPDATE payments SET amount_reserved = amount_reserved + $1, refund_count = refund_count + 1, \
+             updated_at = $2 WHERE id = $3 AND merchant_id = $4 \
+             AND status IN ('succeeded', 'paid_after_close') AND amount_reserved + $1 <= amount \
+             AND refund_count < $5 AND paid_at >= $6",
+        )
+        .bind(r.amount)
+        .bind(r.created_at)
+        .bind(&r.payment_id)
+        .bind(&r.merchant_id)
+        .bind(REFUNDS_PER_PAYMENT_MAX)
+        .bind(r.created_at - REFUND_WINDOW_MS)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if reserved == 0 {
+            tx.rollback().await?;
+            let payment = self
+                .payment(&r.merchant_id, &r.payment_id)
+                .await?
+                .ok_or_else(|| StoreError::PaymentNotFound(r.payment_id.clone()))?;
+            return Ok(ReserveOutcome::Refused(Box::new(payment)));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_id, out_refund_no, amount, \
+             currency, reason, status, version, fingerprint, submitted, wechat_refund_id, last_error, \
+             created_at, updated_at, succeeded_at, sync_due_at, sync_attempts, claimed_until) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, NULL)",
+        )
+        .bind(&r.id)
+        .bind(&r.merchant_id)
+        .bind(&r.payment_id)
+        .bind(&r.merchant_refund_id)
+        .bind(&r.out_refund_no)
+        .bind(r.amount)
+        .bind(&r.currency)
+        .bind(&r.reason)
+        .bind(&r.status)
+        .bind(r.version)
+        .bind(&r.fingerprint)
+        .bind(r.submitted)
+        .bind(&r.wechat_refund_id)
+        .bind(&r.last_error)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .bind(r.succeeded_at)
+        .bind(r.sync_due_at)
+        .bind(r.sync_attempts)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(ReserveOutcome::Reserved(Box::new(r.clone())))
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                // Another request with the same merchant_refund_id won the race.
+                tx.rollback().await?;
+                let existing = self
+                    .refund_by_merchant_refund_id(&r.merchant_id, &r.merchant_refund_id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("a refund vanished".into()))?;
+                Ok(ReserveOutcome::Existing(Box::new(existing)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn refund(&self, merchant_id: &str, id: &str) -> Result<Option<RefundRow>> {
+        Ok(sqlx::query_as::<_, RefundRow>(
+            "SELECT * FROM refunds WHERE merchant_id = $1 AND id = $2",
+        )
+        .bind(merchant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn refund_by_merchant_refund_id(
+        &self,
+        merchant_id: &str,
+        merchant_refund_id: &str,
+    ) -> Result<Option<RefundRow>> {
+        Ok(sqlx::query_as::<_, RefundRow>(
+            "SELECT * FROM refunds WHERE merchant_id = $1 AND merchant_refund_id = $2",
+        )
+        .bind(merchant_id)
+        .bind(merchant_refund_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn refund_by_out_refund_no(
+        &self,
+        merchant_id: &str,
+        out_refund_no: &str,
+    ) -> Result<Option<RefundRow>> {
+        Ok(sqlx::query_as::<_, RefundRow>(
+            "SELECT * FROM refunds WHERE merchant_id = $1 AND out_refund_no = $2",
+        )
+        .bind(merchant_id)
+        .bind(out_refund_no)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// A payment's refunds, oldest first.
+    pub async fn refunds_for_payment(
+        &self,
+        merchant_id: &str,
+        payment_id: &str,
+    ) -> Result<Vec<RefundRow>> {
+        Ok(sqlx::query_as::<_, RefundRow>(
+            "SELECT * FROM refunds WHERE merchant_id = $1 AND payment_id = $2 ORDER BY created_at, id",
+        )
+        .bind(merchant_id)
+        .bind(payment_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records what happened to a pending refund's request without changing its status:
+    /// whether WeChat accepted it, its refund id, why it waits, and when to look again.
+    /// Releases any claim.
+    pub async fn note_refund_attempt(&self, id: &str, note: &RefundNote<'_>) -> Result<()> {
+        sqlx::query(
+            "UPDATE refunds SET submitted = CASE WHEN $1 = 1 THEN 1 ELSE submitted END, \
+             wechat_refund_id = COALESCE(wechat_refund_id, $2), last_error = $3, \
+             sync_due_at = CASE WHEN status = 'pending' THEN $4 ELSE NULL END, sync_attempts = $5, \
+             claimed_until = NULL, updated_at = $6 WHERE id = $7",
+        )
+        .bind(i64::from(note.submitted))
+        .bind(note.wechat_refund_id)
+        .bind(note.last_error)
+        .bind(note.next_due)
+        .bind(note.attempts)
+        .bind(note.now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies what WeChat reports about a refund. In one transaction, and only if nobody
+    /// changed the refund in between: its new status and outbox event; on success the
+    /// payment's refunded sum grows (and the payment becomes `refunded`, with its own event,
+    /// once refunds reach its amount); on failure the reserved amount is released.
+    pub async fn refund_transition(
+        &self,
+        merchant_id: &str,
+        refund_id: &str,
+        event: RefundEvent,
+        facts: &RefundFacts,
+        render_refund: impl Fn(&RefundRow) -> (String, String) + Sync,
+        render_payment: impl Fn(&PaymentRow) -> (String, String) + Sync,
+    ) -> Result<RefundTransitionOutcome> {
+        for _ in 0..8 {
+            let current = self
+                .refund(merchant_id, refund_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("refund {refund_id} not found")))?;
+            let from = RefundStatus::parse(&current.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("status {:?}", current.status)))?;
+            let to =
+                match refund::apply(from, event).map_err(|e| StoreError::Corrupt(e.to_string()))? {
+                    RefundTransition::Unchanged => {
+                        return Ok(RefundTransitionOutcome::Unchanged(Box::new(current)));
+                    }
+                    RefundTransition::To(to) => to,
+                };
+            let version = current.version + 1;
+            let mut tx = self.pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE refunds SET status = $1, version = $2, updated_at = $3, \
+                 wechat_refund_id = COALESCE(wechat_refund_id, $4), succeeded_at = $5, \
+                 last_error = $6, submitted = 1, sync_due_at = NULL, claimed_until = NULL \
+                 WHERE id = $7 AND version = $8",
+            )
+            .bind(to.as_str())
+            .bind(version)
+            .bind(facts.now)
+            .bind(&facts.wechat_refund_id)
+            .bind(if to == RefundStatus::Succeeded {
+                facts.succeeded_at.or(Some(facts.now))
+            } else {
+                None
+            })
+            .bind(&facts.last_error)
+            .bind(refund_id)
+            .bind(current.version)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            let sums = match to {
+                RefundStatus::Succeeded => {
+                    "amount_refunded = amount_refunded + $1, updated_at = $2"
+                }
+                RefundStatus::Failed => "amount_reserved = amount_reserved - $1, updated_at = $2",
+                _ => "updated_at = $2",
+            };
+            sqlx::query(&format!("UPDATE payments SET {sums} WHERE id = $3"))
+                .bind(current.amount)
+                .bind(facts.now)
+                .bind(&current.payment_id)
+                .execute(&mut *tx)
+                .await?;
+            let mut payment =
+                sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE id = $1")
+                    .bind(&current.payment_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let payment_status = PaymentStatus::parse(&payment.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("status {:?}", payment.status)))?;
+            let fully_refunded = payment.amount_refunded >= payment.amount
+                && payment::apply(payment_status, PaymentEvent::FullyRefunded)
+                    == Ok(Transition::To(PaymentStatus::Refunded));
+            if fully_refunded {
+                let facts = TransitionFacts {
+                    now: facts.now,
+                    source: "refund".into(),
+                    ..Default::default()
+                };
+                // The row was just read inside this transaction, so its version holds.
+                payment = write_payment_transition(
+                    &mut tx,
+                    &payment,
+                    PaymentStatus::Refunded,
+                    &facts,
+                    &render_payment,
+                )
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("a payment changed mid-transaction".into()))?;
+            }
+            let refund = sqlx::query_as::<_, RefundRow>("SELECT * FROM refunds WHERE id = $1")
+                .bind(refund_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if let Some(event_type) = to.event_type() {
+                let (event_id, payload) = render_refund(&refund);
+                insert_event(
+                    &mut tx,
+                    &EventRow {
+                        id: event_id,
+                        merchant_id: merchant_id.to_string(),
+                        event_type: event_type.to_string(),
+                        object_id: refund_id.to_string(),
+                        object_version: version,
+                        payload,
+                        created_at: facts.now,
+                    },
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            self.outbox.notify_one();
+            return Ok(RefundTransitionOutcome::Changed {
+                refund: Box::new(refund),
+                payment: Box::new(payment),
+            });
+        }
+        Err(StoreError::Corrupt(format!(
+            "refund {refund_id} kept changing under a transition"
+        )))
+    }
+
+    /// Claims up to `limit` pending refunds whose submission or query is due.
+    pub async fn claim_due_refunds(&self, now: i64, limit: i64) -> Result<Vec<RefundRow>> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE refunds SET claimed_until = $1 WHERE id IN (SELECT id FROM refunds \
+             WHERE status = 'pending' AND sync_due_at <= $2 \
+             AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3{lock}) \
+             RETURNING *"
+        );
+        Ok(sqlx::query_as::<_, RefundRow>(&sql)
+            .bind(now + CLAIM_LEASE_MS)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Paid-after-close payments of merchants whose policy is to refund them, not yet refunded.
+    pub async fn paid_after_close_to_refund(&self, limit: i64) -> Result<Vec<PaymentRow>> {
+        Ok(sqlx::query_as::<_, PaymentRow>(
+            "SELECT p.* FROM payments p JOIN merchants m ON m.id = p.merchant_id \
+             WHERE p.status = 'paid_after_close' AND m.paid_after_close_policy = 'refund' \
+             AND p.refund_count = 0 LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
