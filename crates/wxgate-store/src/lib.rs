@@ -244,6 +244,23 @@ impl Store {
         )
     }
 
+    /// `accept` or `refund`: what happens to a payment that arrives after its order was closed.
+    pub async fn set_paid_after_close_policy(
+        &self,
+        merchant_id: &str,
+        policy: &str,
+    ) -> Result<bool> {
+        Ok(
+            sqlx::query("UPDATE merchants SET paid_after_close_policy = $1 WHERE id = $2")
+                .bind(policy)
+                .bind(merchant_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+
     pub async fn merchants(&self) -> Result<Vec<MerchantRow>> {
         Ok(
             sqlx::query_as::<_, MerchantRow>("SELECT * FROM merchants ORDER BY created_at, id")

@@ -148,13 +148,14 @@ impl Store {
 
     /// Records what happened to a pending refund's request without changing its status:
     /// whether WeChat accepted it, its refund id, why it waits, and when to look again.
-    /// Releases any claim.
+    /// Releases any claim. A refund that is no longer pending (a callback settled it
+    /// meanwhile) is left as it is.
     pub async fn note_refund_attempt(&self, id: &str, note: &RefundNote<'_>) -> Result<()> {
         sqlx::query(
             "UPDATE refunds SET submitted = CASE WHEN $1 = 1 THEN 1 ELSE submitted END, \
              wechat_refund_id = COALESCE(wechat_refund_id, $2), last_error = $3, \
-             sync_due_at = CASE WHEN status = 'pending' THEN $4 ELSE NULL END, sync_attempts = $5, \
-             claimed_until = NULL, updated_at = $6 WHERE id = $7",
+             sync_due_at = $4, sync_attempts = $5, \
+             claimed_until = NULL, updated_at = $6 WHERE id = $7 AND status = 'pending'",
         )
         .bind(i64::from(note.submitted))
         .bind(note.wechat_refund_id)

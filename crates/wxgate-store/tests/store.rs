@@ -573,15 +573,15 @@ mod checks {
                 })
             })
             .collect();
-        let mut reserved = 0;
+        let mut reserved = Vec::new();
         for t in tasks {
             match t.await.unwrap() {
-                ReserveOutcome::Reserved(_) => reserved += 1,
+                ReserveOutcome::Reserved(r) => reserved.push(r.id),
                 ReserveOutcome::Refused(p) => assert!(p.amount_reserved + 15 > p.amount),
                 ReserveOutcome::Existing(r) => panic!("unexpected existing {r:?}"),
             }
         }
-        assert_eq!(reserved, 6);
+        assert_eq!(reserved.len(), 6);
         let p = store.payment("mch_a", "pay_1").await.unwrap().unwrap();
         assert_eq!((p.amount_reserved, p.refund_count), (90, 6));
         assert_eq!(
@@ -594,7 +594,7 @@ mod checks {
         );
         // The same merchant_refund_id is the existing refund, not a second one.
         let again = store
-            .reserve_refund(&refund("re_0", "pay_1", 15, 3000))
+            .reserve_refund(&refund(&reserved[0], "pay_1", 15, 3000))
             .await
             .unwrap();
         assert!(matches!(again, ReserveOutcome::Existing(_)), "{again:?}");
