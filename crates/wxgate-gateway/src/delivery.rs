@@ -4,8 +4,9 @@
 //!
 //! Claims carry a lease longer than one attempt's timeout, so a node that dies mid-delivery
 //! leaves the delivery to another node once the lease ends: at least once, never lost. A
-//! global limit bounds concurrency, and a per-endpoint limit keeps one slow merchant from
-//! taking every slot; deliveries over it are put back for a moment, untried.
+//! global limit bounds the attempts in flight, and a per-endpoint lane (that many in flight,
+//! that many more waiting) keeps one slow merchant from taking every slot: an endpoint whose
+//! lane is full is left out of the next claims.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,8 +21,9 @@ use wxgate_store::{AttemptOutcome, AttemptRow, DeliveryRow, EventRow};
 
 use crate::{Gateway, now_ms};
 
-/// How long a deferred delivery (its endpoint at its limit) waits before it is claimable again.
-const DEFER_MS: i64 = 500;
+/// How long a delivery given back untried (no room for it on this node) waits before it is
+/// claimable again.
+const DEFER_MS: i64 = 200;
 /// The most of an endpoint's answer kept in the attempt log.
 const ERROR_BODY_MAX: usize = 256;
 
@@ -156,95 +158,164 @@ pub fn client(timeout: Duration, allow_private: bool) -> reqwest::Client {
         .expect("the webhook client builds")
 }
 
-struct Limits {
+/// What this node has in flight per endpoint: at most `per_endpoint` attempts at once, and as
+/// many more claimed and waiting their turn. An endpoint with a full queue is left out of the
+/// next claims, so a slow endpoint holds at most twice its limit and never the global slots.
+struct Lanes {
     global: Arc<Semaphore>,
-    per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
-    per_endpoint_max: usize,
+    per_endpoint: usize,
+    lanes: Mutex<HashMap<String, Lane>>,
 }
 
-impl Limits {
-    fn endpoint(&self, id: &str) -> Arc<Semaphore> {
-        let mut map = self.per_endpoint.lock().expect("limits lock");
-        map.entry(id.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_endpoint_max)))
-            .clone()
+#[derive(Default)]
+struct Lane {
+    in_flight: usize,
+    waiting: std::collections::VecDeque<DeliveryRow>,
+}
+
+impl Lanes {
+    /// Endpoints whose lane is full: the next claim leaves them out.
+    fn full(&self) -> Vec<String> {
+        let lanes = self.lanes.lock().expect("lanes lock");
+        lanes
+            .iter()
+            .filter(|(_, l)| {
+                l.in_flight >= self.per_endpoint && l.waiting.len() >= self.per_endpoint
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
+
+    /// Starts the delivery if its endpoint has room, queues it if its lane can hold it, or
+    /// hands it back to be released.
+    fn admit(&self, d: DeliveryRow) -> Admit {
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        let lane = lanes.entry(d.endpoint_id.clone()).or_default();
+        if lane.in_flight < self.per_endpoint {
+            match self.global.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    lane.in_flight += 1;
+                    Admit::Start(d, permit)
+                }
+                Err(_) => Admit::Release(d),
+            }
+        } else if lane.waiting.len() < self.per_endpoint {
+            lane.waiting.push_back(d);
+            Admit::Queued
+        } else {
+            Admit::Release(d)
+        }
+    }
+
+    /// An attempt to `endpoint` ended: the next delivery waiting for it, if any, takes its slot.
+    fn finish(&self, endpoint: &str) -> Option<DeliveryRow> {
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        let lane = lanes.get_mut(endpoint)?;
+        match lane.waiting.pop_front() {
+            Some(next) => Some(next),
+            None => {
+                lane.in_flight -= 1;
+                if lane.in_flight == 0 {
+                    lanes.remove(endpoint);
+                }
+                None
+            }
+        }
+    }
+}
+
+enum Admit {
+    Start(DeliveryRow, tokio::sync::OwnedSemaphorePermit),
+    Queued,
+    Release(DeliveryRow),
 }
 
 /// Runs until `stop` turns true.
 pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
     let config = gw.config();
     let client = client(config.webhook_timeout, config.webhooks_allow_private);
-    let limits = Arc::new(Limits {
+    let lanes = Arc::new(Lanes {
         global: Arc::new(Semaphore::new(config.webhook_concurrency)),
-        per_endpoint: Mutex::new(HashMap::new()),
-        per_endpoint_max: config.webhook_per_endpoint,
+        per_endpoint: config.webhook_per_endpoint.max(1),
+        lanes: Mutex::new(HashMap::new()),
     });
     let outbox = gw.store().outbox_signal();
     let freed = Arc::new(tokio::sync::Notify::new());
     loop {
-        let claimed = match claim_round(&gw, &client, &limits, &freed).await {
+        let claimed = match claim_round(&gw, &client, &lanes, &freed).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "webhook delivery round failed");
                 0
             }
         };
-        if claimed > 0 && limits.global.available_permits() > 0 {
+        if claimed > 0 && lanes.global.available_permits() > 0 {
             continue;
         }
         tokio::select! {
             _ = stop.changed() => break,
             _ = outbox.notified() => {}
-            _ = freed.notified(), if limits.global.available_permits() == 0 => {}
+            _ = freed.notified() => {}
             _ = tokio::time::sleep(config.webhook_poll_interval) => {}
         }
     }
 }
 
-/// Claims as many due deliveries as there are free slots and starts them. Returns how many
-/// were claimed.
+/// Claims as many due deliveries as there are free slots, leaving out endpoints whose lane is
+/// full, and starts or queues them. Returns how many were claimed.
 async fn claim_round(
     gw: &Gateway,
     client: &reqwest::Client,
-    limits: &Arc<Limits>,
+    lanes: &Arc<Lanes>,
     freed: &Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<usize> {
-    let free = limits.global.available_permits();
+    let free = lanes.global.available_permits();
     if free == 0 {
         return Ok(0);
     }
     let now = now_ms();
-    let lease = lease_ms(gw);
     let due = gw
         .store()
-        .claim_due_deliveries(now, lease, free.min(256) as i64)
+        .claim_due_deliveries(now, lease_ms(gw), free.min(256) as i64, &lanes.full())
         .await?;
     let n = due.len();
     for d in due {
-        let Ok(endpoint_permit) = limits.endpoint(&d.endpoint_id).try_acquire_owned() else {
-            gw.store().release_delivery(&d, now + DEFER_MS).await?;
-            continue;
-        };
-        let global_permit = limits
-            .global
-            .clone()
-            .try_acquire_owned()
-            .expect("only this loop takes slots");
-        let (gw, client, freed) = (gw.clone(), client.clone(), freed.clone());
-        tokio::spawn(async move {
-            if let Err(e) = deliver(&gw, &client, &d).await {
-                tracing::warn!(event = %d.event_id, endpoint = %d.endpoint_id, error = %e, "webhook delivery failed; its claim will lapse and it will be retried");
-            }
-            drop((endpoint_permit, global_permit));
-            freed.notify_one();
-        });
+        match lanes.admit(d) {
+            Admit::Start(d, permit) => start(gw, client, lanes, freed, d, permit),
+            Admit::Queued => {}
+            Admit::Release(d) => gw.store().release_delivery(&d, now + DEFER_MS).await?,
+        }
     }
     Ok(n)
 }
 
-/// A claim outlasts one attempt with room to record it. Should recording take longer still,
-/// the worst case is a second delivery of the same event, never a lost one.
+/// Runs attempts to one endpoint on one slot: this delivery, then any waiting behind it.
+fn start(
+    gw: &Gateway,
+    client: &reqwest::Client,
+    lanes: &Arc<Lanes>,
+    freed: &Arc<tokio::sync::Notify>,
+    first: DeliveryRow,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let (gw, client, lanes, freed) = (gw.clone(), client.clone(), lanes.clone(), freed.clone());
+    tokio::spawn(async move {
+        let endpoint = first.endpoint_id.clone();
+        let mut next = Some(first);
+        while let Some(d) = next {
+            if let Err(e) = deliver(&gw, &client, &d).await {
+                tracing::warn!(event = %d.event_id, endpoint = %d.endpoint_id, error = %e, "webhook delivery failed; its claim will lapse and it will be retried");
+            }
+            next = lanes.finish(&endpoint);
+        }
+        drop(permit);
+        freed.notify_one();
+    });
+}
+
+/// A claim outlasts its wait in a lane (at most one attempt's timeout) and its own attempt,
+/// with room to record it. Should it lapse anyway, the worst case is a second delivery of the
+/// same event, never a lost one.
 fn lease_ms(gw: &Gateway) -> i64 {
     gw.config().webhook_timeout.as_millis() as i64 * 2 + 1_000
 }

@@ -13,7 +13,7 @@ use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wxgate_domain::webhook::EVENT_TYPES;
-use wxgate_store::{EventFilter, EventRow, WebhookEndpointRow};
+use wxgate_store::{EventFilter, EventRow, Redeliver, WebhookEndpointRow};
 
 use crate::api::{ApiError, ApiResult, authenticate, parse_body, respond};
 use crate::{Gateway, delivery, now_ms, views};
@@ -34,6 +34,7 @@ pub fn routes() -> Router<Gateway> {
         .route("/v1/events", get(list_events))
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/events/{id}/redeliver", post(redeliver))
+        .route("/v1/events/redeliver", post(redeliver_range))
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,15 +246,7 @@ async fn list_events(
                     ));
                 }
             }
-            if let Some(s) = &q.delivery_status {
-                if !["pending", "delivered", "dead", "cancelled"].contains(&s.as_str()) {
-                    return Err(ApiError::invalid(
-                        "invalid_delivery_status",
-                        "delivery_status",
-                        "delivery_status must be pending, delivered, dead or cancelled",
-                    ));
-                }
-            }
+            check_delivery_status(q.delivery_status.as_deref())?;
             let before = match &q.starting_after {
                 Some(id) => {
                     let e = gw.store().event(&merchant.id, id).await?.ok_or_else(|| {
@@ -357,7 +350,7 @@ async fn redeliver(
                 .ok_or_else(|| ApiError::not_found("event"))?;
             let scheduled = gw
                 .store()
-                .redeliver_event(&merchant.id, &id, now_ms())
+                .redeliver(&merchant.id, &Redeliver::Event(id.clone()), now_ms())
                 .await?;
             if scheduled == 0 {
                 return Err(ApiError::new(
@@ -370,4 +363,69 @@ async fn redeliver(
         }
         .await,
     )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeliverRange {
+    /// RFC 3339: events created at or after this time.
+    created_gte: String,
+    /// RFC 3339: events created before this time (default: now).
+    created_lt: Option<String>,
+    /// Only events with a delivery in this status, for example `dead`.
+    delivery_status: Option<String>,
+}
+
+/// Sends again, now, every event created in a time range (optionally only the dead-lettered
+/// ones) to every endpoint subscribed to it: how a merchant recovers after an outage.
+async fn redeliver_range(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let (req, _) = parse_body::<RedeliverRange>(body)?;
+            let time = |param: &str, v: &str| {
+                wechatpay_v3::validate::rfc3339(param, v)
+                    .map(|s| s * 1000)
+                    .map_err(|_| {
+                        ApiError::invalid(
+                            "invalid_time",
+                            param,
+                            format!("{param} must be an RFC 3339 time"),
+                        )
+                    })
+            };
+            let now = now_ms();
+            let created_gte = time("created_gte", &req.created_gte)?;
+            let created_lt = match &req.created_lt {
+                Some(t) => time("created_lt", t)?,
+                None => now + 1,
+            };
+            check_delivery_status(req.delivery_status.as_deref())?;
+            let scope = Redeliver::Range {
+                created_gte,
+                created_lt,
+                delivery_status: req.delivery_status,
+            };
+            let scheduled = gw.store().redeliver(&merchant.id, &scope, now).await?;
+            Ok((StatusCode::ACCEPTED, json!({"scheduled": scheduled})))
+        }
+        .await,
+    )
+}
+
+fn check_delivery_status(status: Option<&str>) -> ApiResult<()> {
+    match status {
+        Some(s) if !["pending", "delivered", "dead", "cancelled"].contains(&s) => {
+            Err(ApiError::invalid(
+                "invalid_delivery_status",
+                "delivery_status",
+                "delivery_status must be pending, delivered, dead or cancelled",
+            ))
+        }
+        _ => Ok(()),
+    }
 }

@@ -267,6 +267,40 @@ async fn a_receiver_down_for_the_whole_schedule_is_dead_lettered_then_redelivere
         .await;
     assert_eq!(dead["data"], json!([]));
 
+    // Everything since a time, sent again in one call; bad times are refused clearly.
+    let (status, body) = t
+        .call(
+            reqwest::Method::POST,
+            "/v1/events/redeliver",
+            Some(json!({"created_gte": "2000-01-01T00:00:00Z"}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, body["scheduled"].as_i64()),
+        (202, Some(1)),
+        "{body}"
+    );
+    let detail = wait_deliveries(&t, event_id, "delivered").await;
+    assert_eq!(detail["deliveries"][0]["attempts"], 6);
+    assert_eq!(receiver.seen(event_id).len(), 6);
+    let (status, body) = t
+        .call(
+            reqwest::Method::POST,
+            "/v1/events/redeliver",
+            Some(json!({"created_gte": "yesterday"}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            body["error"]["code"].as_str(),
+            body["error"]["param"].as_str()
+        ),
+        (400, Some("invalid_time"), Some("created_gte"))
+    );
+
     // Unknown events and events nobody is subscribed to are refused clearly.
     let (status, body) = t
         .call(
@@ -400,4 +434,68 @@ async fn endpoints_filter_events_and_can_be_deleted(t: TestGateway) {
     let detail = wait_deliveries(&t, e["id"].as_str().unwrap(), "delivered").await;
     assert_eq!(detail["deliveries"][0]["endpoint_id"], b["id"]);
     assert_eq!(cancelled_only.total(), 1);
+}
+
+/// One endpoint never answers; another, of the same merchant, gets every event at once: the
+/// silent one holds no more than its own lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_endpoint_does_not_stall_the_others() {
+    for db in testing::all().await {
+        eprintln!(
+            "a_silent_endpoint_does_not_stall_the_others on {:?}",
+            db.backend
+        );
+        let t = TestGateway::spawn_with(&db, |c| {
+            c.webhook_per_endpoint = 2;
+            c.webhook_concurrency = 4;
+        })
+        .await;
+        let held = Arc::new(Mutex::new(0usize));
+        let counter = held.clone();
+        let silent = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let counter = counter.clone();
+                async move {
+                    *counter.lock().unwrap() += 1;
+                    std::future::pending::<StatusCode>().await
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, silent).await });
+        add_endpoint(&t, json!({"url": silent_url})).await;
+        let fine = Receiver::start(0).await;
+        add_endpoint(&t, json!({"url": fine.url})).await;
+
+        const N: usize = 8;
+        for i in 0..N {
+            let (_, p) = t.create(native(&order(&format!("slow{i}")), 100)).await;
+            let id = p["id"].as_str().unwrap();
+            let (status, _) = t
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/v1/payments/{id}/cancel"),
+                    None,
+                    &[],
+                )
+                .await;
+            assert_eq!(status, 200);
+        }
+        for _ in 0..20_000 {
+            if fine.total() >= N {
+                break;
+            }
+            // A round trip lets the gateway's tasks run.
+            let _ = t.call(reqwest::Method::GET, "/health", None, &[]).await;
+        }
+        assert_eq!(fine.total(), N, "the answering endpoint got every event");
+        let in_flight = *held.lock().unwrap();
+        assert!(
+            (1..=2).contains(&in_flight),
+            "the silent endpoint has {in_flight} requests open, above its lane of 2"
+        );
+        db.cleanup().await;
+    }
 }

@@ -271,3 +271,16 @@ pub struct RefundNote<'a> {
     pub attempts: i64,
     pub now: i64,
 }
+
+/// Which events to send again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeliver {
+    Event(String),
+    /// Events created in `[created_gte, created_lt)`, optionally only those with a delivery
+    /// in this status (`dead`, ...).
+    Range {
+        created_gte: i64,
+        created_lt: i64,
+        delivery_status: Option<String>,
+    },
+}

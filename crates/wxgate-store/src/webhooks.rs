@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    AttemptOutcome, AttemptRow, Backend, DeliveryRow, EventFilter, EventRow, Result, Store,
-    WebhookEndpointRow,
+    AttemptOutcome, AttemptRow, Backend, DeliveryRow, EventFilter, EventRow, Redeliver, Result,
+    Store, WebhookEndpointRow,
 };
 
 impl Store {
@@ -83,28 +83,37 @@ impl Store {
 
     /// Claims up to `limit` due deliveries for `lease_ms`. A claim expires on its own, so a
     /// worker that dies mid-delivery leaves the delivery to be retried by another.
+    /// Endpoints in `skip` are left out (the caller has no room for them).
     pub async fn claim_due_deliveries(
         &self,
         now: i64,
         lease_ms: i64,
         limit: i64,
+        skip: &[String],
     ) -> Result<Vec<DeliveryRow>> {
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
+        let skip_clause = if skip.is_empty() {
+            ""
+        } else {
+            " AND ',' || $4 || ',' NOT LIKE '%,' || endpoint_id || ',%'"
+        };
         let sql = format!(
             "UPDATE webhook_deliveries SET claimed_until = $1 WHERE (event_id, endpoint_id) IN \
              (SELECT event_id, endpoint_id FROM webhook_deliveries WHERE next_attempt_at <= $2 \
-             AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY next_attempt_at LIMIT $3{lock}) \
-             RETURNING *"
+             AND (claimed_until IS NULL OR claimed_until < $2){skip_clause} \
+             ORDER BY next_attempt_at LIMIT $3{lock}) RETURNING *"
         );
-        Ok(sqlx::query_as::<_, DeliveryRow>(&sql)
+        let mut query = sqlx::query_as::<_, DeliveryRow>(&sql)
             .bind(now + lease_ms)
             .bind(now)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+            .bind(limit);
+        if !skip.is_empty() {
+            query = query.bind(skip.join(","));
+        }
+        Ok(query.fetch_all(&self.pool).await?)
     }
 
     /// Gives a claimed delivery back untried, to be picked up again at `next_at`.
@@ -175,30 +184,49 @@ impl Store {
         Ok(true)
     }
 
-    /// Schedules an event again, now, to every endpoint subscribed to it (a new round of the
+    /// Schedules events again, now, to every endpoint subscribed to them (a new round of the
     /// retry schedule for deliveries that already exist). Returns how many were scheduled.
-    pub async fn redeliver_event(
-        &self,
-        merchant_id: &str,
-        event_id: &str,
-        now: i64,
-    ) -> Result<u64> {
-        let scheduled = sqlx::query(
+    pub async fn redeliver(&self, merchant_id: &str, scope: &Redeliver, now: i64) -> Result<u64> {
+        let mut sql = String::from(
             "INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, \
              round_attempts, next_attempt_at, created_at) \
-             SELECT e.id, w.id, e.merchant_id, 'pending', 0, 0, $3, $3 \
+             SELECT e.id, w.id, e.merchant_id, 'pending', 0, 0, $2, $2 \
              FROM events e JOIN webhook_endpoints w ON w.merchant_id = e.merchant_id \
-             WHERE e.id = $1 AND e.merchant_id = $2 AND w.deleted_at IS NULL \
-             AND (w.events = '*' OR ',' || w.events || ',' LIKE '%,' || e.event_type || ',%') \
-             ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending', \
+             WHERE e.merchant_id = $1 AND w.deleted_at IS NULL \
+             AND (w.events = '*' OR ',' || w.events || ',' LIKE '%,' || e.event_type || ',%')",
+        );
+        match scope {
+            Redeliver::Event(_) => sql.push_str(" AND e.id = $3"),
+            Redeliver::Range {
+                delivery_status, ..
+            } => {
+                sql.push_str(" AND e.created_at >= $3 AND e.created_at < $4");
+                if delivery_status.is_some() {
+                    sql.push_str(
+                        " AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = $5)",
+                    );
+                }
+            }
+        }
+        sql.push_str(
+            " ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending', \
              round_attempts = 0, next_attempt_at = excluded.next_attempt_at",
-        )
-        .bind(event_id)
-        .bind(merchant_id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        );
+        let mut query = sqlx::query(&sql).bind(merchant_id).bind(now);
+        match scope {
+            Redeliver::Event(id) => query = query.bind(id.clone()),
+            Redeliver::Range {
+                created_gte,
+                created_lt,
+                delivery_status,
+            } => {
+                query = query.bind(*created_gte).bind(*created_lt);
+                if let Some(s) = delivery_status {
+                    query = query.bind(s.clone());
+                }
+            }
+        }
+        let scheduled = query.execute(&self.pool).await?.rows_affected();
         if scheduled > 0 {
             self.outbox.notify_one();
         }

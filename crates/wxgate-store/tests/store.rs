@@ -743,16 +743,22 @@ mod checks {
         assert_eq!(targets, ["we_all", "we_paid"]);
 
         // Claimed once, however many workers ask; a lapsed claim can be taken over.
-        let first = store.claim_due_deliveries(2000, 1000, 10).await.unwrap();
+        let first = store
+            .claim_due_deliveries(2000, 1000, 10, &[])
+            .await
+            .unwrap();
         assert_eq!(first.len(), 2);
         assert!(
             store
-                .claim_due_deliveries(2500, 1000, 10)
+                .claim_due_deliveries(2500, 1000, 10, &[])
                 .await
                 .unwrap()
                 .is_empty()
         );
-        let taken_over = store.claim_due_deliveries(3001, 1000, 10).await.unwrap();
+        let taken_over = store
+            .claim_due_deliveries(3001, 1000, 10, &[])
+            .await
+            .unwrap();
         assert_eq!(taken_over.len(), 2);
         // The first claim is stale: its attempt is not recorded.
         let attempt = |d: &DeliveryRow, at: i64, code: i64| AttemptRow {
@@ -788,12 +794,15 @@ mod checks {
         }
         assert!(
             store
-                .claim_due_deliveries(3900, 1000, 10)
+                .claim_due_deliveries(3900, 1000, 10, &[])
                 .await
                 .unwrap()
                 .is_empty()
         );
-        let again = store.claim_due_deliveries(4000, 1000, 10).await.unwrap();
+        let again = store
+            .claim_due_deliveries(4000, 1000, 10, &[])
+            .await
+            .unwrap();
         assert_eq!(again.len(), 2);
         for d in &again {
             let outcome = if d.endpoint_id == "we_all" {
@@ -810,7 +819,7 @@ mod checks {
         }
         assert!(
             store
-                .claim_due_deliveries(99_999, 1000, 10)
+                .claim_due_deliveries(99_999, 1000, 10, &[])
                 .await
                 .unwrap()
                 .is_empty()
@@ -832,13 +841,24 @@ mod checks {
         // Redelivery starts a new round for both subscribed endpoints.
         assert_eq!(
             store
-                .redeliver_event("mch_a", event_id, 5000)
+                .redeliver("mch_a", &Redeliver::Event(event_id.into()), 5000)
                 .await
                 .unwrap(),
             2
         );
-        let round = store.claim_due_deliveries(5000, 1000, 10).await.unwrap();
-        assert_eq!(round.len(), 2);
+        // An endpoint the caller has no room for is left out.
+        let skipping = store
+            .claim_due_deliveries(5000, 1000, 10, &["we_all".to_string(), "we_x".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(skipping.len(), 1);
+        assert_eq!(skipping[0].endpoint_id, "we_paid");
+        let mut round = store
+            .claim_due_deliveries(5000, 1000, 10, &[])
+            .await
+            .unwrap();
+        assert_eq!(round.len(), 1);
+        round.extend(skipping);
         assert!(
             round
                 .iter()

@@ -323,3 +323,242 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct WebhookBenchArgs {
+    /// The gateway (started with WXGATE_WEBHOOKS_ALLOW_PRIVATE=1: the receiver is on loopback).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The simulator behind it, which pays the payments.
+    #[arg(long, default_value = "http://127.0.0.1:8090")]
+    sim: String,
+    /// A merchant API key.
+    #[arg(long, env = "WXGATE_BENCH_API_KEY")]
+    api_key: String,
+    /// Events delivered in the throughput run.
+    #[arg(long, default_value_t = 2000)]
+    events: usize,
+    /// Payments in the latency run.
+    #[arg(long, default_value_t = 500)]
+    latency_events: usize,
+    /// Payments made at once while producing events.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// The gateway's process id, to read its peak RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+/// Arrivals at the local receiver: event id, the event's creation time (ms), arrival time (ms).
+type Arrivals = Arc<std::sync::Mutex<Vec<(String, i64, i64)>>>;
+
+fn unix_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Webhook deliveries per second to a local receiver, and the delay from a payment's success
+/// (its event's commit) to the webhook's arrival.
+pub async fn webhooks(args: WebhookBenchArgs) -> anyhow::Result<()> {
+    let base = args.url.trim_end_matches('/').to_string();
+    let sim = args.sim.trim_end_matches('/').to_string();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let arrivals: Arrivals = Arc::default();
+    let receiver = {
+        let arrivals = arrivals.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let arrivals = arrivals.clone();
+                async move {
+                    let at = unix_ms();
+                    if let Ok(e) = serde_json::from_slice::<serde_json::Value>(&body) {
+                        let created = e["created_at"]
+                            .as_str()
+                            .and_then(|t| {
+                                time::OffsetDateTime::parse(
+                                    t,
+                                    &time::format_description::well_known::Rfc3339,
+                                )
+                                .ok()
+                            })
+                            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                            .unwrap_or(at);
+                        let id = e["id"].as_str().unwrap_or_default().to_string();
+                        arrivals.lock().expect("arrivals").push((id, created, at));
+                    }
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook_url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    // Throughput: events made with no endpoint listening, then all sent at once.
+    let started_at =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+    let made = pay_many(
+        &http,
+        &base,
+        &sim,
+        &args.api_key,
+        args.events,
+        args.concurrency,
+    )
+    .await?;
+    println!("{made} payments made and paid (their events written, nobody subscribed yet)");
+    let endpoint: serde_json::Value = http
+        .post(format!("{base}/v1/webhook_endpoints"))
+        .bearer_auth(&args.api_key)
+        .json(&serde_json::json!({"url": hook_url}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("creating the endpoint (is WXGATE_WEBHOOKS_ALLOW_PRIVATE=1 set?)")?
+        .json()
+        .await?;
+    let t = Instant::now();
+    let scheduled: serde_json::Value = http
+        .post(format!("{base}/v1/events/redeliver"))
+        .bearer_auth(&args.api_key)
+        .json(&serde_json::json!({"created_gte": started_at}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let scheduled = scheduled["scheduled"].as_u64().unwrap_or(0) as usize;
+    wait_for(&arrivals, scheduled, Duration::from_secs(120)).await?;
+    let elapsed = t.elapsed().as_secs_f64();
+    println!(
+        "webhook deliveries: {scheduled} in {elapsed:.2} s: {:.0}/s (scheduled in one call, delivered by the worker)",
+        scheduled as f64 / elapsed
+    );
+
+    // Latency: the endpoint listens while payments succeed.
+    arrivals.lock().expect("arrivals").clear();
+    let made = pay_many(&http, &base, &sim, &args.api_key, args.latency_events, 4).await?;
+    wait_for(&arrivals, made, Duration::from_secs(60)).await?;
+    let mut delays: Vec<i64> = arrivals
+        .lock()
+        .expect("arrivals")
+        .iter()
+        .map(|(_, created, at)| at - created)
+        .collect();
+    delays.sort_unstable();
+    let pct = |p: f64| delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)];
+    println!(
+        "payment success → webhook arrival over {} events: p50 {} ms, p99 {} ms, max {} ms",
+        delays.len(),
+        pct(0.50),
+        pct(0.99),
+        delays.last().copied().unwrap_or(0)
+    );
+    let _ = http
+        .delete(format!(
+            "{base}/v1/webhook_endpoints/{}",
+            endpoint["id"].as_str().unwrap_or_default()
+        ))
+        .bearer_auth(&args.api_key)
+        .send()
+        .await;
+    if let Some(pid) = args.pid {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM")) {
+            println!(
+                "gateway peak RSS: {}",
+                line.trim_start_matches("VmHWM:").trim()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates `n` native payments and has the simulator pay each, `concurrency` at a time; waits
+/// until the gateway shows them all succeeded. Returns how many.
+async fn pay_many(
+    http: &reqwest::Client,
+    base: &str,
+    sim: &str,
+    key: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<usize> {
+    let next = Arc::new(AtomicU64::new(0));
+    let run = wechatpay_v3::nonce(8);
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, base, sim, key, next, run) = (
+                http.clone(),
+                base.to_string(),
+                sim.to_string(),
+                key.to_string(),
+                next.clone(),
+                run.clone(),
+            );
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= n {
+                        return Ok::<_, anyhow::Error>(ids);
+                    }
+                    let p: serde_json::Value = http
+                        .post(format!("{base}/v1/payments"))
+                        .bearer_auth(&key)
+                        .json(&serde_json::json!({"amount": 1, "currency": "CNY", "merchant_order_id": format!("w{run}{i:08}"), "description": "bench", "integration": "native"}))
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .json()
+                        .await?;
+                    http.post(format!("{sim}/sim/payer/pay"))
+                        .json(&serde_json::json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+                        .send()
+                        .await?
+                        .error_for_status()?;
+                    ids.push(p["id"].as_str().unwrap_or_default().to_string());
+                }
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for w in workers {
+        ids.extend(w.await??);
+    }
+    // The callbacks are asynchronous: wait until every payment shows succeeded.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in &ids {
+        loop {
+            let p: serde_json::Value = http
+                .get(format!("{base}/v1/payments/{id}"))
+                .bearer_auth(key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if p["status"] == "succeeded" {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "payment {id} never succeeded");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(ids.len())
+}
+
+async fn wait_for(arrivals: &Arrivals, n: usize, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while arrivals.lock().expect("arrivals").len() < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {n} webhooks arrived",
+            arrivals.lock().expect("arrivals").len()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}

@@ -68,6 +68,8 @@ enum BenchCommand {
     Sim(bench::SimBenchArgs),
     /// Create and read throughput, latency and peak RSS of a running gateway.
     Gateway(bench::GatewayBenchArgs),
+    /// Webhook deliveries per second and the delay from a payment's success to its webhook.
+    Webhooks(bench::WebhookBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -332,7 +334,11 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("merchant {merchant} has no event {event_id}");
             }
             let scheduled = store
-                .redeliver_event(&merchant, &event_id, wxgate_gateway::now_ms())
+                .redeliver(
+                    &merchant,
+                    &wxgate_store::Redeliver::Event(event_id.clone()),
+                    wxgate_gateway::now_ms(),
+                )
                 .await?;
             if json {
                 println!(
@@ -348,6 +354,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Sim(args)) => bench::sim(args).await,
         Command::Bench(BenchCommand::Gateway(args)) => bench::gateway(args).await,
+        Command::Bench(BenchCommand::Webhooks(args)) => bench::webhooks(args).await,
     }
 }
 
