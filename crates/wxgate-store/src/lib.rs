@@ -79,7 +79,11 @@ pub enum SchemaStatus {
 
 #[derive(Clone)]
 pub struct Store {
+    /// Reads.
     pool: AnyPool,
+    /// Writes: on SQLite one connection, so writers queue instead of fighting for the lock; on
+    /// PostgreSQL the same pool as reads.
+    writer: AnyPool,
     backend: Backend,
     /// Woken whenever this process writes an event, so delivery need not wait for its poll.
     outbox: Arc<tokio::sync::Notify>,
@@ -117,36 +121,47 @@ impl Store {
             _ => url.to_string(),
         };
         let options = AnyConnectOptions::from_str(&url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => 4,
-                Backend::Postgres => 16,
-            })
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the one writer; waiting beats failing.
-                        sqlx::query("PRAGMA journal_mode = WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout = 5000")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA foreign_keys = ON")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
+        let open = |connections: u32| {
+            AnyPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            // WAL lets readers run beside the one writer; waiting beats failing.
+                            sqlx::query("PRAGMA journal_mode = WAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA busy_timeout = 5000")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA foreign_keys = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA synchronous = NORMAL")
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(options)
-            .await?;
+                .connect_with(options.clone())
+        };
+        let (pool, writer) = match backend {
+            // SQLite has one writer at a time. Writers queued on one connection take turns in
+            // order; several connections would contend for the lock and back off in sleeps.
+            Backend::Sqlite => {
+                let writer = open(1).await?;
+                (open(4).await?, writer)
+            }
+            Backend::Postgres => {
+                let pool = open(16).await?;
+                (pool.clone(), pool)
+            }
+        };
         Ok(Self {
             pool,
+            writer,
             backend,
             outbox: Arc::new(tokio::sync::Notify::new()),
         })
@@ -158,17 +173,18 @@ impl Store {
 
     /// Runs one statement as is (administration and tests: `CREATE DATABASE`, ...).
     pub async fn execute_raw(&self, sql: &str) -> Result<()> {
-        sqlx::raw_sql(sql).execute(&self.pool).await?;
+        sqlx::raw_sql(sql).execute(&self.writer).await?;
         Ok(())
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// Applies every migration this binary carries.
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
+        MIGRATOR.run(&self.writer).await?;
         Ok(())
     }
 
@@ -230,7 +246,7 @@ impl Store {
         .bind(&m.currencies)
         .bind(&m.paid_after_close_policy)
         .bind(m.created_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -254,7 +270,7 @@ impl Store {
             sqlx::query("UPDATE merchants SET paid_after_close_policy = $1 WHERE id = $2")
                 .bind(policy)
                 .bind(merchant_id)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected()
                 == 1,
@@ -283,7 +299,7 @@ impl Store {
         .bind(merchant_id)
         .bind(key_hash)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -305,7 +321,7 @@ impl Store {
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -315,7 +331,7 @@ impl Store {
     /// Inserts a new payment with its first history row; if the merchant already has a payment
     /// with this `merchant_order_id`, returns that one instead.
     pub async fn insert_payment(&self, p: &PaymentRow) -> Result<InsertOutcome> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO payments (id, merchant_id, merchant_order_id, out_trade_no, amount, currency, description, \
              integration, status, version, fingerprint, payer_openid, client_ip, return_url, cancel_url, attach, metadata, \
@@ -463,7 +479,7 @@ impl Store {
             .bind(credential)
             .bind(now)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -490,7 +506,7 @@ impl Store {
                 Transition::Unchanged => return Ok(TransitionOutcome::Unchanged(current)),
                 Transition::To(to) => to,
             };
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let Some(after) =
                 write_payment_transition(&mut tx, &current, to, facts, &render).await?
             else {
@@ -582,7 +598,7 @@ impl Store {
             .bind(now + CLAIM_LEASE_MS)
             .bind(now)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?)
     }
 
@@ -601,7 +617,7 @@ impl Store {
         .bind(next_due)
         .bind(attempts)
         .bind(payment_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -624,7 +640,7 @@ impl Store {
         .bind(key)
         .bind(request_hash)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if inserted.rows_affected() == 1 {
             return Ok(IdempotencyStart::Started);
@@ -640,7 +656,7 @@ impl Store {
         .bind(key)
         .bind(request_hash)
         .bind(now - IDEMPOTENCY_LOCK_MS)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if taken_over.rows_affected() == 1 {
             return Ok(IdempotencyStart::Started);
@@ -685,7 +701,7 @@ impl Store {
         .bind(body)
         .bind(merchant_id)
         .bind(key)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -695,7 +711,7 @@ impl Store {
         sqlx::query("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2 AND status_code IS NULL")
             .bind(merchant_id)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -713,7 +729,7 @@ impl Store {
         .bind(&q.reason)
         .bind(&q.resource)
         .bind(q.received_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

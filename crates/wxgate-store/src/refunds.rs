@@ -24,7 +24,7 @@ impl Store {
         {
             return Ok(ReserveOutcome::Existing(Box::new(existing)));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let reserved = sqlx::query(
             "UPDATE payments SET amount_reserved = amount_reserved + $1, refund_count = refund_count + 1, \
              updated_at = $2 WHERE id = $3 AND merchant_id = $4 \
@@ -164,7 +164,7 @@ impl Store {
         .bind(note.attempts)
         .bind(note.now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -197,7 +197,7 @@ impl Store {
                     RefundTransition::To(to) => to,
                 };
             let version = current.version + 1;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let updated = sqlx::query(
                 "UPDATE refunds SET status = $1, version = $2, updated_at = $3, \
                  wechat_refund_id = COALESCE(wechat_refund_id, $4), succeeded_at = $5, \
@@ -310,7 +310,7 @@ impl Store {
             .bind(now + CLAIM_LEASE_MS)
             .bind(now)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?)
     }
 

@@ -25,7 +25,7 @@ impl Store {
         .bind(&e.secret_id)
         .bind(&e.secret_sealed)
         .bind(e.created_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -59,7 +59,7 @@ impl Store {
         id: &str,
         now: i64,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let deleted = sqlx::query(
             "UPDATE webhook_endpoints SET deleted_at = $1 WHERE id = $2 AND merchant_id = $3 AND deleted_at IS NULL",
         )
@@ -113,7 +113,7 @@ impl Store {
         if !skip.is_empty() {
             query = query.bind(skip.join(","));
         }
-        Ok(query.fetch_all(&self.pool).await?)
+        Ok(query.fetch_all(&self.writer).await?)
     }
 
     /// Gives a claimed delivery back untried, to be picked up again at `next_at`.
@@ -126,7 +126,7 @@ impl Store {
         .bind(&d.event_id)
         .bind(&d.endpoint_id)
         .bind(d.claimed_until)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -144,7 +144,7 @@ impl Store {
             AttemptOutcome::Retry { next_at } => ("pending", Some(next_at), None),
             AttemptOutcome::Dead => ("dead", None, None),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let updated = sqlx::query(
             "UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, delivered_at = $3, \
              attempts = attempts + 1, round_attempts = round_attempts + 1, claimed_until = NULL, \
@@ -226,7 +226,7 @@ impl Store {
                 }
             }
         }
-        let scheduled = query.execute(&self.pool).await?.rows_affected();
+        let scheduled = query.execute(&self.writer).await?.rows_affected();
         if scheduled > 0 {
             self.outbox.notify_one();
         }
