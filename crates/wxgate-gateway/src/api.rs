@@ -976,8 +976,12 @@ fn list_json(rows: &[PaymentRow], has_more: bool) -> Value {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "wxgate merchant API", description = "Payments over WeChat Pay, for every integration type."),
-    paths(create_payment, get_payment, list_payments, cancel_payment),
+    info(title = "wxgate merchant API", description = "Payments over WeChat Pay, for every integration type; refunds; webhooks and the event feed."),
+    paths(create_payment, get_payment, list_payments, cancel_payment,
+        crate::refunds::create_refund, crate::refunds::list_refunds, crate::refunds::get_refund,
+        crate::webhooks::create_endpoint, crate::webhooks::list_endpoints, crate::webhooks::get_endpoint,
+        crate::webhooks::delete_endpoint, crate::webhooks::list_events, crate::webhooks::get_event,
+        crate::webhooks::redeliver, crate::webhooks::redeliver_range),
     modifiers(&ApiKeyAuth)
 )]
 struct ApiDoc;

@@ -42,8 +42,9 @@ pub fn routes() -> Router<Gateway> {
 }
 
 /// A refund to make.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateRefund)]
 pub struct NewRefund {
     /// In the payment's minor unit; by default all that is not refunded yet.
     pub amount: Option<i64>,
@@ -82,7 +83,19 @@ fn refundable(p: &PaymentRow) -> Refundable {
     }
 }
 
-async fn create_refund(
+/// Refund a succeeded payment, in full (by default) or in part.
+#[utoipa::path(post, path = "/v1/payments/{id}/refunds", request_body = NewRefund,
+    params(("id" = String, Path, description = "pay_..."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
+    responses(
+        (status = 201, description = "Reserved and sent to WeChat Pay", body = views::RefundView),
+        (status = 200, description = "The existing refund for this merchant_refund_id", body = views::RefundView),
+        (status = 400, description = "A parameter is missing or invalid", body = crate::api::ErrorEnvelope),
+        (status = 404, description = "No such payment", body = crate::api::ErrorEnvelope),
+        (status = 409, description = "payment_not_refundable, refund_window_closed, too_many_refunds, refund_exceeds_payment or merchant_refund_id_taken", body = crate::api::ErrorEnvelope),
+    ),
+    security(("api_key" = [])))]
+pub(crate) async fn create_refund(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     Path(payment_id): Path<String>,
@@ -606,7 +619,11 @@ pub async fn auto_refund(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn get_refund(
+/// A refund.
+#[utoipa::path(get, path = "/v1/refunds/{id}", params(("id" = String, Path, description = "re_...")),
+    responses((status = 200, body = views::RefundView), (status = 404, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn get_refund(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -625,7 +642,11 @@ async fn get_refund(
     )
 }
 
-async fn list_refunds(
+/// A payment's refunds, oldest first (at most 50).
+#[utoipa::path(get, path = "/v1/payments/{id}/refunds", params(("id" = String, Path, description = "pay_...")),
+    responses((status = 200, description = "`{object: list, data: [Refund], has_more}`"), (status = 404, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn list_refunds(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     Path(payment_id): Path<String>,

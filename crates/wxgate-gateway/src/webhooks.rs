@@ -37,10 +37,13 @@ pub fn routes() -> Router<Gateway> {
         .route("/v1/events/redeliver", post(redeliver_range))
 }
 
-#[derive(Debug, Deserialize)]
+/// A webhook endpoint to create.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateEndpoint {
+pub(crate) struct CreateEndpoint {
+    /// http(s); loopback and private addresses only when the operator allows them.
     url: String,
+    /// Event types to receive; left out: all.
     events: Option<Vec<String>>,
 }
 
@@ -92,7 +95,11 @@ fn subscription(events: Option<Vec<String>>) -> ApiResult<String> {
 
 /// Creates an endpoint. The answer carries the signing secret; it is never shown again, which
 /// is also why this request takes no `Idempotency-Key` (its answer would have to be stored).
-async fn create_endpoint(
+#[utoipa::path(post, path = "/v1/webhook_endpoints", request_body = CreateEndpoint,
+    responses((status = 201, description = "The endpoint, with its signing `secret` (shown only here) and `secret_id`"),
+        (status = 400, body = crate::api::ErrorEnvelope), (status = 409, description = "too_many_webhook_endpoints", body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn create_endpoint(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -133,7 +140,10 @@ async fn create_endpoint(
     )
 }
 
-async fn list_endpoints(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+/// The merchant's webhook endpoints (never their secrets).
+#[utoipa::path(get, path = "/v1/webhook_endpoints", responses((status = 200, description = "`{object: list, data, has_more}`")),
+    security(("api_key" = [])))]
+pub(crate) async fn list_endpoints(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
     respond(
         async {
             let merchant = authenticate(&gw, &headers).await?;
@@ -160,7 +170,11 @@ async fn owned_endpoint(
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
 
-async fn get_endpoint(
+/// A webhook endpoint.
+#[utoipa::path(get, path = "/v1/webhook_endpoints/{id}", params(("id" = String, Path, description = "we_...")),
+    responses((status = 200, description = "The endpoint"), (status = 404, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn get_endpoint(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -175,7 +189,11 @@ async fn get_endpoint(
     )
 }
 
-async fn delete_endpoint(
+/// Delete a webhook endpoint; its pending deliveries are cancelled.
+#[utoipa::path(delete, path = "/v1/webhook_endpoints/{id}", params(("id" = String, Path, description = "we_...")),
+    responses((status = 200, description = "`{id, object, deleted: true}`"), (status = 404, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn delete_endpoint(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -204,7 +222,7 @@ async fn delete_endpoint(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EventQuery {
+pub(crate) struct EventQuery {
     #[serde(rename = "type")]
     event_type: Option<String>,
     object_id: Option<String>,
@@ -218,7 +236,13 @@ fn event_value(e: &EventRow) -> Value {
 }
 
 /// Events, newest first: what a merchant reads to catch up after an outage.
-async fn list_events(
+#[utoipa::path(get, path = "/v1/events",
+    params(("type" = Option<String>, Query, description = "An event type"), ("object_id" = Option<String>, Query, description = "pay_... or re_..."),
+        ("delivery_status" = Option<String>, Query, description = "pending, delivered, dead or cancelled"),
+        ("limit" = Option<i64>, Query, description = "1 to 100, default 20"), ("starting_after" = Option<String>, Query, description = "An event id: the page after it")),
+    responses((status = 200, description = "`{object: list, data: [event], has_more}`"), (status = 400, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn list_events(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     query: Result<Query<EventQuery>, QueryRejection>,
@@ -315,7 +339,11 @@ async fn event_detail(gw: &Gateway, e: &EventRow) -> ApiResult<Value> {
     Ok(view)
 }
 
-async fn get_event(
+/// An event, with each delivery and every attempt made.
+#[utoipa::path(get, path = "/v1/events/{id}", params(("id" = String, Path, description = "evt_...")),
+    responses((status = 200, description = "The event with `deliveries`"), (status = 404, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn get_event(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -335,7 +363,11 @@ async fn get_event(
 }
 
 /// Sends an event again, now, to every endpoint subscribed to it.
-async fn redeliver(
+#[utoipa::path(post, path = "/v1/events/{id}/redeliver", params(("id" = String, Path, description = "evt_...")),
+    responses((status = 202, description = "Scheduled; the event with its deliveries"), (status = 404, body = crate::api::ErrorEnvelope),
+        (status = 409, description = "no_webhook_endpoints", body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn redeliver(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -365,9 +397,10 @@ async fn redeliver(
     )
 }
 
-#[derive(Debug, Deserialize)]
+/// Which events to send again.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RedeliverRange {
+pub(crate) struct RedeliverRange {
     /// RFC 3339: events created at or after this time.
     created_gte: String,
     /// RFC 3339: events created before this time (default: now).
@@ -378,7 +411,10 @@ struct RedeliverRange {
 
 /// Sends again, now, every event created in a time range (optionally only the dead-lettered
 /// ones) to every endpoint subscribed to it: how a merchant recovers after an outage.
-async fn redeliver_range(
+#[utoipa::path(post, path = "/v1/events/redeliver", request_body = RedeliverRange,
+    responses((status = 202, description = "`{scheduled}`"), (status = 400, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn redeliver_range(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,

@@ -623,11 +623,28 @@ async fn openapi_document_lists_the_payments_api(t: TestGateway) {
         "/v1/payments",
         "/v1/payments/{id}",
         "/v1/payments/{id}/cancel",
+        "/v1/payments/{id}/refunds",
+        "/v1/refunds/{id}",
+        "/v1/webhook_endpoints",
+        "/v1/webhook_endpoints/{id}",
+        "/v1/events",
+        "/v1/events/{id}",
+        "/v1/events/{id}/redeliver",
+        "/v1/events/redeliver",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     let schemas = &doc["components"]["schemas"];
-    for schema in ["Payment", "PaymentList", "Error", "CreatePayment"] {
+    for schema in [
+        "Payment",
+        "PaymentList",
+        "Error",
+        "CreatePayment",
+        "Refund",
+        "CreateRefund",
+        "CreateEndpoint",
+        "RedeliverRange",
+    ] {
         assert!(
             schemas.get(schema).is_some(),
             "{schema} missing: {}",

@@ -129,6 +129,10 @@ struct MerchantCreateArgs {
     platform_certificate_file: Option<PathBuf>,
     #[arg(long, default_value = "https://api.mch.weixin.qq.com/")]
     api_base_url: String,
+    /// What happens to a payment that arrives after its order was closed: `accept` it (it
+    /// stays visible as paid_after_close) or `refund` it in full automatically.
+    #[arg(long, default_value = "accept", value_parser = ["accept", "refund"])]
+    paid_after_close: String,
     #[arg(long)]
     json: bool,
 }
@@ -422,12 +426,17 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
                             "platform certificate",
                         )?,
                         currencies: vec![wxgate_domain::Currency::CNY],
-                        paid_after_close_policy: "accept".into(),
+                        paid_after_close_policy: args.paid_after_close.clone(),
                     };
                     upstream::create_merchant(&store, &master, new, wxgate_gateway::now_ms())
                         .await?
                 }
             };
+            if merchant.paid_after_close_policy != args.paid_after_close {
+                store
+                    .set_paid_after_close_policy(&merchant.id, &args.paid_after_close)
+                    .await?;
+            }
             if args.json {
                 println!(
                     "{}",
