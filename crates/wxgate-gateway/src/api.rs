@@ -284,6 +284,9 @@ struct CreatePayment {
     expires_at: Option<String>,
     return_url: Option<String>,
     cancel_url: Option<String>,
+    /// Where this payment's events (and its refunds') are also POSTed, signed with the
+    /// merchant's notify secret (`POST /v1/notify_secret`).
+    notify_url: Option<String>,
     /// At most 20 string keys and values.
     metadata: Option<BTreeMap<String, String>>,
     /// Up to 128 characters, returned by WeChat once paid.
@@ -309,6 +312,7 @@ struct ValidPayment {
     expires_at: i64,
     return_url: Option<String>,
     cancel_url: Option<String>,
+    notify_url: Option<String>,
     metadata: BTreeMap<String, String>,
     attach: Option<String>,
 }
@@ -329,7 +333,12 @@ fn check_url(code: &'static str, param: &str, value: &Option<String>) -> ApiResu
     Ok(())
 }
 
-fn validate(req: CreatePayment, merchant: &MerchantRow, now: i64) -> ApiResult<ValidPayment> {
+fn validate(
+    req: CreatePayment,
+    merchant: &MerchantRow,
+    now: i64,
+    allow_private: bool,
+) -> ApiResult<ValidPayment> {
     let currency = Currency::parse(&req.currency)
         .map_err(|e| ApiError::invalid("invalid_currency", "currency", e.to_string()))?;
     if !merchant.currencies.split(',').any(|c| c == currency.code()) {
@@ -432,6 +441,15 @@ fn validate(req: CreatePayment, merchant: &MerchantRow, now: i64) -> ApiResult<V
     };
     check_url("invalid_return_url", "return_url", &req.return_url)?;
     check_url("invalid_cancel_url", "cancel_url", &req.cancel_url)?;
+    if let Some(url) = &req.notify_url {
+        crate::delivery::check_url(url, allow_private).map_err(|m| {
+            ApiError::invalid(
+                "invalid_notify_url",
+                "notify_url",
+                m.replacen("url", "notify_url", 1),
+            )
+        })?;
+    }
     let metadata = req.metadata.unwrap_or_default();
     if metadata.len() > 20
         || metadata
@@ -460,6 +478,7 @@ fn validate(req: CreatePayment, merchant: &MerchantRow, now: i64) -> ApiResult<V
         expires_at,
         return_url: req.return_url,
         cancel_url: req.cancel_url,
+        notify_url: req.notify_url,
         metadata,
         attach: req.attach,
     })
@@ -482,6 +501,7 @@ fn fingerprint(v: &ValidPayment) -> String {
         v.client_ip,
         v.return_url,
         v.cancel_url,
+        v.notify_url,
         v.metadata,
         v.attach
     ]);
@@ -615,7 +635,15 @@ async fn create(
 ) -> ApiResult<(StatusCode, Value)> {
     let (req, _) = parse_body::<CreatePayment>(body)?;
     let now = now_ms();
-    let valid = validate(req, &merchant, now)?;
+    let valid = validate(req, &merchant, now, gw.config().webhooks_allow_private)?;
+    if valid.notify_url.is_some() && gw.store().notify_secret(&merchant.id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "notify_secret_missing",
+            "create the merchant's notify secret (POST /v1/notify_secret) before using notify_url",
+        )
+        .with_param("notify_url"));
+    }
     let fingerprint = fingerprint(&valid);
     let id = wxgate_domain::id::generate("pay");
     let row = PaymentRow {
@@ -653,6 +681,7 @@ async fn create(
         ),
         sync_attempts: 0,
         claimed_until: None,
+        notify_url: valid.notify_url.clone(),
         amount_refunded: 0,
         amount_reserved: 0,
         refund_count: 0,
@@ -981,7 +1010,7 @@ fn list_json(rows: &[PaymentRow], has_more: bool) -> Value {
         crate::refunds::create_refund, crate::refunds::list_refunds, crate::refunds::get_refund,
         crate::webhooks::create_endpoint, crate::webhooks::list_endpoints, crate::webhooks::get_endpoint,
         crate::webhooks::delete_endpoint, crate::webhooks::list_events, crate::webhooks::get_event,
-        crate::webhooks::redeliver, crate::webhooks::redeliver_range),
+        crate::webhooks::redeliver, crate::webhooks::redeliver_range, crate::webhooks::rotate_notify_secret),
     modifiers(&ApiKeyAuth)
 )]
 struct ApiDoc;

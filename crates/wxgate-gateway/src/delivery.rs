@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, watch};
 use wxgate_domain::webhook;
-use wxgate_store::{AttemptOutcome, AttemptRow, DeliveryRow, EventRow};
+use wxgate_store::{AttemptOutcome, AttemptRow, DeliveryRow, EventRow, NOTIFY_URL_ENDPOINT};
 
 use crate::{Gateway, now_ms};
 
@@ -87,6 +87,13 @@ pub fn ip_allowed(ip: IpAddr, allow_private: bool) -> bool {
         ),
     };
     !never && (allow_private || !private)
+}
+
+/// A new signing secret: `whsec_` and 64 hex characters (256 random bits).
+pub fn new_secret() -> String {
+    let mut raw = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
+    format!("whsec_{}", hex::encode(raw))
 }
 
 /// Checks a webhook URL: absolute http(s), a host, no credentials, at most 2048 characters, and
@@ -327,19 +334,31 @@ pub async fn deliver(
     d: &DeliveryRow,
 ) -> anyhow::Result<()> {
     let store = gw.store();
-    let Some(endpoint) = store.webhook_endpoint(&d.endpoint_id).await? else {
-        anyhow::bail!("endpoint {} is gone", d.endpoint_id);
+    let (url, secret_id, sealed) = if d.endpoint_id == NOTIFY_URL_ENDPOINT {
+        let Some(s) = store.notify_secret(&d.merchant_id).await? else {
+            anyhow::bail!("merchant {} has no notify secret", d.merchant_id);
+        };
+        (
+            d.url.clone().unwrap_or_default(),
+            s.secret_id,
+            s.secret_sealed,
+        )
+    } else {
+        let Some(e) = store.webhook_endpoint(&d.endpoint_id).await? else {
+            anyhow::bail!("endpoint {} is gone", d.endpoint_id);
+        };
+        (e.url, e.secret_id, e.secret_sealed)
     };
     let Some(event) = store.event_by_id(&d.event_id).await? else {
         anyhow::bail!("event {} is gone", d.event_id);
     };
-    let secret = gw.webhook_secret(&endpoint)?;
+    let secret = gw.signing_secret(&secret_id, &sealed)?;
     let body = event_json(&event);
     let started = Instant::now();
     let at = now_ms();
-    let signature = webhook::sign(&secret, &endpoint.secret_id, at / 1000, body.as_bytes());
+    let signature = webhook::sign(&secret, &secret_id, at / 1000, body.as_bytes());
     let sent = client
-        .post(&endpoint.url)
+        .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(webhook::SIGNATURE_HEADER, signature)
         .header("Wxgate-Event-Id", &event.id)
@@ -376,7 +395,7 @@ pub async fn deliver(
         }
     };
     if outcome == AttemptOutcome::Dead {
-        tracing::warn!(event = %event.id, endpoint = %endpoint.id, "webhook dead-lettered after its retry schedule");
+        tracing::warn!(event = %event.id, endpoint = %d.endpoint_id, "webhook dead-lettered after its retry schedule");
     }
     let attempt = AttemptRow {
         event_id: d.event_id.clone(),
@@ -388,7 +407,7 @@ pub async fn deliver(
         error,
     };
     if !store.record_attempt(d, &attempt, outcome).await? {
-        tracing::info!(event = %event.id, endpoint = %endpoint.id, "delivery changed while in flight; attempt not recorded");
+        tracing::info!(event = %event.id, endpoint = %d.endpoint_id, "delivery changed while in flight; attempt not recorded");
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use wxgate_store::{MerchantRow, SchemaStatus, Store, WebhookEndpointRow};
+use wxgate_store::{MerchantRow, SchemaStatus, Store};
 
 use secrets::MasterKey;
 use upstream::{Upstream, Upstreams};
@@ -155,14 +155,14 @@ impl Gateway {
         cache.insert(key_hash, (merchant, Instant::now()));
     }
 
-    /// An endpoint's signing secret, opened from its sealed form once and then cached.
-    pub fn webhook_secret(&self, endpoint: &WebhookEndpointRow) -> anyhow::Result<String> {
+    /// A webhook signing secret, opened from its sealed form once and then cached by its id.
+    pub fn signing_secret(&self, secret_id: &str, sealed: &str) -> anyhow::Result<String> {
         if let Some(s) = self
             .inner
             .webhook_secrets
             .lock()
             .expect("secrets lock")
-            .get(&endpoint.secret_id)
+            .get(secret_id)
         {
             return Ok(s.clone());
         }
@@ -170,14 +170,14 @@ impl Gateway {
             .inner
             .config
             .master_key
-            .open(&endpoint.secret_sealed)
+            .open(sealed)
             .context("cannot open a webhook secret (wrong master key?)")?;
         let secret = String::from_utf8(opened).context("a webhook secret is not UTF-8")?;
         self.inner
             .webhook_secrets
             .lock()
             .expect("secrets lock")
-            .insert(endpoint.secret_id.clone(), secret.clone());
+            .insert(secret_id.to_string(), secret.clone());
         Ok(secret)
     }
 

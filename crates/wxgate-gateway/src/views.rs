@@ -58,6 +58,7 @@ pub struct PaymentView<'a> {
     client_ip: Option<&'a str>,
     return_url: Option<&'a str>,
     cancel_url: Option<&'a str>,
+    notify_url: Option<&'a str>,
     attach: Option<&'a str>,
     #[schema(value_type = Option<Object>)]
     metadata: Option<&'a RawValue>,
@@ -111,6 +112,7 @@ impl<'a> PaymentView<'a> {
             client_ip: p.client_ip.as_deref(),
             return_url: p.return_url.as_deref(),
             cancel_url: p.cancel_url.as_deref(),
+            notify_url: p.notify_url.as_deref(),
             attach: p.attach.as_deref(),
             metadata: raw(&p.metadata),
             next_action: if p.status == "pending" {

@@ -9,11 +9,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
-use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wxgate_domain::webhook::EVENT_TYPES;
-use wxgate_store::{EventFilter, EventRow, Redeliver, WebhookEndpointRow};
+use wxgate_store::{EventFilter, EventRow, NotifySecretRow, Redeliver, WebhookEndpointRow};
 
 use crate::api::{ApiError, ApiResult, authenticate, parse_body, respond};
 use crate::{Gateway, delivery, now_ms, views};
@@ -35,6 +34,7 @@ pub fn routes() -> Router<Gateway> {
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/events/{id}/redeliver", post(redeliver))
         .route("/v1/events/redeliver", post(redeliver_range))
+        .route("/v1/notify_secret", post(rotate_notify_secret))
 }
 
 /// A webhook endpoint to create.
@@ -118,9 +118,7 @@ pub(crate) async fn create_endpoint(
                     format!("a merchant may have at most {ENDPOINTS_MAX} webhook endpoints"),
                 ));
             }
-            let mut raw = [0u8; 32];
-            rand::rng().fill_bytes(&mut raw);
-            let secret = format!("whsec_{}", hex::encode(raw));
+            let secret = delivery::new_secret();
             let row = WebhookEndpointRow {
                 id: wxgate_domain::id::generate("we"),
                 merchant_id: merchant.id.clone(),
@@ -323,6 +321,7 @@ async fn event_detail(gw: &Gateway, e: &EventRow) -> ApiResult<Value> {
                 .collect();
             json!({
                 "endpoint_id": d.endpoint_id,
+                "url": d.url,
                 "status": d.status,
                 "attempts": d.attempts,
                 "next_attempt_at": time(d.next_attempt_at),
@@ -464,4 +463,34 @@ fn check_delivery_status(status: Option<&str>) -> ApiResult<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Creates the merchant's notify secret, or replaces it: the secret that signs deliveries to
+/// payments' own `notify_url`s. Shown only in this answer; the new one signs from now on (the
+/// `kid` in each signature says which one was used).
+#[utoipa::path(post, path = "/v1/notify_secret",
+    responses((status = 201, description = "`{object: notify_secret, secret_id, secret}`")),
+    security(("api_key" = [])))]
+pub(crate) async fn rotate_notify_secret(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let secret = delivery::new_secret();
+            let row = NotifySecretRow {
+                merchant_id: merchant.id.clone(),
+                secret_id: wxgate_domain::id::generate("whs"),
+                secret_sealed: gw.config().master_key.seal(secret.as_bytes()),
+                created_at: now_ms(),
+            };
+            gw.store().set_notify_secret(&row).await?;
+            Ok((
+                StatusCode::CREATED,
+                json!({"object": "notify_secret", "secret_id": row.secret_id, "secret": secret, "created_at": views::rfc3339(row.created_at)}),
+            ))
+        }
+        .await,
+    )
 }

@@ -730,6 +730,7 @@ async fn a_crash_between_wechat_and_the_commit_is_repaired(t: TestGateway) {
         sync_due_at: Some(now + 100),
         sync_attempts: 0,
         claimed_until: None,
+        notify_url: None,
         amount_refunded: 0,
         amount_reserved: 0,
         refund_count: 0,

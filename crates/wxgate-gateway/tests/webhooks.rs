@@ -15,6 +15,7 @@ on_both!(
     deliveries_are_retried_until_accepted_and_signed,
     a_receiver_down_for_the_whole_schedule_is_dead_lettered_then_redelivered,
     endpoints_filter_events_and_can_be_deleted,
+    a_payments_own_notify_url_gets_its_events_signed_with_the_notify_secret,
 );
 
 /// What a receiver saw: the signature header, the event id, the body, and its answer.
@@ -498,4 +499,94 @@ async fn a_silent_endpoint_does_not_stall_the_others() {
         );
         db.cleanup().await;
     }
+}
+
+async fn a_payments_own_notify_url_gets_its_events_signed_with_the_notify_secret(t: TestGateway) {
+    let receiver = Receiver::start(0).await;
+    let with_notify = |order_id: &str| {
+        let mut body = native(order_id, 500);
+        body["notify_url"] = json!(receiver.url);
+        body
+    };
+    // A notify_url needs the merchant's notify secret first; a bad one is refused.
+    let (status, e) = t.create(with_notify(&order("nn"))).await;
+    assert_eq!(
+        (
+            status,
+            e["error"]["code"].as_str(),
+            e["error"]["param"].as_str()
+        ),
+        (409, Some("notify_secret_missing"), Some("notify_url"))
+    );
+    let mut bad = native(&order("nb"), 500);
+    bad["notify_url"] = json!("ftp://shop.example/notify");
+    let (status, e) = t.create(bad).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("invalid_notify_url"))
+    );
+    let (status, secret) = t
+        .call(reqwest::Method::POST, "/v1/notify_secret", None, &[])
+        .await;
+    assert_eq!(status, 201, "{secret}");
+    assert!(secret["secret"].as_str().unwrap().starts_with("whsec_"));
+
+    // The payment's events go to its notify_url, and so do its refunds'.
+    let (status, p) = t.create(with_notify(&order("ny"))).await;
+    assert_eq!(status, 201, "{p}");
+    assert_eq!(p["notify_url"], receiver.url.as_str());
+    let id = p["id"].as_str().unwrap().to_string();
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    t.wait_status(&id, "succeeded").await;
+    let paid = event_of(&t, &id, "payment.succeeded").await;
+    let detail = wait_deliveries(&t, paid["id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(detail["deliveries"][0]["endpoint_id"], "notify_url");
+    assert_eq!(detail["deliveries"][0]["url"], receiver.url.as_str());
+    let seen = receiver.seen(paid["id"].as_str().unwrap());
+    assert_eq!(seen.len(), 1);
+    verify(&seen[0], &secret).unwrap();
+
+    // A new secret signs from now on, named by its own kid.
+    let (_, rotated) = t
+        .call(reqwest::Method::POST, "/v1/notify_secret", None, &[])
+        .await;
+    assert_ne!(rotated["secret_id"], secret["secret_id"]);
+    let (status, r) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/payments/{id}/refunds"),
+            Some(json!({"merchant_refund_id": "n1", "amount": 100}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let rid = r["id"].as_str().unwrap();
+    let mut refunded = Value::Null;
+    for _ in 0..5000 {
+        let (_, list) = t
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/events?object_id={rid}"),
+                None,
+                &[],
+            )
+            .await;
+        if let Some(e) = list["data"].as_array().unwrap().first() {
+            refunded = e.clone();
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(refunded["type"], "refund.succeeded", "{refunded}");
+    wait_deliveries(&t, refunded["id"].as_str().unwrap(), "delivered").await;
+    let seen = receiver.seen(refunded["id"].as_str().unwrap());
+    assert_eq!(seen.len(), 1);
+    verify(&seen[0], &rotated).unwrap();
+    assert_eq!(
+        verify(&seen[0], &secret),
+        Err(webhook::SignatureError::UnknownSecret(
+            rotated["secret_id"].as_str().unwrap().to_string()
+        ))
+    );
 }

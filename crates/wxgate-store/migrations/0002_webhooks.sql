@@ -16,10 +16,24 @@ CREATE TABLE webhook_endpoints (
 
 CREATE INDEX webhook_endpoints_merchant ON webhook_endpoints (merchant_id);
 
+-- A payment may name its own notify_url: its events (and its refunds') go there too, signed with
+-- the merchant's notify secret.
+ALTER TABLE payments ADD COLUMN notify_url TEXT;
+
+CREATE TABLE notify_secrets (
+    merchant_id TEXT PRIMARY KEY REFERENCES merchants (id),
+    secret_id TEXT NOT NULL,
+    secret_sealed TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
 CREATE TABLE webhook_deliveries (
     event_id TEXT NOT NULL REFERENCES events (id),
-    endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints (id),
+    -- A webhook endpoint's id, or 'notify_url' for the payment's own notify_url.
+    endpoint_id TEXT NOT NULL,
     merchant_id TEXT NOT NULL,
+    -- Where to, for 'notify_url' deliveries.
+    url TEXT,
     -- pending | delivered | dead | cancelled
     status TEXT NOT NULL,
     -- Every attempt ever made (numbers the attempt log).

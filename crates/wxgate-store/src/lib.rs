@@ -336,8 +336,8 @@ impl Store {
             "INSERT INTO payments (id, merchant_id, merchant_order_id, out_trade_no, amount, currency, description, \
              integration, status, version, fingerprint, payer_openid, client_ip, return_url, cancel_url, attach, metadata, \
              wechat_credential, transaction_id, paid_at, expires_at, created_at, updated_at, sync_due_at, sync_attempts, \
-             claimed_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-             $20, $21, $22, $23, $24, $25, $26) ON CONFLICT DO NOTHING",
+             claimed_until, notify_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) ON CONFLICT DO NOTHING",
         )
         .bind(&p.id)
         .bind(&p.merchant_id)
@@ -365,6 +365,7 @@ impl Store {
         .bind(p.sync_due_at)
         .bind(p.sync_attempts)
         .bind(p.claimed_until)
+        .bind(&p.notify_url)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -745,8 +746,13 @@ impl Store {
 }
 
 /// Writes an outbox event and, in the same transaction, one pending delivery for every
-/// endpoint of the merchant subscribed to its type.
-async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Any>, e: &EventRow) -> Result<()> {
+/// endpoint of the merchant subscribed to its type, and one to the notify_url of `payment_id`
+/// (the payment the event is about, or the refunded one) if it has one.
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    e: &EventRow,
+    payment_id: &str,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO events (id, merchant_id, event_type, object_id, object_version, payload, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -771,6 +777,18 @@ async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Any>, e: &EventRow) -
     .bind(e.created_at)
     .bind(&e.merchant_id)
     .bind(format!("%,{},%", e.event_type))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, url, status, attempts, \
+         round_attempts, next_attempt_at, created_at) \
+         SELECT $1, $2, merchant_id, notify_url, 'pending', 0, 0, $3, $3 FROM payments \
+         WHERE id = $4 AND notify_url IS NOT NULL",
+    )
+    .bind(&e.id)
+    .bind(NOTIFY_URL_ENDPOINT)
+    .bind(e.created_at)
+    .bind(payment_id)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -836,6 +854,7 @@ async fn write_payment_transition(
                 payload,
                 created_at: facts.now,
             },
+            &current.id,
         )
         .await?;
     }

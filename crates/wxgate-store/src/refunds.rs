@@ -279,6 +279,7 @@ impl Store {
                         payload,
                         created_at: facts.now,
                     },
+                    &current.payment_id,
                 )
                 .await?;
             }

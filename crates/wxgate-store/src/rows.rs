@@ -53,6 +53,8 @@ pub struct PaymentRow {
     pub sync_due_at: Option<i64>,
     pub sync_attempts: i64,
     pub claimed_until: Option<i64>,
+    /// Where this payment's events also go, signed with the merchant's notify secret.
+    pub notify_url: Option<String>,
     /// The sum of succeeded refunds.
     pub amount_refunded: i64,
     /// The sum of refunds that have not failed (pending, abnormal, succeeded).
@@ -151,12 +153,27 @@ pub struct WebhookEndpointRow {
     pub deleted_at: Option<i64>,
 }
 
+/// The `endpoint_id` of deliveries to a payment's own notify_url.
+pub const NOTIFY_URL_ENDPOINT: &str = "notify_url";
+
+/// A merchant's secret for signing deliveries to payments' own notify URLs.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NotifySecretRow {
+    pub merchant_id: String,
+    pub secret_id: String,
+    pub secret_sealed: String,
+    pub created_at: i64,
+}
+
 /// One event on its way to one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeliveryRow {
     pub event_id: String,
+    /// A webhook endpoint's id, or [`NOTIFY_URL_ENDPOINT`].
     pub endpoint_id: String,
     pub merchant_id: String,
+    /// The target of a [`NOTIFY_URL_ENDPOINT`] delivery.
+    pub url: Option<String>,
     /// `pending`, `delivered`, `dead` or `cancelled`.
     pub status: String,
     pub attempts: i64,

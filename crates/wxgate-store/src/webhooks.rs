@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    AttemptOutcome, AttemptRow, Backend, DeliveryRow, EventFilter, EventRow, Redeliver, Result,
-    Store, WebhookEndpointRow,
+    AttemptOutcome, AttemptRow, Backend, DeliveryRow, EventFilter, EventRow, NOTIFY_URL_ENDPOINT,
+    NotifySecretRow, Redeliver, Result, Store, WebhookEndpointRow,
 };
 
 impl Store {
@@ -28,6 +28,31 @@ impl Store {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    /// Sets the merchant's notify secret, replacing any earlier one.
+    pub async fn set_notify_secret(&self, s: &NotifySecretRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO notify_secrets (merchant_id, secret_id, secret_sealed, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (merchant_id) DO UPDATE SET secret_id = excluded.secret_id, \
+             secret_sealed = excluded.secret_sealed, created_at = excluded.created_at",
+        )
+        .bind(&s.merchant_id)
+        .bind(&s.secret_id)
+        .bind(&s.secret_sealed)
+        .bind(s.created_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn notify_secret(&self, merchant_id: &str) -> Result<Option<NotifySecretRow>> {
+        Ok(sqlx::query_as::<_, NotifySecretRow>(
+            "SELECT * FROM notify_secrets WHERE merchant_id = $1",
+        )
+        .bind(merchant_id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// The merchant's endpoints that are not deleted, oldest first.
@@ -226,7 +251,44 @@ impl Store {
                 }
             }
         }
-        let scheduled = query.execute(&self.writer).await?.rows_affected();
+        let mut tx = self.writer.begin().await?;
+        let mut scheduled = query.execute(&mut *tx).await?.rows_affected();
+        // Deliveries to payments' own notify URLs exist from the event's commit on.
+        let events = match scope {
+            Redeliver::Event(_) => {
+                "SELECT id FROM events WHERE merchant_id = $1 AND id = $3".to_string()
+            }
+            Redeliver::Range {
+                delivery_status, ..
+            } => format!(
+                "SELECT e.id FROM events e WHERE e.merchant_id = $1 AND e.created_at >= $3 AND e.created_at < $4{}",
+                if delivery_status.is_some() {
+                    " AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = $5)"
+                } else {
+                    ""
+                }
+            ),
+        };
+        let sql = format!(
+            "UPDATE webhook_deliveries SET status = 'pending', round_attempts = 0, next_attempt_at = $2 \
+             WHERE endpoint_id = '{NOTIFY_URL_ENDPOINT}' AND event_id IN ({events})"
+        );
+        let mut query = sqlx::query(&sql).bind(merchant_id).bind(now);
+        match scope {
+            Redeliver::Event(id) => query = query.bind(id.clone()),
+            Redeliver::Range {
+                created_gte,
+                created_lt,
+                delivery_status,
+            } => {
+                query = query.bind(*created_gte).bind(*created_lt);
+                if let Some(s) = delivery_status {
+                    query = query.bind(s.clone());
+                }
+            }
+        }
+        scheduled += query.execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
         if scheduled > 0 {
             self.outbox.notify_one();
         }

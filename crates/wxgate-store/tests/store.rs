@@ -88,6 +88,7 @@ mod checks {
             sync_due_at: Some(created_at + 5_000),
             sync_attempts: 0,
             claimed_until: None,
+            notify_url: None,
             amount_refunded: 0,
             amount_reserved: 0,
             refund_count: 0,
