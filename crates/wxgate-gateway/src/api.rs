@@ -1010,7 +1010,8 @@ fn list_json(rows: &[PaymentRow], has_more: bool) -> Value {
         crate::refunds::create_refund, crate::refunds::list_refunds, crate::refunds::get_refund,
         crate::webhooks::create_endpoint, crate::webhooks::list_endpoints, crate::webhooks::get_endpoint,
         crate::webhooks::delete_endpoint, crate::webhooks::list_events, crate::webhooks::get_event,
-        crate::webhooks::redeliver, crate::webhooks::redeliver_range, crate::webhooks::rotate_notify_secret),
+        crate::webhooks::redeliver, crate::webhooks::redeliver_range, crate::webhooks::rotate_notify_secret,
+        crate::webhooks::rotate_endpoint_secret),
     modifiers(&ApiKeyAuth)
 )]
 struct ApiDoc;

@@ -30,6 +30,10 @@ pub fn routes() -> Router<Gateway> {
             "/v1/webhook_endpoints/{id}",
             get(get_endpoint).delete(delete_endpoint),
         )
+        .route(
+            "/v1/webhook_endpoints/{id}/rotate_secret",
+            post(rotate_endpoint_secret),
+        )
         .route("/v1/events", get(list_events))
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/events/{id}/redeliver", post(redeliver))
@@ -490,6 +494,43 @@ pub(crate) async fn rotate_notify_secret(
                 StatusCode::CREATED,
                 json!({"object": "notify_secret", "secret_id": row.secret_id, "secret": secret, "created_at": views::rfc3339(row.created_at)}),
             ))
+        }
+        .await,
+    )
+}
+
+/// Gives an endpoint a new signing secret, shown only in this answer. It signs from now on; the
+/// `kid` in each signature names the secret used, so a receiver can hold both while it switches.
+#[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/rotate_secret", params(("id" = String, Path, description = "we_...")),
+    responses((status = 200, description = "The endpoint with its new `secret` and `secret_id`"), (status = 404, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn rotate_endpoint_secret(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let mut endpoint = owned_endpoint(&gw, &merchant.id, &id).await?;
+            let secret = delivery::new_secret();
+            endpoint.secret_id = wxgate_domain::id::generate("whs");
+            endpoint.secret_sealed = gw.config().master_key.seal(secret.as_bytes());
+            if !gw
+                .store()
+                .rotate_webhook_secret(
+                    &merchant.id,
+                    &id,
+                    &endpoint.secret_id,
+                    &endpoint.secret_sealed,
+                )
+                .await?
+            {
+                return Err(ApiError::not_found("webhook endpoint"));
+            }
+            let mut view = endpoint_json(&endpoint);
+            view["secret"] = Value::String(secret);
+            Ok((StatusCode::OK, view))
         }
         .await,
     )

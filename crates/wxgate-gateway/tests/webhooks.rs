@@ -218,6 +218,25 @@ async fn deliveries_are_retried_until_accepted_and_signed(t: TestGateway) {
     );
     assert!(delivery["delivered_at"].is_string());
     assert!(delivery["next_attempt_at"].is_null());
+
+    // A rotated secret signs the next event, named by its new kid.
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+    let (status, rotated) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/webhook_endpoints/{endpoint_id}/rotate_secret"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_ne!(rotated["secret_id"], endpoint["secret_id"]);
+    let next = paid_payment(&t).await;
+    let event = event_of(&t, &next, "payment.succeeded").await;
+    wait_deliveries(&t, event["id"].as_str().unwrap(), "delivered").await;
+    let seen = receiver.seen(event["id"].as_str().unwrap());
+    verify(&seen[0], &rotated).unwrap();
+    assert!(verify(&seen[0], &endpoint).is_err());
 }
 
 async fn a_receiver_down_for_the_whole_schedule_is_dead_lettered_then_redelivered(t: TestGateway) {

@@ -77,6 +77,28 @@ impl Store {
         )
     }
 
+    /// Gives an endpoint a new signing secret. False if there is no such endpoint.
+    pub async fn rotate_webhook_secret(
+        &self,
+        merchant_id: &str,
+        id: &str,
+        secret_id: &str,
+        secret_sealed: &str,
+    ) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE webhook_endpoints SET secret_id = $1, secret_sealed = $2 \
+             WHERE id = $3 AND merchant_id = $4 AND deleted_at IS NULL",
+        )
+        .bind(secret_id)
+        .bind(secret_sealed)
+        .bind(id)
+        .bind(merchant_id)
+        .execute(&self.writer)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
     /// Deletes an endpoint and cancels its pending deliveries. False if there was none to delete.
     pub async fn delete_webhook_endpoint(
         &self,
