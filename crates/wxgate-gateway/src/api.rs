@@ -621,6 +621,32 @@ where
     }
 }
 
+/// A list's page size: 20 by default, 1 to 100.
+pub(crate) fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
+    let limit = limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            "limit",
+            "limit must be from 1 to 100",
+        ));
+    }
+    Ok(limit)
+}
+
+/// An RFC 3339 time parameter, as Unix milliseconds.
+pub(crate) fn parse_time(param: &str, value: &str) -> ApiResult<i64> {
+    wechatpay_v3::validate::rfc3339(param, value)
+        .map(|s| s * 1000)
+        .map_err(|_| {
+            ApiError::invalid(
+                "invalid_time",
+                param,
+                format!("{param} must be an RFC 3339 time"),
+            )
+        })
+}
+
 pub(crate) fn respond(result: ApiResult<(StatusCode, Value)>) -> Response {
     match result {
         Ok((status, value)) => (status, axum::Json(value)).into_response(),
@@ -765,26 +791,32 @@ async fn prepay(gw: &Gateway, merchant: &MerchantRow, p: &PaymentRow, now: i64) 
         ..Default::default()
     };
     let client = &up.client;
-    let answer = match integration {
-        Integration::Native => client.prepay_native(&req).await.map(|a| Prepaid::Native {
-            code_url: a.code_url,
-        }),
-        Integration::H5 => client
-            .prepay_h5(&req)
-            .await
-            .map(|a| Prepaid::H5 { h5_url: a.h5_url }),
-        Integration::Jsapi => client.prepay_jsapi(&req).await.map(|a| Prepaid::Jsapi {
-            prepay_id: a.prepay_id,
-        }),
-        Integration::MiniProgram => client
-            .prepay_jsapi(&req)
-            .await
-            .map(|a| Prepaid::MiniProgram {
+    let answer = if let Some(mcc) = &merchant.merchant_category_code {
+        global_prepay(client, integration, mcc, req).await
+    } else {
+        match integration {
+            Integration::Native => client.prepay_native(&req).await.map(|a| Prepaid::Native {
+                code_url: a.code_url,
+            }),
+            Integration::H5 => client
+                .prepay_h5(&req)
+                .await
+                .map(|a| Prepaid::H5 { h5_url: a.h5_url }),
+            Integration::Jsapi => client.prepay_jsapi(&req).await.map(|a| Prepaid::Jsapi {
                 prepay_id: a.prepay_id,
             }),
-        Integration::App => client.prepay_app(&req).await.map(|a| Prepaid::App {
-            prepay_id: a.prepay_id,
-        }),
+            Integration::MiniProgram => {
+                client
+                    .prepay_jsapi(&req)
+                    .await
+                    .map(|a| Prepaid::MiniProgram {
+                        prepay_id: a.prepay_id,
+                    })
+            }
+            Integration::App => client.prepay_app(&req).await.map(|a| Prepaid::App {
+                prepay_id: a.prepay_id,
+            }),
+        }
     };
     let prepaid = match answer {
         Ok(prepaid) => prepaid,
@@ -799,6 +831,61 @@ async fn prepay(gw: &Gateway, merchant: &MerchantRow, p: &PaymentRow, now: i64) 
         .set_wechat_credential(&p.id, &action.to_string(), now_ms())
         .await?;
     Ok(())
+}
+
+/// A cross-border merchant's prepay: the same order at `/v3/global/transactions/…`, with its
+/// merchant category code.
+async fn global_prepay(
+    client: &wechatpay_v3::client::Client,
+    integration: Integration,
+    mcc: &str,
+    req: PrepayRequest,
+) -> Result<Prepaid, wechatpay_v3::client::ClientError> {
+    use wechatpay_v3::model::{GlobalKind, GlobalPrepayRequest};
+    let kind = match integration {
+        Integration::Native => GlobalKind::Native,
+        Integration::H5 => GlobalKind::Mweb,
+        Integration::Jsapi | Integration::MiniProgram => GlobalKind::Jsapi,
+        Integration::App => GlobalKind::App,
+    };
+    let global = GlobalPrepayRequest {
+        appid: req.appid,
+        mchid: req.mchid,
+        description: req.description,
+        out_trade_no: req.out_trade_no,
+        trade_type: kind.trade_type().into(),
+        merchant_category_code: mcc.to_string(),
+        time_expire: req.time_expire,
+        attach: req.attach,
+        notify_url: req.notify_url,
+        amount: req.amount,
+        payer: req.payer,
+        scene_info: req.scene_info,
+        ..Default::default()
+    };
+    let answer = client.global_prepay(kind, &global).await?;
+    let field = |name: &str| {
+        answer[name].as_str().map(str::to_string).ok_or_else(|| {
+            wechatpay_v3::client::ClientError::Decode(format!("the prepay answer has no {name}"))
+        })
+    };
+    Ok(match integration {
+        Integration::Native => Prepaid::Native {
+            code_url: field("code_url")?,
+        },
+        Integration::H5 => Prepaid::H5 {
+            h5_url: field("h5_url")?,
+        },
+        Integration::Jsapi => Prepaid::Jsapi {
+            prepay_id: field("prepay_id")?,
+        },
+        Integration::MiniProgram => Prepaid::MiniProgram {
+            prepay_id: field("prepay_id")?,
+        },
+        Integration::App => Prepaid::App {
+            prepay_id: field("prepay_id")?,
+        },
+    })
 }
 
 fn wechat_time(ms: i64) -> String {
@@ -928,14 +1015,7 @@ async fn list_payments(
                 let found = gw.store().payment_by_order_id(&merchant.id, order).await?;
                 return Ok((StatusCode::OK, list_json(found.as_slice(), false)));
             }
-            let limit = q.limit.unwrap_or(20);
-            if !(1..=100).contains(&limit) {
-                return Err(ApiError::invalid(
-                    "invalid_limit",
-                    "limit",
-                    "limit must be from 1 to 100",
-                ));
-            }
+            let limit = page_limit(q.limit)?;
             let status = q
                 .status
                 .as_deref()
@@ -949,20 +1029,8 @@ async fn list_payments(
                     })
                 })
                 .transpose()?;
-            let time = |param: &str, v: &Option<String>| -> ApiResult<Option<i64>> {
-                v.as_deref()
-                    .map(|t| {
-                        wechatpay_v3::validate::rfc3339(param, t)
-                            .map(|s| s * 1000)
-                            .map_err(|_| {
-                                ApiError::invalid(
-                                    "invalid_time",
-                                    param,
-                                    format!("{param} must be an RFC 3339 time"),
-                                )
-                            })
-                    })
-                    .transpose()
+            let time = |param: &str, v: &Option<String>| {
+                v.as_deref().map(|t| parse_time(param, t)).transpose()
             };
             let before = match &q.starting_after {
                 Some(id) => {

@@ -267,7 +267,7 @@ async fn submit(gw: &Gateway, p: &PaymentRow, r: &RefundRow) -> anyhow::Result<R
         ..Default::default()
     };
     let now = now_ms();
-    match up.client.refund(&req).await {
+    match up.refund(&req).await {
         Ok(answer) => apply_answer(gw, p, r, &answer, "submit").await,
         Err(e) => {
             let waits = match &e {
@@ -584,7 +584,7 @@ async fn sync_one(gw: &Gateway, r: &RefundRow) -> anyhow::Result<()> {
         .await?
         .ok_or_else(|| anyhow::anyhow!("refund {} has no payment", r.id))?;
     let up = gw.upstream(&r.merchant_id).await?;
-    match up.client.query_refund(&r.out_refund_no).await {
+    match up.query_refund(&r.out_refund_no).await {
         Ok(answer) => {
             apply_answer(gw, &p, r, &answer, "sync").await?;
         }

@@ -87,7 +87,7 @@ async fn sync_one(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
     let now = now_ms();
     let up = gw.upstream(&p.merchant_id).await?;
     let expired = now >= p.expires_at;
-    match up.client.query_by_out_trade_no(&p.out_trade_no).await {
+    match up.query(&p.out_trade_no).await {
         Ok(tx) => match tx.state() {
             Some(TradeState::Success | TradeState::Refund) => {
                 apply_paid(gw, &up.merchant, p, &tx, "sync").await?;
@@ -161,7 +161,7 @@ pub async fn close_and_settle(
     event: PaymentEvent,
 ) -> anyhow::Result<PaymentRow> {
     let up = gw.upstream(merchant_id).await?;
-    match up.client.close(&p.out_trade_no).await {
+    match up.close(&p.out_trade_no).await {
         Ok(()) => {}
         Err(ClientError::Api(e))
             if matches!(
@@ -170,7 +170,7 @@ pub async fn close_and_settle(
             ) => {}
         Err(e) => return Err(e).context("closing the order at WeChat"),
     }
-    match up.client.query_by_out_trade_no(&p.out_trade_no).await {
+    match up.query(&p.out_trade_no).await {
         Ok(tx) if matches!(tx.state(), Some(TradeState::Success | TradeState::Refund)) => {
             apply_paid(gw, &up.merchant, p, &tx, "close_query").await
         }

@@ -9,8 +9,12 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use wechatpay_v3::aead::ApiV3Key;
 use wechatpay_v3::auth::MerchantSigner;
-use wechatpay_v3::client::{Client, ClientConfig};
+use wechatpay_v3::client::{Client, ClientConfig, ClientError};
 use wechatpay_v3::crypto::{Certificate, PrivateKey, PublicKey};
+use wechatpay_v3::model::{
+    GlobalRefund, GlobalRefundAmountRequest, GlobalRefundRequest, Refund, RefundAmount,
+    RefundRequest, Transaction,
+};
 use wechatpay_v3::verify::Verifier;
 use wxgate_domain::Currency;
 use wxgate_store::{MerchantRow, Store};
@@ -43,6 +47,28 @@ pub struct NewMerchant {
     pub currencies: Vec<Currency>,
     /// `accept` or `refund`.
     pub paid_after_close_policy: String,
+    /// For a cross-border merchant: its merchant category code (4 digits).
+    pub merchant_category_code: Option<String>,
+}
+
+/// A domestic merchant prices in CNY only; a cross-border one names its merchant category
+/// code (4 digits) and may price in any currencies.
+pub fn check_region(
+    currencies: &[Currency],
+    merchant_category_code: Option<&str>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!currencies.is_empty(), "at least one currency");
+    match merchant_category_code {
+        Some(mcc) => anyhow::ensure!(
+            mcc.len() == 4 && mcc.bytes().all(|b| b.is_ascii_digit()),
+            "the merchant category code is 4 digits"
+        ),
+        None => anyhow::ensure!(
+            currencies == [Currency::CNY],
+            "a domestic merchant prices in CNY only; a cross-border one needs --merchant-category-code"
+        ),
+    }
+    Ok(())
 }
 
 /// Checks the credentials, seals the secrets and stores the merchant.
@@ -72,7 +98,7 @@ pub async fn create_merchant(
         matches!(new.paid_after_close_policy.as_str(), "accept" | "refund"),
         "policy must be accept or refund"
     );
-    anyhow::ensure!(!new.currencies.is_empty(), "at least one currency");
+    check_region(&new.currencies, new.merchant_category_code.as_deref())?;
     url::Url::parse(&new.api_base_url).context("API base URL")?;
     let sealed = master.seal(&serde_json::to_vec(&SealedSecrets {
         merchant_private_key: new.merchant_private_key_pem,
@@ -99,6 +125,7 @@ pub async fn create_merchant(
             .join(","),
         paid_after_close_policy: new.paid_after_close_policy,
         created_at: now,
+        merchant_category_code: new.merchant_category_code,
     };
     store.insert_merchant(&row).await?;
     Ok(row)
@@ -142,6 +169,7 @@ pub async fn create_sandbox_merchant(
         platform_certificate: Some(s("platform_certificate")?),
         currencies: vec![Currency::CNY],
         paid_after_close_policy: "accept".into(),
+        merchant_category_code: None,
     };
     create_merchant(store, master, new, crate::now_ms()).await
 }
@@ -208,6 +236,88 @@ impl Upstream {
             verifier,
             merchant,
         })
+    }
+}
+
+impl Upstream {
+    /// Whether this merchant goes through WeChat's cross-border (`/v3/global/`) endpoints.
+    pub fn cross_border(&self) -> bool {
+        self.merchant.merchant_category_code.is_some()
+    }
+
+    /// Queries an order by out_trade_no, at the endpoint for the merchant's region.
+    pub async fn query(&self, out_trade_no: &str) -> Result<Transaction, ClientError> {
+        if self.cross_border() {
+            self.client.global_query_by_out_trade_no(out_trade_no).await
+        } else {
+            self.client.query_by_out_trade_no(out_trade_no).await
+        }
+    }
+
+    /// Closes an order, at the endpoint for the merchant's region.
+    pub async fn close(&self, out_trade_no: &str) -> Result<(), ClientError> {
+        if self.cross_border() {
+            self.client.global_close(out_trade_no).await
+        } else {
+            self.client.close(out_trade_no).await
+        }
+    }
+
+    /// Requests a refund; a cross-border merchant's goes to `/v3/global/refunds` and its answer
+    /// is read as a domestic one (the fields the gateway checks are the same).
+    pub async fn refund(&self, req: &RefundRequest) -> Result<Refund, ClientError> {
+        if !self.cross_border() {
+            return self.client.refund(req).await;
+        }
+        let global = GlobalRefundRequest {
+            mchid: self.merchant.mchid.clone(),
+            appid: self.merchant.appid.clone(),
+            transaction_id: req.transaction_id.clone(),
+            out_trade_no: req.out_trade_no.clone(),
+            out_refund_no: req.out_refund_no.clone(),
+            reason: req.reason.clone(),
+            notify_url: req.notify_url.clone(),
+            amount: GlobalRefundAmountRequest {
+                refund: req.amount.refund,
+                total: req.amount.total,
+                currency: req.amount.currency.clone(),
+            },
+        };
+        self.client.global_refund(&global).await.map(from_global)
+    }
+
+    /// Queries a refund by out_refund_no, at the endpoint for the merchant's region.
+    pub async fn query_refund(&self, out_refund_no: &str) -> Result<Refund, ClientError> {
+        if self.cross_border() {
+            self.client
+                .global_query_refund(out_refund_no)
+                .await
+                .map(from_global)
+        } else {
+            self.client.query_refund(out_refund_no).await
+        }
+    }
+}
+
+fn from_global(g: GlobalRefund) -> Refund {
+    Refund {
+        refund_id: g.id,
+        out_refund_no: g.out_refund_no,
+        transaction_id: g.transaction_id,
+        out_trade_no: g.out_trade_no,
+        channel: g.channel,
+        user_received_account: g.recv_account,
+        success_time: g.success_time,
+        create_time: g.create_time,
+        status: g.status,
+        amount: RefundAmount {
+            total: g.amount.total,
+            refund: g.amount.refund,
+            payer_refund: g.amount.payer_refund,
+            currency: Some(g.amount.currency),
+            ..Default::default()
+        },
+        ..Default::default()
     }
 }
 

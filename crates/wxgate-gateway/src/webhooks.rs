@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use wxgate_domain::webhook::EVENT_TYPES;
 use wxgate_store::{EventFilter, EventRow, NotifySecretRow, Redeliver, WebhookEndpointRow};
 
-use crate::api::{ApiError, ApiResult, authenticate, parse_body, respond};
+use crate::api::{ApiError, ApiResult, authenticate, page_limit, parse_body, parse_time, respond};
 use crate::{Gateway, delivery, now_ms, views};
 
 /// Endpoints one merchant may have at once.
@@ -255,14 +255,7 @@ pub(crate) async fn list_events(
             let Query(q) = query.map_err(|e| {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
             })?;
-            let limit = q.limit.unwrap_or(20);
-            if !(1..=100).contains(&limit) {
-                return Err(ApiError::invalid(
-                    "invalid_limit",
-                    "limit",
-                    "limit must be from 1 to 100",
-                ));
-            }
+            let limit = page_limit(q.limit)?;
             if let Some(t) = &q.event_type {
                 if !EVENT_TYPES.contains(&t.as_str()) {
                     return Err(ApiError::invalid(
@@ -426,21 +419,10 @@ pub(crate) async fn redeliver_range(
         async {
             let merchant = authenticate(&gw, &headers).await?;
             let (req, _) = parse_body::<RedeliverRange>(body)?;
-            let time = |param: &str, v: &str| {
-                wechatpay_v3::validate::rfc3339(param, v)
-                    .map(|s| s * 1000)
-                    .map_err(|_| {
-                        ApiError::invalid(
-                            "invalid_time",
-                            param,
-                            format!("{param} must be an RFC 3339 time"),
-                        )
-                    })
-            };
             let now = now_ms();
-            let created_gte = time("created_gte", &req.created_gte)?;
+            let created_gte = parse_time("created_gte", &req.created_gte)?;
             let created_lt = match &req.created_lt {
-                Some(t) => time("created_lt", t)?,
+                Some(t) => parse_time("created_lt", t)?,
                 None => now + 1,
             };
             check_delivery_status(req.delivery_status.as_deref())?;

@@ -18,6 +18,7 @@ on_both!(
     openapi_document_lists_the_payments_api,
     a_crash_between_wechat_and_the_commit_is_repaired,
     a_paid_callback_for_a_failed_payment_is_quarantined_not_retried,
+    cross_border_payments_go_through_the_global_endpoints,
 );
 
 async fn every_integration_type_end_to_end(t: TestGateway) {
@@ -810,4 +811,108 @@ async fn a_paid_callback_for_a_failed_payment_is_quarantined_not_retried(t: Test
         }
     }
     panic!("the callback was not acknowledged: {log}");
+}
+
+async fn cross_border_payments_go_through_the_global_endpoints(t: TestGateway) {
+    // Before the first request, so no cache holds the domestic merchant.
+    assert!(
+        t.store
+            .set_merchant_region(&t.merchant_id, "USD,HKD", Some("5411"))
+            .await
+            .unwrap()
+    );
+    let usd = |order_id: &str, amount: i64| json!({"amount": amount, "currency": "USD", "merchant_order_id": order_id, "description": "Blue mug", "integration": "native"});
+    let (status, p) = t.create(usd(&order("gb"), 1999)).await;
+    assert_eq!(status, 201, "{p}");
+    assert_eq!(p["currency"], "USD");
+    let id = p["id"].as_str().unwrap().to_string();
+    let order_at_wechat = |id: String| {
+        let t = &t;
+        async move {
+            let (status, o) = t
+                .sim_call(
+                    reqwest::Method::GET,
+                    &format!("/sim/orders/{}/{id}", t.mchid),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{o}");
+            o
+        }
+    };
+    let o = order_at_wechat(id.clone()).await;
+    assert_eq!(o["order"]["family"], "global");
+    assert_eq!(o["order"]["currency"], "USD");
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    t.wait_status(&id, "succeeded").await;
+    // The payer paid in CNY at WeChat's rate.
+    let o = order_at_wechat(id.clone()).await;
+    assert!(
+        o["transaction"]["amount"]["exchange_rate"].is_object(),
+        "{o}"
+    );
+
+    // Only the merchant's pricing currencies.
+    for currency in ["CNY", "JPY"] {
+        let mut body = usd(&order("gc"), 100);
+        body["currency"] = json!(currency);
+        let (status, e) = t.create(body).await;
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (400, Some("currency_not_allowed")),
+            "{currency}: {e}"
+        );
+    }
+
+    // Cancel closes at the global endpoint; refunds go through it too.
+    let (_, other) = t.create(usd(&order("gx"), 500)).await;
+    let other_id = other["id"].as_str().unwrap();
+    let (status, cancelled) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/payments/{other_id}/cancel"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled"))
+    );
+    assert_eq!(
+        order_at_wechat(other_id.to_string()).await["order"]["state"],
+        "CLOSED"
+    );
+    let (status, r) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/payments/{id}/refunds"),
+            Some(json!({"merchant_refund_id": "g1", "amount": 999}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!((status, r["currency"].as_str()), (201, Some("USD")), "{r}");
+    let rid = r["id"].as_str().unwrap().to_string();
+    for _ in 0..5000 {
+        let (_, now) = t
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/refunds/{rid}"),
+                None,
+                &[],
+            )
+            .await;
+        if now["status"] == "succeeded" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let p = t.get(&id).await;
+    assert_eq!(
+        (p["status"].as_str(), p["amount_refunded"].as_i64()),
+        (Some("succeeded"), Some(999))
+    );
+    let refunds = order_at_wechat(id.clone()).await["refunds"].clone();
+    assert_eq!(refunds.as_array().unwrap().len(), 1, "{refunds}");
 }

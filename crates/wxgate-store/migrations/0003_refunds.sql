@@ -6,6 +6,9 @@ ALTER TABLE payments ADD COLUMN amount_refunded BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE payments ADD COLUMN amount_reserved BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE payments ADD COLUMN refund_count BIGINT NOT NULL DEFAULT 0;
 
+-- Set for cross-border merchants, who use WeChat's /v3/global/ endpoints.
+ALTER TABLE merchants ADD COLUMN merchant_category_code TEXT;
+
 CREATE INDEX payments_paid_after_close ON payments (status) WHERE status = 'paid_after_close';
 
 CREATE TABLE refunds (

@@ -229,7 +229,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO merchants (id, name, mode, mchid, appid, mini_program_appid, api_base_url, merchant_serial_no, \
              secrets_sealed, platform_public_key_id, platform_public_key, platform_certificate, currencies, \
-             paid_after_close_policy, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             paid_after_close_policy, created_at, merchant_category_code) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&m.id)
         .bind(&m.name)
@@ -246,6 +247,7 @@ impl Store {
         .bind(&m.currencies)
         .bind(&m.paid_after_close_policy)
         .bind(m.created_at)
+        .bind(&m.merchant_category_code)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -258,6 +260,26 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    /// Makes a merchant cross-border (an MCC) or domestic (`None`), pricing in `currencies`
+    /// (comma-separated ISO 4217 codes).
+    pub async fn set_merchant_region(
+        &self,
+        merchant_id: &str,
+        currencies: &str,
+        merchant_category_code: Option<&str>,
+    ) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE merchants SET currencies = $1, merchant_category_code = $2 WHERE id = $3",
+        )
+        .bind(currencies)
+        .bind(merchant_category_code)
+        .bind(merchant_id)
+        .execute(&self.writer)
+        .await?
+        .rows_affected()
+            == 1)
     }
 
     /// `accept` or `refund`: what happens to a payment that arrives after its order was closed.

@@ -23,6 +23,9 @@ pub struct MerchantRow {
     /// `accept` or `refund`.
     pub paid_after_close_policy: String,
     pub created_at: i64,
+    /// Set for a cross-border merchant: its payments and refunds go through WeChat's
+    /// `/v3/global/` endpoints with this MCC.
+    pub merchant_category_code: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -234,82 +234,42 @@ impl Store {
     /// Schedules events again, now, to every endpoint subscribed to them (a new round of the
     /// retry schedule for deliveries that already exist). Returns how many were scheduled.
     pub async fn redeliver(&self, merchant_id: &str, scope: &Redeliver, now: i64) -> Result<u64> {
-        let mut sql = String::from(
+        // The events in scope, as a condition on `e` with parameters from $3 on.
+        let in_scope = match scope {
+            Redeliver::Event(_) => "e.merchant_id = $1 AND e.id = $3",
+            Redeliver::Range {
+                delivery_status: None,
+                ..
+            } => "e.merchant_id = $1 AND e.created_at >= $3 AND e.created_at < $4",
+            Redeliver::Range {
+                delivery_status: Some(_),
+                ..
+            } => {
+                "e.merchant_id = $1 AND e.created_at >= $3 AND e.created_at < $4 \
+                 AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = $5)"
+            }
+        };
+        let to_endpoints = format!(
             "INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, \
              round_attempts, next_attempt_at, created_at) \
              SELECT e.id, w.id, e.merchant_id, 'pending', 0, 0, $2, $2 \
              FROM events e JOIN webhook_endpoints w ON w.merchant_id = e.merchant_id \
-             WHERE e.merchant_id = $1 AND w.deleted_at IS NULL \
-             AND (w.events = '*' OR ',' || w.events || ',' LIKE '%,' || e.event_type || ',%')",
+             WHERE {in_scope} AND w.deleted_at IS NULL \
+             AND (w.events = '*' OR ',' || w.events || ',' LIKE '%,' || e.event_type || ',%') \
+             ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending', \
+             round_attempts = 0, next_attempt_at = excluded.next_attempt_at"
         );
-        match scope {
-            Redeliver::Event(_) => sql.push_str(" AND e.id = $3"),
-            Redeliver::Range {
-                delivery_status, ..
-            } => {
-                sql.push_str(" AND e.created_at >= $3 AND e.created_at < $4");
-                if delivery_status.is_some() {
-                    sql.push_str(
-                        " AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = $5)",
-                    );
-                }
-            }
-        }
-        sql.push_str(
-            " ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending', \
-             round_attempts = 0, next_attempt_at = excluded.next_attempt_at",
-        );
-        let mut query = sqlx::query(&sql).bind(merchant_id).bind(now);
-        match scope {
-            Redeliver::Event(id) => query = query.bind(id.clone()),
-            Redeliver::Range {
-                created_gte,
-                created_lt,
-                delivery_status,
-            } => {
-                query = query.bind(*created_gte).bind(*created_lt);
-                if let Some(s) = delivery_status {
-                    query = query.bind(s.clone());
-                }
-            }
-        }
-        let mut tx = self.writer.begin().await?;
-        let mut scheduled = query.execute(&mut *tx).await?.rows_affected();
         // Deliveries to payments' own notify URLs exist from the event's commit on.
-        let events = match scope {
-            Redeliver::Event(_) => {
-                "SELECT id FROM events WHERE merchant_id = $1 AND id = $3".to_string()
-            }
-            Redeliver::Range {
-                delivery_status, ..
-            } => format!(
-                "SELECT e.id FROM events e WHERE e.merchant_id = $1 AND e.created_at >= $3 AND e.created_at < $4{}",
-                if delivery_status.is_some() {
-                    " AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = $5)"
-                } else {
-                    ""
-                }
-            ),
-        };
-        let sql = format!(
+        let to_notify_urls = format!(
             "UPDATE webhook_deliveries SET status = 'pending', round_attempts = 0, next_attempt_at = $2 \
-             WHERE endpoint_id = '{NOTIFY_URL_ENDPOINT}' AND event_id IN ({events})"
+             WHERE endpoint_id = '{NOTIFY_URL_ENDPOINT}' AND event_id IN (SELECT e.id FROM events e WHERE {in_scope})"
         );
-        let mut query = sqlx::query(&sql).bind(merchant_id).bind(now);
-        match scope {
-            Redeliver::Event(id) => query = query.bind(id.clone()),
-            Redeliver::Range {
-                created_gte,
-                created_lt,
-                delivery_status,
-            } => {
-                query = query.bind(*created_gte).bind(*created_lt);
-                if let Some(s) = delivery_status {
-                    query = query.bind(s.clone());
-                }
-            }
-        }
-        scheduled += query.execute(&mut *tx).await?.rows_affected();
+        let mut tx = self.writer.begin().await?;
+        let mut scheduled = bind_scope(&to_endpoints, merchant_id, now, scope).execute(&mut *tx).await?.rows_affected();
+        scheduled += bind_scope(&to_notify_urls, merchant_id, now, scope)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         if scheduled > 0 {
             self.outbox.notify_one();
@@ -393,5 +353,29 @@ impl Store {
         .bind(event_id)
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+/// `sql` with its parameters bound: $1 the merchant, $2 now, then the scope's.
+fn bind_scope<'q>(
+    sql: &'q str,
+    merchant_id: &str,
+    now: i64,
+    scope: &Redeliver,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let query = sqlx::query(sql).bind(merchant_id.to_string()).bind(now);
+    match scope {
+        Redeliver::Event(id) => query.bind(id.clone()),
+        Redeliver::Range {
+            created_gte,
+            created_lt,
+            delivery_status,
+        } => {
+            let query = query.bind(*created_gte).bind(*created_lt);
+            match delivery_status {
+                Some(s) => query.bind(s.clone()),
+                None => query,
+            }
+        }
     }
 }

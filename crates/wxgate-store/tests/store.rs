@@ -57,6 +57,7 @@ mod checks {
             currencies: "CNY".into(),
             paid_after_close_policy: "accept".into(),
             created_at: 1,
+            merchant_category_code: None,
         }
     }
 

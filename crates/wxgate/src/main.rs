@@ -129,6 +129,14 @@ struct MerchantCreateArgs {
     platform_certificate_file: Option<PathBuf>,
     #[arg(long, default_value = "https://api.mch.weixin.qq.com/")]
     api_base_url: String,
+    /// Currencies the merchant prices in (comma-separated ISO 4217). CNY only for a domestic
+    /// merchant; a cross-border one also needs --merchant-category-code.
+    #[arg(long, default_value = "CNY")]
+    currencies: String,
+    /// A cross-border merchant's category code (4 digits): its payments and refunds go through
+    /// WeChat's /v3/global/ endpoints.
+    #[arg(long)]
+    merchant_category_code: Option<String>,
     /// What happens to a payment that arrives after its order was closed: `accept` it (it
     /// stays visible as paid_after_close) or `refund` it in full automatically.
     #[arg(long, default_value = "accept", value_parser = ["accept", "refund"])]
@@ -384,6 +392,13 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
     match cmd {
         MerchantCommand::Create(args) => {
             let master = require_master(&s)?;
+            let currencies = args
+                .currencies
+                .split(',')
+                .map(|c| wxgate_domain::Currency::parse(c.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .context("--currencies")?;
+            upstream::check_region(&currencies, args.merchant_category_code.as_deref())?;
             let merchant = match &args.sandbox_simulator {
                 Some(sim) => {
                     upstream::create_sandbox_merchant(&store, &master, sim, &args.name).await?
@@ -425,13 +440,26 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
                             &args.platform_certificate_file,
                             "platform certificate",
                         )?,
-                        currencies: vec![wxgate_domain::Currency::CNY],
+                        currencies: currencies.clone(),
                         paid_after_close_policy: args.paid_after_close.clone(),
+                        merchant_category_code: args.merchant_category_code.clone(),
                     };
                     upstream::create_merchant(&store, &master, new, wxgate_gateway::now_ms())
                         .await?
                 }
             };
+            let codes: Vec<&str> = currencies.iter().map(|c| c.code()).collect();
+            if merchant.merchant_category_code != args.merchant_category_code
+                || merchant.currencies != codes.join(",")
+            {
+                store
+                    .set_merchant_region(
+                        &merchant.id,
+                        &codes.join(","),
+                        args.merchant_category_code.as_deref(),
+                    )
+                    .await?;
+            }
             if merchant.paid_after_close_policy != args.paid_after_close {
                 store
                     .set_paid_after_close_policy(&merchant.id, &args.paid_after_close)

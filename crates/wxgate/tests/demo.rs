@@ -1,0 +1,111 @@
+//! `wxgate demo`, the embedded default, as a user runs it: one process, a fresh data folder,
+//! `demo.json` to pick it up, a payment paid through the simulator it carries, and a restart
+//! on the same folder that keeps everything.
+
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wxgate");
+
+fn start(data: &std::path::Path, listen: &str) -> Child {
+    Command::new(BIN)
+        .args(["demo", "--data"])
+        .arg(data)
+        .args(["--listen", listen])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (with HTTP round trips, no fixed sleeps) until the demo answers and has written
+/// demo.json; returns it.
+async fn ready(http: &reqwest::Client, data: &std::path::Path, base: &str) -> Value {
+    for _ in 0..200_000 {
+        if http.get(format!("{base}/health")).send().await.is_ok()
+            && let Ok(bytes) = std::fs::read(data.join("demo.json"))
+        {
+            return serde_json::from_slice(&bytes).unwrap();
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the demo did not start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_takes_a_payment_and_keeps_it_across_a_restart() {
+    let data = std::env::temp_dir().join(format!("wxgate-demo-{}", wechatpay_v3::nonce(12)));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let base = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    let mut demo = start(&data, &listen);
+    let info = ready(&http, &data, &base).await;
+    assert_eq!(info["api_base"], base.as_str());
+    assert_eq!(info["simulator_base"], base.as_str());
+    let key = info["api_key"].as_str().unwrap().to_string();
+    assert!(info["merchant_id"].as_str().unwrap().starts_with("mch_"));
+
+    let created: Value = http
+        .post(format!("{base}/v1/payments"))
+        .bearer_auth(&key)
+        .json(&json!({"amount": 100, "currency": "CNY", "merchant_order_id": "demo-0001", "description": "Test", "integration": "native"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let code_url = created["next_action"]["display_qr_code"]["data"]
+        .as_str()
+        .unwrap();
+    assert!(code_url.starts_with("weixin://"), "{created}");
+    let paid = http
+        .post(format!("{base}/sim/payer/pay"))
+        .json(&json!({"code_url": code_url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    let get = |http: reqwest::Client, key: String, url: String| async move {
+        http.get(url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let url = format!("{base}/v1/payments/{id}");
+    let mut last = Value::Null;
+    for _ in 0..200_000 {
+        last = get(http.clone(), key.clone(), url.clone()).await;
+        if last["status"] == "succeeded" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(last["status"], "succeeded", "{last}");
+
+    // Restarted on the same folder: the same merchant, key and payment.
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    let mut demo = start(&data, &listen);
+    let again = ready(&http, &data, &base).await;
+    assert_eq!(again, info);
+    let after = get(http.clone(), key.clone(), url.clone()).await;
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+    assert_eq!(after["status"], "succeeded", "{after}");
+    assert_eq!(after["wechat"], last["wechat"]);
+}
