@@ -56,6 +56,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/openapi.json", get(|| async { axum::Json(openapi()) }))
         .merge(crate::webhooks::routes())
         .merge(crate::refunds::routes())
+        .merge(crate::qr::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(gateway)
 }

@@ -19,6 +19,7 @@ on_both!(
     a_crash_between_wechat_and_the_commit_is_repaired,
     a_paid_callback_for_a_failed_payment_is_quarantined_not_retried,
     cross_border_payments_go_through_the_global_endpoints,
+    qr_images_of_a_pending_native_payment,
 );
 
 async fn every_integration_type_end_to_end(t: TestGateway) {
@@ -915,4 +916,82 @@ async fn cross_border_payments_go_through_the_global_endpoints(t: TestGateway) {
     );
     let refunds = order_at_wechat(id.clone()).await["refunds"].clone();
     assert_eq!(refunds.as_array().unwrap().len(), 1, "{refunds}");
+}
+
+async fn qr_images_of_a_pending_native_payment(t: TestGateway) {
+    let (_, p) = t.create(native(&order("qr"), 300)).await;
+    let id = p["id"].as_str().unwrap().to_string();
+    let fetch = |path: String| {
+        let t = &t;
+        async move {
+            let res = t
+                .http
+                .get(format!("{}{path}", t.base))
+                .bearer_auth(&t.key)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let kind = res
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (status, kind, res.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (status, kind, small) = fetch(format!("/v1/payments/{id}/qr.png?scale=2")).await;
+    assert_eq!((status, kind.as_str()), (200, "image/png"));
+    assert_eq!(&small[..8], b"\x89PNG\r\n\x1a\n");
+    let (_, _, large) = fetch(format!("/v1/payments/{id}/qr.png?scale=12")).await;
+    assert!(large.len() > small.len());
+    // The default image is the one embedded in the API answer.
+    let (_, _, default) = fetch(format!("/v1/payments/{id}/qr.png")).await;
+    use base64::Engine;
+    let embedded = base64::engine::general_purpose::STANDARD
+        .decode(
+            p["next_action"]["display_qr_code"]["image_png_base64"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(default, embedded);
+    let (status, kind, svg) = fetch(format!("/v1/payments/{id}/qr.svg?size=300")).await;
+    assert_eq!((status, kind.as_str()), (200, "image/svg+xml"));
+    assert!(String::from_utf8(svg).unwrap().contains("<svg"));
+    for (path, code) in [
+        (
+            format!("/v1/payments/{id}/qr.png?scale=21"),
+            "invalid_scale",
+        ),
+        (
+            format!("/v1/payments/{id}/qr.png?scale=big"),
+            "invalid_query",
+        ),
+        (format!("/v1/payments/{id}/qr.svg?size=99"), "invalid_size"),
+        (
+            format!("/v1/payments/{id}/qr.svg?colour=red"),
+            "invalid_query",
+        ),
+    ] {
+        let (status, _, body) = fetch(path.clone()).await;
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{path}"
+        );
+    }
+    // Only while it can be paid, and only for a native payment.
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    t.wait_status(&id, "succeeded").await;
+    let (status, _, body) = fetch(format!("/v1/payments/{id}/qr.svg")).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("no_qr_code"))
+    );
+    let (status, _, _) = fetch("/v1/payments/pay_nope/qr.png".into()).await;
+    assert_eq!(status, 404);
 }

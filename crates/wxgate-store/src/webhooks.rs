@@ -265,7 +265,10 @@ impl Store {
              WHERE endpoint_id = '{NOTIFY_URL_ENDPOINT}' AND event_id IN (SELECT e.id FROM events e WHERE {in_scope})"
         );
         let mut tx = self.writer.begin().await?;
-        let mut scheduled = bind_scope(&to_endpoints, merchant_id, now, scope).execute(&mut *tx).await?.rows_affected();
+        let mut scheduled = bind_scope(&to_endpoints, merchant_id, now, scope)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         scheduled += bind_scope(&to_notify_urls, merchant_id, now, scope)
             .execute(&mut *tx)
             .await?
