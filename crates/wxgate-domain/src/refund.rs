@@ -8,6 +8,8 @@ use crate::PaymentStatus;
 pub const REFUNDS_PER_PAYMENT_MAX: i64 = 50;
 /// A payment can be refunded for this long after it was paid (WeChat's limit: one year).
 pub const REFUND_WINDOW_MS: i64 = 365 * 24 * 3600 * 1000;
+/// How often an abnormal refund is queried while it waits for the merchant to resolve it.
+pub const ABNORMAL_QUERY_INTERVAL_MS: i64 = 3600 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -155,9 +157,10 @@ pub fn check(r: &Refundable, amount: i64, now: i64) -> Result<(), RefundRefusal>
     if amount <= 0 {
         return Err(RefundRefusal::InvalidAmount);
     }
-    if r.reserved + amount > r.amount {
+    // Compared without adding, so no amount can overflow.
+    if amount > r.amount - r.reserved {
         return Err(RefundRefusal::ExceedsPayment {
-            would_be: r.reserved + amount,
+            would_be: r.reserved.saturating_add(amount),
             paid: r.amount,
         });
     }
@@ -211,6 +214,10 @@ mod tests {
             "refund_exceeds_payment"
         );
         assert_eq!(check(&paid, 0, 1).unwrap_err().code(), "invalid_amount");
+        assert_eq!(
+            check(&paid, i64::MAX, 1).unwrap_err().code(),
+            "refund_exceeds_payment"
+        );
         assert_eq!(
             check(&paid, 1, REFUND_WINDOW_MS + 1).unwrap_err().code(),
             "refund_window_closed"

@@ -71,20 +71,37 @@ pub fn ip_allowed(ip: IpAddr, allow_private: bool) -> bool {
         v4 => v4,
     };
     let (never, private) = match ip {
-        IpAddr::V4(v4) => (
-            v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_documentation()
-                || v4.octets()[0] == 0
-                // 100.64.0.0/10, carrier-grade NAT
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64),
-        ),
-        IpAddr::V6(v6) => (
-            v6.is_unspecified() || v6.is_multicast(),
-            v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
-        ),
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            (
+                v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
+                v4.is_loopback()
+                    || v4.is_private()
+                    || v4.is_link_local()
+                    || v4.is_documentation()
+                    || a == 0
+                    // 100.64.0.0/10, carrier-grade NAT
+                    || (a == 100 && (b & 0xc0) == 64)
+                    // 198.18.0.0/15, benchmarking
+                    || (a == 198 && (b & 0xfe) == 18)
+                    // 240.0.0.0/4, reserved
+                    || a >= 240,
+            )
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            (
+                v6.is_unspecified() || v6.is_multicast(),
+                v6.is_loopback()
+                    || v6.is_unique_local()
+                    || v6.is_unicast_link_local()
+                    // ::a.b.c.d (IPv4-compatible), 64:ff9b::/96 (NAT64) and 2002::/16 (6to4)
+                    // carry an IPv4 address that could be anything.
+                    || s[..6] == [0; 6]
+                    || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                    || s[0] == 0x2002,
+            )
+        }
     };
     !never && (allow_private || !private)
 }
@@ -181,13 +198,16 @@ struct Lane {
 }
 
 impl Lanes {
-    /// Endpoints whose lane is full: the next claim leaves them out.
+    /// Endpoints whose lane is full: the next claim leaves them out. (Lanes of payments' own
+    /// notify URLs are kept by host; when one is full, its deliveries are put back instead.)
     fn full(&self) -> Vec<String> {
         let lanes = self.lanes.lock().expect("lanes lock");
         lanes
             .iter()
-            .filter(|(_, l)| {
-                l.in_flight >= self.per_endpoint && l.waiting.len() >= self.per_endpoint
+            .filter(|(key, l)| {
+                !key.starts_with(NOTIFY_LANE)
+                    && l.in_flight >= self.per_endpoint
+                    && l.waiting.len() >= self.per_endpoint
             })
             .map(|(id, _)| id.clone())
             .collect()
@@ -197,7 +217,7 @@ impl Lanes {
     /// hands it back to be released.
     fn admit(&self, d: DeliveryRow) -> Admit {
         let mut lanes = self.lanes.lock().expect("lanes lock");
-        let lane = lanes.entry(d.endpoint_id.clone()).or_default();
+        let lane = lanes.entry(lane_key(&d)).or_default();
         if lane.in_flight < self.per_endpoint {
             match self.global.clone().try_acquire_owned() {
                 Ok(permit) => {
@@ -214,20 +234,39 @@ impl Lanes {
         }
     }
 
-    /// An attempt to `endpoint` ended: the next delivery waiting for it, if any, takes its slot.
-    fn finish(&self, endpoint: &str) -> Option<DeliveryRow> {
+    /// An attempt in lane `key` ended: the next delivery waiting in it, if any, takes its slot.
+    fn finish(&self, key: &str) -> Option<DeliveryRow> {
         let mut lanes = self.lanes.lock().expect("lanes lock");
-        let lane = lanes.get_mut(endpoint)?;
+        let lane = lanes.get_mut(key)?;
         match lane.waiting.pop_front() {
             Some(next) => Some(next),
             None => {
                 lane.in_flight -= 1;
                 if lane.in_flight == 0 {
-                    lanes.remove(endpoint);
+                    lanes.remove(key);
                 }
                 None
             }
         }
+    }
+}
+
+/// Lanes of payments' own notify URLs are keyed by this and the URL's host.
+const NOTIFY_LANE: &str = "notify_url:";
+
+/// The lane a delivery runs in: its endpoint, or for a payment's own notify_url, its host (so
+/// one merchant's slow notify URLs do not hold up another's).
+fn lane_key(d: &DeliveryRow) -> String {
+    if d.endpoint_id == NOTIFY_URL_ENDPOINT {
+        let host = d
+            .url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        format!("{NOTIFY_LANE}{host}")
+    } else {
+        d.endpoint_id.clone()
     }
 }
 
@@ -307,13 +346,13 @@ fn start(
 ) {
     let (gw, client, lanes, freed) = (gw.clone(), client.clone(), lanes.clone(), freed.clone());
     tokio::spawn(async move {
-        let endpoint = first.endpoint_id.clone();
+        let key = lane_key(&first);
         let mut next = Some(first);
         while let Some(d) = next {
             if let Err(e) = deliver(&gw, &client, &d).await {
                 tracing::warn!(event = %d.event_id, endpoint = %d.endpoint_id, error = %e, "webhook delivery failed; its claim will lapse and it will be retried");
             }
-            next = lanes.finish(&endpoint);
+            next = lanes.finish(&key);
         }
         drop(permit);
         freed.notify_one();
@@ -372,8 +411,7 @@ pub async fn deliver(
             if status.is_success() {
                 (Some(status.as_u16() as i64), None)
             } else {
-                let text = response.text().await.unwrap_or_default();
-                let snippet: String = text.chars().take(ERROR_BODY_MAX).collect();
+                let snippet = body_start(response).await;
                 (
                     Some(status.as_u16() as i64),
                     Some(format!("HTTP {}: {snippet}", status.as_u16())),
@@ -410,6 +448,21 @@ pub async fn deliver(
         tracing::info!(event = %event.id, endpoint = %d.endpoint_id, "delivery changed while in flight; attempt not recorded");
     }
     Ok(())
+}
+
+/// The start of an answer's body, read no further than needed (an endpoint may answer a lot).
+async fn body_start(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < ERROR_BODY_MAX * 4 {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes)
+        .chars()
+        .take(ERROR_BODY_MAX)
+        .collect()
 }
 
 /// A transport error in a few words, without the URL's query (it may carry a token).
@@ -457,6 +510,11 @@ mod tests {
             "http://[fd00::1]/hook",
             "http://[::ffff:127.0.0.1]/hook",
             "http://100.64.0.1/hook",
+            "http://198.18.0.1/hook",
+            "http://250.1.2.3/hook",
+            "http://[64:ff9b::7f00:1]/hook",
+            "http://[2002:7f00:1::1]/hook",
+            "http://[::10.0.0.1]/hook",
             "http://0.0.0.0/hook",
         ] {
             assert!(check_url(bad, false).is_err(), "{bad}");

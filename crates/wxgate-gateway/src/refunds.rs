@@ -20,11 +20,11 @@ use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode;
 use wechatpay_v3::model::{Refund, RefundAmountRequest, RefundRequest, RefundStatus as WxStatus};
 use wechatpay_v3::validate;
-use wxgate_domain::refund::{self, RefundEvent, Refundable};
+use wxgate_domain::refund::{self, ABNORMAL_QUERY_INTERVAL_MS, RefundEvent, Refundable};
 use wxgate_domain::{PaymentStatus, id};
 use wxgate_store::{
     PaymentRow, QuarantineRow, RefundFacts, RefundNote, RefundRow, RefundTransitionOutcome,
-    ReserveOutcome,
+    ReserveOutcome, StoreError,
 };
 
 use crate::api::{ApiError, ApiResult, authenticate, idempotent, parse_body, respond, sha256_hex};
@@ -199,8 +199,11 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         succeeded_at: None,
-        // Should this process die before WeChat answers, the background work takes it over.
-        sync_due_at: Some(now + first_wait(gw)),
+        // Should this process die before WeChat answers, the background work takes it over;
+        // not before this request's own attempts (three at most) could have ended.
+        sync_due_at: Some(
+            now + first_wait(gw) + 3 * gw.config().upstream_timeout.as_millis() as i64,
+        ),
         sync_attempts: 0,
         claimed_until: None,
     };
@@ -270,6 +273,10 @@ async fn submit(gw: &Gateway, p: &PaymentRow, r: &RefundRow) -> anyhow::Result<R
     match up.refund(&req).await {
         Ok(answer) => apply_answer(gw, p, r, &answer, "submit").await,
         Err(e) => {
+            // Fail the refund only when WeChat plainly refused it (a 4xx business error) or the
+            // request never left (it did not pass the field rules). Anything else (no answer, an
+            // answer that could not be verified or read) may hide an accepted refund: it stays
+            // pending and is queried.
             let waits = match &e {
                 ClientError::Api(api) if api.code == ErrorCode::NotEnough => Some(format!(
                     "NOT_ENOUGH: the merchant's WeChat Pay balance cannot cover this refund yet; it is sent again automatically ({})",
@@ -279,10 +286,15 @@ async fn submit(gw: &Gateway, p: &PaymentRow, r: &RefundRow) -> anyhow::Result<R
                     "FREQUENCY_LIMITED: WeChat Pay asked to slow down; it is sent again later"
                         .into(),
                 ),
-                e if e.is_retryable() => Some(format!(
-                    "WeChat Pay did not answer ({e}); it is sent again later"
+                ClientError::Api(api) if api.is_retryable() || api.status >= 500 => Some(format!(
+                    "WeChat Pay answered {} {}; it is queried and sent again later",
+                    api.status, api.code
                 )),
-                _ => None,
+                ClientError::Api(_) | ClientError::Invalid(_) => None,
+                other => {
+                    tracing::warn!(refund = %r.id, error = %other, "refund: no usable answer from WeChat");
+                    Some("WeChat Pay did not answer; it is queried and sent again later".into())
+                }
             };
             match waits {
                 Some(why) => {
@@ -305,7 +317,10 @@ async fn submit(gw: &Gateway, p: &PaymentRow, r: &RefundRow) -> anyhow::Result<R
                         ClientError::Api(api) => {
                             format!("WeChat Pay refused: {} {}", api.code, api.message)
                         }
-                        other => format!("WeChat Pay refused: {other}"),
+                        ClientError::Invalid(field) => {
+                            format!("the refund request is invalid: {field}")
+                        }
+                        _ => "WeChat Pay refused the refund".to_string(),
                     };
                     transition(gw, r, RefundEvent::Closed, None, None, Some(why)).await?;
                 }
@@ -418,32 +433,7 @@ async fn apply_reported(
     source: &str,
 ) -> anyhow::Result<RefundRow> {
     if let Some(reason) = mismatch(p, r, w) {
-        tracing::error!(refund = %r.id, %reason, source, "signed WeChat refund report does not match; quarantined");
-        gw.store()
-            .quarantine(&QuarantineRow {
-                id: id::generate("qtn"),
-                merchant_id: r.merchant_id.clone(),
-                payment_id: Some(p.id.clone()),
-                reason: format!("refund {}: {reason}", r.id),
-                resource: json!({"out_refund_no": w.out_refund_no, "out_trade_no": w.out_trade_no, "refund_id": w.refund_id, "refund": w.amount, "total": w.total, "status": w.status.as_str()}).to_string(),
-                received_at: now_ms(),
-            })
-            .await?;
-        // A person must look; querying again would only report the same.
-        gw.store()
-            .note_refund_attempt(
-                &r.id,
-                &RefundNote {
-                    submitted: true,
-                    wechat_refund_id: None,
-                    last_error: Some("a report from WeChat did not match; quarantined for review"),
-                    next_due: None,
-                    attempts: r.sync_attempts,
-                    now: now_ms(),
-                },
-            )
-            .await?;
-        return Ok(r.clone());
+        return quarantine_report(gw, p, r, w, reason, source).await;
     }
     let refund_id = Some(w.refund_id.to_string());
     let event = match w.status {
@@ -480,7 +470,53 @@ async fn apply_reported(
         RefundEvent::Closed => Some("WeChat Pay closed the refund".to_string()),
         _ => None,
     };
-    transition(gw, r, event, refund_id, succeeded_at, last_error).await
+    match transition(gw, r, event, refund_id, succeeded_at, last_error).await {
+        // WeChat reports what the refund's state cannot take (money back on a refund that
+        // failed): a person must look.
+        Err(e) if matches!(e.downcast_ref(), Some(StoreError::RefundTransition(_))) => {
+            quarantine_report(gw, p, r, w, e.to_string(), source).await
+        }
+        other => other,
+    }
+}
+
+/// Records a signed report that cannot be applied, stops querying the refund (a person must
+/// look; a query would only report the same), and leaves the refund as it is.
+async fn quarantine_report(
+    gw: &Gateway,
+    p: &PaymentRow,
+    r: &RefundRow,
+    w: &Reported<'_>,
+    reason: String,
+    source: &str,
+) -> anyhow::Result<RefundRow> {
+    tracing::error!(refund = %r.id, %reason, source, "signed WeChat refund report cannot be applied; quarantined");
+    gw.store()
+        .quarantine(&QuarantineRow {
+            id: id::generate("qtn"),
+            merchant_id: r.merchant_id.clone(),
+            payment_id: Some(p.id.clone()),
+            reason: format!("refund {}: {reason}", r.id),
+            resource: json!({"out_refund_no": w.out_refund_no, "out_trade_no": w.out_trade_no, "refund_id": w.refund_id, "refund": w.amount, "total": w.total, "status": w.status.as_str()}).to_string(),
+            received_at: now_ms(),
+        })
+        .await?;
+    gw.store()
+        .note_refund_attempt(
+            &r.id,
+            &RefundNote {
+                submitted: true,
+                wechat_refund_id: None,
+                last_error: Some(
+                    "a report from WeChat could not be applied; quarantined for review",
+                ),
+                next_due: None,
+                attempts: r.sync_attempts,
+                now: now_ms(),
+            },
+        )
+        .await?;
+    Ok(r.clone())
 }
 
 /// A verified, decrypted REFUND.* callback: cross-checked, then applied.
@@ -586,7 +622,24 @@ async fn sync_one(gw: &Gateway, r: &RefundRow) -> anyhow::Result<()> {
     let up = gw.upstream(&r.merchant_id).await?;
     match up.query_refund(&r.out_refund_no).await {
         Ok(answer) => {
-            apply_answer(gw, &p, r, &answer, "sync").await?;
+            let after = apply_answer(gw, &p, r, &answer, "sync").await?;
+            if after.status == "abnormal" {
+                // Still waiting for the merchant to resolve it: ask again, slowly.
+                let now = now_ms();
+                gw.store()
+                    .note_refund_attempt(
+                        &r.id,
+                        &RefundNote {
+                            submitted: true,
+                            wechat_refund_id: None,
+                            last_error: after.last_error.as_deref(),
+                            next_due: Some(now + ABNORMAL_QUERY_INTERVAL_MS),
+                            attempts: r.sync_attempts + 1,
+                            now,
+                        },
+                    )
+                    .await?;
+            }
         }
         // WeChat never got it (it was refused for a while, or the process died first).
         Err(ClientError::Api(e)) if e.code == ErrorCode::ResourceNotExists => {

@@ -19,6 +19,8 @@ use crate::{Gateway, delivery, now_ms, views};
 
 /// Endpoints one merchant may have at once.
 pub const ENDPOINTS_MAX: usize = 16;
+/// Events one redelivery by time range may cover (it runs as one transaction).
+pub const REDELIVER_RANGE_MAX: i64 = 10_000;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -426,6 +428,19 @@ pub(crate) async fn redeliver_range(
                 None => now + 1,
             };
             check_delivery_status(req.delivery_status.as_deref())?;
+            let in_range = gw
+                .store()
+                .count_events(&merchant.id, created_gte, created_lt)
+                .await?;
+            if in_range > REDELIVER_RANGE_MAX {
+                return Err(ApiError::invalid(
+                    "redeliver_range_too_large",
+                    "created_gte",
+                    format!(
+                        "{in_range} events in that range; redeliver at most {REDELIVER_RANGE_MAX} at a time (narrow it with created_lt)"
+                    ),
+                ));
+            }
             let scope = Redeliver::Range {
                 created_gte,
                 created_lt,

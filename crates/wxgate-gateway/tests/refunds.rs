@@ -143,6 +143,16 @@ async fn full_partial_and_refused_refunds(t: TestGateway) {
         (status, error(&over)),
         (409, ("refund_exceeds_payment", "amount"))
     );
+    let (status, huge) = refund(
+        &t,
+        &id,
+        json!({"amount": i64::MAX, "merchant_refund_id": "r2"}),
+    )
+    .await;
+    assert_eq!(
+        (status, error(&huge)),
+        (409, ("refund_exceeds_payment", "amount"))
+    );
     let (status, zero) = refund(&t, &id, json!({"amount": 0, "merchant_refund_id": "r2"})).await;
     assert_eq!((status, error(&zero)), (400, ("invalid_amount", "amount")));
     let (status, bad) = refund(&t, &id, json!({"merchant_refund_id": "r 2"})).await;
@@ -294,7 +304,7 @@ async fn wechat_faults_end_in_the_right_state_with_one_refund_at_wechat(t: TestG
         "{r}"
     );
     assert!(
-        r["last_error"].as_str().unwrap().contains("did not answer"),
+        r["last_error"].as_str().unwrap().contains("500 SYSTEM_ERROR"),
         "{r}"
     );
     set_faults(&t, json!({})).await;
@@ -366,6 +376,39 @@ async fn closed_and_abnormal_refunds(t: TestGateway) {
     assert_eq!((status, error(&held).0), (409, "refund_exceeds_payment"));
     set_faults(&t, json!({})).await;
     assert_eq!(t.event_types(&rid).await, ["refund.abnormal"]);
+
+    // A signed report that money went back on the refund that failed cannot be applied: it is
+    // quarantined and acknowledged, and the sums do not move.
+    let failed = t
+        .store
+        .refund_by_merchant_refund_id(&t.merchant_id, "x1")
+        .await
+        .unwrap()
+        .unwrap();
+    let report = wechatpay_v3::model::RefundNotification {
+        mchid: t.mchid.clone(),
+        out_trade_no: id.clone(),
+        transaction_id: "4200000000000000000000000000".into(),
+        out_refund_no: failed.out_refund_no.clone(),
+        refund_id: "50300000000000000000000000000".into(),
+        refund_status: wechatpay_v3::model::RefundStatus::Success,
+        success_time: None,
+        user_received_account: None,
+        amount: wechatpay_v3::model::RefundAmount {
+            total: 100,
+            refund: 100,
+            ..Default::default()
+        },
+    };
+    wxgate_gateway::refunds::apply_callback(&t.gateway, &t.mchid, &t.merchant_id, &report)
+        .await
+        .unwrap();
+    assert_eq!(get_refund(&t, &failed.id).await["status"], "failed");
+    let quarantined = t.store.quarantined(&t.merchant_id).await.unwrap();
+    assert!(
+        quarantined.iter().any(|q| q.reason.contains(&failed.id)),
+        "{quarantined:?}"
+    );
     let p = t.get(&id).await;
     assert_eq!(
         (p["status"].as_str(), p["amount_refunded"].as_i64()),

@@ -45,6 +45,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Transition(#[from] payment::TransitionError),
+    #[error("{0}")]
+    RefundTransition(#[from] wxgate_domain::refund::RefundTransitionError),
     #[error("payment {0} not found")]
     PaymentNotFound(String),
 }

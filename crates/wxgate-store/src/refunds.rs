@@ -3,7 +3,8 @@
 //! background work of submitting again and querying.
 
 use wxgate_domain::refund::{
-    self, REFUND_WINDOW_MS, REFUNDS_PER_PAYMENT_MAX, RefundEvent, RefundStatus, RefundTransition,
+    self, ABNORMAL_QUERY_INTERVAL_MS, REFUND_WINDOW_MS, REFUNDS_PER_PAYMENT_MAX, RefundEvent,
+    RefundStatus, RefundTransition,
 };
 use wxgate_domain::{PaymentEvent, PaymentStatus, Transition, payment};
 
@@ -155,7 +156,7 @@ impl Store {
             "UPDATE refunds SET submitted = CASE WHEN $1 = 1 THEN 1 ELSE submitted END, \
              wechat_refund_id = COALESCE(wechat_refund_id, $2), last_error = $3, \
              sync_due_at = $4, sync_attempts = $5, \
-             claimed_until = NULL, updated_at = $6 WHERE id = $7 AND status = 'pending'",
+             claimed_until = NULL, updated_at = $6 WHERE id = $7 AND status IN ('pending', 'abnormal')",
         )
         .bind(i64::from(note.submitted))
         .bind(note.wechat_refund_id)
@@ -189,19 +190,18 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt(format!("refund {refund_id} not found")))?;
             let from = RefundStatus::parse(&current.status)
                 .ok_or_else(|| StoreError::Corrupt(format!("status {:?}", current.status)))?;
-            let to =
-                match refund::apply(from, event).map_err(|e| StoreError::Corrupt(e.to_string()))? {
-                    RefundTransition::Unchanged => {
-                        return Ok(RefundTransitionOutcome::Unchanged(Box::new(current)));
-                    }
-                    RefundTransition::To(to) => to,
-                };
+            let to = match refund::apply(from, event)? {
+                RefundTransition::Unchanged => {
+                    return Ok(RefundTransitionOutcome::Unchanged(Box::new(current)));
+                }
+                RefundTransition::To(to) => to,
+            };
             let version = current.version + 1;
             let mut tx = self.writer.begin().await?;
             let updated = sqlx::query(
                 "UPDATE refunds SET status = $1, version = $2, updated_at = $3, \
                  wechat_refund_id = COALESCE(wechat_refund_id, $4), succeeded_at = $5, \
-                 last_error = $6, submitted = 1, sync_due_at = NULL, claimed_until = NULL \
+                 last_error = $6, submitted = 1, sync_due_at = $9, claimed_until = NULL \
                  WHERE id = $7 AND version = $8",
             )
             .bind(to.as_str())
@@ -216,6 +216,8 @@ impl Store {
             .bind(&facts.last_error)
             .bind(refund_id)
             .bind(current.version)
+            // An abnormal refund is still queried, slowly, until it is resolved.
+            .bind((to == RefundStatus::Abnormal).then_some(facts.now + ABNORMAL_QUERY_INTERVAL_MS))
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() == 0 {
@@ -295,7 +297,7 @@ impl Store {
         )))
     }
 
-    /// Claims up to `limit` pending refunds whose submission or query is due.
+    /// Claims up to `limit` pending (or abnormal) refunds whose submission or query is due.
     pub async fn claim_due_refunds(&self, now: i64, limit: i64) -> Result<Vec<RefundRow>> {
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -303,7 +305,7 @@ impl Store {
         };
         let sql = format!(
             "UPDATE refunds SET claimed_until = $1 WHERE id IN (SELECT id FROM refunds \
-             WHERE status = 'pending' AND sync_due_at <= $2 \
+             WHERE status IN ('pending', 'abnormal') AND sync_due_at <= $2 \
              AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3{lock}) \
              RETURNING *"
         );

@@ -257,11 +257,12 @@ impl Store {
              WHERE {in_scope} AND w.deleted_at IS NULL \
              AND (w.events = '*' OR ',' || w.events || ',' LIKE '%,' || e.event_type || ',%') \
              ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending', \
-             round_attempts = 0, next_attempt_at = excluded.next_attempt_at"
+             round_attempts = 0, next_attempt_at = excluded.next_attempt_at, claimed_until = NULL"
         );
         // Deliveries to payments' own notify URLs exist from the event's commit on.
         let to_notify_urls = format!(
-            "UPDATE webhook_deliveries SET status = 'pending', round_attempts = 0, next_attempt_at = $2 \
+            "UPDATE webhook_deliveries SET status = 'pending', round_attempts = 0, next_attempt_at = $2, \
+             claimed_until = NULL \
              WHERE endpoint_id = '{NOTIFY_URL_ENDPOINT}' AND event_id IN (SELECT e.id FROM events e WHERE {in_scope})"
         );
         let mut tx = self.writer.begin().await?;
@@ -278,6 +279,19 @@ impl Store {
             self.outbox.notify_one();
         }
         Ok(scheduled)
+    }
+
+    /// How many of the merchant's events were created in `[gte, lt)`.
+    pub async fn count_events(&self, merchant_id: &str, gte: i64, lt: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM events WHERE merchant_id = $1 AND created_at >= $2 AND created_at < $3",
+        )
+        .bind(merchant_id)
+        .bind(gte)
+        .bind(lt)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(sqlx::Row::try_get::<i64, _>(&row, 0)?)
     }
 
     pub async fn event(&self, merchant_id: &str, id: &str) -> Result<Option<EventRow>> {

@@ -628,6 +628,19 @@ mod checks {
         };
         // A failed refund frees its amount; a succeeded one counts as refunded.
         apply("re_c", RefundEvent::Closed).await;
+        assert!(matches!(
+            store
+                .refund_transition(
+                    "mch_a",
+                    "re_c",
+                    RefundEvent::Succeeded,
+                    &facts,
+                    render_refund,
+                    render
+                )
+                .await,
+            Err(StoreError::RefundTransition(_))
+        ));
         apply("re_a", RefundEvent::Succeeded).await;
         let p = store.payment("mch_a", "pay_1").await.unwrap().unwrap();
         assert_eq!(
