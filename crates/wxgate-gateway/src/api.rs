@@ -37,6 +37,8 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub const PAYMENT_LIFETIME_MAX_MS: i64 = 2 * 3600 * 1000;
 /// The shortest lifetime WeChat honours.
 pub const PAYMENT_LIFETIME_MIN_MS: i64 = 60 * 1000;
+/// The `integration` whose WeChat product the hosted checkout page picks by device.
+pub const HOSTED: &str = "hosted";
 /// An h5_url works for five minutes.
 pub const H5_URL_LIFETIME_MS: i64 = 5 * 60 * 1000;
 
@@ -57,6 +59,7 @@ pub fn router(gateway: Gateway) -> Router {
         .merge(crate::webhooks::routes())
         .merge(crate::refunds::routes())
         .merge(crate::qr::routes())
+        .merge(crate::checkout::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(gateway)
 }
@@ -274,7 +277,8 @@ struct CreatePayment {
     merchant_order_id: String,
     /// 1–127 characters, shown to the payer.
     description: String,
-    /// `native`, `h5`, `jsapi`, `mini_program` or `app`.
+    /// `native`, `h5`, `jsapi`, `mini_program`, `app`, or `hosted` (the checkout page at the
+    /// payment's `hosted_url` picks by the shopper's device).
     #[schema(example = "native")]
     integration: String,
     /// Required for jsapi and mini_program.
@@ -377,20 +381,24 @@ fn validate(
             format!("description {}", e.issue),
         )
     })?;
-    let integration = Integration::parse(&req.integration).ok_or_else(|| {
-        ApiError::invalid(
-            "invalid_integration",
-            "integration",
-            "integration must be one of native, h5, jsapi, mini_program, app",
-        )
-    })?;
+    // `hosted`: the checkout page picks the WeChat product from the shopper's device.
+    let integration = match req.integration.as_str() {
+        HOSTED => None,
+        other => Some(Integration::parse(other).ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_integration",
+                "integration",
+                "integration must be one of native, h5, jsapi, mini_program, app, hosted",
+            )
+        })?),
+    };
     let openid = req.payer.map(|p| p.openid);
-    match (&openid, integration.needs_openid()) {
+    match (&openid, integration.is_some_and(Integration::needs_openid)) {
         (None, true) => {
             return Err(ApiError::invalid(
                 "openid_required",
                 "payer.openid",
-                format!("payer.openid is required for {}", integration.as_str()),
+                format!("payer.openid is required for {}", req.integration),
             ));
         }
         (Some(o), _) => wechatpay_v3::validate::openid("payer.openid", o).map_err(|e| {
@@ -402,7 +410,10 @@ fn validate(
         })?,
         _ => {}
     }
-    match (&req.client_ip, integration.needs_client_ip()) {
+    match (
+        &req.client_ip,
+        integration.is_some_and(Integration::needs_client_ip),
+    ) {
         (None, true) => {
             return Err(ApiError::invalid(
                 "client_ip_required",
@@ -473,7 +484,7 @@ fn validate(
         currency: currency.code(),
         merchant_order_id: req.merchant_order_id,
         description: req.description,
-        integration: integration.as_str(),
+        integration: integration.map_or(HOSTED, Integration::as_str),
         openid,
         client_ip: req.client_ip,
         expires_at,
@@ -673,6 +684,11 @@ async fn create(
     }
     let fingerprint = fingerprint(&valid);
     let id = wxgate_domain::id::generate("pay");
+    let checkout_token = wxgate_domain::id::generate("cs");
+    let hosted_url = format!(
+        "{}/checkout/{checkout_token}",
+        gw.config().public_base_url.trim_end_matches('/')
+    );
     let row = PaymentRow {
         out_trade_no: id.clone(),
         id,
@@ -712,6 +728,9 @@ async fn create(
         amount_refunded: 0,
         amount_reserved: 0,
         refund_count: 0,
+        checkout_token: Some(checkout_token),
+        hosted_url: Some(hosted_url),
+        checkout_kind: None,
     };
     let (row, status) = match gw.store().insert_payment(&row).await? {
         InsertOutcome::Inserted => (row, StatusCode::CREATED),
@@ -731,6 +750,7 @@ async fn create(
             // sync will close and expire it): the payment as it is.
             if existing.status != "pending"
                 || existing.wechat_credential.is_some()
+                || existing.integration == HOSTED
                 || existing.expires_at <= now + PAYMENT_LIFETIME_MIN_MS
             {
                 return Ok((StatusCode::OK, render(&gw, &existing).await?));
@@ -739,7 +759,12 @@ async fn create(
             (*existing, StatusCode::OK)
         }
     };
-    prepay(&gw, &merchant, &row, now).await?;
+    // A hosted payment is prepaid when its page first opens, as the device needs.
+    if row.integration != HOSTED {
+        let integration = Integration::parse(&row.integration)
+            .ok_or_else(|| ApiError::internal("stored integration", &row.integration))?;
+        prepay(&gw, &merchant, &row, integration, now).await?;
+    }
     Ok((status, render(&gw, &row).await?))
 }
 
@@ -753,14 +778,19 @@ async fn render(gw: &Gateway, p: &PaymentRow) -> ApiResult<Value> {
     Ok(views::payment(&current, Some(&history)))
 }
 
-/// Asks WeChat for the payment credential and stores the `next_action` built from it.
-async fn prepay(gw: &Gateway, merchant: &MerchantRow, p: &PaymentRow, now: i64) -> ApiResult<()> {
+/// Asks WeChat for the payment credential as `integration` and stores the `next_action` built
+/// from it (for a hosted payment, what its checkout page shows).
+pub(crate) async fn prepay(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    p: &PaymentRow,
+    integration: Integration,
+    now: i64,
+) -> ApiResult<()> {
     let up = gw
         .upstream(&merchant.id)
         .await
         .map_err(|e| ApiError::internal("cannot open the merchant's WeChat connection", e))?;
-    let integration = Integration::parse(&p.integration)
-        .ok_or_else(|| ApiError::internal("stored integration", &p.integration))?;
     let appid = match integration {
         Integration::MiniProgram => merchant
             .mini_program_appid

@@ -6,6 +6,7 @@
 //! gateway on port 0 against their own database and simulator.
 
 pub mod api;
+pub mod checkout;
 pub mod delivery;
 pub mod notify;
 pub mod qr;
@@ -57,6 +58,9 @@ pub struct GatewayConfig {
     pub webhook_poll_interval: Duration,
     /// Whether webhook URLs may point at loopback and private addresses.
     pub webhooks_allow_private: bool,
+    /// Behind a trusted reverse proxy: the header that carries the shopper's address (for
+    /// example `X-Forwarded-For`); otherwise the connection's address is used.
+    pub client_ip_header: Option<String>,
 }
 
 impl GatewayConfig {
@@ -80,6 +84,7 @@ impl GatewayConfig {
             webhook_per_endpoint: 8,
             webhook_poll_interval: Duration::from_secs(1),
             webhooks_allow_private: false,
+            client_ip_header: None,
         }
     }
 }
@@ -247,9 +252,12 @@ impl Application {
         if let Some(extra) = self.extra {
             router = router.merge(extra);
         }
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
         let _ = stop_tx.send(true);
         let _ = worker.await;
         let _ = deliveries.await;

@@ -63,7 +63,10 @@ pub struct PaymentView<'a> {
     #[schema(value_type = Option<Object>)]
     metadata: Option<&'a RawValue>,
     #[schema(value_type = Option<Object>)]
-    next_action: Option<&'a RawValue>,
+    next_action: Option<std::borrow::Cow<'a, RawValue>>,
+    /// The hosted checkout page for this payment (any integration; for `hosted`, where the
+    /// shopper goes).
+    hosted_url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status_history: Option<Vec<HistoryView<'a>>>,
 }
@@ -115,11 +118,21 @@ impl<'a> PaymentView<'a> {
             notify_url: p.notify_url.as_deref(),
             attach: p.attach.as_deref(),
             metadata: raw(&p.metadata),
-            next_action: if p.status == "pending" {
-                p.wechat_credential.as_deref().and_then(raw)
-            } else {
-                None
+            next_action: match (p.status.as_str(), p.integration.as_str()) {
+                ("pending", crate::api::HOSTED) => p.hosted_url.as_deref().map(|url| {
+                    let action = json!({"type": "redirect_to_url", "redirect_to_url": {"url": url, "expires_at": rfc3339(p.expires_at)}});
+                    std::borrow::Cow::Owned(
+                        RawValue::from_string(action.to_string()).expect("JSON is JSON"),
+                    )
+                }),
+                ("pending", _) => p
+                    .wechat_credential
+                    .as_deref()
+                    .and_then(raw)
+                    .map(std::borrow::Cow::Borrowed),
+                _ => None,
             },
+            hosted_url: p.hosted_url.as_deref(),
             status_history: history.map(|h| {
                 h.iter()
                     .map(|h| HistoryView {

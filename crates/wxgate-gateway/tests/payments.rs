@@ -736,6 +736,9 @@ async fn a_crash_between_wechat_and_the_commit_is_repaired(t: TestGateway) {
         amount_refunded: 0,
         amount_reserved: 0,
         refund_count: 0,
+        checkout_token: None,
+        hosted_url: None,
+        checkout_kind: None,
     };
     t.store.insert_payment(&row).await.unwrap();
     // What WeChat did meanwhile: the order exists and is paid; its callback is dropped.

@@ -304,7 +304,10 @@ async fn wechat_faults_end_in_the_right_state_with_one_refund_at_wechat(t: TestG
         "{r}"
     );
     assert!(
-        r["last_error"].as_str().unwrap().contains("500 SYSTEM_ERROR"),
+        r["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("500 SYSTEM_ERROR"),
         "{r}"
     );
     set_faults(&t, json!({})).await;

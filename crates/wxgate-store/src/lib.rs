@@ -360,8 +360,8 @@ impl Store {
             "INSERT INTO payments (id, merchant_id, merchant_order_id, out_trade_no, amount, currency, description, \
              integration, status, version, fingerprint, payer_openid, client_ip, return_url, cancel_url, attach, metadata, \
              wechat_credential, transaction_id, paid_at, expires_at, created_at, updated_at, sync_due_at, sync_attempts, \
-             claimed_until, notify_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) ON CONFLICT DO NOTHING",
+             claimed_until, notify_url, checkout_token, hosted_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29) ON CONFLICT DO NOTHING",
         )
         .bind(&p.id)
         .bind(&p.merchant_id)
@@ -390,6 +390,8 @@ impl Store {
         .bind(p.sync_attempts)
         .bind(p.claimed_until)
         .bind(&p.notify_url)
+        .bind(&p.checkout_token)
+        .bind(&p.hosted_url)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -496,6 +498,30 @@ impl Store {
             query = query.bind(*t).bind(id.clone());
         }
         Ok(query.bind(filter.limit).fetch_all(&self.pool).await?)
+    }
+
+    /// The payment behind a checkout token.
+    pub async fn payment_by_checkout_token(&self, token: &str) -> Result<Option<PaymentRow>> {
+        Ok(
+            sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE checkout_token = $1")
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Chooses a hosted payment's WeChat product, once: true if this call chose it.
+    pub async fn choose_checkout_kind(&self, id: &str, kind: &str, now: i64) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE payments SET checkout_kind = $1, updated_at = $2 WHERE id = $3 AND checkout_kind IS NULL",
+        )
+        .bind(kind)
+        .bind(now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?
+        .rows_affected()
+            == 1)
     }
 
     /// Records what WeChat answered to prepay (code_url / prepay_id / h5_url, as JSON).

@@ -63,6 +63,11 @@ pub struct PaymentRow {
     /// The sum of refunds that have not failed (pending, abnormal, succeeded).
     pub amount_reserved: i64,
     pub refund_count: i64,
+    /// The hosted checkout page's token (unguessable) and URL.
+    pub checkout_token: Option<String>,
+    pub hosted_url: Option<String>,
+    /// For a hosted payment: the WeChat product the page chose (`native`, `h5`), once chosen.
+    pub checkout_kind: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -93,6 +93,9 @@ mod checks {
             amount_refunded: 0,
             amount_reserved: 0,
             refund_count: 0,
+            checkout_token: None,
+            hosted_url: None,
+            checkout_kind: None,
         }
     }
 

@@ -1,0 +1,526 @@
+//! The hosted checkout page: `GET /checkout/{token}` (every payment's `hosted_url`), its cheap
+//! status endpoint `GET /checkout/{token}/status`, and `POST /checkout/{token}/cancel`.
+//!
+//! The token is unguessable and opens that one payment only. For a `hosted` payment the page
+//! picks WeChat's product from the shopper's device the first time it opens (desktop: a QR code
+//! of a native order; mobile browser: WeChat's H5 cashier) and prepays then. The page polls the
+//! status every 3 seconds and goes to `return_url` on success, `cancel_url` on cancel or expiry
+//! (or pages that say so). Plain HTML with a few lines of script, in Chinese or English.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use wxgate_domain::{Currency, Integration, PaymentEvent};
+use wxgate_store::PaymentRow;
+
+use crate::api::{ApiError, HOSTED};
+use crate::{Gateway, now_ms, qr};
+
+pub fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/checkout/{token}", get(page))
+        .route("/checkout/{token}/status", get(status))
+        .route("/checkout/{token}/cancel", post(cancel))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lang {
+    Zh,
+    En,
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    lang: Option<String>,
+}
+
+/// `?lang=zh|en`, else the first language of `Accept-Language` that is Chinese or English,
+/// else Chinese.
+fn language(query: &PageQuery, headers: &HeaderMap) -> Lang {
+    match query.lang.as_deref() {
+        Some("en") => return Lang::En,
+        Some("zh") => return Lang::Zh,
+        _ => {}
+    }
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    for tag in accept.split(',') {
+        let tag = tag.trim().to_ascii_lowercase();
+        if tag.starts_with("zh") {
+            return Lang::Zh;
+        }
+        if tag.starts_with("en") {
+            return Lang::En;
+        }
+    }
+    Lang::Zh
+}
+
+/// The page's words, in both languages.
+fn t(lang: Lang, key: &str) -> &'static str {
+    let (zh, en) = match key {
+        "title" => ("微信支付", "WeChat Pay"),
+        "scan" => (
+            "请使用微信扫一扫扫描二维码支付",
+            "Scan the QR code with WeChat to pay",
+        ),
+        "open" => ("打开微信支付", "Pay in WeChat"),
+        "open_hint" => (
+            "点击按钮，在微信中完成支付",
+            "Tap the button to finish paying in WeChat",
+        ),
+        "expires" => ("剩余时间", "Time left"),
+        "cancel" => ("取消支付", "Cancel payment"),
+        "paid" => ("支付成功", "Payment complete"),
+        "paid_hint" => ("您可以关闭此页面。", "You can close this page."),
+        "closed" => ("支付已关闭", "Payment closed"),
+        "closed_hint" => (
+            "此付款已取消或已过期，未扣款。",
+            "This payment was cancelled or has expired. Nothing was charged.",
+        ),
+        "not_found" => ("页面不存在", "Page not found"),
+        "not_found_hint" => ("此付款链接无效。", "This payment link is not valid."),
+        "in_wechat" => (
+            "请在手机浏览器中打开此链接，或在电脑上扫码支付",
+            "Open this link in your phone's browser, or scan the code on a computer",
+        ),
+        "elsewhere" => (
+            "请在商户的应用或小程序中完成支付",
+            "Finish paying in the merchant's app or Mini Program",
+        ),
+        "switch" => ("English", "中文"),
+        _ => ("", ""),
+    };
+    match lang {
+        Lang::Zh => zh,
+        Lang::En => en,
+    }
+}
+
+/// Text for HTML: merchant-provided text is never markup.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `12.34 USD`, `1,000 JPY`: the amount in the currency's major unit.
+fn amount(p: &PaymentRow) -> String {
+    let exponent = Currency::parse(&p.currency).map_or(2, |c| c.exponent());
+    if exponent == 0 {
+        return format!("{} {}", p.amount, p.currency);
+    }
+    let unit = 10i64.pow(exponent);
+    format!(
+        "{}.{:0width$} {}",
+        p.amount / unit,
+        p.amount % unit,
+        p.currency,
+        width = exponent as usize
+    )
+}
+
+/// A whole page around `body` (already HTML), with `status`.
+fn html(status: StatusCode, lang: Lang, token: &str, body: &str, script: &str) -> Response {
+    let (lang_attr, other) = match lang {
+        Lang::Zh => ("zh-CN", "en"),
+        Lang::En => ("en", "zh"),
+    };
+    let page = format!(
+        r#"<!doctype html>
+<html lang="{lang_attr}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body{{margin:0;font-family:-apple-system,"PingFang SC","Microsoft YaHei",Helvetica,Arial,sans-serif;background:#f2f2f2;color:#222}}
+main{{max-width:420px;margin:0 auto;padding:24px 16px;text-align:center}}
+.card{{background:#fff;border-radius:12px;padding:24px 16px;box-shadow:0 1px 4px rgba(0,0,0,.08)}}
+.amount{{font-size:32px;font-weight:600;margin:8px 0}}
+.desc{{color:#666;word-break:break-word}}
+.qr svg{{width:220px;height:220px}}
+.button{{display:block;background:#07c160;color:#fff;text-decoration:none;border:0;border-radius:8px;padding:14px;font-size:17px;margin:16px 0;width:100%;cursor:pointer}}
+.link{{background:none;border:0;color:#576b95;font-size:15px;cursor:pointer;padding:8px}}
+.muted{{color:#888;font-size:14px}}
+</style></head>
+<body><main><div class="card">{body}</div>
+<p class="muted"><a class="link" href="/checkout/{token}?lang={other}">{switch}</a></p></main>
+{script}</body></html>"#,
+        title = t(lang, "title"),
+        switch = t(lang, "switch"),
+    );
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(page)).into_response()
+}
+
+/// A page that only says something: not found, expired, paid, closed.
+fn notice(status: StatusCode, lang: Lang, token: &str, heading: &str, hint: &str) -> Response {
+    let body = format!(
+        "<h1>{}</h1><p class=\"muted\">{}</p>",
+        t(lang, heading),
+        t(lang, hint)
+    );
+    html(status, lang, token, &body, "")
+}
+
+/// Polls the status every 3 seconds and follows it when the payment is over; counts down.
+const SCRIPT: &str = r#"<script>
+(function(){
+  var base = location.pathname.replace(/\/$/, '');
+  function poll(){
+    fetch(base + '/status', {cache: 'no-store'}).then(function(r){ return r.json(); }).then(function(s){
+      if (s.state !== 'waiting') { location.href = s.redirect; } else { setTimeout(poll, 3000); }
+    }).catch(function(){ setTimeout(poll, 3000); });
+  }
+  setTimeout(poll, 3000);
+  var left = document.getElementById('left');
+  if (left) {
+    var end = Number(left.getAttribute('data-expires-at'));
+    var tick = function(){
+      var s = Math.max(0, Math.round((end - Date.now()) / 1000));
+      left.textContent = Math.floor(s / 60) + ':' + ('0' + s % 60).slice(-2);
+      if (s > 0) { setTimeout(tick, 1000); }
+    };
+    tick();
+  }
+})();
+</script>"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Device {
+    Desktop,
+    Mobile,
+    WeChat,
+}
+
+fn device(headers: &HeaderMap) -> Device {
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ua.contains("MicroMessenger") {
+        Device::WeChat
+    } else if ["Mobile", "Android", "iPhone", "iPad"]
+        .iter()
+        .any(|m| ua.contains(m))
+    {
+        Device::Mobile
+    } else {
+        Device::Desktop
+    }
+}
+
+/// The shopper's address: from the configured proxy header when the gateway runs behind a
+/// trusted proxy, else the connection's.
+fn client_ip(gw: &Gateway, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    gw.config()
+        .client_ip_header
+        .as_deref()
+        .and_then(|name| headers.get(name))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer.ip())
+}
+
+fn finished(p: &PaymentRow) -> Option<bool> {
+    match p.status.as_str() {
+        "succeeded" | "refunded" | "paid_after_close" => Some(true),
+        "cancelled" | "expired" | "failed" => Some(false),
+        _ => None,
+    }
+}
+
+/// Where the page goes once the payment is over.
+fn destination(p: &PaymentRow, token: &str, paid: bool) -> String {
+    let target = if paid { &p.return_url } else { &p.cancel_url };
+    target
+        .clone()
+        .unwrap_or_else(|| format!("/checkout/{token}"))
+}
+
+async fn page(
+    State(gw): State<Gateway>,
+    Path(token): Path<String>,
+    Query(query): Query<PageQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = language(&query, &headers);
+    match show(&gw, &token, lang, &headers, peer).await {
+        Ok(response) => response,
+        Err(e) => {
+            let status = if e.status.is_server_error() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                e.status
+            };
+            tracing::warn!(code = e.code, "checkout page failed");
+            let body = format!(
+                "<h1>{}</h1><p class=\"muted\">{}</p>",
+                t(lang, "title"),
+                esc(&e.message)
+            );
+            html(status, lang, &esc(&token), &body, "")
+        }
+    }
+}
+
+async fn show(
+    gw: &Gateway,
+    token: &str,
+    lang: Lang,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Response, ApiError> {
+    let Some(mut p) = gw.store().payment_by_checkout_token(token).await? else {
+        return Ok(notice(
+            StatusCode::NOT_FOUND,
+            lang,
+            &esc(token),
+            "not_found",
+            "not_found_hint",
+        ));
+    };
+    let now = now_ms();
+    match finished(&p) {
+        Some(paid) => {
+            let target = if paid { &p.return_url } else { &p.cancel_url };
+            return Ok(match target {
+                Some(url) => Redirect::to(url).into_response(),
+                None if paid => notice(StatusCode::OK, lang, token, "paid", "paid_hint"),
+                None => notice(StatusCode::GONE, lang, token, "closed", "closed_hint"),
+            });
+        }
+        None if now >= p.expires_at => {
+            return Ok(notice(
+                StatusCode::GONE,
+                lang,
+                token,
+                "closed",
+                "closed_hint",
+            ));
+        }
+        None => {}
+    }
+    let device = device(headers);
+    // What this page shows: the payment's own product, or, for a hosted payment, the one its
+    // first visit chose by device.
+    let kind = if p.integration == HOSTED {
+        match &p.checkout_kind {
+            Some(kind) => kind.clone(),
+            None if device == Device::WeChat => String::new(),
+            None => {
+                let wanted = if device == Device::Mobile {
+                    "h5"
+                } else {
+                    "native"
+                };
+                if gw.store().choose_checkout_kind(&p.id, wanted, now).await? {
+                    let merchant = gw
+                        .store()
+                        .merchant(&p.merchant_id)
+                        .await?
+                        .ok_or_else(|| ApiError::not_found("merchant"))?;
+                    let integration = Integration::parse(wanted).expect("a known product");
+                    // WeChat's H5 cashier returns the shopper to this page, which then follows
+                    // the payment's status.
+                    let order = PaymentRow {
+                        client_ip: Some(client_ip(gw, headers, peer).to_string()),
+                        return_url: p.hosted_url.clone(),
+                        ..p.clone()
+                    };
+                    crate::api::prepay(gw, &merchant, &order, integration, now).await?;
+                }
+                p = gw
+                    .store()
+                    .payment(&p.merchant_id, &p.id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("payment"))?;
+                p.checkout_kind.clone().unwrap_or_default()
+            }
+        }
+    } else {
+        p.integration.clone()
+    };
+    let credential: serde_json::Value = p
+        .wechat_credential
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or(json!(null));
+    let head = format!(
+        "<p class=\"desc\">{}</p><p class=\"amount\" data-amount=\"{}\">{}</p>",
+        esc(&p.description),
+        p.amount,
+        esc(&amount(&p))
+    );
+    let countdown = format!(
+        "<p class=\"muted\">{} <span id=\"left\" data-expires-at=\"{}\"></span></p>",
+        t(lang, "expires"),
+        p.expires_at
+    );
+    let cancel = format!(
+        "<form method=\"post\" action=\"/checkout/{}/cancel\"><button class=\"link\" type=\"submit\">{}</button></form>",
+        esc(token),
+        t(lang, "cancel")
+    );
+    let action = match kind.as_str() {
+        "native" => credential["display_qr_code"]["data"].as_str().map(|code| {
+            format!(
+                "<div class=\"qr\" id=\"qr\" data-code-url=\"{}\">{}</div><p>{}</p>",
+                esc(code),
+                qr::svg(code),
+                t(lang, "scan")
+            )
+        }),
+        "h5" => credential["redirect_to_url"]["url"].as_str().map(|url| {
+            format!(
+                "<p>{}</p><a class=\"button\" id=\"pay\" href=\"{}\">{}</a>",
+                t(lang, "open_hint"),
+                esc(url),
+                t(lang, "open")
+            )
+        }),
+        "" => Some(format!("<p>{}</p>", t(lang, "in_wechat"))),
+        _ => Some(format!("<p>{}</p>", t(lang, "elsewhere"))),
+    };
+    let Some(action) = action else {
+        // The prepay has not completed (WeChat did not answer): say so; reloading tries again.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unavailable",
+            match lang {
+                Lang::Zh => "微信支付暂时无法响应，请稍后刷新页面。",
+                Lang::En => "WeChat Pay is not answering right now; reload the page in a moment.",
+            },
+        ));
+    };
+    let body = format!("{head}{action}{countdown}{cancel}");
+    Ok(html(StatusCode::OK, lang, token, &body, SCRIPT))
+}
+
+/// `{"state": "waiting" | "completed" | "closed", "redirect"}`: what the page polls.
+async fn status(State(gw): State<Gateway>, Path(token): Path<String>) -> Response {
+    let p = match gw.store().payment_by_checkout_token(&token).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return ApiError::not_found("checkout").into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let (state, redirect) = match finished(&p) {
+        Some(true) => ("completed", destination(&p, &token, true)),
+        Some(false) => ("closed", destination(&p, &token, false)),
+        None if now_ms() >= p.expires_at => ("closed", destination(&p, &token, false)),
+        None => ("waiting", String::new()),
+    };
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({"state": state, "redirect": redirect})),
+    )
+        .into_response()
+}
+
+/// The shopper cancels: the order is closed at WeChat (a payment that slipped in wins), then
+/// the page goes where the payment ended.
+async fn cancel(State(gw): State<Gateway>, Path(token): Path<String>) -> Response {
+    let p = match gw.store().payment_by_checkout_token(&token).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return ApiError::not_found("checkout").into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let p = if p.status == "pending" {
+        match crate::sync::close_and_settle(&gw, &p.merchant_id, &p, PaymentEvent::Cancelled).await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(payment = %p.id, error = %e, "checkout cancel could not reach WeChat");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_unavailable",
+                    "WeChat Pay did not confirm the cancel; try again",
+                )
+                .into_response();
+            }
+        }
+    } else {
+        p
+    };
+    let paid = finished(&p).unwrap_or(false);
+    Redirect::to(&destination(&p, &token, paid)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_amounts_use_the_currency_exponent() {
+        assert_eq!(
+            esc(r#"<script>alert("x&y")</script>'"#),
+            "&lt;script&gt;alert(&quot;x&amp;y&quot;)&lt;/script&gt;&#39;"
+        );
+        let mut p = PaymentRow {
+            amount: 1999,
+            currency: "CNY".into(),
+            ..sample()
+        };
+        assert_eq!(amount(&p), "19.99 CNY");
+        p.currency = "JPY".into();
+        assert_eq!(amount(&p), "1999 JPY");
+        p.currency = "USD".into();
+        p.amount = 5;
+        assert_eq!(amount(&p), "0.05 USD");
+    }
+
+    fn sample() -> PaymentRow {
+        PaymentRow {
+            id: String::new(),
+            merchant_id: String::new(),
+            merchant_order_id: String::new(),
+            out_trade_no: String::new(),
+            amount: 0,
+            currency: String::new(),
+            description: String::new(),
+            integration: String::new(),
+            status: String::new(),
+            version: 0,
+            fingerprint: String::new(),
+            payer_openid: None,
+            client_ip: None,
+            return_url: None,
+            cancel_url: None,
+            attach: None,
+            metadata: String::new(),
+            wechat_credential: None,
+            transaction_id: None,
+            paid_at: None,
+            expires_at: 0,
+            created_at: 0,
+            updated_at: 0,
+            sync_due_at: None,
+            sync_attempts: 0,
+            claimed_until: None,
+            notify_url: None,
+            amount_refunded: 0,
+            amount_reserved: 0,
+            refund_count: 0,
+            checkout_token: None,
+            hosted_url: None,
+            checkout_kind: None,
+        }
+    }
+}
