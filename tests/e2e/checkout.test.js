@@ -1,0 +1,164 @@
+// The hosted checkout in a real browser: headless Chromium (Debian's /usr/bin/chromium) driven
+// by playwright-core, against `wxgate demo` (gateway + SQLite + simulator in one process).
+// Screenshots of each page state go to tests/e2e/screenshots/.
+'use strict';
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+
+const BIN = process.env.WXGATE_BIN || path.join(__dirname, '..', '..', 'target', 'debug', 'wxgate');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = path.join(__dirname, 'screenshots');
+const PHONE = {
+  viewport: { width: 390, height: 844 },
+  userAgent:
+    'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1',
+  isMobile: true,
+  hasTouch: true,
+};
+
+let demo;
+let data;
+let base;
+let key;
+let browser;
+
+before(async () => {
+  data = fs.mkdtempSync(path.join(os.tmpdir(), 'wxgate-e2e-'));
+  fs.mkdirSync(SHOTS, { recursive: true });
+  demo = spawn(BIN, ['demo', '--data', data, '--listen', '127.0.0.1:0'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, RUST_LOG: 'warn' },
+  });
+  base = await new Promise((resolve, reject) => {
+    let out = '';
+    demo.on('exit', (code) => reject(new Error(`wxgate demo exited with ${code}`)));
+    demo.stdout.on('data', (chunk) => {
+      out += chunk;
+      const m = out.match(/wxgate demo on (http:\/\/[0-9.:]+)/);
+      if (m) resolve(m[1]);
+    });
+  });
+  key = JSON.parse(fs.readFileSync(path.join(data, 'demo.json'), 'utf8')).api_key;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (demo) demo.kill('SIGTERM');
+  if (data) fs.rmSync(data, { recursive: true, force: true });
+});
+
+async function api(method, p, body) {
+  const res = await fetch(base + p, {
+    method,
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+let orders = 0;
+async function hostedPayment(extra = {}) {
+  orders += 1;
+  const { status, body } = await api('POST', '/v1/payments', {
+    amount: 1999,
+    currency: 'CNY',
+    merchant_order_id: `e2e-${Date.now()}-${orders}`,
+    description: 'Blue mug <b>&</b>',
+    integration: 'hosted',
+    // Pages of the demo itself stand in for the shop's.
+    return_url: `${base}/health?paid=${orders}`,
+    cancel_url: `${base}/health?cancelled=${orders}`,
+    ...extra,
+  });
+  assert.equal(status, 201, JSON.stringify(body));
+  assert.equal(body.next_action.type, 'redirect_to_url');
+  return body;
+}
+
+async function simPay(credential) {
+  const res = await fetch(`${base}/sim/payer/pay`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(credential),
+  });
+  assert.equal(res.status, 200, await res.text());
+}
+
+test('desktop: the QR code is shown and the page goes to return_url once paid', async () => {
+  const payment = await hostedPayment();
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US' });
+  const page = await context.newPage();
+  await page.goto(payment.hosted_url);
+  const qr = page.locator('#qr');
+  await qr.waitFor({ state: 'visible' });
+  assert.ok(await qr.locator('svg').isVisible());
+  const codeUrl = await qr.getAttribute('data-code-url');
+  assert.match(codeUrl, /^weixin:\/\/wxpay\/bizpayurl\?pr=/);
+  const text = await page.textContent('body');
+  assert.ok(text.includes('19.99 CNY'), text);
+  assert.ok(text.includes('Blue mug <b>&</b>'), 'merchant text shown as text, not markup');
+  assert.equal(await page.locator('b').count(), 0);
+  await page.screenshot({ path: path.join(SHOTS, 'desktop-qr.png') });
+  await simPay({ code_url: codeUrl });
+  await page.waitForURL(payment.return_url, { timeout: 20000 });
+  const after = await api('GET', `/v1/payments/${payment.id}`);
+  assert.equal(after.body.status, 'succeeded');
+  await context.close();
+});
+
+test('phone: the button opens the H5 cashier, and paying there comes back to return_url', async () => {
+  const payment = await hostedPayment();
+  const context = await browser.newContext({ ...PHONE, locale: 'zh-CN' });
+  const page = await context.newPage();
+  await page.goto(payment.hosted_url);
+  const button = page.locator('#pay');
+  await button.waitFor({ state: 'visible' });
+  assert.ok((await page.textContent('body')).includes('打开微信支付'));
+  await page.screenshot({ path: path.join(SHOTS, 'phone-h5.png') });
+  await button.click();
+  // The simulator's H5 cashier stands in for WeChat's.
+  await page.waitForURL(/\/cgi-bin\/mmpayweb-bin\/checkmweb/);
+  await page.locator('#pay').click();
+  await page.waitForURL(payment.return_url, { timeout: 20000 });
+  const after = await api('GET', `/v1/payments/${payment.id}`);
+  assert.equal(after.body.status, 'succeeded');
+  await context.close();
+});
+
+test('cancel and expiry land on cancel_url; a bad token is a clear 404 page', async () => {
+  const payment = await hostedPayment();
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US' });
+  const page = await context.newPage();
+  await page.goto(payment.hosted_url);
+  await page.locator('#qr').waitFor({ state: 'visible' });
+  await page.getByRole('button', { name: 'Cancel payment' }).click();
+  await page.waitForURL(payment.cancel_url);
+  assert.equal((await api('GET', `/v1/payments/${payment.id}`)).body.status, 'cancelled');
+
+  // Cancelled through the API while the page is open: the page follows within a few polls.
+  const other = await hostedPayment();
+  await page.goto(other.hosted_url);
+  await page.locator('#qr').waitFor({ state: 'visible' });
+  const cancelled = await api('POST', `/v1/payments/${other.id}/cancel`);
+  assert.equal(cancelled.status, 200);
+  await page.waitForURL(other.cancel_url, { timeout: 20000 });
+
+  const response = await page.goto(`${base}/checkout/cs_doesnotexist0000000000000`);
+  assert.equal(response.status(), 404);
+  assert.ok((await page.textContent('body')).includes('not valid'));
+  await page.screenshot({ path: path.join(SHOTS, 'not-found.png') });
+  await context.close();
+});
