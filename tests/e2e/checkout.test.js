@@ -138,6 +138,31 @@ test('phone: the button opens the H5 cashier, and paying there comes back to ret
   await context.close();
 });
 
+test('inside WeChat: webpage authorization, then the JS API through WeixinJSBridge', async () => {
+  const payment = await hostedPayment();
+  const context = await browser.newContext({
+    ...PHONE,
+    userAgent: `${PHONE.userAgent} MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN`,
+    locale: 'zh-CN',
+  });
+  // The simulator's stand-in for the bridge WeChat's browser gives every page.
+  const bridge = await (await fetch(`${base}/sim/jsbridge.js`)).text();
+  await context.addInitScript({ content: bridge });
+  const page = await context.newPage();
+  const seen = [];
+  page.on('request', (request) => seen.push(request.url()));
+  await page.goto(payment.hosted_url);
+  await page.waitForURL(payment.return_url, { timeout: 20000 });
+  // The page went through webpage authorization, and the bridge paid at the simulator.
+  assert.ok(seen.some((u) => u.includes('/connect/oauth2/authorize?')), seen.join('\n'));
+  assert.ok(seen.some((u) => u.includes('/oauth?code=')), seen.join('\n'));
+  assert.ok(seen.some((u) => u.endsWith('/sim/payer/pay')), seen.join('\n'));
+  const after = await api('GET', `/v1/payments/${payment.id}`);
+  assert.equal(after.body.status, 'succeeded');
+  assert.equal(after.body.payer.openid.length, 28);
+  await context.close();
+});
+
 test('cancel and expiry land on cancel_url; a bad token is a clear 404 page', async () => {
   const payment = await hostedPayment();
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US' });

@@ -27,6 +27,7 @@ pub fn routes() -> Router<Gateway> {
         .route("/checkout/{token}", get(page))
         .route("/checkout/{token}/status", get(status))
         .route("/checkout/{token}/cancel", post(cancel))
+        .route("/checkout/{token}/oauth", get(oauth_return))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +189,21 @@ const SCRIPT: &str = r#"<script>
     }).catch(function(){ setTimeout(poll, 3000); });
   }
   setTimeout(poll, 3000);
+  // Inside WeChat: the JS API, at once and again from the button.
+  if (window.WXGATE_JSAPI) {
+    var pay = function(){
+      WeixinJSBridge.invoke('getBrandWCPayRequest', window.WXGATE_JSAPI, function(res){
+        if (res.err_msg === 'get_brand_wcpay_request:ok') { poll(); }
+      });
+    };
+    var button = document.getElementById('pay');
+    if (button) { button.addEventListener('click', pay); }
+    if (typeof WeixinJSBridge === 'undefined') {
+      document.addEventListener('WeixinJSBridgeReady', pay, false);
+    } else {
+      pay();
+    }
+  }
   var left = document.getElementById('left');
   if (left) {
     var end = Number(left.getAttribute('data-expires-at'));
@@ -324,12 +340,24 @@ async fn show(
     let kind = if p.integration == HOSTED {
         match &p.checkout_kind {
             Some(kind) => kind.clone(),
-            None if device == Device::WeChat => String::new(),
-            None => {
-                let wanted = if device == Device::Mobile {
-                    "h5"
+            None if device == Device::WeChat && p.payer_openid.is_none() => {
+                // Inside WeChat: the JS API needs the payer's openid, from webpage
+                // authorization (silent), which comes back to /oauth.
+                let up = gw.upstream(&p.merchant_id).await.map_err(|e| {
+                    ApiError::internal("cannot open the merchant's WeChat connection", e)
+                })?;
+                if !up.can_authorize() {
+                    String::new()
                 } else {
-                    "native"
+                    let back = format!("{}/oauth", p.hosted_url.clone().unwrap_or_default());
+                    return Ok(Redirect::to(&up.authorize_url(&back, token)).into_response());
+                }
+            }
+            None => {
+                let wanted = match device {
+                    Device::WeChat => "jsapi",
+                    Device::Mobile => "h5",
+                    Device::Desktop => "native",
                 };
                 if gw.store().choose_checkout_kind(&p.id, wanted, now).await? {
                     let merchant = gw
@@ -396,7 +424,22 @@ async fn show(
                 t(lang, "open")
             )
         }),
-        "" => Some(format!("<p>{}</p>", t(lang, "in_wechat"))),
+        "jsapi" if device == Device::WeChat => {
+            credential["invoke_jsapi"].as_object().map(|params| {
+                // The signed parameters, for WeixinJSBridge; `<` escaped so the JSON cannot end
+                // the script.
+                let json = serde_json::to_string(params)
+                    .expect("JSON serialises")
+                    .replace('<', "\\u003c");
+                format!(
+                    "<p>{}</p><button class=\"button\" id=\"pay\" type=\"button\">{}</button>\
+                 <script>window.WXGATE_JSAPI = {json};</script>",
+                    t(lang, "open_hint"),
+                    t(lang, "open")
+                )
+            })
+        }
+        "jsapi" | "" => Some(format!("<p>{}</p>", t(lang, "in_wechat"))),
         _ => Some(format!("<p>{}</p>", t(lang, "elsewhere"))),
     };
     let Some(action) = action else {
@@ -523,4 +566,44 @@ mod tests {
             checkout_kind: None,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct OauthReturn {
+    code: Option<String>,
+}
+
+/// Webpage authorization comes back here with a code: the payer's openid is learnt and kept on
+/// the payment, and the shopper goes back to the page.
+async fn oauth_return(
+    State(gw): State<Gateway>,
+    Path(token): Path<String>,
+    Query(q): Query<OauthReturn>,
+) -> Response {
+    let Ok(Some(p)) = gw.store().payment_by_checkout_token(&token).await else {
+        return ApiError::not_found("checkout").into_response();
+    };
+    let page = format!("/checkout/{token}");
+    let Some(code) = q.code.filter(|c| !c.is_empty() && c.len() <= 128) else {
+        return Redirect::to(&page).into_response();
+    };
+    let learnt = async {
+        let up = gw.upstream(&p.merchant_id).await?;
+        let openid = up.openid_for_code(&code).await?;
+        gw.store()
+            .set_payer_openid(&p.id, &openid, now_ms())
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = learnt {
+        tracing::warn!(payment = %p.id, error = %e, "webpage authorization failed");
+        return ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "authorization_failed",
+            "WeChat did not confirm who is paying; reopen the page",
+        )
+        .into_response();
+    }
+    Redirect::to(&page).into_response()
 }

@@ -26,6 +26,9 @@ use crate::secrets::{MasterKey, hash_api_key, new_api_key};
 struct SealedSecrets {
     merchant_private_key: String,
     apiv3_key: String,
+    /// The Official Account's AppSecret, for webpage authorization (openid) in hosted checkout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    app_secret: Option<String>,
 }
 
 /// A merchant to create.
@@ -41,6 +44,9 @@ pub struct NewMerchant {
     pub merchant_serial_no: String,
     pub merchant_private_key_pem: String,
     pub apiv3_key: String,
+    /// The Official Account's AppSecret: lets the hosted checkout learn a payer's openid inside
+    /// WeChat (webpage authorization).
+    pub app_secret: Option<String>,
     pub platform_public_key_id: Option<String>,
     pub platform_public_key: Option<String>,
     pub platform_certificate: Option<String>,
@@ -103,6 +109,7 @@ pub async fn create_merchant(
     let sealed = master.seal(&serde_json::to_vec(&SealedSecrets {
         merchant_private_key: new.merchant_private_key_pem,
         apiv3_key: new.apiv3_key,
+        app_secret: new.app_secret,
     })?);
     let row = MerchantRow {
         id: wxgate_domain::id::generate("mch"),
@@ -154,6 +161,19 @@ pub async fn create_sandbox_merchant(
             .with_context(|| format!("the simulator's bundle lacks {k}"))?
             .to_string())
     };
+    // The simulated Official Account's AppSecret, for webpage authorization.
+    let details: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/sim/merchants/{}", s("mchid")?))
+        .send()
+        .await
+        .context("the simulator did not answer")?
+        .error_for_status()?
+        .json()
+        .await?;
+    let app_secret = details["app_secret"]
+        .as_str()
+        .context("the simulator did not give the AppSecret")?
+        .to_string();
     let new = NewMerchant {
         name: name.to_string(),
         mode: "sandbox".into(),
@@ -164,6 +184,7 @@ pub async fn create_sandbox_merchant(
         merchant_serial_no: s("merchant_serial_no")?,
         merchant_private_key_pem: s("merchant_private_key")?,
         apiv3_key: s("apiv3_key")?,
+        app_secret: Some(app_secret),
         platform_public_key_id: Some(s("platform_public_key_id")?),
         platform_public_key: Some(s("platform_public_key")?),
         platform_certificate: Some(s("platform_certificate")?),
@@ -192,6 +213,9 @@ pub async fn create_api_key(store: &Store, merchant_id: &str) -> anyhow::Result<
 pub struct Upstream {
     pub merchant: MerchantRow,
     pub client: Client,
+    app_secret: Option<String>,
+    /// For webpage authorization (not WeChat Pay's API).
+    http: reqwest::Client,
     pub signing_key: PrivateKey,
     pub apiv3_key: ApiV3Key,
     pub verifier: Verifier,
@@ -231,6 +255,8 @@ impl Upstream {
         config.retry_backoff = Duration::from_millis(100);
         Ok(Self {
             client: Client::new(config)?,
+            app_secret: secrets.app_secret,
+            http: reqwest::Client::builder().timeout(timeout).build()?,
             signing_key: PrivateKey::from_pkcs8_pem(&secrets.merchant_private_key)?,
             apiv3_key: ApiV3Key::new(&secrets.apiv3_key)?,
             verifier,
@@ -240,6 +266,74 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// Where webpage authorization happens: WeChat's hosts for a live merchant, the simulator
+    /// for a sandbox one.
+    fn oauth_bases(&self) -> (String, String) {
+        if self.merchant.mode == "sandbox" {
+            let base = self.merchant.api_base_url.trim_end_matches('/').to_string();
+            (base.clone(), base)
+        } else {
+            (
+                "https://open.weixin.qq.com".into(),
+                "https://api.weixin.qq.com".into(),
+            )
+        }
+    }
+
+    /// Whether the hosted checkout can learn a payer's openid (the AppSecret is known).
+    pub fn can_authorize(&self) -> bool {
+        self.app_secret.is_some()
+    }
+
+    /// The webpage-authorization URL (silent `snsapi_base`) that comes back to `redirect_uri`
+    /// with a code.
+    pub fn authorize_url(&self, redirect_uri: &str, state: &str) -> String {
+        let (open, _) = self.oauth_bases();
+        let mut url =
+            url::Url::parse(&format!("{open}/connect/oauth2/authorize")).expect("a valid base URL");
+        url.query_pairs_mut()
+            .append_pair("appid", &self.merchant.appid)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("response_type", "code")
+            .append_pair("scope", "snsapi_base")
+            .append_pair("state", state);
+        format!("{url}#wechat_redirect")
+    }
+
+    /// Exchanges a webpage-authorization code for the payer's openid.
+    pub async fn openid_for_code(&self, code: &str) -> anyhow::Result<String> {
+        let secret = self
+            .app_secret
+            .as_deref()
+            .context("the merchant has no AppSecret")?;
+        let (_, api) = self.oauth_bases();
+        let mut url = url::Url::parse(&format!("{api}/sns/oauth2/access_token"))?;
+        url.query_pairs_mut()
+            .append_pair("appid", &self.merchant.appid)
+            .append_pair("secret", secret)
+            .append_pair("code", code)
+            .append_pair("grant_type", "authorization_code");
+        let answer: serde_json::Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            // The URL carries the AppSecret: never in an error.
+            .map_err(|e| anyhow::anyhow!("webpage authorization failed: {}", e.without_url()))?
+            .json()
+            .await
+            .map_err(|e| anyhow::anyhow!("webpage authorization failed: {}", e.without_url()))?;
+        answer["openid"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| {
+                format!(
+                    "WeChat did not give an openid (errcode {})",
+                    answer["errcode"]
+                )
+            })
+    }
+
     /// Whether this merchant goes through WeChat's cross-border (`/v3/global/`) endpoints.
     pub fn cross_border(&self) -> bool {
         self.merchant.merchant_category_code.is_some()

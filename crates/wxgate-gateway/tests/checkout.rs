@@ -1,6 +1,6 @@
 //! The hosted checkout page over HTTP, against the real simulator: desktop (QR), mobile (H5),
-//! cancel, expiry, unknown tokens, languages and escaping. (A real-browser run of the same
-//! pages is the next step.)
+//! inside WeChat (webpage authorization, then the JS API), cancel, expiry, unknown tokens,
+//! languages and escaping. tests/e2e runs the same pages in headless Chromium.
 
 use serde_json::{Value, json};
 use wxgate_store::testing;
@@ -11,6 +11,7 @@ use common::{TestGateway, order};
 on_both!(
     desktop_shows_the_qr_and_goes_to_return_url_once_paid,
     mobile_opens_the_h5_cashier,
+    inside_wechat_the_js_api_pays_after_webpage_authorization,
     cancel_expiry_and_unknown_tokens,
 );
 
@@ -147,11 +148,6 @@ async fn desktop_shows_the_qr_and_goes_to_return_url_once_paid(t: TestGateway) {
 async fn mobile_opens_the_h5_cashier(t: TestGateway) {
     let p = hosted(&t, json!({})).await;
     let url = p["hosted_url"].as_str().unwrap().to_string();
-    // Inside WeChat this first step is not offered yet: nothing is chosen.
-    let (status, page, _) = open(&url, WECHAT, Some("en")).await;
-    assert_eq!(status, 200);
-    assert!(page.contains("Open this link in your phone"), "{page}");
-
     let (status, page, _) = open(&url, PHONE, Some("en")).await;
     assert_eq!(status, 200, "{page}");
     let start = page.find("id=\"pay\" href=\"").expect("the pay button") + 15;
@@ -237,5 +233,61 @@ async fn cancel_expiry_and_unknown_tokens(t: TestGateway) {
         native["next_action"]["display_qr_code"]["data"]
             .as_str()
             .unwrap()
+    );
+}
+
+async fn inside_wechat_the_js_api_pays_after_webpage_authorization(t: TestGateway) {
+    let p = hosted(&t, json!({"return_url": "https://shop.example/thanks"})).await;
+    let url = p["hosted_url"].as_str().unwrap().to_string();
+    // First the silent webpage authorization at WeChat (the simulator), which comes back with a
+    // code the gateway exchanges for the payer's openid.
+    let (status, _, location) = open(&url, WECHAT, None).await;
+    assert_eq!(status, 303);
+    let authorize = location.unwrap();
+    assert!(
+        authorize.starts_with(&format!("{}/connect/oauth2/authorize?", t.sim)),
+        "{authorize}"
+    );
+    assert!(authorize.contains("scope=snsapi_base"));
+    let (status, _, back) = open(&authorize, WECHAT, None).await;
+    assert!((300..400).contains(&status), "{status}");
+    let back = back.unwrap();
+    assert!(back.starts_with(&format!("{url}/oauth?code=")), "{back}");
+    let (status, _, page_again) = open(&back, WECHAT, None).await;
+    assert_eq!(
+        (status, page_again.as_deref()),
+        (
+            303,
+            Some(format!("/checkout/{}", url.rsplit('/').next().unwrap()).as_str())
+        )
+    );
+    let payer = t.get(p["id"].as_str().unwrap()).await["payer"]["openid"].clone();
+    assert!(payer.as_str().is_some_and(|o| o.len() == 28), "{payer}");
+
+    // Then the JS API, with parameters signed for WeixinJSBridge.
+    let (status, page, _) = open(&url, WECHAT, Some("en")).await;
+    assert_eq!(status, 200, "{page}");
+    let start = page
+        .find("window.WXGATE_JSAPI = ")
+        .expect("the JS API parameters")
+        + 22;
+    let end = start + page[start..].find(";</script>").unwrap();
+    let params: Value = serde_json::from_str(&page[start..end]).unwrap();
+    for field in [
+        "appId",
+        "timeStamp",
+        "nonceStr",
+        "package",
+        "signType",
+        "paySign",
+    ] {
+        assert!(params[field].is_string(), "{field} in {params}");
+    }
+    // The simulator verifies paySign, as WeChat's app would, and pays.
+    t.pay(json!({"jsapi": params})).await;
+    let over = wait_over(&url).await;
+    assert_eq!(
+        over,
+        json!({"state": "completed", "redirect": "https://shop.example/thanks"})
     );
 }

@@ -27,6 +27,7 @@ pub fn routes() -> Router<Sim> {
         .route("/sim/payer/order", get(order_info))
         .route("/sim/payer", get(payer_page))
         .route("/cgi-bin/mmpayweb-bin/checkmweb", get(h5_cashier))
+        .route("/sim/jsbridge.js", get(jsbridge))
         .route("/connect/oauth2/authorize", get(oauth_authorize))
         .route("/sns/oauth2/access_token", get(oauth_access_token))
 }
@@ -271,6 +272,28 @@ async fn order_info(State(sim): State<Sim>, Query(q): Query<HashMap<String, Stri
 
 async fn payer_page() -> Html<&'static str> {
     Html(include_str!("payer.html"))
+}
+
+/// `GET /sim/jsbridge.js`: a stand-in for the `WeixinJSBridge` that WeChat's browser gives a
+/// page. Loaded into a test browser before the page's own scripts, it answers
+/// `getBrandWCPayRequest` by posting the parameters to this simulator's payer (which verifies
+/// `paySign` and pays) and calls the page back as WeChat does (`get_brand_wcpay_request:ok`,
+/// `:cancel` or `:fail`). `?outcome=cancel` makes the payer cancel instead.
+async fn jsbridge(headers: axum::http::HeaderMap) -> Response {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+        })
+        .unwrap_or("127.0.0.1");
+    let script = include_str!("jsbridge.js").replace("__SIM_ORIGIN__", &format!("http://{host}"));
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/javascript")],
+        script,
+    )
+        .into_response()
 }
 
 async fn h5_cashier() -> Html<&'static str> {

@@ -510,6 +510,19 @@ impl Store {
         )
     }
 
+    /// Records the payer's openid, learnt by the hosted checkout, if none is recorded yet.
+    pub async fn set_payer_openid(&self, id: &str, openid: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE payments SET payer_openid = $1, updated_at = $2 WHERE id = $3 AND payer_openid IS NULL",
+        )
+        .bind(openid)
+        .bind(now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     /// Chooses a hosted payment's WeChat product, once: true if this call chose it.
     pub async fn choose_checkout_kind(&self, id: &str, kind: &str, now: i64) -> Result<bool> {
         Ok(sqlx::query(

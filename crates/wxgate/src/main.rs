@@ -121,6 +121,10 @@ struct MerchantCreateArgs {
     /// A file holding the 32-character APIv3 key.
     #[arg(long)]
     apiv3_key_file: Option<PathBuf>,
+    /// A file holding the Official Account's AppSecret: the hosted checkout then learns the
+    /// payer's openid inside WeChat (webpage authorization) and pays with the JS API.
+    #[arg(long)]
+    app_secret_file: Option<PathBuf>,
     #[arg(long)]
     platform_public_key_file: Option<PathBuf>,
     #[arg(long)]
@@ -431,6 +435,8 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
                             .context("--apiv3-key-file")?
                             .trim()
                             .to_string(),
+                        app_secret: read(&args.app_secret_file, "AppSecret")?
+                            .map(|s| s.trim().to_string()),
                         platform_public_key_id: args.platform_public_key_id.clone(),
                         platform_public_key: read(
                             &args.platform_public_key_file,
