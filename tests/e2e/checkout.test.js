@@ -187,3 +187,28 @@ test('cancel and expiry land on cancel_url; a bad token is a clear 404 page', as
   await page.screenshot({ path: path.join(SHOTS, 'not-found.png') });
   await context.close();
 });
+
+test('a payment link used twice makes two payments', async () => {
+  const { status, body: link } = await api('POST', '/v1/payment_links', {
+    amount: 888,
+    currency: 'CNY',
+    description: 'Coffee',
+    return_url: `${base}/health?link=1`,
+  });
+  assert.equal(status, 201, JSON.stringify(link));
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US' });
+  const page = await context.newPage();
+  const codes = [];
+  for (let i = 0; i < 2; i += 1) {
+    await page.goto(link.url);
+    await page.locator('#qr').waitFor({ state: 'visible' });
+    assert.ok((await page.textContent('body')).includes('8.88 CNY'));
+    codes.push(await page.locator('#qr').getAttribute('data-code-url'));
+  }
+  assert.notEqual(codes[0], codes[1]);
+  await simPay({ code_url: codes[1] });
+  await page.waitForURL(`${base}/health?link=1`, { timeout: 20000 });
+  const made = await api('GET', `/v1/payment_links/${link.id}/payments`);
+  assert.deepEqual(made.body.data.map((p) => p.status).sort(), ['pending', 'succeeded']);
+  await context.close();
+});

@@ -60,6 +60,7 @@ pub fn router(gateway: Gateway) -> Router {
         .merge(crate::refunds::routes())
         .merge(crate::qr::routes())
         .merge(crate::checkout::routes())
+        .merge(crate::links::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(gateway)
 }
@@ -267,7 +268,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
 /// A new payment.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreatePayment {
+pub(crate) struct CreatePayment {
     /// In the currency's minor unit (fen for CNY), above 0.
     amount: i64,
     /// ISO 4217, among the merchant's currencies.
@@ -672,6 +673,18 @@ async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Value)> {
     let (req, _) = parse_body::<CreatePayment>(body)?;
+    create_valid(&gw, &merchant, req, None).await
+}
+
+/// Creates (or finds, by merchant_order_id) a payment and prepays it; `link_id` when it is made
+/// through a payment link.
+pub(crate) async fn create_valid(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    req: CreatePayment,
+    link_id: Option<&str>,
+) -> ApiResult<(StatusCode, Value)> {
+    let (gw, merchant) = (gw.clone(), merchant.clone());
     let now = now_ms();
     let valid = validate(req, &merchant, now, gw.config().webhooks_allow_private)?;
     if valid.notify_url.is_some() && gw.store().notify_secret(&merchant.id).await?.is_none() {
@@ -731,6 +744,7 @@ async fn create(
         checkout_token: Some(checkout_token),
         hosted_url: Some(hosted_url),
         checkout_kind: None,
+        payment_link_id: link_id.map(str::to_string),
     };
     let (row, status) = match gw.store().insert_payment(&row).await? {
         InsertOutcome::Inserted => (row, StatusCode::CREATED),

@@ -31,19 +31,19 @@ pub fn routes() -> Router<Gateway> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lang {
+pub(crate) enum Lang {
     Zh,
     En,
 }
 
 #[derive(Debug, Deserialize)]
-struct PageQuery {
-    lang: Option<String>,
+pub(crate) struct PageQuery {
+    pub(crate) lang: Option<String>,
 }
 
 /// `?lang=zh|en`, else the first language of `Accept-Language` that is Chinese or English,
 /// else Chinese.
-fn language(query: &PageQuery, headers: &HeaderMap) -> Lang {
+pub(crate) fn language(query: &PageQuery, headers: &HeaderMap) -> Lang {
     match query.lang.as_deref() {
         Some("en") => return Lang::En,
         Some("zh") => return Lang::Zh,
@@ -66,7 +66,7 @@ fn language(query: &PageQuery, headers: &HeaderMap) -> Lang {
 }
 
 /// The page's words, in both languages.
-fn t(lang: Lang, key: &str) -> &'static str {
+pub(crate) fn t(lang: Lang, key: &str) -> &'static str {
     let (zh, en) = match key {
         "title" => ("微信支付", "WeChat Pay"),
         "scan" => (
@@ -98,6 +98,13 @@ fn t(lang: Lang, key: &str) -> &'static str {
             "Finish paying in the merchant's app or Mini Program",
         ),
         "switch" => ("English", "中文"),
+        "enter_amount" => ("请输入金额", "Enter the amount"),
+        "continue" => ("继续", "Continue"),
+        "link_closed" => ("此收款码已停用", "This payment link is closed"),
+        "link_closed_hint" => (
+            "它已停用、已过期或已达到使用次数上限。",
+            "It was deactivated, has expired or has been used up.",
+        ),
         _ => ("", ""),
     };
     match lang {
@@ -107,7 +114,7 @@ fn t(lang: Lang, key: &str) -> &'static str {
 }
 
 /// Text for HTML: merchant-provided text is never markup.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -138,8 +145,15 @@ fn amount(p: &PaymentRow) -> String {
     )
 }
 
-/// A whole page around `body` (already HTML), with `status`.
-fn html(status: StatusCode, lang: Lang, token: &str, body: &str, script: &str) -> Response {
+/// A whole page around `body` (already HTML), with `status`; `here` is the page's own path
+/// (for the language switch).
+pub(crate) fn html(
+    status: StatusCode,
+    lang: Lang,
+    here: &str,
+    body: &str,
+    script: &str,
+) -> Response {
     let (lang_attr, other) = match lang {
         Lang::Zh => ("zh-CN", "en"),
         Lang::En => ("en", "zh"),
@@ -161,7 +175,7 @@ main{{max-width:420px;margin:0 auto;padding:24px 16px;text-align:center}}
 .muted{{color:#888;font-size:14px}}
 </style></head>
 <body><main><div class="card">{body}</div>
-<p class="muted"><a class="link" href="/checkout/{token}?lang={other}">{switch}</a></p></main>
+<p class="muted"><a class="link" href="{here}?lang={other}">{switch}</a></p></main>
 {script}</body></html>"#,
         title = t(lang, "title"),
         switch = t(lang, "switch"),
@@ -170,13 +184,19 @@ main{{max-width:420px;margin:0 auto;padding:24px 16px;text-align:center}}
 }
 
 /// A page that only says something: not found, expired, paid, closed.
-fn notice(status: StatusCode, lang: Lang, token: &str, heading: &str, hint: &str) -> Response {
+pub(crate) fn notice(
+    status: StatusCode,
+    lang: Lang,
+    here: &str,
+    heading: &str,
+    hint: &str,
+) -> Response {
     let body = format!(
         "<h1>{}</h1><p class=\"muted\">{}</p>",
         t(lang, heading),
         t(lang, hint)
     );
-    html(status, lang, token, &body, "")
+    html(status, lang, here, &body, "")
 }
 
 /// Polls the status every 3 seconds and follows it when the payment is over; counts down.
@@ -292,7 +312,13 @@ async fn page(
                 t(lang, "title"),
                 esc(&e.message)
             );
-            html(status, lang, &esc(&token), &body, "")
+            html(
+                status,
+                lang,
+                &format!("/checkout/{}", esc(&token)),
+                &body,
+                "",
+            )
         }
     }
 }
@@ -304,11 +330,12 @@ async fn show(
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<Response, ApiError> {
+    let here = format!("/checkout/{}", esc(token));
     let Some(mut p) = gw.store().payment_by_checkout_token(token).await? else {
         return Ok(notice(
             StatusCode::NOT_FOUND,
             lang,
-            &esc(token),
+            &here,
             "not_found",
             "not_found_hint",
         ));
@@ -319,8 +346,8 @@ async fn show(
             let target = if paid { &p.return_url } else { &p.cancel_url };
             return Ok(match target {
                 Some(url) => Redirect::to(url).into_response(),
-                None if paid => notice(StatusCode::OK, lang, token, "paid", "paid_hint"),
-                None => notice(StatusCode::GONE, lang, token, "closed", "closed_hint"),
+                None if paid => notice(StatusCode::OK, lang, &here, "paid", "paid_hint"),
+                None => notice(StatusCode::GONE, lang, &here, "closed", "closed_hint"),
             });
         }
         None if now >= p.expires_at => {
@@ -454,7 +481,7 @@ async fn show(
         ));
     };
     let body = format!("{head}{action}{countdown}{cancel}");
-    Ok(html(StatusCode::OK, lang, token, &body, SCRIPT))
+    Ok(html(StatusCode::OK, lang, &here, &body, SCRIPT))
 }
 
 /// `{"state": "waiting" | "completed" | "closed", "redirect"}`: what the page polls.
@@ -564,6 +591,7 @@ mod tests {
             checkout_token: None,
             hosted_url: None,
             checkout_kind: None,
+            payment_link_id: None,
         }
     }
 }

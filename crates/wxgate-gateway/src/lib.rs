@@ -8,6 +8,7 @@
 pub mod api;
 pub mod checkout;
 pub mod delivery;
+pub mod links;
 pub mod notify;
 pub mod qr;
 pub mod refunds;

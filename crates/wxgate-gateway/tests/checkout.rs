@@ -13,6 +13,7 @@ on_both!(
     mobile_opens_the_h5_cashier,
     inside_wechat_the_js_api_pays_after_webpage_authorization,
     cancel_expiry_and_unknown_tokens,
+    payment_links_make_a_payment_per_visit,
 );
 
 const DESKTOP: &str =
@@ -289,5 +290,139 @@ async fn inside_wechat_the_js_api_pays_after_webpage_authorization(t: TestGatewa
     assert_eq!(
         over,
         json!({"state": "completed", "redirect": "https://shop.example/thanks"})
+    );
+}
+
+async fn create_link(t: &TestGateway, body: Value) -> (u16, Value) {
+    t.call(
+        reqwest::Method::POST,
+        "/v1/payment_links",
+        Some(body.to_string()),
+        &[],
+    )
+    .await
+}
+
+async fn payment_links_make_a_payment_per_visit(t: TestGateway) {
+    let create = |body: Value| create_link(&t, body);
+    for (body, code) in [
+        (
+            json!({"amount": 500, "amount_min": 1, "amount_max": 9, "currency": "CNY", "description": "x"}),
+            "invalid_amount",
+        ),
+        (
+            json!({"currency": "CNY", "description": "x"}),
+            "invalid_amount",
+        ),
+        (
+            json!({"amount": 500, "currency": "USD", "description": "x"}),
+            "currency_not_allowed",
+        ),
+        (
+            json!({"amount": 500, "currency": "CNY", "description": "x", "max_uses": 0}),
+            "invalid_max_uses",
+        ),
+    ] {
+        let (status, e) = create(body.clone()).await;
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+    let (status, link) =
+        create(json!({"amount": 500, "currency": "CNY", "description": "Coffee", "max_uses": 2}))
+            .await;
+    assert_eq!(status, 201, "{link}");
+    let url = link["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&format!("{}/pay/pl_", t.base)), "{url}");
+    assert!(link["qr"]["image_svg"].as_str().unwrap().contains("<svg"));
+
+    // Each visit, a new payment and its checkout; then the link is used up.
+    let mut checkouts = Vec::new();
+    for _ in 0..2 {
+        let (status, _, location) = open(&url, DESKTOP, None).await;
+        assert_eq!(status, 303);
+        checkouts.push(location.unwrap());
+    }
+    assert_ne!(checkouts[0], checkouts[1]);
+    assert!(checkouts[0].contains("/checkout/cs_"), "{checkouts:?}");
+    let (status, page, _) = open(&url, DESKTOP, Some("en")).await;
+    assert_eq!(status, 410);
+    assert!(page.contains("used up"), "{page}");
+    let id = link["id"].as_str().unwrap();
+    let (_, made) = t
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/payment_links/{id}/payments"),
+            None,
+            &[],
+        )
+        .await;
+    let made = made["data"].as_array().unwrap().clone();
+    assert_eq!(made.len(), 2);
+    assert!(
+        made.iter()
+            .all(|p| p["amount"] == 500 && p["integration"] == "hosted")
+    );
+    let (_, link_now) = t
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/payment_links/{id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(link_now["uses"], 2);
+
+    // An amount the payer enters, within bounds.
+    let (_, open_link) = create(
+        json!({"amount_min": 100, "amount_max": 1000, "currency": "CNY", "description": "Tip"}),
+    )
+    .await;
+    let url = open_link["url"].as_str().unwrap().to_string();
+    let (status, page, _) = open(&url, DESKTOP, Some("en")).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Enter the amount") && page.contains("1.00") && page.contains("10.00"),
+        "{page}"
+    );
+    let post = |amount: &'static str| {
+        let url = url.clone();
+        async move {
+            browser()
+                .post(&url)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(format!("amount={amount}"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(post("50").await.status(), 422);
+    assert_eq!(post("abc").await.status(), 422);
+    let made = post("5.50").await;
+    assert_eq!(made.status(), 303);
+    let checkout = made.headers()["location"].to_str().unwrap().to_string();
+    let (_, page, _) = open(&checkout, DESKTOP, Some("en")).await;
+    assert!(page.contains("5.50 CNY"), "{page}");
+
+    // Deactivated, it takes no more payments.
+    let oid = open_link["id"].as_str().unwrap();
+    let (status, off) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/payment_links/{oid}/deactivate"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!((status, off["active"].as_bool()), (200, Some(false)));
+    assert_eq!(open(&url, DESKTOP, None).await.0, 410);
+    assert_eq!(
+        open(&format!("{}/pay/pl_nope", t.base), DESKTOP, None)
+            .await
+            .0,
+        404
     );
 }

@@ -739,6 +739,7 @@ async fn a_crash_between_wechat_and_the_commit_is_repaired(t: TestGateway) {
         checkout_token: None,
         hosted_url: None,
         checkout_kind: None,
+        payment_link_id: None,
     };
     t.store.insert_payment(&row).await.unwrap();
     // What WeChat did meanwhile: the order exists and is paid; its callback is dropped.

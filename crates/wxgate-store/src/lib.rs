@@ -10,6 +10,7 @@
 //! - Background work is claimed with a lease (`claimed_until`); on PostgreSQL with
 //!   `FOR UPDATE SKIP LOCKED`, so many nodes share it without taking the same row.
 
+mod links;
 mod refunds;
 mod rows;
 pub mod testing;
@@ -360,8 +361,9 @@ impl Store {
             "INSERT INTO payments (id, merchant_id, merchant_order_id, out_trade_no, amount, currency, description, \
              integration, status, version, fingerprint, payer_openid, client_ip, return_url, cancel_url, attach, metadata, \
              wechat_credential, transaction_id, paid_at, expires_at, created_at, updated_at, sync_due_at, sync_attempts, \
-             claimed_until, notify_url, checkout_token, hosted_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29) ON CONFLICT DO NOTHING",
+             claimed_until, notify_url, checkout_token, hosted_url, payment_link_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+             $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(&p.id)
         .bind(&p.merchant_id)
@@ -392,6 +394,7 @@ impl Store {
         .bind(&p.notify_url)
         .bind(&p.checkout_token)
         .bind(&p.hosted_url)
+        .bind(&p.payment_link_id)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {

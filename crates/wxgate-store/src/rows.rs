@@ -68,6 +68,8 @@ pub struct PaymentRow {
     pub hosted_url: Option<String>,
     /// For a hosted payment: the WeChat product the page chose (`native`, `h5`), once chosen.
     pub checkout_kind: Option<String>,
+    /// The payment link this payment was made through.
+    pub payment_link_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -308,4 +310,24 @@ pub enum Redeliver {
         created_lt: i64,
         delivery_status: Option<String>,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PaymentLinkRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub token: String,
+    pub url: String,
+    pub currency: String,
+    pub amount: Option<i64>,
+    pub amount_min: Option<i64>,
+    pub amount_max: Option<i64>,
+    pub description: String,
+    pub return_url: Option<String>,
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    pub expires_at: Option<i64>,
+    /// 1 while it takes payments.
+    pub active: i64,
+    pub created_at: i64,
 }

@@ -96,6 +96,7 @@ mod checks {
             checkout_token: None,
             hosted_url: None,
             checkout_kind: None,
+            payment_link_id: None,
         }
     }
 

@@ -1,0 +1,456 @@
+//! Payment links: `POST/GET /v1/payment_links`, `GET /v1/payment_links/{id}`,
+//! `POST /v1/payment_links/{id}/deactivate`, `GET /v1/payment_links/{id}/payments`, and the
+//! public `GET/POST /pay/{token}`: every visit makes a new hosted payment (for an amount the
+//! payer enters, within the link's bounds, when the link has no fixed amount) and goes to its
+//! checkout page.
+
+use axum::Form;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wxgate_domain::money::AMOUNT_MAX;
+use wxgate_domain::{Currency, id};
+use wxgate_store::PaymentLinkRow;
+
+use crate::api::{ApiError, ApiResult, authenticate, parse_body, parse_time, respond};
+use crate::checkout::{self, Lang, PageQuery, esc, html, notice, t};
+use crate::{Gateway, now_ms, qr, views};
+
+pub fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/v1/payment_links", post(create_link).get(list_links))
+        .route("/v1/payment_links/{id}", get(get_link))
+        .route("/v1/payment_links/{id}/deactivate", post(deactivate))
+        .route("/v1/payment_links/{id}/payments", get(link_payments))
+        .route("/pay/{token}", get(visit).post(visit_with_amount))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateLink {
+    /// A fixed amount in minor units; or leave it out and give `amount_min` and `amount_max`
+    /// for an amount the payer enters.
+    amount: Option<i64>,
+    amount_min: Option<i64>,
+    amount_max: Option<i64>,
+    currency: String,
+    description: String,
+    return_url: Option<String>,
+    /// How many payments the link makes at most.
+    max_uses: Option<i64>,
+    /// RFC 3339.
+    expires_at: Option<String>,
+}
+
+fn link_json(l: &PaymentLinkRow) -> Value {
+    json!({
+        "id": l.id,
+        "object": "payment_link",
+        "url": l.url,
+        "currency": l.currency,
+        "amount": l.amount,
+        "amount_min": l.amount_min,
+        "amount_max": l.amount_max,
+        "description": l.description,
+        "return_url": l.return_url,
+        "max_uses": l.max_uses,
+        "uses": l.uses,
+        "expires_at": l.expires_at.map(views::rfc3339),
+        "active": l.active == 1,
+        "created_at": views::rfc3339(l.created_at),
+    })
+}
+
+async fn create_link(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let (req, _) = parse_body::<CreateLink>(body)?;
+            let currency = Currency::parse(&req.currency)
+                .map_err(|e| ApiError::invalid("invalid_currency", "currency", e.to_string()))?;
+            if !merchant.currencies.split(',').any(|c| c == currency.code()) {
+                return Err(ApiError::invalid(
+                    "currency_not_allowed",
+                    "currency",
+                    format!("this merchant accepts {}", merchant.currencies),
+                ));
+            }
+            let in_range = |v: i64| (1..=AMOUNT_MAX).contains(&v);
+            match (req.amount, req.amount_min, req.amount_max) {
+                (Some(a), None, None) if in_range(a) => {}
+                (None, Some(min), Some(max)) if in_range(min) && in_range(max) && min <= max => {}
+                _ => {
+                    return Err(ApiError::invalid(
+                        "invalid_amount",
+                        "amount",
+                        "give amount (above 0), or amount_min and amount_max (above 0, min ≤ max) for an amount the payer enters",
+                    ));
+                }
+            }
+            wechatpay_v3::validate::description("description", &req.description).map_err(|e| {
+                ApiError::invalid(
+                    "invalid_description",
+                    "description",
+                    format!("description {}", e.issue),
+                )
+            })?;
+            if let Some(url) = &req.return_url
+                && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                return Err(ApiError::invalid(
+                    "invalid_return_url",
+                    "return_url",
+                    "return_url must be an absolute http(s) URL",
+                ));
+            }
+            if req.max_uses.is_some_and(|n| n < 1) {
+                return Err(ApiError::invalid(
+                    "invalid_max_uses",
+                    "max_uses",
+                    "max_uses must be at least 1",
+                ));
+            }
+            let now = now_ms();
+            let expires_at = req
+                .expires_at
+                .as_deref()
+                .map(|t| parse_time("expires_at", t))
+                .transpose()?;
+            if expires_at.is_some_and(|e| e <= now) {
+                return Err(ApiError::invalid(
+                    "invalid_expires_at",
+                    "expires_at",
+                    "expires_at must be in the future",
+                ));
+            }
+            let token = id::generate("pl");
+            let row = PaymentLinkRow {
+                id: id::generate("plink"),
+                merchant_id: merchant.id.clone(),
+                url: format!(
+                    "{}/pay/{token}",
+                    gw.config().public_base_url.trim_end_matches('/')
+                ),
+                token,
+                currency: currency.code().to_string(),
+                amount: req.amount,
+                amount_min: req.amount_min,
+                amount_max: req.amount_max,
+                description: req.description,
+                return_url: req.return_url,
+                max_uses: req.max_uses,
+                uses: 0,
+                expires_at,
+                active: 1,
+                created_at: now,
+            };
+            gw.store().insert_payment_link(&row).await?;
+            let mut view = link_json(&row);
+            view["qr"] = json!({
+                "image_png_base64": base64::engine::general_purpose::STANDARD.encode(qr::png(&row.url)),
+                "image_svg": qr::svg(&row.url),
+            });
+            Ok((StatusCode::CREATED, view))
+        }
+        .await,
+    )
+}
+
+async fn list_links(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    respond(
+        async {
+            let merchant = authenticate(&gw, &headers).await?;
+            let rows = gw.store().payment_links(&merchant.id, 100).await?;
+            let data: Vec<Value> = rows.iter().map(link_json).collect();
+            Ok((
+                StatusCode::OK,
+                json!({"object": "list", "data": data, "has_more": false}),
+            ))
+        }
+        .await,
+    )
+}
+
+async fn owned(gw: &Gateway, headers: &HeaderMap, id: &str) -> ApiResult<PaymentLinkRow> {
+    let merchant = authenticate(gw, headers).await?;
+    gw.store()
+        .payment_link(&merchant.id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment link"))
+}
+
+async fn get_link(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let link = owned(&gw, &headers, &id).await?;
+            Ok((StatusCode::OK, link_json(&link)))
+        }
+        .await,
+    )
+}
+
+async fn deactivate(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let link = owned(&gw, &headers, &id).await?;
+            gw.store()
+                .deactivate_payment_link(&link.merchant_id, &id)
+                .await?;
+            let link = owned(&gw, &headers, &id).await?;
+            Ok((StatusCode::OK, link_json(&link)))
+        }
+        .await,
+    )
+}
+
+async fn link_payments(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let link = owned(&gw, &headers, &id).await?;
+            let rows = gw
+                .store()
+                .payments_of_link(&link.merchant_id, &link.id)
+                .await?;
+            let data: Vec<Value> = rows.iter().map(|p| views::payment(p, None)).collect();
+            Ok((
+                StatusCode::OK,
+                json!({"object": "list", "data": data, "has_more": false}),
+            ))
+        }
+        .await,
+    )
+}
+
+/// The link as a shopper reaches it: a fixed amount goes straight to a new checkout; otherwise
+/// a form asks for the amount.
+async fn visit(
+    State(gw): State<Gateway>,
+    Path(token): Path<String>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = checkout::language(&query, &headers);
+    let here = format!("/pay/{}", esc(&token));
+    let link = match open_link(&gw, &token, lang, &here).await {
+        Ok(link) => link,
+        Err(page) => return *page,
+    };
+    match link.amount {
+        Some(amount) => pay(&gw, &link, amount, lang, &here).await,
+        None => amount_form(&link, lang, &here, None),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AmountForm {
+    amount: String,
+}
+
+async fn visit_with_amount(
+    State(gw): State<Gateway>,
+    Path(token): Path<String>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+    form: Result<Form<AmountForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let lang = checkout::language(&query, &headers);
+    let here = format!("/pay/{}", esc(&token));
+    let link = match open_link(&gw, &token, lang, &here).await {
+        Ok(link) => link,
+        Err(page) => return *page,
+    };
+    let exponent = Currency::parse(&link.currency).map_or(2, |c| c.exponent());
+    let entered = form
+        .ok()
+        .and_then(|Form(f)| minor_units(&f.amount, exponent));
+    let (min, max) = (
+        link.amount_min.unwrap_or(1),
+        link.amount_max.unwrap_or(AMOUNT_MAX),
+    );
+    match (link.amount, entered) {
+        (Some(amount), _) => pay(&gw, &link, amount, lang, &here).await,
+        (None, Some(amount)) if (min..=max).contains(&amount) => {
+            pay(&gw, &link, amount, lang, &here).await
+        }
+        _ => amount_form(&link, lang, &here, Some(StatusCode::UNPROCESSABLE_ENTITY)),
+    }
+}
+
+/// `12.34` in a currency with 2 decimals → 1234; `None` for anything else.
+fn minor_units(entered: &str, exponent: u32) -> Option<i64> {
+    let entered = entered.trim();
+    let (whole, fraction) = entered.split_once('.').unwrap_or((entered, ""));
+    if whole.is_empty()
+        || whole.len() > 12
+        || fraction.len() > exponent as usize
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut minor: i64 = whole.parse().ok()?;
+    for i in 0..exponent as usize {
+        let digit = fraction.as_bytes().get(i).map_or(0, |b| (b - b'0') as i64);
+        minor = minor.checked_mul(10)?.checked_add(digit)?;
+    }
+    Some(minor)
+}
+
+/// The link behind a token, if it still takes payments; otherwise the page to show.
+async fn open_link(
+    gw: &Gateway,
+    token: &str,
+    lang: Lang,
+    here: &str,
+) -> Result<PaymentLinkRow, Box<Response>> {
+    let link = match gw.store().payment_link_by_token(token).await {
+        Ok(Some(link)) => link,
+        Ok(None) => {
+            return Err(Box::new(notice(
+                StatusCode::NOT_FOUND,
+                lang,
+                here,
+                "not_found",
+                "not_found_hint",
+            )));
+        }
+        Err(e) => return Err(Box::new(ApiError::from(e).into_response())),
+    };
+    let used_up = link.max_uses.is_some_and(|m| link.uses >= m);
+    let expired = link.expires_at.is_some_and(|e| e <= now_ms());
+    if link.active != 1 || used_up || expired {
+        return Err(Box::new(notice(
+            StatusCode::GONE,
+            lang,
+            here,
+            "link_closed",
+            "link_closed_hint",
+        )));
+    }
+    Ok(link)
+}
+
+fn amount_form(
+    link: &PaymentLinkRow,
+    lang: Lang,
+    here: &str,
+    status: Option<StatusCode>,
+) -> Response {
+    let exponent = Currency::parse(&link.currency).map_or(2, |c| c.exponent());
+    let major = |minor: i64| {
+        let unit = 10i64.pow(exponent);
+        if exponent == 0 {
+            minor.to_string()
+        } else {
+            format!(
+                "{}.{:0w$}",
+                minor / unit,
+                minor % unit,
+                w = exponent as usize
+            )
+        }
+    };
+    let (min, max) = (
+        link.amount_min.unwrap_or(1),
+        link.amount_max.unwrap_or(AMOUNT_MAX),
+    );
+    let body = format!(
+        "<p class=\"desc\">{}</p><form method=\"post\" action=\"{here}\">\
+         <p><label for=\"amount\">{} ({} – {} {})</label></p>\
+         <p><input id=\"amount\" name=\"amount\" inputmode=\"decimal\" required \
+         style=\"font-size:24px;width:10em;text-align:center\"></p>\
+         <button class=\"button\" type=\"submit\">{}</button></form>",
+        esc(&link.description),
+        t(lang, "enter_amount"),
+        major(min),
+        major(max),
+        esc(&link.currency),
+        t(lang, "continue"),
+    );
+    html(status.unwrap_or(StatusCode::OK), lang, here, &body, "")
+}
+
+/// Takes a use of the link and makes its payment, then sends the shopper to its checkout.
+async fn pay(gw: &Gateway, link: &PaymentLinkRow, amount: i64, lang: Lang, here: &str) -> Response {
+    let made = async {
+        if !gw.store().use_payment_link(&link.id, now_ms()).await? {
+            return Ok(None);
+        }
+        let merchant = gw
+            .store()
+            .merchant(&link.merchant_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("merchant"))?;
+        let req = serde_json::from_value(json!({
+            "amount": amount,
+            "currency": link.currency,
+            "merchant_order_id": id::generate("pl"),
+            "description": link.description,
+            "integration": crate::api::HOSTED,
+            "return_url": link.return_url,
+        }))
+        .map_err(|e| ApiError::internal("a link's payment", e))?;
+        let (_, payment) = crate::api::create_valid(gw, &merchant, req, Some(&link.id)).await?;
+        Ok::<_, ApiError>(payment["hosted_url"].as_str().map(str::to_string))
+    }
+    .await;
+    match made {
+        Ok(Some(url)) => Redirect::to(&url).into_response(),
+        Ok(None) => notice(
+            StatusCode::GONE,
+            lang,
+            here,
+            "link_closed",
+            "link_closed_hint",
+        ),
+        Err(e) => {
+            tracing::warn!(link = %link.id, code = e.code, "a payment link could not make its payment");
+            let body = format!(
+                "<h1>{}</h1><p class=\"muted\">{}</p>",
+                t(lang, "title"),
+                esc(&e.message)
+            );
+            html(StatusCode::SERVICE_UNAVAILABLE, lang, here, &body, "")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::minor_units;
+
+    #[test]
+    fn entered_amounts() {
+        assert_eq!(minor_units("12.34", 2), Some(1234));
+        assert_eq!(minor_units("12", 2), Some(1200));
+        assert_eq!(minor_units(" 0.5 ", 2), Some(50));
+        assert_eq!(minor_units("1000", 0), Some(1000));
+        for bad in ["", "1.234", "-1", "1e3", "abc", ".5", "99999999999999"] {
+            assert_eq!(minor_units(bad, 2), None, "{bad}");
+        }
+        assert_eq!(minor_units("1.5", 0), None);
+    }
+}
