@@ -181,6 +181,13 @@ test('cancel and expiry land on cancel_url; a bad token is a clear 404 page', as
   assert.equal(cancelled.status, 200);
   await page.waitForURL(other.cancel_url, { timeout: 20000 });
 
+  // Without a cancel_url, a page that says the payment is closed.
+  const plain = await hostedPayment({ cancel_url: undefined });
+  await page.goto(plain.hosted_url);
+  await page.getByRole('button', { name: 'Cancel payment' }).click();
+  await page.waitForFunction(() => document.body.textContent.includes('Payment closed'));
+  await page.screenshot({ path: path.join(SHOTS, 'closed.png') });
+
   const response = await page.goto(`${base}/checkout/cs_doesnotexist0000000000000`);
   assert.equal(response.status(), 404);
   assert.ok((await page.textContent('body')).includes('not valid'));
@@ -206,9 +213,35 @@ test('a payment link used twice makes two payments', async () => {
     codes.push(await page.locator('#qr').getAttribute('data-code-url'));
   }
   assert.notEqual(codes[0], codes[1]);
+  await page.screenshot({ path: path.join(SHOTS, 'link-desktop.png') });
   await simPay({ code_url: codes[1] });
   await page.waitForURL(`${base}/health?link=1`, { timeout: 20000 });
   const made = await api('GET', `/v1/payment_links/${link.id}/payments`);
   assert.deepEqual(made.body.data.map((p) => p.status).sort(), ['pending', 'succeeded']);
+  await context.close();
+});
+
+test('a link without a fixed amount asks for it, on a phone, and says when all is done', async () => {
+  const { body: link } = await api('POST', '/v1/payment_links', {
+    amount_min: 100,
+    amount_max: 5000,
+    currency: 'CNY',
+    description: 'Tip jar',
+  });
+  const context = await browser.newContext({ ...PHONE, locale: 'en-US' });
+  const page = await context.newPage();
+  await page.goto(link.url);
+  await page.screenshot({ path: path.join(SHOTS, 'phone-amount.png') });
+  await page.fill('#amount', '12.50');
+  await page.getByRole('button', { name: 'Continue' }).click();
+  const button = page.locator('#pay');
+  await button.waitFor({ state: 'visible' });
+  assert.ok((await page.textContent('body')).includes('12.50 CNY'));
+  await button.click();
+  await page.waitForURL(/\/cgi-bin\/mmpayweb-bin\/checkmweb/);
+  await page.locator('#pay').click();
+  // No return_url: the checkout itself says the payment is complete.
+  await page.waitForFunction(() => document.body.textContent.includes('Payment complete'), null, { timeout: 20000 });
+  await page.screenshot({ path: path.join(SHOTS, 'phone-complete.png') });
   await context.close();
 });

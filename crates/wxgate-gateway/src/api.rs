@@ -1124,7 +1124,8 @@ fn list_json(rows: &[PaymentRow], has_more: bool) -> Value {
         crate::webhooks::create_endpoint, crate::webhooks::list_endpoints, crate::webhooks::get_endpoint,
         crate::webhooks::delete_endpoint, crate::webhooks::list_events, crate::webhooks::get_event,
         crate::webhooks::redeliver, crate::webhooks::redeliver_range, crate::webhooks::rotate_notify_secret,
-        crate::webhooks::rotate_endpoint_secret),
+        crate::webhooks::rotate_endpoint_secret, crate::links::create_link, crate::links::list_links,
+        crate::links::get_link, crate::links::deactivate, crate::links::link_payments),
     modifiers(&ApiKeyAuth)
 )]
 struct ApiDoc;

@@ -32,9 +32,10 @@ pub fn routes() -> Router<Gateway> {
         .route("/pay/{token}", get(visit).post(visit_with_amount))
 }
 
-#[derive(Debug, Deserialize)]
+/// A payment link to create.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateLink {
+pub(crate) struct CreateLink {
     /// A fixed amount in minor units; or leave it out and give `amount_min` and `amount_max`
     /// for an amount the payer enters.
     amount: Option<i64>,
@@ -68,7 +69,11 @@ fn link_json(l: &PaymentLinkRow) -> Value {
     })
 }
 
-async fn create_link(
+/// Create a payment link: a permanent URL (and QR) whose every visit makes a new hosted payment.
+#[utoipa::path(post, path = "/v1/payment_links", request_body = CreateLink,
+    responses((status = 201, description = "The link, with its `url` and `qr` images"), (status = 400, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn create_link(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -167,7 +172,10 @@ async fn create_link(
     )
 }
 
-async fn list_links(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+/// The merchant's payment links, newest first.
+#[utoipa::path(get, path = "/v1/payment_links", responses((status = 200, description = "`{object: list, data, has_more}`")),
+    security(("api_key" = [])))]
+pub(crate) async fn list_links(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
     respond(
         async {
             let merchant = authenticate(&gw, &headers).await?;
@@ -190,7 +198,11 @@ async fn owned(gw: &Gateway, headers: &HeaderMap, id: &str) -> ApiResult<Payment
         .ok_or_else(|| ApiError::not_found("payment link"))
 }
 
-async fn get_link(
+/// A payment link.
+#[utoipa::path(get, path = "/v1/payment_links/{id}", params(("id" = String, Path, description = "plink_...")),
+    responses((status = 200, description = "The link"), (status = 404, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn get_link(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -204,7 +216,11 @@ async fn get_link(
     )
 }
 
-async fn deactivate(
+/// Stop a payment link from taking payments.
+#[utoipa::path(post, path = "/v1/payment_links/{id}/deactivate", params(("id" = String, Path, description = "plink_...")),
+    responses((status = 200, description = "The link, inactive"), (status = 404, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn deactivate(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -222,7 +238,11 @@ async fn deactivate(
     )
 }
 
-async fn link_payments(
+/// The payments made through a link, newest first (at most 100).
+#[utoipa::path(get, path = "/v1/payment_links/{id}/payments", params(("id" = String, Path, description = "plink_...")),
+    responses((status = 200, description = "`{object: list, data: [Payment], has_more}`"), (status = 404, body = crate::api::ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub(crate) async fn link_payments(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     Path(id): Path<String>,

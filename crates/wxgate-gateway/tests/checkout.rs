@@ -209,6 +209,30 @@ async fn cancel_expiry_and_unknown_tokens(t: TestGateway) {
     assert_eq!(status, 410);
     assert!(page.contains("cancelled or has expired"), "{page}");
 
+    // Expired (status sync closed it at WeChat): the page and its status go to cancel_url.
+    let p = hosted(&t, json!({"cancel_url": "https://shop.example/cart"})).await;
+    let url = p["hosted_url"].as_str().unwrap().to_string();
+    t.store
+        .transition(
+            &t.merchant_id,
+            p["id"].as_str().unwrap(),
+            wxgate_domain::PaymentEvent::Expired,
+            &wxgate_store::TransitionFacts {
+                now: wxgate_gateway::now_ms(),
+                source: "expiry".into(),
+                ..Default::default()
+            },
+            wxgate_gateway::sync::event_payload,
+        )
+        .await
+        .unwrap();
+    let (status, _, location) = open(&url, DESKTOP, None).await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (303, Some("https://shop.example/cart"))
+    );
+    assert_eq!(checkout_status(&url).await["state"], "closed");
+
     // An unknown or altered token: 404, a page, no detail.
     let altered = format!("{}x", url);
     for bad in [altered, format!("{}/checkout/cs_nope", t.base)] {

@@ -633,6 +633,8 @@ async fn openapi_document_lists_the_payments_api(t: TestGateway) {
         "/v1/events/{id}",
         "/v1/events/{id}/redeliver",
         "/v1/events/redeliver",
+        "/v1/payment_links",
+        "/v1/payment_links/{id}/payments",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
