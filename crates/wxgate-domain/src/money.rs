@@ -77,6 +77,43 @@ impl Currency {
             _ => 2,
         }
     }
+
+    /// An amount in minor units written in the major unit: 1234 → `12.34` (CNY), `1234` (JPY).
+    pub fn format_minor(self, minor: i64) -> String {
+        let exponent = self.exponent();
+        if exponent == 0 {
+            return minor.to_string();
+        }
+        let unit = 10i64.pow(exponent);
+        format!(
+            "{}.{:0width$}",
+            minor / unit,
+            minor % unit,
+            width = exponent as usize
+        )
+    }
+
+    /// A plain decimal as a person enters it (`12.34`, `12`) in minor units; `None` for
+    /// anything else, or more decimals than the currency has.
+    pub fn parse_major(self, entered: &str) -> Option<i64> {
+        let exponent = self.exponent() as usize;
+        let entered = entered.trim();
+        let (whole, fraction) = entered.split_once('.').unwrap_or((entered, ""));
+        if whole.is_empty()
+            || whole.len() > 12
+            || fraction.len() > exponent
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let mut minor: i64 = whole.parse().ok()?;
+        for i in 0..exponent {
+            let digit = fraction.as_bytes().get(i).map_or(0, |b| (b - b'0') as i64);
+            minor = minor.checked_mul(10)?.checked_add(digit)?;
+        }
+        Some(minor)
+    }
 }
 
 /// The largest amount wxgate accepts in one payment, in minor units. WeChat's fields are
@@ -151,5 +188,21 @@ mod tests {
             Money::new(AMOUNT_MAX + 1, Currency::CNY),
             Err(MoneyError::TooLarge(AMOUNT_MAX + 1))
         );
+    }
+
+    #[test]
+    fn amounts_in_the_major_unit() {
+        assert_eq!(Currency::CNY.format_minor(1999), "19.99");
+        assert_eq!(Currency::USD.format_minor(5), "0.05");
+        assert_eq!(Currency::JPY.format_minor(1999), "1999");
+        let cny = Currency::CNY;
+        assert_eq!(cny.parse_major("12.34"), Some(1234));
+        assert_eq!(cny.parse_major("12"), Some(1200));
+        assert_eq!(cny.parse_major(" 0.5 "), Some(50));
+        assert_eq!(Currency::JPY.parse_major("1000"), Some(1000));
+        for bad in ["", "1.234", "-1", "1e3", "abc", ".5", "99999999999999"] {
+            assert_eq!(cny.parse_major(bad), None, "{bad}");
+        }
+        assert_eq!(Currency::JPY.parse_major("1.5"), None);
     }
 }

@@ -339,13 +339,9 @@ fn check_url(code: &'static str, param: &str, value: &Option<String>) -> ApiResu
     Ok(())
 }
 
-fn validate(
-    req: CreatePayment,
-    merchant: &MerchantRow,
-    now: i64,
-    allow_private: bool,
-) -> ApiResult<ValidPayment> {
-    let currency = Currency::parse(&req.currency)
+/// An ISO 4217 code among the merchant's pricing currencies.
+pub(crate) fn merchant_currency(merchant: &MerchantRow, code: &str) -> ApiResult<Currency> {
+    let currency = Currency::parse(code)
         .map_err(|e| ApiError::invalid("invalid_currency", "currency", e.to_string()))?;
     if !merchant.currencies.split(',').any(|c| c == currency.code()) {
         return Err(ApiError::invalid(
@@ -358,6 +354,27 @@ fn validate(
             ),
         ));
     }
+    Ok(currency)
+}
+
+/// WeChat's rule for a description: 1 to 127 characters.
+pub(crate) fn check_description(description: &str) -> ApiResult<()> {
+    wechatpay_v3::validate::description("description", description).map_err(|e| {
+        ApiError::invalid(
+            "invalid_description",
+            "description",
+            format!("description {}", e.issue),
+        )
+    })
+}
+
+fn validate(
+    req: CreatePayment,
+    merchant: &MerchantRow,
+    now: i64,
+    allow_private: bool,
+) -> ApiResult<ValidPayment> {
+    let currency = merchant_currency(merchant, &req.currency)?;
     let money = Money::new(req.amount, currency).map_err(|e| match e {
         MoneyError::NotPositive(_) | MoneyError::TooLarge(_) => {
             ApiError::invalid("invalid_amount", "amount", e.to_string())
@@ -375,13 +392,7 @@ fn validate(
             )
         },
     )?;
-    wechatpay_v3::validate::description("description", &req.description).map_err(|e| {
-        ApiError::invalid(
-            "invalid_description",
-            "description",
-            format!("description {}", e.issue),
-        )
-    })?;
+    check_description(&req.description)?;
     // `hosted`: the checkout page picks the WeChat product from the shopper's device.
     let integration = match req.integration.as_str() {
         HOSTED => None,

@@ -16,7 +16,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
-use wxgate_domain::{Currency, Integration, PaymentEvent};
+use wxgate_domain::{Currency, Integration, PaymentEvent, PaymentStatus};
 use wxgate_store::PaymentRow;
 
 use crate::api::{ApiError, HOSTED};
@@ -129,20 +129,12 @@ pub(crate) fn esc(s: &str) -> String {
     out
 }
 
-/// `12.34 USD`, `1,000 JPY`: the amount in the currency's major unit.
+/// `12.34 USD`, `1000 JPY`: the amount in the currency's major unit.
 fn amount(p: &PaymentRow) -> String {
-    let exponent = Currency::parse(&p.currency).map_or(2, |c| c.exponent());
-    if exponent == 0 {
-        return format!("{} {}", p.amount, p.currency);
+    match Currency::parse(&p.currency) {
+        Ok(c) => format!("{} {}", c.format_minor(p.amount), p.currency),
+        Err(_) => format!("{} {}", p.amount, p.currency),
     }
-    let unit = 10i64.pow(exponent);
-    format!(
-        "{}.{:0width$} {}",
-        p.amount / unit,
-        p.amount % unit,
-        p.currency,
-        width = exponent as usize
-    )
 }
 
 /// A whole page around `body` (already HTML), with `status`; `here` is the page's own path
@@ -274,12 +266,10 @@ fn client_ip(gw: &Gateway, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
         .unwrap_or(peer.ip())
 }
 
+/// Whether the payment is over, and if so whether it was paid.
 fn finished(p: &PaymentRow) -> Option<bool> {
-    match p.status.as_str() {
-        "succeeded" | "refunded" | "paid_after_close" => Some(true),
-        "cancelled" | "expired" | "failed" => Some(false),
-        _ => None,
-    }
+    let status = PaymentStatus::parse(&p.status)?;
+    (!status.is_pending()).then(|| status.is_paid())
 }
 
 /// Where the page goes once the payment is over.
@@ -546,7 +536,7 @@ mod tests {
         let mut p = PaymentRow {
             amount: 1999,
             currency: "CNY".into(),
-            ..sample()
+            ..PaymentRow::default()
         };
         assert_eq!(amount(&p), "19.99 CNY");
         p.currency = "JPY".into();
@@ -554,45 +544,6 @@ mod tests {
         p.currency = "USD".into();
         p.amount = 5;
         assert_eq!(amount(&p), "0.05 USD");
-    }
-
-    fn sample() -> PaymentRow {
-        PaymentRow {
-            id: String::new(),
-            merchant_id: String::new(),
-            merchant_order_id: String::new(),
-            out_trade_no: String::new(),
-            amount: 0,
-            currency: String::new(),
-            description: String::new(),
-            integration: String::new(),
-            status: String::new(),
-            version: 0,
-            fingerprint: String::new(),
-            payer_openid: None,
-            client_ip: None,
-            return_url: None,
-            cancel_url: None,
-            attach: None,
-            metadata: String::new(),
-            wechat_credential: None,
-            transaction_id: None,
-            paid_at: None,
-            expires_at: 0,
-            created_at: 0,
-            updated_at: 0,
-            sync_due_at: None,
-            sync_attempts: 0,
-            claimed_until: None,
-            notify_url: None,
-            amount_refunded: 0,
-            amount_reserved: 0,
-            refund_count: 0,
-            checkout_token: None,
-            hosted_url: None,
-            checkout_kind: None,
-            payment_link_id: None,
-        }
     }
 }
 

@@ -19,7 +19,10 @@ use wxgate_domain::money::AMOUNT_MAX;
 use wxgate_domain::{Currency, id};
 use wxgate_store::PaymentLinkRow;
 
-use crate::api::{ApiError, ApiResult, authenticate, parse_body, parse_time, respond};
+use crate::api::{
+    ApiError, ApiResult, authenticate, check_description, merchant_currency, parse_body,
+    parse_time, respond,
+};
 use crate::checkout::{self, Lang, PageQuery, esc, html, notice, t};
 use crate::{Gateway, now_ms, qr, views};
 
@@ -82,15 +85,7 @@ pub(crate) async fn create_link(
         async {
             let merchant = authenticate(&gw, &headers).await?;
             let (req, _) = parse_body::<CreateLink>(body)?;
-            let currency = Currency::parse(&req.currency)
-                .map_err(|e| ApiError::invalid("invalid_currency", "currency", e.to_string()))?;
-            if !merchant.currencies.split(',').any(|c| c == currency.code()) {
-                return Err(ApiError::invalid(
-                    "currency_not_allowed",
-                    "currency",
-                    format!("this merchant accepts {}", merchant.currencies),
-                ));
-            }
+            let currency = merchant_currency(&merchant, &req.currency)?;
             let in_range = |v: i64| (1..=AMOUNT_MAX).contains(&v);
             match (req.amount, req.amount_min, req.amount_max) {
                 (Some(a), None, None) if in_range(a) => {}
@@ -103,13 +98,7 @@ pub(crate) async fn create_link(
                     ));
                 }
             }
-            wechatpay_v3::validate::description("description", &req.description).map_err(|e| {
-                ApiError::invalid(
-                    "invalid_description",
-                    "description",
-                    format!("description {}", e.issue),
-                )
-            })?;
+            check_description(&req.description)?;
             if let Some(url) = &req.return_url
                 && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
             {
@@ -227,11 +216,11 @@ pub(crate) async fn deactivate(
 ) -> Response {
     respond(
         async {
-            let link = owned(&gw, &headers, &id).await?;
+            let mut link = owned(&gw, &headers, &id).await?;
             gw.store()
                 .deactivate_payment_link(&link.merchant_id, &id)
                 .await?;
-            let link = owned(&gw, &headers, &id).await?;
+            link.active = 0;
             Ok((StatusCode::OK, link_json(&link)))
         }
         .await,
@@ -302,10 +291,9 @@ async fn visit_with_amount(
         Ok(link) => link,
         Err(page) => return *page,
     };
-    let exponent = Currency::parse(&link.currency).map_or(2, |c| c.exponent());
     let entered = form
         .ok()
-        .and_then(|Form(f)| minor_units(&f.amount, exponent));
+        .and_then(|Form(f)| currency(&link).parse_major(&f.amount));
     let (min, max) = (
         link.amount_min.unwrap_or(1),
         link.amount_max.unwrap_or(AMOUNT_MAX),
@@ -319,24 +307,9 @@ async fn visit_with_amount(
     }
 }
 
-/// `12.34` in a currency with 2 decimals → 1234; `None` for anything else.
-fn minor_units(entered: &str, exponent: u32) -> Option<i64> {
-    let entered = entered.trim();
-    let (whole, fraction) = entered.split_once('.').unwrap_or((entered, ""));
-    if whole.is_empty()
-        || whole.len() > 12
-        || fraction.len() > exponent as usize
-        || !whole.bytes().all(|b| b.is_ascii_digit())
-        || !fraction.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let mut minor: i64 = whole.parse().ok()?;
-    for i in 0..exponent as usize {
-        let digit = fraction.as_bytes().get(i).map_or(0, |b| (b - b'0') as i64);
-        minor = minor.checked_mul(10)?.checked_add(digit)?;
-    }
-    Some(minor)
+/// The link's currency (checked when the link was made).
+fn currency(link: &PaymentLinkRow) -> Currency {
+    Currency::parse(&link.currency).unwrap_or(Currency::CNY)
 }
 
 /// The link behind a token, if it still takes payments; otherwise the page to show.
@@ -379,20 +352,7 @@ fn amount_form(
     here: &str,
     status: Option<StatusCode>,
 ) -> Response {
-    let exponent = Currency::parse(&link.currency).map_or(2, |c| c.exponent());
-    let major = |minor: i64| {
-        let unit = 10i64.pow(exponent);
-        if exponent == 0 {
-            minor.to_string()
-        } else {
-            format!(
-                "{}.{:0w$}",
-                minor / unit,
-                minor % unit,
-                w = exponent as usize
-            )
-        }
-    };
+    let major = |minor: i64| currency(link).format_minor(minor);
     let (min, max) = (
         link.amount_min.unwrap_or(1),
         link.amount_max.unwrap_or(AMOUNT_MAX),
@@ -455,22 +415,5 @@ async fn pay(gw: &Gateway, link: &PaymentLinkRow, amount: i64, lang: Lang, here:
             );
             html(StatusCode::SERVICE_UNAVAILABLE, lang, here, &body, "")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::minor_units;
-
-    #[test]
-    fn entered_amounts() {
-        assert_eq!(minor_units("12.34", 2), Some(1234));
-        assert_eq!(minor_units("12", 2), Some(1200));
-        assert_eq!(minor_units(" 0.5 ", 2), Some(50));
-        assert_eq!(minor_units("1000", 0), Some(1000));
-        for bad in ["", "1.234", "-1", "1e3", "abc", ".5", "99999999999999"] {
-            assert_eq!(minor_units(bad, 2), None, "{bad}");
-        }
-        assert_eq!(minor_units("1.5", 0), None);
     }
 }

@@ -174,6 +174,15 @@ impl Store {
         self.backend
     }
 
+    /// How a claim's inner SELECT locks its rows: on PostgreSQL it skips rows another node is
+    /// claiming; SQLite has one writer, so there is nothing to skip.
+    fn skip_locked(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        }
+    }
+
     /// Runs one statement as is (administration and tests: `CREATE DATABASE`, ...).
     pub async fn execute_raw(&self, sql: &str) -> Result<()> {
         sqlx::raw_sql(sql).execute(&self.writer).await?;
@@ -649,16 +658,11 @@ impl Store {
 
     /// Claims up to `limit` pending payments whose sync is due, for `CLAIM_LEASE_MS`.
     pub async fn claim_due_syncs(&self, now: i64, limit: i64) -> Result<Vec<PaymentRow>> {
-        let select = match self.backend {
-            Backend::Postgres => {
-                "SELECT id FROM payments WHERE status = 'pending' AND sync_due_at <= $2 \
-                 AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3 FOR UPDATE SKIP LOCKED"
-            }
-            Backend::Sqlite => {
-                "SELECT id FROM payments WHERE status = 'pending' AND sync_due_at <= $2 \
-                 AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3"
-            }
-        };
+        let select = format!(
+            "SELECT id FROM payments WHERE status = 'pending' AND sync_due_at <= $2 \
+             AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3{}",
+            self.skip_locked()
+        );
         let sql =
             format!("UPDATE payments SET claimed_until = $1 WHERE id IN ({select}) RETURNING *");
         Ok(sqlx::query_as::<_, PaymentRow>(&sql)

@@ -9,7 +9,7 @@ use wxgate_domain::refund::{
 use wxgate_domain::{PaymentEvent, PaymentStatus, Transition, payment};
 
 use crate::{
-    Backend, CLAIM_LEASE_MS, EventRow, PaymentRow, RefundFacts, RefundNote, RefundRow,
+    CLAIM_LEASE_MS, EventRow, PaymentRow, RefundFacts, RefundNote, RefundRow,
     RefundTransitionOutcome, ReserveOutcome, Result, Store, StoreError, TransitionFacts,
     insert_event, write_payment_transition,
 };
@@ -299,10 +299,7 @@ impl Store {
 
     /// Claims up to `limit` pending (or abnormal) refunds whose submission or query is due.
     pub async fn claim_due_refunds(&self, now: i64, limit: i64) -> Result<Vec<RefundRow>> {
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let lock = self.skip_locked();
         let sql = format!(
             "UPDATE refunds SET claimed_until = $1 WHERE id IN (SELECT id FROM refunds \
              WHERE status IN ('pending', 'abnormal') AND sync_due_at <= $2 \

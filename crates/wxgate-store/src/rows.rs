@@ -28,7 +28,7 @@ pub struct MerchantRow {
     pub merchant_category_code: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct PaymentRow {
     pub id: String,
     pub merchant_id: String,

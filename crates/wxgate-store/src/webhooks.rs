@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::{
-    AttemptOutcome, AttemptRow, Backend, DeliveryRow, EventFilter, EventRow, NOTIFY_URL_ENDPOINT,
+    AttemptOutcome, AttemptRow, DeliveryRow, EventFilter, EventRow, NOTIFY_URL_ENDPOINT,
     NotifySecretRow, Redeliver, Result, Store, WebhookEndpointRow,
 };
 
@@ -138,10 +138,7 @@ impl Store {
         limit: i64,
         skip: &[String],
     ) -> Result<Vec<DeliveryRow>> {
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let lock = self.skip_locked();
         let skip_clause = if skip.is_empty() {
             ""
         } else {
