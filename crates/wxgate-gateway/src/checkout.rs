@@ -19,8 +19,10 @@ use serde_json::json;
 use wxgate_domain::{Currency, Integration, PaymentEvent, PaymentStatus};
 use wxgate_store::PaymentRow;
 
-use crate::api::{ApiError, HOSTED};
-use crate::{Gateway, now_ms, qr};
+use crate::app::payments::{self as pay, HOSTED};
+use crate::error::{ApiError, ErrorCode};
+use crate::gateway::Gateway;
+use crate::qr;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -150,12 +152,14 @@ pub(crate) fn html(
         Lang::Zh => ("zh-CN", "en"),
         Lang::En => ("en", "zh"),
     };
+    // A fresh nonce per page: only this page's own script and style run (the CSP says so).
+    let nonce = wechatpay_v3::nonce(24);
     let page = format!(
         r#"<!doctype html>
 <html lang="{lang_attr}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>
+<style nonce="{nonce}">
 body{{margin:0;font-family:-apple-system,"PingFang SC","Microsoft YaHei",Helvetica,Arial,sans-serif;background:#f2f2f2;color:#222}}
 main{{max-width:420px;margin:0 auto;padding:24px 16px;text-align:center}}
 .card{{background:#fff;border-radius:12px;padding:24px 16px;box-shadow:0 1px 4px rgba(0,0,0,.08)}}
@@ -165,14 +169,25 @@ main{{max-width:420px;margin:0 auto;padding:24px 16px;text-align:center}}
 .button{{display:block;background:#07c160;color:#fff;text-decoration:none;border:0;border-radius:8px;padding:14px;font-size:17px;margin:16px 0;width:100%;cursor:pointer}}
 .link{{background:none;border:0;color:#576b95;font-size:15px;cursor:pointer;padding:8px}}
 .muted{{color:#888;font-size:14px}}
+.amount-input{{font-size:24px;width:10em;text-align:center}}
 </style></head>
 <body><main><div class="card">{body}</div>
 <p class="muted"><a class="link" href="{here}?lang={other}">{switch}</a></p></main>
 {script}</body></html>"#,
         title = t(lang, "title"),
         switch = t(lang, "switch"),
+        script = script.replace("<script>", &format!("<script nonce=\"{nonce}\">")),
     );
-    (status, [(header::CACHE_CONTROL, "no-store")], Html(page)).into_response()
+    let csp = crate::http::content_security_policy(&nonce);
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, "no-store".to_string()),
+            (header::CONTENT_SECURITY_POLICY, csp),
+        ],
+        Html(page),
+    )
+        .into_response()
 }
 
 /// A page that only says something: not found, expired, paid, closed.
@@ -291,12 +306,13 @@ async fn page(
     match show(&gw, &token, lang, &headers, peer).await {
         Ok(response) => response,
         Err(e) => {
-            let status = if e.status.is_server_error() {
+            let status = crate::http::answer::status(e.code);
+            let status = if status.is_server_error() {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
-                e.status
+                status
             };
-            tracing::warn!(code = e.code, "checkout page failed");
+            tracing::warn!(code = %e.code, "checkout page failed");
             let body = format!(
                 "<h1>{}</h1><p class=\"muted\">{}</p>",
                 t(lang, "title"),
@@ -330,7 +346,7 @@ async fn show(
             "not_found_hint",
         ));
     };
-    let now = now_ms();
+    let now = gw.now_ms();
     match finished(&p) {
         Some(paid) => {
             let target = if paid { &p.return_url } else { &p.cancel_url };
@@ -390,7 +406,7 @@ async fn show(
                         return_url: p.hosted_url.clone(),
                         ..p.clone()
                     };
-                    crate::api::prepay(gw, &merchant, &order, integration, now).await?;
+                    pay::prepay(gw, &merchant, &order, integration, now).await?;
                 }
                 p = gw
                     .store()
@@ -462,8 +478,7 @@ async fn show(
     let Some(action) = action else {
         // The prepay has not completed (WeChat did not answer): say so; reloading tries again.
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "upstream_unavailable",
+            ErrorCode::UpstreamUnavailable,
             match lang {
                 Lang::Zh => "微信支付暂时无法响应，请稍后刷新页面。",
                 Lang::En => "WeChat Pay is not answering right now; reload the page in a moment.",
@@ -484,7 +499,7 @@ async fn status(State(gw): State<Gateway>, Path(token): Path<String>) -> Respons
     let (state, redirect) = match finished(&p) {
         Some(true) => ("completed", destination(&p, &token, true)),
         Some(false) => ("closed", destination(&p, &token, false)),
-        None if now_ms() >= p.expires_at => ("closed", destination(&p, &token, false)),
+        None if gw.now_ms() >= p.expires_at => ("closed", destination(&p, &token, false)),
         None => ("waiting", String::new()),
     };
     (
@@ -509,8 +524,7 @@ async fn cancel(State(gw): State<Gateway>, Path(token): Path<String>) -> Respons
             Err(e) => {
                 tracing::warn!(payment = %p.id, error = %e, "checkout cancel could not reach WeChat");
                 return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream_unavailable",
+                    ErrorCode::UpstreamUnavailable,
                     "WeChat Pay did not confirm the cancel; try again",
                 )
                 .into_response();
@@ -570,7 +584,7 @@ async fn oauth_return(
         let up = gw.upstream(&p.merchant_id).await?;
         let openid = up.openid_for_code(&code).await?;
         gw.store()
-            .set_payer_openid(&p.id, &openid, now_ms())
+            .set_payer_openid(&p.id, &openid, gw.now_ms())
             .await?;
         anyhow::Ok(())
     }
@@ -578,8 +592,7 @@ async fn oauth_return(
     if let Err(e) = learnt {
         tracing::warn!(payment = %p.id, error = %e, "webpage authorization failed");
         return ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "authorization_failed",
+            ErrorCode::AuthorizationFailed,
             "WeChat did not confirm who is paying; reopen the page",
         )
         .into_response();

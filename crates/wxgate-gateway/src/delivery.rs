@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use wxgate_domain::webhook;
 use wxgate_store::{AttemptOutcome, AttemptRow, DeliveryRow, EventRow, NOTIFY_URL_ENDPOINT};
 
-use crate::{Gateway, now_ms};
+use crate::gateway::Gateway;
 
 /// How long a delivery given back untried (no room for it on this node) waits before it is
 /// claimable again.
@@ -319,7 +319,7 @@ async fn claim_round(
     if free == 0 {
         return Ok(0);
     }
-    let now = now_ms();
+    let now = gw.now_ms();
     let due = gw
         .store()
         .claim_due_deliveries(now, lease_ms(gw), free.min(256) as i64, &lanes.full())
@@ -394,7 +394,7 @@ pub async fn deliver(
     let secret = gw.signing_secret(&secret_id, &sealed)?;
     let body = event_json(&event);
     let started = Instant::now();
-    let at = now_ms();
+    let at = gw.now_ms();
     let signature = webhook::sign(&secret, &secret_id, at / 1000, body.as_bytes());
     let sent = client
         .post(&url)
@@ -427,7 +427,7 @@ pub async fn deliver(
     } else {
         match schedule.get(d.round_attempts as usize) {
             Some(wait) => AttemptOutcome::Retry {
-                next_at: now_ms() + wait,
+                next_at: gw.now_ms() + wait,
             },
             None => AttemptOutcome::Dead,
         }

@@ -6,8 +6,6 @@
 
 use axum::Form;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -16,23 +14,29 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wxgate_domain::money::AMOUNT_MAX;
-use wxgate_domain::{Currency, id};
+use wxgate_domain::{Currency, Money, id};
 use wxgate_store::PaymentLinkRow;
 
-use crate::api::{
-    ApiError, ApiResult, authenticate, check_description, merchant_currency, parse_body,
-    parse_time, respond,
-};
+use crate::app::payments::{self as pay, NewPayment, check_description, merchant_currency};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::answer::{ErrorEnvelope, Json};
+use crate::http::extract::{Authed, JsonBody, Params, page_limit, parse_time};
 use crate::checkout::{self, Lang, PageQuery, esc, html, notice, t};
-use crate::{Gateway, now_ms, qr, views};
+use crate::gateway::Gateway;
+use crate::{qr, views};
 
-pub fn routes() -> Router<Gateway> {
+/// The merchant API for links.
+pub fn api_routes() -> Router<Gateway> {
     Router::new()
         .route("/v1/payment_links", post(create_link).get(list_links))
         .route("/v1/payment_links/{id}", get(get_link))
         .route("/v1/payment_links/{id}/deactivate", post(deactivate))
         .route("/v1/payment_links/{id}/payments", get(link_payments))
-        .route("/pay/{token}", get(visit).post(visit_with_amount))
+}
+
+/// The shopper's side: a link's page.
+pub fn page_routes() -> Router<Gateway> {
+    Router::new().route("/pay/{token}", get(visit).post(visit_with_amount))
 }
 
 /// A payment link to create.
@@ -74,183 +78,199 @@ fn link_json(l: &PaymentLinkRow) -> Value {
 
 /// Create a payment link: a permanent URL (and QR) whose every visit makes a new hosted payment.
 #[utoipa::path(post, path = "/v1/payment_links", request_body = CreateLink,
-    responses((status = 201, description = "The link, with its `url` and `qr` images"), (status = 400, body = crate::api::ErrorEnvelope)),
+    responses((status = 201, description = "The link, with its `url` and `qr` images"), (status = 400, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn create_link(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let (req, _) = parse_body::<CreateLink>(body)?;
-            let currency = merchant_currency(&merchant, &req.currency)?;
-            let in_range = |v: i64| (1..=AMOUNT_MAX).contains(&v);
-            match (req.amount, req.amount_min, req.amount_max) {
-                (Some(a), None, None) if in_range(a) => {}
-                (None, Some(min), Some(max)) if in_range(min) && in_range(max) && min <= max => {}
-                _ => {
-                    return Err(ApiError::invalid(
-                        "invalid_amount",
-                        "amount",
-                        "give amount (above 0), or amount_min and amount_max (above 0, min ≤ max) for an amount the payer enters",
-                    ));
-                }
-            }
-            check_description(&req.description)?;
-            if let Some(url) = &req.return_url
-                && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-            {
-                return Err(ApiError::invalid(
-                    "invalid_return_url",
-                    "return_url",
-                    "return_url must be an absolute http(s) URL",
-                ));
-            }
-            if req.max_uses.is_some_and(|n| n < 1) {
-                return Err(ApiError::invalid(
-                    "invalid_max_uses",
-                    "max_uses",
-                    "max_uses must be at least 1",
-                ));
-            }
-            let now = now_ms();
-            let expires_at = req
-                .expires_at
-                .as_deref()
-                .map(|t| parse_time("expires_at", t))
-                .transpose()?;
-            if expires_at.is_some_and(|e| e <= now) {
-                return Err(ApiError::invalid(
-                    "invalid_expires_at",
-                    "expires_at",
-                    "expires_at must be in the future",
-                ));
-            }
-            let token = id::generate("pl");
-            let row = PaymentLinkRow {
-                id: id::generate("plink"),
-                merchant_id: merchant.id.clone(),
-                url: format!(
-                    "{}/pay/{token}",
-                    gw.config().public_base_url.trim_end_matches('/')
-                ),
-                token,
-                currency: currency.code().to_string(),
-                amount: req.amount,
-                amount_min: req.amount_min,
-                amount_max: req.amount_max,
-                description: req.description,
-                return_url: req.return_url,
-                max_uses: req.max_uses,
-                uses: 0,
-                expires_at,
-                active: 1,
-                created_at: now,
-            };
-            gw.store().insert_payment_link(&row).await?;
-            let mut view = link_json(&row);
-            view["qr"] = json!({
-                "image_png_base64": base64::engine::general_purpose::STANDARD.encode(qr::png(&row.url)),
-                "image_svg": qr::svg(&row.url),
-            });
-            Ok((StatusCode::CREATED, view))
+    Authed(merchant): Authed,
+    JsonBody(req): JsonBody<CreateLink>,
+) -> ApiResult<Json> {
+
+    let currency = merchant_currency(&merchant, &req.currency)?;
+    let in_range = |v: i64| (1..=AMOUNT_MAX).contains(&v);
+    match (req.amount, req.amount_min, req.amount_max) {
+        (Some(a), None, None) if in_range(a) => {}
+        (None, Some(min), Some(max)) if in_range(min) && in_range(max) && min <= max => {}
+        _ => {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidAmount,
+                "amount",
+                "give amount (above 0), or amount_min and amount_max (above 0, min ≤ max) for an amount the payer enters",
+            ));
         }
-        .await,
+    }
+    check_description(&req.description)?;
+    if let Some(url) = &req.return_url
+        && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidReturnUrl,
+            "return_url",
+            "return_url must be an absolute http(s) URL",
+        ));
+    }
+    if req.max_uses.is_some_and(|n| n < 1) {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidMaxUses,
+            "max_uses",
+            "max_uses must be at least 1",
+        ));
+    }
+    let now = gw.now_ms();
+    let expires_at = req
+        .expires_at
+        .as_deref()
+        .map(|t| parse_time("expires_at", t))
+        .transpose()?;
+    if expires_at.is_some_and(|e| e <= now) {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidExpiresAt,
+            "expires_at",
+            "expires_at must be in the future",
+        ));
+    }
+    let token = id::generate("pl");
+    let row = PaymentLinkRow {
+        id: id::generate("plink"),
+        merchant_id: merchant.id.clone(),
+        url: format!(
+            "{}/pay/{token}",
+            gw.config().public_base_url.trim_end_matches('/')
+        ),
+        token,
+        currency: currency.code().to_string(),
+        amount: req.amount,
+        amount_min: req.amount_min,
+        amount_max: req.amount_max,
+        description: req.description,
+        return_url: req.return_url,
+        max_uses: req.max_uses,
+        uses: 0,
+        expires_at,
+        active: 1,
+        created_at: now,
+    };
+    gw.store().insert_payment_link(&row).await?;
+    let mut view = link_json(&row);
+    view["qr"] = json!({
+        "image_png_base64": base64::engine::general_purpose::STANDARD.encode(qr::png(&row.url)),
+        "image_svg": qr::svg(&row.url),
+    });
+    Ok(Json(StatusCode::CREATED, view))
+}
+
+/// A page of a list: its size and where it starts.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListPage {
+    /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+    /// An id from the previous page: the page after it.
+    starting_after: Option<String>,
+}
+
+/// A page of rows as `{object: list, data, has_more}`: `rows` holds at most one more than
+/// `limit`, which only says that more follow.
+fn page<T>(mut rows: Vec<T>, limit: i64, view: impl Fn(&T) -> Value) -> Json {
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let data: Vec<Value> = rows.iter().map(view).collect();
+    Json(
+        StatusCode::OK,
+        json!({"object": "list", "data": data, "has_more": has_more}),
     )
 }
 
 /// The merchant's payment links, newest first.
-#[utoipa::path(get, path = "/v1/payment_links", responses((status = 200, description = "`{object: list, data, has_more}`")),
+#[utoipa::path(get, path = "/v1/payment_links", params(ListPage),
+    responses((status = 200, description = "`{object: list, data, has_more}`"), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
     security(("api_key" = [])))]
-pub(crate) async fn list_links(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let rows = gw.store().payment_links(&merchant.id, 100).await?;
-            let data: Vec<Value> = rows.iter().map(link_json).collect();
-            Ok((
-                StatusCode::OK,
-                json!({"object": "list", "data": data, "has_more": false}),
-            ))
+pub(crate) async fn list_links(
+    State(gw): State<Gateway>,
+    Authed(merchant): Authed,
+    Params(q): Params<ListPage>,
+) -> ApiResult<Json> {
+    let limit = page_limit(q.limit)?;
+    let after = match &q.starting_after {
+        Some(id) => {
+            let link = gw.store().payment_link(&merchant.id, id).await?.ok_or_else(|| {
+                ApiError::invalid(ErrorCode::InvalidCursor, "starting_after", "no such payment link")
+            })?;
+            Some((link.created_at, link.id))
         }
-        .await,
-    )
+        None => None,
+    };
+    let rows = gw.store().payment_links(&merchant.id, after, limit + 1).await?;
+    Ok(page(rows, limit, link_json))
 }
 
-async fn owned(gw: &Gateway, headers: &HeaderMap, id: &str) -> ApiResult<PaymentLinkRow> {
-    let merchant = authenticate(gw, headers).await?;
+async fn owned(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<PaymentLinkRow> {
     gw.store()
-        .payment_link(&merchant.id, id)
+        .payment_link(merchant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment link"))
 }
 
 /// A payment link.
 #[utoipa::path(get, path = "/v1/payment_links/{id}", params(("id" = String, Path, description = "plink_...")),
-    responses((status = 200, description = "The link"), (status = 404, body = crate::api::ErrorEnvelope)),
+    responses((status = 200, description = "The link"), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn get_link(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
+    Authed(merchant): Authed,
     Path(id): Path<String>,
-) -> Response {
-    respond(
-        async {
-            let link = owned(&gw, &headers, &id).await?;
-            Ok((StatusCode::OK, link_json(&link)))
-        }
-        .await,
-    )
+) -> ApiResult<Json> {
+    let link = owned(&gw, &merchant.id, &id).await?;
+    Ok(Json(StatusCode::OK, link_json(&link)))
 }
 
 /// Stop a payment link from taking payments.
 #[utoipa::path(post, path = "/v1/payment_links/{id}/deactivate", params(("id" = String, Path, description = "plink_...")),
-    responses((status = 200, description = "The link, inactive"), (status = 404, body = crate::api::ErrorEnvelope)),
+    responses((status = 200, description = "The link, inactive"), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn deactivate(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
+    Authed(merchant): Authed,
     Path(id): Path<String>,
-) -> Response {
-    respond(
-        async {
-            let mut link = owned(&gw, &headers, &id).await?;
-            gw.store()
-                .deactivate_payment_link(&link.merchant_id, &id)
-                .await?;
-            link.active = 0;
-            Ok((StatusCode::OK, link_json(&link)))
-        }
-        .await,
-    )
+) -> ApiResult<Json> {
+    let mut link = owned(&gw, &merchant.id, &id).await?;
+    gw.store()
+        .deactivate_payment_link(&link.merchant_id, &id)
+        .await?;
+    link.active = 0;
+    Ok(Json(StatusCode::OK, link_json(&link)))
 }
 
-/// The payments made through a link, newest first (at most 100).
-#[utoipa::path(get, path = "/v1/payment_links/{id}/payments", params(("id" = String, Path, description = "plink_...")),
-    responses((status = 200, description = "`{object: list, data: [Payment], has_more}`"), (status = 404, body = crate::api::ErrorEnvelope)),
+/// The payments made through a link, newest first.
+#[utoipa::path(get, path = "/v1/payment_links/{id}/payments", params(("id" = String, Path, description = "plink_..."), ListPage),
+    responses((status = 200, description = "`{object: list, data: [Payment], has_more}`"), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn link_payments(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
+    Authed(merchant): Authed,
     Path(id): Path<String>,
-) -> Response {
-    respond(
-        async {
-            let link = owned(&gw, &headers, &id).await?;
-            let rows = gw
-                .store()
-                .payments_of_link(&link.merchant_id, &link.id)
-                .await?;
-            let data: Vec<Value> = rows.iter().map(|p| views::payment(p, None)).collect();
-            Ok((
-                StatusCode::OK,
-                json!({"object": "list", "data": data, "has_more": false}),
-            ))
+    Params(q): Params<ListPage>,
+) -> ApiResult<Json> {
+    let link = owned(&gw, &merchant.id, &id).await?;
+    let limit = page_limit(q.limit)?;
+    let after = match &q.starting_after {
+        Some(pid) => {
+            let p = gw.store().payment(&merchant.id, pid).await?;
+            let p = p.filter(|p| p.payment_link_id.as_deref() == Some(link.id.as_str()));
+            let p = p.ok_or_else(|| {
+                ApiError::invalid(ErrorCode::InvalidCursor, "starting_after", "no such payment of this link")
+            })?;
+            Some((p.created_at, p.id))
         }
-        .await,
-    )
+        None => None,
+    };
+    let rows = gw
+        .store()
+        .payments_of_link(&link.merchant_id, &link.id, after, limit + 1)
+        .await?;
+    Ok(page(rows, limit, |p| views::payment(p, None)))
 }
 
 /// The link as a shopper reaches it: a fixed amount goes straight to a new checkout; otherwise
@@ -333,7 +353,7 @@ async fn open_link(
         Err(e) => return Err(Box::new(ApiError::from(e).into_response())),
     };
     let used_up = link.max_uses.is_some_and(|m| link.uses >= m);
-    let expired = link.expires_at.is_some_and(|e| e <= now_ms());
+    let expired = link.expires_at.is_some_and(|e| e <= gw.now_ms());
     if link.active != 1 || used_up || expired {
         return Err(Box::new(notice(
             StatusCode::GONE,
@@ -361,7 +381,7 @@ fn amount_form(
         "<p class=\"desc\">{}</p><form method=\"post\" action=\"{here}\">\
          <p><label for=\"amount\">{} ({} – {} {})</label></p>\
          <p><input id=\"amount\" name=\"amount\" inputmode=\"decimal\" required \
-         style=\"font-size:24px;width:10em;text-align:center\"></p>\
+         class=\"amount-input\"></p>\
          <button class=\"button\" type=\"submit\">{}</button></form>",
         esc(&link.description),
         t(lang, "enter_amount"),
@@ -376,7 +396,7 @@ fn amount_form(
 /// Takes a use of the link and makes its payment, then sends the shopper to its checkout.
 async fn pay(gw: &Gateway, link: &PaymentLinkRow, amount: i64, lang: Lang, here: &str) -> Response {
     let made = async {
-        if !gw.store().use_payment_link(&link.id, now_ms()).await? {
+        if !gw.store().use_payment_link(&link.id, gw.now_ms()).await? {
             return Ok(None);
         }
         let merchant = gw
@@ -384,17 +404,24 @@ async fn pay(gw: &Gateway, link: &PaymentLinkRow, amount: i64, lang: Lang, here:
             .merchant(&link.merchant_id)
             .await?
             .ok_or_else(|| ApiError::not_found("merchant"))?;
-        let req = serde_json::from_value(json!({
-            "amount": amount,
-            "currency": link.currency,
-            "merchant_order_id": id::generate("pl"),
-            "description": link.description,
-            "integration": crate::api::HOSTED,
-            "return_url": link.return_url,
-        }))
-        .map_err(|e| ApiError::internal("a link's payment", e))?;
-        let (_, payment) = crate::api::create_valid(gw, &merchant, req, Some(&link.id)).await?;
-        Ok::<_, ApiError>(payment["hosted_url"].as_str().map(str::to_string))
+        let new = NewPayment {
+            money: Money::new(amount, currency(link))
+                .map_err(|e| ApiError::invalid(ErrorCode::InvalidAmount, "amount", e.to_string()))?,
+            merchant_order_id: id::generate("pl"),
+            description: link.description.clone(),
+            integration: None,
+            openid: None,
+            client_ip: None,
+            expires_at: gw.now_ms() + pay::PAYMENT_LIFETIME_MAX_MS,
+            return_url: link.return_url.clone(),
+            cancel_url: None,
+            notify_url: None,
+            metadata: Default::default(),
+            attach: None,
+            payment_link_id: Some(link.id.clone()),
+        };
+        let created = pay::create(gw, &merchant, new).await?;
+        Ok::<_, ApiError>(created.state.payment.hosted_url)
     }
     .await;
     match made {
@@ -407,7 +434,7 @@ async fn pay(gw: &Gateway, link: &PaymentLinkRow, amount: i64, lang: Lang, here:
             "link_closed_hint",
         ),
         Err(e) => {
-            tracing::warn!(link = %link.id, code = e.code, "a payment link could not make its payment");
+            tracing::warn!(link = %link.id, code = %e.code, "a payment link could not make its payment");
             let body = format!(
                 "<h1>{}</h1><p class=\"muted\">{}</p>",
                 t(lang, "title"),

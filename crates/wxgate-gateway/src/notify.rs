@@ -19,7 +19,8 @@ use wechatpay_v3::notify::{
 use wechatpay_v3::verify::SignatureHeaders;
 use wxgate_store::QuarantineRow;
 
-use crate::{Gateway, now_ms, sync};
+use crate::gateway::Gateway;
+use crate::{sync};
 
 fn fail(status: StatusCode, message: &str) -> Response {
     (
@@ -60,7 +61,7 @@ pub async fn handle(
         &signature,
         &body,
         &up.apiv3_key,
-        now_ms() / 1000,
+        crate::clock::now_ms() / 1000,
     ) {
         Ok(o) => o,
         Err(NotifyError::Verify(e)) => {
@@ -119,7 +120,7 @@ pub async fn handle(
             payment_id: None,
             reason: format!("no payment with out_trade_no {}", tx.out_trade_no),
             resource: String::from_utf8_lossy(&opened.plaintext).into_owned(),
-            received_at: now_ms(),
+            received_at: gw.now_ms(),
         };
         return match gw.store().quarantine(&row).await {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),

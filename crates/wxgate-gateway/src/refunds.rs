@@ -8,16 +8,13 @@
 //! against the refund before it is applied.
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wechatpay_v3::client::ClientError;
-use wechatpay_v3::error::ErrorCode;
+use wechatpay_v3::error::ErrorCode as WechatCode;
 use wechatpay_v3::model::{Refund, RefundAmountRequest, RefundRequest, RefundStatus as WxStatus};
 use wechatpay_v3::validate;
 use wxgate_domain::refund::{self, ABNORMAL_QUERY_INTERVAL_MS, RefundEvent, Refundable};
@@ -27,8 +24,12 @@ use wxgate_store::{
     ReserveOutcome, StoreError,
 };
 
-use crate::api::{ApiError, ApiResult, authenticate, idempotent, parse_body, respond, sha256_hex};
-use crate::{Gateway, now_ms, views};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::gateway::Gateway;
+use crate::http::answer::{ErrorEnvelope, Json, ok};
+use crate::http::extract::{Authed, JsonBody};
+use crate::secrets::sha256_hex;
+use crate::views;
 
 const CLAIM_BATCH: i64 = 32;
 
@@ -59,11 +60,15 @@ fn refund_event_payload(r: &RefundRow) -> (String, String) {
 }
 
 fn refusal(e: refund::RefundRefusal) -> ApiError {
-    let status = match e {
-        refund::RefundRefusal::InvalidAmount => StatusCode::BAD_REQUEST,
-        _ => StatusCode::CONFLICT,
+    use refund::RefundRefusal as R;
+    let code = match e {
+        R::PaymentNotRefundable(_) => ErrorCode::PaymentNotRefundable,
+        R::RefundWindowClosed => ErrorCode::RefundWindowClosed,
+        R::TooManyRefunds => ErrorCode::TooManyRefunds,
+        R::ExceedsPayment { .. } => ErrorCode::RefundExceedsPayment,
+        R::InvalidAmount => ErrorCode::InvalidAmount,
     };
-    let mut error = ApiError::new(status, e.code(), e.to_string());
+    let mut error = ApiError::new(code, e.to_string());
     if matches!(
         e,
         refund::RefundRefusal::InvalidAmount | refund::RefundRefusal::ExceedsPayment { .. }
@@ -90,28 +95,19 @@ fn refundable(p: &PaymentRow) -> Refundable {
     responses(
         (status = 201, description = "Reserved and sent to WeChat Pay", body = views::RefundView),
         (status = 200, description = "The existing refund for this merchant_refund_id", body = views::RefundView),
-        (status = 400, description = "A parameter is missing or invalid", body = crate::api::ErrorEnvelope),
-        (status = 404, description = "No such payment", body = crate::api::ErrorEnvelope),
-        (status = 409, description = "payment_not_refundable, refund_window_closed, too_many_refunds, refund_exceeds_payment or merchant_refund_id_taken", body = crate::api::ErrorEnvelope),
+        (status = 400, description = "A parameter is missing or invalid", body = ErrorEnvelope),
+        (status = 404, description = "No such payment", body = ErrorEnvelope),
+        (status = 409, description = "payment_not_refundable, refund_window_closed, too_many_refunds, refund_exceeds_payment or merchant_refund_id_taken", body = ErrorEnvelope),
     ),
     security(("api_key" = [])))]
 pub(crate) async fn create_refund(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
+    Authed(merchant): Authed,
     Path(payment_id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let merchant = match authenticate(&gw, &headers).await {
-        Ok(m) => m,
-        Err(e) => return axum::response::IntoResponse::into_response(e),
-    };
-    let route = format!("POST /v1/payments/{payment_id}/refunds");
-    idempotent(&gw, &merchant, &headers, &route, body, |body| async {
-        let (new, _) = parse_body::<NewRefund>(body)?;
-        let (status, r) = create(&gw, &merchant.id, &payment_id, new).await?;
-        Ok((status, views::refund(&r)))
-    })
-    .await
+    JsonBody(new): JsonBody<NewRefund>,
+) -> ApiResult<Json> {
+    let (status, r) = create(&gw, &merchant.id, &payment_id, new).await?;
+    Ok(Json(status, views::refund(&r)))
 }
 
 /// Checks, reserves and submits a refund. 201 with a new refund; 200 with the existing one when
@@ -124,7 +120,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, RefundRow)> {
     validate::out_refund_no("merchant_refund_id", &new.merchant_refund_id).map_err(|e| {
         ApiError::invalid(
-            "invalid_merchant_refund_id",
+            ErrorCode::InvalidMerchantRefundId,
             "merchant_refund_id",
             format!("merchant_refund_id {}", e.issue),
         )
@@ -133,7 +129,7 @@ pub async fn create(
         && (reason.is_empty() || reason.chars().count() > 80)
     {
         return Err(ApiError::invalid(
-            "invalid_reason",
+            ErrorCode::InvalidReason,
             "reason",
             "reason must be 1 to 80 characters",
         ));
@@ -149,8 +145,7 @@ pub async fn create(
             Ok((StatusCode::OK, existing))
         } else {
             Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "merchant_refund_id_taken",
+                ErrorCode::MerchantRefundIdTaken,
                 "this merchant_refund_id was used for a different refund",
             )
             .with_param("merchant_refund_id"))
@@ -168,14 +163,13 @@ pub async fn create(
         .payment(merchant_id, payment_id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment"))?;
-    let now = now_ms();
+    let now = gw.now_ms();
     let amount = new.amount.unwrap_or(p.amount - p.amount_reserved);
     if new.amount.is_none() && amount <= 0 {
         // The rest was asked for and nothing is left: say that, unless another rule speaks first.
         refund::check(&refundable(&p), 1, now).map_err(refusal)?;
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "refund_exceeds_payment",
+            ErrorCode::RefundExceedsPayment,
             "the payment has nothing left to refund",
         ));
     }
@@ -269,7 +263,7 @@ async fn submit(gw: &Gateway, p: &PaymentRow, r: &RefundRow) -> anyhow::Result<R
         },
         ..Default::default()
     };
-    let now = now_ms();
+    let now = gw.now_ms();
     match up.refund(&req).await {
         Ok(answer) => apply_answer(gw, p, r, &answer, "submit").await,
         Err(e) => {
@@ -278,11 +272,11 @@ async fn submit(gw: &Gateway, p: &PaymentRow, r: &RefundRow) -> anyhow::Result<R
             // answer that could not be verified or read) may hide an accepted refund: it stays
             // pending and is queried.
             let waits = match &e {
-                ClientError::Api(api) if api.code == ErrorCode::NotEnough => Some(format!(
+                ClientError::Api(api) if api.code == WechatCode::NotEnough => Some(format!(
                     "NOT_ENOUGH: the merchant's WeChat Pay balance cannot cover this refund yet; it is sent again automatically ({})",
                     api.message
                 )),
-                ClientError::Api(api) if api.code == ErrorCode::FrequencyLimited => Some(
+                ClientError::Api(api) if api.code == WechatCode::FrequencyLimited => Some(
                     "FREQUENCY_LIMITED: WeChat Pay asked to slow down; it is sent again later"
                         .into(),
                 ),
@@ -343,7 +337,7 @@ async fn transition(
     last_error: Option<String>,
 ) -> anyhow::Result<RefundRow> {
     let facts = RefundFacts {
-        now: now_ms(),
+        now: gw.now_ms(),
         wechat_refund_id,
         succeeded_at,
         last_error,
@@ -441,7 +435,7 @@ async fn apply_reported(
         WxStatus::Closed => RefundEvent::Closed,
         WxStatus::Abnormal => RefundEvent::Abnormal,
         WxStatus::Processing => {
-            let now = now_ms();
+            let now = gw.now_ms();
             gw.store()
                 .note_refund_attempt(
                     &r.id,
@@ -498,7 +492,7 @@ async fn quarantine_report(
             payment_id: Some(p.id.clone()),
             reason: format!("refund {}: {reason}", r.id),
             resource: json!({"out_refund_no": w.out_refund_no, "out_trade_no": w.out_trade_no, "refund_id": w.refund_id, "refund": w.amount, "total": w.total, "status": w.status.as_str()}).to_string(),
-            received_at: now_ms(),
+            received_at: gw.now_ms(),
         })
         .await?;
     gw.store()
@@ -512,7 +506,7 @@ async fn quarantine_report(
                 ),
                 next_due: None,
                 attempts: r.sync_attempts,
-                now: now_ms(),
+                now: gw.now_ms(),
             },
         )
         .await?;
@@ -539,7 +533,7 @@ pub async fn apply_callback(
                 payment_id: None,
                 reason: format!("no refund with out_refund_no {}", n.out_refund_no),
                 resource: serde_json::to_string(n)?,
-                received_at: now_ms(),
+                received_at: gw.now_ms(),
             })
             .await?;
         return Ok(());
@@ -557,7 +551,7 @@ pub async fn apply_callback(
                 payment_id: Some(p.id.clone()),
                 reason: format!("refund callback mchid {} is not {merchant_mchid}", n.mchid),
                 resource: serde_json::to_string(n)?,
-                received_at: now_ms(),
+                received_at: gw.now_ms(),
             })
             .await?;
         return Ok(());
@@ -583,7 +577,7 @@ pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
             tracing::warn!(payment = %p.id, error = ?e, "automatic refund of a paid-after-close payment failed; will retry");
         }
     }
-    let due = gw.store().claim_due_refunds(now_ms(), CLAIM_BATCH).await?;
+    let due = gw.store().claim_due_refunds(gw.now_ms(), CLAIM_BATCH).await?;
     let n = due.len();
     let mut tasks = tokio::task::JoinSet::new();
     for r in due {
@@ -591,7 +585,7 @@ pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
         tasks.spawn(async move {
             if let Err(e) = sync_one(&gw, &r).await {
                 tracing::warn!(refund = %r.id, error = %e, "refund sync failed; will retry");
-                let now = now_ms();
+                let now = gw.now_ms();
                 let _ = gw
                     .store()
                     .note_refund_attempt(
@@ -625,7 +619,7 @@ async fn sync_one(gw: &Gateway, r: &RefundRow) -> anyhow::Result<()> {
             let after = apply_answer(gw, &p, r, &answer, "sync").await?;
             if after.status == "abnormal" {
                 // Still waiting for the merchant to resolve it: ask again, slowly.
-                let now = now_ms();
+                let now = gw.now_ms();
                 gw.store()
                     .note_refund_attempt(
                         &r.id,
@@ -642,7 +636,7 @@ async fn sync_one(gw: &Gateway, r: &RefundRow) -> anyhow::Result<()> {
             }
         }
         // WeChat never got it (it was refused for a while, or the process died first).
-        Err(ClientError::Api(e)) if e.code == ErrorCode::ResourceNotExists => {
+        Err(ClientError::Api(e)) if e.code == WechatCode::ResourceNotExists => {
             submit(gw, &p, r).await?;
         }
         Err(e) => return Err(e.into()),
@@ -674,53 +668,39 @@ pub async fn auto_refund(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
 
 /// A refund.
 #[utoipa::path(get, path = "/v1/refunds/{id}", params(("id" = String, Path, description = "re_...")),
-    responses((status = 200, body = views::RefundView), (status = 404, body = crate::api::ErrorEnvelope)),
+    responses((status = 200, body = views::RefundView), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn get_refund(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
+    Authed(merchant): Authed,
     Path(id): Path<String>,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let r = gw
-                .store()
-                .refund(&merchant.id, &id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("refund"))?;
-            Ok((StatusCode::OK, views::refund(&r)))
-        }
-        .await,
-    )
+) -> ApiResult<Json> {
+    let r = gw
+        .store()
+        .refund(&merchant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("refund"))?;
+    Ok(ok(views::refund(&r)))
 }
 
 /// A payment's refunds, oldest first (at most 50).
 #[utoipa::path(get, path = "/v1/payments/{id}/refunds", params(("id" = String, Path, description = "pay_...")),
-    responses((status = 200, description = "`{object: list, data: [Refund], has_more}`"), (status = 404, body = crate::api::ErrorEnvelope)),
+    responses((status = 200, description = "`{object: list, data: [Refund], has_more}`"), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn list_refunds(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
+    Authed(merchant): Authed,
     Path(payment_id): Path<String>,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            gw.store()
-                .payment(&merchant.id, &payment_id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("payment"))?;
-            let rows = gw
-                .store()
-                .refunds_for_payment(&merchant.id, &payment_id)
-                .await?;
-            let data: Vec<Value> = rows.iter().map(views::refund).collect();
-            Ok((
-                StatusCode::OK,
-                json!({"object": "list", "data": data, "has_more": false}),
-            ))
-        }
-        .await,
-    )
+) -> ApiResult<Json> {
+    gw.store()
+        .payment(&merchant.id, &payment_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    let rows = gw
+        .store()
+        .refunds_for_payment(&merchant.id, &payment_id)
+        .await?;
+    let data: Vec<Value> = rows.iter().map(views::refund).collect();
+    // A payment has at most 50 refunds (WeChat's limit): one page holds them all.
+    Ok(ok(json!({"object": "list", "data": data, "has_more": false})))
 }

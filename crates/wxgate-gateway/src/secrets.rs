@@ -92,6 +92,11 @@ pub fn new_api_key() -> String {
 }
 
 /// How an API key is stored and looked up.
+/// SHA-256, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
+}
+
 pub fn hash_api_key(key: &str) -> String {
     hex::encode(aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,

@@ -14,7 +14,8 @@ use wxgate_store::{
     MerchantRow, PaymentRow, QuarantineRow, StoreError, TransitionFacts, TransitionOutcome,
 };
 
-use crate::{Gateway, now_ms, views};
+use crate::gateway::Gateway;
+use crate::{views};
 
 /// Payments claimed per round.
 const CLAIM_BATCH: i64 = 32;
@@ -45,7 +46,7 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
 
 /// One round: claims due payments and syncs each. Returns how many were handled.
 pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
-    let due = gw.store().claim_due_syncs(now_ms(), CLAIM_BATCH).await?;
+    let due = gw.store().claim_due_syncs(gw.now_ms(), CLAIM_BATCH).await?;
     let n = due.len();
     // The batch runs concurrently, so a slow WeChat cannot make it outlast its claim's lease.
     let mut tasks = tokio::task::JoinSet::new();
@@ -54,7 +55,7 @@ pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
         tasks.spawn(async move {
             if let Err(e) = sync_one(&gw, &p).await {
                 tracing::warn!(payment = %p.id, error = %e, "status sync failed; will retry");
-                let next = next_due(&gw, &p, now_ms());
+                let next = next_due(&gw, &p, gw.now_ms());
                 gw.store()
                     .reschedule_sync(&p.id, next, p.sync_attempts + 1)
                     .await?;
@@ -84,7 +85,7 @@ fn next_due(gw: &Gateway, p: &PaymentRow, now: i64) -> Option<i64> {
 }
 
 async fn sync_one(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
-    let now = now_ms();
+    let now = gw.now_ms();
     let up = gw.upstream(&p.merchant_id).await?;
     let expired = now >= p.expires_at;
     match up.query(&p.out_trade_no).await {
@@ -135,7 +136,7 @@ async fn settle(
     source: &str,
 ) -> anyhow::Result<PaymentRow> {
     let facts = TransitionFacts {
-        now: now_ms(),
+        now: gw.now_ms(),
         source: source.into(),
         ..Default::default()
     };
@@ -230,7 +231,7 @@ pub async fn apply_paid(
     tx: &Transaction,
     source: &str,
 ) -> anyhow::Result<PaymentRow> {
-    let now = now_ms();
+    let now = gw.now_ms();
     if let Some(reason) = mismatch(merchant, p, tx) {
         return quarantine(gw, merchant, p, tx, reason, source).await;
     }
@@ -294,7 +295,7 @@ async fn quarantine(
             payment_id: Some(p.id.clone()),
             reason,
             resource: serde_json::to_string(tx)?,
-            received_at: now_ms(),
+            received_at: gw.now_ms(),
         })
         .await?;
     gw.store()

@@ -12,11 +12,11 @@ use wechatpay_v3::auth::MerchantSigner;
 use wechatpay_v3::client::{Client, ClientConfig, ClientError};
 use wechatpay_v3::crypto::{Certificate, PrivateKey, PublicKey};
 use wechatpay_v3::model::{
-    GlobalRefund, GlobalRefundAmountRequest, GlobalRefundRequest, Refund, RefundAmount,
+    GlobalKind, GlobalPrepayRequest, PrepayRequest, GlobalRefund, GlobalRefundAmountRequest, GlobalRefundRequest, Refund, RefundAmount,
     RefundRequest, Transaction,
 };
 use wechatpay_v3::verify::Verifier;
-use wxgate_domain::Currency;
+use wxgate_domain::{Currency, Integration};
 use wxgate_store::{MerchantRow, Store};
 
 use crate::secrets::{MasterKey, hash_api_key, new_api_key};
@@ -192,7 +192,7 @@ pub async fn create_sandbox_merchant(
         paid_after_close_policy: "accept".into(),
         merchant_category_code: None,
     };
-    create_merchant(store, master, new, crate::now_ms()).await
+    create_merchant(store, master, new, crate::clock::now_ms()).await
 }
 
 /// Issues an API key for a merchant. Returns (key id, key); the key is never shown again.
@@ -204,9 +204,18 @@ pub async fn create_api_key(store: &Store, merchant_id: &str) -> anyhow::Result<
     let id = wxgate_domain::id::generate("key");
     let key = new_api_key();
     store
-        .insert_api_key(&id, merchant_id, &hash_api_key(&key), crate::now_ms())
+        .insert_api_key(&id, merchant_id, &hash_api_key(&key), crate::clock::now_ms())
         .await?;
     Ok((id, key))
+}
+
+/// What WeChat's prepay answered, by integration.
+pub enum Prepaid {
+    Native { code_url: String },
+    H5 { h5_url: String },
+    Jsapi { prepay_id: String },
+    MiniProgram { prepay_id: String },
+    App { prepay_id: String },
 }
 
 /// A merchant's open connection to WeChat Pay.
@@ -337,6 +346,89 @@ impl Upstream {
     /// Whether this merchant goes through WeChat's cross-border (`/v3/global/`) endpoints.
     pub fn cross_border(&self) -> bool {
         self.merchant.merchant_category_code.is_some()
+    }
+
+    /// Asks WeChat for the payment credential of `req` as `integration`, at the endpoint for
+    /// the merchant's region (a cross-border one carries its merchant category code).
+    pub async fn prepay(
+        &self,
+        integration: Integration,
+        req: PrepayRequest,
+    ) -> Result<Prepaid, ClientError> {
+        if let Some(mcc) = &self.merchant.merchant_category_code {
+            return self.global_prepay(integration, mcc, req).await;
+        }
+        let client = &self.client;
+        Ok(match integration {
+            Integration::Native => Prepaid::Native {
+                code_url: client.prepay_native(&req).await?.code_url,
+            },
+            Integration::H5 => Prepaid::H5 {
+                h5_url: client.prepay_h5(&req).await?.h5_url,
+            },
+            Integration::Jsapi => Prepaid::Jsapi {
+                prepay_id: client.prepay_jsapi(&req).await?.prepay_id,
+            },
+            Integration::MiniProgram => Prepaid::MiniProgram {
+                prepay_id: client.prepay_jsapi(&req).await?.prepay_id,
+            },
+            Integration::App => Prepaid::App {
+                prepay_id: client.prepay_app(&req).await?.prepay_id,
+            },
+        })
+    }
+
+    /// The same order at `/v3/global/transactions/…`, with the merchant category code.
+    async fn global_prepay(
+        &self,
+        integration: Integration,
+        mcc: &str,
+        req: PrepayRequest,
+    ) -> Result<Prepaid, ClientError> {
+        let kind = match integration {
+            Integration::Native => GlobalKind::Native,
+            Integration::H5 => GlobalKind::Mweb,
+            Integration::Jsapi | Integration::MiniProgram => GlobalKind::Jsapi,
+            Integration::App => GlobalKind::App,
+        };
+        let global = GlobalPrepayRequest {
+            appid: req.appid,
+            mchid: req.mchid,
+            description: req.description,
+            out_trade_no: req.out_trade_no,
+            trade_type: kind.trade_type().into(),
+            merchant_category_code: mcc.to_string(),
+            time_expire: req.time_expire,
+            attach: req.attach,
+            notify_url: req.notify_url,
+            amount: req.amount,
+            payer: req.payer,
+            scene_info: req.scene_info,
+            ..Default::default()
+        };
+        let answer = self.client.global_prepay(kind, &global).await?;
+        let field = |name: &str| {
+            answer[name].as_str().map(str::to_string).ok_or_else(|| {
+                ClientError::Decode(format!("the prepay answer has no {name}"))
+            })
+        };
+        Ok(match integration {
+            Integration::Native => Prepaid::Native {
+                code_url: field("code_url")?,
+            },
+            Integration::H5 => Prepaid::H5 {
+                h5_url: field("h5_url")?,
+            },
+            Integration::Jsapi => Prepaid::Jsapi {
+                prepay_id: field("prepay_id")?,
+            },
+            Integration::MiniProgram => Prepaid::MiniProgram {
+                prepay_id: field("prepay_id")?,
+            },
+            Integration::App => Prepaid::App {
+                prepay_id: field("prepay_id")?,
+            },
+        })
     }
 
     /// Queries an order by out_trade_no, at the endpoint for the merchant's region.

@@ -10,7 +10,7 @@ use wechatpay_v3::paysign::{AppPayParams, JsapiPayParams};
 use wxgate_store::{HistoryRow, PaymentRow, RefundRow};
 
 use crate::qr;
-use crate::upstream::Upstream;
+use crate::upstream::{Prepaid, Upstream};
 
 /// RFC 3339 (UTC) of a Unix-milliseconds time.
 pub fn rfc3339(ms: i64) -> String {
@@ -119,7 +119,7 @@ impl<'a> PaymentView<'a> {
             attach: p.attach.as_deref(),
             metadata: raw(&p.metadata),
             next_action: match (p.status.as_str(), p.integration.as_str()) {
-                ("pending", crate::api::HOSTED) => p.hosted_url.as_deref().map(|url| {
+                ("pending", crate::app::payments::HOSTED) => p.hosted_url.as_deref().map(|url| {
                     let action = json!({"type": "redirect_to_url", "redirect_to_url": {"url": url, "expires_at": rfc3339(p.expires_at)}});
                     std::borrow::Cow::Owned(
                         RawValue::from_string(action.to_string()).expect("JSON is JSON"),
@@ -206,15 +206,6 @@ impl<'a> RefundView<'a> {
 
 pub fn refund(r: &RefundRow) -> Value {
     serde_json::to_value(RefundView::new(r)).expect("a refund view serialises")
-}
-
-/// What WeChat's prepay answered, by integration.
-pub enum Prepaid {
-    Native { code_url: String },
-    H5 { h5_url: String },
-    Jsapi { prepay_id: String },
-    MiniProgram { prepay_id: String },
-    App { prepay_id: String },
 }
 
 /// Builds the `next_action` for a fresh prepay, signing client-side bundles with the merchant's

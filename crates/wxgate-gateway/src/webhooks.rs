@@ -3,19 +3,19 @@
 //! `POST /v1/events/{id}/redeliver`.
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wxgate_domain::webhook::EVENT_TYPES;
 use wxgate_store::{EventFilter, EventRow, NotifySecretRow, Redeliver, WebhookEndpointRow};
 
-use crate::api::{ApiError, ApiResult, authenticate, page_limit, parse_body, parse_time, respond};
-use crate::{Gateway, delivery, now_ms, views};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::gateway::Gateway;
+use crate::http::answer::{ErrorEnvelope, Json};
+use crate::http::extract::{Authed, JsonBody, Params, page_limit, parse_time};
+use crate::{delivery, views};
 
 /// Endpoints one merchant may have at once.
 pub const ENDPOINTS_MAX: usize = 16;
@@ -72,7 +72,7 @@ fn subscription(events: Option<Vec<String>>) -> ApiResult<String> {
     };
     if events.is_empty() {
         return Err(ApiError::invalid(
-            "invalid_events",
+            ErrorCode::InvalidEvents,
             "events",
             "events must list at least one event type, or be left out for all",
         ));
@@ -84,7 +84,7 @@ fn subscription(events: Option<Vec<String>>) -> ApiResult<String> {
     for (i, e) in events.iter().enumerate() {
         if !EVENT_TYPES.contains(&e.as_str()) {
             return Err(ApiError::invalid(
-                "invalid_events",
+                ErrorCode::InvalidEvents,
                 &format!("events[{i}]"),
                 format!(
                     "unknown event type {e:?}; known: {}",
@@ -99,67 +99,54 @@ fn subscription(events: Option<Vec<String>>) -> ApiResult<String> {
     Ok(known.join(","))
 }
 
-/// Creates an endpoint. The answer carries the signing secret; it is never shown again, which
-/// is also why this request takes no `Idempotency-Key` (its answer would have to be stored).
+/// Creates an endpoint. The answer carries the signing secret; it is never shown again (a retry
+/// with the same `Idempotency-Key` replays it from the sealed idempotency record).
 #[utoipa::path(post, path = "/v1/webhook_endpoints", request_body = CreateEndpoint,
     responses((status = 201, description = "The endpoint, with its signing `secret` (shown only here) and `secret_id`"),
-        (status = 400, body = crate::api::ErrorEnvelope), (status = 409, description = "too_many_webhook_endpoints", body = crate::api::ErrorEnvelope)),
+        (status = 400, body = ErrorEnvelope), (status = 409, description = "too_many_webhook_endpoints", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn create_endpoint(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let (req, _) = parse_body::<CreateEndpoint>(body)?;
-            let url = delivery::check_url(&req.url, gw.config().webhooks_allow_private)
-                .map_err(|m| ApiError::invalid("invalid_url", "url", m))?;
-            let events = subscription(req.events)?;
-            if gw.store().webhook_endpoints(&merchant.id).await?.len() >= ENDPOINTS_MAX {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "too_many_webhook_endpoints",
-                    format!("a merchant may have at most {ENDPOINTS_MAX} webhook endpoints"),
-                ));
-            }
-            let secret = delivery::new_secret();
-            let row = WebhookEndpointRow {
-                id: wxgate_domain::id::generate("we"),
-                merchant_id: merchant.id.clone(),
-                url: url.to_string(),
-                events,
-                secret_id: wxgate_domain::id::generate("whs"),
-                secret_sealed: gw.config().master_key.seal(secret.as_bytes()),
-                created_at: now_ms(),
-                deleted_at: None,
-            };
-            gw.store().insert_webhook_endpoint(&row).await?;
-            let mut view = endpoint_json(&row);
-            view["secret"] = Value::String(secret);
-            Ok((StatusCode::CREATED, view))
-        }
-        .await,
-    )
+    Authed(merchant): Authed,
+    JsonBody(req): JsonBody<CreateEndpoint>,
+) -> ApiResult<Json> {
+
+    let url = delivery::check_url(&req.url, gw.config().webhooks_allow_private)
+        .map_err(|m| ApiError::invalid(ErrorCode::InvalidUrl, "url", m))?;
+    let events = subscription(req.events)?;
+    if gw.store().webhook_endpoints(&merchant.id).await?.len() >= ENDPOINTS_MAX {
+        return Err(ApiError::new(
+            ErrorCode::TooManyWebhookEndpoints,
+            format!("a merchant may have at most {ENDPOINTS_MAX} webhook endpoints"),
+        ));
+    }
+    let secret = delivery::new_secret();
+    let row = WebhookEndpointRow {
+        id: wxgate_domain::id::generate("we"),
+        merchant_id: merchant.id.clone(),
+        url: url.to_string(),
+        events,
+        secret_id: wxgate_domain::id::generate("whs"),
+        secret_sealed: gw.config().master_key.seal(secret.as_bytes()),
+        created_at: gw.now_ms(),
+        deleted_at: None,
+    };
+    gw.store().insert_webhook_endpoint(&row).await?;
+    let mut view = endpoint_json(&row);
+    view["secret"] = Value::String(secret);
+    Ok(Json(StatusCode::CREATED, view))
 }
 
 /// The merchant's webhook endpoints (never their secrets).
 #[utoipa::path(get, path = "/v1/webhook_endpoints", responses((status = 200, description = "`{object: list, data, has_more}`")),
     security(("api_key" = [])))]
-pub(crate) async fn list_endpoints(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let rows = gw.store().webhook_endpoints(&merchant.id).await?;
-            let data: Vec<Value> = rows.iter().map(endpoint_json).collect();
-            Ok((
-                StatusCode::OK,
-                json!({"object": "list", "data": data, "has_more": false}),
-            ))
-        }
-        .await,
-    )
+pub(crate) async fn list_endpoints(State(gw): State<Gateway>, Authed(merchant): Authed) -> ApiResult<Json> {
+
+    let rows = gw.store().webhook_endpoints(&merchant.id).await?;
+    let data: Vec<Value> = rows.iter().map(endpoint_json).collect();
+    Ok(Json(StatusCode::OK,
+        json!({"object": "list", "data": data, "has_more": false}),
+    ))
 }
 
 async fn owned_endpoint(
@@ -176,50 +163,39 @@ async fn owned_endpoint(
 
 /// A webhook endpoint.
 #[utoipa::path(get, path = "/v1/webhook_endpoints/{id}", params(("id" = String, Path, description = "we_...")),
-    responses((status = 200, description = "The endpoint"), (status = 404, body = crate::api::ErrorEnvelope)),
+    responses((status = 200, description = "The endpoint"), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn get_endpoint(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
+    Authed(merchant): Authed,
     Path(id): Path<String>,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let e = owned_endpoint(&gw, &merchant.id, &id).await?;
-            Ok((StatusCode::OK, endpoint_json(&e)))
-        }
-        .await,
-    )
+) -> ApiResult<Json> {
+
+    let e = owned_endpoint(&gw, &merchant.id, &id).await?;
+    Ok(Json(StatusCode::OK, endpoint_json(&e)))
 }
 
 /// Delete a webhook endpoint; its pending deliveries are cancelled.
 #[utoipa::path(delete, path = "/v1/webhook_endpoints/{id}", params(("id" = String, Path, description = "we_...")),
-    responses((status = 200, description = "`{id, object, deleted: true}`"), (status = 404, body = crate::api::ErrorEnvelope)),
+    responses((status = 200, description = "`{id, object, deleted: true}`"), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn delete_endpoint(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
+    Authed(merchant): Authed,
     Path(id): Path<String>,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            owned_endpoint(&gw, &merchant.id, &id).await?;
-            if !gw
-                .store()
-                .delete_webhook_endpoint(&merchant.id, &id, now_ms())
-                .await?
-            {
-                return Err(ApiError::not_found("webhook endpoint"));
-            }
-            Ok((
-                StatusCode::OK,
-                json!({"id": id, "object": "webhook_endpoint", "deleted": true}),
-            ))
-        }
-        .await,
-    )
+) -> ApiResult<Json> {
+
+    owned_endpoint(&gw, &merchant.id, &id).await?;
+    if !gw
+        .store()
+        .delete_webhook_endpoint(&merchant.id, &id, gw.now_ms())
+        .await?
+    {
+        return Err(ApiError::not_found("webhook endpoint"));
+    }
+    Ok(Json(StatusCode::OK,
+        json!({"id": id, "object": "webhook_endpoint", "deleted": true}),
+    ))
 }
 
 // ---- events ----
@@ -244,57 +220,48 @@ fn event_value(e: &EventRow) -> Value {
     params(("type" = Option<String>, Query, description = "An event type"), ("object_id" = Option<String>, Query, description = "pay_... or re_..."),
         ("delivery_status" = Option<String>, Query, description = "pending, delivered, dead or cancelled"),
         ("limit" = Option<i64>, Query, description = "1 to 100, default 20"), ("starting_after" = Option<String>, Query, description = "An event id: the page after it")),
-    responses((status = 200, description = "`{object: list, data: [event], has_more}`"), (status = 400, body = crate::api::ErrorEnvelope)),
+    responses((status = 200, description = "`{object: list, data: [event], has_more}`"), (status = 400, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn list_events(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
-    query: Result<Query<EventQuery>, QueryRejection>,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let Query(q) = query.map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
-            })?;
-            let limit = page_limit(q.limit)?;
-            if let Some(t) = &q.event_type {
-                if !EVENT_TYPES.contains(&t.as_str()) {
-                    return Err(ApiError::invalid(
-                        "invalid_type",
-                        "type",
-                        format!("unknown event type {t:?}"),
-                    ));
-                }
-            }
-            check_delivery_status(q.delivery_status.as_deref())?;
-            let before = match &q.starting_after {
-                Some(id) => {
-                    let e = gw.store().event(&merchant.id, id).await?.ok_or_else(|| {
-                        ApiError::invalid("invalid_cursor", "starting_after", "no such event")
-                    })?;
-                    Some((e.created_at, e.id))
-                }
-                None => None,
-            };
-            let filter = EventFilter {
-                event_type: q.event_type,
-                object_id: q.object_id,
-                delivery_status: q.delivery_status,
-                before,
-                limit: limit + 1,
-            };
-            let mut rows = gw.store().list_events(&merchant.id, &filter).await?;
-            let has_more = rows.len() as i64 > limit;
-            rows.truncate(limit as usize);
-            let data: Vec<Value> = rows.iter().map(event_value).collect();
-            Ok((
-                StatusCode::OK,
-                json!({"object": "list", "data": data, "has_more": has_more}),
-            ))
+    Authed(merchant): Authed,
+    Params(q): Params<EventQuery>,
+) -> ApiResult<Json> {
+
+    let limit = page_limit(q.limit)?;
+    if let Some(t) = &q.event_type {
+        if !EVENT_TYPES.contains(&t.as_str()) {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidType,
+                "type",
+                format!("unknown event type {t:?}"),
+            ));
         }
-        .await,
-    )
+    }
+    check_delivery_status(q.delivery_status.as_deref())?;
+    let before = match &q.starting_after {
+        Some(id) => {
+            let e = gw.store().event(&merchant.id, id).await?.ok_or_else(|| {
+                ApiError::invalid(ErrorCode::InvalidCursor, "starting_after", "no such event")
+            })?;
+            Some((e.created_at, e.id))
+        }
+        None => None,
+    };
+    let filter = EventFilter {
+        event_type: q.event_type,
+        object_id: q.object_id,
+        delivery_status: q.delivery_status,
+        before,
+        limit: limit + 1,
+    };
+    let mut rows = gw.store().list_events(&merchant.id, &filter).await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let data: Vec<Value> = rows.iter().map(event_value).collect();
+    Ok(Json(StatusCode::OK,
+        json!({"object": "list", "data": data, "has_more": has_more}),
+    ))
 }
 
 /// An event with its deliveries and every attempt made.
@@ -339,60 +306,49 @@ async fn event_detail(gw: &Gateway, e: &EventRow) -> ApiResult<Value> {
 
 /// An event, with each delivery and every attempt made.
 #[utoipa::path(get, path = "/v1/events/{id}", params(("id" = String, Path, description = "evt_...")),
-    responses((status = 200, description = "The event with `deliveries`"), (status = 404, body = crate::api::ErrorEnvelope)),
+    responses((status = 200, description = "The event with `deliveries`"), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn get_event(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
+    Authed(merchant): Authed,
     Path(id): Path<String>,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let e = gw
-                .store()
-                .event(&merchant.id, &id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("event"))?;
-            Ok((StatusCode::OK, event_detail(&gw, &e).await?))
-        }
-        .await,
-    )
+) -> ApiResult<Json> {
+
+    let e = gw
+        .store()
+        .event(&merchant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event"))?;
+    Ok(Json(StatusCode::OK, event_detail(&gw, &e).await?))
 }
 
 /// Sends an event again, now, to every endpoint subscribed to it.
 #[utoipa::path(post, path = "/v1/events/{id}/redeliver", params(("id" = String, Path, description = "evt_...")),
-    responses((status = 202, description = "Scheduled; the event with its deliveries"), (status = 404, body = crate::api::ErrorEnvelope),
-        (status = 409, description = "no_webhook_endpoints", body = crate::api::ErrorEnvelope)),
+    responses((status = 202, description = "Scheduled; the event with its deliveries"), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "no_webhook_endpoints", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn redeliver(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
+    Authed(merchant): Authed,
     Path(id): Path<String>,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let e = gw
-                .store()
-                .event(&merchant.id, &id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("event"))?;
-            let scheduled = gw
-                .store()
-                .redeliver(&merchant.id, &Redeliver::Event(id.clone()), now_ms())
-                .await?;
-            if scheduled == 0 {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "no_webhook_endpoints",
-                    "no webhook endpoint is subscribed to this event",
-                ));
-            }
-            Ok((StatusCode::ACCEPTED, event_detail(&gw, &e).await?))
-        }
-        .await,
-    )
+) -> ApiResult<Json> {
+
+    let e = gw
+        .store()
+        .event(&merchant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event"))?;
+    let scheduled = gw
+        .store()
+        .redeliver(&merchant.id, &Redeliver::Event(id.clone()), gw.now_ms())
+        .await?;
+    if scheduled == 0 {
+        return Err(ApiError::new(
+            ErrorCode::NoWebhookEndpoints,
+            "no webhook endpoint is subscribed to this event",
+        ));
+    }
+    Ok(Json(StatusCode::ACCEPTED, event_detail(&gw, &e).await?))
 }
 
 /// Which events to send again.
@@ -410,54 +366,48 @@ pub(crate) struct RedeliverRange {
 /// Sends again, now, every event created in a time range (optionally only the dead-lettered
 /// ones) to every endpoint subscribed to it: how a merchant recovers after an outage.
 #[utoipa::path(post, path = "/v1/events/redeliver", request_body = RedeliverRange,
-    responses((status = 202, description = "`{scheduled}`"), (status = 400, body = crate::api::ErrorEnvelope)),
+    responses((status = 202, description = "`{scheduled}`"), (status = 400, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn redeliver_range(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let (req, _) = parse_body::<RedeliverRange>(body)?;
-            let now = now_ms();
-            let created_gte = parse_time("created_gte", &req.created_gte)?;
-            let created_lt = match &req.created_lt {
-                Some(t) => parse_time("created_lt", t)?,
-                None => now + 1,
-            };
-            check_delivery_status(req.delivery_status.as_deref())?;
-            let in_range = gw
-                .store()
-                .count_events(&merchant.id, created_gte, created_lt)
-                .await?;
-            if in_range > REDELIVER_RANGE_MAX {
-                return Err(ApiError::invalid(
-                    "redeliver_range_too_large",
-                    "created_gte",
-                    format!(
-                        "{in_range} events in that range; redeliver at most {REDELIVER_RANGE_MAX} at a time (narrow it with created_lt)"
-                    ),
-                ));
-            }
-            let scope = Redeliver::Range {
-                created_gte,
-                created_lt,
-                delivery_status: req.delivery_status,
-            };
-            let scheduled = gw.store().redeliver(&merchant.id, &scope, now).await?;
-            Ok((StatusCode::ACCEPTED, json!({"scheduled": scheduled})))
-        }
-        .await,
-    )
+    Authed(merchant): Authed,
+    JsonBody(req): JsonBody<RedeliverRange>,
+) -> ApiResult<Json> {
+
+    let now = gw.now_ms();
+    let created_gte = parse_time("created_gte", &req.created_gte)?;
+    let created_lt = match &req.created_lt {
+        Some(t) => parse_time("created_lt", t)?,
+        None => now + 1,
+    };
+    check_delivery_status(req.delivery_status.as_deref())?;
+    let in_range = gw
+        .store()
+        .count_events(&merchant.id, created_gte, created_lt)
+        .await?;
+    if in_range > REDELIVER_RANGE_MAX {
+        return Err(ApiError::invalid(
+            ErrorCode::RedeliverRangeTooLarge,
+            "created_gte",
+            format!(
+                "{in_range} events in that range; redeliver at most {REDELIVER_RANGE_MAX} at a time (narrow it with created_lt)"
+            ),
+        ));
+    }
+    let scope = Redeliver::Range {
+        created_gte,
+        created_lt,
+        delivery_status: req.delivery_status,
+    };
+    let scheduled = gw.store().redeliver(&merchant.id, &scope, now).await?;
+    Ok(Json(StatusCode::ACCEPTED, json!({"scheduled": scheduled})))
 }
 
 fn check_delivery_status(status: Option<&str>) -> ApiResult<()> {
     match status {
         Some(s) if !["pending", "delivered", "dead", "cancelled"].contains(&s) => {
             Err(ApiError::invalid(
-                "invalid_delivery_status",
+                ErrorCode::InvalidDeliveryStatus,
                 "delivery_status",
                 "delivery_status must be pending, delivered, dead or cancelled",
             ))
@@ -474,61 +424,50 @@ fn check_delivery_status(status: Option<&str>) -> ApiResult<()> {
     security(("api_key" = [])))]
 pub(crate) async fn rotate_notify_secret(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let secret = delivery::new_secret();
-            let row = NotifySecretRow {
-                merchant_id: merchant.id.clone(),
-                secret_id: wxgate_domain::id::generate("whs"),
-                secret_sealed: gw.config().master_key.seal(secret.as_bytes()),
-                created_at: now_ms(),
-            };
-            gw.store().set_notify_secret(&row).await?;
-            Ok((
-                StatusCode::CREATED,
-                json!({"object": "notify_secret", "secret_id": row.secret_id, "secret": secret, "created_at": views::rfc3339(row.created_at)}),
-            ))
-        }
-        .await,
-    )
+    Authed(merchant): Authed,
+) -> ApiResult<Json> {
+
+    let secret = delivery::new_secret();
+    let row = NotifySecretRow {
+        merchant_id: merchant.id.clone(),
+        secret_id: wxgate_domain::id::generate("whs"),
+        secret_sealed: gw.config().master_key.seal(secret.as_bytes()),
+        created_at: gw.now_ms(),
+    };
+    gw.store().set_notify_secret(&row).await?;
+    Ok(Json(StatusCode::CREATED,
+        json!({"object": "notify_secret", "secret_id": row.secret_id, "secret": secret, "created_at": views::rfc3339(row.created_at)}),
+    ))
 }
 
 /// Gives an endpoint a new signing secret, shown only in this answer. It signs from now on; the
 /// `kid` in each signature names the secret used, so a receiver can hold both while it switches.
 #[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/rotate_secret", params(("id" = String, Path, description = "we_...")),
-    responses((status = 200, description = "The endpoint with its new `secret` and `secret_id`"), (status = 404, body = crate::api::ErrorEnvelope)),
+    responses((status = 200, description = "The endpoint with its new `secret` and `secret_id`"), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn rotate_endpoint_secret(
     State(gw): State<Gateway>,
-    headers: HeaderMap,
+    Authed(merchant): Authed,
     Path(id): Path<String>,
-) -> Response {
-    respond(
-        async {
-            let merchant = authenticate(&gw, &headers).await?;
-            let mut endpoint = owned_endpoint(&gw, &merchant.id, &id).await?;
-            let secret = delivery::new_secret();
-            endpoint.secret_id = wxgate_domain::id::generate("whs");
-            endpoint.secret_sealed = gw.config().master_key.seal(secret.as_bytes());
-            if !gw
-                .store()
-                .rotate_webhook_secret(
-                    &merchant.id,
-                    &id,
-                    &endpoint.secret_id,
-                    &endpoint.secret_sealed,
-                )
-                .await?
-            {
-                return Err(ApiError::not_found("webhook endpoint"));
-            }
-            let mut view = endpoint_json(&endpoint);
-            view["secret"] = Value::String(secret);
-            Ok((StatusCode::OK, view))
-        }
-        .await,
-    )
+) -> ApiResult<Json> {
+
+    let mut endpoint = owned_endpoint(&gw, &merchant.id, &id).await?;
+    let secret = delivery::new_secret();
+    endpoint.secret_id = wxgate_domain::id::generate("whs");
+    endpoint.secret_sealed = gw.config().master_key.seal(secret.as_bytes());
+    if !gw
+        .store()
+        .rotate_webhook_secret(
+            &merchant.id,
+            &id,
+            &endpoint.secret_id,
+            &endpoint.secret_sealed,
+        )
+        .await?
+    {
+        return Err(ApiError::not_found("webhook endpoint"));
+    }
+    let mut view = endpoint_json(&endpoint);
+    view["secret"] = Value::String(secret);
+    Ok(Json(StatusCode::OK, view))
 }

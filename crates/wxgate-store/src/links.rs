@@ -53,15 +53,24 @@ impl Store {
     }
 
     /// The merchant's links, newest first (at most `limit`).
+    /// The merchant's links, newest first: `limit` of them, after the link `after` when given
+    /// (the cursor is the link's `(created_at, id)`).
     pub async fn payment_links(
         &self,
         merchant_id: &str,
+        after: Option<(i64, String)>,
         limit: i64,
     ) -> Result<Vec<PaymentLinkRow>> {
+        let (at, id) = after.unwrap_or((i64::MAX, String::new()));
         Ok(sqlx::query_as::<_, PaymentLinkRow>(
-            "SELECT * FROM payment_links WHERE merchant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+            "SELECT * FROM payment_links WHERE merchant_id = $1 \
+             AND (created_at < $2 OR (created_at = $2 AND id < $3) OR $4 = 0) \
+             ORDER BY created_at DESC, id DESC LIMIT $5",
         )
         .bind(merchant_id)
+        .bind(at)
+        .bind(id)
+        .bind(i64::from(at != i64::MAX))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
@@ -94,17 +103,27 @@ impl Store {
     }
 
     /// The payments made through a link, newest first.
+    /// The payments made through a link, newest first: `limit` of them, after the payment
+    /// `after` when given (its `(created_at, id)`).
     pub async fn payments_of_link(
         &self,
         merchant_id: &str,
         link_id: &str,
+        after: Option<(i64, String)>,
+        limit: i64,
     ) -> Result<Vec<PaymentRow>> {
+        let (at, id) = after.unwrap_or((i64::MAX, String::new()));
         Ok(sqlx::query_as::<_, PaymentRow>(
             "SELECT * FROM payments WHERE merchant_id = $1 AND payment_link_id = $2 \
-             ORDER BY created_at DESC, id DESC LIMIT 100",
+             AND (created_at < $3 OR (created_at = $3 AND id < $4) OR $5 = 0) \
+             ORDER BY created_at DESC, id DESC LIMIT $6",
         )
         .bind(merchant_id)
         .bind(link_id)
+        .bind(at)
+        .bind(id)
+        .bind(i64::from(at != i64::MAX))
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?)
     }

@@ -1,0 +1,388 @@
+//! Payments: create (or find by `merchant_order_id`) and prepay, read, list, cancel.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use wechatpay_v3::client::ClientError;
+use wechatpay_v3::error::ErrorCode as WechatCode;
+use wechatpay_v3::model::{Amount, H5Info, Payer, PrepayRequest, SceneInfo};
+use wxgate_domain::payment::PaymentEvent;
+use wxgate_domain::{Currency, Integration, Money, PaymentStatus};
+use wxgate_store::{
+    HistoryRow, InsertOutcome, MerchantRow, PaymentFilter, PaymentRow, StoreError, TransitionFacts,
+};
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::gateway::Gateway;
+use crate::views;
+
+/// A payment's WeChat credentials (code_url, prepay_id) work for two hours; so does a payment.
+pub const PAYMENT_LIFETIME_MAX_MS: i64 = 2 * 3600 * 1000;
+/// The shortest lifetime WeChat honours.
+pub const PAYMENT_LIFETIME_MIN_MS: i64 = 60 * 1000;
+/// The `integration` whose WeChat product the hosted checkout page picks by device.
+pub const HOSTED: &str = "hosted";
+/// An h5_url works for five minutes.
+pub const H5_URL_LIFETIME_MS: i64 = 5 * 60 * 1000;
+
+/// A payment to create, every value already checked at the edge.
+#[derive(Debug, Clone)]
+pub struct NewPayment {
+    pub money: Money,
+    pub merchant_order_id: String,
+    pub description: String,
+    /// `None`: hosted; the checkout page picks the product by the shopper's device.
+    pub integration: Option<Integration>,
+    pub openid: Option<String>,
+    pub client_ip: Option<String>,
+    pub expires_at: i64,
+    pub return_url: Option<String>,
+    pub cancel_url: Option<String>,
+    pub notify_url: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub attach: Option<String>,
+    /// The payment link it is made through.
+    pub payment_link_id: Option<String>,
+}
+
+impl NewPayment {
+    fn integration_name(&self) -> &'static str {
+        self.integration.map_or(HOSTED, Integration::as_str)
+    }
+
+    /// The parameters that must match for a re-post of the same merchant_order_id to be the
+    /// same payment (expiry is left out: a retry computes it afresh).
+    fn fingerprint(&self) -> String {
+        let canonical = json!([
+            self.money.minor(),
+            self.money.currency().code(),
+            self.merchant_order_id,
+            self.description,
+            self.integration_name(),
+            self.openid,
+            self.client_ip,
+            self.return_url,
+            self.cancel_url,
+            self.notify_url,
+            self.metadata,
+            self.attach
+        ]);
+        crate::secrets::sha256_hex(canonical.to_string().as_bytes())
+    }
+}
+
+/// A payment as it is now, with its status history.
+pub struct PaymentState {
+    pub payment: PaymentRow,
+    pub history: Vec<HistoryRow>,
+}
+
+/// What a create did: made a new payment, or found the one with the same merchant_order_id.
+pub struct Created {
+    pub state: PaymentState,
+    pub new: bool,
+}
+
+/// Creates (or finds, by merchant_order_id) a payment and prepays it; a hosted payment is
+/// prepaid later, when its checkout page first opens, as the shopper's device needs.
+pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> ApiResult<Created> {
+    let now = gw.now_ms();
+    if new.notify_url.is_some() && gw.store().notify_secret(&merchant.id).await?.is_none() {
+        return Err(ApiError::invalid(
+            ErrorCode::NotifySecretMissing,
+            "notify_url",
+            "create the merchant's notify secret (POST /v1/notify_secret) before using notify_url",
+        ));
+    }
+    let row = new_row(gw, merchant, &new, now);
+    let (row, is_new) = match gw.store().insert_payment(&row).await? {
+        InsertOutcome::Inserted => (row, true),
+        InsertOutcome::Existing(existing) => {
+            if existing.fingerprint != row.fingerprint {
+                return Err(ApiError::invalid(
+                    ErrorCode::MerchantOrderIdTaken,
+                    "merchant_order_id",
+                    format!(
+                        "merchant_order_id {} is already used by payment {} with other parameters",
+                        existing.merchant_order_id, existing.id
+                    ),
+                ));
+            }
+            // Finished, already prepaid, or too close to its expiry for WeChat to take it
+            // (status sync will close and expire it): the payment as it is.
+            if existing.status != PaymentStatus::Pending.as_str()
+                || existing.wechat_credential.is_some()
+                || existing.integration == HOSTED
+                || existing.expires_at <= now + PAYMENT_LIFETIME_MIN_MS
+            {
+                let state = get(gw, &merchant.id, &existing.id).await?;
+                return Ok(Created { state, new: false });
+            }
+            // A pending payment whose prepay never completed: ask WeChat again (same
+            // out_trade_no).
+            (*existing, false)
+        }
+    };
+    if let Some(integration) = new.integration {
+        prepay(gw, merchant, &row, integration, now).await?;
+    }
+    let state = get(gw, &merchant.id, &row.id).await?;
+    Ok(Created { state, new: is_new })
+}
+
+fn new_row(gw: &Gateway, merchant: &MerchantRow, new: &NewPayment, now: i64) -> PaymentRow {
+    let id = wxgate_domain::id::generate("pay");
+    let checkout_token = wxgate_domain::id::generate("cs");
+    let first_sync = gw.config().sync_schedule_ms.first().copied().unwrap_or(5_000);
+    PaymentRow {
+        out_trade_no: id.clone(),
+        id,
+        merchant_id: merchant.id.clone(),
+        merchant_order_id: new.merchant_order_id.clone(),
+        amount: new.money.minor(),
+        currency: new.money.currency().code().to_string(),
+        description: new.description.clone(),
+        integration: new.integration_name().to_string(),
+        status: PaymentStatus::Pending.as_str().to_string(),
+        version: 1,
+        fingerprint: new.fingerprint(),
+        payer_openid: new.openid.clone(),
+        client_ip: new.client_ip.clone(),
+        return_url: new.return_url.clone(),
+        cancel_url: new.cancel_url.clone(),
+        attach: new.attach.clone(),
+        metadata: serde_json::to_string(&new.metadata).expect("a string map serialises"),
+        expires_at: new.expires_at,
+        created_at: now,
+        updated_at: now,
+        sync_due_at: Some((now + first_sync).min(new.expires_at)),
+        notify_url: new.notify_url.clone(),
+        hosted_url: Some(format!(
+            "{}/checkout/{checkout_token}",
+            gw.config().public_base_url.trim_end_matches('/')
+        )),
+        checkout_token: Some(checkout_token),
+        payment_link_id: new.payment_link_id.clone(),
+        ..Default::default()
+    }
+}
+
+/// A payment of the merchant's, with its history, in one query.
+pub async fn get(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<PaymentState> {
+    let (payment, history) = gw
+        .store()
+        .payment_with_history(merchant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    Ok(PaymentState { payment, history })
+}
+
+/// A page of the merchant's payments, newest first; `has_more` when more follow.
+pub async fn list(
+    gw: &Gateway,
+    merchant_id: &str,
+    filter: PaymentFilter,
+) -> ApiResult<(Vec<PaymentRow>, bool)> {
+    let limit = filter.limit;
+    let mut rows = gw
+        .store()
+        .list_payments(
+            merchant_id,
+            &PaymentFilter {
+                limit: limit + 1,
+                ..filter
+            },
+        )
+        .await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Ok((rows, has_more))
+}
+
+/// Asks WeChat for the payment credential as `integration` and stores the `next_action` built
+/// from it (for a hosted payment, what its checkout page shows).
+pub async fn prepay(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    p: &PaymentRow,
+    integration: Integration,
+    now: i64,
+) -> ApiResult<()> {
+    let up = gw
+        .upstream(&merchant.id)
+        .await
+        .map_err(|e| ApiError::internal("cannot open the merchant's WeChat connection", e))?;
+    let appid = match integration {
+        Integration::MiniProgram => merchant
+            .mini_program_appid
+            .clone()
+            .unwrap_or_else(|| merchant.appid.clone()),
+        _ => merchant.appid.clone(),
+    };
+    let req = PrepayRequest {
+        appid,
+        mchid: merchant.mchid.clone(),
+        description: p.description.clone(),
+        out_trade_no: p.out_trade_no.clone(),
+        time_expire: Some(wechat_time(p.expires_at)),
+        attach: p.attach.clone(),
+        notify_url: gw.notify_url(&merchant.id),
+        amount: Amount {
+            total: p.amount,
+            currency: Some(p.currency.clone()),
+        },
+        payer: p.payer_openid.clone().map(|openid| Payer { openid }),
+        scene_info: p.client_ip.clone().map(|ip| SceneInfo {
+            payer_client_ip: Some(ip),
+            h5_info: (integration == Integration::H5).then(|| H5Info {
+                kind: "Wap".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let prepaid = match up.prepay(integration, req).await {
+        Ok(prepaid) => prepaid,
+        Err(e) => return Err(upstream_failure(gw, merchant, p, e, now).await),
+    };
+    let credential_expires = match integration {
+        Integration::H5 => (now + H5_URL_LIFETIME_MS).min(p.expires_at),
+        _ => p.expires_at,
+    };
+    let action = views::next_action(&up, prepaid, p, now, credential_expires);
+    gw.store()
+        .set_wechat_credential(&p.id, &action.to_string(), gw.now_ms())
+        .await?;
+    Ok(())
+}
+
+fn wechat_time(ms: i64) -> String {
+    // WeChat wants an offset; +08:00 is what it writes itself.
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .to_offset(time::macros::offset!(+8))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a valid time formats")
+}
+
+/// WeChat did not give a credential. A refusal fails the payment; anything that may succeed
+/// later leaves it pending (status sync will find out what WeChat has) and says so.
+async fn upstream_failure(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    p: &PaymentRow,
+    e: ClientError,
+    now: i64,
+) -> ApiError {
+    if let ClientError::Api(api) = &e
+        && !api.is_retryable()
+        && !matches!(api.code, WechatCode::OrderPaid | WechatCode::OrderClosed)
+    {
+        tracing::warn!(payment = %p.id, code = %api.code, message = %api.message, "WeChat refused a prepay");
+        let facts = TransitionFacts {
+            now,
+            source: "prepay_refused".into(),
+            ..Default::default()
+        };
+        let failed = gw
+            .store()
+            .transition(
+                &merchant.id,
+                &p.id,
+                PaymentEvent::Failed,
+                &facts,
+                crate::sync::event_payload,
+            )
+            .await;
+        // A payment that moved on meanwhile keeps its state; anything else is a storage failure.
+        if let Err(store_error) = failed
+            && !matches!(store_error, StoreError::Transition(_))
+        {
+            return ApiError::from(store_error);
+        }
+        return ApiError::new(
+            ErrorCode::UpstreamRejected,
+            format!(
+                "WeChat Pay refused the payment: {} {}",
+                api.code, api.message
+            ),
+        );
+    }
+    tracing::warn!(payment = %p.id, error = %e, "WeChat prepay did not complete; status sync will follow up");
+    ApiError::new(
+        ErrorCode::UpstreamUnavailable,
+        format!(
+            "WeChat Pay did not answer in time; payment {} stays pending; retry the same request",
+            p.id
+        ),
+    )
+}
+
+/// Cancels a pending payment: closed at WeChat first, then confirmed by a query.
+pub async fn cancel(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<PaymentState> {
+    let p = get(gw, merchant_id, id).await?.payment;
+    if p.status != PaymentStatus::Pending.as_str() {
+        return Err(not_cancellable(&format!(
+            "a {} payment cannot be cancelled",
+            p.status
+        )));
+    }
+    let p = match crate::sync::close_and_settle(gw, merchant_id, &p, PaymentEvent::Cancelled).await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            // The payment may have changed meanwhile (paid, expired): that is the answer.
+            let now = get(gw, merchant_id, id).await?.payment;
+            if now.status == PaymentStatus::Pending.as_str() {
+                tracing::warn!(payment = %p.id, error = %e, "cancel could not reach WeChat");
+                return Err(ApiError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    "WeChat Pay did not confirm the close; retry",
+                ));
+            }
+            now
+        }
+    };
+    if p.status != PaymentStatus::Cancelled.as_str() {
+        return Err(not_cancellable(&format!(
+            "the payment was {} before it could be cancelled",
+            p.status
+        )));
+    }
+    get(gw, merchant_id, id).await
+}
+
+fn not_cancellable(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::PaymentNotCancellable, message)
+}
+
+/// An ISO 4217 code among the merchant's pricing currencies.
+pub fn merchant_currency(merchant: &MerchantRow, code: &str) -> ApiResult<Currency> {
+    let currency = Currency::parse(code)
+        .map_err(|e| ApiError::invalid(ErrorCode::InvalidCurrency, "currency", e.to_string()))?;
+    if !merchant.currencies.split(',').any(|c| c == currency.code()) {
+        return Err(ApiError::invalid(
+            ErrorCode::CurrencyNotAllowed,
+            "currency",
+            format!(
+                "this merchant accepts {}, not {}",
+                merchant.currencies,
+                currency.code()
+            ),
+        ));
+    }
+    Ok(currency)
+}
+
+/// WeChat's rule for a description: 1 to 127 characters.
+pub fn check_description(description: &str) -> ApiResult<()> {
+    wechatpay_v3::validate::description("description", description).map_err(|e| {
+        ApiError::invalid(
+            ErrorCode::InvalidDescription,
+            "description",
+            format!("description {}", e.issue),
+        )
+    })
+}
+

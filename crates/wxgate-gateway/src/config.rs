@@ -1,0 +1,63 @@
+//! The gateway's configuration: where things are, and every interval, schedule and limit its
+//! workers use.
+
+use std::time::Duration;
+
+use crate::secrets::MasterKey;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub database_url: String,
+    pub master_key: MasterKey,
+    /// How WeChat reaches this gateway: `notify_url`s are built on it.
+    pub public_base_url: String,
+    /// How long to wait for WeChat on one attempt.
+    pub upstream_timeout: Duration,
+    /// How often the status-sync worker looks for due work.
+    pub sync_interval: Duration,
+    /// Waits between queries of a pending payment, by how many were made before; the first
+    /// entry is also the wait before the first query.
+    pub sync_schedule_ms: Vec<i64>,
+    /// How long one webhook attempt may take.
+    pub webhook_timeout: Duration,
+    /// Waits before each retry of a failed webhook; when spent, the delivery is dead.
+    pub webhook_retry_schedule_ms: Vec<i64>,
+    /// Webhook attempts in flight at once, in all, and to one endpoint.
+    pub webhook_concurrency: usize,
+    pub webhook_per_endpoint: usize,
+    /// How often the delivery worker looks for due work written by other nodes (work this
+    /// process writes wakes it at once).
+    pub webhook_poll_interval: Duration,
+    /// Whether webhook URLs may point at loopback and private addresses.
+    pub webhooks_allow_private: bool,
+    /// Behind a trusted reverse proxy: the header that carries the shopper's address (for
+    /// example `X-Forwarded-For`); otherwise the connection's address is used.
+    pub client_ip_header: Option<String>,
+}
+
+impl GatewayConfig {
+    pub fn new(
+        database_url: impl Into<String>,
+        master_key: MasterKey,
+        public_base_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            database_url: database_url.into(),
+            master_key,
+            public_base_url: public_base_url.into(),
+            upstream_timeout: Duration::from_secs(10),
+            sync_interval: Duration::from_millis(500),
+            sync_schedule_ms: vec![
+                5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000,
+            ],
+            webhook_timeout: Duration::from_secs(10),
+            webhook_retry_schedule_ms: wxgate_domain::webhook::RETRY_SCHEDULE_MS.to_vec(),
+            webhook_concurrency: 64,
+            webhook_per_endpoint: 8,
+            webhook_poll_interval: Duration::from_secs(1),
+            webhooks_allow_private: false,
+            client_ip_header: None,
+        }
+    }
+}
+

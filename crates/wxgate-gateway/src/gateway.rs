@@ -1,0 +1,151 @@
+//! [`Gateway`]: the shared state of one gateway process (store, configuration, WeChat
+//! connections, caches and the clock), handed to every handler and worker.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use wechatpay_v3::{Clock, SystemClock};
+use wxgate_store::{MerchantRow, SchemaStatus, Store};
+
+use crate::config::GatewayConfig;
+use crate::upstream::{Upstream, Upstreams};
+
+/// Shared state of one gateway process.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: GatewayConfig,
+    upstreams: Upstreams,
+    /// API key hash → merchant, for `AUTH_CACHE_TTL`: a revoked key stops working within it.
+    auth_cache: Mutex<HashMap<String, (MerchantRow, Instant)>>,
+    /// Opened webhook signing secrets, by secret id.
+    webhook_secrets: Mutex<HashMap<String, String>>,
+    /// Business time: creation, expiry, due work. WeChat requests are signed on the system
+    /// clock whatever this says, since WeChat checks their timestamps against its own.
+    clock: Arc<dyn Clock>,
+}
+
+/// How long an authenticated API key is trusted without asking the database again. Short, so
+/// that revocation takes effect quickly; long enough to spare the database on busy reads.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Entries the API-key cache holds at most; it is cleared when full.
+const AUTH_CACHE_MAX: usize = 10_000;
+
+impl Gateway {
+    pub fn new(store: Store, config: GatewayConfig) -> Self {
+        Self::with_clock(store, config, Arc::new(SystemClock))
+    }
+
+    /// A gateway on `clock`: tests advance a [`wechatpay_v3::FixedClock`] instead of
+    /// rewriting times in the database.
+    pub fn with_clock(store: Store, config: GatewayConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                upstreams: Upstreams::default(),
+                auth_cache: Mutex::new(HashMap::new()),
+                webhook_secrets: Mutex::new(HashMap::new()),
+                clock,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    /// Now, in Unix milliseconds, by the gateway's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_unix_ms()
+    }
+
+    pub async fn upstream(&self, merchant_id: &str) -> anyhow::Result<Arc<Upstream>> {
+        self.inner
+            .upstreams
+            .get(
+                &self.inner.store,
+                &self.inner.config.master_key,
+                merchant_id,
+                self.inner.config.upstream_timeout,
+            )
+            .await
+    }
+
+    pub fn cached_key(&self, key_hash: &str) -> Option<MerchantRow> {
+        let cache = self.inner.auth_cache.lock().expect("auth cache lock");
+        cache
+            .get(key_hash)
+            .filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL)
+            .map(|(m, _)| m.clone())
+    }
+
+    pub fn cache_key(&self, key_hash: String, merchant: MerchantRow) {
+        let mut cache = self.inner.auth_cache.lock().expect("auth cache lock");
+        if cache.len() >= AUTH_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key_hash, (merchant, Instant::now()));
+    }
+
+    /// A webhook signing secret, opened from its sealed form once and then cached by its id.
+    pub fn signing_secret(&self, secret_id: &str, sealed: &str) -> anyhow::Result<String> {
+        if let Some(s) = self
+            .inner
+            .webhook_secrets
+            .lock()
+            .expect("secrets lock")
+            .get(secret_id)
+        {
+            return Ok(s.clone());
+        }
+        let opened = self
+            .inner
+            .config
+            .master_key
+            .open(sealed)
+            .context("cannot open a webhook secret (wrong master key?)")?;
+        let secret = String::from_utf8(opened).context("a webhook secret is not UTF-8")?;
+        self.inner
+            .webhook_secrets
+            .lock()
+            .expect("secrets lock")
+            .insert(secret_id.to_string(), secret.clone());
+        Ok(secret)
+    }
+
+    pub fn notify_url(&self, merchant_id: &str) -> String {
+        format!(
+            "{}/wechatpay/notify/{merchant_id}",
+            self.inner.config.public_base_url.trim_end_matches('/')
+        )
+    }
+}
+
+/// Opens the database and refuses to go on when its schema is not this binary's.
+pub async fn open_store(database_url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(database_url)
+        .await
+        .context("cannot open the database")?;
+    match store.schema_status().await? {
+        SchemaStatus::UpToDate => Ok(store),
+        SchemaStatus::Behind { missing } => anyhow::bail!(
+            "the database schema is not migrated (missing migrations {missing:?}); run `wxgate migrate` first"
+        ),
+        SchemaStatus::Ahead { unknown } => anyhow::bail!(
+            "the database was migrated by a newer wxgate (unknown migrations {unknown:?}); upgrade this binary"
+        ),
+    }
+}
+
+

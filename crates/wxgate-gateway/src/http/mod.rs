@@ -1,0 +1,118 @@
+//! The HTTP layer: the router at the top, and what every route shares (extractors, the error
+//! envelope, idempotency, guards). Handlers only translate: they take typed values from the
+//! extractors, call the application layer, and turn its answer or its [`ApiError`] into a
+//! response.
+
+pub mod answer;
+pub mod extract;
+pub mod idempotency;
+pub mod openapi;
+pub mod payments;
+
+use axum::Router;
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{DefaultBodyLimit, RawPathParams, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::gateway::Gateway;
+use crate::{checkout, links, notify, qr, refunds, webhooks};
+
+pub use extract::BODY_LIMIT_BYTES;
+
+/// Every route the gateway serves.
+pub fn router(gateway: Gateway) -> Router {
+    let api = Router::new()
+        .merge(payments::routes())
+        .merge(refunds::routes())
+        .merge(webhooks::routes())
+        .merge(qr::routes())
+        .merge(links::api_routes())
+        .route_layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            idempotency::layer,
+        ));
+    let pages = Router::new()
+        .merge(checkout::routes())
+        .merge(links::page_routes())
+        .layer(middleware::map_response(page_headers));
+    Router::new()
+        .merge(api)
+        .merge(pages)
+        .route("/wechatpay/notify/{merchant_id}", post(notify::handle))
+        .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(openapi::document()) }),
+        )
+        .route_layer(middleware::from_fn(refuse_control_characters))
+        .fallback(|| async {
+            ApiError::new(ErrorCode::RouteNotFound, "no such route; see /openapi.json")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not take this method; see /openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(gateway)
+}
+
+/// Path ids and query parameters are text: NUL and other control characters are refused with
+/// the parameter's name before any handler (or the database) sees them.
+async fn refuse_control_characters(
+    params: Result<RawPathParams, RawPathParamsRejection>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Ok(params) = params else {
+        return ApiError::new(ErrorCode::InvalidCharacters, "the path is not valid UTF-8")
+            .into_response();
+    };
+    for (name, value) in &params {
+        if let Err(e) = extract::check_text(name, value) {
+            return e.into_response();
+        }
+    }
+    let query = request.uri().query().unwrap_or("");
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let checked = extract::check_text("query", &name)
+            .and_then(|()| extract::check_text(&name, &value));
+        if let Err(e) = checked {
+            return e.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The Content-Security-Policy of the hosted pages: their own scripts and styles carry the
+/// page's nonce; nothing else runs, and no other site may frame them.
+pub fn content_security_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; \
+         img-src 'self' data:; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+}
+
+/// Headers every hosted page answers with (the CSP itself is set by the page, which knows
+/// its nonce; a page without one gets the strictest policy).
+async fn page_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("X-Frame-Options", HeaderValue::from_static("DENY"));
+    headers.insert(
+        "X-Content-Type-Options",
+        HeaderValue::from_static("nosniff"),
+    );
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    response
+}

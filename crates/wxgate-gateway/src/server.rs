@@ -1,0 +1,62 @@
+//! [`Application`]: the gateway bound to a listener, serving the HTTP router and running the
+//! background workers until shutdown.
+
+use tokio::net::TcpListener;
+
+use crate::gateway::Gateway;
+use crate::{delivery, http, sync};
+
+/// A gateway bound to a listener, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    gateway: Gateway,
+    extra: Option<axum::Router>,
+}
+
+impl Application {
+    pub async fn build(gateway: Gateway, listener: TcpListener) -> anyhow::Result<Self> {
+        Ok(Self {
+            listener,
+            gateway,
+            extra: None,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves more routes beside the gateway's (the demo mounts the simulator this way).
+    pub fn with_routes(mut self, routes: axum::Router) -> Self {
+        self.extra = Some(routes);
+        self
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// Serves the API and runs the workers until `shutdown` completes.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(sync::run(self.gateway.clone(), stop_rx.clone()));
+        let deliveries = tokio::spawn(delivery::run(self.gateway.clone(), stop_rx));
+        let mut router = http::router(self.gateway.clone());
+        if let Some(extra) = self.extra {
+            router = router.merge(extra);
+        }
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        let _ = stop_tx.send(true);
+        let _ = worker.await;
+        let _ = deliveries.await;
+        Ok(())
+    }
+}
