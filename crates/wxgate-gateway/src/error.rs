@@ -44,7 +44,6 @@ macro_rules! error_codes {
     };
 }
 
-// long-fn: the table of codes reads best as one table.
 error_codes! {
     // The request as a whole.
     Unauthorized = "unauthorized", 401, "No valid API key: `Authorization: Bearer <key>`.";
@@ -216,8 +215,27 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for code in ErrorCode::ALL {
             assert!(seen.insert(code.as_str()), "{code} twice");
-            assert!(code.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(
+                code.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+            );
             assert!((400..600).contains(&code.status()), "{code}");
         }
+    }
+
+    #[test]
+    fn the_documented_table_is_the_generated_one() {
+        let doc = include_str!("../../../docs/GATEWAY.md");
+        let begin = "<!-- error-codes:begin -->\n";
+        let start = doc.find(begin).expect("docs/GATEWAY.md marks its table") + begin.len();
+        let end = doc
+            .find("<!-- error-codes:end -->")
+            .expect("the table's end");
+        assert_eq!(
+            &doc[start..end],
+            markdown_table(),
+            "docs/GATEWAY.md's table of error codes is out of date"
+        );
     }
 }

@@ -147,5 +147,3 @@ pub async fn open_store(database_url: &str) -> anyhow::Result<Store> {
         ),
     }
 }
-
-

@@ -30,7 +30,7 @@ pub mod upstream;
 pub mod views;
 pub mod webhooks;
 
-pub use config::GatewayConfig;
 pub use clock::now_ms;
+pub use config::GatewayConfig;
 pub use gateway::{AUTH_CACHE_TTL, Gateway, open_store};
 pub use server::Application;

@@ -18,11 +18,11 @@ use wxgate_domain::{Currency, Money, id};
 use wxgate_store::PaymentLinkRow;
 
 use crate::app::payments::{self as pay, NewPayment, check_description, merchant_currency};
+use crate::checkout::{self, Lang, PageQuery, esc, html, notice, t};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json};
 use crate::http::extract::{Authed, JsonBody, Params, page_limit, parse_time};
-use crate::checkout::{self, Lang, PageQuery, esc, html, notice, t};
-use crate::gateway::Gateway;
 use crate::{qr, views};
 
 /// The merchant API for links.
@@ -85,7 +85,6 @@ pub(crate) async fn create_link(
     Authed(merchant): Authed,
     JsonBody(req): JsonBody<CreateLink>,
 ) -> ApiResult<Json> {
-
     let currency = merchant_currency(&merchant, &req.currency)?;
     let in_range = |v: i64| (1..=AMOUNT_MAX).contains(&v);
     match (req.amount, req.amount_min, req.amount_max) {
@@ -195,14 +194,25 @@ pub(crate) async fn list_links(
     let limit = page_limit(q.limit)?;
     let after = match &q.starting_after {
         Some(id) => {
-            let link = gw.store().payment_link(&merchant.id, id).await?.ok_or_else(|| {
-                ApiError::invalid(ErrorCode::InvalidCursor, "starting_after", "no such payment link")
-            })?;
+            let link = gw
+                .store()
+                .payment_link(&merchant.id, id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        ErrorCode::InvalidCursor,
+                        "starting_after",
+                        "no such payment link",
+                    )
+                })?;
             Some((link.created_at, link.id))
         }
         None => None,
     };
-    let rows = gw.store().payment_links(&merchant.id, after, limit + 1).await?;
+    let rows = gw
+        .store()
+        .payment_links(&merchant.id, after, limit + 1)
+        .await?;
     Ok(page(rows, limit, link_json))
 }
 
@@ -260,7 +270,11 @@ pub(crate) async fn link_payments(
             let p = gw.store().payment(&merchant.id, pid).await?;
             let p = p.filter(|p| p.payment_link_id.as_deref() == Some(link.id.as_str()));
             let p = p.ok_or_else(|| {
-                ApiError::invalid(ErrorCode::InvalidCursor, "starting_after", "no such payment of this link")
+                ApiError::invalid(
+                    ErrorCode::InvalidCursor,
+                    "starting_after",
+                    "no such payment of this link",
+                )
             })?;
             Some((p.created_at, p.id))
         }
@@ -405,8 +419,9 @@ async fn pay(gw: &Gateway, link: &PaymentLinkRow, amount: i64, lang: Lang, here:
             .await?
             .ok_or_else(|| ApiError::not_found("merchant"))?;
         let new = NewPayment {
-            money: Money::new(amount, currency(link))
-                .map_err(|e| ApiError::invalid(ErrorCode::InvalidAmount, "amount", e.to_string()))?,
+            money: Money::new(amount, currency(link)).map_err(|e| {
+                ApiError::invalid(ErrorCode::InvalidAmount, "amount", e.to_string())
+            })?,
             merchant_order_id: id::generate("pl"),
             description: link.description.clone(),
             integration: None,

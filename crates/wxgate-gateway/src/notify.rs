@@ -20,7 +20,7 @@ use wechatpay_v3::verify::SignatureHeaders;
 use wxgate_store::QuarantineRow;
 
 use crate::gateway::Gateway;
-use crate::{sync};
+use crate::sync;
 
 fn fail(status: StatusCode, message: &str) -> Response {
     (

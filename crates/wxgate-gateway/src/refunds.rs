@@ -577,7 +577,10 @@ pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
             tracing::warn!(payment = %p.id, error = ?e, "automatic refund of a paid-after-close payment failed; will retry");
         }
     }
-    let due = gw.store().claim_due_refunds(gw.now_ms(), CLAIM_BATCH).await?;
+    let due = gw
+        .store()
+        .claim_due_refunds(gw.now_ms(), CLAIM_BATCH)
+        .await?;
     let n = due.len();
     let mut tasks = tokio::task::JoinSet::new();
     for r in due {
@@ -702,5 +705,7 @@ pub(crate) async fn list_refunds(
         .await?;
     let data: Vec<Value> = rows.iter().map(views::refund).collect();
     // A payment has at most 50 refunds (WeChat's limit): one page holds them all.
-    Ok(ok(json!({"object": "list", "data": data, "has_more": false})))
+    Ok(ok(
+        json!({"object": "list", "data": data, "has_more": false}),
+    ))
 }

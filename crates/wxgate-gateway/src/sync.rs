@@ -15,7 +15,7 @@ use wxgate_store::{
 };
 
 use crate::gateway::Gateway;
-use crate::{views};
+use crate::views;
 
 /// Payments claimed per round.
 const CLAIM_BATCH: i64 = 32;

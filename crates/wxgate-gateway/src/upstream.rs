@@ -12,8 +12,8 @@ use wechatpay_v3::auth::MerchantSigner;
 use wechatpay_v3::client::{Client, ClientConfig, ClientError};
 use wechatpay_v3::crypto::{Certificate, PrivateKey, PublicKey};
 use wechatpay_v3::model::{
-    GlobalKind, GlobalPrepayRequest, PrepayRequest, GlobalRefund, GlobalRefundAmountRequest, GlobalRefundRequest, Refund, RefundAmount,
-    RefundRequest, Transaction,
+    GlobalKind, GlobalPrepayRequest, GlobalRefund, GlobalRefundAmountRequest, GlobalRefundRequest,
+    PrepayRequest, Refund, RefundAmount, RefundRequest, Transaction,
 };
 use wechatpay_v3::verify::Verifier;
 use wxgate_domain::{Currency, Integration};
@@ -204,7 +204,12 @@ pub async fn create_api_key(store: &Store, merchant_id: &str) -> anyhow::Result<
     let id = wxgate_domain::id::generate("key");
     let key = new_api_key();
     store
-        .insert_api_key(&id, merchant_id, &hash_api_key(&key), crate::clock::now_ms())
+        .insert_api_key(
+            &id,
+            merchant_id,
+            &hash_api_key(&key),
+            crate::clock::now_ms(),
+        )
         .await?;
     Ok((id, key))
 }
@@ -408,9 +413,10 @@ impl Upstream {
         };
         let answer = self.client.global_prepay(kind, &global).await?;
         let field = |name: &str| {
-            answer[name].as_str().map(str::to_string).ok_or_else(|| {
-                ClientError::Decode(format!("the prepay answer has no {name}"))
-            })
+            answer[name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| ClientError::Decode(format!("the prepay answer has no {name}")))
         };
         Ok(match integration {
             Integration::Native => Prepaid::Native {

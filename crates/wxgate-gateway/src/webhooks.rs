@@ -110,7 +110,6 @@ pub(crate) async fn create_endpoint(
     Authed(merchant): Authed,
     JsonBody(req): JsonBody<CreateEndpoint>,
 ) -> ApiResult<Json> {
-
     let url = delivery::check_url(&req.url, gw.config().webhooks_allow_private)
         .map_err(|m| ApiError::invalid(ErrorCode::InvalidUrl, "url", m))?;
     let events = subscription(req.events)?;
@@ -140,11 +139,14 @@ pub(crate) async fn create_endpoint(
 /// The merchant's webhook endpoints (never their secrets).
 #[utoipa::path(get, path = "/v1/webhook_endpoints", responses((status = 200, description = "`{object: list, data, has_more}`")),
     security(("api_key" = [])))]
-pub(crate) async fn list_endpoints(State(gw): State<Gateway>, Authed(merchant): Authed) -> ApiResult<Json> {
-
+pub(crate) async fn list_endpoints(
+    State(gw): State<Gateway>,
+    Authed(merchant): Authed,
+) -> ApiResult<Json> {
     let rows = gw.store().webhook_endpoints(&merchant.id).await?;
     let data: Vec<Value> = rows.iter().map(endpoint_json).collect();
-    Ok(Json(StatusCode::OK,
+    Ok(Json(
+        StatusCode::OK,
         json!({"object": "list", "data": data, "has_more": false}),
     ))
 }
@@ -170,7 +172,6 @@ pub(crate) async fn get_endpoint(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-
     let e = owned_endpoint(&gw, &merchant.id, &id).await?;
     Ok(Json(StatusCode::OK, endpoint_json(&e)))
 }
@@ -184,7 +185,6 @@ pub(crate) async fn delete_endpoint(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-
     owned_endpoint(&gw, &merchant.id, &id).await?;
     if !gw
         .store()
@@ -193,7 +193,8 @@ pub(crate) async fn delete_endpoint(
     {
         return Err(ApiError::not_found("webhook endpoint"));
     }
-    Ok(Json(StatusCode::OK,
+    Ok(Json(
+        StatusCode::OK,
         json!({"id": id, "object": "webhook_endpoint", "deleted": true}),
     ))
 }
@@ -227,7 +228,6 @@ pub(crate) async fn list_events(
     Authed(merchant): Authed,
     Params(q): Params<EventQuery>,
 ) -> ApiResult<Json> {
-
     let limit = page_limit(q.limit)?;
     if let Some(t) = &q.event_type {
         if !EVENT_TYPES.contains(&t.as_str()) {
@@ -259,7 +259,8 @@ pub(crate) async fn list_events(
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let data: Vec<Value> = rows.iter().map(event_value).collect();
-    Ok(Json(StatusCode::OK,
+    Ok(Json(
+        StatusCode::OK,
         json!({"object": "list", "data": data, "has_more": has_more}),
     ))
 }
@@ -313,7 +314,6 @@ pub(crate) async fn get_event(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-
     let e = gw
         .store()
         .event(&merchant.id, &id)
@@ -332,7 +332,6 @@ pub(crate) async fn redeliver(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-
     let e = gw
         .store()
         .event(&merchant.id, &id)
@@ -373,7 +372,6 @@ pub(crate) async fn redeliver_range(
     Authed(merchant): Authed,
     JsonBody(req): JsonBody<RedeliverRange>,
 ) -> ApiResult<Json> {
-
     let now = gw.now_ms();
     let created_gte = parse_time("created_gte", &req.created_gte)?;
     let created_lt = match &req.created_lt {
@@ -426,7 +424,6 @@ pub(crate) async fn rotate_notify_secret(
     State(gw): State<Gateway>,
     Authed(merchant): Authed,
 ) -> ApiResult<Json> {
-
     let secret = delivery::new_secret();
     let row = NotifySecretRow {
         merchant_id: merchant.id.clone(),
@@ -435,7 +432,8 @@ pub(crate) async fn rotate_notify_secret(
         created_at: gw.now_ms(),
     };
     gw.store().set_notify_secret(&row).await?;
-    Ok(Json(StatusCode::CREATED,
+    Ok(Json(
+        StatusCode::CREATED,
         json!({"object": "notify_secret", "secret_id": row.secret_id, "secret": secret, "created_at": views::rfc3339(row.created_at)}),
     ))
 }
@@ -450,7 +448,6 @@ pub(crate) async fn rotate_endpoint_secret(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-
     let mut endpoint = owned_endpoint(&gw, &merchant.id, &id).await?;
     let secret = delivery::new_secret();
     endpoint.secret_id = wxgate_domain::id::generate("whs");

@@ -6,6 +6,12 @@ use wxgate_store::testing;
 
 mod common;
 use common::{TestGateway, native, order};
+mod contract;
+use contract::{
+    every_post_honours_its_idempotency_key, generated_bad_input_never_meets_a_5xx,
+    hosted_pages_send_their_security_headers, json_bodies_are_exact_and_text_is_clean,
+    payment_links_page, unknown_routes_and_methods_answer_with_the_envelope,
+};
 
 on_both!(
     every_integration_type_end_to_end,
@@ -20,6 +26,12 @@ on_both!(
     a_paid_callback_for_a_failed_payment_is_quarantined_not_retried,
     cross_border_payments_go_through_the_global_endpoints,
     qr_images_of_a_pending_native_payment,
+    every_post_honours_its_idempotency_key,
+    json_bodies_are_exact_and_text_is_clean,
+    unknown_routes_and_methods_answer_with_the_envelope,
+    payment_links_page,
+    hosted_pages_send_their_security_headers,
+    generated_bad_input_never_meets_a_5xx,
 );
 
 async fn every_integration_type_end_to_end(t: TestGateway) {
@@ -548,6 +560,7 @@ async fn bad_input_gets_a_clear_4xx(t: TestGateway) {
         .http
         .post(format!("{}/v1/payments", t.base))
         .bearer_auth(&t.key)
+        .header("Content-Type", "application/json")
         .body(b"{\"description\": \"\xff\xfe\"}".to_vec())
         .send()
         .await
@@ -557,6 +570,7 @@ async fn bad_input_gets_a_clear_4xx(t: TestGateway) {
         .http
         .post(format!("{}/v1/payments", t.base))
         .bearer_auth(&t.key)
+        .header("Content-Type", "application/json")
         .body(vec![b' '; 200_000])
         .send()
         .await

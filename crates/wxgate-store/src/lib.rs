@@ -777,6 +777,18 @@ impl Store {
         Ok(())
     }
 
+    /// The answer stored under a key, as stored (`None` while the request runs, or for no key).
+    pub async fn idempotent_answer(&self, merchant_id: &str, key: &str) -> Result<Option<String>> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT response_body FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2",
+        )
+        .bind(merchant_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(body,)| body))
+    }
+
     /// Forgets a key whose request failed in a way the merchant may retry.
     pub async fn abandon_idempotent(&self, merchant_id: &str, key: &str) -> Result<()> {
         sqlx::query("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2 AND status_code IS NULL")

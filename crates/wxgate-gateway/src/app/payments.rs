@@ -133,7 +133,12 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> Ap
 fn new_row(gw: &Gateway, merchant: &MerchantRow, new: &NewPayment, now: i64) -> PaymentRow {
     let id = wxgate_domain::id::generate("pay");
     let checkout_token = wxgate_domain::id::generate("cs");
-    let first_sync = gw.config().sync_schedule_ms.first().copied().unwrap_or(5_000);
+    let first_sync = gw
+        .config()
+        .sync_schedule_ms
+        .first()
+        .copied()
+        .unwrap_or(5_000);
     PaymentRow {
         out_trade_no: id.clone(),
         id,
@@ -385,4 +390,3 @@ pub fn check_description(description: &str) -> ApiResult<()> {
         )
     })
 }
-

@@ -152,7 +152,8 @@ fn decode_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         let f = field(&name);
         ApiError::invalid(ErrorCode::ParameterMissing, &f, format!("{f} is required"))
     } else if let Some(name) = named("unknown field `") {
-        let f = field(&name);
+        // The path already ends at the unknown field.
+        let f = if path == "." { name } else { path };
         ApiError::invalid(
             ErrorCode::ParameterUnknown,
             &f,

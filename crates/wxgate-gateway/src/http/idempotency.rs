@@ -78,7 +78,9 @@ async fn run_once(
         IdempotencyStart::Started => {
             let merchant_id = merchant.id.clone();
             parts.extensions.insert(Authed(merchant));
-            let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
             Ok(record(gw, &merchant_id, key, response).await)
         }
     }

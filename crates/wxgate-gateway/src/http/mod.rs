@@ -44,7 +44,10 @@ pub fn router(gateway: Gateway) -> Router {
         .merge(api)
         .merge(pages)
         .route("/wechatpay/notify/{merchant_id}", post(notify::handle))
-        .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
         .route(
             "/openapi.json",
             get(|| async { axum::Json(openapi::document()) }),
@@ -81,8 +84,8 @@ async fn refuse_control_characters(
     }
     let query = request.uri().query().unwrap_or("");
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let checked = extract::check_text("query", &name)
-            .and_then(|()| extract::check_text(&name, &value));
+        let checked =
+            extract::check_text("query", &name).and_then(|()| extract::check_text(&name, &value));
         if let Err(e) = checked {
             return e.into_response();
         }

@@ -15,8 +15,7 @@ use wxgate_domain::{Integration, Money, MoneyError, PaymentStatus};
 use wxgate_store::{MerchantRow, PaymentFilter};
 
 use crate::app::payments::{
-    self as pay, HOSTED, NewPayment, PAYMENT_LIFETIME_MAX_MS, PAYMENT_LIFETIME_MIN_MS,
-    PaymentState,
+    self as pay, HOSTED, NewPayment, PAYMENT_LIFETIME_MAX_MS, PAYMENT_LIFETIME_MIN_MS, PaymentState,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
@@ -56,7 +55,10 @@ pub struct CreatePayment {
     description: String,
     /// `native`, `h5`, `jsapi`, `mini_program`, `app`, or `hosted` (the checkout page at the
     /// payment's `hosted_url` picks by the shopper's device).
-    #[schema(example = "native", pattern = "^(native|h5|jsapi|mini_program|app|hosted)$")]
+    #[schema(
+        example = "native",
+        pattern = "^(native|h5|jsapi|mini_program|app|hosted)$"
+    )]
     integration: String,
     /// Required for jsapi and mini_program.
     payer: Option<PayerIn>,
@@ -108,7 +110,12 @@ pub async fn create_payment(
     Authed(merchant): Authed,
     JsonBody(req): JsonBody<CreatePayment>,
 ) -> ApiResult<Response> {
-    let new = parse(req, &merchant, gw.now_ms(), gw.config().webhooks_allow_private)?;
+    let new = parse(
+        req,
+        &merchant,
+        gw.now_ms(),
+        gw.config().webhooks_allow_private,
+    )?;
     let created = pay::create(&gw, &merchant, new).await?;
     let status = if created.new {
         StatusCode::CREATED
@@ -166,7 +173,11 @@ fn parse(
     check_metadata(&metadata)?;
     if let Some(a) = &req.attach {
         wechatpay_v3::validate::attach("attach", a, 128).map_err(|e| {
-            ApiError::invalid(ErrorCode::InvalidAttach, "attach", format!("attach {}", e.issue))
+            ApiError::invalid(
+                ErrorCode::InvalidAttach,
+                "attach",
+                format!("attach {}", e.issue),
+            )
         })?;
     }
     Ok(NewPayment {
@@ -223,7 +234,10 @@ fn check_payer(
         })?,
         _ => {}
     }
-    match (client_ip, integration.is_some_and(Integration::needs_client_ip)) {
+    match (
+        client_ip,
+        integration.is_some_and(Integration::needs_client_ip),
+    ) {
         (None, true) => Err(ApiError::invalid(
             ErrorCode::ClientIpRequired,
             "client_ip",
@@ -243,7 +257,8 @@ fn parse_expiry(expires_at: Option<&str>, now: i64) -> ApiResult<i64> {
     let Some(t) = expires_at else {
         return Ok(now + PAYMENT_LIFETIME_MAX_MS);
     };
-    let invalid = |message: &str| ApiError::invalid(ErrorCode::InvalidExpiresAt, "expires_at", message);
+    let invalid =
+        |message: &str| ApiError::invalid(ErrorCode::InvalidExpiresAt, "expires_at", message);
     let secs = wechatpay_v3::validate::rfc3339("expires_at", t)
         .map_err(|_| invalid("expires_at must be an RFC 3339 time"))?;
     let ms = secs.saturating_mul(1000);
@@ -262,7 +277,9 @@ fn check_url(code: ErrorCode, param: &str, value: &Option<String>) -> ApiResult<
             return Err(ApiError::invalid(
                 code,
                 param,
-                format!("{param} must be an absolute http(s) URL of at most {URL_CHARS_MAX} characters"),
+                format!(
+                    "{param} must be an absolute http(s) URL of at most {URL_CHARS_MAX} characters"
+                ),
             ));
         }
     }
@@ -346,15 +363,24 @@ pub async fn list_payments(
         .as_deref()
         .map(|s| {
             PaymentStatus::parse(s).ok_or_else(|| {
-                ApiError::invalid(ErrorCode::InvalidStatus, "status", format!("unknown status {s:?}"))
+                ApiError::invalid(
+                    ErrorCode::InvalidStatus,
+                    "status",
+                    format!("unknown status {s:?}"),
+                )
             })
         })
         .transpose()?;
-    let time = |param: &str, v: &Option<String>| v.as_deref().map(|t| parse_time(param, t)).transpose();
+    let time =
+        |param: &str, v: &Option<String>| v.as_deref().map(|t| parse_time(param, t)).transpose();
     let before = match &q.starting_after {
         Some(id) => {
             let p = gw.store().payment(&merchant.id, id).await?.ok_or_else(|| {
-                ApiError::invalid(ErrorCode::InvalidCursor, "starting_after", "no such payment")
+                ApiError::invalid(
+                    ErrorCode::InvalidCursor,
+                    "starting_after",
+                    "no such payment",
+                )
             })?;
             Some((p.created_at, p.id))
         }

@@ -2,6 +2,7 @@
 //! and its own simulator, and a macro that runs a scenario on every backend.
 #![allow(dead_code)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -30,6 +31,15 @@ impl TestGateway {
 
     /// A gateway whose configuration `tweak` adjusts after the test defaults are set.
     pub async fn spawn_with(db: &TestDatabase, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        Self::spawn_on_clock(db, tweak, Arc::new(wechatpay_v3::SystemClock)).await
+    }
+
+    /// A gateway whose business time is `clock` (a test advances a `FixedClock`).
+    pub async fn spawn_on_clock(
+        db: &TestDatabase,
+        tweak: impl FnOnce(&mut GatewayConfig),
+        clock: Arc<dyn wechatpay_v3::Clock>,
+    ) -> Self {
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim = format!("http://{}", sim_listener.local_addr().unwrap());
         let simulator = Sim::new(SimConfig {
@@ -64,7 +74,7 @@ impl TestGateway {
         let (_, key) = upstream::create_api_key(&store, &merchant.id)
             .await
             .unwrap();
-        let gateway = Gateway::new(store.clone(), config);
+        let gateway = Gateway::with_clock(store.clone(), config, clock);
         let app = Application::build(gateway.clone(), listener).await.unwrap();
         tokio::spawn(app.run(std::future::pending()));
         Self {
