@@ -102,6 +102,15 @@ pub async fn every_post_honours_its_idempotency_key(t: TestGateway) {
     assert_eq!((s, code(&reused)), (422, "idempotency_key_reused"));
 }
 
+/// A body, its headers, and the status, code and param it must get.
+type BodyCase<'a> = (
+    Vec<u8>,
+    &'a [(&'a str, &'a str)],
+    u16,
+    &'a str,
+    Option<&'a str>,
+);
+
 pub async fn json_bodies_are_exact_and_text_is_clean(t: TestGateway) {
     let auth = format!("Bearer {}", t.key);
     let json_headers = [
@@ -114,7 +123,7 @@ pub async fn json_bodies_are_exact_and_text_is_clean(t: TestGateway) {
     ];
     let no_type = [("Authorization", auth.as_str())];
     let body = native(&order("ct"), 100).to_string();
-    let cases: Vec<(Vec<u8>, &[(&str, &str)], u16, &str, Option<&str>)> = vec![
+    let cases: Vec<BodyCase> = vec![
         (format!("{body} {{}}").into_bytes(), &json_headers, 400, "invalid_json", None),
         (format!("{body}x").into_bytes(), &json_headers, 400, "invalid_json", None),
         (body.clone().into_bytes(), &text_headers, 415, "unsupported_media_type", None),
