@@ -15,6 +15,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The stored integration of a payment whose WeChat product the hosted checkout page picks by
+/// the shopper's device (it becomes one of [`Integration`] when the page first opens).
+pub const HOSTED: &str = "hosted";
+
 /// How the shopper pays: each maps to one WeChat prepay product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

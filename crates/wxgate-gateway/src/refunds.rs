@@ -351,7 +351,7 @@ async fn transition(
                 event,
                 &facts,
                 refund_event_payload,
-                crate::sync::event_payload,
+                crate::views::event_payload,
             )
             .await?
         {

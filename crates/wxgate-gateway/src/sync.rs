@@ -20,14 +20,6 @@ use crate::views;
 /// Payments claimed per round.
 const CLAIM_BATCH: i64 = 32;
 
-/// The outbox event for a payment as it is after a change: (event id, payload).
-pub fn event_payload(p: &PaymentRow) -> (String, String) {
-    (
-        wxgate_domain::id::generate("evt"),
-        views::payment(p, None).to_string(),
-    )
-}
-
 /// Runs until `stop` turns true.
 pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
     loop {
@@ -143,7 +135,7 @@ async fn settle(
     Ok(
         match gw
             .store()
-            .transition(&p.merchant_id, &p.id, event, &facts, event_payload)
+            .transition(&p.merchant_id, &p.id, event, &facts, views::event_payload)
             .await?
         {
             TransitionOutcome::Changed { payment, .. } | TransitionOutcome::Unchanged(payment) => {
@@ -254,7 +246,7 @@ pub async fn apply_paid(
             &p.id,
             PaymentEvent::Paid,
             &facts,
-            event_payload,
+            views::event_payload,
         )
         .await
     {

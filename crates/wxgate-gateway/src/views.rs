@@ -119,7 +119,7 @@ impl<'a> PaymentView<'a> {
             attach: p.attach.as_deref(),
             metadata: raw(&p.metadata),
             next_action: match (p.status.as_str(), p.integration.as_str()) {
-                ("pending", crate::app::payments::HOSTED) => p.hosted_url.as_deref().map(|url| {
+                ("pending", wxgate_domain::payment::HOSTED) => p.hosted_url.as_deref().map(|url| {
                     let action = json!({"type": "redirect_to_url", "redirect_to_url": {"url": url, "expires_at": rfc3339(p.expires_at)}});
                     std::borrow::Cow::Owned(
                         RawValue::from_string(action.to_string()).expect("JSON is JSON"),
@@ -277,4 +277,12 @@ pub struct ListView<'a> {
     pub object: &'static str,
     pub data: Vec<PaymentView<'a>>,
     pub has_more: bool,
+}
+
+/// The outbox event for a payment as it is after a change: (event id, payload).
+pub fn event_payload(p: &PaymentRow) -> (String, String) {
+    (
+        wxgate_domain::id::generate("evt"),
+        payment(p, None).to_string(),
+    )
 }

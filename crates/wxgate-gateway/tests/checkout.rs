@@ -222,7 +222,7 @@ async fn cancel_expiry_and_unknown_tokens(t: TestGateway) {
                 source: "expiry".into(),
                 ..Default::default()
             },
-            wxgate_gateway::sync::event_payload,
+            wxgate_gateway::views::event_payload,
         )
         .await
         .unwrap();

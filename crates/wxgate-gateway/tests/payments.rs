@@ -802,7 +802,7 @@ async fn a_paid_callback_for_a_failed_payment_is_quarantined_not_retried(t: Test
             &id,
             wxgate_domain::PaymentEvent::Failed,
             &facts,
-            wxgate_gateway::sync::event_payload,
+            wxgate_gateway::views::event_payload,
         )
         .await
         .unwrap();

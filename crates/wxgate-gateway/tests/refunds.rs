@@ -443,7 +443,7 @@ async fn a_paid_after_close_payment_is_refunded_by_policy(t: TestGateway) {
                 source: "cancel".into(),
                 ..Default::default()
             },
-            wxgate_gateway::sync::event_payload,
+            wxgate_gateway::views::event_payload,
         )
         .await
         .unwrap();

@@ -20,8 +20,7 @@ use crate::views;
 pub const PAYMENT_LIFETIME_MAX_MS: i64 = 2 * 3600 * 1000;
 /// The shortest lifetime WeChat honours.
 pub const PAYMENT_LIFETIME_MIN_MS: i64 = 60 * 1000;
-/// The `integration` whose WeChat product the hosted checkout page picks by device.
-pub const HOSTED: &str = "hosted";
+pub use wxgate_domain::payment::HOSTED;
 /// An h5_url works for five minutes.
 pub const H5_URL_LIFETIME_MS: i64 = 5 * 60 * 1000;
 
@@ -297,7 +296,7 @@ async fn upstream_failure(
                 &p.id,
                 PaymentEvent::Failed,
                 &facts,
-                crate::sync::event_payload,
+                crate::views::event_payload,
             )
             .await;
         // A payment that moved on meanwhile keeps its state; anything else is a storage failure.

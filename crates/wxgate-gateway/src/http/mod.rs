@@ -93,15 +93,6 @@ async fn refuse_control_characters(
     next.run(request).await
 }
 
-/// The Content-Security-Policy of the hosted pages: their own scripts and styles carry the
-/// page's nonce; nothing else runs, and no other site may frame them.
-pub fn content_security_policy(nonce: &str) -> String {
-    format!(
-        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; \
-         img-src 'self' data:; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'"
-    )
-}
-
 /// Headers every hosted page answers with (the CSP itself is set by the page, which knows
 /// its nonce; a page without one gets the strictest policy).
 async fn page_headers(mut response: Response) -> Response {
