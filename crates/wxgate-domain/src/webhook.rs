@@ -14,13 +14,14 @@ pub const SIGNATURE_HEADER: &str = "Wxgate-Signature";
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
 
 /// Every event type, stable once shipped.
-pub const EVENT_TYPES: [&str; 9] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "payment.succeeded",
     "payment.cancelled",
     "payment.expired",
     "payment.failed",
     "payment.paid_after_close",
     "payment.refunded",
+    "payment.duplicate_paid",
     "refund.succeeded",
     "refund.failed",
     "refund.abnormal",

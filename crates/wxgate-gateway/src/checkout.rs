@@ -17,12 +17,12 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use wxgate_domain::{Currency, Integration, PaymentEvent, PaymentStatus};
-use wxgate_store::PaymentRow;
+use wxgate_store::{PaymentAttemptRow, PaymentRow};
 
 use crate::app::payments::{self as pay, HOSTED};
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
-use crate::qr;
+use crate::{qr, views};
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -346,7 +346,7 @@ async fn show(
     peer: SocketAddr,
 ) -> Result<Response, ApiError> {
     let here = format!("/checkout/{}", esc(token));
-    let Some(mut p) = gw.store().payment_by_checkout_token(token).await? else {
+    let Some(p) = gw.store().payment_by_checkout_token(token).await? else {
         return Ok(notice(
             StatusCode::NOT_FOUND,
             lang,
@@ -355,79 +355,142 @@ async fn show(
             "not_found_hint",
         ));
     };
-    let now = gw.now_ms();
-    match finished(&p) {
-        Some(paid) => {
-            let target = if paid { &p.return_url } else { &p.cancel_url };
-            return Ok(match target {
-                Some(url) => Redirect::to(url).into_response(),
-                None if paid => notice(StatusCode::OK, lang, &here, "paid", "paid_hint"),
-                None => notice(StatusCode::GONE, lang, &here, "closed", "closed_hint"),
-            });
-        }
-        None if now >= p.expires_at => {
-            return Ok(notice(
-                StatusCode::GONE,
-                lang,
-                token,
-                "closed",
-                "closed_hint",
-            ));
-        }
-        None => {}
+    if let Some(page) = ended(gw, &p, lang, &here, token) {
+        return Ok(page);
     }
     let device = device(headers);
-    // What this page shows: the payment's own product, or, for a hosted payment, the one its
-    // first visit chose by device.
-    let kind = if p.integration == HOSTED {
-        match &p.checkout_kind {
-            Some(kind) => kind.clone(),
-            None if device == Device::WeChat && p.payer_openid.is_none() => {
-                // Inside WeChat: the JS API needs the payer's openid, from webpage
-                // authorization (silent), which comes back to /oauth.
-                let up = gw.upstream(&p.merchant_id).await.map_err(|e| {
-                    ApiError::internal("cannot open the merchant's WeChat connection", e)
-                })?;
-                if !up.can_authorize() {
-                    String::new()
-                } else {
-                    let back = format!("{}/oauth", p.hosted_url.clone().unwrap_or_default());
-                    return Ok(Redirect::to(&up.authorize_url(&back, token)).into_response());
-                }
-            }
-            None => {
-                let wanted = match device {
-                    Device::WeChat => "jsapi",
-                    Device::Mobile => "h5",
-                    Device::Desktop => "native",
-                };
-                if gw.store().choose_checkout_kind(&p.id, wanted, now).await? {
-                    let merchant = gw
-                        .store()
-                        .merchant(&p.merchant_id)
-                        .await?
-                        .ok_or_else(|| ApiError::not_found("merchant"))?;
-                    let integration = Integration::parse(wanted).expect("a known product");
-                    // WeChat's H5 cashier returns the shopper to this page, which then follows
-                    // the payment's status.
-                    let order = PaymentRow {
-                        client_ip: Some(client_ip(gw, headers, peer).to_string()),
-                        return_url: p.hosted_url.clone(),
-                        ..p.clone()
-                    };
-                    pay::prepay(gw, &merchant, &order, integration, now).await?;
-                }
-                p = gw
-                    .store()
-                    .payment(&p.merchant_id, &p.id)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("payment"))?;
-                p.checkout_kind.clone().unwrap_or_default()
-            }
-        }
-    } else {
-        p.integration.clone()
+    let (kind, p) = match product(gw, &p, device, token, headers, peer).await? {
+        Product::Show { kind, payment } => (kind, payment),
+        Product::Redirect(to) => return Ok(Redirect::to(&to).into_response()),
     };
+    render(&p, &kind, device, token, lang, &here)
+}
+
+/// The page of a payment that is over (or past its expiry): where it goes, or what it says.
+fn ended(gw: &Gateway, p: &PaymentRow, lang: Lang, here: &str, token: &str) -> Option<Response> {
+    match finished(p) {
+        Some(paid) => {
+            let target = if paid { &p.return_url } else { &p.cancel_url };
+            Some(match target {
+                Some(url) => Redirect::to(url).into_response(),
+                None if paid => notice(StatusCode::OK, lang, here, "paid", "paid_hint"),
+                None => notice(StatusCode::GONE, lang, here, "closed", "closed_hint"),
+            })
+        }
+        None if gw.now_ms() >= p.expires_at => Some(notice(
+            StatusCode::GONE,
+            lang,
+            token,
+            "closed",
+            "closed_hint",
+        )),
+        None => None,
+    }
+}
+
+/// What the page shows: a product and the payment whose credential is that product's.
+enum Product {
+    Show {
+        kind: String,
+        payment: PaymentRow,
+    },
+    /// First learn who pays (webpage authorization inside WeChat).
+    Redirect(String),
+}
+
+/// The payment's own product; for a hosted payment, the one the shopper's device needs. A
+/// hosted payment opened on another kind of device than before (or whose credential expired)
+/// gets a new WeChat order for it; the earlier pages keep working on theirs.
+async fn product(
+    gw: &Gateway,
+    p: &PaymentRow,
+    device: Device,
+    token: &str,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Product, ApiError> {
+    if p.integration != HOSTED {
+        return Ok(Product::Show {
+            kind: p.integration.clone(),
+            payment: p.clone(),
+        });
+    }
+    let wanted = match device {
+        Device::WeChat => Integration::Jsapi,
+        Device::Mobile => Integration::H5,
+        Device::Desktop => Integration::Native,
+    };
+    if let Some(open) = usable_attempt(gw, p, wanted).await? {
+        return Ok(Product::Show {
+            kind: wanted.as_str().to_string(),
+            payment: PaymentRow {
+                wechat_credential: open.wechat_credential,
+                ..p.clone()
+            },
+        });
+    }
+    if device == Device::WeChat && p.payer_openid.is_none() {
+        // Inside WeChat: the JS API needs the payer's openid, from webpage authorization
+        // (silent), which comes back to /oauth.
+        let up = gw
+            .upstream(&p.merchant_id)
+            .await
+            .map_err(|e| ApiError::internal("cannot open the merchant's WeChat connection", e))?;
+        if !up.can_authorize() {
+            return Ok(Product::Show {
+                kind: String::new(),
+                payment: p.clone(),
+            });
+        }
+        let back = format!("{}/oauth", p.hosted_url.clone().unwrap_or_default());
+        return Ok(Product::Redirect(up.authorize_url(&back, token)));
+    }
+    let merchant = gw
+        .store()
+        .merchant(&p.merchant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("merchant"))?;
+    let ip = client_ip(gw, headers, peer).to_string();
+    // WeChat's H5 cashier returns the shopper to this page, which then follows the status.
+    let payment = pay::start_attempt(gw, &merchant, p, wanted, |order| PaymentRow {
+        client_ip: Some(ip),
+        return_url: order.hosted_url.clone(),
+        ..order
+    })
+    .await?;
+    Ok(Product::Show {
+        kind: wanted.as_str().to_string(),
+        payment,
+    })
+}
+
+/// An open order of the payment for `integration` whose credential still works.
+async fn usable_attempt(
+    gw: &Gateway,
+    p: &PaymentRow,
+    integration: Integration,
+) -> Result<Option<PaymentAttemptRow>, ApiError> {
+    let now = gw.now_ms();
+    let attempts = pay::attempts(gw, p).await?;
+    Ok(attempts.into_iter().rev().find(|a| {
+        a.status == "open"
+            && a.integration == integration.as_str()
+            && a.wechat_credential
+                .as_deref()
+                .and_then(views::credential_expires_ms)
+                .is_some_and(|until| until > now)
+    }))
+}
+
+/// The page for `kind` with the payment's credential.
+fn render(
+    p: &PaymentRow,
+    kind: &str,
+    device: Device,
+    token: &str,
+    lang: Lang,
+    here: &str,
+) -> Result<Response, ApiError> {
     let credential: serde_json::Value = p
         .wechat_credential
         .as_deref()
@@ -449,7 +512,7 @@ async fn show(
         esc(token),
         t(lang, "cancel")
     );
-    let action = match kind.as_str() {
+    let action = match kind {
         "native" => credential["display_qr_code"]["data"].as_str().map(|code| {
             format!(
                 "<div class=\"qr\" id=\"qr\" data-code-url=\"{}\">{}</div><p>{}</p>",
@@ -495,7 +558,7 @@ async fn show(
         ));
     };
     let body = format!("{head}{action}{countdown}{cancel}");
-    Ok(html(StatusCode::OK, lang, &here, &body, SCRIPT))
+    Ok(html(StatusCode::OK, lang, here, &body, SCRIPT))
 }
 
 /// `{"state": "waiting" | "completed" | "closed", "redirect"}`: what the page polls.

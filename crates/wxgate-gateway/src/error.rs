@@ -86,6 +86,8 @@ error_codes! {
     MerchantOrderIdTaken = "merchant_order_id_taken", 409, "The merchant_order_id belongs to a payment with other parameters.";
     NotifySecretMissing = "notify_secret_missing", 409, "`notify_url` needs the merchant's notify secret first.";
     PaymentNotCancellable = "payment_not_cancellable", 409, "Only a pending payment can be cancelled.";
+    PaymentNotPending = "payment_not_pending", 409, "Only a pending payment can make a new WeChat order.";
+    TooManyAttempts = "too_many_attempts", 409, "The payment made as many WeChat orders as it may (20).";
     NoQrCode = "no_qr_code", 409, "Only a pending native payment has a QR code.";
     InvalidScale = "invalid_scale", 400, "`scale` must be from 1 to 20.";
     InvalidSize = "invalid_size", 400, "`size` must be from 100 to 1000.";
@@ -235,7 +237,7 @@ mod tests {
         assert_eq!(
             &doc[start..end],
             markdown_table(),
-            "docs/GATEWAY.md's table of error codes is out of date"
+            "docs/GATEWAY.md's table of error codes is out of date: run scripts/error-codes"
         );
     }
 }

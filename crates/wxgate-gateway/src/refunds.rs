@@ -174,33 +174,15 @@ pub async fn create(
         ));
     }
     refund::check(&refundable(&p), amount, now).map_err(refusal)?;
-    let refund_id = id::generate("re");
-    let row = RefundRow {
-        out_refund_no: refund_id.clone(),
-        id: refund_id,
-        merchant_id: merchant_id.to_string(),
-        payment_id: p.id.clone(),
-        merchant_refund_id: new.merchant_refund_id,
+    let row = new_row(
+        gw,
+        &p,
+        new.merchant_refund_id,
         amount,
-        currency: p.currency.clone(),
-        reason: new.reason,
-        status: "pending".into(),
-        version: 1,
+        new.reason,
         fingerprint,
-        submitted: 0,
-        wechat_refund_id: None,
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-        succeeded_at: None,
-        // Should this process die before WeChat answers, the background work takes it over;
-        // not before this request's own attempts (three at most) could have ended.
-        sync_due_at: Some(
-            now + first_wait(gw) + 3 * gw.config().upstream_timeout.as_millis() as i64,
-        ),
-        sync_attempts: 0,
-        claimed_until: None,
-    };
+        None,
+    );
     let row = match gw.store().reserve_refund(&row).await? {
         ReserveOutcome::Reserved(r) => *r,
         ReserveOutcome::Existing(existing) => return same_or_taken(*existing),
@@ -229,6 +211,83 @@ pub async fn create(
     Ok((StatusCode::CREATED, after))
 }
 
+/// A refund of `amount` from the payment `p` (or from its twice-paid order `attempt`), not yet
+/// sent.
+fn new_row(
+    gw: &Gateway,
+    p: &PaymentRow,
+    merchant_refund_id: String,
+    amount: i64,
+    reason: Option<String>,
+    fingerprint: String,
+    attempt: Option<String>,
+) -> RefundRow {
+    let now = gw.now_ms();
+    let refund_id = id::generate("re");
+    RefundRow {
+        out_refund_no: refund_id.clone(),
+        id: refund_id,
+        merchant_id: p.merchant_id.clone(),
+        payment_id: p.id.clone(),
+        merchant_refund_id,
+        amount,
+        currency: p.currency.clone(),
+        reason,
+        status: "pending".into(),
+        version: 1,
+        fingerprint,
+        submitted: 0,
+        wechat_refund_id: None,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        succeeded_at: None,
+        // Should this process die before WeChat answers, the background work takes it over;
+        // not before this request's own attempts (three at most) could have ended.
+        sync_due_at: Some(
+            now + first_wait(gw) + 3 * gw.config().upstream_timeout.as_millis() as i64,
+        ),
+        sync_attempts: 0,
+        claimed_until: None,
+        attempt_out_trade_no: attempt,
+    }
+}
+
+/// Refunds, in full, an order of the payment that was paid after another order had already
+/// paid it (the shopper paid twice). Idempotent: the refund's merchant_refund_id is derived
+/// from the order.
+pub async fn refund_duplicate(
+    gw: &Gateway,
+    p: &PaymentRow,
+    out_trade_no: &str,
+) -> anyhow::Result<RefundRow> {
+    let merchant_refund_id = format!("dup_{out_trade_no}");
+    let fingerprint = sha256_hex(json!([p.id, out_trade_no, p.amount]).to_string().as_bytes());
+    let reason = Some("Paid twice: this payment was refunded".to_string());
+    let row = new_row(
+        gw,
+        p,
+        merchant_refund_id,
+        p.amount,
+        reason,
+        fingerprint,
+        Some(out_trade_no.to_string()),
+    );
+    let row = match gw.store().reserve_refund(&row).await? {
+        ReserveOutcome::Reserved(r) => *r,
+        // Made before: the background round sees it through.
+        ReserveOutcome::Existing(existing) => return Ok(*existing),
+        ReserveOutcome::Refused(_) => anyhow::bail!("the refund of a twice-paid order was refused"),
+    };
+    match submit(gw, p, &row).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            tracing::warn!(refund = %row.id, error = %e, "refund of a twice-paid order failed; it will be retried");
+            Ok(row)
+        }
+    }
+}
+
 fn first_wait(gw: &Gateway) -> i64 {
     gw.config()
         .sync_schedule_ms
@@ -245,13 +304,19 @@ fn next_due(gw: &Gateway, attempts: i64, now: i64) -> i64 {
         .unwrap_or(60_000)
 }
 
+/// The WeChat order a refund returns money from: the payment's (the order that paid it), or,
+/// for the refund of an order paid twice, that order.
+fn refunded_order<'a>(p: &'a PaymentRow, r: &'a RefundRow) -> &'a str {
+    r.attempt_out_trade_no.as_deref().unwrap_or(&p.out_trade_no)
+}
+
 /// Sends the refund to WeChat (again, with the same out_refund_no, when retried) and applies
 /// the answer. A refusal WeChat may lift later (NOT_ENOUGH, rate limits, WeChat unreachable)
 /// leaves it pending with the reason, to be sent again; any other refusal fails it.
 async fn submit(gw: &Gateway, p: &PaymentRow, r: &RefundRow) -> anyhow::Result<RefundRow> {
     let up = gw.upstream(&r.merchant_id).await?;
     let req = RefundRequest {
-        out_trade_no: Some(p.out_trade_no.clone()),
+        out_trade_no: Some(refunded_order(p, r).to_string()),
         out_refund_no: r.out_refund_no.clone(),
         reason: r.reason.clone(),
         notify_url: Some(gw.notify_url(&r.merchant_id)),
@@ -394,10 +459,11 @@ fn mismatch(p: &PaymentRow, r: &RefundRow, w: &Reported<'_>) -> Option<String> {
             w.out_refund_no, r.out_refund_no
         ));
     }
-    if w.out_trade_no != p.out_trade_no {
+    if w.out_trade_no != refunded_order(p, r) {
         return Some(format!(
             "out_trade_no {} is not {}",
-            w.out_trade_no, p.out_trade_no
+            w.out_trade_no,
+            refunded_order(p, r)
         ));
     }
     if w.amount != r.amount || w.total != p.amount {

@@ -11,7 +11,8 @@ use wechatpay_v3::error::ErrorCode;
 use wechatpay_v3::model::{TradeState, Transaction};
 use wxgate_domain::payment::{PaymentEvent, PaymentStatus};
 use wxgate_store::{
-    MerchantRow, PaymentRow, QuarantineRow, StoreError, TransitionFacts, TransitionOutcome,
+    EventRow, MerchantRow, PaymentRow, QuarantineRow, StoreError, TransitionFacts,
+    TransitionOutcome,
 };
 
 use crate::gateway::Gateway;
@@ -79,6 +80,9 @@ fn next_due(gw: &Gateway, p: &PaymentRow, now: i64) -> Option<i64> {
 async fn sync_one(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
     let now = gw.now_ms();
     let up = gw.upstream(&p.merchant_id).await?;
+    if earlier_attempt_paid(gw, &up, p, false).await?.is_some() {
+        return Ok(());
+    }
     let expired = now >= p.expires_at;
     match up.query(&p.out_trade_no).await {
         Ok(tx) => match tx.state() {
@@ -154,6 +158,9 @@ pub async fn close_and_settle(
     event: PaymentEvent,
 ) -> anyhow::Result<PaymentRow> {
     let up = gw.upstream(merchant_id).await?;
+    if let Some(paid) = earlier_attempt_paid(gw, &up, p, true).await? {
+        return Ok(paid);
+    }
     match up.close(&p.out_trade_no).await {
         Ok(()) => {}
         Err(ClientError::Api(e))
@@ -175,6 +182,48 @@ pub async fn close_and_settle(
     }
 }
 
+/// Looks at the payment's open orders other than its current one (an earlier device or
+/// credential): one found paid is applied and the payment after it returned; one found
+/// closed is recorded. With `close`, each is closed at WeChat first (the payment is ending).
+async fn earlier_attempt_paid(
+    gw: &Gateway,
+    up: &crate::upstream::Upstream,
+    p: &PaymentRow,
+    close: bool,
+) -> anyhow::Result<Option<PaymentRow>> {
+    let attempts = gw.store().payment_attempts(&p.id).await?;
+    let earlier = attempts
+        .iter()
+        .filter(|a| a.status == "open" && a.out_trade_no != p.out_trade_no);
+    for a in earlier {
+        if close {
+            match up.close(&a.out_trade_no).await {
+                Ok(()) => {}
+                Err(ClientError::Api(e))
+                    if matches!(
+                        e.code,
+                        ErrorCode::OrderNotExist | ErrorCode::OrderClosed | ErrorCode::OrderPaid
+                    ) => {}
+                Err(e) => return Err(e).context("closing an earlier order at WeChat"),
+            }
+        }
+        match up.query(&a.out_trade_no).await {
+            Ok(tx) if matches!(tx.state(), Some(TradeState::Success | TradeState::Refund)) => {
+                return apply_paid(gw, &up.merchant, p, &tx, "sync").await.map(Some);
+            }
+            Ok(tx) if matches!(tx.state(), Some(TradeState::Closed)) => {
+                gw.store()
+                    .close_attempt(&p.merchant_id, &a.out_trade_no, gw.now_ms())
+                    .await?;
+            }
+            Ok(_) => {}
+            Err(ClientError::Api(e)) if e.code == ErrorCode::OrderNotExist => {}
+            Err(e) => return Err(e).context("querying an earlier order"),
+        }
+    }
+    Ok(None)
+}
+
 /// Why a signed WeChat transaction does not belong to this payment, if it does not.
 pub fn mismatch(merchant: &MerchantRow, p: &PaymentRow, tx: &Transaction) -> Option<String> {
     if tx.mchid.as_deref() != Some(merchant.mchid.as_str()) {
@@ -190,10 +239,10 @@ pub fn mismatch(merchant: &MerchantRow, p: &PaymentRow, tx: &Transaction) -> Opt
     if !appid_ok {
         return Some(format!("appid {:?} is not the merchant's", tx.appid));
     }
-    if tx.out_trade_no != p.out_trade_no {
+    if !wxgate_store::is_attempt_of(&p.id, &tx.out_trade_no) {
         return Some(format!(
-            "out_trade_no {} is not {}",
-            tx.out_trade_no, p.out_trade_no
+            "out_trade_no {} is no order of payment {}",
+            tx.out_trade_no, p.id
         ));
     }
     let amount = tx.amount.as_ref();
@@ -216,6 +265,8 @@ pub fn mismatch(merchant: &MerchantRow, p: &PaymentRow, tx: &Transaction) -> Opt
 }
 
 /// Applies a paid transaction after cross-checking it; a mismatch is quarantined, not applied.
+/// The order that pays first makes the payment succeed (the payment's other open orders are
+/// then closed); an order paid after that is the shopper paying twice, and is refunded.
 pub async fn apply_paid(
     gw: &Gateway,
     merchant: &MerchantRow,
@@ -226,6 +277,9 @@ pub async fn apply_paid(
     let now = gw.now_ms();
     if let Some(reason) = mismatch(merchant, p, tx) {
         return quarantine(gw, merchant, p, tx, reason, source).await;
+    }
+    if paid_by_another(p, tx) {
+        return record_duplicate(gw, p, tx).await;
     }
     let paid_at = tx
         .success_time
@@ -238,8 +292,9 @@ pub async fn apply_paid(
         source: source.into(),
         transaction_id: tx.transaction_id.clone(),
         paid_at: Some(paid_at),
+        out_trade_no: Some(tx.out_trade_no.clone()),
     };
-    match gw
+    let applied = gw
         .store()
         .transition(
             &p.merchant_id,
@@ -248,16 +303,15 @@ pub async fn apply_paid(
             &facts,
             views::event_payload,
         )
-        .await
-    {
+        .await;
+    match applied {
         Ok(TransitionOutcome::Changed { payment, .. }) => {
-            if payment.status == PaymentStatus::PaidAfterClose.as_str()
-                && let Err(e) = crate::refunds::auto_refund(gw, &payment).await
-            {
-                // The background round tries again.
-                tracing::warn!(payment = %payment.id, error = ?e, "automatic refund of a paid-after-close payment failed");
-            }
+            after_paid(gw, &payment).await;
             Ok(payment)
+        }
+        // Another order paid it meanwhile: this one was paid twice.
+        Ok(TransitionOutcome::Unchanged(payment)) if paid_by_another(&payment, tx) => {
+            record_duplicate(gw, &payment, tx).await
         }
         Ok(TransitionOutcome::Unchanged(payment)) => Ok(payment),
         // WeChat says paid, but the payment is in a state that cannot take it (failed): money
@@ -267,6 +321,94 @@ pub async fn apply_paid(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the payment was already paid by another WeChat transaction than `tx`.
+fn paid_by_another(p: &PaymentRow, tx: &Transaction) -> bool {
+    p.transaction_id.is_some() && p.transaction_id != tx.transaction_id
+}
+
+/// What follows a payment's payment: a paid-after-close refund by the merchant's policy, and
+/// the payment's other open orders closed at WeChat so they cannot be paid too.
+async fn after_paid(gw: &Gateway, payment: &PaymentRow) {
+    if payment.status == PaymentStatus::PaidAfterClose.as_str()
+        && let Err(e) = crate::refunds::auto_refund(gw, payment).await
+    {
+        // The background round tries again.
+        tracing::warn!(payment = %payment.id, error = ?e, "automatic refund of a paid-after-close payment failed");
+    }
+    if let Err(e) = close_other_attempts(gw, payment).await {
+        // An order left open that the shopper pays later is refunded as paid twice.
+        tracing::warn!(payment = %payment.id, error = ?e, "closing a paid payment's other orders failed");
+    }
+}
+
+/// Closes, at WeChat, every open order of the payment but the one that paid it. An order found
+/// paid meanwhile is the shopper paying twice, and is refunded.
+pub async fn close_other_attempts(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
+    let attempts = gw.store().payment_attempts(&p.id).await?;
+    let open = attempts
+        .iter()
+        .filter(|a| a.status == "open" && a.out_trade_no != p.out_trade_no);
+    let up = gw.upstream(&p.merchant_id).await?;
+    for a in open {
+        match up.close(&a.out_trade_no).await {
+            Ok(()) => {}
+            Err(ClientError::Api(e)) if e.code == ErrorCode::OrderPaid => {
+                // Paid too: the shopper paid twice (the payment itself is paid already).
+                let tx = up.query(&a.out_trade_no).await?;
+                match mismatch(&up.merchant, p, &tx) {
+                    Some(reason) => {
+                        quarantine(gw, &up.merchant, p, &tx, reason, "close_query").await?;
+                    }
+                    None if paid_by_another(p, &tx) => {
+                        record_duplicate(gw, p, &tx).await?;
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            Err(ClientError::Api(e))
+                if matches!(e.code, ErrorCode::OrderNotExist | ErrorCode::OrderClosed) => {}
+            Err(e) => return Err(e).context("closing another order of a paid payment"),
+        }
+        gw.store()
+            .close_attempt(&p.merchant_id, &a.out_trade_no, gw.now_ms())
+            .await?;
+    }
+    Ok(())
+}
+
+/// An order of a payment that another order already paid: recorded with its
+/// `payment.duplicate_paid` event, then refunded in full through the refund path.
+async fn record_duplicate(
+    gw: &Gateway,
+    p: &PaymentRow,
+    tx: &Transaction,
+) -> anyhow::Result<PaymentRow> {
+    let Some((attempt, _)) = gw
+        .store()
+        .payment_attempt(&p.merchant_id, &tx.out_trade_no)
+        .await?
+    else {
+        anyhow::bail!("no order {} of payment {}", tx.out_trade_no, p.id);
+    };
+    let transaction_id = tx.transaction_id.as_deref().unwrap_or_default();
+    tracing::warn!(payment = %p.id, out_trade_no = %tx.out_trade_no, "an order of an already paid payment was paid: refunding it");
+    let event = EventRow {
+        id: wxgate_domain::id::generate("evt"),
+        merchant_id: p.merchant_id.clone(),
+        event_type: "payment.duplicate_paid".into(),
+        object_id: p.id.clone(),
+        object_version: p.version,
+        payload: views::duplicate_payload(p, &attempt.out_trade_no, transaction_id),
+        created_at: gw.now_ms(),
+    };
+    gw.store()
+        .mark_duplicate(&attempt, transaction_id, gw.now_ms(), &event)
+        .await?;
+    crate::refunds::refund_duplicate(gw, p, &attempt.out_trade_no).await?;
+    Ok(p.clone())
 }
 
 /// Records a signed transaction that cannot be applied, stops syncing the payment (it needs a

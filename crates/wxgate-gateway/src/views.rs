@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use wechatpay_v3::paysign::{AppPayParams, JsapiPayParams};
-use wxgate_store::{HistoryRow, PaymentRow, RefundRow};
+use wxgate_store::{HistoryRow, PaymentAttemptRow, PaymentRow, RefundRow};
 
 use crate::qr;
 use crate::upstream::{Prepaid, Upstream};
@@ -26,9 +26,25 @@ pub fn payment(p: &PaymentRow, history: Option<&[HistoryRow]>) -> Value {
     serde_json::to_value(PaymentView::new(p, history)).expect("a payment view serialises")
 }
 
-/// The same, straight to JSON text (the read path: no intermediate tree).
-pub fn payment_json(p: &PaymentRow, history: Option<&[HistoryRow]>) -> String {
-    serde_json::to_string(&PaymentView::new(p, history)).expect("a payment view serialises")
+/// One payment with its history and its WeChat orders, straight to JSON text (the read path:
+/// no intermediate tree).
+pub fn payment_json(
+    p: &PaymentRow,
+    history: &[HistoryRow],
+    attempts: &[PaymentAttemptRow],
+) -> String {
+    serde_json::to_string(&PaymentView::new(p, Some(history)).with_attempts(attempts))
+        .expect("a payment view serialises")
+}
+
+/// The same, as a JSON value.
+pub fn payment_detail(
+    p: &PaymentRow,
+    history: &[HistoryRow],
+    attempts: &[PaymentAttemptRow],
+) -> Value {
+    serde_json::to_value(PaymentView::new(p, Some(history)).with_attempts(attempts))
+        .expect("a payment view serialises")
 }
 
 /// A payment. `next_action` is set while the payment is pending: `display_qr_code` (native),
@@ -69,6 +85,21 @@ pub struct PaymentView<'a> {
     hosted_url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status_history: Option<Vec<HistoryView<'a>>>,
+    /// The WeChat orders made for the payment, oldest first (in a single payment's answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<Vec<AttemptView<'a>>>,
+}
+
+/// One WeChat order of a payment: `open`, `succeeded` (it paid the payment), `closed`, or
+/// `duplicate` (paid after another order had paid: refunded in full).
+#[derive(Serialize, ToSchema)]
+#[schema(as = PaymentAttempt)]
+struct AttemptView<'a> {
+    out_trade_no: &'a str,
+    integration: &'a str,
+    status: &'a str,
+    transaction_id: Option<&'a str>,
+    created_at: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -90,6 +121,22 @@ struct HistoryView<'a> {
 }
 
 impl<'a> PaymentView<'a> {
+    fn with_attempts(mut self, attempts: &'a [PaymentAttemptRow]) -> Self {
+        self.attempts = Some(
+            attempts
+                .iter()
+                .map(|a| AttemptView {
+                    out_trade_no: &a.out_trade_no,
+                    integration: &a.integration,
+                    status: &a.status,
+                    transaction_id: a.transaction_id.as_deref(),
+                    created_at: rfc3339(a.created_at),
+                })
+                .collect(),
+        );
+        self
+    }
+
     pub fn new(p: &'a PaymentRow, history: Option<&'a [HistoryRow]>) -> Self {
         let raw = |s: &'a str| serde_json::from_str::<&RawValue>(s).ok();
         Self {
@@ -142,6 +189,7 @@ impl<'a> PaymentView<'a> {
                     })
                     .collect()
             }),
+            attempts: None,
         }
     }
 }
@@ -285,4 +333,27 @@ pub fn event_payload(p: &PaymentRow) -> (String, String) {
         wxgate_domain::id::generate("evt"),
         payment(p, None).to_string(),
     )
+}
+
+/// The `payment.duplicate_paid` event's payload: the payment, and the order paid twice.
+pub fn duplicate_payload(p: &PaymentRow, out_trade_no: &str, transaction_id: &str) -> String {
+    let mut value = payment(p, None);
+    value["duplicate"] = json!({
+        "out_trade_no": out_trade_no,
+        "transaction_id": transaction_id,
+        "refunded": true,
+    });
+    value.to_string()
+}
+
+/// When a stored `next_action` stops working, in Unix milliseconds.
+pub fn credential_expires_ms(credential: &str) -> Option<i64> {
+    let value: Value = serde_json::from_str(credential).ok()?;
+    let kind = value["type"].as_str()?;
+    let at = value[kind]["expires_at"]
+        .as_str()
+        .or(value["expires_at"].as_str())?;
+    wechatpay_v3::validate::rfc3339("expires_at", at)
+        .ok()
+        .map(|s| s * 1000)
 }

@@ -10,12 +10,14 @@
 //! - Background work is claimed with a lease (`claimed_until`); on PostgreSQL with
 //!   `FOR UPDATE SKIP LOCKED`, so many nodes share it without taking the same row.
 
+mod attempts;
 mod links;
 mod refunds;
 mod rows;
 pub mod testing;
 mod webhooks;
 
+pub use attempts::{ATTEMPTS_PER_PAYMENT_MAX, AttemptStart, attempt_out_trade_no, is_attempt_of};
 pub use rows::*;
 
 use std::str::FromStr;
@@ -419,6 +421,23 @@ impl Store {
                 ))),
             };
         }
+        // A payment that knows its product has its first WeChat order from the start; a hosted
+        // one gets it when its page first opens.
+        if p.integration != wxgate_domain::payment::HOSTED {
+            let first = PaymentAttemptRow {
+                merchant_id: p.merchant_id.clone(),
+                out_trade_no: p.out_trade_no.clone(),
+                payment_id: p.id.clone(),
+                seq: 1,
+                integration: p.integration.clone(),
+                status: "open".into(),
+                wechat_credential: None,
+                transaction_id: None,
+                created_at: p.created_at,
+                updated_at: p.created_at,
+            };
+            attempts::insert_attempt(&mut tx, &first).await?;
+        }
         sqlx::query("INSERT INTO payment_status_history (payment_id, version, status, source, at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&p.id)
             .bind(p.version)
@@ -460,8 +479,10 @@ impl Store {
         merchant_id: &str,
         out_trade_no: &str,
     ) -> Result<Option<PaymentRow>> {
+        // Any attempt's order leads to its payment.
         Ok(sqlx::query_as::<_, PaymentRow>(
-            "SELECT * FROM payments WHERE merchant_id = $1 AND out_trade_no = $2",
+            "SELECT p.* FROM payment_attempts a JOIN payments p ON p.id = a.payment_id \
+             WHERE a.merchant_id = $1 AND a.out_trade_no = $2",
         )
         .bind(merchant_id)
         .bind(out_trade_no)
@@ -532,31 +553,6 @@ impl Store {
         .bind(id)
         .execute(&self.writer)
         .await?;
-        Ok(())
-    }
-
-    /// Chooses a hosted payment's WeChat product, once: true if this call chose it.
-    pub async fn choose_checkout_kind(&self, id: &str, kind: &str, now: i64) -> Result<bool> {
-        Ok(sqlx::query(
-            "UPDATE payments SET checkout_kind = $1, updated_at = $2 WHERE id = $3 AND checkout_kind IS NULL",
-        )
-        .bind(kind)
-        .bind(now)
-        .bind(id)
-        .execute(&self.writer)
-        .await?
-        .rows_affected()
-            == 1)
-    }
-
-    /// Records what WeChat answered to prepay (code_url / prepay_id / h5_url, as JSON).
-    pub async fn set_wechat_credential(&self, id: &str, credential: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE payments SET wechat_credential = $1, updated_at = $2 WHERE id = $3")
-            .bind(credential)
-            .bind(now)
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
         Ok(())
     }
 
@@ -877,6 +873,44 @@ async fn insert_event(
 }
 
 /// Within `tx`: moves `current` to `to`, if its version is still the one read, with its history
+/// What a payment's status change means for its attempts: the one that paid succeeded; when
+/// the payment ends unpaid, its open orders were closed.
+async fn settle_attempts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    current: &PaymentRow,
+    to: PaymentStatus,
+    facts: &TransitionFacts,
+) -> Result<()> {
+    let paid = matches!(to, PaymentStatus::Succeeded | PaymentStatus::PaidAfterClose);
+    if let (true, Some(out_trade_no), Some(transaction_id)) =
+        (paid, &facts.out_trade_no, &facts.transaction_id)
+    {
+        sqlx::query(
+            "UPDATE payment_attempts SET status = 'succeeded', transaction_id = $1, updated_at = $2 \
+             WHERE merchant_id = $3 AND out_trade_no = $4",
+        )
+        .bind(transaction_id)
+        .bind(facts.now)
+        .bind(&current.merchant_id)
+        .bind(out_trade_no)
+        .execute(&mut **tx)
+        .await?;
+    } else if matches!(
+        to,
+        PaymentStatus::Cancelled | PaymentStatus::Expired | PaymentStatus::Failed
+    ) {
+        sqlx::query(
+            "UPDATE payment_attempts SET status = 'closed', updated_at = $1 \
+             WHERE payment_id = $2 AND status = 'open'",
+        )
+        .bind(facts.now)
+        .bind(&current.id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// row and its outbox event (payload rendered from the row after the change). `None` when
 /// someone changed the payment first.
 async fn write_payment_transition(
@@ -890,7 +924,7 @@ async fn write_payment_transition(
     let updated = sqlx::query(
         "UPDATE payments SET status = $1, version = $2, updated_at = $3, \
          transaction_id = COALESCE(transaction_id, $4), paid_at = COALESCE(paid_at, $5), \
-         sync_due_at = $6 WHERE id = $7 AND version = $8",
+         sync_due_at = $6, out_trade_no = COALESCE($9, out_trade_no) WHERE id = $7 AND version = $8",
     )
     .bind(to.as_str())
     .bind(version)
@@ -904,11 +938,13 @@ async fn write_payment_transition(
     })
     .bind(&current.id)
     .bind(current.version)
+    .bind(facts.transaction_id.as_ref().and(facts.out_trade_no.as_ref()))
     .execute(&mut **tx)
     .await?;
     if updated.rows_affected() == 0 {
         return Ok(None);
     }
+    settle_attempts(tx, current, to, facts).await?;
     sqlx::query(
         "INSERT INTO payment_status_history (payment_id, version, status, source, at) VALUES ($1, $2, $3, $4, $5)",
     )

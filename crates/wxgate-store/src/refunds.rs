@@ -26,22 +26,10 @@ impl Store {
             return Ok(ReserveOutcome::Existing(Box::new(existing)));
         }
         let mut tx = self.writer.begin().await?;
-        let reserved = sqlx::query(
-            "UPDATE payments SET amount_reserved = amount_reserved + $1, refund_count = refund_count + 1, \
-             updated_at = $2 WHERE id = $3 AND merchant_id = $4 \
-             AND status IN ('succeeded', 'paid_after_close') AND amount_reserved + $1 <= amount \
-             AND refund_count < $5 AND paid_at >= $6",
-        )
-        .bind(r.amount)
-        .bind(r.created_at)
-        .bind(&r.payment_id)
-        .bind(&r.merchant_id)
-        .bind(REFUNDS_PER_PAYMENT_MAX)
-        .bind(r.created_at - REFUND_WINDOW_MS)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if reserved == 0 {
+        // The refund of an order paid twice returns that order's money: the payment's own sums
+        // and WeChat's per-payment rules are not its business (its merchant_refund_id, derived
+        // from the order, makes it once).
+        if r.attempt_out_trade_no.is_none() && !reserve_on_payment(&mut tx, r).await? {
             tx.rollback().await?;
             let payment = self
                 .payment(&r.merchant_id, &r.payment_id)
@@ -52,8 +40,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_id, out_refund_no, amount, \
              currency, reason, status, version, fingerprint, submitted, wechat_refund_id, last_error, \
-             created_at, updated_at, succeeded_at, sync_due_at, sync_attempts, claimed_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, NULL)",
+             created_at, updated_at, succeeded_at, sync_due_at, sync_attempts, claimed_until, attempt_out_trade_no) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, NULL, $20)",
         )
         .bind(&r.id)
         .bind(&r.merchant_id)
@@ -74,6 +62,7 @@ impl Store {
         .bind(r.succeeded_at)
         .bind(r.sync_due_at)
         .bind(r.sync_attempts)
+        .bind(&r.attempt_out_trade_no)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -225,6 +214,8 @@ impl Store {
                 continue;
             }
             let sums = match to {
+                // A twice-paid order's refund moves none of the payment's sums.
+                _ if current.attempt_out_trade_no.is_some() => "updated_at = $2",
                 RefundStatus::Succeeded => {
                     "amount_refunded = amount_refunded + $1, updated_at = $2"
                 }
@@ -244,7 +235,8 @@ impl Store {
                     .await?;
             let payment_status = PaymentStatus::parse(&payment.status)
                 .ok_or_else(|| StoreError::Corrupt(format!("status {:?}", payment.status)))?;
-            let fully_refunded = payment.amount_refunded >= payment.amount
+            let fully_refunded = current.attempt_out_trade_no.is_none()
+                && payment.amount_refunded >= payment.amount
                 && payment::apply(payment_status, PaymentEvent::FullyRefunded)
                     == Ok(Transition::To(PaymentStatus::Refunded));
             if fully_refunded {
@@ -325,4 +317,28 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Reserves a refund's amount on its payment, under WeChat's rules, in one conditional UPDATE:
+/// false when the payment's state refuses it.
+async fn reserve_on_payment(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    r: &RefundRow,
+) -> Result<bool> {
+    let reserved = sqlx::query(
+            "UPDATE payments SET amount_reserved = amount_reserved + $1, refund_count = refund_count + 1, \
+             updated_at = $2 WHERE id = $3 AND merchant_id = $4 \
+             AND status IN ('succeeded', 'paid_after_close') AND amount_reserved + $1 <= amount \
+             AND refund_count < $5 AND paid_at >= $6",
+        )
+        .bind(r.amount)
+        .bind(r.created_at)
+        .bind(&r.payment_id)
+        .bind(&r.merchant_id)
+        .bind(REFUNDS_PER_PAYMENT_MAX)
+        .bind(r.created_at - REFUND_WINDOW_MS)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    Ok(reserved == 1)
 }

@@ -125,6 +125,26 @@ pub struct TransitionFacts {
     pub source: String,
     pub transaction_id: Option<String>,
     pub paid_at: Option<i64>,
+    /// The WeChat order (attempt) that paid, with `transaction_id`.
+    pub out_trade_no: Option<String>,
+}
+
+/// One WeChat order made for a payment.
+#[derive(Debug, Clone, PartialEq, Eq, Default, sqlx::FromRow)]
+pub struct PaymentAttemptRow {
+    pub merchant_id: String,
+    pub out_trade_no: String,
+    pub payment_id: String,
+    /// 1 for the first order, then 2, 3, …
+    pub seq: i64,
+    /// The WeChat product: native, h5, jsapi, mini_program, app.
+    pub integration: String,
+    /// open | succeeded | closed | duplicate
+    pub status: String,
+    pub wechat_credential: Option<String>,
+    pub transaction_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -255,6 +275,9 @@ pub struct RefundRow {
     pub sync_due_at: Option<i64>,
     pub sync_attempts: i64,
     pub claimed_until: Option<i64>,
+    /// Set for the refund of an attempt that was paid twice: that order is refunded, outside
+    /// the payment's own sums.
+    pub attempt_out_trade_no: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -113,6 +113,7 @@ mod checks {
             source: "callback".into(),
             transaction_id: Some("4200".into()),
             paid_at: Some(now),
+            out_trade_no: None,
         }
     }
 
@@ -541,6 +542,7 @@ mod checks {
             sync_due_at: Some(now + 5_000),
             sync_attempts: 0,
             claimed_until: None,
+            attempt_out_trade_no: None,
         }
     }
 

@@ -9,7 +9,8 @@ use wechatpay_v3::model::{Amount, H5Info, Payer, PrepayRequest, SceneInfo};
 use wxgate_domain::payment::PaymentEvent;
 use wxgate_domain::{Currency, Integration, Money, PaymentStatus};
 use wxgate_store::{
-    HistoryRow, InsertOutcome, MerchantRow, PaymentFilter, PaymentRow, StoreError, TransitionFacts,
+    ATTEMPTS_PER_PAYMENT_MAX, AttemptStart, HistoryRow, InsertOutcome, MerchantRow,
+    PaymentAttemptRow, PaymentFilter, PaymentRow, StoreError, TransitionFacts,
 };
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -70,10 +71,11 @@ impl NewPayment {
     }
 }
 
-/// A payment as it is now, with its status history.
+/// A payment as it is now, with its status history and its WeChat orders.
 pub struct PaymentState {
     pub payment: PaymentRow,
     pub history: Vec<HistoryRow>,
+    pub attempts: Vec<PaymentAttemptRow>,
 }
 
 /// What a create did: made a new payment, or found the one with the same merchant_order_id.
@@ -178,7 +180,12 @@ pub async fn get(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<Payment
         .payment_with_history(merchant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment"))?;
-    Ok(PaymentState { payment, history })
+    let attempts = gw.store().payment_attempts(&payment.id).await?;
+    Ok(PaymentState {
+        payment,
+        history,
+        attempts,
+    })
 }
 
 /// A page of the merchant's payments, newest first; `has_more` when more follow.
@@ -256,9 +263,61 @@ pub async fn prepay(
     };
     let action = views::next_action(&up, prepaid, p, now, credential_expires);
     gw.store()
-        .set_wechat_credential(&p.id, &action.to_string(), gw.now_ms())
+        .set_attempt_credential(
+            &p.merchant_id,
+            &p.out_trade_no,
+            &action.to_string(),
+            gw.now_ms(),
+        )
         .await?;
     Ok(())
+}
+
+/// Makes a new WeChat order for a pending payment as `integration` (another device in the
+/// hosted checkout, or a fresh credential after the last one expired) and prepays it; `order`
+/// adjusts what the order carries (the shopper's address, where H5 returns). The earlier
+/// orders stay open: whichever is paid first pays the payment, and the others are then closed.
+pub async fn start_attempt(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    p: &PaymentRow,
+    integration: Integration,
+    order: impl FnOnce(PaymentRow) -> PaymentRow,
+) -> ApiResult<PaymentRow> {
+    let now = gw.now_ms();
+    let attempt = match gw
+        .store()
+        .start_attempt(p, integration.as_str(), now)
+        .await?
+    {
+        AttemptStart::Started(a) => a,
+        AttemptStart::NotPending => {
+            return Err(ApiError::new(
+                ErrorCode::PaymentNotPending,
+                "the payment is no longer pending",
+            ));
+        }
+        AttemptStart::TooMany => {
+            return Err(ApiError::new(
+                ErrorCode::TooManyAttempts,
+                format!("a payment makes at most {ATTEMPTS_PER_PAYMENT_MAX} WeChat orders"),
+            ));
+        }
+    };
+    let current = order(PaymentRow {
+        out_trade_no: attempt.out_trade_no.clone(),
+        ..p.clone()
+    });
+    prepay(gw, merchant, &current, integration, now).await?;
+    gw.store()
+        .payment(&p.merchant_id, &p.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))
+}
+
+/// A payment's WeChat orders, oldest first.
+pub async fn attempts(gw: &Gateway, p: &PaymentRow) -> ApiResult<Vec<PaymentAttemptRow>> {
+    Ok(gw.store().payment_attempts(&p.id).await?)
 }
 
 fn wechat_time(ms: i64) -> String {

@@ -11,7 +11,7 @@ use crate::{links, qr, refunds, webhooks};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "wxgate merchant API", description = "Payments over WeChat Pay, for every integration type; refunds; webhooks and the event feed; payment links."),
-    paths(payments::create_payment, payments::get_payment, payments::list_payments, payments::cancel_payment,
+    paths(payments::create_payment, payments::get_payment, payments::list_payments, payments::cancel_payment, payments::new_attempt,
         qr::png_image, qr::svg_image,
         refunds::create_refund, refunds::list_refunds, refunds::get_refund,
         webhooks::create_endpoint, webhooks::list_endpoints, webhooks::get_endpoint,

@@ -35,6 +35,7 @@ pub fn routes() -> Router<Gateway> {
         .route("/v1/payments", post(create_payment).get(list_payments))
         .route("/v1/payments/{id}", get(get_payment))
         .route("/v1/payments/{id}/cancel", post(cancel_payment))
+        .route("/v1/payments/{id}/attempts", post(new_attempt))
 }
 
 /// A new payment.
@@ -126,7 +127,7 @@ pub async fn create_payment(
 }
 
 fn payment_value(state: &PaymentState) -> serde_json::Value {
-    views::payment(&state.payment, Some(&state.history))
+    views::payment_detail(&state.payment, &state.history, &state.attempts)
 }
 
 /// The create request as a [`NewPayment`], or the first rule it breaks.
@@ -317,7 +318,7 @@ pub async fn get_payment(
 ) -> ApiResult<Response> {
     let state = pay::get(&gw, &merchant.id, &id).await?;
     // The read path: serialised straight to text, without an intermediate JSON value.
-    let json = views::payment_json(&state.payment, Some(&state.history));
+    let json = views::payment_json(&state.payment, &state.history, &state.attempts);
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -424,4 +425,55 @@ pub async fn cancel_payment(
 ) -> ApiResult<Json> {
     let state = pay::cancel(&gw, &merchant.id, &id).await?;
     Ok(ok(payment_value(&state)))
+}
+
+/// A new WeChat order for a pending payment.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAttempt {
+    /// The product: by default the payment's (or, for a hosted payment, its current one).
+    #[schema(pattern = "^(native|h5|jsapi|mini_program|app)$")]
+    integration: Option<String>,
+}
+
+/// Make a new WeChat order for a pending payment, with a fresh credential (say, after an
+/// `h5_url` expired, or to offer another product). Whichever order is paid first pays the
+/// payment; the others are then closed, and one paid anyway is refunded in full.
+#[utoipa::path(post, path = "/v1/payments/{id}/attempts", request_body = NewAttempt,
+    params(("id" = String, Path, description = "pay_..."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
+    responses(
+        (status = 201, description = "The payment with its new next_action and attempts", body = PaymentView),
+        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "payment_not_pending or too_many_attempts", body = ErrorEnvelope),
+        (status = 502, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope),
+    ),
+    security(("api_key" = [])))]
+pub async fn new_attempt(
+    State(gw): State<Gateway>,
+    Authed(merchant): Authed,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<NewAttempt>,
+) -> ApiResult<Json> {
+    let p = pay::get(&gw, &merchant.id, &id).await?.payment;
+    let name = match (&req.integration, p.checkout_kind.as_deref()) {
+        (Some(name), _) => name.as_str(),
+        (None, Some(current)) => current,
+        (None, None) => p.integration.as_str(),
+    };
+    let integration = Integration::parse(name).ok_or_else(|| {
+        ApiError::invalid(
+            ErrorCode::InvalidIntegration,
+            "integration",
+            "integration must be one of native, h5, jsapi, mini_program, app",
+        )
+    })?;
+    check_payer(
+        Some(integration),
+        p.payer_openid.as_deref(),
+        p.client_ip.as_deref(),
+    )?;
+    pay::start_attempt(&gw, &merchant, &p, integration, |order| order).await?;
+    let state = pay::get(&gw, &merchant.id, &id).await?;
+    Ok(Json(StatusCode::CREATED, payment_value(&state)))
 }

@@ -1,0 +1,251 @@
+//! Payment attempts: the WeChat orders made for one payment. The first has the payment's id as
+//! its out_trade_no; later ones (another device in the hosted checkout, a fresh credential
+//! after the old one expired) have `{payment id}_{n}`. The payment row carries its current
+//! attempt's out_trade_no and credential, so every path that reads the payment alone still
+//! sees the order that matters.
+
+use crate::{EventRow, PaymentAttemptRow, PaymentRow, Result, Store, StoreError, insert_event};
+
+/// The most WeChat orders one payment may make.
+pub const ATTEMPTS_PER_PAYMENT_MAX: i64 = 20;
+
+/// What starting an attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptStart {
+    Started(Box<PaymentAttemptRow>),
+    /// The payment is no longer pending (or not there).
+    NotPending,
+    /// The payment made as many orders as it may.
+    TooMany,
+}
+
+impl Store {
+    /// Starts a new attempt of a pending payment with `integration` and makes it the current
+    /// one, in one transaction. Concurrent starts get distinct out_trade_nos.
+    pub async fn start_attempt(
+        &self,
+        p: &PaymentRow,
+        integration: &str,
+        now: i64,
+    ) -> Result<AttemptStart> {
+        for _ in 0..4 {
+            let mut tx = self.writer.begin().await?;
+            let (count,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM payment_attempts WHERE payment_id = $1")
+                    .bind(&p.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if count >= ATTEMPTS_PER_PAYMENT_MAX {
+                tx.rollback().await?;
+                return Ok(AttemptStart::TooMany);
+            }
+            let seq = count + 1;
+            let row = PaymentAttemptRow {
+                merchant_id: p.merchant_id.clone(),
+                out_trade_no: attempt_out_trade_no(&p.id, seq),
+                payment_id: p.id.clone(),
+                seq,
+                integration: integration.to_string(),
+                status: "open".into(),
+                wechat_credential: None,
+                transaction_id: None,
+                created_at: now,
+                updated_at: now,
+            };
+            let inserted = insert_attempt(&mut tx, &row).await;
+            if let Err(StoreError::Database(sqlx::Error::Database(e))) = &inserted
+                && e.is_unique_violation()
+            {
+                // Another start took this number first: count again.
+                tx.rollback().await?;
+                continue;
+            }
+            inserted?;
+            let current = sqlx::query(
+                "UPDATE payments SET out_trade_no = $1, wechat_credential = NULL, checkout_kind = $2, \
+                 updated_at = $3 WHERE id = $4 AND status = 'pending'",
+            )
+            .bind(&row.out_trade_no)
+            .bind(integration)
+            .bind(now)
+            .bind(&p.id)
+            .execute(&mut *tx)
+            .await?;
+            if current.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Ok(AttemptStart::NotPending);
+            }
+            tx.commit().await?;
+            return Ok(AttemptStart::Started(Box::new(row)));
+        }
+        Err(StoreError::Corrupt(format!(
+            "payment {} kept starting attempts concurrently",
+            p.id
+        )))
+    }
+
+    /// A payment's attempts, oldest first.
+    pub async fn payment_attempts(&self, payment_id: &str) -> Result<Vec<PaymentAttemptRow>> {
+        Ok(sqlx::query_as::<_, PaymentAttemptRow>(
+            "SELECT * FROM payment_attempts WHERE payment_id = $1 ORDER BY seq",
+        )
+        .bind(payment_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The attempt with this out_trade_no, and its payment.
+    pub async fn payment_attempt(
+        &self,
+        merchant_id: &str,
+        out_trade_no: &str,
+    ) -> Result<Option<(PaymentAttemptRow, PaymentRow)>> {
+        let attempt = sqlx::query_as::<_, PaymentAttemptRow>(
+            "SELECT * FROM payment_attempts WHERE merchant_id = $1 AND out_trade_no = $2",
+        )
+        .bind(merchant_id)
+        .bind(out_trade_no)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(attempt) = attempt else {
+            return Ok(None);
+        };
+        let payment = self
+            .payment(merchant_id, &attempt.payment_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("attempt {out_trade_no} has no payment")))?;
+        Ok(Some((attempt, payment)))
+    }
+
+    /// Records what WeChat answered to an attempt's prepay; it is also the payment's credential
+    /// while the attempt is the current one.
+    pub async fn set_attempt_credential(
+        &self,
+        merchant_id: &str,
+        out_trade_no: &str,
+        credential: &str,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE payment_attempts SET wechat_credential = $1, updated_at = $2 \
+             WHERE merchant_id = $3 AND out_trade_no = $4",
+        )
+        .bind(credential)
+        .bind(now)
+        .bind(merchant_id)
+        .bind(out_trade_no)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE payments SET wechat_credential = $1, updated_at = $2 \
+             WHERE merchant_id = $3 AND out_trade_no = $4",
+        )
+        .bind(credential)
+        .bind(now)
+        .bind(merchant_id)
+        .bind(out_trade_no)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks an open attempt closed (its order was closed at WeChat). False if it was not open.
+    pub async fn close_attempt(
+        &self,
+        merchant_id: &str,
+        out_trade_no: &str,
+        now: i64,
+    ) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE payment_attempts SET status = 'closed', updated_at = $1 \
+             WHERE merchant_id = $2 AND out_trade_no = $3 AND status = 'open'",
+        )
+        .bind(now)
+        .bind(merchant_id)
+        .bind(out_trade_no)
+        .execute(&self.writer)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Records that an attempt was paid although another attempt already paid the payment:
+    /// its status, its transaction and the `payment.duplicate_paid` event, in one transaction.
+    /// False when it was recorded before (the caller then only makes sure of its refund).
+    pub async fn mark_duplicate(
+        &self,
+        attempt: &PaymentAttemptRow,
+        transaction_id: &str,
+        now: i64,
+        event: &EventRow,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let marked = sqlx::query(
+            "UPDATE payment_attempts SET status = 'duplicate', transaction_id = $1, updated_at = $2 \
+             WHERE merchant_id = $3 AND out_trade_no = $4 AND status IN ('open', 'closed')",
+        )
+        .bind(transaction_id)
+        .bind(now)
+        .bind(&attempt.merchant_id)
+        .bind(&attempt.out_trade_no)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if marked == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_event(&mut tx, event, &attempt.payment_id).await?;
+        tx.commit().await?;
+        self.outbox.notify_one();
+        Ok(true)
+    }
+}
+
+/// The n-th attempt's out_trade_no: the payment id, then `{payment id}_{n}` (at most 32
+/// characters of WeChat's alphabet: a payment id is 28).
+pub fn attempt_out_trade_no(payment_id: &str, seq: i64) -> String {
+    if seq == 1 {
+        payment_id.to_string()
+    } else {
+        format!("{payment_id}_{seq}")
+    }
+}
+
+/// Whether `out_trade_no` names one of the payment's attempts (the names are derived from
+/// the payment id, so no lookup is needed).
+pub fn is_attempt_of(payment_id: &str, out_trade_no: &str) -> bool {
+    out_trade_no == payment_id
+        || out_trade_no
+            .strip_prefix(payment_id)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .and_then(|n| n.parse::<i64>().ok())
+            .is_some_and(|n| (2..=ATTEMPTS_PER_PAYMENT_MAX).contains(&n))
+}
+
+/// Inserts an attempt inside a transaction.
+pub(crate) async fn insert_attempt(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    a: &PaymentAttemptRow,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO payment_attempts (merchant_id, out_trade_no, payment_id, seq, integration, status, \
+         wechat_credential, transaction_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&a.merchant_id)
+    .bind(&a.out_trade_no)
+    .bind(&a.payment_id)
+    .bind(a.seq)
+    .bind(&a.integration)
+    .bind(&a.status)
+    .bind(&a.wechat_credential)
+    .bind(&a.transaction_id)
+    .bind(a.created_at)
+    .bind(a.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
