@@ -392,7 +392,7 @@ fn ended(gw: &Gateway, p: &PaymentRow, lang: Lang, here: &str, token: &str) -> O
 enum Product {
     Show {
         kind: String,
-        payment: PaymentRow,
+        payment: Box<PaymentRow>,
     },
     /// First learn who pays (webpage authorization inside WeChat).
     Redirect(String),
@@ -412,7 +412,7 @@ async fn product(
     if p.integration != HOSTED {
         return Ok(Product::Show {
             kind: p.integration.clone(),
-            payment: p.clone(),
+            payment: Box::new(p.clone()),
         });
     }
     let wanted = match device {
@@ -423,10 +423,10 @@ async fn product(
     if let Some(open) = usable_attempt(gw, p, wanted).await? {
         return Ok(Product::Show {
             kind: wanted.as_str().to_string(),
-            payment: PaymentRow {
+            payment: Box::new(PaymentRow {
                 wechat_credential: open.wechat_credential,
                 ..p.clone()
-            },
+            }),
         });
     }
     if device == Device::WeChat && p.payer_openid.is_none() {
@@ -439,7 +439,7 @@ async fn product(
         if !up.can_authorize() {
             return Ok(Product::Show {
                 kind: String::new(),
-                payment: p.clone(),
+                payment: Box::new(p.clone()),
             });
         }
         let back = format!("{}/oauth", p.hosted_url.clone().unwrap_or_default());
@@ -460,7 +460,7 @@ async fn product(
     .await?;
     Ok(Product::Show {
         kind: wanted.as_str().to_string(),
-        payment,
+        payment: Box::new(payment),
     })
 }
 
@@ -500,7 +500,7 @@ fn render(
         "<p class=\"desc\">{}</p><p class=\"amount\" data-amount=\"{}\">{}</p>",
         esc(&p.description),
         p.amount,
-        esc(&amount(&p))
+        esc(&amount(p))
     );
     let countdown = format!(
         "<p class=\"muted\">{} <span id=\"left\" data-expires-at=\"{}\"></span></p>",

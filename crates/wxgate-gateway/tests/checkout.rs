@@ -7,6 +7,11 @@ use wxgate_store::testing;
 
 mod common;
 use common::{TestGateway, order};
+mod attempts;
+use attempts::{
+    a_device_switch_makes_a_second_order_and_the_first_paid_wins,
+    a_fresh_credential_is_a_new_order, a_shopper_who_pays_twice_is_refunded_once,
+};
 
 on_both!(
     desktop_shows_the_qr_and_goes_to_return_url_once_paid,
@@ -14,6 +19,9 @@ on_both!(
     inside_wechat_the_js_api_pays_after_webpage_authorization,
     cancel_expiry_and_unknown_tokens,
     payment_links_make_a_payment_per_visit,
+    a_device_switch_makes_a_second_order_and_the_first_paid_wins,
+    a_shopper_who_pays_twice_is_refunded_once,
+    a_fresh_credential_is_a_new_order,
 );
 
 const DESKTOP: &str =

@@ -172,7 +172,8 @@ impl Store {
     }
 
     /// Records that an attempt was paid although another attempt already paid the payment:
-    /// its status, its transaction and the `payment.duplicate_paid` event, in one transaction.
+    /// its status, its transaction, a new payment version and the `payment.duplicate_paid`
+    /// event (carrying that version), in one transaction.
     /// False when it was recorded before (the caller then only makes sure of its refund).
     pub async fn mark_duplicate(
         &self,
@@ -197,7 +198,21 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        insert_event(&mut tx, event, &attempt.payment_id).await?;
+        // The payment gains a fact (an order refunded): a new version, which the event carries.
+        sqlx::query("UPDATE payments SET version = version + 1, updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&attempt.payment_id)
+            .execute(&mut *tx)
+            .await?;
+        let (version,): (i64,) = sqlx::query_as("SELECT version FROM payments WHERE id = $1")
+            .bind(&attempt.payment_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let event = EventRow {
+            object_version: version,
+            ..event.clone()
+        };
+        insert_event(&mut tx, &event, &attempt.payment_id).await?;
         tx.commit().await?;
         self.outbox.notify_one();
         Ok(true)
