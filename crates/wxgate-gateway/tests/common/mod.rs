@@ -40,6 +40,16 @@ impl TestGateway {
         tweak: impl FnOnce(&mut GatewayConfig),
         clock: Arc<dyn wechatpay_v3::Clock>,
     ) -> Self {
+        Self::spawn_at(db.url.clone(), db.store().await, tweak, clock).await
+    }
+
+    /// A gateway on the (migrated) database at `url`, through `store`.
+    pub async fn spawn_at(
+        url: String,
+        store: Store,
+        tweak: impl FnOnce(&mut GatewayConfig),
+        clock: Arc<dyn wechatpay_v3::Clock>,
+    ) -> Self {
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim = format!("http://{}", sim_listener.local_addr().unwrap());
         let simulator = Sim::new(SimConfig {
@@ -53,8 +63,6 @@ impl TestGateway {
             std::future::pending(),
         ));
 
-        let url = db.url.clone();
-        let store = db.store().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut config = GatewayConfig::new(url, MasterKey::generate(), base.clone());

@@ -466,3 +466,96 @@ fn hostile_body(rng: &mut StdRng) -> Vec<u8> {
         }
     }
 }
+
+/// A TCP proxy in front of the database that a test can cut (every connection dropped, new
+/// ones refused) and restore.
+struct CuttableProxy {
+    port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    live: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let live = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (cut_flag, tasks) = (cut.clone(), live.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if cut_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped at once: the database is away
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { port, cut, live }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for task in self.live.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The database goes away: the API answers 503 `database_unavailable` (never a 500, never a
+/// hang), and 200 again once it is back. PostgreSQL only: SQLite is a file in the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_goes_away_is_a_503_then_200_when_back() {
+    let dbs = wxgate_store::testing::all().await;
+    let Some(db) = dbs
+        .iter()
+        .find(|d| d.backend == wxgate_store::Backend::Postgres)
+    else {
+        eprintln!("no PostgreSQL reachable: the database-away test needs one");
+        return;
+    };
+    let mut url = url::Url::parse(&db.url).unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let proxy = CuttableProxy::start(upstream).await;
+    url.set_port(Some(proxy.port)).unwrap();
+    db.store().await; // migrated
+    let store = wxgate_store::Store::connect(url.as_str()).await.unwrap();
+    let clock = Arc::new(wechatpay_v3::SystemClock);
+    let t = TestGateway::spawn_at(url.to_string(), store, |_| {}, clock).await;
+    let (s, p) = t.create(native(&order("away"), 100)).await;
+    assert_eq!(s, 201, "{p}");
+    let path = format!("/v1/payments/{}", p["id"].as_str().unwrap());
+    proxy.cut();
+    for _ in 0..3 {
+        let (s, answer) = t.call(Method::GET, &path, None, &[]).await;
+        assert_eq!(
+            (s, code(&answer)),
+            (503, "database_unavailable"),
+            "{answer}"
+        );
+    }
+    proxy.restore();
+    // The pool opens new connections on demand: the first requests may still meet a dead one.
+    let mut back = false;
+    for _ in 0..50 {
+        let (s, _) = t.call(Method::GET, &path, None, &[]).await;
+        assert!(s == 200 || s == 503, "{s}");
+        if s == 200 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the API did not come back with the database");
+    for db in dbs {
+        db.cleanup().await;
+    }
+}
