@@ -226,6 +226,8 @@ const SCRIPT: &str = r#"<script>
   }
   setTimeout(poll, 3000);
   // Inside WeChat: the JS API, at once and again from the button.
+  var jsapi = document.querySelector('[data-jsapi]');
+  if (jsapi) { window.WXGATE_JSAPI = JSON.parse(jsapi.getAttribute('data-jsapi')); }
   if (window.WXGATE_JSAPI) {
     var pay = function(){
       WeixinJSBridge.invoke('getBrandWCPayRequest', window.WXGATE_JSAPI, function(res){
@@ -531,15 +533,14 @@ fn render(
         }),
         "jsapi" if device == Device::WeChat => {
             credential["invoke_jsapi"].as_object().map(|params| {
-                // The signed parameters, for WeixinJSBridge; `<` escaped so the JSON cannot end
-                // the script.
-                let json = serde_json::to_string(params)
-                    .expect("JSON serialises")
-                    .replace('<', "\\u003c");
+                // The signed parameters, for WeixinJSBridge, in an attribute the page's own
+                // script reads (no inline script: the CSP allows only the page's nonce).
+                let json = serde_json::to_string(params).expect("JSON serialises");
                 format!(
-                    "<p>{}</p><button class=\"button\" id=\"pay\" type=\"button\">{}</button>\
-                 <script>window.WXGATE_JSAPI = {json};</script>",
+                    "<p>{}</p><button class=\"button\" id=\"pay\" type=\"button\" \
+                     data-jsapi=\"{}\">{}</button>",
                     t(lang, "open_hint"),
+                    esc(&json),
                     t(lang, "open")
                 )
             })

@@ -300,12 +300,8 @@ async fn inside_wechat_the_js_api_pays_after_webpage_authorization(t: TestGatewa
     // Then the JS API, with parameters signed for WeixinJSBridge.
     let (status, page, _) = open(&url, WECHAT, Some("en")).await;
     assert_eq!(status, 200, "{page}");
-    let start = page
-        .find("window.WXGATE_JSAPI = ")
-        .expect("the JS API parameters")
-        + 22;
-    let end = start + page[start..].find(";</script>").unwrap();
-    let params: Value = serde_json::from_str(&page[start..end]).unwrap();
+    let json = attribute(&page, "data-jsapi").replace("&quot;", "\"");
+    let params: Value = serde_json::from_str(&json).unwrap();
     for field in [
         "appId",
         "timeStamp",
