@@ -19,6 +19,30 @@ use serde::{Deserialize, Serialize};
 /// the shopper's device (it becomes one of [`Integration`] when the page first opens).
 pub const HOSTED: &str = "hosted";
 
+/// The most WeChat orders (attempts) one payment may make.
+pub const ATTEMPTS_PER_PAYMENT_MAX: i64 = 20;
+
+/// The n-th attempt's out_trade_no: the payment id, then `{payment id}_{n}` (at most 32
+/// characters of WeChat's alphabet: a payment id is 28).
+pub fn attempt_out_trade_no(payment_id: &str, seq: i64) -> String {
+    if seq == 1 {
+        payment_id.to_string()
+    } else {
+        format!("{payment_id}_{seq}")
+    }
+}
+
+/// Whether `out_trade_no` names one of the payment's attempts (the names are derived from
+/// the payment id, so no lookup is needed).
+pub fn is_attempt_of(payment_id: &str, out_trade_no: &str) -> bool {
+    out_trade_no == payment_id
+        || out_trade_no
+            .strip_prefix(payment_id)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .and_then(|n| n.parse::<i64>().ok())
+            .is_some_and(|n| (2..=ATTEMPTS_PER_PAYMENT_MAX).contains(&n))
+}
+
 /// How the shopper pays: each maps to one WeChat prepay product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -203,6 +227,28 @@ mod tests {
     use super::*;
     use PaymentStatus::*;
     type E = PaymentEvent;
+
+    #[test]
+    fn attempt_names_derive_from_the_payment_and_fit_wechat() {
+        let id = "pay_0123456789abcdefghijklmn";
+        assert_eq!(attempt_out_trade_no(id, 1), id);
+        assert_eq!(attempt_out_trade_no(id, 2), format!("{id}_2"));
+        let last = attempt_out_trade_no(id, ATTEMPTS_PER_PAYMENT_MAX);
+        assert!(last.len() <= 32, "{last}");
+        for seq in 1..=ATTEMPTS_PER_PAYMENT_MAX {
+            assert!(is_attempt_of(id, &attempt_out_trade_no(id, seq)));
+        }
+        for other in [
+            "pay_0123456789abcdefghijklmm".to_string(),
+            format!("{id}_1"),
+            format!("{id}_0"),
+            format!("{id}_x"),
+            format!("{id}_{}", ATTEMPTS_PER_PAYMENT_MAX + 1),
+            format!("{id}2"),
+        ] {
+            assert!(!is_attempt_of(id, &other), "{other}");
+        }
+    }
 
     /// Every state × every event.
     #[test]

@@ -239,7 +239,7 @@ pub fn mismatch(merchant: &MerchantRow, p: &PaymentRow, tx: &Transaction) -> Opt
     if !appid_ok {
         return Some(format!("appid {:?} is not the merchant's", tx.appid));
     }
-    if !wxgate_store::is_attempt_of(&p.id, &tx.out_trade_no) {
+    if !wxgate_domain::payment::is_attempt_of(&p.id, &tx.out_trade_no) {
         return Some(format!(
             "out_trade_no {} is no order of payment {}",
             tx.out_trade_no, p.id

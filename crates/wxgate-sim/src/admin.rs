@@ -16,9 +16,9 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::Sim;
 use crate::faults::Faults;
 use crate::merchant::{Merchant, SigningMode};
+use crate::sim::Sim;
 use crate::state::State as SimState;
 
 pub fn routes() -> Router<Sim> {
@@ -257,7 +257,7 @@ async fn list_callbacks(
 
 async fn get_clock(State(sim): State<Sim>) -> Json<serde_json::Value> {
     Json(
-        json!({"now": crate::rfc3339_cst(sim.now()), "offset_secs": sim.now() - crate::real_now()}),
+        json!({"now": crate::formats::rfc3339_cst(sim.now()), "offset_secs": sim.now() - crate::formats::real_now()}),
     )
 }
 
@@ -278,5 +278,6 @@ async fn advance_clock(State(sim): State<Sim>, body: Bytes) -> Response {
         return bad_request("advance_secs must be between 0 and 34560000");
     }
     let offset = sim.advance_clock(advance.advance_secs);
-    Json(json!({"now": crate::rfc3339_cst(sim.now()), "offset_secs": offset})).into_response()
+    Json(json!({"now": crate::formats::rfc3339_cst(sim.now()), "offset_secs": offset}))
+        .into_response()
 }

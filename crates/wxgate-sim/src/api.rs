@@ -2,16 +2,14 @@
 //! request, field checks with WeChat's status and error codes, prepay idempotency, every 2xx
 //! answer signed (204 included), error answers unsigned.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use wechatpay_v3::auth::Authorization;
 use wechatpay_v3::model::{
@@ -20,113 +18,19 @@ use wechatpay_v3::model::{
 };
 use wechatpay_v3::validate::FieldError;
 
-use crate::faults::{Faults, RefundOutcome, roll};
+use crate::faults::{RefundOutcome, roll};
+use crate::formats::{cst_compact, digits, rfc3339_cst};
 use crate::merchant::Merchant;
 use crate::ops;
+use crate::sim::Sim;
 use crate::state::{Family, Order, OrderState, RefundRecord, RefundState, State as SimState};
-use crate::{Sim, cst_compact, digits, rfc3339_cst};
+use crate::wire::{
+    Answer, DEFAULT_ORDER_LIFETIME_SECS, PREPAY_VALID_SECS, REFUND_WINDOW_SECS,
+    REFUNDS_PER_ORDER_MAX, Request, WxError, json_body, request_id,
+};
 
 pub fn routes() -> Router<Sim> {
     Router::new().route("/v3/{*rest}", any(v3))
-}
-
-/// How long a `code_url` or `prepay_id` can be paid with.
-pub const PREPAY_VALID_SECS: i64 = 2 * 3600;
-/// How long an `h5_url` can be opened.
-pub const H5_URL_VALID_SECS: i64 = 5 * 60;
-/// Without `time_expire`, an order can be paid for seven days.
-pub const DEFAULT_ORDER_LIFETIME_SECS: i64 = 7 * 24 * 3600;
-/// Refunds are possible for a year after payment.
-pub const REFUND_WINDOW_SECS: i64 = 365 * 24 * 3600;
-/// At most this many refunds per order.
-pub const REFUNDS_PER_ORDER_MAX: usize = 50;
-
-/// An error answer: `{code, message, detail}`, unsigned.
-#[derive(Debug)]
-pub struct WxError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub detail: Option<Value>,
-}
-
-impl WxError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            detail: None,
-        }
-    }
-
-    pub fn with_detail(mut self, detail: Value) -> Self {
-        self.detail = Some(detail);
-        self
-    }
-
-    /// 400 PARAM_ERROR naming the field, like WeChat's `detail`.
-    pub fn param(e: FieldError, location: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "PARAM_ERROR",
-            format!("参数错误: {}", e),
-        )
-        .with_detail(json!({"field": e.field, "issue": e.issue, "location": location}))
-    }
-
-    fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
-    }
-
-    fn order_not_exist() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在")
-    }
-
-    fn sign_error(message: &str, issue: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message)
-            .with_detail(json!({"field": "signature", "location": "authorization", "detail": {"issue": issue.into()}}))
-    }
-}
-
-impl IntoResponse for WxError {
-    fn into_response(self) -> Response {
-        let mut body = json!({"code": self.code, "message": self.message});
-        if let Some(detail) = self.detail {
-            body["detail"] = detail;
-        }
-        let mut response = (self.status, axum::Json(body)).into_response();
-        response.headers_mut().insert("Request-ID", request_id());
-        response
-    }
-}
-
-fn request_id() -> HeaderValue {
-    HeaderValue::from_str(&format!(
-        "08{}-{}",
-        crate::lower_hex(40).to_uppercase(),
-        digits(9)
-    ))
-    .expect("ASCII")
-}
-
-/// What an endpoint answers before signing.
-pub enum Answer {
-    Json(Value),
-    NoContent,
-    /// A raw file: unsigned, as WeChat serves bill downloads.
-    File(Vec<u8>),
-}
-
-/// Everything a handler needs about the request.
-pub struct Request<'a> {
-    pub sim: &'a Sim,
-    pub merchant: &'a Arc<Merchant>,
-    pub query: HashMap<String, String>,
-    pub body: &'a [u8],
-    pub faults: &'a Faults,
-    /// `scheme://host[:port]` the client used, for URLs handed back (h5_url, download_url).
-    pub base: String,
 }
 
 async fn v3(
@@ -214,7 +118,7 @@ fn signed(
         Answer::NoContent => (StatusCode::NO_CONTENT, Vec::new()),
         Answer::File(_) => unreachable!("files are not signed"),
     };
-    let sig = merchant.sign_body(&body, request_serial, crate::lower_hex(32), probe);
+    let sig = merchant.sign_body(&body, request_serial, crate::formats::lower_hex(32), probe);
     let mut builder = Response::builder()
         .status(status)
         .header("Wechatpay-Timestamp", sig.timestamp)
@@ -264,7 +168,7 @@ fn authenticate(
             ),
         ));
     }
-    let skew = crate::real_now() - auth.timestamp_unix();
+    let skew = crate::formats::real_now() - auth.timestamp_unix();
     if skew.abs() > wechatpay_v3::MAX_CLOCK_SKEW_SECS {
         return Err(WxError::sign_error(
             "错误的签名，验签失败",
@@ -371,13 +275,6 @@ fn not_found(path: &str) -> WxError {
         "NOT_FOUND",
         format!("{path} 不存在或请求方法不正确"),
     )
-}
-
-pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, WxError> {
-    serde_json::from_slice(body).map_err(|e| {
-        WxError::new(StatusCode::BAD_REQUEST, "PARAM_ERROR", "请求体格式错误")
-            .with_detail(json!({"field": "/", "issue": e.to_string(), "location": "body"}))
-    })
 }
 
 fn required_mchid_query(req: &Request<'_>) -> Result<(), WxError> {
@@ -593,7 +490,11 @@ fn prepay(req: &Request<'_>, new: NewOrder) -> Result<Answer, WxError> {
 
 /// `wx` + yyyyMMddHHmmss + 20 hex characters: 36 in all.
 fn new_prepay_id(now: i64) -> String {
-    format!("wx{}{}", cst_compact(now, true), crate::lower_hex(20))
+    format!(
+        "wx{}{}",
+        cst_compact(now, true),
+        crate::formats::lower_hex(20)
+    )
 }
 
 fn new_code_token() -> String {

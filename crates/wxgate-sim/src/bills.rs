@@ -11,8 +11,8 @@ use time::{Date, OffsetDateTime};
 use wechatpay_v3::bill;
 use wechatpay_v3::model::{FundFlowBillRequest, TradeBillRequest};
 
-use crate::api::{Answer, Request, WxError};
 use crate::state::{BillFile, Order, RefundRecord, RefundState};
+use crate::wire::{Answer, Request, WxError};
 
 /// How long a download URL works.
 pub const DOWNLOAD_VALID_SECS: i64 = 5 * 60;
@@ -351,7 +351,7 @@ pub fn apply_fund_flow_bill(req: &Request<'_>) -> Result<Answer, WxError> {
             vec![
                 bill_time(*t),
                 id.clone(),
-                format!("{}{:010}", crate::cst_compact(*t, true), i + 1),
+                format!("{}{:010}", crate::formats::cst_compact(*t, true), i + 1),
                 name.to_string(),
                 kind.to_string(),
                 if *is_income { "收入" } else { "支出" }.to_string(),

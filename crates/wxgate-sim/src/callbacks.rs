@@ -9,9 +9,10 @@ use serde_json::json;
 use wechatpay_v3::notify::EncryptedResource;
 
 use crate::faults::roll;
+use crate::formats::rfc3339_cst;
 use crate::merchant::Merchant;
+use crate::sim::Sim;
 use crate::state::CallbackLog;
-use crate::{Sim, rfc3339_cst};
 
 /// Seconds to wait after each failed attempt: 15 s, 15 s, 30 s, 3 m, 10 m, 20 m, 30 m × 3,
 /// 60 m, 3 h × 3, 6 h × 2.
@@ -160,7 +161,7 @@ async fn deliver(
 }
 
 fn uuid_like() -> String {
-    let h = crate::lower_hex(32);
+    let h = crate::formats::lower_hex(32);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

@@ -140,7 +140,7 @@ impl Merchant {
         probe: bool,
     ) -> SignatureHeaders {
         let (key, serial) = self.answer_key(request_serial);
-        let timestamp = crate::real_now().to_string();
+        let timestamp = crate::formats::real_now().to_string();
         let signature = if probe {
             format!("{SIGNATURE_PROBE_PREFIX}{}", key.sign(b"probe"))
         } else {

@@ -11,8 +11,9 @@ use wechatpay_v3::notify::{
 
 use crate::callbacks::{self, CallbackJob};
 use crate::faults::RefundOutcome;
+use crate::formats::{cst_compact, digits, rfc3339_cst};
+use crate::sim::Sim;
 use crate::state::{Family, Order, OrderState, RefundRecord, RefundState};
-use crate::{Sim, cst_compact, digits, rfc3339_cst};
 
 /// CNY per major unit, scaled by 10^8, and the currency's decimal places.
 pub fn exchange_rate(currency: &str) -> Option<(i64, u32)> {
@@ -108,7 +109,7 @@ pub fn pay_order(
         order.paid_openid = Some(
             openid
                 .or_else(|| order.openid.clone())
-                .unwrap_or_else(|| crate::payer::openid_for(&order.appid, "payer")),
+                .unwrap_or_else(|| openid_for(&order.appid, "payer")),
         );
         let order = order.clone();
         state.by_transaction_id.insert(transaction_id, key.clone());
@@ -291,4 +292,13 @@ pub fn order_summary(order: &Order) -> serde_json::Value {
         "trade_state": order.state.as_str(),
         "expires_at": rfc3339_cst(order.expires_at),
     })
+}
+
+/// The openid a user has under an appid: stable, 28 characters, like WeChat's.
+pub fn openid_for(appid: &str, user: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{appid}\n{user}").as_bytes());
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+    format!("o{}", &encoded[..27])
 }

@@ -10,16 +10,14 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use wechatpay_v3::paysign::{AppPayParams, JsapiPayParams};
 
-use crate::Sim;
-use crate::api::{H5_URL_VALID_SECS, PREPAY_VALID_SECS, WxError};
 use crate::ops::{self, PayError};
+use crate::sim::Sim;
 use crate::state::Order;
+use crate::wire::{H5_URL_VALID_SECS, PREPAY_VALID_SECS, WxError};
 
 pub fn routes() -> Router<Sim> {
     Router::new()
@@ -35,12 +33,7 @@ pub fn routes() -> Router<Sim> {
 /// How long an OAuth code can be exchanged.
 const OAUTH_CODE_VALID_SECS: i64 = 5 * 60;
 
-/// The openid a user has under an appid: stable, 28 characters, like WeChat's.
-pub fn openid_for(appid: &str, user: &str) -> String {
-    let digest = Sha256::digest(format!("{appid}\n{user}").as_bytes());
-    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
-    format!("o{}", &encoded[..27])
-}
+pub use crate::ops::openid_for;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

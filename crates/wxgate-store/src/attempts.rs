@@ -4,20 +4,12 @@
 //! attempt's out_trade_no and credential, so every path that reads the payment alone still
 //! sees the order that matters.
 
-use crate::{EventRow, PaymentAttemptRow, PaymentRow, Result, Store, StoreError, insert_event};
+use wxgate_domain::payment::{ATTEMPTS_PER_PAYMENT_MAX, attempt_out_trade_no};
 
-/// The most WeChat orders one payment may make.
-pub const ATTEMPTS_PER_PAYMENT_MAX: i64 = 20;
-
-/// What starting an attempt did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttemptStart {
-    Started(Box<PaymentAttemptRow>),
-    /// The payment is no longer pending (or not there).
-    NotPending,
-    /// The payment made as many orders as it may.
-    TooMany,
-}
+use crate::{
+    AttemptStart, EventRow, PaymentAttemptRow, PaymentRow, Result, Store, StoreError,
+    insert_attempt, insert_event,
+};
 
 impl Store {
     /// Starts a new attempt of a pending payment with `integration` and makes it the current
@@ -217,50 +209,4 @@ impl Store {
         self.outbox.notify_one();
         Ok(true)
     }
-}
-
-/// The n-th attempt's out_trade_no: the payment id, then `{payment id}_{n}` (at most 32
-/// characters of WeChat's alphabet: a payment id is 28).
-pub fn attempt_out_trade_no(payment_id: &str, seq: i64) -> String {
-    if seq == 1 {
-        payment_id.to_string()
-    } else {
-        format!("{payment_id}_{seq}")
-    }
-}
-
-/// Whether `out_trade_no` names one of the payment's attempts (the names are derived from
-/// the payment id, so no lookup is needed).
-pub fn is_attempt_of(payment_id: &str, out_trade_no: &str) -> bool {
-    out_trade_no == payment_id
-        || out_trade_no
-            .strip_prefix(payment_id)
-            .and_then(|rest| rest.strip_prefix('_'))
-            .and_then(|n| n.parse::<i64>().ok())
-            .is_some_and(|n| (2..=ATTEMPTS_PER_PAYMENT_MAX).contains(&n))
-}
-
-/// Inserts an attempt inside a transaction.
-pub(crate) async fn insert_attempt(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    a: &PaymentAttemptRow,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO payment_attempts (merchant_id, out_trade_no, payment_id, seq, integration, status, \
-         wechat_credential, transaction_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&a.merchant_id)
-    .bind(&a.out_trade_no)
-    .bind(&a.payment_id)
-    .bind(a.seq)
-    .bind(&a.integration)
-    .bind(&a.status)
-    .bind(&a.wechat_credential)
-    .bind(&a.transaction_id)
-    .bind(a.created_at)
-    .bind(a.updated_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

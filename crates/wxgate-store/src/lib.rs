@@ -17,7 +17,6 @@ mod rows;
 pub mod testing;
 mod webhooks;
 
-pub use attempts::{ATTEMPTS_PER_PAYMENT_MAX, AttemptStart, attempt_out_trade_no, is_attempt_of};
 pub use rows::*;
 
 use std::str::FromStr;
@@ -436,7 +435,7 @@ impl Store {
                 created_at: p.created_at,
                 updated_at: p.created_at,
             };
-            attempts::insert_attempt(&mut tx, &first).await?;
+            insert_attempt(&mut tx, &first).await?;
         }
         sqlx::query("INSERT INTO payment_status_history (payment_id, version, status, source, at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&p.id)
@@ -977,4 +976,29 @@ async fn write_payment_transition(
         .await?;
     }
     Ok(Some(after))
+}
+
+/// Inserts an attempt inside a transaction.
+pub(crate) async fn insert_attempt(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    a: &PaymentAttemptRow,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO payment_attempts (merchant_id, out_trade_no, payment_id, seq, integration, status, \
+         wechat_credential, transaction_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&a.merchant_id)
+    .bind(&a.out_trade_no)
+    .bind(&a.payment_id)
+    .bind(a.seq)
+    .bind(&a.integration)
+    .bind(&a.status)
+    .bind(&a.wechat_credential)
+    .bind(&a.transaction_id)
+    .bind(a.created_at)
+    .bind(a.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -354,3 +354,13 @@ pub struct PaymentLinkRow {
     pub active: i64,
     pub created_at: i64,
 }
+
+/// What starting an attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptStart {
+    Started(Box<PaymentAttemptRow>),
+    /// The payment is no longer pending (or not there).
+    NotPending,
+    /// The payment made as many orders as it may.
+    TooMany,
+}

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::query_value;
+use super::encode::query_value;
 use crate::validate::{self, FieldError, FieldResult};
 
 pub const TRADE_BILL_PATH: &str = "/v3/bill/tradebill";

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Amount, Payer, SceneInfo, path_segment, query_value};
+use super::encode::{path_segment, query_value};
+use super::pay::{Amount, ExchangeRate, Payer, SceneInfo};
+use super::refund::RefundStatus;
 use crate::validate::{self, FieldError, FieldResult};
 
 pub const GLOBAL_REFUNDS_PATH: &str = "/v3/global/refunds";
@@ -226,7 +228,7 @@ pub struct GlobalRefund {
     pub channel: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recv_account: Option<String>,
-    pub status: super::RefundStatus,
+    pub status: RefundStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,7 +246,7 @@ pub struct GlobalRefundAmount {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payer_currency: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exchange_rate: Option<super::ExchangeRate>,
+    pub exchange_rate: Option<ExchangeRate>,
 }
 
 /// `/v3/global/refunds/out-refund-no/{out_refund_no}?mchid=...`

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{path_segment, query_value};
+use super::encode::{path_segment, query_value};
 use crate::validate::{self, FieldResult};
 
 /// The four ways to start a domestic payment, each its own prepay endpoint.

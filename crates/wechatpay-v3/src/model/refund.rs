@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::path_segment;
+use super::encode::path_segment;
 use crate::validate::{self, FieldError, FieldResult};
 
 pub const REFUNDS_PATH: &str = "/v3/refund/domestic/refunds";

@@ -6,11 +6,12 @@ use serde_json::json;
 use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode as WechatCode;
 use wechatpay_v3::model::{Amount, H5Info, Payer, PrepayRequest, SceneInfo};
+use wxgate_domain::payment::ATTEMPTS_PER_PAYMENT_MAX;
 use wxgate_domain::payment::PaymentEvent;
 use wxgate_domain::{Currency, Integration, Money, PaymentStatus};
 use wxgate_store::{
-    ATTEMPTS_PER_PAYMENT_MAX, AttemptStart, HistoryRow, InsertOutcome, MerchantRow,
-    PaymentAttemptRow, PaymentFilter, PaymentRow, StoreError, TransitionFacts,
+    AttemptStart, HistoryRow, InsertOutcome, MerchantRow, PaymentAttemptRow, PaymentFilter,
+    PaymentRow, StoreError, TransitionFacts,
 };
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
