@@ -514,7 +514,29 @@ fn render(
         esc(token),
         t(lang, "cancel")
     );
-    let action = match kind {
+    let Some(action) = action(&credential, kind, device, lang) else {
+        // The prepay has not completed (WeChat did not answer): say so; reloading tries again.
+        return Err(ApiError::new(
+            ErrorCode::UpstreamUnavailable,
+            match lang {
+                Lang::Zh => "微信支付暂时无法响应，请稍后刷新页面。",
+                Lang::En => "WeChat Pay is not answering right now; reload the page in a moment.",
+            },
+        ));
+    };
+    let body = format!("{head}{action}{countdown}{cancel}");
+    Ok(html(StatusCode::OK, lang, here, &body, SCRIPT))
+}
+
+/// What the shopper does with the credential: scan the QR, open WeChat's cashier, or pay in
+/// WeChat through the JS API. `None` while there is no credential yet.
+fn action(
+    credential: &serde_json::Value,
+    kind: &str,
+    device: Device,
+    lang: Lang,
+) -> Option<String> {
+    match kind {
         "native" => credential["display_qr_code"]["data"].as_str().map(|code| {
             format!(
                 "<div class=\"qr\" id=\"qr\" data-code-url=\"{}\">{}</div><p>{}</p>",
@@ -547,19 +569,7 @@ fn render(
         }
         "jsapi" | "" => Some(format!("<p>{}</p>", t(lang, "in_wechat"))),
         _ => Some(format!("<p>{}</p>", t(lang, "elsewhere"))),
-    };
-    let Some(action) = action else {
-        // The prepay has not completed (WeChat did not answer): say so; reloading tries again.
-        return Err(ApiError::new(
-            ErrorCode::UpstreamUnavailable,
-            match lang {
-                Lang::Zh => "微信支付暂时无法响应，请稍后刷新页面。",
-                Lang::En => "WeChat Pay is not answering right now; reload the page in a moment.",
-            },
-        ));
-    };
-    let body = format!("{head}{action}{countdown}{cancel}");
-    Ok(html(StatusCode::OK, lang, here, &body, SCRIPT))
+    }
 }
 
 /// `{"state": "waiting" | "completed" | "closed", "redirect"}`: what the page polls.

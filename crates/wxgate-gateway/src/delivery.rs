@@ -373,21 +373,7 @@ pub async fn deliver(
     d: &DeliveryRow,
 ) -> anyhow::Result<()> {
     let store = gw.store();
-    let (url, secret_id, sealed) = if d.endpoint_id == NOTIFY_URL_ENDPOINT {
-        let Some(s) = store.notify_secret(&d.merchant_id).await? else {
-            anyhow::bail!("merchant {} has no notify secret", d.merchant_id);
-        };
-        (
-            d.url.clone().unwrap_or_default(),
-            s.secret_id,
-            s.secret_sealed,
-        )
-    } else {
-        let Some(e) = store.webhook_endpoint(&d.endpoint_id).await? else {
-            anyhow::bail!("endpoint {} is gone", d.endpoint_id);
-        };
-        (e.url, e.secret_id, e.secret_sealed)
-    };
+    let (url, secret_id, sealed) = destination(gw, d).await?;
     let Some(event) = store.event_by_id(&d.event_id).await? else {
         anyhow::bail!("event {} is gone", d.event_id);
     };
@@ -421,17 +407,7 @@ pub async fn deliver(
         Err(e) => (None, Some(describe(&e))),
     };
     let latency_ms = started.elapsed().as_millis() as i64;
-    let schedule = &gw.config().webhook_retry_schedule_ms;
-    let outcome = if error.is_none() {
-        AttemptOutcome::Delivered
-    } else {
-        match schedule.get(d.round_attempts as usize) {
-            Some(wait) => AttemptOutcome::Retry {
-                next_at: gw.now_ms() + wait,
-            },
-            None => AttemptOutcome::Dead,
-        }
-    };
+    let outcome = outcome(gw, d, error.is_none());
     if outcome == AttemptOutcome::Dead {
         tracing::warn!(event = %event.id, endpoint = %d.endpoint_id, "webhook dead-lettered after its retry schedule");
     }
@@ -448,6 +424,42 @@ pub async fn deliver(
         tracing::info!(event = %event.id, endpoint = %d.endpoint_id, "delivery changed while in flight; attempt not recorded");
     }
     Ok(())
+}
+
+/// Where a delivery goes and the secret that signs it: its endpoint's, or for a payment's own
+/// `notify_url`, the merchant's notify secret.
+async fn destination(gw: &Gateway, d: &DeliveryRow) -> anyhow::Result<(String, String, String)> {
+    if d.endpoint_id == NOTIFY_URL_ENDPOINT {
+        let Some(s) = gw.store().notify_secret(&d.merchant_id).await? else {
+            anyhow::bail!("merchant {} has no notify secret", d.merchant_id);
+        };
+        return Ok((
+            d.url.clone().unwrap_or_default(),
+            s.secret_id,
+            s.secret_sealed,
+        ));
+    }
+    let Some(e) = gw.store().webhook_endpoint(&d.endpoint_id).await? else {
+        anyhow::bail!("endpoint {} is gone", d.endpoint_id);
+    };
+    Ok((e.url, e.secret_id, e.secret_sealed))
+}
+
+/// Delivered; or the next try on the retry schedule; or, with the schedule spent, dead.
+fn outcome(gw: &Gateway, d: &DeliveryRow, delivered: bool) -> AttemptOutcome {
+    if delivered {
+        return AttemptOutcome::Delivered;
+    }
+    match gw
+        .config()
+        .webhook_retry_schedule_ms
+        .get(d.round_attempts as usize)
+    {
+        Some(wait) => AttemptOutcome::Retry {
+            next_at: gw.now_ms() + wait,
+        },
+        None => AttemptOutcome::Dead,
+    }
 }
 
 /// The start of an answer's body, read no further than needed (an endpoint may answer a lot).

@@ -86,35 +86,7 @@ pub(crate) async fn create_link(
     JsonBody(req): JsonBody<CreateLink>,
 ) -> ApiResult<Json> {
     let currency = merchant_currency(&merchant, &req.currency)?;
-    let in_range = |v: i64| (1..=AMOUNT_MAX).contains(&v);
-    match (req.amount, req.amount_min, req.amount_max) {
-        (Some(a), None, None) if in_range(a) => {}
-        (None, Some(min), Some(max)) if in_range(min) && in_range(max) && min <= max => {}
-        _ => {
-            return Err(ApiError::invalid(
-                ErrorCode::InvalidAmount,
-                "amount",
-                "give amount (above 0), or amount_min and amount_max (above 0, min ≤ max) for an amount the payer enters",
-            ));
-        }
-    }
-    check_description(&req.description)?;
-    if let Some(url) = &req.return_url
-        && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-    {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidReturnUrl,
-            "return_url",
-            "return_url must be an absolute http(s) URL",
-        ));
-    }
-    if req.max_uses.is_some_and(|n| n < 1) {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidMaxUses,
-            "max_uses",
-            "max_uses must be at least 1",
-        ));
-    }
+    check_link(&req)?;
     let now = gw.now_ms();
     let expires_at = req
         .expires_at
@@ -156,6 +128,40 @@ pub(crate) async fn create_link(
         "image_svg": qr::svg(&row.url),
     });
     Ok(Json(StatusCode::CREATED, view))
+}
+
+/// A link's amounts, description, return URL and use limit, or the first rule they break.
+fn check_link(req: &CreateLink) -> ApiResult<()> {
+    let in_range = |v: i64| (1..=AMOUNT_MAX).contains(&v);
+    match (req.amount, req.amount_min, req.amount_max) {
+        (Some(a), None, None) if in_range(a) => {}
+        (None, Some(min), Some(max)) if in_range(min) && in_range(max) && min <= max => {}
+        _ => {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidAmount,
+                "amount",
+                "give amount (above 0), or amount_min and amount_max (above 0, min ≤ max) for an amount the payer enters",
+            ));
+        }
+    }
+    check_description(&req.description)?;
+    if let Some(url) = &req.return_url
+        && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidReturnUrl,
+            "return_url",
+            "return_url must be an absolute http(s) URL",
+        ));
+    }
+    if req.max_uses.is_some_and(|n| n < 1) {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidMaxUses,
+            "max_uses",
+            "max_uses must be at least 1",
+        ));
+    }
+    Ok(())
 }
 
 /// A page of a list: its size and where it starts.

@@ -6,6 +6,8 @@
 //! the change is committed; anything WeChat should retry gets a 4xx/5xx with
 //! `{"code": "FAIL", "message"}`.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,13 +16,14 @@ use serde_json::json;
 use wechatpay_v3::model::{RefundNotification, Transaction};
 use wechatpay_v3::notify::{
     self, EVENT_REFUND_ABNORMAL, EVENT_REFUND_CLOSED, EVENT_REFUND_SUCCESS,
-    EVENT_TRANSACTION_SUCCESS, NotifyError,
+    EVENT_TRANSACTION_SUCCESS, NotifyError, OpenedNotification,
 };
 use wechatpay_v3::verify::SignatureHeaders;
 use wxgate_store::QuarantineRow;
 
 use crate::gateway::Gateway;
 use crate::sync;
+use crate::upstream::Upstream;
 
 fn fail(status: StatusCode, message: &str) -> Response {
     (
@@ -36,102 +39,135 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match gw.store().merchant(&merchant_id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return fail(StatusCode::NOT_FOUND, "unknown merchant"),
-        Err(e) => {
-            tracing::error!(error = %e, "notify: database");
-            return fail(StatusCode::SERVICE_UNAVAILABLE, "try again");
-        }
+    match receive(&gw, &merchant_id, &headers, &body).await {
+        Ok(answer) | Err(answer) => answer,
     }
-    let up = match gw.upstream(&merchant_id).await {
-        Ok(up) => up,
-        Err(e) => {
-            tracing::error!(error = %e, merchant_id, "notify: cannot open the merchant's credentials");
-            return fail(StatusCode::INTERNAL_SERVER_ERROR, "try again");
-        }
-    };
-    let signature =
-        match SignatureHeaders::from_lookup(|n| headers.get(n).and_then(|v| v.to_str().ok())) {
-            Ok(s) => s,
-            Err(e) => return fail(StatusCode::UNAUTHORIZED, &e.to_string()),
-        };
-    let opened = match notify::open(
-        &up.verifier,
-        &signature,
-        &body,
-        &up.apiv3_key,
-        crate::clock::now_ms() / 1000,
-    ) {
-        Ok(o) => o,
-        Err(NotifyError::Verify(e)) => {
-            tracing::warn!(merchant_id, error = %e, "notify: signature refused");
-            return fail(StatusCode::UNAUTHORIZED, "signature verification failed");
-        }
-        Err(e) => {
-            tracing::warn!(merchant_id, error = %e, "notify: unreadable callback");
-            return fail(StatusCode::BAD_REQUEST, "unreadable notification");
-        }
-    };
+}
+
+/// Opens the callback and routes it: refunds to the refund, paid transactions to the payment.
+async fn receive(
+    gw: &Gateway,
+    merchant_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, Response> {
+    let up = connection(gw, merchant_id).await?;
+    let opened =
+        open(&up, merchant_id, headers, body).map_err(|(status, why)| fail(status, why))?;
+    let event = opened.envelope.event_type.as_str();
     if [
         EVENT_REFUND_SUCCESS,
         EVENT_REFUND_CLOSED,
         EVENT_REFUND_ABNORMAL,
     ]
-    .contains(&opened.envelope.event_type.as_str())
+    .contains(&event)
     {
-        let n: RefundNotification = match opened.resource() {
-            Ok(n) => n,
-            Err(_) => return fail(StatusCode::BAD_REQUEST, "unreadable refund"),
-        };
-        return match crate::refunds::apply_callback(&gw, &up.merchant.mchid, &merchant_id, &n).await
-        {
-            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        let n: RefundNotification = opened
+            .resource()
+            .map_err(|_| fail(StatusCode::BAD_REQUEST, "unreadable refund"))?;
+        return match crate::refunds::apply_callback(gw, &up.merchant.mchid, merchant_id, &n).await {
+            Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
             Err(e) => {
                 tracing::error!(merchant_id, out_refund_no = %n.out_refund_no, error = %e, "notify: could not apply a refund");
-                fail(StatusCode::INTERNAL_SERVER_ERROR, "try again")
+                Err(fail(StatusCode::INTERNAL_SERVER_ERROR, "try again"))
             }
         };
     }
-    if opened.envelope.event_type != EVENT_TRANSACTION_SUCCESS {
-        tracing::info!(merchant_id, event = %opened.envelope.event_type, "notify: event not handled yet; acknowledged");
-        return StatusCode::NO_CONTENT.into_response();
+    if event != EVENT_TRANSACTION_SUCCESS {
+        tracing::info!(
+            merchant_id,
+            event,
+            "notify: event not handled yet; acknowledged"
+        );
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let tx: Transaction = match opened.resource() {
-        Ok(t) => t,
-        Err(_) => return fail(StatusCode::BAD_REQUEST, "unreadable transaction"),
-    };
-    let payment = match gw
-        .store()
-        .payment_by_out_trade_no(&merchant_id, &tx.out_trade_no)
-        .await
-    {
-        Ok(p) => p,
+    let tx: Transaction = opened
+        .resource()
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, "unreadable transaction"))?;
+    paid(gw, &up, merchant_id, &tx, &opened.plaintext).await
+}
+
+/// The merchant's open WeChat connection (its keys verify and decrypt the callback).
+async fn connection(gw: &Gateway, merchant_id: &str) -> Result<Arc<Upstream>, Response> {
+    match gw.store().merchant(merchant_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(fail(StatusCode::NOT_FOUND, "unknown merchant")),
         Err(e) => {
             tracing::error!(error = %e, "notify: database");
-            return fail(StatusCode::SERVICE_UNAVAILABLE, "try again");
+            return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "try again"));
         }
-    };
+    }
+    gw.upstream(merchant_id).await.map_err(|e| {
+        tracing::error!(error = %e, merchant_id, "notify: cannot open the merchant's credentials");
+        fail(StatusCode::INTERNAL_SERVER_ERROR, "try again")
+    })
+}
+
+/// Verifies (signature and clock window, on WeChat's own clock) and decrypts the callback.
+fn open(
+    up: &Upstream,
+    merchant_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<OpenedNotification, (StatusCode, &'static str)> {
+    let signature = SignatureHeaders::from_lookup(|n| headers.get(n).and_then(|v| v.to_str().ok()))
+        .map_err(|e| {
+            tracing::warn!(merchant_id, error = %e, "notify: no signature headers");
+            (
+                StatusCode::UNAUTHORIZED,
+                "missing or malformed Wechatpay-* headers",
+            )
+        })?;
+    let now = crate::clock::now_ms() / 1000;
+    notify::open(&up.verifier, &signature, body, &up.apiv3_key, now).map_err(|e| match e {
+        NotifyError::Verify(e) => {
+            tracing::warn!(merchant_id, error = %e, "notify: signature refused");
+            (StatusCode::UNAUTHORIZED, "signature verification failed")
+        }
+        e => {
+            tracing::warn!(merchant_id, error = %e, "notify: unreadable callback");
+            (StatusCode::BAD_REQUEST, "unreadable notification")
+        }
+    })
+}
+
+/// A paid transaction: applied to the payment whose order it is, or quarantined when no
+/// payment has that order.
+async fn paid(
+    gw: &Gateway,
+    up: &Upstream,
+    merchant_id: &str,
+    tx: &Transaction,
+    plaintext: &[u8],
+) -> Result<Response, Response> {
+    let payment = gw
+        .store()
+        .payment_by_out_trade_no(merchant_id, &tx.out_trade_no)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "notify: database");
+            fail(StatusCode::SERVICE_UNAVAILABLE, "try again")
+        })?;
     let Some(payment) = payment else {
         tracing::error!(merchant_id, out_trade_no = %tx.out_trade_no, "notify: signed callback for an unknown order; quarantined");
         let row = QuarantineRow {
             id: wxgate_domain::id::generate("qtn"),
-            merchant_id: merchant_id.clone(),
+            merchant_id: merchant_id.to_string(),
             payment_id: None,
             reason: format!("no payment with out_trade_no {}", tx.out_trade_no),
-            resource: String::from_utf8_lossy(&opened.plaintext).into_owned(),
+            resource: String::from_utf8_lossy(plaintext).into_owned(),
             received_at: gw.now_ms(),
         };
         return match gw.store().quarantine(&row).await {
-            Ok(()) => StatusCode::NO_CONTENT.into_response(),
-            Err(_) => fail(StatusCode::SERVICE_UNAVAILABLE, "try again"),
+            Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+            Err(_) => Err(fail(StatusCode::SERVICE_UNAVAILABLE, "try again")),
         };
     };
-    match sync::apply_paid(&gw, &up.merchant, &payment, &tx, "callback").await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+    match sync::apply_paid(gw, &up.merchant, &payment, tx, "callback").await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(e) => {
             tracing::error!(payment = %payment.id, error = %e, "notify: could not apply");
-            fail(StatusCode::INTERNAL_SERVER_ERROR, "try again")
+            Err(fail(StatusCode::INTERNAL_SERVER_ERROR, "try again"))
         }
     }
 }

@@ -32,6 +32,8 @@ use crate::secrets::sha256_hex;
 use crate::views;
 
 const CLAIM_BATCH: i64 = 32;
+/// WeChat shows the payer a refund's reason of at most this many characters.
+const REASON_CHARS_MAX: usize = 80;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -106,7 +108,11 @@ pub(crate) async fn create_refund(
     Path(payment_id): Path<String>,
     JsonBody(new): JsonBody<NewRefund>,
 ) -> ApiResult<Json> {
-    let (status, r) = create(&gw, &merchant.id, &payment_id, new).await?;
+    let (made, r) = create(&gw, &merchant.id, &payment_id, new).await?;
+    let status = match made {
+        Made::New => StatusCode::CREATED,
+        Made::Existing => StatusCode::OK,
+    };
     Ok(Json(status, views::refund(&r)))
 }
 
@@ -117,46 +123,19 @@ pub async fn create(
     merchant_id: &str,
     payment_id: &str,
     new: NewRefund,
-) -> ApiResult<(StatusCode, RefundRow)> {
-    validate::out_refund_no("merchant_refund_id", &new.merchant_refund_id).map_err(|e| {
-        ApiError::invalid(
-            ErrorCode::InvalidMerchantRefundId,
-            "merchant_refund_id",
-            format!("merchant_refund_id {}", e.issue),
-        )
-    })?;
-    if let Some(reason) = &new.reason
-        && (reason.is_empty() || reason.chars().count() > 80)
-    {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidReason,
-            "reason",
-            "reason must be 1 to 80 characters",
-        ));
-    }
+) -> ApiResult<(Made, RefundRow)> {
+    check_new(&new)?;
     let fingerprint = sha256_hex(
         json!([payment_id, new.amount, new.reason])
             .to_string()
             .as_bytes(),
     );
-    let expected = fingerprint.clone();
-    let same_or_taken = |existing: RefundRow| {
-        if existing.payment_id == payment_id && existing.fingerprint == expected {
-            Ok((StatusCode::OK, existing))
-        } else {
-            Err(ApiError::new(
-                ErrorCode::MerchantRefundIdTaken,
-                "this merchant_refund_id was used for a different refund",
-            )
-            .with_param("merchant_refund_id"))
-        }
-    };
     if let Some(existing) = gw
         .store()
         .refund_by_merchant_refund_id(merchant_id, &new.merchant_refund_id)
         .await?
     {
-        return same_or_taken(existing);
+        return same_or_taken(existing, payment_id, &fingerprint);
     }
     let p = gw
         .store()
@@ -164,28 +143,21 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::not_found("payment"))?;
     let now = gw.now_ms();
-    let amount = new.amount.unwrap_or(p.amount - p.amount_reserved);
-    if new.amount.is_none() && amount <= 0 {
-        // The rest was asked for and nothing is left: say that, unless another rule speaks first.
-        refund::check(&refundable(&p), 1, now).map_err(refusal)?;
-        return Err(ApiError::new(
-            ErrorCode::RefundExceedsPayment,
-            "the payment has nothing left to refund",
-        ));
-    }
-    refund::check(&refundable(&p), amount, now).map_err(refusal)?;
+    let amount = amount_to_refund(&p, new.amount, now)?;
     let row = new_row(
         gw,
         &p,
         new.merchant_refund_id,
         amount,
         new.reason,
-        fingerprint,
+        fingerprint.clone(),
         None,
     );
     let row = match gw.store().reserve_refund(&row).await? {
         ReserveOutcome::Reserved(r) => *r,
-        ReserveOutcome::Existing(existing) => return same_or_taken(*existing),
+        ReserveOutcome::Existing(existing) => {
+            return same_or_taken(*existing, payment_id, &fingerprint);
+        }
         ReserveOutcome::Refused(now_p) => {
             // Another refund got there first; the rules, on the payment as it is now, say why.
             return Err(refusal(
@@ -208,7 +180,68 @@ pub async fn create(
                 .unwrap_or(row)
         }
     };
-    Ok((StatusCode::CREATED, after))
+    Ok((Made::New, after))
+}
+
+/// Whether a create made a new refund or found the one with its merchant_refund_id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    New,
+    Existing,
+}
+
+/// The refund's own fields, checked before anything is looked up.
+fn check_new(new: &NewRefund) -> ApiResult<()> {
+    validate::out_refund_no("merchant_refund_id", &new.merchant_refund_id).map_err(|e| {
+        ApiError::invalid(
+            ErrorCode::InvalidMerchantRefundId,
+            "merchant_refund_id",
+            format!("merchant_refund_id {}", e.issue),
+        )
+    })?;
+    if let Some(reason) = &new.reason
+        && (reason.is_empty() || reason.chars().count() > REASON_CHARS_MAX)
+    {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidReason,
+            "reason",
+            format!("reason must be 1 to {REASON_CHARS_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The refund of the same merchant_refund_id made before: the same refund if it had the same
+/// parameters, otherwise a named refusal.
+fn same_or_taken(
+    existing: RefundRow,
+    payment_id: &str,
+    fingerprint: &str,
+) -> ApiResult<(Made, RefundRow)> {
+    if existing.payment_id == payment_id && existing.fingerprint == fingerprint {
+        return Ok((Made::Existing, existing));
+    }
+    Err(ApiError::invalid(
+        ErrorCode::MerchantRefundIdTaken,
+        "merchant_refund_id",
+        "this merchant_refund_id was used for a different refund",
+    ))
+}
+
+/// The amount asked for, or by default all that is not refunded or being refunded; checked
+/// against WeChat's rules on the payment as it is.
+fn amount_to_refund(p: &PaymentRow, asked: Option<i64>, now: i64) -> ApiResult<i64> {
+    let amount = asked.unwrap_or(p.amount - p.amount_reserved);
+    if asked.is_none() && amount <= 0 {
+        // The rest was asked for and nothing is left: say that, unless another rule speaks first.
+        refund::check(&refundable(p), 1, now).map_err(refusal)?;
+        return Err(ApiError::new(
+            ErrorCode::RefundExceedsPayment,
+            "the payment has nothing left to refund",
+        ));
+    }
+    refund::check(&refundable(p), amount, now).map_err(refusal)?;
+    Ok(amount)
 }
 
 /// A refund of `amount` from the payment `p` (or from its twice-paid order `attempt`), not yet
@@ -304,6 +337,40 @@ fn next_due(gw: &Gateway, attempts: i64, now: i64) -> i64 {
         .unwrap_or(60_000)
 }
 
+/// Why a refund WeChat did not take waits to be sent again: NOT_ENOUGH, rate limits, no answer,
+/// or an answer that could not be verified or read (any of which may hide an accepted refund:
+/// it is queried). `None` when WeChat plainly refused it (a 4xx business error) or the request
+/// never left (it did not pass the field rules): then it fails.
+fn why_it_waits(e: &ClientError, r: &RefundRow) -> Option<String> {
+    match e {
+        ClientError::Api(api) if api.code == WechatCode::NotEnough => Some(format!(
+            "NOT_ENOUGH: the merchant's WeChat Pay balance cannot cover this refund yet; it is sent again automatically ({})",
+            api.message
+        )),
+        ClientError::Api(api) if api.code == WechatCode::FrequencyLimited => {
+            Some("FREQUENCY_LIMITED: WeChat Pay asked to slow down; it is sent again later".into())
+        }
+        ClientError::Api(api) if api.is_retryable() || api.status >= 500 => Some(format!(
+            "WeChat Pay answered {} {}; it is queried and sent again later",
+            api.status, api.code
+        )),
+        ClientError::Api(_) | ClientError::Invalid(_) => None,
+        other => {
+            tracing::warn!(refund = %r.id, error = %other, "refund: no usable answer from WeChat");
+            Some("WeChat Pay did not answer; it is queried and sent again later".into())
+        }
+    }
+}
+
+/// Why WeChat's plain refusal failed a refund, for its `last_error`.
+fn refused_because(e: &ClientError) -> String {
+    match e {
+        ClientError::Api(api) => format!("WeChat Pay refused: {} {}", api.code, api.message),
+        ClientError::Invalid(field) => format!("the refund request is invalid: {field}"),
+        _ => "WeChat Pay refused the refund".to_string(),
+    }
+}
+
 /// The WeChat order a refund returns money from: the payment's (the order that paid it), or,
 /// for the refund of an order paid twice, that order.
 fn refunded_order<'a>(p: &'a PaymentRow, r: &'a RefundRow) -> &'a str {
@@ -332,29 +399,7 @@ async fn submit(gw: &Gateway, p: &PaymentRow, r: &RefundRow) -> anyhow::Result<R
     match up.refund(&req).await {
         Ok(answer) => apply_answer(gw, p, r, &answer, "submit").await,
         Err(e) => {
-            // Fail the refund only when WeChat plainly refused it (a 4xx business error) or the
-            // request never left (it did not pass the field rules). Anything else (no answer, an
-            // answer that could not be verified or read) may hide an accepted refund: it stays
-            // pending and is queried.
-            let waits = match &e {
-                ClientError::Api(api) if api.code == WechatCode::NotEnough => Some(format!(
-                    "NOT_ENOUGH: the merchant's WeChat Pay balance cannot cover this refund yet; it is sent again automatically ({})",
-                    api.message
-                )),
-                ClientError::Api(api) if api.code == WechatCode::FrequencyLimited => Some(
-                    "FREQUENCY_LIMITED: WeChat Pay asked to slow down; it is sent again later"
-                        .into(),
-                ),
-                ClientError::Api(api) if api.is_retryable() || api.status >= 500 => Some(format!(
-                    "WeChat Pay answered {} {}; it is queried and sent again later",
-                    api.status, api.code
-                )),
-                ClientError::Api(_) | ClientError::Invalid(_) => None,
-                other => {
-                    tracing::warn!(refund = %r.id, error = %other, "refund: no usable answer from WeChat");
-                    Some("WeChat Pay did not answer; it is queried and sent again later".into())
-                }
-            };
+            let waits = why_it_waits(&e, r);
             match waits {
                 Some(why) => {
                     gw.store()
@@ -372,15 +417,7 @@ async fn submit(gw: &Gateway, p: &PaymentRow, r: &RefundRow) -> anyhow::Result<R
                         .await?;
                 }
                 None => {
-                    let why = match &e {
-                        ClientError::Api(api) => {
-                            format!("WeChat Pay refused: {} {}", api.code, api.message)
-                        }
-                        ClientError::Invalid(field) => {
-                            format!("the refund request is invalid: {field}")
-                        }
-                        _ => "WeChat Pay refused the refund".to_string(),
-                    };
+                    let why = refused_because(&e);
                     transition(gw, r, RefundEvent::Closed, None, None, Some(why)).await?;
                 }
             }

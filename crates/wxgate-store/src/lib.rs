@@ -366,48 +366,10 @@ impl Store {
     /// Inserts a new payment with its first history row; if the merchant already has a payment
     /// with this `merchant_order_id`, returns that one instead.
     pub async fn insert_payment(&self, p: &PaymentRow) -> Result<InsertOutcome> {
+        check_money(p)?;
         let mut tx = self.writer.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO payments (id, merchant_id, merchant_order_id, out_trade_no, amount, currency, description, \
-             integration, status, version, fingerprint, payer_openid, client_ip, return_url, cancel_url, attach, metadata, \
-             wechat_credential, transaction_id, paid_at, expires_at, created_at, updated_at, sync_due_at, sync_attempts, \
-             claimed_until, notify_url, checkout_token, hosted_url, payment_link_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&p.id)
-        .bind(&p.merchant_id)
-        .bind(&p.merchant_order_id)
-        .bind(&p.out_trade_no)
-        .bind(p.amount)
-        .bind(&p.currency)
-        .bind(&p.description)
-        .bind(&p.integration)
-        .bind(&p.status)
-        .bind(p.version)
-        .bind(&p.fingerprint)
-        .bind(&p.payer_openid)
-        .bind(&p.client_ip)
-        .bind(&p.return_url)
-        .bind(&p.cancel_url)
-        .bind(&p.attach)
-        .bind(&p.metadata)
-        .bind(&p.wechat_credential)
-        .bind(&p.transaction_id)
-        .bind(p.paid_at)
-        .bind(p.expires_at)
-        .bind(p.created_at)
-        .bind(p.updated_at)
-        .bind(p.sync_due_at)
-        .bind(p.sync_attempts)
-        .bind(p.claimed_until)
-        .bind(&p.notify_url)
-        .bind(&p.checkout_token)
-        .bind(&p.hosted_url)
-        .bind(&p.payment_link_id)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        let inserted = insert_payment_row(&mut tx, p).await?;
+        if inserted == 0 {
             tx.rollback().await?;
             return match self
                 .payment_by_order_id(&p.merchant_id, &p.merchant_order_id)
@@ -450,13 +412,15 @@ impl Store {
     }
 
     pub async fn payment(&self, merchant_id: &str, id: &str) -> Result<Option<PaymentRow>> {
-        Ok(sqlx::query_as::<_, PaymentRow>(
+        let p = sqlx::query_as::<_, PaymentRow>(
             "SELECT * FROM payments WHERE merchant_id = $1 AND id = $2",
         )
         .bind(merchant_id)
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        p.as_ref().map(check_money).transpose()?;
+        Ok(p)
     }
 
     pub async fn payment_by_order_id(
@@ -958,6 +922,7 @@ async fn write_payment_transition(
         .bind(&current.id)
         .fetch_one(&mut **tx)
         .await?;
+    check_money(&after)?;
     if let Some(event_type) = Transition::event_type(to) {
         let (event_id, payload) = render(&after);
         insert_event(
@@ -1001,4 +966,71 @@ pub(crate) async fn insert_attempt(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Inserts a payment row unless its merchant_order_id is taken: how many rows went in.
+async fn insert_payment_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    p: &PaymentRow,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "INSERT INTO payments (id, merchant_id, merchant_order_id, out_trade_no, amount, currency, description, \
+         integration, status, version, fingerprint, payer_openid, client_ip, return_url, cancel_url, attach, metadata, \
+         wechat_credential, transaction_id, paid_at, expires_at, created_at, updated_at, sync_due_at, sync_attempts, \
+         claimed_until, notify_url, checkout_token, hosted_url, payment_link_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+         $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&p.id)
+    .bind(&p.merchant_id)
+    .bind(&p.merchant_order_id)
+    .bind(&p.out_trade_no)
+    .bind(p.amount)
+    .bind(&p.currency)
+    .bind(&p.description)
+    .bind(&p.integration)
+    .bind(&p.status)
+    .bind(p.version)
+    .bind(&p.fingerprint)
+    .bind(&p.payer_openid)
+    .bind(&p.client_ip)
+    .bind(&p.return_url)
+    .bind(&p.cancel_url)
+    .bind(&p.attach)
+    .bind(&p.metadata)
+    .bind(&p.wechat_credential)
+    .bind(&p.transaction_id)
+    .bind(p.paid_at)
+    .bind(p.expires_at)
+    .bind(p.created_at)
+    .bind(p.updated_at)
+    .bind(p.sync_due_at)
+    .bind(p.sync_attempts)
+    .bind(p.claimed_until)
+    .bind(&p.notify_url)
+    .bind(&p.checkout_token)
+    .bind(&p.hosted_url)
+    .bind(&p.payment_link_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
+/// The payment's money invariant, checked where its sums are written (inside the writing
+/// transaction, so a breach rolls back) and where a payment is read: refunds that succeeded
+/// never exceed what is reserved for refunds, which never exceeds what was paid.
+pub(crate) fn check_money(p: &PaymentRow) -> Result<()> {
+    let holds = p.amount > 0
+        && 0 <= p.amount_refunded
+        && p.amount_refunded <= p.amount_reserved
+        && p.amount_reserved <= p.amount;
+    if holds {
+        Ok(())
+    } else {
+        tracing::error!(payment = %p.id, amount = p.amount, reserved = p.amount_reserved, refunded = p.amount_refunded, "money invariant broken");
+        Err(StoreError::Corrupt(format!(
+            "payment {}: refunded {} ≤ reserved {} ≤ amount {} does not hold",
+            p.id, p.amount_refunded, p.amount_reserved, p.amount
+        )))
+    }
 }

@@ -11,7 +11,7 @@ use wxgate_domain::{PaymentEvent, PaymentStatus, Transition, payment};
 use crate::{
     CLAIM_LEASE_MS, EventRow, PaymentRow, RefundFacts, RefundNote, RefundRow,
     RefundTransitionOutcome, ReserveOutcome, Result, Store, StoreError, TransitionFacts,
-    insert_event, write_payment_transition,
+    check_money, insert_event, write_payment_transition,
 };
 
 impl Store {
@@ -213,69 +213,24 @@ impl Store {
                 tx.rollback().await?;
                 continue;
             }
-            let sums = match to {
-                // A twice-paid order's refund moves none of the payment's sums.
-                _ if current.attempt_out_trade_no.is_some() => "updated_at = $2",
-                RefundStatus::Succeeded => {
-                    "amount_refunded = amount_refunded + $1, updated_at = $2"
-                }
-                RefundStatus::Failed => "amount_reserved = amount_reserved - $1, updated_at = $2",
-                _ => "updated_at = $2",
-            };
-            sqlx::query(&format!("UPDATE payments SET {sums} WHERE id = $3"))
-                .bind(current.amount)
-                .bind(facts.now)
-                .bind(&current.payment_id)
-                .execute(&mut *tx)
-                .await?;
-            let mut payment =
-                sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE id = $1")
-                    .bind(&current.payment_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let payment_status = PaymentStatus::parse(&payment.status)
-                .ok_or_else(|| StoreError::Corrupt(format!("status {:?}", payment.status)))?;
-            let fully_refunded = current.attempt_out_trade_no.is_none()
-                && payment.amount_refunded >= payment.amount
-                && payment::apply(payment_status, PaymentEvent::FullyRefunded)
-                    == Ok(Transition::To(PaymentStatus::Refunded));
-            if fully_refunded {
-                let facts = TransitionFacts {
-                    now: facts.now,
-                    source: "refund".into(),
-                    ..Default::default()
-                };
-                // The row was just read inside this transaction, so its version holds.
-                payment = write_payment_transition(
-                    &mut tx,
-                    &payment,
-                    PaymentStatus::Refunded,
-                    &facts,
-                    &render_payment,
-                )
-                .await?
-                .ok_or_else(|| StoreError::Corrupt("a payment changed mid-transaction".into()))?;
-            }
+            let payment =
+                move_payment_sums(&mut tx, &current, to, facts.now, &render_payment).await?;
             let refund = sqlx::query_as::<_, RefundRow>("SELECT * FROM refunds WHERE id = $1")
                 .bind(refund_id)
                 .fetch_one(&mut *tx)
                 .await?;
             if let Some(event_type) = to.event_type() {
                 let (event_id, payload) = render_refund(&refund);
-                insert_event(
-                    &mut tx,
-                    &EventRow {
-                        id: event_id,
-                        merchant_id: merchant_id.to_string(),
-                        event_type: event_type.to_string(),
-                        object_id: refund_id.to_string(),
-                        object_version: version,
-                        payload,
-                        created_at: facts.now,
-                    },
-                    &current.payment_id,
-                )
-                .await?;
+                let event = EventRow {
+                    id: event_id,
+                    merchant_id: merchant_id.to_string(),
+                    event_type: event_type.to_string(),
+                    object_id: refund_id.to_string(),
+                    object_version: version,
+                    payload,
+                    created_at: facts.now,
+                };
+                insert_event(&mut tx, &event, &current.payment_id).await?;
             }
             tx.commit().await?;
             self.outbox.notify_one();
@@ -341,4 +296,59 @@ async fn reserve_on_payment(
         .await?
         .rows_affected();
     Ok(reserved == 1)
+}
+
+/// What a refund's new status does to its payment's sums, in the refund's transaction: success
+/// adds to the refunded sum (and a payment refunded in full becomes `refunded`, with its own
+/// event); failure frees the reserved amount. A twice-paid order's refund moves nothing.
+/// Returns the payment after.
+async fn move_payment_sums(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    current: &RefundRow,
+    to: RefundStatus,
+    now: i64,
+    render_payment: &(dyn Fn(&PaymentRow) -> (String, String) + Sync),
+) -> Result<PaymentRow> {
+    let sums = match to {
+        // A twice-paid order's refund moves none of the payment's sums.
+        _ if current.attempt_out_trade_no.is_some() => "updated_at = $2",
+        RefundStatus::Succeeded => "amount_refunded = amount_refunded + $1, updated_at = $2",
+        RefundStatus::Failed => "amount_reserved = amount_reserved - $1, updated_at = $2",
+        _ => "updated_at = $2",
+    };
+    sqlx::query(&format!("UPDATE payments SET {sums} WHERE id = $3"))
+        .bind(current.amount)
+        .bind(now)
+        .bind(&current.payment_id)
+        .execute(&mut **tx)
+        .await?;
+    let mut payment = sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE id = $1")
+        .bind(&current.payment_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    check_money(&payment)?;
+    let payment_status = PaymentStatus::parse(&payment.status)
+        .ok_or_else(|| StoreError::Corrupt(format!("status {:?}", payment.status)))?;
+    let fully_refunded = current.attempt_out_trade_no.is_none()
+        && payment.amount_refunded >= payment.amount
+        && payment::apply(payment_status, PaymentEvent::FullyRefunded)
+            == Ok(Transition::To(PaymentStatus::Refunded));
+    if fully_refunded {
+        let facts = TransitionFacts {
+            now,
+            source: "refund".into(),
+            ..Default::default()
+        };
+        // The row was just read inside this transaction, so its version holds.
+        payment = write_payment_transition(
+            tx,
+            &payment,
+            PaymentStatus::Refunded,
+            &facts,
+            render_payment,
+        )
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("a payment changed mid-transaction".into()))?;
+    }
+    Ok(payment)
 }

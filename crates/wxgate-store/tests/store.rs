@@ -35,6 +35,7 @@ on_both!(
     concurrent_refunds_never_reserve_more_than_was_paid,
     refund_outcomes_move_the_payments_sums,
     deliveries_fan_out_to_subscribed_endpoints_and_are_claimed_once,
+    a_broken_money_invariant_is_refused_not_served,
 );
 
 mod checks {
@@ -606,6 +607,32 @@ mod checks {
             .await
             .unwrap();
         assert!(matches!(again, ReserveOutcome::Existing(_)), "{again:?}");
+    }
+
+    /// refunded ≤ reserved ≤ amount is checked where a payment is written and read: a row that
+    /// breaks it (here, written behind the store's back) is refused as corrupt, never served
+    /// or built upon.
+    pub async fn a_broken_money_invariant_is_refused_not_served(store: Store) {
+        paid_payment(&store).await;
+        assert!(store.payment("mch_a", "pay_1").await.unwrap().is_some());
+        let over = PaymentRow {
+            amount_reserved: 101,
+            ..payment("pay_2", "mch_a", "order-2", 1000)
+        };
+        assert!(matches!(
+            store.insert_payment(&over).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        store
+            .execute_raw(
+                "UPDATE payments SET amount_refunded = 50, amount_reserved = 40 WHERE id = 'pay_1'",
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.payment("mch_a", "pay_1").await,
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     pub async fn refund_outcomes_move_the_payments_sums(store: Store) {
