@@ -379,6 +379,92 @@ fn global_prepay(req: &Request<'_>, kind: GlobalKind) -> Result<Answer, WxError>
     prepay(req, new)
 }
 
+/// A re-submission of an order: refused unless its parameters are the same and it is still
+/// unpaid and open; then its credentials, renewed where they lapsed.
+fn renew(
+    state: &mut SimState,
+    existing: Order,
+    fingerprint: &str,
+    now: i64,
+) -> Result<Order, WxError> {
+    if existing.fingerprint != fingerprint {
+        return Err(WxError::invalid("201 商户订单号重复"));
+    }
+    match existing.state {
+        OrderState::Success | OrderState::Refund => {
+            return Err(WxError::new(
+                StatusCode::BAD_REQUEST,
+                "ORDERPAID",
+                "该订单已支付",
+            ));
+        }
+        OrderState::Closed => {
+            return Err(WxError::new(
+                StatusCode::BAD_REQUEST,
+                "ORDER_CLOSED",
+                "订单已关闭",
+            ));
+        }
+        OrderState::Notpay => {}
+    }
+    let mut order = existing;
+    if now - order.prepay_issued_at >= PREPAY_VALID_SECS {
+        state.by_prepay_id.remove(&order.prepay_id);
+        if let Some(token) = order.code_token.take() {
+            state.by_code_token.remove(&token);
+        }
+        order.prepay_id = new_prepay_id(now);
+        order.prepay_issued_at = now;
+        if order.trade_type == "NATIVE" {
+            order.code_token = Some(new_code_token());
+        }
+    }
+    if order.trade_type == "MWEB" {
+        order.h5_package = Some(digits(10));
+        order.h5_issued_at = now;
+    }
+    state.insert_order(order.clone());
+    Ok(order)
+}
+
+/// A new, unpaid order with fresh credentials.
+fn new_order(
+    req: &Request<'_>,
+    new: NewOrder,
+    fingerprint: String,
+    expires_at: i64,
+    now: i64,
+) -> Order {
+    Order {
+        family: new.family,
+        mchid: req.merchant.mchid.clone(),
+        appid: new.appid,
+        out_trade_no: new.out_trade_no,
+        trade_type: new.trade_type.to_string(),
+        description: new.description,
+        attach: new.attach,
+        notify_url: new.notify_url,
+        total: new.total,
+        exchange_rate: ops::exchange_rate(&new.currency).map(|(rate, _)| rate),
+        currency: new.currency,
+        openid: new.openid,
+        payer_client_ip: new.payer_client_ip,
+        merchant_category_code: new.merchant_category_code,
+        fingerprint,
+        created_at: now,
+        expires_at,
+        state: OrderState::Notpay,
+        transaction_id: None,
+        success_time: None,
+        paid_openid: None,
+        prepay_id: new_prepay_id(now),
+        prepay_issued_at: now,
+        code_token: (new.trade_type == "NATIVE").then(new_code_token),
+        h5_package: (new.trade_type == "MWEB").then(|| digits(10)),
+        h5_issued_at: now,
+    }
+}
+
 /// Creates the order, or answers a re-submission the way WeChat does: the same parameters
 /// give the current credentials, different ones are refused, a paid or closed order says so.
 fn prepay(req: &Request<'_>, new: NewOrder) -> Result<Answer, WxError> {
@@ -407,75 +493,9 @@ fn prepay(req: &Request<'_>, new: NewOrder) -> Result<Answer, WxError> {
         let mut state = req.sim.state();
         state.expire_if_due(&key, now);
         match state.orders.get(&key).cloned() {
-            Some(existing) => {
-                if existing.fingerprint != fingerprint {
-                    return Err(WxError::invalid("201 商户订单号重复"));
-                }
-                match existing.state {
-                    OrderState::Success | OrderState::Refund => {
-                        return Err(WxError::new(
-                            StatusCode::BAD_REQUEST,
-                            "ORDERPAID",
-                            "该订单已支付",
-                        ));
-                    }
-                    OrderState::Closed => {
-                        return Err(WxError::new(
-                            StatusCode::BAD_REQUEST,
-                            "ORDER_CLOSED",
-                            "订单已关闭",
-                        ));
-                    }
-                    OrderState::Notpay => {}
-                }
-                let mut order = existing;
-                if now - order.prepay_issued_at >= PREPAY_VALID_SECS {
-                    state.by_prepay_id.remove(&order.prepay_id);
-                    if let Some(token) = order.code_token.take() {
-                        state.by_code_token.remove(&token);
-                    }
-                    order.prepay_id = new_prepay_id(now);
-                    order.prepay_issued_at = now;
-                    if order.trade_type == "NATIVE" {
-                        order.code_token = Some(new_code_token());
-                    }
-                }
-                if order.trade_type == "MWEB" {
-                    order.h5_package = Some(digits(10));
-                    order.h5_issued_at = now;
-                }
-                state.insert_order(order.clone());
-                order
-            }
+            Some(existing) => renew(&mut state, existing, &fingerprint, now)?,
             None => {
-                let order = Order {
-                    family: new.family,
-                    mchid: req.merchant.mchid.clone(),
-                    appid: new.appid,
-                    out_trade_no: new.out_trade_no,
-                    trade_type: new.trade_type.to_string(),
-                    description: new.description,
-                    attach: new.attach,
-                    notify_url: new.notify_url,
-                    total: new.total,
-                    exchange_rate: ops::exchange_rate(&new.currency).map(|(rate, _)| rate),
-                    currency: new.currency,
-                    openid: new.openid,
-                    payer_client_ip: new.payer_client_ip,
-                    merchant_category_code: new.merchant_category_code,
-                    fingerprint,
-                    created_at: now,
-                    expires_at,
-                    state: OrderState::Notpay,
-                    transaction_id: None,
-                    success_time: None,
-                    paid_openid: None,
-                    prepay_id: new_prepay_id(now),
-                    prepay_issued_at: now,
-                    code_token: (new.trade_type == "NATIVE").then(new_code_token),
-                    h5_package: (new.trade_type == "MWEB").then(|| digits(10)),
-                    h5_issued_at: now,
-                };
+                let order = new_order(req, new, fingerprint, expires_at, now);
                 state.insert_order(order.clone());
                 order
             }
@@ -663,19 +683,7 @@ fn create_refund(
     let outcome = req.faults.refund_outcome.unwrap_or(RefundOutcome::Success);
     let record = {
         let mut state = req.sim.state();
-        let order_key = match (&new.out_trade_no, &new.transaction_id) {
-            (Some(no), _) => Some(SimState::order_key(&mchid, no)),
-            (None, Some(id)) => state.by_transaction_id.get(id).cloned(),
-            (None, None) => None,
-        };
-        let order = order_key
-            .as_ref()
-            .and_then(|k| state.orders.get(k))
-            .filter(|o| o.mchid == mchid && o.family == family)
-            .cloned()
-            .ok_or_else(|| {
-                WxError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "订单不存在")
-            })?;
+        let order = refunded_order(&state, &mchid, family, &new)?;
         let refund_key = SimState::order_key(&mchid, &new.out_refund_no);
         if let Some(existing) = state.refunds.get(&refund_key) {
             if existing.fingerprint != fingerprint || existing.out_trade_no != order.out_trade_no {
@@ -690,34 +698,7 @@ fn create_refund(
                 "基本账户余额不足，请充值后重新发起",
             ));
         }
-        if !order.state.is_paid() {
-            return Err(WxError::invalid("订单未支付，不能发起退款"));
-        }
-        if now - order.success_time.unwrap_or(now) > REFUND_WINDOW_SECS {
-            return Err(WxError::invalid("订单已超过可退款的最大期限（一年）"));
-        }
-        if new.total != order.total || new.currency != order.currency {
-            return Err(WxError::invalid("订单金额或币种与原订单不一致"));
-        }
-        let existing: Vec<&RefundRecord> = state
-            .refunds
-            .values()
-            .filter(|r| r.mchid == mchid && r.out_trade_no == order.out_trade_no)
-            .collect();
-        if existing.len() >= REFUNDS_PER_ORDER_MAX {
-            return Err(WxError::invalid("该订单的退款次数已达上限（50次）"));
-        }
-        let committed: i64 = existing
-            .iter()
-            .filter(|r| r.state != RefundState::Closed)
-            .map(|r| r.refund)
-            .sum();
-        if committed + new.refund > order.total {
-            return Err(WxError::invalid(format!(
-                "申请退款金额超过订单可退金额（可退 {}）",
-                order.total - committed
-            )));
-        }
+        check_refund(&state, &order, &new, now)?;
         let record = RefundRecord {
             family,
             mchid: mchid.clone(),
@@ -744,6 +725,60 @@ fn create_refund(
         outcome,
     );
     Ok(record)
+}
+
+/// The merchant's order a refund names, by out_trade_no or transaction_id.
+fn refunded_order(
+    state: &SimState,
+    mchid: &str,
+    family: Family,
+    new: &NewRefund,
+) -> Result<Order, WxError> {
+    let order_key = match (&new.out_trade_no, &new.transaction_id) {
+        (Some(no), _) => Some(SimState::order_key(mchid, no)),
+        (None, Some(id)) => state.by_transaction_id.get(id).cloned(),
+        (None, None) => None,
+    };
+    order_key
+        .as_ref()
+        .and_then(|k| state.orders.get(k))
+        .filter(|o| o.mchid == mchid && o.family == family)
+        .cloned()
+        .ok_or_else(|| WxError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "订单不存在"))
+}
+
+/// WeChat's refund rules on the order as it is: paid, within a year, the same total and
+/// currency, at most 50 refunds, and never more than was paid in all.
+fn check_refund(state: &SimState, order: &Order, new: &NewRefund, now: i64) -> Result<(), WxError> {
+    if !order.state.is_paid() {
+        return Err(WxError::invalid("订单未支付，不能发起退款"));
+    }
+    if now - order.success_time.unwrap_or(now) > REFUND_WINDOW_SECS {
+        return Err(WxError::invalid("订单已超过可退款的最大期限（一年）"));
+    }
+    if new.total != order.total || new.currency != order.currency {
+        return Err(WxError::invalid("订单金额或币种与原订单不一致"));
+    }
+    let existing: Vec<&RefundRecord> = state
+        .refunds
+        .values()
+        .filter(|r| r.mchid == order.mchid && r.out_trade_no == order.out_trade_no)
+        .collect();
+    if existing.len() >= REFUNDS_PER_ORDER_MAX {
+        return Err(WxError::invalid("该订单的退款次数已达上限（50次）"));
+    }
+    let committed: i64 = existing
+        .iter()
+        .filter(|r| r.state != RefundState::Closed)
+        .map(|r| r.refund)
+        .sum();
+    if committed + new.refund > order.total {
+        return Err(WxError::invalid(format!(
+            "申请退款金额超过订单可退金额（可退 {}）",
+            order.total - committed
+        )));
+    }
+    Ok(())
 }
 
 fn query_refund(req: &Request<'_>, family: Family, by: &str, id: &str) -> Result<Answer, WxError> {

@@ -149,6 +149,76 @@ fn merchant_records(req: &Request<'_>) -> (Vec<Order>, Vec<RefundRecord>) {
     )
 }
 
+/// A paid order's line in the trade bill, in WeChat's column order.
+fn payment_row(o: &Order, fee_text: String) -> Vec<String> {
+    let yuan = bill::yuan;
+    vec![
+        bill_time(o.success_time.unwrap_or_default()),
+        o.appid.clone(),
+        o.mchid.clone(),
+        "0".into(),
+        String::new(),
+        o.transaction_id.clone().unwrap_or_default(),
+        o.out_trade_no.clone(),
+        o.paid_openid.clone().unwrap_or_default(),
+        o.trade_type.clone(),
+        "SUCCESS".into(),
+        "OTHERS".into(),
+        o.currency.clone(),
+        yuan(o.total),
+        "0.00".into(),
+        "0".into(),
+        "0".into(),
+        "0.00".into(),
+        "0.00".into(),
+        String::new(),
+        String::new(),
+        o.description.clone(),
+        o.attach.clone().unwrap_or_default(),
+        fee_text,
+        "0.60%".into(),
+        yuan(o.total),
+        "0.00".into(),
+        String::new(),
+    ]
+}
+
+/// A refund's line in the trade bill, in WeChat's column order.
+fn refund_row(r: &RefundRecord, order: Option<&Order>, fee_text: String) -> Vec<String> {
+    let yuan = bill::yuan;
+    vec![
+        bill_time(r.success_time.unwrap_or_default()),
+        order.map(|o| o.appid.clone()).unwrap_or_default(),
+        r.mchid.clone(),
+        "0".into(),
+        String::new(),
+        r.transaction_id.clone(),
+        r.out_trade_no.clone(),
+        order
+            .and_then(|o| o.paid_openid.clone())
+            .unwrap_or_default(),
+        order.map(|o| o.trade_type.clone()).unwrap_or_default(),
+        "REFUND".into(),
+        "OTHERS".into(),
+        r.currency.clone(),
+        "0.00".into(),
+        "0.00".into(),
+        r.refund_id.clone(),
+        r.out_refund_no.clone(),
+        yuan(r.refund),
+        "0.00".into(),
+        "ORIGINAL".into(),
+        "SUCCESS".into(),
+        order.map(|o| o.description.clone()).unwrap_or_default(),
+        order.and_then(|o| o.attach.clone()).unwrap_or_default(),
+        format!("-{fee_text}"),
+        "0.60%".into(),
+        "0.00".into(),
+        yuan(r.refund),
+        String::new(),
+    ]
+}
+
 pub fn apply_trade_bill(req: &Request<'_>) -> Result<Answer, WxError> {
     let query = TradeBillRequest {
         bill_date: req.query.get("bill_date").cloned().unwrap_or_default(),
@@ -177,38 +247,7 @@ pub fn apply_trade_bill(req: &Request<'_>) -> Result<Answer, WxError> {
             settled += o.total;
             ordered += o.total;
             fees += fee_units;
-            rows.push((
-                o.success_time.unwrap_or_default(),
-                vec![
-                    bill_time(o.success_time.unwrap_or_default()),
-                    o.appid.clone(),
-                    o.mchid.clone(),
-                    "0".into(),
-                    String::new(),
-                    o.transaction_id.clone().unwrap_or_default(),
-                    o.out_trade_no.clone(),
-                    o.paid_openid.clone().unwrap_or_default(),
-                    o.trade_type.clone(),
-                    "SUCCESS".into(),
-                    "OTHERS".into(),
-                    o.currency.clone(),
-                    yuan(o.total),
-                    "0.00".into(),
-                    "0".into(),
-                    "0".into(),
-                    "0.00".into(),
-                    "0.00".into(),
-                    String::new(),
-                    String::new(),
-                    o.description.clone(),
-                    o.attach.clone().unwrap_or_default(),
-                    fee_text,
-                    "0.60%".into(),
-                    yuan(o.total),
-                    "0.00".into(),
-                    String::new(),
-                ],
-            ));
+            rows.push((o.success_time.unwrap_or_default(), payment_row(o, fee_text)));
         }
     }
     if with_refunds {
@@ -223,62 +262,22 @@ pub fn apply_trade_bill(req: &Request<'_>) -> Result<Answer, WxError> {
             fees -= fee_units;
             rows.push((
                 r.success_time.unwrap_or_default(),
-                vec![
-                    bill_time(r.success_time.unwrap_or_default()),
-                    order.map(|o| o.appid.clone()).unwrap_or_default(),
-                    r.mchid.clone(),
-                    "0".into(),
-                    String::new(),
-                    r.transaction_id.clone(),
-                    r.out_trade_no.clone(),
-                    order
-                        .and_then(|o| o.paid_openid.clone())
-                        .unwrap_or_default(),
-                    order.map(|o| o.trade_type.clone()).unwrap_or_default(),
-                    "REFUND".into(),
-                    "OTHERS".into(),
-                    r.currency.clone(),
-                    "0.00".into(),
-                    "0.00".into(),
-                    r.refund_id.clone(),
-                    r.out_refund_no.clone(),
-                    yuan(r.refund),
-                    "0.00".into(),
-                    "ORIGINAL".into(),
-                    "SUCCESS".into(),
-                    order.map(|o| o.description.clone()).unwrap_or_default(),
-                    order.and_then(|o| o.attach.clone()).unwrap_or_default(),
-                    format!("-{fee_text}"),
-                    "0.60%".into(),
-                    "0.00".into(),
-                    yuan(r.refund),
-                    String::new(),
-                ],
+                refund_row(r, order, fee_text),
             ));
         }
     }
     if rows.is_empty() {
-        return Err(WxError::new(
-            StatusCode::BAD_REQUEST,
-            "NO_STATEMENT_EXIST",
-            "该日期无交易，账单文件不存在",
-        ));
+        return Err(no_statement("该日期无交易，账单文件不存在"));
     }
     rows.sort_by_key(|(t, _)| *t);
     let count = rows.len();
     let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, r)| r).collect();
-    let fee_total = format!(
-        "{}{}.{:05}",
-        if fees < 0 { "-" } else { "" },
-        fees.abs() / 100_000,
-        fees.abs() % 100_000
-    );
     let summary = vec![
         count.to_string(),
         yuan(settled),
         yuan(refunded),
         "0.00".into(),
-        fee_total,
+        fee_yuan(fees),
         yuan(ordered),
         yuan(applied),
     ];
@@ -295,43 +294,14 @@ pub fn apply_fund_flow_bill(req: &Request<'_>) -> Result<Answer, WxError> {
     query.validate().map_err(|e| WxError::param(e, "query"))?;
     let date = checked_date(req, &query.bill_date)?;
     let (orders, refunds) = merchant_records(req);
-    // (time, business id, name, kind, income?, amount)
-    let mut entries: Vec<(i64, String, &str, &str, bool, i64)> = Vec::new();
-    if query.account_type.as_deref().unwrap_or("BASIC") == "BASIC" {
-        for o in orders
-            .iter()
-            .filter(|o| o.state.is_paid() && on_date(o.success_time, date))
-        {
-            entries.push((
-                o.success_time.unwrap_or_default(),
-                o.transaction_id.clone().unwrap_or_default(),
-                "交易",
-                "交易",
-                true,
-                o.total,
-            ));
-        }
-        for r in refunds
-            .iter()
-            .filter(|r| r.state == RefundState::Success && on_date(r.success_time, date))
-        {
-            entries.push((
-                r.success_time.unwrap_or_default(),
-                r.refund_id.clone(),
-                "退款",
-                "退款",
-                false,
-                r.refund,
-            ));
-        }
-    }
+    let entries = match query.account_type.as_deref().unwrap_or("BASIC") {
+        "BASIC" => fund_entries(&orders, &refunds, date),
+        _ => Vec::new(),
+    };
     if entries.is_empty() {
-        return Err(WxError::new(
-            StatusCode::BAD_REQUEST,
-            "NO_STATEMENT_EXIST",
-            "该日期无资金流水，账单文件不存在",
-        ));
+        return Err(no_statement("该日期无资金流水，账单文件不存在"));
     }
+    let mut entries = entries;
     entries.sort_by_key(|e| e.0);
     let mut balance = 0i64;
     let (mut income_n, mut income, mut expense_n, mut expense) = (0, 0i64, 0, 0i64);
@@ -372,6 +342,56 @@ pub fn apply_fund_flow_bill(req: &Request<'_>) -> Result<Answer, WxError> {
     ];
     let file = bill::write(&FUND_COLUMNS, &rows, &FUND_SUMMARY, &summary);
     issue_download(req, file, query.tar_type.as_deref() == Some("GZIP"))
+}
+
+/// One line of the fund-flow bill: (time, business id, name, kind, income?, amount).
+type FundEntry = (i64, String, &'static str, &'static str, bool, i64);
+
+/// The basic account's movements on `date`: payments in, refunds out.
+fn fund_entries(orders: &[Order], refunds: &[RefundRecord], date: Date) -> Vec<FundEntry> {
+    let mut entries = Vec::new();
+    for o in orders
+        .iter()
+        .filter(|o| o.state.is_paid() && on_date(o.success_time, date))
+    {
+        entries.push((
+            o.success_time.unwrap_or_default(),
+            o.transaction_id.clone().unwrap_or_default(),
+            "交易",
+            "交易",
+            true,
+            o.total,
+        ));
+    }
+    for r in refunds
+        .iter()
+        .filter(|r| r.state == RefundState::Success && on_date(r.success_time, date))
+    {
+        entries.push((
+            r.success_time.unwrap_or_default(),
+            r.refund_id.clone(),
+            "退款",
+            "退款",
+            false,
+            r.refund,
+        ));
+    }
+    entries
+}
+
+/// A bill file a day without statements does not have.
+fn no_statement(message: &str) -> WxError {
+    WxError::new(StatusCode::BAD_REQUEST, "NO_STATEMENT_EXIST", message)
+}
+
+/// A fee total in yuan with five decimals, as WeChat writes it (fees are kept in 1/100,000).
+fn fee_yuan(fees: i64) -> String {
+    format!(
+        "{}{}.{:05}",
+        if fees < 0 { "-" } else { "" },
+        fees.abs() / 100_000,
+        fees.abs() % 100_000
+    )
 }
 
 fn issue_download(req: &Request<'_>, file: Vec<u8>, gzipped: bool) -> Result<Answer, WxError> {

@@ -64,23 +64,7 @@ pub fn send(sim: &Sim, job: CallbackJob) {
     }))
     .expect("serialisable");
     let dropped = roll(faults.drop_callback_rate);
-    {
-        let mut state = sim.state();
-        if state.callbacks.len() >= LOG_MAX {
-            state.callbacks.remove(0);
-        }
-        state.callbacks.push(CallbackLog {
-            id: id.clone(),
-            mchid: job.mchid.clone(),
-            event_type: job.event_type.to_string(),
-            url: job.url.clone(),
-            out_trade_no: job.out_trade_no.clone(),
-            out_refund_no: job.out_refund_no.clone(),
-            attempts: Vec::new(),
-            acknowledged: false,
-            dropped,
-        });
-    }
+    log(sim, &job, &id, dropped);
     if dropped {
         tracing::info!(id, url = job.url, "callback dropped by fault injection");
         return;
@@ -108,6 +92,25 @@ pub fn send(sim: &Sim, job: CallbackJob) {
             probe_first,
         ));
     }
+}
+
+/// Records the callback in the simulator's log (the oldest entry gives way when it is full).
+fn log(sim: &Sim, job: &CallbackJob, id: &str, dropped: bool) {
+    let mut state = sim.state();
+    if state.callbacks.len() >= LOG_MAX {
+        state.callbacks.remove(0);
+    }
+    state.callbacks.push(CallbackLog {
+        id: id.to_string(),
+        mchid: job.mchid.clone(),
+        event_type: job.event_type.to_string(),
+        url: job.url.clone(),
+        out_trade_no: job.out_trade_no.clone(),
+        out_refund_no: job.out_refund_no.clone(),
+        attempts: Vec::new(),
+        acknowledged: false,
+        dropped,
+    });
 }
 
 async fn deliver(

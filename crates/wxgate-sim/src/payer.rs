@@ -14,9 +14,10 @@ use serde::Deserialize;
 use serde_json::json;
 use wechatpay_v3::paysign::{AppPayParams, JsapiPayParams};
 
+use crate::merchant::Merchant;
 use crate::ops::{self, PayError};
 use crate::sim::Sim;
-use crate::state::Order;
+use crate::state::{Order, State as SimState};
 use crate::wire::{H5_URL_VALID_SECS, PREPAY_VALID_SECS, WxError};
 
 pub fn routes() -> Router<Sim> {
@@ -65,7 +66,52 @@ fn refuse(status: StatusCode, code: &'static str, message: impl Into<String>) ->
 fn resolve(sim: &Sim, req: &PayRequest) -> Result<(String, String), WxError> {
     let now = sim.now();
     let state = sim.state();
-    let (key, expected_type, issued_at) = if let Some(code_url) = &req.code_url {
+    let (key, expected_type, issued_at) = credential_key(&state, req, now)?;
+    let key = key.ok_or_else(|| {
+        refuse(
+            StatusCode::NOT_FOUND,
+            "ORDER_NOT_EXIST",
+            "no order for this payment credential",
+        )
+    })?;
+    let order = state
+        .orders
+        .get(&key)
+        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"))?;
+    if !expected_type.contains(&order.trade_type.as_str()) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "TRADE_TYPE_MISMATCH",
+            format!("this credential cannot pay a {} order", order.trade_type),
+        ));
+    }
+    if (issued_at.is_some() || req.code_url.is_some())
+        && now - order.prepay_issued_at > PREPAY_VALID_SECS
+    {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "PREPAY_EXPIRED",
+            "prepay_id / code_url are valid for 2 hours",
+        ));
+    }
+    let merchant = state
+        .merchants
+        .get(&order.mchid)
+        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "MCH_NOT_EXISTS", "商户号不存在"))?;
+    check_signed(merchant, order, req)?;
+    Ok(key)
+}
+
+/// The order a credential names (its key, if any), the trade types it can pay, and whether it
+/// is a prepay_id (which, like a code_url, lapses after two hours).
+type CredentialKey = (
+    Option<(String, String)>,
+    &'static [&'static str],
+    Option<()>,
+);
+
+fn credential_key(state: &SimState, req: &PayRequest, now: i64) -> Result<CredentialKey, WxError> {
+    Ok(if let Some(code_url) = &req.code_url {
         let token = code_url
             .strip_prefix("weixin://wxpay/bizpayurl?pr=")
             .ok_or_else(|| {
@@ -120,38 +166,12 @@ fn resolve(sim: &Sim, req: &PayRequest) -> Result<(String, String), WxError> {
         };
         let key = state.by_prepay_id.get(&prepay_id).cloned();
         (key, &["JSAPI", "APP"][..], Some(()))
-    };
-    let key = key.ok_or_else(|| {
-        refuse(
-            StatusCode::NOT_FOUND,
-            "ORDER_NOT_EXIST",
-            "no order for this payment credential",
-        )
-    })?;
-    let order = state
-        .orders
-        .get(&key)
-        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"))?;
-    if !expected_type.contains(&order.trade_type.as_str()) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "TRADE_TYPE_MISMATCH",
-            format!("this credential cannot pay a {} order", order.trade_type),
-        ));
-    }
-    if (issued_at.is_some() || req.code_url.is_some())
-        && now - order.prepay_issued_at > PREPAY_VALID_SECS
-    {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "PREPAY_EXPIRED",
-            "prepay_id / code_url are valid for 2 hours",
-        ));
-    }
-    let merchant = state
-        .merchants
-        .get(&order.mchid)
-        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "MCH_NOT_EXISTS", "商户号不存在"))?;
+    })
+}
+
+/// The signed client-side parameters (JS API, APP) verify with the merchant's key and name the
+/// order's app; a JSAPI order is paid by its own payer.
+fn check_signed(merchant: &Merchant, order: &Order, req: &PayRequest) -> Result<(), WxError> {
     if let Some(j) = &req.jsapi {
         if j.app_id != order.appid {
             return Err(refuse(
@@ -194,7 +214,7 @@ fn resolve(sim: &Sim, req: &PayRequest) -> Result<(String, String), WxError> {
             "this WeChat user is not the order's payer",
         ));
     }
-    Ok(key)
+    Ok(())
 }
 
 async fn pay(State(sim): State<Sim>, Json(req): Json<PayRequest>) -> Response {
