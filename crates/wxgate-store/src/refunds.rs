@@ -187,29 +187,8 @@ impl Store {
             };
             let version = current.version + 1;
             let mut tx = self.writer.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE refunds SET status = $1, version = $2, updated_at = $3, \
-                 wechat_refund_id = COALESCE(wechat_refund_id, $4), succeeded_at = $5, \
-                 last_error = $6, submitted = 1, sync_due_at = $9, claimed_until = NULL \
-                 WHERE id = $7 AND version = $8",
-            )
-            .bind(to.as_str())
-            .bind(version)
-            .bind(facts.now)
-            .bind(&facts.wechat_refund_id)
-            .bind(if to == RefundStatus::Succeeded {
-                facts.succeeded_at.or(Some(facts.now))
-            } else {
-                None
-            })
-            .bind(&facts.last_error)
-            .bind(refund_id)
-            .bind(current.version)
-            // An abnormal refund is still queried, slowly, until it is resolved.
-            .bind((to == RefundStatus::Abnormal).then_some(facts.now + ABNORMAL_QUERY_INTERVAL_MS))
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() == 0 {
+            let updated = write_refund_status(&mut tx, &current, to, facts).await?;
+            if updated == 0 {
                 tx.rollback().await?;
                 continue;
             }
@@ -351,4 +330,37 @@ async fn move_payment_sums(
         .ok_or_else(|| StoreError::Corrupt("a payment changed mid-transaction".into()))?;
     }
     Ok(payment)
+}
+
+/// A refund's new status (and what comes with it), written only if its version is still the
+/// one read: how many rows changed.
+async fn write_refund_status(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    current: &RefundRow,
+    to: RefundStatus,
+    facts: &RefundFacts,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE refunds SET status = $1, version = $2, updated_at = $3, \
+         wechat_refund_id = COALESCE(wechat_refund_id, $4), succeeded_at = $5, \
+         last_error = $6, submitted = 1, sync_due_at = $9, claimed_until = NULL \
+         WHERE id = $7 AND version = $8",
+    )
+    .bind(to.as_str())
+    .bind(current.version + 1)
+    .bind(facts.now)
+    .bind(&facts.wechat_refund_id)
+    .bind(if to == RefundStatus::Succeeded {
+        facts.succeeded_at.or(Some(facts.now))
+    } else {
+        None
+    })
+    .bind(&facts.last_error)
+    .bind(&current.id)
+    .bind(current.version)
+    // An abnormal refund is still queried, slowly, until it is resolved.
+    .bind((to == RefundStatus::Abnormal).then_some(facts.now + ABNORMAL_QUERY_INTERVAL_MS))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
 }

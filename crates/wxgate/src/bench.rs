@@ -32,34 +32,7 @@ pub struct SimBenchArgs {
 /// verifying each answer), plus this machine's RSA-2048 signing rate as the bound.
 pub async fn sim(args: SimBenchArgs) -> anyhow::Result<()> {
     let base = args.url.as_str().trim_end_matches('/').to_string();
-    let bundle: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/sim/merchants"))
-        .json(&serde_json::json!({"signing": args.signing}))
-        .send()
-        .await
-        .context("is the simulator running?")?
-        .error_for_status()?
-        .json()
-        .await?;
-    let s = |k: &str| bundle[k].as_str().unwrap_or_default().to_string();
-    let mut verifier = Verifier::new();
-    if args.signing == "certificate" {
-        verifier.add_certificate(Certificate::from_pem(&s("platform_certificate"))?);
-    } else {
-        verifier.add_public_key(
-            s("platform_public_key_id"),
-            PublicKey::from_spki_pem(&s("platform_public_key"))?,
-        );
-    }
-    let signer = MerchantSigner {
-        mchid: s("mchid"),
-        serial_no: s("merchant_serial_no"),
-        key: PrivateKey::from_pkcs8_pem(&s("merchant_private_key"))?,
-    };
-    let mut config = ClientConfig::new(url::Url::parse(&format!("{base}/"))?, signer, verifier);
-    config.attempts_max = 1;
-    let client = Client::new(config)?;
-    let (appid, mchid) = (s("appid"), s("mchid"));
+    let (client, appid, mchid) = sandbox_client(&base, &args.signing).await?;
 
     let sign_rate = signing_rate(Duration::from_secs(2));
     println!(
@@ -107,6 +80,39 @@ pub async fn sim(args: SimBenchArgs) -> anyhow::Result<()> {
         rate / (sign_rate / 2.0)
     );
     Ok(())
+}
+
+/// A new sandbox merchant at the simulator, and the crate's client for it (one attempt per
+/// request, so the benchmark measures requests, not retries): (client, appid, mchid).
+async fn sandbox_client(base: &str, signing: &str) -> anyhow::Result<(Client, String, String)> {
+    let bundle: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/sim/merchants"))
+        .json(&serde_json::json!({"signing": signing}))
+        .send()
+        .await
+        .context("is the simulator running?")?
+        .error_for_status()?
+        .json()
+        .await?;
+    let s = |k: &str| bundle[k].as_str().unwrap_or_default().to_string();
+    let mut verifier = Verifier::new();
+    if signing == "certificate" {
+        verifier.add_certificate(Certificate::from_pem(&s("platform_certificate"))?);
+    } else {
+        verifier.add_public_key(
+            s("platform_public_key_id"),
+            PublicKey::from_spki_pem(&s("platform_public_key"))?,
+        );
+    }
+    let signer = MerchantSigner {
+        mchid: s("mchid"),
+        serial_no: s("merchant_serial_no"),
+        key: PrivateKey::from_pkcs8_pem(&s("merchant_private_key"))?,
+    };
+    let mut config = ClientConfig::new(url::Url::parse(&format!("{base}/"))?, signer, verifier);
+    config.attempts_max = 1;
+    let client = Client::new(config)?;
+    Ok((client, s("appid"), s("mchid")))
 }
 
 fn cores() -> usize {

@@ -394,95 +394,7 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
     ensure_sqlite_folder(&s.database_url)?;
     let store = wxgate_gateway::open_store(&s.database_url).await?;
     match cmd {
-        MerchantCommand::Create(args) => {
-            let master = require_master(&s)?;
-            let currencies = args
-                .currencies
-                .split(',')
-                .map(|c| wxgate_domain::Currency::parse(c.trim()))
-                .collect::<Result<Vec<_>, _>>()
-                .context("--currencies")?;
-            upstream::check_region(&currencies, args.merchant_category_code.as_deref())?;
-            let merchant = match &args.sandbox_simulator {
-                Some(sim) => {
-                    upstream::create_sandbox_merchant(&store, &master, sim, &args.name).await?
-                }
-                None => {
-                    let read = |p: &Option<PathBuf>,
-                                what: &str|
-                     -> anyhow::Result<Option<String>> {
-                        p.as_ref()
-                            .map(|p| {
-                                std::fs::read_to_string(p)
-                                    .with_context(|| format!("reading the {what} {}", p.display()))
-                            })
-                            .transpose()
-                    };
-                    let new = upstream::NewMerchant {
-                        name: args.name.clone(),
-                        mode: "live".into(),
-                        mchid: args
-                            .mchid
-                            .clone()
-                            .context("--mchid or --sandbox-simulator is required")?,
-                        appid: args.appid.clone().context("--appid")?,
-                        mini_program_appid: args.mini_program_appid.clone(),
-                        api_base_url: args.api_base_url.clone(),
-                        merchant_serial_no: args.serial_no.clone().context("--serial-no")?,
-                        merchant_private_key_pem: read(&args.private_key_file, "private key")?
-                            .context("--private-key-file")?,
-                        apiv3_key: read(&args.apiv3_key_file, "APIv3 key")?
-                            .context("--apiv3-key-file")?
-                            .trim()
-                            .to_string(),
-                        app_secret: read(&args.app_secret_file, "AppSecret")?
-                            .map(|s| s.trim().to_string()),
-                        platform_public_key_id: args.platform_public_key_id.clone(),
-                        platform_public_key: read(
-                            &args.platform_public_key_file,
-                            "platform public key",
-                        )?,
-                        platform_certificate: read(
-                            &args.platform_certificate_file,
-                            "platform certificate",
-                        )?,
-                        currencies: currencies.clone(),
-                        paid_after_close_policy: args.paid_after_close.clone(),
-                        merchant_category_code: args.merchant_category_code.clone(),
-                    };
-                    upstream::create_merchant(&store, &master, new, wxgate_gateway::now_ms())
-                        .await?
-                }
-            };
-            let codes: Vec<&str> = currencies.iter().map(|c| c.code()).collect();
-            if merchant.merchant_category_code != args.merchant_category_code
-                || merchant.currencies != codes.join(",")
-            {
-                store
-                    .set_merchant_region(
-                        &merchant.id,
-                        &codes.join(","),
-                        args.merchant_category_code.as_deref(),
-                    )
-                    .await?;
-            }
-            if merchant.paid_after_close_policy != args.paid_after_close {
-                store
-                    .set_paid_after_close_policy(&merchant.id, &args.paid_after_close)
-                    .await?;
-            }
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"merchant_id": merchant.id, "mchid": merchant.mchid, "appid": merchant.appid, "mode": merchant.mode})
-                );
-            } else {
-                println!(
-                    "created merchant {} (mchid {}, {})",
-                    merchant.id, merchant.mchid, merchant.mode
-                );
-            }
-        }
+        MerchantCommand::Create(args) => create_merchant(&s, &store, &args).await?,
         MerchantCommand::ApiKey(ApiKeyCommand::Create { merchant, json }) => {
             let (id, key) = upstream::create_api_key(&store, &merchant).await?;
             if json {
@@ -513,6 +425,99 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `wxgate merchant create`: a sandbox merchant wired to a simulator, or a live one from its
+/// credential files; then its region and paid-after-close policy.
+async fn create_merchant(
+    s: &Settings,
+    store: &wxgate_store::Store,
+    args: &MerchantCreateArgs,
+) -> anyhow::Result<()> {
+    let master = require_master(s)?;
+    let currencies = args
+        .currencies
+        .split(',')
+        .map(|c| wxgate_domain::Currency::parse(c.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("--currencies")?;
+    upstream::check_region(&currencies, args.merchant_category_code.as_deref())?;
+    let merchant = match &args.sandbox_simulator {
+        Some(sim) => upstream::create_sandbox_merchant(store, &master, sim, &args.name).await?,
+        None => {
+            let new = live_merchant(args, &currencies)?;
+            upstream::create_merchant(store, &master, new, wxgate_gateway::now_ms()).await?
+        }
+    };
+    let codes: Vec<&str> = currencies.iter().map(|c| c.code()).collect();
+    if merchant.merchant_category_code != args.merchant_category_code
+        || merchant.currencies != codes.join(",")
+    {
+        store
+            .set_merchant_region(
+                &merchant.id,
+                &codes.join(","),
+                args.merchant_category_code.as_deref(),
+            )
+            .await?;
+    }
+    if merchant.paid_after_close_policy != args.paid_after_close {
+        store
+            .set_paid_after_close_policy(&merchant.id, &args.paid_after_close)
+            .await?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"merchant_id": merchant.id, "mchid": merchant.mchid, "appid": merchant.appid, "mode": merchant.mode})
+        );
+    } else {
+        println!(
+            "created merchant {} (mchid {}, {})",
+            merchant.id, merchant.mchid, merchant.mode
+        );
+    }
+    Ok(())
+}
+
+/// A live merchant from the command line and the files it names.
+fn live_merchant(
+    args: &MerchantCreateArgs,
+    currencies: &[wxgate_domain::Currency],
+) -> anyhow::Result<upstream::NewMerchant> {
+    let read = |p: &Option<PathBuf>, what: &str| -> anyhow::Result<Option<String>> {
+        p.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading the {what} {}", p.display()))
+            })
+            .transpose()
+    };
+    Ok(upstream::NewMerchant {
+        name: args.name.clone(),
+        mode: "live".into(),
+        mchid: args
+            .mchid
+            .clone()
+            .context("--mchid or --sandbox-simulator is required")?,
+        appid: args.appid.clone().context("--appid")?,
+        mini_program_appid: args.mini_program_appid.clone(),
+        api_base_url: args.api_base_url.clone(),
+        merchant_serial_no: args.serial_no.clone().context("--serial-no")?,
+        merchant_private_key_pem: read(&args.private_key_file, "private key")?
+            .context("--private-key-file")?,
+        apiv3_key: read(&args.apiv3_key_file, "APIv3 key")?
+            .context("--apiv3-key-file")?
+            .trim()
+            .to_string(),
+        app_secret: read(&args.app_secret_file, "AppSecret")?.map(|s| s.trim().to_string()),
+        platform_public_key_id: args.platform_public_key_id.clone(),
+        platform_public_key: read(&args.platform_public_key_file, "platform public key")?,
+        platform_certificate: read(&args.platform_certificate_file, "platform certificate")?,
+        currencies: currencies.to_vec(),
+        paid_after_close_policy: args.paid_after_close.clone(),
+        merchant_category_code: args.merchant_category_code.clone(),
+    })
 }
 
 async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
