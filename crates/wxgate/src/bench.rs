@@ -259,39 +259,7 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
     };
     bare.print("bare HTTP round trip (GET /health)", args.concurrency);
 
-    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let run = wechatpay_v3::nonce(10);
-    let counter = Arc::new(AtomicU64::new(0));
-    let create = {
-        let (http, base, key, ids, counter) = (
-            http.clone(),
-            base.clone(),
-            args.api_key.clone(),
-            ids.clone(),
-            counter.clone(),
-        );
-        load(args.concurrency, duration, move |_| {
-            let (http, base, key, ids) = (http.clone(), base.clone(), key.clone(), ids.clone());
-            let order = format!("b{run}{:010}", counter.fetch_add(1, Ordering::Relaxed));
-            async move {
-                let body = serde_json::json!({"amount": 1, "currency": "CNY", "merchant_order_id": order, "description": "bench", "integration": "native"});
-                let Ok(res) = http.post(format!("{base}/v1/payments")).bearer_auth(&key).json(&body).send().await else {
-                    return false;
-                };
-                if res.status() != 201 {
-                    return false;
-                }
-                match res.json::<serde_json::Value>().await {
-                    Ok(v) => {
-                        ids.lock().expect("ids lock").push(v["id"].as_str().unwrap_or_default().to_string());
-                        true
-                    }
-                    Err(_) => false,
-                }
-            }
-        })
-        .await
-    };
+    let (create, ids) = create_load(&http, &base, &args.api_key, args.concurrency, duration).await;
     create.print("create payment (native)", args.concurrency);
     // Each create costs two RSA signatures on this machine: the gateway's request, the
     // simulator's answer (and one more verification each way, which is cheap).
@@ -300,8 +268,8 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
         create.rate() / (sign_rate / 2.0)
     );
 
-    let ids: Arc<Vec<String>> = Arc::new(std::mem::take(&mut *ids.lock().expect("ids lock")));
     anyhow::ensure!(!ids.is_empty(), "no payment was created");
+    let ids = Arc::new(ids);
     let reads = AtomicU64::new(0);
     let reads = Arc::new(reads);
     let get = {
@@ -318,16 +286,7 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
         "GET ratio to the bare-HTTP bound: {:.2}",
         get.rate() / bare.rate()
     );
-    if let Some(pid) = args.pid {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM")) {
-            println!(
-                "gateway peak RSS: {}",
-                line.trim_start_matches("VmHWM:").trim()
-            );
-        }
-    }
-    Ok(())
+    print_peak_rss(args.pid)
 }
 
 #[derive(Debug, clap::Args)]
@@ -386,19 +345,53 @@ impl Arrivals {
     }
 }
 
-fn unix_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+/// Creates native payments for `duration`; the report, and the ids made (for the reads).
+async fn create_load(
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> (Report, Vec<String>) {
+    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let run = wechatpay_v3::nonce(10);
+    let counter = Arc::new(AtomicU64::new(0));
+    let create = {
+        let (http, base, key, ids, counter) = (
+            http.clone(),
+            base.to_string(),
+            api_key.to_string(),
+            ids.clone(),
+            counter.clone(),
+        );
+        load(concurrency, duration, move |_| {
+            let (http, base, key, ids) = (http.clone(), base.clone(), key.clone(), ids.clone());
+            let order = format!("b{run}{:010}", counter.fetch_add(1, Ordering::Relaxed));
+            async move {
+                let body = serde_json::json!({"amount": 1, "currency": "CNY", "merchant_order_id": order, "description": "bench", "integration": "native"});
+                let Ok(res) = http.post(format!("{base}/v1/payments")).bearer_auth(&key).json(&body).send().await else {
+                    return false;
+                };
+                if res.status() != 201 {
+                    return false;
+                }
+                match res.json::<serde_json::Value>().await {
+                    Ok(v) => {
+                        ids.lock().expect("ids lock").push(v["id"].as_str().unwrap_or_default().to_string());
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        })
+        .await
+    };
+    let ids = std::mem::take(&mut *ids.lock().expect("ids lock"));
+    (create, ids)
 }
 
-/// Webhook deliveries per second to a local receiver, and the delay from a payment's success
-/// (its event's commit) to the webhook's arrival.
-pub async fn webhooks(args: WebhookBenchArgs) -> anyhow::Result<()> {
-    let base = args.url.trim_end_matches('/').to_string();
-    let sim = args.sim.trim_end_matches('/').to_string();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()?;
-    let arrivals: Arc<Arrivals> = Arc::default();
+/// A local webhook receiver that logs every arrival; its URL.
+async fn start_receiver(arrivals: Arc<Arrivals>) -> anyhow::Result<String> {
     let receiver = {
         let arrivals = arrivals.clone();
         axum::Router::new().route(
@@ -430,6 +423,56 @@ pub async fn webhooks(args: WebhookBenchArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook_url = format!("http://{}/hook", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, receiver).await });
+    Ok(hook_url)
+}
+
+/// The delays from each event's creation to its webhook's arrival: p50, p99, max.
+fn print_delays(arrivals: &Arrivals) {
+    let mut delays: Vec<i64> = arrivals
+        .log
+        .lock()
+        .expect("arrivals")
+        .iter()
+        .map(|(_, created, at)| at - created)
+        .collect();
+    delays.sort_unstable();
+    let pct = |p: f64| delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)];
+    println!(
+        "payment success → webhook arrival over {} events: p50 {} ms, p99 {} ms, max {} ms",
+        delays.len(),
+        pct(0.50),
+        pct(0.99),
+        delays.last().copied().unwrap_or(0)
+    );
+}
+
+/// The gateway's peak resident memory, when its process id is known.
+fn print_peak_rss(pid: Option<u32>) -> anyhow::Result<()> {
+    let Some(pid) = pid else { return Ok(()) };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM")) {
+        println!(
+            "gateway peak RSS: {}",
+            line.trim_start_matches("VmHWM:").trim()
+        );
+    }
+    Ok(())
+}
+
+fn unix_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Webhook deliveries per second to a local receiver, and the delay from a payment's success
+/// (its event's commit) to the webhook's arrival.
+pub async fn webhooks(args: WebhookBenchArgs) -> anyhow::Result<()> {
+    let base = args.url.trim_end_matches('/').to_string();
+    let sim = args.sim.trim_end_matches('/').to_string();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let arrivals: Arc<Arrivals> = Arc::default();
+    let hook_url = start_receiver(arrivals.clone()).await?;
 
     // Throughput: events made with no endpoint listening, then all sent at once.
     let started_at =
@@ -478,22 +521,7 @@ pub async fn webhooks(args: WebhookBenchArgs) -> anyhow::Result<()> {
     arrivals.log.lock().expect("arrivals").clear();
     let made = pay_many(&http, &base, &sim, &args.api_key, args.latency_events, 4).await?;
     arrivals.wait_for(made, Duration::from_secs(60)).await?;
-    let mut delays: Vec<i64> = arrivals
-        .log
-        .lock()
-        .expect("arrivals")
-        .iter()
-        .map(|(_, created, at)| at - created)
-        .collect();
-    delays.sort_unstable();
-    let pct = |p: f64| delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)];
-    println!(
-        "payment success → webhook arrival over {} events: p50 {} ms, p99 {} ms, max {} ms",
-        delays.len(),
-        pct(0.50),
-        pct(0.99),
-        delays.last().copied().unwrap_or(0)
-    );
+    print_delays(&arrivals);
     let _ = http
         .delete(format!(
             "{base}/v1/webhook_endpoints/{}",
@@ -502,16 +530,7 @@ pub async fn webhooks(args: WebhookBenchArgs) -> anyhow::Result<()> {
         .bearer_auth(&args.api_key)
         .send()
         .await;
-    if let Some(pid) = args.pid {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM")) {
-            println!(
-                "gateway peak RSS: {}",
-                line.trim_start_matches("VmHWM:").trim()
-            );
-        }
-    }
-    Ok(())
+    print_peak_rss(args.pid)
 }
 
 /// Creates `n` native payments and has the simulator pay each, `concurrency` at a time; waits
