@@ -43,6 +43,46 @@ pub fn is_attempt_of(payment_id: &str, out_trade_no: &str) -> bool {
             .is_some_and(|n| (2..=ATTEMPTS_PER_PAYMENT_MAX).contains(&n))
 }
 
+/// Where one WeChat order of a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AttemptStatus {
+    /// Made at WeChat and payable.
+    #[default]
+    Open,
+    /// It paid the payment.
+    Succeeded,
+    /// Closed at WeChat (or found closed) unpaid.
+    Closed,
+    /// Paid after another order had paid the payment: refunded in full.
+    Duplicate,
+}
+
+impl AttemptStatus {
+    pub const ALL: [AttemptStatus; 4] =
+        [Self::Open, Self::Succeeded, Self::Closed, Self::Duplicate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Succeeded => "succeeded",
+            Self::Closed => "closed",
+            Self::Duplicate => "duplicate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl TryFrom<String> for AttemptStatus {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("unknown attempt status {value:?}"))
+    }
+}
+
 /// How the shopper pays: each maps to one WeChat prepay product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -93,9 +133,10 @@ impl Integration {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
+    #[default]
     Pending,
     Succeeded,
     Cancelled,
@@ -104,6 +145,21 @@ pub enum PaymentStatus {
     PaidAfterClose,
     /// Refunds have given back the whole amount.
     Refunded,
+}
+
+/// Decodes a stored status (the store reads rows through this): an unknown one is an error.
+impl TryFrom<String> for PaymentStatus {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("unknown status {value:?}"))
+    }
+}
+
+impl std::fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl PaymentStatus {

@@ -11,10 +11,11 @@ pub const REFUND_WINDOW_MS: i64 = 365 * 24 * 3600 * 1000;
 /// How often an abnormal refund is queried while it waits for the merchant to resolve it.
 pub const ABNORMAL_QUERY_INTERVAL_MS: i64 = 3600 * 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum RefundStatus {
     /// Reserved and sent (or about to be sent, or to be sent again) to WeChat.
+    #[default]
     Pending,
     /// The money is back with the payer.
     Succeeded,
@@ -24,6 +25,21 @@ pub enum RefundStatus {
     /// merchant resolves it in the WeChat Pay merchant platform (or through the abnormal-refund
     /// API), after which WeChat reports it succeeded.
     Abnormal,
+}
+
+/// Decodes a stored status (the store reads rows through this): an unknown one is an error.
+impl TryFrom<String> for RefundStatus {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("unknown status {value:?}"))
+    }
+}
+
+impl std::fmt::Display for RefundStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl RefundStatus {

@@ -16,6 +16,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use wxgate_domain::payment::AttemptStatus;
 use wxgate_domain::{Currency, Integration, PaymentEvent, PaymentStatus};
 use wxgate_store::{PaymentAttemptRow, PaymentRow};
 
@@ -294,7 +295,7 @@ fn client_ip(gw: &Gateway, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
 
 /// Whether the payment is over, and if so whether it was paid.
 fn finished(p: &PaymentRow) -> Option<bool> {
-    let status = PaymentStatus::parse(&p.status)?;
+    let status = p.status;
     (!status.is_pending()).then(|| status.is_paid())
 }
 
@@ -475,7 +476,7 @@ async fn usable_attempt(
     let now = gw.now_ms();
     let attempts = pay::attempts(gw, p).await?;
     Ok(attempts.into_iter().rev().find(|a| {
-        a.status == "open"
+        a.status == AttemptStatus::Open
             && a.integration == integration.as_str()
             && a.wechat_credential
                 .as_deref()
@@ -600,7 +601,7 @@ async fn cancel(State(gw): State<Gateway>, Path(token): Path<String>) -> Respons
         Ok(None) => return ApiError::not_found("checkout").into_response(),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let p = if p.status == "pending" {
+    let p = if p.status == PaymentStatus::Pending {
         match crate::sync::close_and_settle(&gw, &p.merchant_id, &p, PaymentEvent::Cancelled).await
         {
             Ok(p) => p,

@@ -107,7 +107,7 @@ async fn code_url(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<String
         .payment(merchant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment"))?;
-    let data = (p.status == PaymentStatus::Pending.as_str())
+    let data = (p.status == PaymentStatus::Pending)
         .then_some(p.wechat_credential.as_deref())
         .flatten()
         .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())

@@ -17,7 +17,9 @@ use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode as WechatCode;
 use wechatpay_v3::model::{Refund, RefundAmountRequest, RefundRequest, RefundStatus as WxStatus};
 use wechatpay_v3::validate;
-use wxgate_domain::refund::{self, ABNORMAL_QUERY_INTERVAL_MS, RefundEvent, Refundable};
+use wxgate_domain::refund::{
+    self, ABNORMAL_QUERY_INTERVAL_MS, RefundEvent, RefundStatus, Refundable,
+};
 use wxgate_domain::{PaymentStatus, id};
 use wxgate_store::{
     PaymentRow, QuarantineRow, RefundFacts, RefundNote, RefundRow, RefundTransitionOutcome,
@@ -82,7 +84,7 @@ fn refusal(e: refund::RefundRefusal) -> ApiError {
 
 fn refundable(p: &PaymentRow) -> Refundable {
     Refundable {
-        status: PaymentStatus::parse(&p.status).unwrap_or(PaymentStatus::Pending),
+        status: p.status,
         paid_at: p.paid_at,
         amount: p.amount,
         reserved: p.amount_reserved,
@@ -266,7 +268,7 @@ fn new_row(
         amount,
         currency: p.currency.clone(),
         reason,
-        status: "pending".into(),
+        status: RefundStatus::Pending,
         version: 1,
         fingerprint,
         submitted: 0,
@@ -723,7 +725,7 @@ async fn sync_one(gw: &Gateway, r: &RefundRow) -> anyhow::Result<()> {
     match up.query_refund(&r.out_refund_no).await {
         Ok(answer) => {
             let after = apply_answer(gw, &p, r, &answer, "sync").await?;
-            if after.status == "abnormal" {
+            if after.status == RefundStatus::Abnormal {
                 // Still waiting for the merchant to resolve it: ask again, slowly.
                 let now = gw.now_ms();
                 gw.store()
@@ -758,7 +760,7 @@ pub async fn auto_refund(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
         .merchant(&p.merchant_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no merchant {}", p.merchant_id))?;
-    if merchant.paid_after_close_policy != "refund" || p.status != "paid_after_close" {
+    if merchant.paid_after_close_policy != "refund" || p.status != PaymentStatus::PaidAfterClose {
         return Ok(());
     }
     let new = NewRefund {

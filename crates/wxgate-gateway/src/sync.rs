@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode;
 use wechatpay_v3::model::{TradeState, Transaction};
-use wxgate_domain::payment::{PaymentEvent, PaymentStatus};
+use wxgate_domain::payment::{AttemptStatus, PaymentEvent, PaymentStatus};
 use wxgate_store::{
     EventRow, MerchantRow, PaymentRow, QuarantineRow, StoreError, TransitionFacts,
     TransitionOutcome,
@@ -194,7 +194,7 @@ async fn earlier_attempt_paid(
     let attempts = gw.store().payment_attempts(&p.id).await?;
     let earlier = attempts
         .iter()
-        .filter(|a| a.status == "open" && a.out_trade_no != p.out_trade_no);
+        .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
     for a in earlier {
         if close {
             match up.close(&a.out_trade_no).await {
@@ -331,7 +331,7 @@ fn paid_by_another(p: &PaymentRow, tx: &Transaction) -> bool {
 /// What follows a payment's payment: a paid-after-close refund by the merchant's policy, and
 /// the payment's other open orders closed at WeChat so they cannot be paid too.
 async fn after_paid(gw: &Gateway, payment: &PaymentRow) {
-    if payment.status == PaymentStatus::PaidAfterClose.as_str()
+    if payment.status == PaymentStatus::PaidAfterClose
         && let Err(e) = crate::refunds::auto_refund(gw, payment).await
     {
         // The background round tries again.
@@ -349,7 +349,7 @@ pub async fn close_other_attempts(gw: &Gateway, p: &PaymentRow) -> anyhow::Resul
     let attempts = gw.store().payment_attempts(&p.id).await?;
     let open = attempts
         .iter()
-        .filter(|a| a.status == "open" && a.out_trade_no != p.out_trade_no);
+        .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
     let up = gw.upstream(&p.merchant_id).await?;
     for a in open {
         match up.close(&a.out_trade_no).await {

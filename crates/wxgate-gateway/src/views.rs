@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use wechatpay_v3::paysign::{AppPayParams, JsapiPayParams};
+use wxgate_domain::refund::RefundStatus;
 use wxgate_store::{HistoryRow, PaymentAttemptRow, PaymentRow, RefundRow};
 
 use crate::qr;
@@ -128,7 +129,7 @@ impl<'a> PaymentView<'a> {
                 .map(|a| AttemptView {
                     out_trade_no: &a.out_trade_no,
                     integration: &a.integration,
-                    status: &a.status,
+                    status: a.status.as_str(),
                     transaction_id: a.transaction_id.as_deref(),
                     created_at: rfc3339(a.created_at),
                 })
@@ -148,7 +149,7 @@ impl<'a> PaymentView<'a> {
             currency: &p.currency,
             description: &p.description,
             integration: &p.integration,
-            status: &p.status,
+            status: p.status.as_str(),
             version: p.version,
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
@@ -183,7 +184,7 @@ impl<'a> PaymentView<'a> {
             status_history: history.map(|h| {
                 h.iter()
                     .map(|h| HistoryView {
-                        status: &h.status,
+                        status: h.status.as_str(),
                         at: rfc3339(h.at),
                         source: &h.source,
                     })
@@ -237,10 +238,10 @@ impl<'a> RefundView<'a> {
             amount: r.amount,
             currency: &r.currency,
             reason: r.reason.as_deref(),
-            status: &r.status,
+            status: r.status.as_str(),
             version: r.version,
             last_error: r.last_error.as_deref(),
-            next_step: (r.status == "abnormal").then_some(ABNORMAL_NEXT_STEP),
+            next_step: (r.status == RefundStatus::Abnormal).then_some(ABNORMAL_NEXT_STEP),
             wechat: RefundWechatView {
                 out_refund_no: &r.out_refund_no,
                 refund_id: r.wechat_refund_id.as_deref(),

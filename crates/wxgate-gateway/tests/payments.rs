@@ -730,7 +730,7 @@ async fn a_crash_between_wechat_and_the_commit_is_repaired(t: TestGateway) {
         currency: "CNY".into(),
         description: "Blue mug".into(),
         integration: "native".into(),
-        status: "pending".into(),
+        status: wxgate_domain::PaymentStatus::Pending,
         version: 1,
         fingerprint: "f".into(),
         payer_openid: None,

@@ -4,7 +4,7 @@
 //! attempt's out_trade_no and credential, so every path that reads the payment alone still
 //! sees the order that matters.
 
-use wxgate_domain::payment::{ATTEMPTS_PER_PAYMENT_MAX, attempt_out_trade_no};
+use wxgate_domain::payment::{ATTEMPTS_PER_PAYMENT_MAX, AttemptStatus, attempt_out_trade_no};
 
 use crate::{
     AttemptStart, EventRow, PaymentAttemptRow, PaymentRow, Result, Store, StoreError,
@@ -38,7 +38,7 @@ impl Store {
                 payment_id: p.id.clone(),
                 seq,
                 integration: integration.to_string(),
-                status: "open".into(),
+                status: AttemptStatus::Open,
                 wechat_credential: None,
                 transaction_id: None,
                 created_at: now,

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
-use wxgate_domain::payment::{self, PaymentEvent, PaymentStatus, Transition};
+use wxgate_domain::payment::{self, AttemptStatus, PaymentEvent, PaymentStatus, Transition};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -391,7 +391,7 @@ impl Store {
                 payment_id: p.id.clone(),
                 seq: 1,
                 integration: p.integration.clone(),
-                status: "open".into(),
+                status: AttemptStatus::Open,
                 wechat_credential: None,
                 transaction_id: None,
                 created_at: p.created_at,
@@ -402,7 +402,7 @@ impl Store {
         sqlx::query("INSERT INTO payment_status_history (payment_id, version, status, source, at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&p.id)
             .bind(p.version)
-            .bind(&p.status)
+            .bind(p.status.as_str())
             .bind("created")
             .bind(p.created_at)
             .execute(&mut *tx)
@@ -535,8 +535,7 @@ impl Store {
                 .payment(merchant_id, payment_id)
                 .await?
                 .ok_or_else(|| StoreError::PaymentNotFound(payment_id.to_string()))?;
-            let from = PaymentStatus::parse(&current.status)
-                .ok_or_else(|| StoreError::Corrupt(format!("status {:?}", current.status)))?;
+            let from = current.status;
             let to = match payment::apply(from, event)? {
                 Transition::Unchanged => return Ok(TransitionOutcome::Unchanged(current)),
                 Transition::To(to) => to,
@@ -584,13 +583,14 @@ impl Store {
         let history = rows
             .iter()
             .map(|r| {
+                let status: String = r.try_get("h_status")?;
                 Ok(HistoryRow {
-                    status: r.try_get("h_status")?,
+                    status: PaymentStatus::try_from(status).map_err(StoreError::Corrupt)?,
                     source: r.try_get("h_source")?,
                     at: r.try_get("h_at")?,
                 })
             })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(Some((payment, history)))
     }
 
@@ -958,7 +958,7 @@ pub(crate) async fn insert_attempt(
     .bind(&a.payment_id)
     .bind(a.seq)
     .bind(&a.integration)
-    .bind(&a.status)
+    .bind(a.status.as_str())
     .bind(&a.wechat_credential)
     .bind(&a.transaction_id)
     .bind(a.created_at)
@@ -989,7 +989,7 @@ async fn insert_payment_row(
     .bind(&p.currency)
     .bind(&p.description)
     .bind(&p.integration)
-    .bind(&p.status)
+    .bind(p.status.as_str())
     .bind(p.version)
     .bind(&p.fingerprint)
     .bind(&p.payer_openid)

@@ -51,7 +51,7 @@ impl Store {
         .bind(r.amount)
         .bind(&r.currency)
         .bind(&r.reason)
-        .bind(&r.status)
+        .bind(r.status.as_str())
         .bind(r.version)
         .bind(&r.fingerprint)
         .bind(r.submitted)
@@ -177,8 +177,7 @@ impl Store {
                 .refund(merchant_id, refund_id)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("refund {refund_id} not found")))?;
-            let from = RefundStatus::parse(&current.status)
-                .ok_or_else(|| StoreError::Corrupt(format!("status {:?}", current.status)))?;
+            let from = current.status;
             let to = match refund::apply(from, event)? {
                 RefundTransition::Unchanged => {
                     return Ok(RefundTransitionOutcome::Unchanged(Box::new(current)));
@@ -306,8 +305,7 @@ async fn move_payment_sums(
         .fetch_one(&mut **tx)
         .await?;
     check_money(&payment)?;
-    let payment_status = PaymentStatus::parse(&payment.status)
-        .ok_or_else(|| StoreError::Corrupt(format!("status {:?}", payment.status)))?;
+    let payment_status = payment.status;
     let fully_refunded = current.attempt_out_trade_no.is_none()
         && payment.amount_refunded >= payment.amount
         && payment::apply(payment_status, PaymentEvent::FullyRefunded)

@@ -1,6 +1,8 @@
 //! Rows as stored. Conversions to domain and API types happen in the gateway.
 
 use wxgate_domain::PaymentStatus;
+use wxgate_domain::payment::AttemptStatus;
+use wxgate_domain::refund::RefundStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MerchantRow {
@@ -38,7 +40,8 @@ pub struct PaymentRow {
     pub currency: String,
     pub description: String,
     pub integration: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: PaymentStatus,
     pub version: i64,
     pub fingerprint: String,
     pub payer_openid: Option<String>,
@@ -74,7 +77,8 @@ pub struct PaymentRow {
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct HistoryRow {
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: PaymentStatus,
     pub source: String,
     pub at: i64,
 }
@@ -139,8 +143,8 @@ pub struct PaymentAttemptRow {
     pub seq: i64,
     /// The WeChat product: native, h5, jsapi, mini_program, app.
     pub integration: String,
-    /// open | succeeded | closed | duplicate
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: AttemptStatus,
     pub wechat_credential: Option<String>,
     pub transaction_id: Option<String>,
     pub created_at: i64,
@@ -262,7 +266,8 @@ pub struct RefundRow {
     pub amount: i64,
     pub currency: String,
     pub reason: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: RefundStatus,
     pub version: i64,
     pub fingerprint: String,
     /// 1 once WeChat has accepted the request.

@@ -72,7 +72,7 @@ mod checks {
             currency: "CNY".into(),
             description: "thing".into(),
             integration: "native".into(),
-            status: "pending".into(),
+            status: PaymentStatus::Pending,
             version: 1,
             fingerprint: "f".into(),
             payer_openid: None,
@@ -195,7 +195,7 @@ mod checks {
         );
         let history = store.history("pay_1").await.unwrap();
         assert_eq!(history.len(), 1);
-        assert_eq!(history[0].status, "pending");
+        assert_eq!(history[0].status, PaymentStatus::Pending);
     }
 
     pub async fn transitions_write_history_and_outbox_once(store: Store) {
@@ -247,7 +247,7 @@ mod checks {
             .await
             .unwrap()
             .into_iter()
-            .map(|h| h.status)
+            .map(|h| h.status.as_str().to_string())
             .collect();
         assert_eq!(history, ["pending", "succeeded"]);
         assert!(matches!(
@@ -531,7 +531,7 @@ mod checks {
             amount,
             currency: "CNY".into(),
             reason: None,
-            status: "pending".into(),
+            status: wxgate_domain::refund::RefundStatus::Pending,
             version: 1,
             fingerprint: "f".into(),
             submitted: 0,

@@ -112,7 +112,7 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> Ap
             }
             // Finished, already prepaid, or too close to its expiry for WeChat to take it
             // (status sync will close and expire it): the payment as it is.
-            if existing.status != PaymentStatus::Pending.as_str()
+            if existing.status != PaymentStatus::Pending
                 || existing.wechat_credential.is_some()
                 || existing.integration == HOSTED
                 || existing.expires_at <= now + PAYMENT_LIFETIME_MIN_MS
@@ -150,7 +150,7 @@ fn new_row(gw: &Gateway, merchant: &MerchantRow, new: &NewPayment, now: i64) -> 
         currency: new.money.currency().code().to_string(),
         description: new.description.clone(),
         integration: new.integration_name().to_string(),
-        status: PaymentStatus::Pending.as_str().to_string(),
+        status: PaymentStatus::Pending,
         version: 1,
         fingerprint: new.fingerprint(),
         payer_openid: new.openid.clone(),
@@ -386,7 +386,7 @@ async fn upstream_failure(
 /// Cancels a pending payment: closed at WeChat first, then confirmed by a query.
 pub async fn cancel(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<PaymentState> {
     let p = get(gw, merchant_id, id).await?.payment;
-    if p.status != PaymentStatus::Pending.as_str() {
+    if p.status != PaymentStatus::Pending {
         return Err(not_cancellable(&format!(
             "a {} payment cannot be cancelled",
             p.status
@@ -398,7 +398,7 @@ pub async fn cancel(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<Paym
         Err(e) => {
             // The payment may have changed meanwhile (paid, expired): that is the answer.
             let now = get(gw, merchant_id, id).await?.payment;
-            if now.status == PaymentStatus::Pending.as_str() {
+            if now.status == PaymentStatus::Pending {
                 tracing::warn!(payment = %p.id, error = %e, "cancel could not reach WeChat");
                 return Err(ApiError::new(
                     ErrorCode::UpstreamUnavailable,
@@ -408,7 +408,7 @@ pub async fn cancel(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<Paym
             now
         }
     };
-    if p.status != PaymentStatus::Cancelled.as_str() {
+    if p.status != PaymentStatus::Cancelled {
         return Err(not_cancellable(&format!(
             "the payment was {} before it could be cancelled",
             p.status
