@@ -4,10 +4,14 @@
 //! storage and HTTP live in other crates.
 
 pub mod id;
+pub mod merchant;
 pub mod money;
 pub mod payment;
 pub mod refund;
 pub mod webhook;
 
+pub use merchant::{MerchantMode, PaidAfterClosePolicy};
 pub use money::{Currency, Money, MoneyError};
-pub use payment::{Integration, PaymentEvent, PaymentStatus, Transition, TransitionError};
+pub use payment::{
+    Integration, PaymentEvent, PaymentIntegration, PaymentStatus, Transition, TransitionError,
+};

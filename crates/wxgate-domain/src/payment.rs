@@ -133,6 +133,55 @@ impl Integration {
     }
 }
 
+impl TryFrom<String> for Integration {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("unknown integration {value:?}"))
+    }
+}
+
+/// What a payment was created for: one WeChat product, or the hosted checkout, whose page
+/// picks the product by the shopper's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PaymentIntegration {
+    #[default]
+    Hosted,
+    Product(Integration),
+}
+
+impl PaymentIntegration {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hosted => HOSTED,
+            Self::Product(p) => p.as_str(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        if s == HOSTED {
+            return Some(Self::Hosted);
+        }
+        Integration::parse(s).map(Self::Product)
+    }
+
+    /// The WeChat product, when the payment was made for one.
+    pub fn product(self) -> Option<Integration> {
+        match self {
+            Self::Hosted => None,
+            Self::Product(p) => Some(p),
+        }
+    }
+}
+
+impl TryFrom<String> for PaymentIntegration {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("unknown integration {value:?}"))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {

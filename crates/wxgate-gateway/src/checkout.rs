@@ -20,7 +20,7 @@ use wxgate_domain::payment::AttemptStatus;
 use wxgate_domain::{Currency, Integration, PaymentEvent, PaymentStatus};
 use wxgate_store::{PaymentAttemptRow, PaymentRow};
 
-use crate::app::payments::{self as pay, HOSTED};
+use crate::app::payments as pay;
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::{qr, views};
@@ -412,9 +412,9 @@ async fn product(
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<Product, ApiError> {
-    if p.integration != HOSTED {
+    if let Some(product) = p.integration.product() {
         return Ok(Product::Show {
-            kind: p.integration.clone(),
+            kind: product.as_str().to_string(),
             payment: Box::new(p.clone()),
         });
     }
@@ -477,7 +477,7 @@ async fn usable_attempt(
     let attempts = pay::attempts(gw, p).await?;
     Ok(attempts.into_iter().rev().find(|a| {
         a.status == AttemptStatus::Open
-            && a.integration == integration.as_str()
+            && a.integration == integration
             && a.wechat_credential
                 .as_deref()
                 .and_then(views::credential_expires_ms)

@@ -14,7 +14,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wxgate_domain::money::AMOUNT_MAX;
-use wxgate_domain::{Currency, Money, id};
+use wxgate_domain::{Currency, Money, PaymentIntegration, id};
 use wxgate_store::PaymentLinkRow;
 
 use crate::app::payments::{self as pay, NewPayment, check_description, merchant_currency};
@@ -430,7 +430,7 @@ async fn pay(gw: &Gateway, link: &PaymentLinkRow, amount: i64, lang: Lang, here:
             })?,
             merchant_order_id: id::generate("pl"),
             description: link.description.clone(),
-            integration: None,
+            integration: PaymentIntegration::Hosted,
             openid: None,
             client_ip: None,
             expires_at: gw.now_ms() + pay::PAYMENT_LIFETIME_MAX_MS,

@@ -20,7 +20,7 @@ use wechatpay_v3::validate;
 use wxgate_domain::refund::{
     self, ABNORMAL_QUERY_INTERVAL_MS, RefundEvent, RefundStatus, Refundable,
 };
-use wxgate_domain::{PaymentStatus, id};
+use wxgate_domain::{PaidAfterClosePolicy, PaymentStatus, id};
 use wxgate_store::{
     PaymentRow, QuarantineRow, RefundFacts, RefundNote, RefundRow, RefundTransitionOutcome,
     ReserveOutcome, StoreError,
@@ -760,7 +760,9 @@ pub async fn auto_refund(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
         .merchant(&p.merchant_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no merchant {}", p.merchant_id))?;
-    if merchant.paid_after_close_policy != "refund" || p.status != PaymentStatus::PaidAfterClose {
+    if merchant.paid_after_close_policy != PaidAfterClosePolicy::Refund
+        || p.status != PaymentStatus::PaidAfterClose
+    {
         return Ok(());
     }
     let new = NewRefund {

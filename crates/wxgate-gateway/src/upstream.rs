@@ -16,7 +16,7 @@ use wechatpay_v3::model::{
     PrepayRequest, Refund, RefundAmount, RefundRequest, Transaction,
 };
 use wechatpay_v3::verify::Verifier;
-use wxgate_domain::{Currency, Integration};
+use wxgate_domain::{Currency, Integration, MerchantMode, PaidAfterClosePolicy};
 use wxgate_store::{MerchantRow, Store};
 
 use crate::secrets::{MasterKey, hash_api_key, new_api_key};
@@ -35,8 +35,7 @@ struct SealedSecrets {
 #[derive(Debug, Clone)]
 pub struct NewMerchant {
     pub name: String,
-    /// `sandbox` (wired to a simulator) or `live`.
-    pub mode: String,
+    pub mode: MerchantMode,
     pub mchid: String,
     pub appid: String,
     pub mini_program_appid: Option<String>,
@@ -51,8 +50,7 @@ pub struct NewMerchant {
     pub platform_public_key: Option<String>,
     pub platform_certificate: Option<String>,
     pub currencies: Vec<Currency>,
-    /// `accept` or `refund`.
-    pub paid_after_close_policy: String,
+    pub paid_after_close_policy: PaidAfterClosePolicy,
     /// For a cross-border merchant: its merchant category code (4 digits).
     pub merchant_category_code: Option<String>,
 }
@@ -100,10 +98,6 @@ pub async fn create_merchant(
     if let Some(pem) = &new.platform_certificate {
         Certificate::from_pem(pem).context("platform certificate")?;
     }
-    anyhow::ensure!(
-        matches!(new.paid_after_close_policy.as_str(), "accept" | "refund"),
-        "policy must be accept or refund"
-    );
     check_region(&new.currencies, new.merchant_category_code.as_deref())?;
     url::Url::parse(&new.api_base_url).context("API base URL")?;
     let sealed = master.seal(&serde_json::to_vec(&SealedSecrets {
@@ -176,7 +170,7 @@ pub async fn create_sandbox_merchant(
         .to_string();
     let new = NewMerchant {
         name: name.to_string(),
-        mode: "sandbox".into(),
+        mode: MerchantMode::Sandbox,
         mchid: s("mchid")?,
         appid: s("appid")?,
         mini_program_appid: None,
@@ -189,7 +183,7 @@ pub async fn create_sandbox_merchant(
         platform_public_key: Some(s("platform_public_key")?),
         platform_certificate: Some(s("platform_certificate")?),
         currencies: vec![Currency::CNY],
-        paid_after_close_policy: "accept".into(),
+        paid_after_close_policy: PaidAfterClosePolicy::Accept,
         merchant_category_code: None,
     };
     create_merchant(store, master, new, crate::clock::now_ms()).await
@@ -283,7 +277,7 @@ impl Upstream {
     /// Where webpage authorization happens: WeChat's hosts for a live merchant, the simulator
     /// for a sandbox one.
     fn oauth_bases(&self) -> (String, String) {
-        if self.merchant.mode == "sandbox" {
+        if self.merchant.mode == MerchantMode::Sandbox {
             let base = self.merchant.api_base_url.trim_end_matches('/').to_string();
             (base.clone(), base)
         } else {

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use wechatpay_v3::paysign::{AppPayParams, JsapiPayParams};
 use wxgate_domain::refund::RefundStatus;
+use wxgate_domain::{PaymentIntegration, PaymentStatus};
 use wxgate_store::{HistoryRow, PaymentAttemptRow, PaymentRow, RefundRow};
 
 use crate::qr;
@@ -128,7 +129,7 @@ impl<'a> PaymentView<'a> {
                 .iter()
                 .map(|a| AttemptView {
                     out_trade_no: &a.out_trade_no,
-                    integration: &a.integration,
+                    integration: a.integration.as_str(),
                     status: a.status.as_str(),
                     transaction_id: a.transaction_id.as_deref(),
                     created_at: rfc3339(a.created_at),
@@ -148,7 +149,7 @@ impl<'a> PaymentView<'a> {
             amount_refunded: p.amount_refunded,
             currency: &p.currency,
             description: &p.description,
-            integration: &p.integration,
+            integration: p.integration.as_str(),
             status: p.status.as_str(),
             version: p.version,
             created_at: rfc3339(p.created_at),
@@ -166,14 +167,14 @@ impl<'a> PaymentView<'a> {
             notify_url: p.notify_url.as_deref(),
             attach: p.attach.as_deref(),
             metadata: raw(&p.metadata),
-            next_action: match (p.status.as_str(), p.integration.as_str()) {
-                ("pending", wxgate_domain::payment::HOSTED) => p.hosted_url.as_deref().map(|url| {
+            next_action: match (p.status, p.integration) {
+                (PaymentStatus::Pending, PaymentIntegration::Hosted) => p.hosted_url.as_deref().map(|url| {
                     let action = json!({"type": "redirect_to_url", "redirect_to_url": {"url": url, "expires_at": rfc3339(p.expires_at)}});
                     std::borrow::Cow::Owned(
                         RawValue::from_string(action.to_string()).expect("JSON is JSON"),
                     )
                 }),
-                ("pending", _) => p
+                (PaymentStatus::Pending, _) => p
                     .wechat_credential
                     .as_deref()
                     .and_then(raw)

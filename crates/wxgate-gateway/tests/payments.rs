@@ -729,7 +729,7 @@ async fn a_crash_between_wechat_and_the_commit_is_repaired(t: TestGateway) {
         amount: 321,
         currency: "CNY".into(),
         description: "Blue mug".into(),
-        integration: "native".into(),
+        integration: wxgate_domain::PaymentIntegration::Product(wxgate_domain::Integration::Native),
         status: wxgate_domain::PaymentStatus::Pending,
         version: 1,
         fingerprint: "f".into(),

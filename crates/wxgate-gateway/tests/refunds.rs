@@ -422,7 +422,10 @@ async fn closed_and_abnormal_refunds(t: TestGateway) {
 async fn a_paid_after_close_payment_is_refunded_by_policy(t: TestGateway) {
     assert!(
         t.store
-            .set_paid_after_close_policy(&t.merchant_id, "refund")
+            .set_paid_after_close_policy(
+                &t.merchant_id,
+                wxgate_domain::PaidAfterClosePolicy::Refund
+            )
             .await
             .unwrap()
     );

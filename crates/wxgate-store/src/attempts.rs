@@ -4,6 +4,7 @@
 //! attempt's out_trade_no and credential, so every path that reads the payment alone still
 //! sees the order that matters.
 
+use wxgate_domain::Integration;
 use wxgate_domain::payment::{ATTEMPTS_PER_PAYMENT_MAX, AttemptStatus, attempt_out_trade_no};
 
 use crate::{
@@ -17,7 +18,7 @@ impl Store {
     pub async fn start_attempt(
         &self,
         p: &PaymentRow,
-        integration: &str,
+        integration: Integration,
         now: i64,
     ) -> Result<AttemptStart> {
         for _ in 0..4 {
@@ -37,7 +38,7 @@ impl Store {
                 out_trade_no: attempt_out_trade_no(&p.id, seq),
                 payment_id: p.id.clone(),
                 seq,
-                integration: integration.to_string(),
+                integration,
                 status: AttemptStatus::Open,
                 wechat_credential: None,
                 transaction_id: None,
@@ -58,7 +59,7 @@ impl Store {
                  updated_at = $3 WHERE id = $4 AND status = 'pending'",
             )
             .bind(&row.out_trade_no)
-            .bind(integration)
+            .bind(integration.as_str())
             .bind(now)
             .bind(&p.id)
             .execute(&mut *tx)

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
+use wxgate_domain::PaidAfterClosePolicy;
 use wxgate_domain::payment::{self, AttemptStatus, PaymentEvent, PaymentStatus, Transition};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -247,7 +248,7 @@ impl Store {
         )
         .bind(&m.id)
         .bind(&m.name)
-        .bind(&m.mode)
+        .bind(m.mode.as_str())
         .bind(&m.mchid)
         .bind(&m.appid)
         .bind(&m.mini_program_appid)
@@ -258,7 +259,7 @@ impl Store {
         .bind(&m.platform_public_key)
         .bind(&m.platform_certificate)
         .bind(&m.currencies)
-        .bind(&m.paid_after_close_policy)
+        .bind(m.paid_after_close_policy.as_str())
         .bind(m.created_at)
         .bind(&m.merchant_category_code)
         .execute(&self.writer)
@@ -299,11 +300,11 @@ impl Store {
     pub async fn set_paid_after_close_policy(
         &self,
         merchant_id: &str,
-        policy: &str,
+        policy: PaidAfterClosePolicy,
     ) -> Result<bool> {
         Ok(
             sqlx::query("UPDATE merchants SET paid_after_close_policy = $1 WHERE id = $2")
-                .bind(policy)
+                .bind(policy.as_str())
                 .bind(merchant_id)
                 .execute(&self.writer)
                 .await?
@@ -384,13 +385,13 @@ impl Store {
         }
         // A payment that knows its product has its first WeChat order from the start; a hosted
         // one gets it when its page first opens.
-        if p.integration != wxgate_domain::payment::HOSTED {
+        if let Some(integration) = p.integration.product() {
             let first = PaymentAttemptRow {
                 merchant_id: p.merchant_id.clone(),
                 out_trade_no: p.out_trade_no.clone(),
                 payment_id: p.id.clone(),
                 seq: 1,
-                integration: p.integration.clone(),
+                integration,
                 status: AttemptStatus::Open,
                 wechat_credential: None,
                 transaction_id: None,
@@ -957,7 +958,7 @@ pub(crate) async fn insert_attempt(
     .bind(&a.out_trade_no)
     .bind(&a.payment_id)
     .bind(a.seq)
-    .bind(&a.integration)
+    .bind(a.integration.as_str())
     .bind(a.status.as_str())
     .bind(&a.wechat_credential)
     .bind(&a.transaction_id)
@@ -988,7 +989,7 @@ async fn insert_payment_row(
     .bind(p.amount)
     .bind(&p.currency)
     .bind(&p.description)
-    .bind(&p.integration)
+    .bind(p.integration.as_str())
     .bind(p.status.as_str())
     .bind(p.version)
     .bind(&p.fingerprint)

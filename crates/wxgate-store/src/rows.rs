@@ -1,15 +1,18 @@
 //! Rows as stored. Conversions to domain and API types happen in the gateway.
 
-use wxgate_domain::PaymentStatus;
 use wxgate_domain::payment::AttemptStatus;
 use wxgate_domain::refund::RefundStatus;
+use wxgate_domain::{
+    Integration, MerchantMode, PaidAfterClosePolicy, PaymentIntegration, PaymentStatus,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MerchantRow {
     pub id: String,
     pub name: String,
     /// `sandbox` or `live`.
-    pub mode: String,
+    #[sqlx(try_from = "String")]
+    pub mode: MerchantMode,
     pub mchid: String,
     pub appid: String,
     pub mini_program_appid: Option<String>,
@@ -23,7 +26,8 @@ pub struct MerchantRow {
     /// Comma-separated ISO 4217 codes the merchant may price in.
     pub currencies: String,
     /// `accept` or `refund`.
-    pub paid_after_close_policy: String,
+    #[sqlx(try_from = "String")]
+    pub paid_after_close_policy: PaidAfterClosePolicy,
     pub created_at: i64,
     /// Set for a cross-border merchant: its payments and refunds go through WeChat's
     /// `/v3/global/` endpoints with this MCC.
@@ -39,7 +43,8 @@ pub struct PaymentRow {
     pub amount: i64,
     pub currency: String,
     pub description: String,
-    pub integration: String,
+    #[sqlx(try_from = "String")]
+    pub integration: PaymentIntegration,
     #[sqlx(try_from = "String")]
     pub status: PaymentStatus,
     pub version: i64,
@@ -134,7 +139,7 @@ pub struct TransitionFacts {
 }
 
 /// One WeChat order made for a payment.
-#[derive(Debug, Clone, PartialEq, Eq, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PaymentAttemptRow {
     pub merchant_id: String,
     pub out_trade_no: String,
@@ -142,7 +147,8 @@ pub struct PaymentAttemptRow {
     /// 1 for the first order, then 2, 3, …
     pub seq: i64,
     /// The WeChat product: native, h5, jsapi, mini_program, app.
-    pub integration: String,
+    #[sqlx(try_from = "String")]
+    pub integration: Integration,
     #[sqlx(try_from = "String")]
     pub status: AttemptStatus,
     pub wechat_credential: Option<String>,

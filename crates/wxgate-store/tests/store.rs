@@ -45,7 +45,7 @@ mod checks {
         MerchantRow {
             id: id.into(),
             name: "Test shop".into(),
-            mode: "sandbox".into(),
+            mode: wxgate_domain::MerchantMode::Sandbox,
             mchid: "1900000109".into(),
             appid: "wx8888888888888888".into(),
             mini_program_appid: None,
@@ -56,7 +56,7 @@ mod checks {
             platform_public_key: Some("-----BEGIN PUBLIC KEY-----".into()),
             platform_certificate: None,
             currencies: "CNY".into(),
-            paid_after_close_policy: "accept".into(),
+            paid_after_close_policy: wxgate_domain::PaidAfterClosePolicy::Accept,
             created_at: 1,
             merchant_category_code: None,
         }
@@ -71,7 +71,9 @@ mod checks {
             amount: 100,
             currency: "CNY".into(),
             description: "thing".into(),
-            integration: "native".into(),
+            integration: wxgate_domain::PaymentIntegration::Product(
+                wxgate_domain::Integration::Native,
+            ),
             status: PaymentStatus::Pending,
             version: 1,
             fingerprint: "f".into(),

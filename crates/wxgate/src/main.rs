@@ -143,8 +143,8 @@ struct MerchantCreateArgs {
     merchant_category_code: Option<String>,
     /// What happens to a payment that arrives after its order was closed: `accept` it (it
     /// stays visible as paid_after_close) or `refund` it in full automatically.
-    #[arg(long, default_value = "accept", value_parser = ["accept", "refund"])]
-    paid_after_close: String,
+    #[arg(long, default_value = "accept", value_parser = parse_policy)]
+    paid_after_close: wxgate_domain::PaidAfterClosePolicy,
     #[arg(long)]
     json: bool,
 }
@@ -463,21 +463,29 @@ async fn create_merchant(
     }
     if merchant.paid_after_close_policy != args.paid_after_close {
         store
-            .set_paid_after_close_policy(&merchant.id, &args.paid_after_close)
+            .set_paid_after_close_policy(&merchant.id, args.paid_after_close)
             .await?;
     }
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"merchant_id": merchant.id, "mchid": merchant.mchid, "appid": merchant.appid, "mode": merchant.mode})
+            serde_json::json!({"merchant_id": merchant.id, "mchid": merchant.mchid, "appid": merchant.appid, "mode": merchant.mode.as_str()})
         );
     } else {
         println!(
             "created merchant {} (mchid {}, {})",
-            merchant.id, merchant.mchid, merchant.mode
+            merchant.id,
+            merchant.mchid,
+            merchant.mode.as_str()
         );
     }
     Ok(())
+}
+
+/// `--paid-after-close`: accept or refund.
+fn parse_policy(value: &str) -> Result<wxgate_domain::PaidAfterClosePolicy, String> {
+    wxgate_domain::PaidAfterClosePolicy::parse(value)
+        .ok_or_else(|| format!("{value:?} is not accept or refund"))
 }
 
 /// A live merchant from the command line and the files it names.
@@ -495,7 +503,7 @@ fn live_merchant(
     };
     Ok(upstream::NewMerchant {
         name: args.name.clone(),
-        mode: "live".into(),
+        mode: wxgate_domain::MerchantMode::Live,
         mchid: args
             .mchid
             .clone()
@@ -515,7 +523,7 @@ fn live_merchant(
         platform_public_key: read(&args.platform_public_key_file, "platform public key")?,
         platform_certificate: read(&args.platform_certificate_file, "platform certificate")?,
         currencies: currencies.to_vec(),
-        paid_after_close_policy: args.paid_after_close.clone(),
+        paid_after_close_policy: args.paid_after_close,
         merchant_category_code: args.merchant_category_code.clone(),
     })
 }

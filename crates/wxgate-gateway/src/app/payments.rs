@@ -8,7 +8,7 @@ use wechatpay_v3::error::ErrorCode as WechatCode;
 use wechatpay_v3::model::{Amount, H5Info, Payer, PrepayRequest, SceneInfo};
 use wxgate_domain::payment::ATTEMPTS_PER_PAYMENT_MAX;
 use wxgate_domain::payment::PaymentEvent;
-use wxgate_domain::{Currency, Integration, Money, PaymentStatus};
+use wxgate_domain::{Currency, Integration, Money, PaymentIntegration, PaymentStatus};
 use wxgate_store::{
     AttemptStart, HistoryRow, InsertOutcome, MerchantRow, PaymentAttemptRow, PaymentFilter,
     PaymentRow, StoreError, TransitionFacts,
@@ -22,7 +22,6 @@ use crate::views;
 pub const PAYMENT_LIFETIME_MAX_MS: i64 = 2 * 3600 * 1000;
 /// The shortest lifetime WeChat honours.
 pub const PAYMENT_LIFETIME_MIN_MS: i64 = 60 * 1000;
-pub use wxgate_domain::payment::HOSTED;
 /// An h5_url works for five minutes.
 pub const H5_URL_LIFETIME_MS: i64 = 5 * 60 * 1000;
 
@@ -32,8 +31,9 @@ pub struct NewPayment {
     pub money: Money,
     pub merchant_order_id: String,
     pub description: String,
-    /// `None`: hosted; the checkout page picks the product by the shopper's device.
-    pub integration: Option<Integration>,
+    /// A WeChat product, or hosted: the checkout page picks the product by the shopper's
+    /// device.
+    pub integration: PaymentIntegration,
     pub openid: Option<String>,
     pub client_ip: Option<String>,
     pub expires_at: i64,
@@ -47,10 +47,6 @@ pub struct NewPayment {
 }
 
 impl NewPayment {
-    fn integration_name(&self) -> &'static str {
-        self.integration.map_or(HOSTED, Integration::as_str)
-    }
-
     /// The parameters that must match for a re-post of the same merchant_order_id to be the
     /// same payment (expiry is left out: a retry computes it afresh).
     fn fingerprint(&self) -> String {
@@ -59,7 +55,7 @@ impl NewPayment {
             self.money.currency().code(),
             self.merchant_order_id,
             self.description,
-            self.integration_name(),
+            self.integration.as_str(),
             self.openid,
             self.client_ip,
             self.return_url,
@@ -114,7 +110,7 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> Ap
             // (status sync will close and expire it): the payment as it is.
             if existing.status != PaymentStatus::Pending
                 || existing.wechat_credential.is_some()
-                || existing.integration == HOSTED
+                || existing.integration == PaymentIntegration::Hosted
                 || existing.expires_at <= now + PAYMENT_LIFETIME_MIN_MS
             {
                 let state = get(gw, &merchant.id, &existing.id).await?;
@@ -125,7 +121,7 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> Ap
             (*existing, false)
         }
     };
-    if let Some(integration) = new.integration {
+    if let Some(integration) = new.integration.product() {
         prepay(gw, merchant, &row, integration, now).await?;
     }
     let state = get(gw, &merchant.id, &row.id).await?;
@@ -149,7 +145,7 @@ fn new_row(gw: &Gateway, merchant: &MerchantRow, new: &NewPayment, now: i64) -> 
         amount: new.money.minor(),
         currency: new.money.currency().code().to_string(),
         description: new.description.clone(),
-        integration: new.integration_name().to_string(),
+        integration: new.integration,
         status: PaymentStatus::Pending,
         version: 1,
         fingerprint: new.fingerprint(),
@@ -286,11 +282,7 @@ pub async fn start_attempt(
     order: impl FnOnce(PaymentRow) -> PaymentRow,
 ) -> ApiResult<PaymentRow> {
     let now = gw.now_ms();
-    let attempt = match gw
-        .store()
-        .start_attempt(p, integration.as_str(), now)
-        .await?
-    {
+    let attempt = match gw.store().start_attempt(p, integration, now).await? {
         AttemptStart::Started(a) => a,
         AttemptStart::NotPending => {
             return Err(ApiError::new(

@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use wxgate_domain::{Integration, Money, MoneyError, PaymentStatus};
+use wxgate_domain::{Integration, Money, MoneyError, PaymentIntegration, PaymentStatus};
 use wxgate_store::{MerchantRow, PaymentFilter};
 
 use crate::app::payments::{
-    self as pay, HOSTED, NewPayment, PAYMENT_LIFETIME_MAX_MS, PAYMENT_LIFETIME_MIN_MS, PaymentState,
+    self as pay, NewPayment, PAYMENT_LIFETIME_MAX_MS, PAYMENT_LIFETIME_MIN_MS, PaymentState,
 };
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
@@ -158,7 +158,11 @@ fn parse(
     pay::check_description(&req.description)?;
     let integration = parse_integration(&req.integration)?;
     let openid = req.payer.map(|p| p.openid);
-    check_payer(integration, openid.as_deref(), req.client_ip.as_deref())?;
+    check_payer(
+        integration.product(),
+        openid.as_deref(),
+        req.client_ip.as_deref(),
+    )?;
     check_url(ErrorCode::InvalidReturnUrl, "return_url", &req.return_url)?;
     check_url(ErrorCode::InvalidCancelUrl, "cancel_url", &req.cancel_url)?;
     if let Some(url) = &req.notify_url {
@@ -198,12 +202,9 @@ fn parse(
     })
 }
 
-/// `hosted` is `None`: the checkout page picks the WeChat product from the shopper's device.
-fn parse_integration(name: &str) -> ApiResult<Option<Integration>> {
-    if name == HOSTED {
-        return Ok(None);
-    }
-    Integration::parse(name).map(Some).ok_or_else(|| {
+/// A WeChat product, or `hosted`: the checkout page picks the product by the shopper's device.
+fn parse_integration(name: &str) -> ApiResult<PaymentIntegration> {
+    PaymentIntegration::parse(name).ok_or_else(|| {
         ApiError::invalid(
             ErrorCode::InvalidIntegration,
             "integration",
