@@ -22,7 +22,7 @@ use crate::checkout::{self, Lang, PageQuery, esc, html, notice, t};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json};
-use crate::http::extract::{Authed, JsonBody, Params, page_limit, parse_time};
+use crate::http::extract::{Authed, JsonBody, ListPage, Params, page, page_limit, parse_time};
 use crate::{qr, views};
 
 /// The merchant API for links.
@@ -162,30 +162,6 @@ fn check_link(req: &CreateLink) -> ApiResult<()> {
         ));
     }
     Ok(())
-}
-
-/// A page of a list: its size and where it starts.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct ListPage {
-    /// 1 to 100, default 20.
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<i64>,
-    /// An id from the previous page: the page after it.
-    starting_after: Option<String>,
-}
-
-/// A page of rows as `{object: list, data, has_more}`: `rows` holds at most one more than
-/// `limit`, which only says that more follow.
-fn page<T>(mut rows: Vec<T>, limit: i64, view: impl Fn(&T) -> Value) -> Json {
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let data: Vec<Value> = rows.iter().map(view).collect();
-    Json(
-        StatusCode::OK,
-        json!({"object": "list", "data": data, "has_more": has_more}),
-    )
 }
 
 /// The merchant's payment links, newest first.

@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode as WechatCode;
 use wechatpay_v3::model::{Refund, RefundAmountRequest, RefundRequest, RefundStatus as WxStatus};
@@ -29,7 +29,7 @@ use wxgate_store::{
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json, ok};
-use crate::http::extract::{Authed, JsonBody};
+use crate::http::extract::{Authed, JsonBody, ListPage, Params, page_in_memory};
 use crate::secrets::sha256_hex;
 use crate::views;
 
@@ -793,14 +793,15 @@ pub(crate) async fn get_refund(
     Ok(ok(views::refund(&r)))
 }
 
-/// A payment's refunds, oldest first (at most 50).
-#[utoipa::path(get, path = "/v1/payments/{id}/refunds", params(("id" = String, Path, description = "pay_...")),
+/// A payment's refunds, oldest first.
+#[utoipa::path(get, path = "/v1/payments/{id}/refunds", params(("id" = String, Path, description = "pay_..."), ListPage),
     responses((status = 200, description = "`{object: list, data: [Refund], has_more}`"), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub(crate) async fn list_refunds(
     State(gw): State<Gateway>,
     Authed(merchant): Authed,
     Path(payment_id): Path<String>,
+    Params(q): Params<ListPage>,
 ) -> ApiResult<Json> {
     gw.store()
         .payment(&merchant.id, &payment_id)
@@ -810,9 +811,6 @@ pub(crate) async fn list_refunds(
         .store()
         .refunds_for_payment(&merchant.id, &payment_id)
         .await?;
-    let data: Vec<Value> = rows.iter().map(views::refund).collect();
-    // A payment has at most 50 refunds (WeChat's limit): one page holds them all.
-    Ok(ok(
-        json!({"object": "list", "data": data, "has_more": false}),
-    ))
+    // A payment has at most 50 refunds (WeChat's limit): read whole, paged here.
+    page_in_memory(rows, &q, |r| &r.id, views::refund)
 }

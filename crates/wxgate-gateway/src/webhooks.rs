@@ -14,7 +14,9 @@ use wxgate_store::{EventFilter, EventRow, NotifySecretRow, Redeliver, WebhookEnd
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json};
-use crate::http::extract::{Authed, JsonBody, Params, page_limit, parse_time};
+use crate::http::extract::{
+    Authed, JsonBody, ListPage, Params, page_in_memory, page_limit, parse_time,
+};
 use crate::{delivery, views};
 
 /// Endpoints one merchant may have at once.
@@ -137,18 +139,16 @@ pub(crate) async fn create_endpoint(
 }
 
 /// The merchant's webhook endpoints (never their secrets).
-#[utoipa::path(get, path = "/v1/webhook_endpoints", responses((status = 200, description = "`{object: list, data, has_more}`")),
+#[utoipa::path(get, path = "/v1/webhook_endpoints", params(ListPage), responses((status = 200, description = "`{object: list, data, has_more}`")),
     security(("api_key" = [])))]
 pub(crate) async fn list_endpoints(
     State(gw): State<Gateway>,
     Authed(merchant): Authed,
+    Params(q): Params<ListPage>,
 ) -> ApiResult<Json> {
+    // At most ENDPOINTS_MAX: the list is read whole and paged here.
     let rows = gw.store().webhook_endpoints(&merchant.id).await?;
-    let data: Vec<Value> = rows.iter().map(endpoint_json).collect();
-    Ok(Json(
-        StatusCode::OK,
-        json!({"object": "list", "data": data, "has_more": false}),
-    ))
+    page_in_memory(rows, &q, |e| &e.id, endpoint_json)
 }
 
 async fn owned_endpoint(

@@ -7,14 +7,16 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 use wxgate_store::MerchantRow;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
+use crate::http::answer::Json;
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -243,4 +245,57 @@ pub fn parse_time(param: &str, value: &str) -> ApiResult<i64> {
                 format!("{param} must be an RFC 3339 time"),
             )
         })
+}
+
+/// A page of a list: its size and where it starts.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListPage {
+    /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// An id from the previous page: the page after it.
+    pub starting_after: Option<String>,
+}
+
+/// A page of rows as `{object: list, data, has_more}`: `rows` holds at most one more than
+/// `limit`, which only says that more follow.
+pub fn page<T>(mut rows: Vec<T>, limit: i64, view: impl Fn(&T) -> Value) -> Json {
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let data: Vec<Value> = rows.iter().map(view).collect();
+    Json(
+        StatusCode::OK,
+        json!({"object": "list", "data": data, "has_more": has_more}),
+    )
+}
+
+/// A page of a short list held whole (a payment's refunds, a merchant's endpoints): the rows
+/// after `starting_after` (by `id`), at most `limit` of them.
+pub fn page_in_memory<T>(
+    rows: Vec<T>,
+    q: &ListPage,
+    id: impl Fn(&T) -> &str,
+    view: impl Fn(&T) -> Value,
+) -> ApiResult<Json> {
+    let limit = page_limit(q.limit)?;
+    let start = match &q.starting_after {
+        None => 0,
+        Some(after) => {
+            rows.iter().position(|r| id(r) == after).ok_or_else(|| {
+                ApiError::invalid(
+                    ErrorCode::InvalidCursor,
+                    "starting_after",
+                    "not in this list",
+                )
+            })? + 1
+        }
+    };
+    let rest: Vec<T> = rows
+        .into_iter()
+        .skip(start)
+        .take(limit as usize + 1)
+        .collect();
+    Ok(page(rest, limit, view))
 }

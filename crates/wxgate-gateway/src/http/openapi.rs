@@ -46,5 +46,63 @@ pub fn document() -> Value {
     {
         code.insert("enum".into(), codes.into());
     }
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            let operations = item.as_object_mut().into_iter().flat_map(|o| o.iter_mut());
+            for (method, operation) in operations {
+                add_shared_responses(path, method, operation);
+            }
+        }
+    }
     doc
+}
+
+/// The answers every route of its kind can give, whatever the handler: 401 behind an API key,
+/// 400 for a parameter or body that does not parse, 404 for an unknown id, the idempotency
+/// layer's answers on a POST, 413/415 for a JSON body, 503 when the database is away.
+fn add_shared_responses(path: &str, method: &str, operation: &mut Value) {
+    let mut shared: Vec<(&str, &str)> = vec![
+        ("503", "database_unavailable or upstream_unavailable"),
+        ("400", "invalid_characters (a query parameter)"),
+    ];
+    if operation.get("security").is_some() {
+        shared.push(("401", "unauthorized"));
+    }
+    if path.contains('{') {
+        shared.push(("404", "resource_missing"));
+        shared.push(("400", "invalid_characters (in a path id)"));
+    }
+    if operation.get("parameters").is_some() {
+        shared.push((
+            "400",
+            "invalid_query, invalid_characters, or a parameter's own code",
+        ));
+    }
+    if method == "post" {
+        shared.push(("400", "invalid_idempotency_key"));
+        shared.push(("409", "idempotency_key_in_use"));
+        shared.push(("422", "idempotency_key_reused"));
+    }
+    if operation.get("requestBody").is_some() {
+        shared.push((
+            "400",
+            "invalid_json, parameter_missing, parameter_unknown, invalid_type, invalid_characters",
+        ));
+        shared.push(("413", "body_too_large"));
+        shared.push(("415", "unsupported_media_type"));
+    }
+    let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (status, codes) in shared {
+        responses.entry(status).or_insert_with(|| {
+            serde_json::json!({
+                "description": codes,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            })
+        });
+    }
 }

@@ -302,7 +302,8 @@ pub async fn generated_bad_input_never_meets_a_5xx(t: TestGateway) {
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let auth = format!("Bearer {}", t.key);
     for (path, operations) in doc["paths"].as_object().unwrap() {
-        for (method, _) in operations.as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let documented = operation["responses"].as_object().unwrap();
             let method: Method = method.to_uppercase().parse().unwrap();
             for _ in 0..CASES_PER_OPERATION {
                 let url = format!(
@@ -320,6 +321,11 @@ pub async fn generated_bad_input_never_meets_a_5xx(t: TestGateway) {
                 let body = (method == Method::POST).then(|| hostile_body(&mut rng));
                 let (s, _, answer) = raw(&t, method.clone(), &url, &headers, body).await;
                 assert!(s < 500, "{method} {url}: {s} {answer}");
+                // Every answer is one the document promises for this operation.
+                assert!(
+                    documented.contains_key(&s.to_string()),
+                    "{method} {path} answered {s}, which its document does not list: {answer}"
+                );
                 if s >= 400 {
                     assert!(known.contains(&code(&answer)), "{method} {url}: {answer}");
                 }
