@@ -7,10 +7,9 @@
 use wxgate_domain::Integration;
 use wxgate_domain::payment::{ATTEMPTS_PER_PAYMENT_MAX, AttemptStatus, attempt_out_trade_no};
 
-use crate::{
-    AttemptStart, EventRow, PaymentAttemptRow, PaymentRow, Result, Store, StoreError,
-    insert_attempt, insert_event,
-};
+use crate::outbox::insert_event;
+use crate::payments::insert_attempt;
+use crate::{AttemptStart, EventRow, PaymentAttemptRow, PaymentRow, Result, Store, StoreError};
 
 impl Store {
     /// Starts a new attempt of a pending payment with `integration` and makes it the current

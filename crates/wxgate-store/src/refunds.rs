@@ -8,10 +8,11 @@ use wxgate_domain::refund::{
 };
 use wxgate_domain::{PaymentEvent, PaymentStatus, Transition, payment};
 
+use crate::outbox::insert_event;
+use crate::payments::{check_money, write_payment_transition};
 use crate::{
     CLAIM_LEASE_MS, EventRow, PaymentRow, RefundFacts, RefundNote, RefundRow,
     RefundTransitionOutcome, ReserveOutcome, Result, Store, StoreError, TransitionFacts,
-    check_money, insert_event, write_payment_transition,
 };
 
 impl Store {

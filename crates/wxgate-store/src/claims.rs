@@ -1,0 +1,42 @@
+//! Background status sync: due payments claimed with a lease.
+
+use super::*;
+
+impl Store {
+    /// Claims up to `limit` pending payments whose sync is due, for `CLAIM_LEASE_MS`.
+    pub async fn claim_due_syncs(&self, now: i64, limit: i64) -> Result<Vec<PaymentRow>> {
+        let select = format!(
+            "SELECT id FROM payments WHERE status = 'pending' AND sync_due_at <= $2 \
+             AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3{}",
+            self.skip_locked()
+        );
+        let sql =
+            format!("UPDATE payments SET claimed_until = $1 WHERE id IN ({select}) RETURNING *");
+        Ok(sqlx::query_as::<_, PaymentRow>(&sql)
+            .bind(now + CLAIM_LEASE_MS)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.writer)
+            .await?)
+    }
+
+    /// Releases a claim and sets the next sync (none when `next_due` is `None`). Only a payment
+    /// that is still pending is rescheduled: one that changed meanwhile keeps no sync.
+    pub async fn reschedule_sync(
+        &self,
+        payment_id: &str,
+        next_due: Option<i64>,
+        attempts: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE payments SET sync_due_at = CASE WHEN status = 'pending' THEN $1 ELSE NULL END, \
+             sync_attempts = $2, claimed_until = NULL WHERE id = $3",
+        )
+        .bind(next_due)
+        .bind(attempts)
+        .bind(payment_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! The outbox: events, and the deliveries they fan out to.
+
+use super::*;
+
+/// Writes an outbox event and, in the same transaction, one pending delivery for every
+/// endpoint of the merchant subscribed to its type, and one to the notify_url of `payment_id`
+/// (the payment the event is about, or the refunded one) if it has one.
+pub(crate) async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    e: &EventRow,
+    payment_id: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (id, merchant_id, event_type, object_id, object_version, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&e.id)
+    .bind(&e.merchant_id)
+    .bind(&e.event_type)
+    .bind(&e.object_id)
+    .bind(e.object_version)
+    .bind(&e.payload)
+    .bind(e.created_at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, \
+         round_attempts, next_attempt_at, created_at) \
+         SELECT $1, id, merchant_id, 'pending', 0, 0, $2, $2 FROM webhook_endpoints \
+         WHERE merchant_id = $3 AND deleted_at IS NULL \
+         AND (events = '*' OR ',' || events || ',' LIKE $4)",
+    )
+    .bind(&e.id)
+    .bind(e.created_at)
+    .bind(&e.merchant_id)
+    .bind(format!("%,{},%", e.event_type))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, url, status, attempts, \
+         round_attempts, next_attempt_at, created_at) \
+         SELECT $1, $2, merchant_id, notify_url, 'pending', 0, 0, $3, $3 FROM payments \
+         WHERE id = $4 AND notify_url IS NOT NULL",
+    )
+    .bind(&e.id)
+    .bind(NOTIFY_URL_ENDPOINT)
+    .bind(e.created_at)
+    .bind(payment_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,457 @@
+//! Payments: insert (with the first WeChat order), read, list, and status transitions that
+//! write their history row and outbox event in the same transaction.
+
+use super::*;
+use crate::outbox::insert_event;
+
+impl Store {
+    /// Inserts a new payment with its first history row; if the merchant already has a payment
+    /// with this `merchant_order_id`, returns that one instead.
+    pub async fn insert_payment(&self, p: &PaymentRow) -> Result<InsertOutcome> {
+        check_money(p)?;
+        let mut tx = self.writer.begin().await?;
+        let inserted = insert_payment_row(&mut tx, p).await?;
+        if inserted == 0 {
+            tx.rollback().await?;
+            return match self
+                .payment_by_order_id(&p.merchant_id, &p.merchant_order_id)
+                .await?
+            {
+                Some(existing) => Ok(InsertOutcome::Existing(Box::new(existing))),
+                None => Err(StoreError::Corrupt(format!(
+                    "payment {} conflicts but is not there",
+                    p.id
+                ))),
+            };
+        }
+        // A payment that knows its product has its first WeChat order from the start; a hosted
+        // one gets it when its page first opens.
+        if let Some(integration) = p.integration.product() {
+            let first = PaymentAttemptRow {
+                merchant_id: p.merchant_id.clone(),
+                out_trade_no: p.out_trade_no.clone(),
+                payment_id: p.id.clone(),
+                seq: 1,
+                integration,
+                status: AttemptStatus::Open,
+                wechat_credential: None,
+                transaction_id: None,
+                created_at: p.created_at,
+                updated_at: p.created_at,
+            };
+            insert_attempt(&mut tx, &first).await?;
+        }
+        sqlx::query("INSERT INTO payment_status_history (payment_id, version, status, source, at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&p.id)
+            .bind(p.version)
+            .bind(p.status.as_str())
+            .bind("created")
+            .bind(p.created_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(InsertOutcome::Inserted)
+    }
+
+    pub async fn payment(&self, merchant_id: &str, id: &str) -> Result<Option<PaymentRow>> {
+        let p = sqlx::query_as::<_, PaymentRow>(
+            "SELECT * FROM payments WHERE merchant_id = $1 AND id = $2",
+        )
+        .bind(merchant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        p.as_ref().map(check_money).transpose()?;
+        Ok(p)
+    }
+
+    pub async fn payment_by_order_id(
+        &self,
+        merchant_id: &str,
+        merchant_order_id: &str,
+    ) -> Result<Option<PaymentRow>> {
+        Ok(sqlx::query_as::<_, PaymentRow>(
+            "SELECT * FROM payments WHERE merchant_id = $1 AND merchant_order_id = $2",
+        )
+        .bind(merchant_id)
+        .bind(merchant_order_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn payment_by_out_trade_no(
+        &self,
+        merchant_id: &str,
+        out_trade_no: &str,
+    ) -> Result<Option<PaymentRow>> {
+        // Any attempt's order leads to its payment.
+        Ok(sqlx::query_as::<_, PaymentRow>(
+            "SELECT p.* FROM payment_attempts a JOIN payments p ON p.id = a.payment_id \
+             WHERE a.merchant_id = $1 AND a.out_trade_no = $2",
+        )
+        .bind(merchant_id)
+        .bind(out_trade_no)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Newest first, `limit` at most, optionally after a cursor (a payment id from a previous
+    /// page), filtered by status and creation time.
+    pub async fn list_payments(
+        &self,
+        merchant_id: &str,
+        filter: &PaymentFilter,
+    ) -> Result<Vec<PaymentRow>> {
+        let mut sql = String::from("SELECT * FROM payments WHERE merchant_id = $1");
+        let mut n = 1;
+        let mut next = |clause: &str, sql: &mut String| {
+            n += 1;
+            sql.push_str(&clause.replace('?', &format!("${n}")));
+        };
+        if filter.status.is_some() {
+            next(" AND status = ?", &mut sql);
+        }
+        if filter.created_gte.is_some() {
+            next(" AND created_at >= ?", &mut sql);
+        }
+        if filter.created_lt.is_some() {
+            next(" AND created_at < ?", &mut sql);
+        }
+        if filter.before.is_some() {
+            next(" AND (created_at, id) < (?, ", &mut sql);
+            next("?)", &mut sql);
+        }
+        next(" ORDER BY created_at DESC, id DESC LIMIT ?", &mut sql);
+        let mut query = sqlx::query_as::<_, PaymentRow>(&sql).bind(merchant_id);
+        if let Some(s) = &filter.status {
+            query = query.bind(s.as_str());
+        }
+        if let Some(t) = filter.created_gte {
+            query = query.bind(t);
+        }
+        if let Some(t) = filter.created_lt {
+            query = query.bind(t);
+        }
+        if let Some((t, id)) = &filter.before {
+            query = query.bind(*t).bind(id.clone());
+        }
+        Ok(query.bind(filter.limit).fetch_all(&self.pool).await?)
+    }
+
+    /// The payment behind a checkout token.
+    pub async fn payment_by_checkout_token(&self, token: &str) -> Result<Option<PaymentRow>> {
+        Ok(
+            sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE checkout_token = $1")
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records the payer's openid, learnt by the hosted checkout, if none is recorded yet.
+    pub async fn set_payer_openid(&self, id: &str, openid: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE payments SET payer_openid = $1, updated_at = $2 WHERE id = $3 AND payer_openid IS NULL",
+        )
+        .bind(openid)
+        .bind(now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies `event` to a payment: the status change, its history row and its outbox event
+    /// (payload rendered by `render` from the row after the change) commit together, and only
+    /// if nobody changed the payment in between (else it re-reads and tries again).
+    pub async fn transition(
+        &self,
+        merchant_id: &str,
+        payment_id: &str,
+        event: PaymentEvent,
+        facts: &TransitionFacts,
+        render: impl Fn(&PaymentRow) -> (String, String) + Sync,
+    ) -> Result<TransitionOutcome> {
+        for _ in 0..8 {
+            let current = self
+                .payment(merchant_id, payment_id)
+                .await?
+                .ok_or_else(|| StoreError::PaymentNotFound(payment_id.to_string()))?;
+            let from = current.status;
+            let to = match payment::apply(from, event)? {
+                Transition::Unchanged => return Ok(TransitionOutcome::Unchanged(current)),
+                Transition::To(to) => to,
+            };
+            let mut tx = self.writer.begin().await?;
+            let Some(after) =
+                write_payment_transition(&mut tx, &current, to, facts, &render).await?
+            else {
+                tx.rollback().await?;
+                continue;
+            };
+            tx.commit().await?;
+            if Transition::event_type(to).is_some() {
+                self.outbox.notify_one();
+            }
+            return Ok(TransitionOutcome::Changed {
+                from,
+                payment: after,
+            });
+        }
+        Err(StoreError::Corrupt(format!(
+            "payment {payment_id} kept changing under a transition"
+        )))
+    }
+
+    /// A payment and its status history in one round trip (the read path).
+    pub async fn payment_with_history(
+        &self,
+        merchant_id: &str,
+        id: &str,
+    ) -> Result<Option<(PaymentRow, Vec<HistoryRow>)>> {
+        let rows = sqlx::query(
+            "SELECT p.*, h.status AS h_status, h.source AS h_source, h.at AS h_at \
+             FROM payments p JOIN payment_status_history h ON h.payment_id = p.id \
+             WHERE p.merchant_id = $1 AND p.id = $2 ORDER BY h.version",
+        )
+        .bind(merchant_id)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let payment = <PaymentRow as sqlx::FromRow<'_, sqlx::any::AnyRow>>::from_row(first)?;
+        let history = rows
+            .iter()
+            .map(|r| {
+                let status: String = r.try_get("h_status")?;
+                Ok(HistoryRow {
+                    status: PaymentStatus::try_from(status).map_err(StoreError::Corrupt)?,
+                    source: r.try_get("h_source")?,
+                    at: r.try_get("h_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((payment, history)))
+    }
+
+    pub async fn history(&self, payment_id: &str) -> Result<Vec<HistoryRow>> {
+        Ok(sqlx::query_as::<_, HistoryRow>(
+            "SELECT status, source, at FROM payment_status_history WHERE payment_id = $1 ORDER BY version",
+        )
+        .bind(payment_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn events_for(&self, merchant_id: &str, object_id: &str) -> Result<Vec<EventRow>> {
+        Ok(sqlx::query_as::<_, EventRow>(
+            "SELECT * FROM events WHERE merchant_id = $1 AND object_id = $2 ORDER BY object_version",
+        )
+        .bind(merchant_id)
+        .bind(object_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// What a payment's status change means for its attempts: the one that paid succeeded; when
+/// the payment ends unpaid, its open orders were closed.
+async fn settle_attempts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    current: &PaymentRow,
+    to: PaymentStatus,
+    facts: &TransitionFacts,
+) -> Result<()> {
+    let paid = matches!(to, PaymentStatus::Succeeded | PaymentStatus::PaidAfterClose);
+    if let (true, Some(out_trade_no), Some(transaction_id)) =
+        (paid, &facts.out_trade_no, &facts.transaction_id)
+    {
+        sqlx::query(
+            "UPDATE payment_attempts SET status = 'succeeded', transaction_id = $1, updated_at = $2 \
+             WHERE merchant_id = $3 AND out_trade_no = $4",
+        )
+        .bind(transaction_id)
+        .bind(facts.now)
+        .bind(&current.merchant_id)
+        .bind(out_trade_no)
+        .execute(&mut **tx)
+        .await?;
+    } else if matches!(
+        to,
+        PaymentStatus::Cancelled | PaymentStatus::Expired | PaymentStatus::Failed
+    ) {
+        sqlx::query(
+            "UPDATE payment_attempts SET status = 'closed', updated_at = $1 \
+             WHERE payment_id = $2 AND status = 'open'",
+        )
+        .bind(facts.now)
+        .bind(&current.id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Within `tx`: moves `current` to `to`, if its version is still the one read, with its history
+/// row and its outbox event (payload rendered from the row after the change). `None` when
+/// someone changed the payment first.
+pub(crate) async fn write_payment_transition(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    current: &PaymentRow,
+    to: PaymentStatus,
+    facts: &TransitionFacts,
+    render: &(dyn Fn(&PaymentRow) -> (String, String) + Sync),
+) -> Result<Option<PaymentRow>> {
+    let version = current.version + 1;
+    let updated = sqlx::query(
+        "UPDATE payments SET status = $1, version = $2, updated_at = $3, \
+         transaction_id = COALESCE(transaction_id, $4), paid_at = COALESCE(paid_at, $5), \
+         sync_due_at = $6, out_trade_no = COALESCE($9, out_trade_no) WHERE id = $7 AND version = $8",
+    )
+    .bind(to.as_str())
+    .bind(version)
+    .bind(facts.now)
+    .bind(&facts.transaction_id)
+    .bind(facts.paid_at)
+    .bind(if to.is_pending() {
+        current.sync_due_at
+    } else {
+        None
+    })
+    .bind(&current.id)
+    .bind(current.version)
+    .bind(facts.transaction_id.as_ref().and(facts.out_trade_no.as_ref()))
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(None);
+    }
+    settle_attempts(tx, current, to, facts).await?;
+    sqlx::query(
+        "INSERT INTO payment_status_history (payment_id, version, status, source, at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&current.id)
+    .bind(version)
+    .bind(to.as_str())
+    .bind(&facts.source)
+    .bind(facts.now)
+    .execute(&mut **tx)
+    .await?;
+    let after = sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE id = $1")
+        .bind(&current.id)
+        .fetch_one(&mut **tx)
+        .await?;
+    check_money(&after)?;
+    if let Some(event_type) = Transition::event_type(to) {
+        let (event_id, payload) = render(&after);
+        insert_event(
+            tx,
+            &EventRow {
+                id: event_id,
+                merchant_id: current.merchant_id.clone(),
+                event_type: event_type.to_string(),
+                object_id: current.id.clone(),
+                object_version: version,
+                payload,
+                created_at: facts.now,
+            },
+            &current.id,
+        )
+        .await?;
+    }
+    Ok(Some(after))
+}
+
+/// Inserts an attempt inside a transaction.
+pub(crate) async fn insert_attempt(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    a: &PaymentAttemptRow,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO payment_attempts (merchant_id, out_trade_no, payment_id, seq, integration, status, \
+         wechat_credential, transaction_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&a.merchant_id)
+    .bind(&a.out_trade_no)
+    .bind(&a.payment_id)
+    .bind(a.seq)
+    .bind(a.integration.as_str())
+    .bind(a.status.as_str())
+    .bind(&a.wechat_credential)
+    .bind(&a.transaction_id)
+    .bind(a.created_at)
+    .bind(a.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Inserts a payment row unless its merchant_order_id is taken: how many rows went in.
+pub(crate) async fn insert_payment_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    p: &PaymentRow,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "INSERT INTO payments (id, merchant_id, merchant_order_id, out_trade_no, amount, currency, description, \
+         integration, status, version, fingerprint, payer_openid, client_ip, return_url, cancel_url, attach, metadata, \
+         wechat_credential, transaction_id, paid_at, expires_at, created_at, updated_at, sync_due_at, sync_attempts, \
+         claimed_until, notify_url, checkout_token, hosted_url, payment_link_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+         $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&p.id)
+    .bind(&p.merchant_id)
+    .bind(&p.merchant_order_id)
+    .bind(&p.out_trade_no)
+    .bind(p.amount)
+    .bind(&p.currency)
+    .bind(&p.description)
+    .bind(p.integration.as_str())
+    .bind(p.status.as_str())
+    .bind(p.version)
+    .bind(&p.fingerprint)
+    .bind(&p.payer_openid)
+    .bind(&p.client_ip)
+    .bind(&p.return_url)
+    .bind(&p.cancel_url)
+    .bind(&p.attach)
+    .bind(&p.metadata)
+    .bind(&p.wechat_credential)
+    .bind(&p.transaction_id)
+    .bind(p.paid_at)
+    .bind(p.expires_at)
+    .bind(p.created_at)
+    .bind(p.updated_at)
+    .bind(p.sync_due_at)
+    .bind(p.sync_attempts)
+    .bind(p.claimed_until)
+    .bind(&p.notify_url)
+    .bind(&p.checkout_token)
+    .bind(&p.hosted_url)
+    .bind(&p.payment_link_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
+/// The payment's money invariant, checked where its sums are written (inside the writing
+/// transaction, so a breach rolls back) and where a payment is read: refunds that succeeded
+/// never exceed what is reserved for refunds, which never exceeds what was paid.
+pub(crate) fn check_money(p: &PaymentRow) -> Result<()> {
+    let holds = p.amount > 0
+        && 0 <= p.amount_refunded
+        && p.amount_refunded <= p.amount_reserved
+        && p.amount_reserved <= p.amount;
+    if holds {
+        Ok(())
+    } else {
+        tracing::error!(payment = %p.id, amount = p.amount, reserved = p.amount_reserved, refunded = p.amount_refunded, "money invariant broken");
+        Err(StoreError::Corrupt(format!(
+            "payment {}: refunded {} ≤ reserved {} ≤ amount {} does not hold",
+            p.id, p.amount_refunded, p.amount_reserved, p.amount
+        )))
+    }
+}
