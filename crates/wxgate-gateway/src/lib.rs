@@ -12,23 +12,18 @@
 //! gateway on port 0 against their own database and simulator.
 
 pub mod app;
-pub mod checkout;
 pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod gateway;
 pub mod http;
-pub mod links;
-pub mod notify;
 pub mod qr;
-pub mod refunds;
 pub mod secrets;
 pub mod server;
 pub mod sync;
 pub mod upstream;
 pub mod views;
-pub mod webhooks;
 
 pub use clock::now_ms;
 pub use config::GatewayConfig;

@@ -31,7 +31,7 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
         if let Err(e) = sync_due(&gw).await {
             tracing::warn!(error = %e, "status sync round failed");
         }
-        if let Err(e) = crate::refunds::sync_due(&gw).await {
+        if let Err(e) = crate::app::refunds::sync_due(&gw).await {
             tracing::warn!(error = %e, "refund sync round failed");
         }
     }
@@ -332,7 +332,7 @@ fn paid_by_another(p: &PaymentRow, tx: &Transaction) -> bool {
 /// the payment's other open orders closed at WeChat so they cannot be paid too.
 async fn after_paid(gw: &Gateway, payment: &PaymentRow) {
     if payment.status == PaymentStatus::PaidAfterClose
-        && let Err(e) = crate::refunds::auto_refund(gw, payment).await
+        && let Err(e) = crate::app::refunds::auto_refund(gw, payment).await
     {
         // The background round tries again.
         tracing::warn!(payment = %payment.id, error = ?e, "automatic refund of a paid-after-close payment failed");
@@ -407,7 +407,7 @@ async fn record_duplicate(
     gw.store()
         .mark_duplicate(&attempt, transaction_id, gw.now_ms(), &event)
         .await?;
-    crate::refunds::refund_duplicate(gw, p, &attempt.out_trade_no).await?;
+    crate::app::refunds::refund_duplicate(gw, p, &attempt.out_trade_no).await?;
     Ok(p.clone())
 }
 

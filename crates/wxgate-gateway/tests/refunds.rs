@@ -403,7 +403,7 @@ async fn closed_and_abnormal_refunds(t: TestGateway) {
             ..Default::default()
         },
     };
-    wxgate_gateway::refunds::apply_callback(&t.gateway, &t.mchid, &t.merchant_id, &report)
+    wxgate_gateway::app::refunds::apply_callback(&t.gateway, &t.mchid, &t.merchant_id, &report)
         .await
         .unwrap();
     assert_eq!(get_refund(&t, &failed.id).await["status"], "failed");
@@ -482,7 +482,11 @@ async fn a_paid_after_close_payment_is_refunded_by_policy(t: TestGateway) {
     wxgate_gateway::sync::apply_paid(&t.gateway, &up.merchant, &row, &tx, "callback")
         .await
         .unwrap();
-    assert!(wxgate_gateway::refunds::sync_due(&t.gateway).await.is_ok());
+    assert!(
+        wxgate_gateway::app::refunds::sync_due(&t.gateway)
+            .await
+            .is_ok()
+    );
     assert_eq!(refunds_at_wechat(&t, &id).await.len(), 1);
 }
 

@@ -3,4 +3,7 @@
 //! functions; none of them knows HTTP. Each returns a domain value or an
 //! [`ApiError`](crate::error::ApiError) with a stable code.
 
+pub mod links;
 pub mod payments;
+pub mod refunds;
+pub mod webhooks;

@@ -6,8 +6,8 @@ use serde_json::json;
 use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode as WechatCode;
 use wechatpay_v3::model::{Amount, H5Info, Payer, PrepayRequest, SceneInfo};
-use wxgate_domain::payment::ATTEMPTS_PER_PAYMENT_MAX;
 use wxgate_domain::payment::PaymentEvent;
+use wxgate_domain::payment::{ATTEMPTS_PER_PAYMENT_MAX, AttemptStatus};
 use wxgate_domain::{Currency, Integration, Money, PaymentIntegration, PaymentStatus};
 use wxgate_store::{
     AttemptStart, HistoryRow, InsertOutcome, MerchantRow, PaymentAttemptRow, PaymentFilter,
@@ -440,4 +440,22 @@ pub fn check_description(description: &str) -> ApiResult<()> {
             format!("description {}", e.issue),
         )
     })
+}
+
+/// An open order of the payment for `integration` whose credential still works.
+pub async fn usable_attempt(
+    gw: &Gateway,
+    p: &PaymentRow,
+    integration: Integration,
+) -> ApiResult<Option<PaymentAttemptRow>> {
+    let now = gw.now_ms();
+    let attempts = attempts(gw, p).await?;
+    Ok(attempts.into_iter().rev().find(|a| {
+        a.status == AttemptStatus::Open
+            && a.integration == integration
+            && a.wechat_credential
+                .as_deref()
+                .and_then(views::credential_expires_ms)
+                .is_some_and(|until| until > now)
+    }))
 }

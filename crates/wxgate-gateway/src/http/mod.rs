@@ -4,10 +4,15 @@
 //! response.
 
 pub mod answer;
+pub mod checkout;
 pub mod extract;
 pub mod idempotency;
+pub mod links;
+pub mod notify;
 pub mod openapi;
 pub mod payments;
+pub mod refunds;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::rejection::RawPathParamsRejection;
@@ -20,7 +25,7 @@ use serde_json::json;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
-use crate::{checkout, links, notify, qr, refunds, webhooks};
+use crate::qr;
 
 pub use extract::BODY_LIMIT_BYTES;
 

@@ -5,8 +5,8 @@ use serde_json::Value;
 use utoipa::OpenApi;
 
 use crate::error::ErrorCode;
-use crate::http::payments;
-use crate::{links, qr, refunds, webhooks};
+use crate::http::{links, payments, refunds, webhooks};
+use crate::qr;
 
 #[derive(OpenApi)]
 #[openapi(

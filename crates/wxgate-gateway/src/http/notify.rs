@@ -65,7 +65,9 @@ async fn receive(
         let n: RefundNotification = opened
             .resource()
             .map_err(|_| fail(StatusCode::BAD_REQUEST, "unreadable refund"))?;
-        return match crate::refunds::apply_callback(gw, &up.merchant.mchid, merchant_id, &n).await {
+        return match crate::app::refunds::apply_callback(gw, &up.merchant.mchid, merchant_id, &n)
+            .await
+        {
             Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
             Err(e) => {
                 tracing::error!(merchant_id, out_refund_no = %n.out_refund_no, error = %e, "notify: could not apply a refund");

@@ -1,5 +1,5 @@
-//! Refunds: `POST/GET /v1/payments/{id}/refunds`, `GET /v1/refunds/{id}`, WeChat's refund
-//! callbacks, and the background work that submits again and queries.
+//! Refunds: create (check, reserve, submit), WeChat's refund callbacks, the background work
+//! that submits again and queries, and the automatic refunds (paid after close, paid twice).
 //!
 //! A refund's amount is reserved on the payment in the same transaction that writes it, under
 //! WeChat's rules, before WeChat is called; so concurrent refunds can never add up to more than
@@ -7,11 +7,6 @@
 //! never makes a second refund. What WeChat says (answer, callback, query) is cross-checked
 //! against the refund before it is applied.
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use serde::Deserialize;
 use serde_json::json;
 use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode as WechatCode;
@@ -28,8 +23,6 @@ use wxgate_store::{
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
-use crate::http::answer::{ErrorEnvelope, Json, ok};
-use crate::http::extract::{Authed, JsonBody, ListPage, Params, page_in_memory};
 use crate::secrets::sha256_hex;
 use crate::views;
 
@@ -37,19 +30,8 @@ const CLAIM_BATCH: i64 = 32;
 /// WeChat shows the payer a refund's reason of at most this many characters.
 const REASON_CHARS_MAX: usize = 80;
 
-pub fn routes() -> Router<Gateway> {
-    Router::new()
-        .route(
-            "/v1/payments/{id}/refunds",
-            post(create_refund).get(list_refunds),
-        )
-        .route("/v1/refunds/{id}", get(get_refund))
-}
-
 /// A refund to make.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = CreateRefund)]
+#[derive(Debug, Clone)]
 pub struct NewRefund {
     /// In the payment's minor unit; by default all that is not refunded yet.
     pub amount: Option<i64>,
@@ -90,32 +72,6 @@ fn refundable(p: &PaymentRow) -> Refundable {
         reserved: p.amount_reserved,
         refund_count: p.refund_count,
     }
-}
-
-/// Refund a succeeded payment, in full (by default) or in part.
-#[utoipa::path(post, path = "/v1/payments/{id}/refunds", request_body = NewRefund,
-    params(("id" = String, Path, description = "pay_..."),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
-    responses(
-        (status = 201, description = "Reserved and sent to WeChat Pay", body = views::RefundView),
-        (status = 200, description = "The existing refund for this merchant_refund_id", body = views::RefundView),
-        (status = 400, description = "A parameter is missing or invalid", body = ErrorEnvelope),
-        (status = 404, description = "No such payment", body = ErrorEnvelope),
-        (status = 409, description = "payment_not_refundable, refund_window_closed, too_many_refunds, refund_exceeds_payment or merchant_refund_id_taken", body = ErrorEnvelope),
-    ),
-    security(("api_key" = [])))]
-pub(crate) async fn create_refund(
-    State(gw): State<Gateway>,
-    Authed(merchant): Authed,
-    Path(payment_id): Path<String>,
-    JsonBody(new): JsonBody<NewRefund>,
-) -> ApiResult<Json> {
-    let (made, r) = create(&gw, &merchant.id, &payment_id, new).await?;
-    let status = match made {
-        Made::New => StatusCode::CREATED,
-        Made::Existing => StatusCode::OK,
-    };
-    Ok(Json(status, views::refund(&r)))
 }
 
 /// Checks, reserves and submits a refund. 201 with a new refund; 200 with the existing one when
@@ -774,43 +730,4 @@ pub async fn auto_refund(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
     Ok(())
-}
-
-/// A refund.
-#[utoipa::path(get, path = "/v1/refunds/{id}", params(("id" = String, Path, description = "re_...")),
-    responses((status = 200, body = views::RefundView), (status = 404, body = ErrorEnvelope)),
-    security(("api_key" = [])))]
-pub(crate) async fn get_refund(
-    State(gw): State<Gateway>,
-    Authed(merchant): Authed,
-    Path(id): Path<String>,
-) -> ApiResult<Json> {
-    let r = gw
-        .store()
-        .refund(&merchant.id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("refund"))?;
-    Ok(ok(views::refund(&r)))
-}
-
-/// A payment's refunds, oldest first.
-#[utoipa::path(get, path = "/v1/payments/{id}/refunds", params(("id" = String, Path, description = "pay_..."), ListPage),
-    responses((status = 200, description = "`{object: list, data: [Refund], has_more}`"), (status = 404, body = ErrorEnvelope)),
-    security(("api_key" = [])))]
-pub(crate) async fn list_refunds(
-    State(gw): State<Gateway>,
-    Authed(merchant): Authed,
-    Path(payment_id): Path<String>,
-    Params(q): Params<ListPage>,
-) -> ApiResult<Json> {
-    gw.store()
-        .payment(&merchant.id, &payment_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("payment"))?;
-    let rows = gw
-        .store()
-        .refunds_for_payment(&merchant.id, &payment_id)
-        .await?;
-    // A payment has at most 50 refunds (WeChat's limit): read whole, paged here.
-    page_in_memory(rows, &q, |r| &r.id, views::refund)
 }

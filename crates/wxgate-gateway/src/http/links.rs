@@ -14,14 +14,14 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wxgate_domain::money::AMOUNT_MAX;
-use wxgate_domain::{Currency, Money, PaymentIntegration, id};
 use wxgate_store::PaymentLinkRow;
 
-use crate::app::payments::{self as pay, NewPayment, check_description, merchant_currency};
-use crate::checkout::{self, Lang, PageQuery, esc, html, notice, t};
+use crate::app::links::{self, NewLink, Visit};
+use crate::app::payments::{check_description, merchant_currency};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json};
+use crate::http::checkout::{self, Lang, PageQuery, esc, html, notice, t};
 use crate::http::extract::{Authed, JsonBody, ListPage, Params, page, page_limit, parse_time};
 use crate::{qr, views};
 
@@ -87,41 +87,22 @@ pub(crate) async fn create_link(
 ) -> ApiResult<Json> {
     let currency = merchant_currency(&merchant, &req.currency)?;
     check_link(&req)?;
-    let now = gw.now_ms();
     let expires_at = req
         .expires_at
         .as_deref()
         .map(|t| parse_time("expires_at", t))
         .transpose()?;
-    if expires_at.is_some_and(|e| e <= now) {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidExpiresAt,
-            "expires_at",
-            "expires_at must be in the future",
-        ));
-    }
-    let token = id::generate("pl");
-    let row = PaymentLinkRow {
-        id: id::generate("plink"),
-        merchant_id: merchant.id.clone(),
-        url: format!(
-            "{}/pay/{token}",
-            gw.config().public_base_url.trim_end_matches('/')
-        ),
-        token,
-        currency: currency.code().to_string(),
+    let new = NewLink {
+        currency,
         amount: req.amount,
         amount_min: req.amount_min,
         amount_max: req.amount_max,
         description: req.description,
         return_url: req.return_url,
         max_uses: req.max_uses,
-        uses: 0,
         expires_at,
-        active: 1,
-        created_at: now,
     };
-    gw.store().insert_payment_link(&row).await?;
+    let row = links::create(&gw, &merchant.id, new).await?;
     let mut view = link_json(&row);
     view["qr"] = json!({
         "image_png_base64": base64::engine::general_purpose::STANDARD.encode(qr::png(&row.url)),
@@ -174,35 +155,8 @@ pub(crate) async fn list_links(
     Params(q): Params<ListPage>,
 ) -> ApiResult<Json> {
     let limit = page_limit(q.limit)?;
-    let after = match &q.starting_after {
-        Some(id) => {
-            let link = gw
-                .store()
-                .payment_link(&merchant.id, id)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        ErrorCode::InvalidCursor,
-                        "starting_after",
-                        "no such payment link",
-                    )
-                })?;
-            Some((link.created_at, link.id))
-        }
-        None => None,
-    };
-    let rows = gw
-        .store()
-        .payment_links(&merchant.id, after, limit + 1)
-        .await?;
+    let rows = links::list(&gw, &merchant.id, q.starting_after.as_deref(), limit).await?;
     Ok(page(rows, limit, link_json))
-}
-
-async fn owned(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<PaymentLinkRow> {
-    gw.store()
-        .payment_link(merchant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("payment link"))
 }
 
 /// A payment link.
@@ -214,7 +168,7 @@ pub(crate) async fn get_link(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let link = owned(&gw, &merchant.id, &id).await?;
+    let link = links::get(&gw, &merchant.id, &id).await?;
     Ok(Json(StatusCode::OK, link_json(&link)))
 }
 
@@ -227,11 +181,7 @@ pub(crate) async fn deactivate(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let mut link = owned(&gw, &merchant.id, &id).await?;
-    gw.store()
-        .deactivate_payment_link(&link.merchant_id, &id)
-        .await?;
-    link.active = 0;
+    let link = links::deactivate(&gw, &merchant.id, &id).await?;
     Ok(Json(StatusCode::OK, link_json(&link)))
 }
 
@@ -245,27 +195,9 @@ pub(crate) async fn link_payments(
     Path(id): Path<String>,
     Params(q): Params<ListPage>,
 ) -> ApiResult<Json> {
-    let link = owned(&gw, &merchant.id, &id).await?;
+    let link = links::get(&gw, &merchant.id, &id).await?;
     let limit = page_limit(q.limit)?;
-    let after = match &q.starting_after {
-        Some(pid) => {
-            let p = gw.store().payment(&merchant.id, pid).await?;
-            let p = p.filter(|p| p.payment_link_id.as_deref() == Some(link.id.as_str()));
-            let p = p.ok_or_else(|| {
-                ApiError::invalid(
-                    ErrorCode::InvalidCursor,
-                    "starting_after",
-                    "no such payment of this link",
-                )
-            })?;
-            Some((p.created_at, p.id))
-        }
-        None => None,
-    };
-    let rows = gw
-        .store()
-        .payments_of_link(&link.merchant_id, &link.id, after, limit + 1)
-        .await?;
+    let rows = links::payments(&gw, &link, q.starting_after.as_deref(), limit).await?;
     Ok(page(rows, limit, |p| views::payment(p, None)))
 }
 
@@ -309,7 +241,7 @@ async fn visit_with_amount(
     };
     let entered = form
         .ok()
-        .and_then(|Form(f)| currency(&link).parse_major(&f.amount));
+        .and_then(|Form(f)| links::currency(&link).parse_major(&f.amount));
     let (min, max) = (
         link.amount_min.unwrap_or(1),
         link.amount_max.unwrap_or(AMOUNT_MAX),
@@ -323,11 +255,6 @@ async fn visit_with_amount(
     }
 }
 
-/// The link's currency (checked when the link was made).
-fn currency(link: &PaymentLinkRow) -> Currency {
-    Currency::parse(&link.currency).unwrap_or(Currency::CNY)
-}
-
 /// The link behind a token, if it still takes payments; otherwise the page to show.
 async fn open_link(
     gw: &Gateway,
@@ -335,31 +262,24 @@ async fn open_link(
     lang: Lang,
     here: &str,
 ) -> Result<PaymentLinkRow, Box<Response>> {
-    let link = match gw.store().payment_link_by_token(token).await {
-        Ok(Some(link)) => link,
-        Ok(None) => {
-            return Err(Box::new(notice(
-                StatusCode::NOT_FOUND,
-                lang,
-                here,
-                "not_found",
-                "not_found_hint",
-            )));
-        }
-        Err(e) => return Err(Box::new(ApiError::from(e).into_response())),
-    };
-    let used_up = link.max_uses.is_some_and(|m| link.uses >= m);
-    let expired = link.expires_at.is_some_and(|e| e <= gw.now_ms());
-    if link.active != 1 || used_up || expired {
-        return Err(Box::new(notice(
+    match links::visit(gw, token).await {
+        Ok(Visit::Open(link)) => Ok(*link),
+        Ok(Visit::Missing) => Err(Box::new(notice(
+            StatusCode::NOT_FOUND,
+            lang,
+            here,
+            "not_found",
+            "not_found_hint",
+        ))),
+        Ok(Visit::Closed) => Err(Box::new(notice(
             StatusCode::GONE,
             lang,
             here,
             "link_closed",
             "link_closed_hint",
-        )));
+        ))),
+        Err(e) => Err(Box::new(e.into_response())),
     }
-    Ok(link)
 }
 
 fn amount_form(
@@ -368,7 +288,7 @@ fn amount_form(
     here: &str,
     status: Option<StatusCode>,
 ) -> Response {
-    let major = |minor: i64| currency(link).format_minor(minor);
+    let major = |minor: i64| links::currency(link).format_minor(minor);
     let (min, max) = (
         link.amount_min.unwrap_or(1),
         link.amount_max.unwrap_or(AMOUNT_MAX),
@@ -391,36 +311,7 @@ fn amount_form(
 
 /// Takes a use of the link and makes its payment, then sends the shopper to its checkout.
 async fn pay(gw: &Gateway, link: &PaymentLinkRow, amount: i64, lang: Lang, here: &str) -> Response {
-    let made = async {
-        if !gw.store().use_payment_link(&link.id, gw.now_ms()).await? {
-            return Ok(None);
-        }
-        let merchant = gw
-            .store()
-            .merchant(&link.merchant_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("merchant"))?;
-        let new = NewPayment {
-            money: Money::new(amount, currency(link)).map_err(|e| {
-                ApiError::invalid(ErrorCode::InvalidAmount, "amount", e.to_string())
-            })?,
-            merchant_order_id: id::generate("pl"),
-            description: link.description.clone(),
-            integration: PaymentIntegration::Hosted,
-            openid: None,
-            client_ip: None,
-            expires_at: gw.now_ms() + pay::PAYMENT_LIFETIME_MAX_MS,
-            return_url: link.return_url.clone(),
-            cancel_url: None,
-            notify_url: None,
-            metadata: Default::default(),
-            attach: None,
-            payment_link_id: Some(link.id.clone()),
-        };
-        let created = pay::create(gw, &merchant, new).await?;
-        Ok::<_, ApiError>(created.state.payment.hosted_url)
-    }
-    .await;
+    let made = links::pay(gw, link, amount).await;
     match made {
         Ok(Some(url)) => Redirect::to(&url).into_response(),
         Ok(None) => notice(

@@ -1,6 +1,5 @@
-//! The merchant API for webhook endpoints and the event feed:
-//! `POST/GET/DELETE /v1/webhook_endpoints`, `GET /v1/events`, `GET /v1/events/{id}`,
-//! `POST /v1/events/{id}/redeliver`.
+//! `/v1/webhook_endpoints`, `/v1/notify_secret`, `/v1/events`: the wire format in and out; the
+//! work is [`app::webhooks`](crate::app::webhooks)'.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -9,8 +8,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wxgate_domain::webhook::EVENT_TYPES;
-use wxgate_store::{EventFilter, EventRow, NotifySecretRow, Redeliver, WebhookEndpointRow};
+use wxgate_store::{EventFilter, EventRow, WebhookEndpointRow};
 
+use crate::app::webhooks::{self as hooks, EventDetail, WithSecret};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json};
@@ -18,11 +18,6 @@ use crate::http::extract::{
     Authed, JsonBody, ListPage, Params, page_in_memory, page_limit, parse_time,
 };
 use crate::{delivery, views};
-
-/// Endpoints one merchant may have at once.
-pub const ENDPOINTS_MAX: usize = 16;
-/// Events one redelivery by time range may cover (it runs as one transaction).
-pub const REDELIVER_RANGE_MAX: i64 = 10_000;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -115,26 +110,9 @@ pub(crate) async fn create_endpoint(
     let url = delivery::check_url(&req.url, gw.config().webhooks_allow_private)
         .map_err(|m| ApiError::invalid(ErrorCode::InvalidUrl, "url", m))?;
     let events = subscription(req.events)?;
-    if gw.store().webhook_endpoints(&merchant.id).await?.len() >= ENDPOINTS_MAX {
-        return Err(ApiError::new(
-            ErrorCode::TooManyWebhookEndpoints,
-            format!("a merchant may have at most {ENDPOINTS_MAX} webhook endpoints"),
-        ));
-    }
-    let secret = delivery::new_secret();
-    let row = WebhookEndpointRow {
-        id: wxgate_domain::id::generate("we"),
-        merchant_id: merchant.id.clone(),
-        url: url.to_string(),
-        events,
-        secret_id: wxgate_domain::id::generate("whs"),
-        secret_sealed: gw.config().master_key.seal(secret.as_bytes()),
-        created_at: gw.now_ms(),
-        deleted_at: None,
-    };
-    gw.store().insert_webhook_endpoint(&row).await?;
-    let mut view = endpoint_json(&row);
-    view["secret"] = Value::String(secret);
+    let made = hooks::create_endpoint(&gw, &merchant.id, url.as_str(), events).await?;
+    let mut view = endpoint_json(&made.row);
+    view["secret"] = Value::String(made.secret);
     Ok(Json(StatusCode::CREATED, view))
 }
 
@@ -147,20 +125,8 @@ pub(crate) async fn list_endpoints(
     Params(q): Params<ListPage>,
 ) -> ApiResult<Json> {
     // At most ENDPOINTS_MAX: the list is read whole and paged here.
-    let rows = gw.store().webhook_endpoints(&merchant.id).await?;
+    let rows = hooks::endpoints(&gw, &merchant.id).await?;
     page_in_memory(rows, &q, |e| &e.id, endpoint_json)
-}
-
-async fn owned_endpoint(
-    gw: &Gateway,
-    merchant_id: &str,
-    id: &str,
-) -> ApiResult<WebhookEndpointRow> {
-    gw.store()
-        .webhook_endpoint(id)
-        .await?
-        .filter(|e| e.merchant_id == merchant_id && e.deleted_at.is_none())
-        .ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
 
 /// A webhook endpoint.
@@ -172,7 +138,7 @@ pub(crate) async fn get_endpoint(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let e = owned_endpoint(&gw, &merchant.id, &id).await?;
+    let e = hooks::endpoint(&gw, &merchant.id, &id).await?;
     Ok(Json(StatusCode::OK, endpoint_json(&e)))
 }
 
@@ -185,14 +151,7 @@ pub(crate) async fn delete_endpoint(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    owned_endpoint(&gw, &merchant.id, &id).await?;
-    if !gw
-        .store()
-        .delete_webhook_endpoint(&merchant.id, &id, gw.now_ms())
-        .await?
-    {
-        return Err(ApiError::not_found("webhook endpoint"));
-    }
+    hooks::delete_endpoint(&gw, &merchant.id, &id).await?;
     Ok(Json(
         StatusCode::OK,
         json!({"id": id, "object": "webhook_endpoint", "deleted": true}),
@@ -229,35 +188,25 @@ pub(crate) async fn list_events(
     Params(q): Params<EventQuery>,
 ) -> ApiResult<Json> {
     let limit = page_limit(q.limit)?;
-    if let Some(t) = &q.event_type {
-        if !EVENT_TYPES.contains(&t.as_str()) {
-            return Err(ApiError::invalid(
-                ErrorCode::InvalidType,
-                "type",
-                format!("unknown event type {t:?}"),
-            ));
-        }
+    if let Some(t) = &q.event_type
+        && !EVENT_TYPES.contains(&t.as_str())
+    {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidType,
+            "type",
+            format!("unknown event type {t:?}"),
+        ));
     }
     check_delivery_status(q.delivery_status.as_deref())?;
-    let before = match &q.starting_after {
-        Some(id) => {
-            let e = gw.store().event(&merchant.id, id).await?.ok_or_else(|| {
-                ApiError::invalid(ErrorCode::InvalidCursor, "starting_after", "no such event")
-            })?;
-            Some((e.created_at, e.id))
-        }
-        None => None,
-    };
     let filter = EventFilter {
         event_type: q.event_type,
         object_id: q.object_id,
         delivery_status: q.delivery_status,
-        before,
-        limit: limit + 1,
+        before: None,
+        limit,
     };
-    let mut rows = gw.store().list_events(&merchant.id, &filter).await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let (rows, has_more) =
+        hooks::events(&gw, &merchant.id, filter, q.starting_after.as_deref()).await?;
     let data: Vec<Value> = rows.iter().map(event_value).collect();
     Ok(Json(
         StatusCode::OK,
@@ -265,10 +214,9 @@ pub(crate) async fn list_events(
     ))
 }
 
-/// An event with its deliveries and every attempt made.
-async fn event_detail(gw: &Gateway, e: &EventRow) -> ApiResult<Value> {
-    let deliveries = gw.store().deliveries(&e.id).await?;
-    let attempts = gw.store().attempts(&e.id).await?;
+/// An event with its deliveries and every attempt made, as JSON.
+fn event_detail(detail: &EventDetail) -> Value {
+    let (e, deliveries, attempts) = (&detail.event, &detail.deliveries, &detail.attempts);
     let time = |t: Option<i64>| t.map(views::rfc3339);
     let deliveries: Vec<Value> = deliveries
         .iter()
@@ -302,7 +250,7 @@ async fn event_detail(gw: &Gateway, e: &EventRow) -> ApiResult<Value> {
         .collect();
     let mut view = event_value(e);
     view["deliveries"] = Value::Array(deliveries);
-    Ok(view)
+    view
 }
 
 /// An event, with each delivery and every attempt made.
@@ -314,12 +262,8 @@ pub(crate) async fn get_event(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let e = gw
-        .store()
-        .event(&merchant.id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("event"))?;
-    Ok(Json(StatusCode::OK, event_detail(&gw, &e).await?))
+    let detail = hooks::event(&gw, &merchant.id, &id).await?;
+    Ok(Json(StatusCode::OK, event_detail(&detail)))
 }
 
 /// Sends an event again, now, to every endpoint subscribed to it.
@@ -332,22 +276,8 @@ pub(crate) async fn redeliver(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let e = gw
-        .store()
-        .event(&merchant.id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("event"))?;
-    let scheduled = gw
-        .store()
-        .redeliver(&merchant.id, &Redeliver::Event(id.clone()), gw.now_ms())
-        .await?;
-    if scheduled == 0 {
-        return Err(ApiError::new(
-            ErrorCode::NoWebhookEndpoints,
-            "no webhook endpoint is subscribed to this event",
-        ));
-    }
-    Ok(Json(StatusCode::ACCEPTED, event_detail(&gw, &e).await?))
+    let detail = hooks::redeliver(&gw, &merchant.id, &id).await?;
+    Ok(Json(StatusCode::ACCEPTED, event_detail(&detail)))
 }
 
 /// Which events to send again.
@@ -379,25 +309,14 @@ pub(crate) async fn redeliver_range(
         None => now + 1,
     };
     check_delivery_status(req.delivery_status.as_deref())?;
-    let in_range = gw
-        .store()
-        .count_events(&merchant.id, created_gte, created_lt)
-        .await?;
-    if in_range > REDELIVER_RANGE_MAX {
-        return Err(ApiError::invalid(
-            ErrorCode::RedeliverRangeTooLarge,
-            "created_gte",
-            format!(
-                "{in_range} events in that range; redeliver at most {REDELIVER_RANGE_MAX} at a time (narrow it with created_lt)"
-            ),
-        ));
-    }
-    let scope = Redeliver::Range {
+    let scheduled = hooks::redeliver_range(
+        &gw,
+        &merchant.id,
         created_gte,
         created_lt,
-        delivery_status: req.delivery_status,
-    };
-    let scheduled = gw.store().redeliver(&merchant.id, &scope, now).await?;
+        req.delivery_status,
+    )
+    .await?;
     Ok(Json(StatusCode::ACCEPTED, json!({"scheduled": scheduled})))
 }
 
@@ -424,14 +343,7 @@ pub(crate) async fn rotate_notify_secret(
     State(gw): State<Gateway>,
     Authed(merchant): Authed,
 ) -> ApiResult<Json> {
-    let secret = delivery::new_secret();
-    let row = NotifySecretRow {
-        merchant_id: merchant.id.clone(),
-        secret_id: wxgate_domain::id::generate("whs"),
-        secret_sealed: gw.config().master_key.seal(secret.as_bytes()),
-        created_at: gw.now_ms(),
-    };
-    gw.store().set_notify_secret(&row).await?;
+    let WithSecret { row, secret } = hooks::rotate_notify_secret(&gw, &merchant.id).await?;
     Ok(Json(
         StatusCode::CREATED,
         json!({"object": "notify_secret", "secret_id": row.secret_id, "secret": secret, "created_at": views::rfc3339(row.created_at)}),
@@ -448,23 +360,8 @@ pub(crate) async fn rotate_endpoint_secret(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let mut endpoint = owned_endpoint(&gw, &merchant.id, &id).await?;
-    let secret = delivery::new_secret();
-    endpoint.secret_id = wxgate_domain::id::generate("whs");
-    endpoint.secret_sealed = gw.config().master_key.seal(secret.as_bytes());
-    if !gw
-        .store()
-        .rotate_webhook_secret(
-            &merchant.id,
-            &id,
-            &endpoint.secret_id,
-            &endpoint.secret_sealed,
-        )
-        .await?
-    {
-        return Err(ApiError::not_found("webhook endpoint"));
-    }
-    let mut view = endpoint_json(&endpoint);
+    let WithSecret { row, secret } = hooks::rotate_endpoint_secret(&gw, &merchant.id, &id).await?;
+    let mut view = endpoint_json(&row);
     view["secret"] = Value::String(secret);
     Ok(Json(StatusCode::OK, view))
 }

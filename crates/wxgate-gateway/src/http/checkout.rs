@@ -16,14 +16,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
-use wxgate_domain::payment::AttemptStatus;
 use wxgate_domain::{Currency, Integration, PaymentEvent, PaymentStatus};
-use wxgate_store::{PaymentAttemptRow, PaymentRow};
+use wxgate_store::PaymentRow;
 
 use crate::app::payments as pay;
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
-use crate::{qr, views};
+use crate::qr;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -423,7 +422,7 @@ async fn product(
         Device::Mobile => Integration::H5,
         Device::Desktop => Integration::Native,
     };
-    if let Some(open) = usable_attempt(gw, p, wanted).await? {
+    if let Some(open) = pay::usable_attempt(gw, p, wanted).await? {
         return Ok(Product::Show {
             kind: wanted.as_str().to_string(),
             payment: Box::new(PaymentRow {
@@ -465,24 +464,6 @@ async fn product(
         kind: wanted.as_str().to_string(),
         payment: Box::new(payment),
     })
-}
-
-/// An open order of the payment for `integration` whose credential still works.
-async fn usable_attempt(
-    gw: &Gateway,
-    p: &PaymentRow,
-    integration: Integration,
-) -> Result<Option<PaymentAttemptRow>, ApiError> {
-    let now = gw.now_ms();
-    let attempts = pay::attempts(gw, p).await?;
-    Ok(attempts.into_iter().rev().find(|a| {
-        a.status == AttemptStatus::Open
-            && a.integration == integration
-            && a.wechat_credential
-                .as_deref()
-                .and_then(views::credential_expires_ms)
-                .is_some_and(|until| until > now)
-    }))
 }
 
 /// The page for `kind` with the payment's credential.
