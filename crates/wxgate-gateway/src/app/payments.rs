@@ -459,3 +459,23 @@ pub async fn usable_attempt(
                 .is_some_and(|until| until > now)
     }))
 }
+
+/// The code_url of a pending native payment of the merchant's.
+pub async fn qr_code_url(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<String> {
+    let p = gw
+        .store()
+        .payment(merchant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    let data = (p.status == PaymentStatus::Pending)
+        .then_some(p.wechat_credential.as_deref())
+        .flatten()
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        .and_then(|c| c["display_qr_code"]["data"].as_str().map(str::to_string));
+    data.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NoQrCode,
+            "only a pending native payment has a QR code",
+        )
+    })
+}

@@ -11,6 +11,7 @@ pub mod links;
 pub mod notify;
 pub mod openapi;
 pub mod payments;
+pub mod qr;
 pub mod refunds;
 pub mod webhooks;
 
@@ -25,7 +26,6 @@ use serde_json::json;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
-use crate::qr;
 
 pub use extract::BODY_LIMIT_BYTES;
 

@@ -5,8 +5,7 @@ use serde_json::Value;
 use utoipa::OpenApi;
 
 use crate::error::ErrorCode;
-use crate::http::{links, payments, refunds, webhooks};
-use crate::qr;
+use crate::http::{links, payments, qr, refunds, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
