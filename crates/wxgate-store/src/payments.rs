@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::outbox::insert_event;
+use wxgate_domain::Integration;
 
 impl Store {
     /// Inserts a new payment with its first history row; if the merchant already has a payment
@@ -203,25 +204,30 @@ impl Store {
         )))
     }
 
-    /// A payment and its status history in one round trip (the read path).
-    pub async fn payment_with_history(
+    /// A payment with its status history and its WeChat orders, in one round trip (the read
+    /// path): the history as rows, the orders aggregated into the first row.
+    pub async fn payment_detail(
         &self,
         merchant_id: &str,
         id: &str,
-    ) -> Result<Option<(PaymentRow, Vec<HistoryRow>)>> {
-        let rows = sqlx::query(
-            "SELECT p.*, h.status AS h_status, h.source AS h_source, h.at AS h_at \
+    ) -> Result<Option<(PaymentRow, Vec<HistoryRow>, Vec<PaymentAttemptRow>)>> {
+        let sql = format!(
+            "SELECT p.*, h.status AS h_status, h.source AS h_source, h.at AS h_at, \
+             CASE WHEN h.version = 1 THEN {} END AS attempts_json \
              FROM payments p JOIN payment_status_history h ON h.payment_id = p.id \
              WHERE p.merchant_id = $1 AND p.id = $2 ORDER BY h.version",
-        )
-        .bind(merchant_id)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
+            self.attempts_json_sql()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(merchant_id)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };
         let payment = <PaymentRow as sqlx::FromRow<'_, sqlx::any::AnyRow>>::from_row(first)?;
+        check_money(&payment)?;
         let history = rows
             .iter()
             .map(|r| {
@@ -233,7 +239,27 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some((payment, history)))
+        let attempts: Option<String> = first.try_get("attempts_json")?;
+        let attempts = parse_attempts(&payment, attempts.as_deref().unwrap_or("[]"))?;
+        Ok(Some((payment, history, attempts)))
+    }
+
+    /// A scalar subquery giving a payment's attempts (of `p`) as a JSON array, oldest first.
+    fn attempts_json_sql(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => {
+                "(SELECT json_group_array(json_object('out_trade_no', a.out_trade_no, 'seq', a.seq, \
+                 'integration', a.integration, 'status', a.status, 'wechat_credential', a.wechat_credential, \
+                 'transaction_id', a.transaction_id, 'created_at', a.created_at, 'updated_at', a.updated_at)) \
+                 FROM (SELECT * FROM payment_attempts WHERE payment_id = p.id ORDER BY seq) a)"
+            }
+            Backend::Postgres => {
+                "(SELECT COALESCE(json_agg(json_build_object('out_trade_no', a.out_trade_no, 'seq', a.seq, \
+                 'integration', a.integration, 'status', a.status, 'wechat_credential', a.wechat_credential, \
+                 'transaction_id', a.transaction_id, 'created_at', a.created_at, 'updated_at', a.updated_at) \
+                 ORDER BY a.seq), '[]'::json)::text FROM payment_attempts a WHERE a.payment_id = p.id)"
+            }
+        }
     }
 
     pub async fn history(&self, payment_id: &str) -> Result<Vec<HistoryRow>> {
@@ -454,4 +480,34 @@ pub(crate) fn check_money(p: &PaymentRow) -> Result<()> {
             p.id, p.amount_refunded, p.amount_reserved, p.amount
         )))
     }
+}
+
+/// A payment's attempts from their JSON aggregate (see `attempts_json_sql`).
+fn parse_attempts(p: &PaymentRow, json: &str) -> Result<Vec<PaymentAttemptRow>> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("payment {}: attempt {what}", p.id));
+    let items: Vec<serde_json::Value> =
+        serde_json::from_str(json).map_err(|_| corrupt("aggregate is not JSON"))?;
+    items
+        .iter()
+        .map(|a| {
+            let text = |k: &str| a[k].as_str().map(str::to_string);
+            let number = |k: &str| a[k].as_i64().ok_or_else(|| corrupt(k));
+            Ok(PaymentAttemptRow {
+                merchant_id: p.merchant_id.clone(),
+                out_trade_no: text("out_trade_no").ok_or_else(|| corrupt("out_trade_no"))?,
+                payment_id: p.id.clone(),
+                seq: number("seq")?,
+                integration: text("integration")
+                    .and_then(|i| Integration::try_from(i).ok())
+                    .ok_or_else(|| corrupt("integration"))?,
+                status: text("status")
+                    .and_then(|s| AttemptStatus::try_from(s).ok())
+                    .ok_or_else(|| corrupt("status"))?,
+                wechat_credential: text("wechat_credential"),
+                transaction_id: text("transaction_id"),
+                created_at: number("created_at")?,
+                updated_at: number("updated_at")?,
+            })
+        })
+        .collect()
 }

@@ -172,12 +172,11 @@ fn new_row(gw: &Gateway, merchant: &MerchantRow, new: &NewPayment, now: i64) -> 
 
 /// A payment of the merchant's, with its history, in one query.
 pub async fn get(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<PaymentState> {
-    let (payment, history) = gw
+    let (payment, history, attempts) = gw
         .store()
-        .payment_with_history(merchant_id, id)
+        .payment_detail(merchant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment"))?;
-    let attempts = gw.store().payment_attempts(&payment.id).await?;
     Ok(PaymentState {
         payment,
         history,
