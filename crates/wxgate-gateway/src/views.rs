@@ -11,6 +11,7 @@ use wxgate_domain::refund::RefundStatus;
 use wxgate_domain::{PaymentIntegration, PaymentStatus};
 use wxgate_store::{HistoryRow, PaymentAttemptRow, PaymentRow, RefundRow};
 
+use crate::next_action::{NextAction, QrCode, Redirect};
 use crate::qr;
 use crate::upstream::{Prepaid, Upstream};
 
@@ -168,12 +169,19 @@ impl<'a> PaymentView<'a> {
             attach: p.attach.as_deref(),
             metadata: raw(&p.metadata),
             next_action: match (p.status, p.integration) {
-                (PaymentStatus::Pending, PaymentIntegration::Hosted) => p.hosted_url.as_deref().map(|url| {
-                    let action = json!({"type": "redirect_to_url", "redirect_to_url": {"url": url, "expires_at": rfc3339(p.expires_at)}});
-                    std::borrow::Cow::Owned(
-                        RawValue::from_string(action.to_string()).expect("JSON is JSON"),
-                    )
-                }),
+                (PaymentStatus::Pending, PaymentIntegration::Hosted) => {
+                    p.hosted_url.as_deref().map(|url| {
+                        let action = NextAction::RedirectToUrl {
+                            redirect_to_url: Redirect {
+                                url: url.to_string(),
+                                expires_at: rfc3339(p.expires_at),
+                            },
+                        };
+                        std::borrow::Cow::Owned(
+                            RawValue::from_string(action.to_stored()).expect("JSON is JSON"),
+                        )
+                    })
+                }
                 (PaymentStatus::Pending, _) => p
                     .wechat_credential
                     .as_deref()
@@ -266,20 +274,20 @@ pub fn next_action(
     p: &PaymentRow,
     now_ms: i64,
     expires_ms: i64,
-) -> Value {
+) -> NextAction {
     let expires_at = rfc3339(expires_ms);
     let now_secs = now_ms / 1000;
     let nonce = wechatpay_v3::nonce(32);
     match prepaid {
-        Prepaid::Native { code_url } => json!({
-            "type": "display_qr_code",
-            "display_qr_code": {
-                "data": code_url,
-                "image_png_base64": base64::engine::general_purpose::STANDARD.encode(qr::png(&code_url)),
-                "image_svg": qr::svg(&code_url),
-                "expires_at": expires_at,
-            }
-        }),
+        Prepaid::Native { code_url } => NextAction::DisplayQrCode {
+            display_qr_code: QrCode {
+                image_png_base64: base64::engine::general_purpose::STANDARD
+                    .encode(qr::png(&code_url)),
+                image_svg: qr::svg(&code_url),
+                data: code_url,
+                expires_at,
+            },
+        },
         Prepaid::H5 { h5_url } => {
             let url = match &p.return_url {
                 Some(back) => format!(
@@ -288,34 +296,49 @@ pub fn next_action(
                 ),
                 None => h5_url,
             };
-            json!({"type": "redirect_to_url", "redirect_to_url": {"url": url, "expires_at": expires_at}})
+            NextAction::RedirectToUrl {
+                redirect_to_url: Redirect { url, expires_at },
+            }
         }
-        Prepaid::Jsapi { prepay_id: id } => {
-            let params =
-                JsapiPayParams::sign(&up.signing_key, &up.merchant.appid, &id, now_secs, &nonce);
-            json!({"type": "invoke_jsapi", "invoke_jsapi": params, "expires_at": expires_at})
-        }
+        Prepaid::Jsapi { prepay_id: id } => NextAction::InvokeJsapi {
+            invoke_jsapi: JsapiPayParams::sign(
+                &up.signing_key,
+                &up.merchant.appid,
+                &id,
+                now_secs,
+                &nonce,
+            ),
+            expires_at,
+        },
         Prepaid::MiniProgram { prepay_id: id } => {
             let appid = up
                 .merchant
                 .mini_program_appid
                 .as_deref()
                 .unwrap_or(&up.merchant.appid);
-            let params = JsapiPayParams::sign(&up.signing_key, appid, &id, now_secs, &nonce)
-                .for_mini_program();
-            json!({"type": "invoke_mini_program", "invoke_mini_program": params, "expires_at": expires_at})
+            NextAction::InvokeMiniProgram {
+                invoke_mini_program: JsapiPayParams::sign(
+                    &up.signing_key,
+                    appid,
+                    &id,
+                    now_secs,
+                    &nonce,
+                )
+                .for_mini_program(),
+                expires_at,
+            }
         }
-        Prepaid::App { prepay_id: id } => {
-            let params = AppPayParams::sign(
+        Prepaid::App { prepay_id: id } => NextAction::InvokeApp {
+            invoke_app: AppPayParams::sign(
                 &up.signing_key,
                 &up.merchant.appid,
                 &up.merchant.mchid,
                 &id,
                 now_secs,
                 &nonce,
-            );
-            json!({"type": "invoke_app", "invoke_app": params, "expires_at": expires_at})
-        }
+            ),
+            expires_at,
+        },
     }
 }
 
@@ -346,16 +369,4 @@ pub fn duplicate_payload(p: &PaymentRow, out_trade_no: &str, transaction_id: &st
         "refunded": true,
     });
     value.to_string()
-}
-
-/// When a stored `next_action` stops working, in Unix milliseconds.
-pub fn credential_expires_ms(credential: &str) -> Option<i64> {
-    let value: Value = serde_json::from_str(credential).ok()?;
-    let kind = value["type"].as_str()?;
-    let at = value[kind]["expires_at"]
-        .as_str()
-        .or(value["expires_at"].as_str())?;
-    wechatpay_v3::validate::rfc3339("expires_at", at)
-        .ok()
-        .map(|s| s * 1000)
 }

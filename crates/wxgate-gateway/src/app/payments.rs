@@ -16,6 +16,7 @@ use wxgate_store::{
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
+use crate::next_action::NextAction;
 use crate::views;
 
 /// A payment's WeChat credentials (code_url, prepay_id) work for two hours; so does a payment.
@@ -262,7 +263,7 @@ pub async fn prepay(
         .set_attempt_credential(
             &p.merchant_id,
             &p.out_trade_no,
-            &action.to_string(),
+            &action.to_stored(),
             gw.now_ms(),
         )
         .await?;
@@ -454,7 +455,8 @@ pub async fn usable_attempt(
             && a.integration == integration
             && a.wechat_credential
                 .as_deref()
-                .and_then(views::credential_expires_ms)
+                .and_then(NextAction::from_stored)
+                .and_then(|action| action.expires_ms())
                 .is_some_and(|until| until > now)
     }))
 }
@@ -469,8 +471,8 @@ pub async fn qr_code_url(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult
     let data = (p.status == PaymentStatus::Pending)
         .then_some(p.wechat_credential.as_deref())
         .flatten()
-        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
-        .and_then(|c| c["display_qr_code"]["data"].as_str().map(str::to_string));
+        .and_then(NextAction::from_stored)
+        .and_then(|action| action.code_url().map(str::to_string));
     data.ok_or_else(|| {
         ApiError::new(
             ErrorCode::NoQrCode,

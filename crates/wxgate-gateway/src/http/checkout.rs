@@ -22,6 +22,7 @@ use wxgate_store::PaymentRow;
 use crate::app::payments as pay;
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
+use crate::next_action::NextAction;
 use crate::qr;
 
 pub fn routes() -> Router<Gateway> {
@@ -365,7 +366,7 @@ async fn show(
         Product::Show { kind, payment } => (kind, payment),
         Product::Redirect(to) => return Ok(Redirect::to(&to).into_response()),
     };
-    render(&p, &kind, device, token, lang, &here)
+    render(&p, kind, device, token, lang, &here)
 }
 
 /// The page of a payment that is over (or past its expiry): where it goes, or what it says.
@@ -392,8 +393,9 @@ fn ended(gw: &Gateway, p: &PaymentRow, lang: Lang, here: &str, token: &str) -> O
 
 /// What the page shows: a product and the payment whose credential is that product's.
 enum Product {
+    /// `kind` is `None` inside WeChat when the payer's openid cannot be learnt.
     Show {
-        kind: String,
+        kind: Option<Integration>,
         payment: Box<PaymentRow>,
     },
     /// First learn who pays (webpage authorization inside WeChat).
@@ -413,7 +415,7 @@ async fn product(
 ) -> Result<Product, ApiError> {
     if let Some(product) = p.integration.product() {
         return Ok(Product::Show {
-            kind: product.as_str().to_string(),
+            kind: Some(product),
             payment: Box::new(p.clone()),
         });
     }
@@ -424,7 +426,7 @@ async fn product(
     };
     if let Some(open) = pay::usable_attempt(gw, p, wanted).await? {
         return Ok(Product::Show {
-            kind: wanted.as_str().to_string(),
+            kind: Some(wanted),
             payment: Box::new(PaymentRow {
                 wechat_credential: open.wechat_credential,
                 ..p.clone()
@@ -440,7 +442,7 @@ async fn product(
             .map_err(|e| ApiError::internal("cannot open the merchant's WeChat connection", e))?;
         if !up.can_authorize() {
             return Ok(Product::Show {
-                kind: String::new(),
+                kind: None,
                 payment: Box::new(p.clone()),
             });
         }
@@ -461,7 +463,7 @@ async fn product(
     })
     .await?;
     Ok(Product::Show {
-        kind: wanted.as_str().to_string(),
+        kind: Some(wanted),
         payment: Box::new(payment),
     })
 }
@@ -469,17 +471,16 @@ async fn product(
 /// The page for `kind` with the payment's credential.
 fn render(
     p: &PaymentRow,
-    kind: &str,
+    kind: Option<Integration>,
     device: Device,
     token: &str,
     lang: Lang,
     here: &str,
 ) -> Result<Response, ApiError> {
-    let credential: serde_json::Value = p
+    let credential = p
         .wechat_credential
         .as_deref()
-        .and_then(|c| serde_json::from_str(c).ok())
-        .unwrap_or(json!(null));
+        .and_then(NextAction::from_stored);
     let head = format!(
         "<p class=\"desc\">{}</p><p class=\"amount\" data-amount=\"{}\">{}</p>",
         esc(&p.description),
@@ -496,7 +497,7 @@ fn render(
         esc(token),
         t(lang, "cancel")
     );
-    let Some(action) = action(&credential, kind, device, lang) else {
+    let Some(action) = action(credential.as_ref(), kind, device, lang) else {
         // The prepay has not completed (WeChat did not answer): say so; reloading tries again.
         return Err(ApiError::new(
             ErrorCode::UpstreamUnavailable,
@@ -513,13 +514,13 @@ fn render(
 /// What the shopper does with the credential: scan the QR, open WeChat's cashier, or pay in
 /// WeChat through the JS API. `None` while there is no credential yet.
 fn action(
-    credential: &serde_json::Value,
-    kind: &str,
+    credential: Option<&NextAction>,
+    kind: Option<Integration>,
     device: Device,
     lang: Lang,
 ) -> Option<String> {
-    match kind {
-        "native" => credential["display_qr_code"]["data"].as_str().map(|code| {
+    match (kind, credential) {
+        (Some(Integration::Native), credential) => credential?.code_url().map(|code| {
             format!(
                 "<div class=\"qr\" id=\"qr\" data-code-url=\"{}\">{}</div><p>{}</p>",
                 esc(code),
@@ -527,29 +528,31 @@ fn action(
                 t(lang, "scan")
             )
         }),
-        "h5" => credential["redirect_to_url"]["url"].as_str().map(|url| {
-            format!(
+        (Some(Integration::H5), Some(NextAction::RedirectToUrl { redirect_to_url })) => {
+            Some(format!(
                 "<p>{}</p><a class=\"button\" id=\"pay\" href=\"{}\">{}</a>",
                 t(lang, "open_hint"),
-                esc(url),
+                esc(&redirect_to_url.url),
                 t(lang, "open")
-            )
-        }),
-        "jsapi" if device == Device::WeChat => {
-            credential["invoke_jsapi"].as_object().map(|params| {
-                // The signed parameters, for WeixinJSBridge, in an attribute the page's own
-                // script reads (no inline script: the CSP allows only the page's nonce).
-                let json = serde_json::to_string(params).expect("JSON serialises");
-                format!(
-                    "<p>{}</p><button class=\"button\" id=\"pay\" type=\"button\" \
-                     data-jsapi=\"{}\">{}</button>",
-                    t(lang, "open_hint"),
-                    esc(&json),
-                    t(lang, "open")
-                )
-            })
+            ))
         }
-        "jsapi" | "" => Some(format!("<p>{}</p>", t(lang, "in_wechat"))),
+        (Some(Integration::H5), _) => None,
+        (Some(Integration::Jsapi), credential) if device == Device::WeChat => {
+            let Some(NextAction::InvokeJsapi { invoke_jsapi, .. }) = credential else {
+                return None;
+            };
+            // The signed parameters, for WeixinJSBridge, in an attribute the page's own
+            // script reads (no inline script: the CSP allows only the page's nonce).
+            let json = serde_json::to_string(invoke_jsapi).expect("JSON serialises");
+            Some(format!(
+                "<p>{}</p><button class=\"button\" id=\"pay\" type=\"button\" \
+                 data-jsapi=\"{}\">{}</button>",
+                t(lang, "open_hint"),
+                esc(&json),
+                t(lang, "open")
+            ))
+        }
+        (Some(Integration::Jsapi) | None, _) => Some(format!("<p>{}</p>", t(lang, "in_wechat"))),
         _ => Some(format!("<p>{}</p>", t(lang, "elsewhere"))),
     }
 }
