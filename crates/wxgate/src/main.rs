@@ -346,16 +346,12 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let s = settings(cli.config.as_deref())?;
             let store = wxgate_gateway::open_store(&s.database_url).await?;
-            if store.event(&merchant, &event_id).await?.is_none() {
-                anyhow::bail!("merchant {merchant} has no event {event_id}");
-            }
-            let scheduled = store
-                .redeliver(
-                    &merchant,
-                    &wxgate_store::Redeliver::Event(event_id.clone()),
-                    wxgate_gateway::now_ms(),
-                )
-                .await?;
+            let gateway = Gateway::new(store, s.gateway_config(require_master(&s)?));
+            // The same rules as POST /v1/events/{id}/redeliver.
+            let (scheduled, _) =
+                wxgate_gateway::app::webhooks::redeliver(&gateway, &merchant, &event_id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
             if json {
                 println!(
                     "{}",

@@ -95,6 +95,7 @@ async fn the_demo_takes_a_payment_and_keeps_it_across_a_restart() {
         tokio::task::yield_now().await;
     }
     assert_eq!(last["status"], "succeeded", "{last}");
+    redeliver_from_the_command_line(&http, &base, &key, &data, &info, &id).await;
 
     // Restarted on the same folder: the same merchant, key and payment.
     demo.kill().unwrap();
@@ -108,4 +109,65 @@ async fn the_demo_takes_a_payment_and_keeps_it_across_a_restart() {
     let _ = std::fs::remove_dir_all(&data);
     assert_eq!(after["status"], "succeeded", "{after}");
     assert_eq!(after["wechat"], last["wechat"]);
+}
+
+/// `wxgate events redeliver` on the demo's database schedules the payment's event again for
+/// the merchant's endpoint, by the same rules as the API; an unknown event is refused.
+async fn redeliver_from_the_command_line(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    data: &std::path::Path,
+    info: &Value,
+    payment_id: &str,
+) {
+    let endpoint = http
+        .post(format!("{base}/v1/webhook_endpoints"))
+        .bearer_auth(key)
+        .json(&json!({"url": "http://127.0.0.1:9/hooks"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(endpoint.status(), 201);
+    let events: Value = http
+        .get(format!("{base}/v1/events?object_id={payment_id}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let event_id = events["data"][0]["id"].as_str().unwrap().to_string();
+    let master = std::fs::read_to_string(data.join("master.key")).unwrap();
+    let merchant = info["merchant_id"].as_str().unwrap();
+    let redeliver = |event: &str| {
+        Command::new(BIN)
+            .args([
+                "events",
+                "redeliver",
+                event,
+                "--merchant",
+                merchant,
+                "--json",
+            ])
+            .env(
+                "WXGATE_DATABASE_URL",
+                format!("sqlite://{}", data.join("wxgate.db").display()),
+            )
+            .env("WXGATE_MASTER_KEY", master.trim())
+            .output()
+            .unwrap()
+    };
+    let done = redeliver(&event_id);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(answer, json!({"event_id": event_id, "scheduled": 1}));
+    let unknown = redeliver("evt_unknown");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("resource_missing"));
 }

@@ -155,8 +155,9 @@ pub async fn event(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<Event
     })
 }
 
-/// Sends an event again, now, to every endpoint subscribed to it.
-pub async fn redeliver(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<EventDetail> {
+/// Sends an event again, now, to every endpoint subscribed to it: how many deliveries were
+/// scheduled, and the event after.
+pub async fn redeliver(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<(u64, EventDetail)> {
     event(gw, merchant_id, id).await?;
     let scheduled = gw
         .store()
@@ -168,7 +169,7 @@ pub async fn redeliver(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<E
             "no webhook endpoint is subscribed to this event",
         ));
     }
-    event(gw, merchant_id, id).await
+    Ok((scheduled, event(gw, merchant_id, id).await?))
 }
 
 /// Sends again, now, every event created in `[created_gte, created_lt)` (optionally only those

@@ -276,7 +276,7 @@ pub(crate) async fn redeliver(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let detail = hooks::redeliver(&gw, &merchant.id, &id).await?;
+    let (_, detail) = hooks::redeliver(&gw, &merchant.id, &id).await?;
     Ok(Json(StatusCode::ACCEPTED, event_detail(&detail)))
 }
 
