@@ -22,6 +22,75 @@ pub fn is_valid(prefix: &str, value: &str) -> bool {
         .is_some_and(|tail| tail.len() == RANDOM_LEN && tail.bytes().all(|b| ALPHABET.contains(&b)))
 }
 
+macro_rules! typed_ids {
+    ($($name:ident = $prefix:literal, $what:literal;)*) => {$(
+        #[doc = concat!("The id of ", $what, ": `", $prefix, "_…`. A distinct type, so one kind of id is never passed for another.")]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new, random id.
+            pub fn generate() -> Self {
+                Self(generate($prefix))
+            }
+
+            /// An id from outside (a path, a body): `None` unless it has this kind's shape, so
+            /// the caller can answer "no such object" without asking the database.
+            pub fn parse(value: &str) -> Option<Self> {
+                is_valid($prefix, value).then(|| Self(value.to_string()))
+            }
+
+            /// An id read back from this gateway's own store.
+            pub fn stored(value: impl Into<String>) -> Self {
+                Self(value.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        /// Reads as text where text is wanted (the store's queries); text never becomes an id
+        /// without [`parse`](Self::parse) or [`stored`](Self::stored).
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    )*};
+}
+
+typed_ids! {
+    MerchantId = "mch", "a merchant";
+    PaymentId = "pay", "a payment";
+    RefundId = "re", "a refund";
+    EventId = "evt", "an event";
+    EndpointId = "we", "a webhook endpoint";
+    LinkId = "plink", "a payment link";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +104,14 @@ mod tests {
         assert!(!is_valid("pay", "pay_short"));
         assert!(!is_valid("pay", "pay_ABCDEFGHIJKLMNOPQRSTUVWX"));
         assert_ne!(generate("pay"), generate("pay"));
+    }
+
+    #[test]
+    fn typed_ids_parse_only_their_own_kind() {
+        let payment = PaymentId::generate();
+        assert_eq!(PaymentId::parse(payment.as_str()), Some(payment.clone()));
+        assert_eq!(MerchantId::parse(payment.as_str()), None);
+        assert_eq!(RefundId::parse("re_x"), None);
+        assert!(LinkId::generate().as_str().starts_with("plink_"));
     }
 }

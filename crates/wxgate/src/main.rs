@@ -348,8 +348,11 @@ async fn main() -> anyhow::Result<()> {
             let store = wxgate_gateway::open_store(&s.database_url).await?;
             let gateway = Gateway::new(store, s.gateway_config(require_master(&s)?));
             // The same rules as POST /v1/events/{id}/redeliver.
+            use wxgate_domain::id::{EventId, MerchantId};
+            let merchant = MerchantId::parse(&merchant).context("--merchant is not a mch_… id")?;
+            let event = EventId::parse(&event_id).context("not an evt_… event id")?;
             let (scheduled, _) =
-                wxgate_gateway::app::webhooks::redeliver(&gateway, &merchant, &event_id)
+                wxgate_gateway::app::webhooks::redeliver(&gateway, &merchant, &event)
                     .await
                     .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
             if json {

@@ -167,7 +167,7 @@ async fn redeliver_from_the_command_line(
     );
     let answer: Value = serde_json::from_slice(&done.stdout).unwrap();
     assert_eq!(answer, json!({"event_id": event_id, "scheduled": 1}));
-    let unknown = redeliver("evt_unknown");
+    let unknown = redeliver("evt_000000000000000000000000");
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("resource_missing"));
 }

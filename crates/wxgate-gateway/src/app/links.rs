@@ -1,5 +1,6 @@
 //! Payment links: permanent URLs whose every visit makes a new hosted payment.
 
+use wxgate_domain::id::{LinkId, MerchantId};
 use wxgate_domain::{Currency, Money, PaymentIntegration, id};
 use wxgate_store::{PaymentLinkRow, PaymentRow};
 
@@ -21,7 +22,11 @@ pub struct NewLink {
     pub expires_at: Option<i64>,
 }
 
-pub async fn create(gw: &Gateway, merchant_id: &str, new: NewLink) -> ApiResult<PaymentLinkRow> {
+pub async fn create(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    new: NewLink,
+) -> ApiResult<PaymentLinkRow> {
     let now = gw.now_ms();
     if new.expires_at.is_some_and(|e| e <= now) {
         return Err(ApiError::invalid(
@@ -56,7 +61,7 @@ pub async fn create(gw: &Gateway, merchant_id: &str, new: NewLink) -> ApiResult<
 }
 
 /// One of the merchant's links.
-pub async fn get(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<PaymentLinkRow> {
+pub async fn get(gw: &Gateway, merchant_id: &MerchantId, id: &LinkId) -> ApiResult<PaymentLinkRow> {
     gw.store()
         .payment_link(merchant_id, id)
         .await?
@@ -67,7 +72,7 @@ pub async fn get(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<Payment
 /// one more, which only says that more follow).
 pub async fn list(
     gw: &Gateway,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     starting_after: Option<&str>,
     limit: i64,
 ) -> ApiResult<Vec<PaymentLinkRow>> {
@@ -95,7 +100,11 @@ pub async fn list(
 }
 
 /// Stops a link from taking payments.
-pub async fn deactivate(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<PaymentLinkRow> {
+pub async fn deactivate(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    id: &LinkId,
+) -> ApiResult<PaymentLinkRow> {
     let mut link = get(gw, merchant_id, id).await?;
     gw.store().deactivate_payment_link(merchant_id, id).await?;
     link.active = 0;

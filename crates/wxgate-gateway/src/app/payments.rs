@@ -1,6 +1,7 @@
 //! Payments: create (or find by `merchant_order_id`) and prepay, read, list, cancel.
 
 use std::collections::BTreeMap;
+use wxgate_domain::id::{MerchantId, PaymentId};
 
 use serde_json::json;
 use wechatpay_v3::client::ClientError;
@@ -114,7 +115,8 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> Ap
                 || existing.integration == PaymentIntegration::Hosted
                 || existing.expires_at <= now + PAYMENT_LIFETIME_MIN_MS
             {
-                let state = get(gw, &merchant.id, &existing.id).await?;
+                let (merchant_id, payment_id) = stored_ids(&existing);
+                let state = get(gw, &merchant_id, &payment_id).await?;
                 return Ok(Created { state, new: false });
             }
             // A pending payment whose prepay never completed: ask WeChat again (same
@@ -125,7 +127,8 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> Ap
     if let Some(integration) = new.integration.product() {
         prepay(gw, merchant, &row, integration, now).await?;
     }
-    let state = get(gw, &merchant.id, &row.id).await?;
+    let (merchant_id, payment_id) = stored_ids(&row);
+    let state = get(gw, &merchant_id, &payment_id).await?;
     Ok(Created { state, new: is_new })
 }
 
@@ -172,7 +175,11 @@ fn new_row(gw: &Gateway, merchant: &MerchantRow, new: &NewPayment, now: i64) -> 
 }
 
 /// A payment of the merchant's, with its history, in one query.
-pub async fn get(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<PaymentState> {
+pub async fn get(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    id: &PaymentId,
+) -> ApiResult<PaymentState> {
     let (payment, history, attempts) = gw
         .store()
         .payment_detail(merchant_id, id)
@@ -376,7 +383,11 @@ async fn upstream_failure(
 }
 
 /// Cancels a pending payment: closed at WeChat first, then confirmed by a query.
-pub async fn cancel(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<PaymentState> {
+pub async fn cancel(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    id: &PaymentId,
+) -> ApiResult<PaymentState> {
     let p = get(gw, merchant_id, id).await?.payment;
     if p.status != PaymentStatus::Pending {
         return Err(not_cancellable(&format!(
@@ -462,7 +473,11 @@ pub async fn usable_attempt(
 }
 
 /// The code_url of a pending native payment of the merchant's.
-pub async fn qr_code_url(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<String> {
+pub async fn qr_code_url(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    id: &PaymentId,
+) -> ApiResult<String> {
     let p = gw
         .store()
         .payment(merchant_id, id)
@@ -479,4 +494,12 @@ pub async fn qr_code_url(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult
             "only a pending native payment has a QR code",
         )
     })
+}
+
+/// A stored payment's merchant and payment ids, typed.
+pub fn stored_ids(p: &PaymentRow) -> (MerchantId, PaymentId) {
+    (
+        MerchantId::stored(p.merchant_id.as_str()),
+        PaymentId::stored(p.id.as_str()),
+    )
 }

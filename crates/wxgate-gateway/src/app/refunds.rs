@@ -12,6 +12,7 @@ use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode as WechatCode;
 use wechatpay_v3::model::{Refund, RefundAmountRequest, RefundRequest, RefundStatus as WxStatus};
 use wechatpay_v3::validate;
+use wxgate_domain::id::{MerchantId, PaymentId};
 use wxgate_domain::refund::{
     self, ABNORMAL_QUERY_INTERVAL_MS, RefundEvent, RefundStatus, Refundable,
 };
@@ -78,8 +79,8 @@ fn refundable(p: &PaymentRow) -> Refundable {
 /// the merchant_refund_id was used before with the same parameters.
 pub async fn create(
     gw: &Gateway,
-    merchant_id: &str,
-    payment_id: &str,
+    merchant_id: &MerchantId,
+    payment_id: &PaymentId,
     new: NewRefund,
 ) -> ApiResult<(Made, RefundRow)> {
     check_new(&new)?;
@@ -726,7 +727,8 @@ pub async fn auto_refund(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
         merchant_refund_id: format!("pac_{}", p.id),
         reason: Some("Paid after the order was closed".into()),
     };
-    create(gw, &p.merchant_id, &p.id, new)
+    let (merchant_id, payment_id) = crate::app::payments::stored_ids(p);
+    create(gw, &merchant_id, &payment_id, new)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
     Ok(())

@@ -1,6 +1,7 @@
 //! Webhook endpoints, the merchant's notify secret, and the event feed with redelivery: the
 //! work behind `/v1/webhook_endpoints`, `/v1/notify_secret` and `/v1/events`.
 
+use wxgate_domain::id::{EndpointId, EventId, MerchantId};
 use wxgate_store::{
     AttemptRow, DeliveryRow, EventFilter, EventRow, NotifySecretRow, Redeliver, WebhookEndpointRow,
 };
@@ -23,7 +24,7 @@ pub struct WithSecret<T> {
 /// A new endpoint for `url` (already checked) receiving `events` (`*` or a sorted list).
 pub async fn create_endpoint(
     gw: &Gateway,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     url: &str,
     events: String,
 ) -> ApiResult<WithSecret<WebhookEndpointRow>> {
@@ -49,21 +50,32 @@ pub async fn create_endpoint(
 }
 
 /// The merchant's endpoints (at most [`ENDPOINTS_MAX`]).
-pub async fn endpoints(gw: &Gateway, merchant_id: &str) -> ApiResult<Vec<WebhookEndpointRow>> {
+pub async fn endpoints(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+) -> ApiResult<Vec<WebhookEndpointRow>> {
     Ok(gw.store().webhook_endpoints(merchant_id).await?)
 }
 
 /// One of the merchant's live endpoints.
-pub async fn endpoint(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<WebhookEndpointRow> {
+pub async fn endpoint(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    id: &EndpointId,
+) -> ApiResult<WebhookEndpointRow> {
     gw.store()
         .webhook_endpoint(id)
         .await?
-        .filter(|e| e.merchant_id == merchant_id && e.deleted_at.is_none())
+        .filter(|e| e.merchant_id == merchant_id.as_str() && e.deleted_at.is_none())
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
 
 /// Deletes an endpoint; its pending deliveries are cancelled.
-pub async fn delete_endpoint(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<()> {
+pub async fn delete_endpoint(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    id: &EndpointId,
+) -> ApiResult<()> {
     endpoint(gw, merchant_id, id).await?;
     if !gw
         .store()
@@ -78,8 +90,8 @@ pub async fn delete_endpoint(gw: &Gateway, merchant_id: &str, id: &str) -> ApiRe
 /// Gives an endpoint a new signing secret; it signs from now on.
 pub async fn rotate_endpoint_secret(
     gw: &Gateway,
-    merchant_id: &str,
-    id: &str,
+    merchant_id: &MerchantId,
+    id: &EndpointId,
 ) -> ApiResult<WithSecret<WebhookEndpointRow>> {
     let mut row = endpoint(gw, merchant_id, id).await?;
     let secret = delivery::new_secret();
@@ -98,7 +110,7 @@ pub async fn rotate_endpoint_secret(
 /// Creates or replaces the secret that signs deliveries to payments' own `notify_url`s.
 pub async fn rotate_notify_secret(
     gw: &Gateway,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
 ) -> ApiResult<WithSecret<NotifySecretRow>> {
     let secret = delivery::new_secret();
     let row = NotifySecretRow {
@@ -115,7 +127,7 @@ pub async fn rotate_notify_secret(
 /// when more follow.
 pub async fn events(
     gw: &Gateway,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     mut filter: EventFilter,
     starting_after: Option<&str>,
 ) -> ApiResult<(Vec<EventRow>, bool)> {
@@ -140,7 +152,7 @@ pub struct EventDetail {
     pub attempts: Vec<AttemptRow>,
 }
 
-pub async fn event(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<EventDetail> {
+pub async fn event(gw: &Gateway, merchant_id: &MerchantId, id: &EventId) -> ApiResult<EventDetail> {
     let event = gw
         .store()
         .event(merchant_id, id)
@@ -157,7 +169,11 @@ pub async fn event(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<Event
 
 /// Sends an event again, now, to every endpoint subscribed to it: how many deliveries were
 /// scheduled, and the event after.
-pub async fn redeliver(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<(u64, EventDetail)> {
+pub async fn redeliver(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    id: &EventId,
+) -> ApiResult<(u64, EventDetail)> {
     event(gw, merchant_id, id).await?;
     let scheduled = gw
         .store()
@@ -176,7 +192,7 @@ pub async fn redeliver(gw: &Gateway, merchant_id: &str, id: &str) -> ApiResult<(
 /// with a delivery in `delivery_status`): how many deliveries were scheduled.
 pub async fn redeliver_range(
     gw: &Gateway,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     created_gte: i64,
     created_lt: i64,
     delivery_status: Option<String>,

@@ -299,3 +299,14 @@ pub fn page_in_memory<T>(
         .collect();
     Ok(page(rest, limit, view))
 }
+
+/// An id from the path: one of another kind's shape names nothing here (404, like an unknown
+/// one).
+pub fn path_id<T>(parsed: Option<T>, what: &str) -> ApiResult<T> {
+    parsed.ok_or_else(|| ApiError::not_found(what))
+}
+
+/// The authenticated merchant's id, typed.
+pub fn merchant_id(merchant: &MerchantRow) -> wxgate_domain::id::MerchantId {
+    wxgate_domain::id::MerchantId::stored(merchant.id.as_str())
+}

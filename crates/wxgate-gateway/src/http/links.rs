@@ -22,8 +22,11 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json};
 use crate::http::checkout::{self, Lang, PageQuery, esc, html, notice, t};
-use crate::http::extract::{Authed, JsonBody, ListPage, Params, page, page_limit, parse_time};
+use crate::http::extract::{
+    Authed, JsonBody, ListPage, Params, merchant_id, page, page_limit, parse_time, path_id,
+};
 use crate::{qr, views};
+use wxgate_domain::id::LinkId;
 
 /// The merchant API for links.
 pub fn api_routes() -> Router<Gateway> {
@@ -102,7 +105,7 @@ pub(crate) async fn create_link(
         max_uses: req.max_uses,
         expires_at,
     };
-    let row = links::create(&gw, &merchant.id, new).await?;
+    let row = links::create(&gw, &merchant_id(&merchant), new).await?;
     let mut view = link_json(&row);
     view["qr"] = json!({
         "image_png_base64": base64::engine::general_purpose::STANDARD.encode(qr::png(&row.url)),
@@ -155,7 +158,13 @@ pub(crate) async fn list_links(
     Params(q): Params<ListPage>,
 ) -> ApiResult<Json> {
     let limit = page_limit(q.limit)?;
-    let rows = links::list(&gw, &merchant.id, q.starting_after.as_deref(), limit).await?;
+    let rows = links::list(
+        &gw,
+        &merchant_id(&merchant),
+        q.starting_after.as_deref(),
+        limit,
+    )
+    .await?;
     Ok(page(rows, limit, link_json))
 }
 
@@ -168,7 +177,12 @@ pub(crate) async fn get_link(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let link = links::get(&gw, &merchant.id, &id).await?;
+    let link = links::get(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(LinkId::parse(&id), "payment link")?,
+    )
+    .await?;
     Ok(Json(StatusCode::OK, link_json(&link)))
 }
 
@@ -181,7 +195,12 @@ pub(crate) async fn deactivate(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let link = links::deactivate(&gw, &merchant.id, &id).await?;
+    let link = links::deactivate(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(LinkId::parse(&id), "payment link")?,
+    )
+    .await?;
     Ok(Json(StatusCode::OK, link_json(&link)))
 }
 
@@ -195,7 +214,12 @@ pub(crate) async fn link_payments(
     Path(id): Path<String>,
     Params(q): Params<ListPage>,
 ) -> ApiResult<Json> {
-    let link = links::get(&gw, &merchant.id, &id).await?;
+    let link = links::get(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(LinkId::parse(&id), "payment link")?,
+    )
+    .await?;
     let limit = page_limit(q.limit)?;
     let rows = links::payments(&gw, &link, q.starting_after.as_deref(), limit).await?;
     Ok(page(rows, limit, |p| views::payment(p, None)))

@@ -20,8 +20,11 @@ use crate::app::payments::{
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json, ok};
-use crate::http::extract::{Authed, JsonBody, Params, page_limit, parse_time};
+use crate::http::extract::{
+    Authed, JsonBody, Params, merchant_id, page_limit, parse_time, path_id,
+};
 use crate::views::{self, ListView, PaymentView};
+use wxgate_domain::id::PaymentId;
 
 /// The most metadata a payment carries.
 const METADATA_KEYS_MAX: usize = 20;
@@ -317,7 +320,12 @@ pub async fn get_payment(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let state = pay::get(&gw, &merchant.id, &id).await?;
+    let state = pay::get(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(PaymentId::parse(&id), "payment")?,
+    )
+    .await?;
     // The read path: serialised straight to text, without an intermediate JSON value.
     let json = views::payment_json(&state.payment, &state.history, &state.attempts);
     Ok((
@@ -424,7 +432,12 @@ pub async fn cancel_payment(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let state = pay::cancel(&gw, &merchant.id, &id).await?;
+    let state = pay::cancel(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(PaymentId::parse(&id), "payment")?,
+    )
+    .await?;
     Ok(ok(payment_value(&state)))
 }
 
@@ -456,7 +469,8 @@ pub async fn new_attempt(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<NewAttempt>,
 ) -> ApiResult<Json> {
-    let p = pay::get(&gw, &merchant.id, &id).await?.payment;
+    let id = path_id(PaymentId::parse(&id), "payment")?;
+    let p = pay::get(&gw, &merchant_id(&merchant), &id).await?.payment;
     let name = match (&req.integration, p.checkout_kind.as_deref()) {
         (Some(name), _) => name.as_str(),
         (None, Some(current)) => current,
@@ -475,6 +489,6 @@ pub async fn new_attempt(
         p.client_ip.as_deref(),
     )?;
     pay::start_attempt(&gw, &merchant, &p, integration, |order| order).await?;
-    let state = pay::get(&gw, &merchant.id, &id).await?;
+    let state = pay::get(&gw, &merchant_id(&merchant), &id).await?;
     Ok(Json(StatusCode::CREATED, payment_value(&state)))
 }

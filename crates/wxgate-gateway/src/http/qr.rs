@@ -13,8 +13,9 @@ use crate::app::payments as pay;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::ErrorEnvelope;
-use crate::http::extract::{Authed, Params};
+use crate::http::extract::{Authed, Params, merchant_id, path_id};
 use crate::qr::{SCALE, SCALE_MAX, SVG_DEFAULT, SVG_MAX, SVG_MIN, png_scaled, svg_sized};
+use wxgate_domain::id::PaymentId;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -72,7 +73,12 @@ pub async fn png_image(
             format!("scale must be from 1 to {SCALE_MAX} pixels per module"),
         ));
     }
-    let data = pay::qr_code_url(&gw, &merchant.id, &id).await?;
+    let data = pay::qr_code_url(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(PaymentId::parse(&id), "payment")?,
+    )
+    .await?;
     Ok(image("image/png", png_scaled(&data, scale)))
 }
 
@@ -97,6 +103,11 @@ pub async fn svg_image(
             format!("size must be from {SVG_MIN} to {SVG_MAX} pixels"),
         ));
     }
-    let data = pay::qr_code_url(&gw, &merchant.id, &id).await?;
+    let data = pay::qr_code_url(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(PaymentId::parse(&id), "payment")?,
+    )
+    .await?;
     Ok(image("image/svg+xml", svg_sized(&data, size)))
 }

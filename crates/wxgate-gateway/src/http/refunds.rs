@@ -11,8 +11,11 @@ use crate::app::refunds::{Made, NewRefund, create};
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json, ok};
-use crate::http::extract::{Authed, JsonBody, ListPage, Params, page_in_memory};
+use crate::http::extract::{
+    Authed, JsonBody, ListPage, Params, merchant_id, page_in_memory, path_id,
+};
 use crate::views;
+use wxgate_domain::id::PaymentId;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -65,7 +68,8 @@ pub(crate) async fn create_refund(
         merchant_refund_id: req.merchant_refund_id,
         reason: req.reason,
     };
-    let (made, r) = create(&gw, &merchant.id, &payment_id, new).await?;
+    let payment_id = path_id(PaymentId::parse(&payment_id), "payment")?;
+    let (made, r) = create(&gw, &merchant_id(&merchant), &payment_id, new).await?;
     let status = match made {
         Made::New => StatusCode::CREATED,
         Made::Existing => StatusCode::OK,

@@ -15,9 +15,11 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json};
 use crate::http::extract::{
-    Authed, JsonBody, ListPage, Params, page_in_memory, page_limit, parse_time,
+    Authed, JsonBody, ListPage, Params, merchant_id, page_in_memory, page_limit, parse_time,
+    path_id,
 };
 use crate::{delivery, views};
+use wxgate_domain::id::{EndpointId, EventId};
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -110,7 +112,7 @@ pub(crate) async fn create_endpoint(
     let url = delivery::check_url(&req.url, gw.config().webhooks_allow_private)
         .map_err(|m| ApiError::invalid(ErrorCode::InvalidUrl, "url", m))?;
     let events = subscription(req.events)?;
-    let made = hooks::create_endpoint(&gw, &merchant.id, url.as_str(), events).await?;
+    let made = hooks::create_endpoint(&gw, &merchant_id(&merchant), url.as_str(), events).await?;
     let mut view = endpoint_json(&made.row);
     view["secret"] = Value::String(made.secret);
     Ok(Json(StatusCode::CREATED, view))
@@ -125,7 +127,7 @@ pub(crate) async fn list_endpoints(
     Params(q): Params<ListPage>,
 ) -> ApiResult<Json> {
     // At most ENDPOINTS_MAX: the list is read whole and paged here.
-    let rows = hooks::endpoints(&gw, &merchant.id).await?;
+    let rows = hooks::endpoints(&gw, &merchant_id(&merchant)).await?;
     page_in_memory(rows, &q, |e| &e.id, endpoint_json)
 }
 
@@ -138,7 +140,12 @@ pub(crate) async fn get_endpoint(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let e = hooks::endpoint(&gw, &merchant.id, &id).await?;
+    let e = hooks::endpoint(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(EndpointId::parse(&id), "webhook endpoint")?,
+    )
+    .await?;
     Ok(Json(StatusCode::OK, endpoint_json(&e)))
 }
 
@@ -151,7 +158,12 @@ pub(crate) async fn delete_endpoint(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    hooks::delete_endpoint(&gw, &merchant.id, &id).await?;
+    hooks::delete_endpoint(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(EndpointId::parse(&id), "webhook endpoint")?,
+    )
+    .await?;
     Ok(Json(
         StatusCode::OK,
         json!({"id": id, "object": "webhook_endpoint", "deleted": true}),
@@ -205,8 +217,13 @@ pub(crate) async fn list_events(
         before: None,
         limit,
     };
-    let (rows, has_more) =
-        hooks::events(&gw, &merchant.id, filter, q.starting_after.as_deref()).await?;
+    let (rows, has_more) = hooks::events(
+        &gw,
+        &merchant_id(&merchant),
+        filter,
+        q.starting_after.as_deref(),
+    )
+    .await?;
     let data: Vec<Value> = rows.iter().map(event_value).collect();
     Ok(Json(
         StatusCode::OK,
@@ -262,7 +279,12 @@ pub(crate) async fn get_event(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let detail = hooks::event(&gw, &merchant.id, &id).await?;
+    let detail = hooks::event(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(EventId::parse(&id), "event")?,
+    )
+    .await?;
     Ok(Json(StatusCode::OK, event_detail(&detail)))
 }
 
@@ -276,7 +298,12 @@ pub(crate) async fn redeliver(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let (_, detail) = hooks::redeliver(&gw, &merchant.id, &id).await?;
+    let (_, detail) = hooks::redeliver(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(EventId::parse(&id), "event")?,
+    )
+    .await?;
     Ok(Json(StatusCode::ACCEPTED, event_detail(&detail)))
 }
 
@@ -311,7 +338,7 @@ pub(crate) async fn redeliver_range(
     check_delivery_status(req.delivery_status.as_deref())?;
     let scheduled = hooks::redeliver_range(
         &gw,
-        &merchant.id,
+        &merchant_id(&merchant),
         created_gte,
         created_lt,
         req.delivery_status,
@@ -343,7 +370,8 @@ pub(crate) async fn rotate_notify_secret(
     State(gw): State<Gateway>,
     Authed(merchant): Authed,
 ) -> ApiResult<Json> {
-    let WithSecret { row, secret } = hooks::rotate_notify_secret(&gw, &merchant.id).await?;
+    let WithSecret { row, secret } =
+        hooks::rotate_notify_secret(&gw, &merchant_id(&merchant)).await?;
     Ok(Json(
         StatusCode::CREATED,
         json!({"object": "notify_secret", "secret_id": row.secret_id, "secret": secret, "created_at": views::rfc3339(row.created_at)}),
@@ -360,7 +388,12 @@ pub(crate) async fn rotate_endpoint_secret(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    let WithSecret { row, secret } = hooks::rotate_endpoint_secret(&gw, &merchant.id, &id).await?;
+    let WithSecret { row, secret } = hooks::rotate_endpoint_secret(
+        &gw,
+        &merchant_id(&merchant),
+        &path_id(EndpointId::parse(&id), "webhook endpoint")?,
+    )
+    .await?;
     let mut view = endpoint_json(&row);
     view["secret"] = Value::String(secret);
     Ok(Json(StatusCode::OK, view))
