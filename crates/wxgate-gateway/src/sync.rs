@@ -161,15 +161,9 @@ pub async fn close_and_settle(
     if let Some(paid) = earlier_attempt_paid(gw, &up, p, true).await? {
         return Ok(paid);
     }
-    match up.close(&p.out_trade_no).await {
-        Ok(()) => {}
-        Err(ClientError::Api(e))
-            if matches!(
-                e.code,
-                ErrorCode::OrderNotExist | ErrorCode::OrderClosed | ErrorCode::OrderPaid
-            ) => {}
-        Err(e) => return Err(e).context("closing the order at WeChat"),
-    }
+    close_order(&up, &p.out_trade_no)
+        .await
+        .context("closing the order at WeChat")?;
     match up.query(&p.out_trade_no).await {
         Ok(tx) if matches!(tx.state(), Some(TradeState::Success | TradeState::Refund)) => {
             apply_paid(gw, &up.merchant, p, &tx, "close_query").await
@@ -179,6 +173,25 @@ pub async fn close_and_settle(
             settle(gw, p, event, "close").await
         }
         Err(e) => Err(e).context("querying the order after closing it"),
+    }
+}
+
+/// Closes an order at WeChat; one that is not there, already closed, or paid needs no close
+/// (the query that follows says which).
+async fn close_order(
+    up: &crate::upstream::Upstream,
+    out_trade_no: &str,
+) -> Result<(), ClientError> {
+    match up.close(out_trade_no).await {
+        Err(ClientError::Api(e))
+            if matches!(
+                e.code,
+                ErrorCode::OrderNotExist | ErrorCode::OrderClosed | ErrorCode::OrderPaid
+            ) =>
+        {
+            Ok(())
+        }
+        other => other,
     }
 }
 
@@ -197,15 +210,9 @@ async fn earlier_attempt_paid(
         .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
     for a in earlier {
         if close {
-            match up.close(&a.out_trade_no).await {
-                Ok(()) => {}
-                Err(ClientError::Api(e))
-                    if matches!(
-                        e.code,
-                        ErrorCode::OrderNotExist | ErrorCode::OrderClosed | ErrorCode::OrderPaid
-                    ) => {}
-                Err(e) => return Err(e).context("closing an earlier order at WeChat"),
-            }
+            close_order(up, &a.out_trade_no)
+                .await
+                .context("closing an earlier order at WeChat")?;
         }
         match up.query(&a.out_trade_no).await {
             Ok(tx) if matches!(tx.state(), Some(TradeState::Success | TradeState::Refund)) => {

@@ -119,26 +119,19 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "UPDATE payment_attempts SET wechat_credential = $1, updated_at = $2 \
-             WHERE merchant_id = $3 AND out_trade_no = $4",
-        )
-        .bind(credential)
-        .bind(now)
-        .bind(merchant_id)
-        .bind(out_trade_no)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE payments SET wechat_credential = $1, updated_at = $2 \
-             WHERE merchant_id = $3 AND out_trade_no = $4",
-        )
-        .bind(credential)
-        .bind(now)
-        .bind(merchant_id)
-        .bind(out_trade_no)
-        .execute(&mut *tx)
-        .await?;
+        // The attempt's own row, and the payment's while the attempt is its current order.
+        for table in ["payment_attempts", "payments"] {
+            sqlx::query(&format!(
+                "UPDATE {table} SET wechat_credential = $1, updated_at = $2 \
+                 WHERE merchant_id = $3 AND out_trade_no = $4"
+            ))
+            .bind(credential)
+            .bind(now)
+            .bind(merchant_id)
+            .bind(out_trade_no)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
