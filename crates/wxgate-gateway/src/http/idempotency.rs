@@ -6,7 +6,7 @@
 //! secret shown once (a webhook endpoint's signing secret), and secrets are never at rest in
 //! the clear.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -89,9 +89,14 @@ async fn run_once(
 /// Stores the first answer (or gives the key up after a 5xx) and passes the answer on.
 async fn record(gw: &Gateway, merchant_id: &str, key: &str, response: Response) -> Response {
     let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, STORED_ANSWER_MAX_BYTES)
-        .await
-        .unwrap_or_else(|_| Bytes::new());
+    let Ok(bytes) = axum::body::to_bytes(body, STORED_ANSWER_MAX_BYTES).await else {
+        // An answer that cannot be kept is not given half: the key is freed for a retry.
+        if let Err(e) = gw.store().abandon_idempotent(merchant_id, key).await {
+            tracing::error!(error = %e, "could not free an idempotency key");
+        }
+        return ApiError::internal("an answer too large to keep", STORED_ANSWER_MAX_BYTES)
+            .into_response();
+    };
     let stored = if parts.status.is_server_error() {
         gw.store().abandon_idempotent(merchant_id, key).await
     } else {
