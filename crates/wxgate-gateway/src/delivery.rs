@@ -307,6 +307,28 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// For tests and tools: claims and makes every due delivery, one at a time, until none is due
+/// (at most `rounds` claims). Returns how many attempts were made.
+pub async fn drain(gw: &Gateway, rounds: usize) -> anyhow::Result<usize> {
+    let config = gw.config();
+    let client = client(config.webhook_timeout, config.webhooks_allow_private);
+    let mut made = 0;
+    for _ in 0..rounds {
+        let due = gw
+            .store()
+            .claim_due_deliveries(gw.now_ms(), lease_ms(gw), 64, &[])
+            .await?;
+        if due.is_empty() {
+            return Ok(made);
+        }
+        for d in due {
+            deliver(gw, &client, &d).await?;
+            made += 1;
+        }
+    }
+    Ok(made)
+}
+
 /// Claims as many due deliveries as there are free slots, leaving out endpoints whose lane is
 /// full, and starts or queues them. Returns how many were claimed.
 async fn claim_round(

@@ -277,6 +277,12 @@ async fn expiry_follows_the_injected_clock() {
     for db in wxgate_store::testing::all().await {
         let clock = Arc::new(wechatpay_v3::FixedClock::at_ms(wxgate_gateway::now_ms()));
         let t = TestGateway::spawn_on_clock(&db, |_| {}, clock.clone()).await;
+        let (received, hook) = receiver().await;
+        let body = json!({"url": hook, "events": ["payment.expired"]}).to_string();
+        let (s, e) = t
+            .call(Method::POST, "/v1/webhook_endpoints", Some(body), &[])
+            .await;
+        assert_eq!(s, 201, "{e}");
         let (s, p) = t.create(native(&order("clk"), 100)).await;
         assert_eq!(s, 201, "{p}");
         let id = p["id"].as_str().unwrap();
@@ -289,8 +295,40 @@ async fn expiry_follows_the_injected_clock() {
         clock.advance_ms(wxgate_gateway::app::payments::PAYMENT_LIFETIME_MAX_MS + 1_000);
         wxgate_gateway::sync::drain(&t.gateway).await.unwrap();
         assert_eq!(t.get(id).await["status"], "expired");
+        // The webhook, delivered synchronously (the background worker may have been first).
+        wxgate_gateway::delivery::drain(&t.gateway, 10)
+            .await
+            .unwrap();
+        let got = received.lock().unwrap().clone();
+        assert!(
+            got.iter()
+                .any(|e| e["type"] == "payment.expired" && e["object_id"] == id),
+            "{got:?}"
+        );
         db.cleanup().await;
     }
+}
+
+/// A local webhook receiver: the events it got, and its URL.
+async fn receiver() -> (Arc<std::sync::Mutex<Vec<Value>>>, String) {
+    let got: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let log = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                if let Ok(event) = serde_json::from_slice(&body) {
+                    log.lock().unwrap().push(event);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (got, url)
 }
 
 /// How many generated requests each operation of the OpenAPI document gets.
