@@ -7,8 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use wxgate_gateway::app::merchants;
 use wxgate_gateway::secrets::MasterKey;
-use wxgate_gateway::{Application, Gateway, GatewayConfig, upstream};
+use wxgate_gateway::{Application, Gateway, GatewayConfig};
 use wxgate_sim::{Sim, SimConfig};
 use wxgate_store::Store;
 
@@ -395,7 +396,7 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
     match cmd {
         MerchantCommand::Create(args) => create_merchant(&s, &store, &args).await?,
         MerchantCommand::ApiKey(ApiKeyCommand::Create { merchant, json }) => {
-            let (id, key) = upstream::create_api_key(&store, &merchant).await?;
+            let (id, key) = merchants::create_api_key(&store, &merchant).await?;
             if json {
                 println!(
                     "{}",
@@ -440,30 +441,23 @@ async fn create_merchant(
         .map(|c| wxgate_domain::Currency::parse(c.trim()))
         .collect::<Result<Vec<_>, _>>()
         .context("--currencies")?;
-    upstream::check_region(&currencies, args.merchant_category_code.as_deref())?;
+    merchants::check_region(&currencies, args.merchant_category_code.as_deref())?;
     let merchant = match &args.sandbox_simulator {
-        Some(sim) => upstream::create_sandbox_merchant(store, &master, sim, &args.name).await?,
+        Some(sim) => merchants::create_sandbox_merchant(store, &master, sim, &args.name).await?,
         None => {
             let new = live_merchant(args, &currencies)?;
-            upstream::create_merchant(store, &master, new, wxgate_gateway::now_ms()).await?
+            merchants::create_merchant(store, &master, new, wxgate_gateway::now_ms()).await?
         }
     };
     let codes: Vec<&str> = currencies.iter().map(|c| c.code()).collect();
     if merchant.merchant_category_code != args.merchant_category_code
         || merchant.currencies != codes.join(",")
     {
-        store
-            .set_merchant_region(
-                &merchant.id,
-                &codes.join(","),
-                args.merchant_category_code.as_deref(),
-            )
-            .await?;
+        let mcc = args.merchant_category_code.as_deref();
+        merchants::set_region(store, &merchant.id, &currencies, mcc).await?;
     }
     if merchant.paid_after_close_policy != args.paid_after_close {
-        store
-            .set_paid_after_close_policy(&merchant.id, args.paid_after_close)
-            .await?;
+        merchants::set_paid_after_close_policy(store, &merchant.id, args.paid_after_close).await?;
     }
     if args.json {
         println!(
@@ -491,7 +485,7 @@ fn parse_policy(value: &str) -> Result<wxgate_domain::PaidAfterClosePolicy, Stri
 fn live_merchant(
     args: &MerchantCreateArgs,
     currencies: &[wxgate_domain::Currency],
-) -> anyhow::Result<upstream::NewMerchant> {
+) -> anyhow::Result<merchants::NewMerchant> {
     let read = |p: &Option<PathBuf>, what: &str| -> anyhow::Result<Option<String>> {
         p.as_ref()
             .map(|p| {
@@ -500,7 +494,7 @@ fn live_merchant(
             })
             .transpose()
     };
-    Ok(upstream::NewMerchant {
+    Ok(merchants::NewMerchant {
         name: args.name.clone(),
         mode: wxgate_domain::MerchantMode::Live,
         mchid: args
@@ -576,8 +570,8 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         Ok(bytes) => serde_json::from_slice(&bytes)?,
         Err(_) => {
             let merchant =
-                upstream::create_sandbox_merchant(&store, &master, &base, "Demo shop").await?;
-            let (_, key) = upstream::create_api_key(&store, &merchant.id).await?;
+                merchants::create_sandbox_merchant(&store, &master, &base, "Demo shop").await?;
+            let (_, key) = merchants::create_api_key(&store, &merchant.id).await?;
             let demo = serde_json::json!({"api_base": base, "api_key": key, "merchant_id": merchant.id, "simulator_base": base});
             write_private(&demo_file, &serde_json::to_vec_pretty(&demo)?)?;
             demo

@@ -4,6 +4,7 @@
 //! [`ApiError`](crate::error::ApiError) with a stable code.
 
 pub mod links;
+pub mod merchants;
 pub mod payments;
 pub mod refunds;
 pub mod webhooks;

@@ -48,15 +48,24 @@ pub fn page_routes() -> Router<Gateway> {
 pub(crate) struct CreateLink {
     /// A fixed amount in minor units; or leave it out and give `amount_min` and `amount_max`
     /// for an amount the payer enters.
+    #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
     amount: Option<i64>,
+    #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
     amount_min: Option<i64>,
+    #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
     amount_max: Option<i64>,
+    /// ISO 4217, among the merchant's currencies.
+    #[schema(pattern = "^[A-Z]{3}$")]
     currency: String,
+    #[schema(min_length = 1, max_length = 127)]
     description: String,
+    #[schema(max_length = 2048)]
     return_url: Option<String>,
     /// How many payments the link makes at most.
+    #[schema(minimum = 1)]
     max_uses: Option<i64>,
-    /// RFC 3339.
+    /// RFC 3339, in the future.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 

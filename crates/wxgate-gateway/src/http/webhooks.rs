@@ -47,6 +47,7 @@ pub fn routes() -> Router<Gateway> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateEndpoint {
     /// http(s); loopback and private addresses only when the operator allows them.
+    #[schema(max_length = 2048)]
     url: String,
     /// Event types to receive; left out: all.
     events: Option<Vec<String>>,
@@ -312,10 +313,13 @@ pub(crate) async fn redeliver(
 #[serde(deny_unknown_fields)]
 pub(crate) struct RedeliverRange {
     /// RFC 3339: events created at or after this time.
+    #[schema(format = DateTime)]
     created_gte: String,
     /// RFC 3339: events created before this time (default: now).
+    #[schema(format = DateTime)]
     created_lt: Option<String>,
     /// Only events with a delivery in this status, for example `dead`.
+    #[schema(pattern = "^(pending|delivered|dead|cancelled)$")]
     delivery_status: Option<String>,
 }
 

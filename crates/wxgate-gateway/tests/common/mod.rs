@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use wxgate_gateway::app::merchants;
 use wxgate_gateway::secrets::MasterKey;
-use wxgate_gateway::{Application, Gateway, GatewayConfig, upstream};
+use wxgate_gateway::{Application, Gateway, GatewayConfig};
 use wxgate_sim::{Sim, SimConfig};
 use wxgate_store::Store;
 use wxgate_store::testing::TestDatabase;
@@ -76,10 +77,10 @@ impl TestGateway {
         config.webhook_timeout = Duration::from_secs(5);
         tweak(&mut config);
         let merchant =
-            upstream::create_sandbox_merchant(&store, &config.master_key, &sim, "Test shop")
+            merchants::create_sandbox_merchant(&store, &config.master_key, &sim, "Test shop")
                 .await
                 .unwrap();
-        let (_, key) = upstream::create_api_key(&store, &merchant.id)
+        let (_, key) = merchants::create_api_key(&store, &merchant.id)
             .await
             .unwrap();
         let gateway = Gateway::with_clock(store.clone(), config, clock);
