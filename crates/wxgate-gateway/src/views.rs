@@ -311,11 +311,7 @@ pub fn next_action(
             expires_at,
         },
         Prepaid::MiniProgram { prepay_id: id } => {
-            let appid = up
-                .merchant
-                .mini_program_appid
-                .as_deref()
-                .unwrap_or(&up.merchant.appid);
+            let appid = mini_program_appid(up);
             NextAction::InvokeMiniProgram {
                 invoke_mini_program: JsapiPayParams::sign(
                     &up.signing_key,
@@ -369,4 +365,12 @@ pub fn duplicate_payload(p: &PaymentRow, out_trade_no: &str, transaction_id: &st
         "refunded": true,
     });
     value.to_string()
+}
+
+/// The appid a Mini Program's payment is signed for: its own, or the merchant's.
+fn mini_program_appid(up: &Upstream) -> &str {
+    up.merchant
+        .mini_program_appid
+        .as_deref()
+        .unwrap_or(&up.merchant.appid)
 }

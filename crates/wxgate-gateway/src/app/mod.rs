@@ -8,3 +8,14 @@ pub mod merchants;
 pub mod payments;
 pub mod refunds;
 pub mod webhooks;
+
+use wxgate_domain::id::{MerchantId, PaymentId};
+use wxgate_store::PaymentRow;
+
+/// A stored payment's merchant and payment ids, typed.
+pub fn stored_ids(p: &PaymentRow) -> (MerchantId, PaymentId) {
+    (
+        MerchantId::stored(p.merchant_id.as_str()),
+        PaymentId::stored(p.id.as_str()),
+    )
+}

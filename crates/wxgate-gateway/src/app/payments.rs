@@ -115,7 +115,7 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> Ap
                 || existing.integration == PaymentIntegration::Hosted
                 || existing.expires_at <= now + PAYMENT_LIFETIME_MIN_MS
             {
-                let (merchant_id, payment_id) = stored_ids(&existing);
+                let (merchant_id, payment_id) = crate::app::stored_ids(&existing);
                 let state = get(gw, &merchant_id, &payment_id).await?;
                 return Ok(Created { state, new: false });
             }
@@ -127,7 +127,7 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> Ap
     if let Some(integration) = new.integration.product() {
         prepay(gw, merchant, &row, integration, now).await?;
     }
-    let (merchant_id, payment_id) = stored_ids(&row);
+    let (merchant_id, payment_id) = crate::app::stored_ids(&row);
     let state = get(gw, &merchant_id, &payment_id).await?;
     Ok(Created { state, new: is_new })
 }
@@ -494,12 +494,4 @@ pub async fn qr_code_url(
             "only a pending native payment has a QR code",
         )
     })
-}
-
-/// A stored payment's merchant and payment ids, typed.
-pub fn stored_ids(p: &PaymentRow) -> (MerchantId, PaymentId) {
-    (
-        MerchantId::stored(p.merchant_id.as_str()),
-        PaymentId::stored(p.id.as_str()),
-    )
 }

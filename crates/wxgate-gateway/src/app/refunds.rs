@@ -727,7 +727,7 @@ pub async fn auto_refund(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
         merchant_refund_id: format!("pac_{}", p.id),
         reason: Some("Paid after the order was closed".into()),
     };
-    let (merchant_id, payment_id) = crate::app::payments::stored_ids(p);
+    let (merchant_id, payment_id) = crate::app::stored_ids(p);
     create(gw, &merchant_id, &payment_id, new)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
