@@ -22,7 +22,7 @@ impl Store {
         .bind(l.max_uses)
         .bind(l.uses)
         .bind(l.expires_at)
-        .bind(l.active)
+        .bind(l.active.stored())
         .bind(l.created_at)
         .execute(&self.writer)
         .await?;

@@ -55,7 +55,7 @@ impl Store {
         .bind(r.status.as_str())
         .bind(r.version)
         .bind(&r.fingerprint)
-        .bind(r.submitted)
+        .bind(r.submitted.stored())
         .bind(&r.wechat_refund_id)
         .bind(&r.last_error)
         .bind(r.created_at)

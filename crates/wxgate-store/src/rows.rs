@@ -277,7 +277,8 @@ pub struct RefundRow {
     pub version: i64,
     pub fingerprint: String,
     /// 1 once WeChat has accepted the request.
-    pub submitted: i64,
+    #[sqlx(try_from = "i64")]
+    pub submitted: Flag,
     pub wechat_refund_id: Option<String>,
     pub last_error: Option<String>,
     pub created_at: i64,
@@ -362,7 +363,8 @@ pub struct PaymentLinkRow {
     pub uses: i64,
     pub expires_at: Option<i64>,
     /// 1 while it takes payments.
-    pub active: i64,
+    #[sqlx(try_from = "i64")]
+    pub active: Flag,
     pub created_at: i64,
 }
 
@@ -374,4 +376,41 @@ pub enum AttemptStart {
     NotPending,
     /// The payment made as many orders as it may.
     TooMany,
+}
+
+/// A yes or no, stored as 0 or 1 (the portable schema has no boolean type); decoded here so no
+/// code above the store compares it with a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flag(bool);
+
+impl Flag {
+    pub const YES: Flag = Flag(true);
+    pub const NO: Flag = Flag(false);
+
+    pub fn is_set(self) -> bool {
+        self.0
+    }
+
+    /// The stored form.
+    pub fn stored(self) -> i64 {
+        i64::from(self.0)
+    }
+}
+
+impl From<bool> for Flag {
+    fn from(value: bool) -> Self {
+        Flag(value)
+    }
+}
+
+impl TryFrom<i64> for Flag {
+    type Error = String;
+
+    fn try_from(value: i64) -> Result<Self, Self::Error> {
+        match value {
+            0 => Ok(Flag(false)),
+            1 => Ok(Flag(true)),
+            other => Err(format!("{other} is not a stored flag (0 or 1)")),
+        }
+    }
 }

@@ -536,7 +536,7 @@ mod checks {
             status: wxgate_domain::refund::RefundStatus::Pending,
             version: 1,
             fingerprint: "f".into(),
-            submitted: 0,
+            submitted: Flag::NO,
             wechat_refund_id: None,
             last_error: None,
             created_at: now,

@@ -2,7 +2,7 @@
 
 use wxgate_domain::id::{LinkId, MerchantId};
 use wxgate_domain::{Currency, Money, PaymentIntegration, id};
-use wxgate_store::{PaymentLinkRow, PaymentRow};
+use wxgate_store::{Flag, PaymentLinkRow, PaymentRow};
 
 use crate::app::payments::{self as pay, NewPayment};
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -53,7 +53,7 @@ pub async fn create(
         max_uses: new.max_uses,
         uses: 0,
         expires_at: new.expires_at,
-        active: 1,
+        active: Flag::YES,
         created_at: now,
     };
     gw.store().insert_payment_link(&row).await?;
@@ -107,7 +107,7 @@ pub async fn deactivate(
 ) -> ApiResult<PaymentLinkRow> {
     let mut link = get(gw, merchant_id, id).await?;
     gw.store().deactivate_payment_link(merchant_id, id).await?;
-    link.active = 0;
+    link.active = Flag::NO;
     Ok(link)
 }
 
@@ -153,7 +153,7 @@ pub async fn visit(gw: &Gateway, token: &str) -> ApiResult<Visit> {
     };
     let used_up = link.max_uses.is_some_and(|m| link.uses >= m);
     let expired = link.expires_at.is_some_and(|e| e <= gw.now_ms());
-    if link.active != 1 || used_up || expired {
+    if !link.active.is_set() || used_up || expired {
         return Ok(Visit::Closed);
     }
     Ok(Visit::Open(Box::new(link)))

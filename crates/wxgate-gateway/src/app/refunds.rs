@@ -18,7 +18,7 @@ use wxgate_domain::refund::{
 };
 use wxgate_domain::{PaidAfterClosePolicy, PaymentStatus, id};
 use wxgate_store::{
-    PaymentRow, QuarantineRow, RefundFacts, RefundNote, RefundRow, RefundTransitionOutcome,
+    Flag, PaymentRow, QuarantineRow, RefundFacts, RefundNote, RefundRow, RefundTransitionOutcome,
     ReserveOutcome, StoreError,
 };
 
@@ -228,7 +228,7 @@ fn new_row(
         status: RefundStatus::Pending,
         version: 1,
         fingerprint,
-        submitted: 0,
+        submitted: Flag::NO,
         wechat_refund_id: None,
         last_error: None,
         created_at: now,

@@ -83,7 +83,7 @@ fn link_json(l: &PaymentLinkRow) -> Value {
         "max_uses": l.max_uses,
         "uses": l.uses,
         "expires_at": l.expires_at.map(views::rfc3339),
-        "active": l.active == 1,
+        "active": l.active.is_set(),
         "created_at": views::rfc3339(l.created_at),
     })
 }
