@@ -26,6 +26,8 @@ struct Inner {
     auth_cache: Mutex<HashMap<String, (MerchantRow, Instant)>>,
     /// Opened webhook signing secrets, by secret id.
     webhook_secrets: Mutex<HashMap<String, String>>,
+    /// Rendered QR images.
+    qr: crate::qr::Cache,
     /// Business time: creation, expiry, due work. WeChat requests are signed on the system
     /// clock whatever this says, since WeChat checks their timestamps against its own.
     clock: Arc<dyn Clock>,
@@ -52,6 +54,7 @@ impl Gateway {
                 upstreams: Upstreams::default(),
                 auth_cache: Mutex::new(HashMap::new()),
                 webhook_secrets: Mutex::new(HashMap::new()),
+                qr: crate::qr::Cache::default(),
                 clock,
             }),
         }
@@ -63,6 +66,11 @@ impl Gateway {
 
     pub fn config(&self) -> &GatewayConfig {
         &self.inner.config
+    }
+
+    /// The QR image of `data`, rendered once per code and size.
+    pub fn qr_image(&self, data: &str, image: crate::qr::Image) -> Arc<[u8]> {
+        self.inner.qr.get(data, image)
     }
 
     /// Now, in Unix milliseconds, by the gateway's clock.

@@ -31,11 +31,17 @@ pub enum NextAction {
     },
 }
 
+/// The code to show. Its images are rendered on request (`image_png_url`, `image_svg_url`, with
+/// the merchant's API key), or inline in a create answer that asks for them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QrCode {
     pub data: String,
-    pub image_png_base64: String,
-    pub image_svg: String,
+    pub image_png_url: String,
+    pub image_svg_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_png_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_svg: Option<String>,
     pub expires_at: String,
 }
 

@@ -1,5 +1,8 @@
 //! QR codes of a payment's `code_url` (or a link's URL), as PNG and SVG.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use qrcode::{Color, QrCode};
 
 /// Pixels per module in the API answer's PNG, and modules of quiet zone around the code.
@@ -10,6 +13,48 @@ pub const SCALE_MAX: usize = 20;
 pub const SVG_MIN: u32 = 100;
 pub const SVG_MAX: u32 = 1000;
 pub const SVG_DEFAULT: u32 = 200;
+
+/// Rendered images kept at most, for all codes and sizes; the cache is cleared when full.
+const CACHE_ENTRIES_MAX: usize = 4096;
+
+/// One image of a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Image {
+    /// A PNG, with this many pixels per module.
+    Png(usize),
+    /// An SVG at least this many pixels wide.
+    Svg(u32),
+}
+
+/// Rendered QR images by code and size: a code's images never change, and rendering (mask
+/// scoring, PNG compression) costs far more than a lookup.
+#[derive(Default)]
+pub struct Cache {
+    images: Mutex<HashMap<ImageKey, Arc<[u8]>>>,
+}
+
+/// A code's content and which image of it.
+type ImageKey = (String, Image);
+
+impl Cache {
+    /// The image of `data`, rendered once.
+    pub fn get(&self, data: &str, image: Image) -> Arc<[u8]> {
+        let key = (data.to_string(), image);
+        if let Some(hit) = self.images.lock().expect("qr cache lock").get(&key) {
+            return hit.clone();
+        }
+        let rendered: Arc<[u8]> = match image {
+            Image::Png(scale) => png_scaled(data, scale).into(),
+            Image::Svg(size) => svg_sized(data, size).into_bytes().into(),
+        };
+        let mut images = self.images.lock().expect("qr cache lock");
+        if images.len() >= CACHE_ENTRIES_MAX {
+            images.clear();
+        }
+        images.insert(key, rendered.clone());
+        rendered
+    }
+}
 
 /// A grayscale PNG of the code, 6 pixels per module.
 pub fn png(data: &str) -> Vec<u8> {

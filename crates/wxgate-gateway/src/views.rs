@@ -1,7 +1,6 @@
 //! What the API shows: payments as JSON, and the `next_action` a merchant hands to the
 //! shopper's device.
 
-use base64::Engine;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -12,7 +11,6 @@ use wxgate_domain::{PaymentIntegration, PaymentStatus};
 use wxgate_store::{HistoryRow, PaymentAttemptRow, PaymentRow, RefundRow};
 
 use crate::next_action::{NextAction, QrCode, Redirect};
-use crate::qr;
 use crate::upstream::{Prepaid, Upstream};
 
 /// RFC 3339 (UTC) of a Unix-milliseconds time.
@@ -267,13 +265,14 @@ pub fn refund(r: &RefundRow) -> Value {
 }
 
 /// Builds the `next_action` for a fresh prepay, signing client-side bundles with the merchant's
-/// key. `expires_ms` is when the payment credential stops working.
+/// key. `expires_ms` is when the payment credential stops working; `api_url` is the payment's
+/// own URL in the merchant API (its QR images hang below it).
 pub fn next_action(
     up: &Upstream,
     prepaid: Prepaid,
     p: &PaymentRow,
-    now_ms: i64,
-    expires_ms: i64,
+    (now_ms, expires_ms): (i64, i64),
+    api_url: &str,
 ) -> NextAction {
     let expires_at = rfc3339(expires_ms);
     let now_secs = now_ms / 1000;
@@ -281,9 +280,10 @@ pub fn next_action(
     match prepaid {
         Prepaid::Native { code_url } => NextAction::DisplayQrCode {
             display_qr_code: QrCode {
-                image_png_base64: base64::engine::general_purpose::STANDARD
-                    .encode(qr::png(&code_url)),
-                image_svg: qr::svg(&code_url),
+                image_png_url: format!("{api_url}/qr.png"),
+                image_svg_url: format!("{api_url}/qr.svg"),
+                image_png_base64: None,
+                image_svg: None,
                 data: code_url,
                 expires_at,
             },

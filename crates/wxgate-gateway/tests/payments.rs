@@ -61,8 +61,10 @@ async fn every_integration_type_end_to_end(t: TestGateway) {
                         .unwrap()
                         .starts_with("weixin://wxpay/bizpayurl?pr=")
                 );
-                assert!(qr["image_svg"].as_str().unwrap().contains("<svg"));
-                assert!(!qr["image_png_base64"].as_str().unwrap().is_empty());
+                // Images on request: their URLs, not the images themselves.
+                assert!(qr["image_png_url"].as_str().unwrap().ends_with("/qr.png"));
+                assert!(qr["image_svg_url"].as_str().unwrap().ends_with("/qr.svg"));
+                assert!(qr.get("image_png_base64").is_none(), "{qr}");
                 json!({"code_url": qr["data"]})
             }
             "h5" => {
@@ -939,8 +941,21 @@ async fn cross_border_payments_go_through_the_global_endpoints(t: TestGateway) {
 }
 
 async fn qr_images_of_a_pending_native_payment(t: TestGateway) {
-    let (_, p) = t.create(native(&order("qr"), 300)).await;
+    let mut body = native(&order("qr"), 300);
+    body["inline_qr_images"] = json!(true);
+    let (_, p) = t.create(body).await;
     let id = p["id"].as_str().unwrap().to_string();
+    let qr = &p["next_action"]["display_qr_code"];
+    assert!(qr["image_svg"].as_str().unwrap().contains("<svg"));
+    assert_eq!(
+        qr["image_png_url"],
+        format!("{}/v1/payments/{id}/qr.png", t.base)
+    );
+    // Read back, the payment carries the image URLs, not the images.
+    let again = t.get(&id).await;
+    let stored = &again["next_action"]["display_qr_code"];
+    assert!(stored.get("image_png_base64").is_none(), "{stored}");
+    assert_eq!(stored["image_svg_url"], qr["image_svg_url"]);
     let fetch = |path: String| {
         let t = &t;
         async move {

@@ -265,7 +265,12 @@ pub async fn prepay(
         Integration::H5 => (now + H5_URL_LIFETIME_MS).min(p.expires_at),
         _ => p.expires_at,
     };
-    let action = views::next_action(&up, prepaid, p, now, credential_expires);
+    let api_url = format!(
+        "{}/v1/payments/{}",
+        gw.config().public_base_url.trim_end_matches('/'),
+        p.id
+    );
+    let action = views::next_action(&up, prepaid, p, (now, credential_expires), &api_url);
     gw.store()
         .set_attempt_credential(
             &p.merchant_id,

@@ -23,7 +23,9 @@ use crate::http::answer::{ErrorEnvelope, Json, ok};
 use crate::http::extract::{
     Authed, JsonBody, Params, merchant_id, page_limit, parse_time, path_id,
 };
+use crate::qr::{Image, SCALE, SVG_DEFAULT};
 use crate::views::{self, ListView, PaymentView};
+use base64::Engine;
 use wxgate_domain::id::PaymentId;
 
 /// The most metadata a payment carries.
@@ -84,6 +86,10 @@ pub struct CreatePayment {
     /// Up to 128 characters, returned by WeChat once paid.
     #[schema(max_length = 128)]
     attach: Option<String>,
+    /// A native payment's QR images inline in this answer (`image_png_base64`, `image_svg`),
+    /// besides their URLs. Off by default: most callers render `data` or fetch an image.
+    #[serde(default)]
+    inline_qr_images: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -114,6 +120,7 @@ pub async fn create_payment(
     Authed(merchant): Authed,
     JsonBody(req): JsonBody<CreatePayment>,
 ) -> ApiResult<Response> {
+    let inline = req.inline_qr_images;
     let new = parse(
         req,
         &merchant,
@@ -126,7 +133,26 @@ pub async fn create_payment(
     } else {
         StatusCode::OK
     };
-    Ok(Json(status, payment_value(&created.state)).into_response())
+    let mut value = payment_value(&created.state);
+    if inline {
+        inline_qr_images(&gw, &mut value);
+    }
+    Ok(Json(status, value).into_response())
+}
+
+/// Puts a native payment's QR images into its answer, from the gateway's cache of rendered
+/// codes.
+fn inline_qr_images(gw: &Gateway, value: &mut serde_json::Value) {
+    let qr = &mut value["next_action"]["display_qr_code"];
+    let Some(data) = qr["data"].as_str().map(str::to_string) else {
+        return;
+    };
+    let png = gw.qr_image(&data, Image::Png(SCALE));
+    let svg = gw.qr_image(&data, Image::Svg(SVG_DEFAULT));
+    qr["image_png_base64"] = base64::engine::general_purpose::STANDARD
+        .encode(&png)
+        .into();
+    qr["image_svg"] = String::from_utf8_lossy(&svg).into_owned().into();
 }
 
 fn payment_value(state: &PaymentState) -> serde_json::Value {

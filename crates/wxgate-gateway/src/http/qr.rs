@@ -14,7 +14,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::ErrorEnvelope;
 use crate::http::extract::{Authed, Params, merchant_id, path_id};
-use crate::qr::{SCALE, SCALE_MAX, SVG_DEFAULT, SVG_MAX, SVG_MIN, png_scaled, svg_sized};
+use crate::qr::{Image, SCALE, SCALE_MAX, SVG_DEFAULT, SVG_MAX, SVG_MIN};
 use wxgate_domain::id::PaymentId;
 
 pub fn routes() -> Router<Gateway> {
@@ -79,7 +79,10 @@ pub async fn png_image(
         &path_id(PaymentId::parse(&id), "payment")?,
     )
     .await?;
-    Ok(image("image/png", png_scaled(&data, scale)))
+    Ok(image(
+        "image/png",
+        gw.qr_image(&data, Image::Png(scale)).to_vec(),
+    ))
 }
 
 /// The QR code of a pending native payment, as an SVG document.
@@ -109,5 +112,8 @@ pub async fn svg_image(
         &path_id(PaymentId::parse(&id), "payment")?,
     )
     .await?;
-    Ok(image("image/svg+xml", svg_sized(&data, size)))
+    Ok(image(
+        "image/svg+xml",
+        gw.qr_image(&data, Image::Svg(size)).to_vec(),
+    ))
 }
