@@ -110,6 +110,22 @@ pub fn svg_sized(data: &str, size: u32) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn the_cache_renders_each_code_and_size_once() {
+        let cache = super::Cache::default();
+        let code = "weixin://wxpay/bizpayurl?pr=p4lpSuKzz";
+        let first = cache.get(code, super::Image::Png(6));
+        assert!(std::sync::Arc::ptr_eq(
+            &first,
+            &cache.get(code, super::Image::Png(6))
+        ));
+        assert_eq!(&*first, super::png(code).as_slice());
+        let larger = cache.get(code, super::Image::Png(8));
+        assert!(larger.len() > first.len());
+        let svg = cache.get(code, super::Image::Svg(200));
+        assert_eq!(&*svg, super::svg(code).as_bytes());
+    }
+
+    #[test]
     fn renders_png_and_svg() {
         let png = super::png("weixin://wxpay/bizpayurl?pr=p4lpSuKzz");
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
