@@ -145,6 +145,74 @@ pub fn signing_rate(duration: Duration) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The CPU one RSA-2048 signature costs on one core, in seconds.
+fn signature_cpu_secs() -> f64 {
+    const SIGNATURES: u32 = 400;
+    let key = PrivateKey::generate().expect("key generation");
+    let started = Instant::now();
+    for _ in 0..SIGNATURES {
+        key.sign(b"POST\n/v3/pay/transactions/native\n1554208460\n593BEC0C930BF1AFEB40B4A08C8FB242\n{}\n");
+    }
+    started.elapsed().as_secs_f64() / f64::from(SIGNATURES)
+}
+
+/// A process's CPU time so far (user + system), in seconds, from /proc.
+fn process_cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): state is the first, utime the
+    // 12th and stime the 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+        anyhow::bail!("cannot read /proc/{pid}/stat");
+    };
+    Ok((user + system) / clock_ticks_per_sec())
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The gateway's CPU per native create, against one RSA-2048 signature on one core: creates for
+/// 4 s (before their status sync is due, 5 s after each create), then the CPU that sync takes
+/// in the next 8 s, reported separately.
+async fn cpu_per_create(
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    concurrency: usize,
+    pid: u32,
+) -> anyhow::Result<()> {
+    let signature = signature_cpu_secs();
+    let before = process_cpu_secs(pid)?;
+    let (run, _) = create_load(http, base, api_key, concurrency, Duration::from_secs(4)).await;
+    let after = process_cpu_secs(pid)?;
+    let creates = run.latencies_us.len().max(1) as f64;
+    let per_create = (after - before) / creates;
+    println!(
+        "gateway CPU per native create: {:.3} ms over {creates} creates = {:.2} × one RSA-2048 signature ({:.3} ms on one core)",
+        per_create * 1000.0,
+        per_create / signature,
+        signature * 1000.0
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let synced = process_cpu_secs(pid)?;
+    println!(
+        "their status sync in the next 8 s: {:.3} ms of gateway CPU per payment",
+        (synced - after) / creates * 1000.0
+    );
+    Ok(())
+}
+
 /// What a load run measured.
 pub struct Report {
     latencies_us: Vec<u64>,
@@ -259,6 +327,9 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
     };
     bare.print("bare HTTP round trip (GET /health)", args.concurrency);
 
+    if let Some(pid) = args.pid {
+        cpu_per_create(&http, &base, &args.api_key, args.concurrency, pid).await?;
+    }
     let (create, ids) = create_load(&http, &base, &args.api_key, args.concurrency, duration).await;
     create.print("create payment (native)", args.concurrency);
     // Each create costs two RSA signatures on this machine: the gateway's request, the
