@@ -585,8 +585,10 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  simulator payer page: {base}/sim/payer");
     println!("  try it:");
+    // A fresh order id each start, so the printed command never meets one already used.
+    let order = wechatpay_v3::nonce(10);
     println!(
-        "    curl -s {base}/v1/payments -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n      -d '{{\"amount\": 100, \"currency\": \"CNY\", \"merchant_order_id\": \"order-0001\", \"description\": \"Test\", \"integration\": \"native\"}}'"
+        "    curl -s {base}/v1/payments -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n      -d '{{\"amount\": 100, \"currency\": \"CNY\", \"merchant_order_id\": \"demo-{order}\", \"description\": \"Test\", \"integration\": \"native\"}}'"
     );
     let result = server.await?;
     if let Some(task) = persister {

@@ -167,7 +167,7 @@ main{{max-width:420px;margin:0 auto;padding:24px 16px;text-align:center}}
 .amount{{font-size:32px;font-weight:600;margin:8px 0}}
 .desc{{color:#666;word-break:break-word}}
 .qr svg{{width:220px;height:220px}}
-.button{{display:block;background:#07c160;color:#fff;text-decoration:none;border:0;border-radius:8px;padding:14px;font-size:17px;margin:16px 0;width:100%;cursor:pointer}}
+.button{{display:block;background:#07c160;color:#fff;text-decoration:none;border:0;border-radius:8px;padding:14px;font-size:17px;margin:16px 0;width:100%;box-sizing:border-box;cursor:pointer}}
 .link{{background:none;border:0;color:#576b95;font-size:15px;cursor:pointer;padding:8px}}
 .muted{{color:#888;font-size:14px}}
 .amount-input{{font-size:24px;width:10em;text-align:center}}

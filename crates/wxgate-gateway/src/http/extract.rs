@@ -167,8 +167,36 @@ fn decode_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
             format!("the body must be a JSON object: {message}"),
         )
     } else {
-        ApiError::invalid(ErrorCode::InvalidType, &path, format!("{path}: {message}"))
+        ApiError::invalid(
+            ErrorCode::InvalidType,
+            &path,
+            format!("{path} {}", in_words(&message)),
+        )
     }
+}
+
+/// What a JSON decoding error expected, in a merchant's words ("must be a whole number"), not
+/// the parser's ("invalid type: string \"1\", expected i64").
+fn in_words(message: &str) -> String {
+    let expected = message
+        .rsplit_once("expected ")
+        .map(|(_, e)| e.trim())
+        .unwrap_or("");
+    let integer = ["i64", "i32", "u64", "u32", "usize", "u16", "u8"];
+    let wanted = if integer.iter().any(|t| expected.starts_with(t)) {
+        "a whole number"
+    } else if expected.contains("string") {
+        "text"
+    } else if expected.contains("boolean") {
+        "true or false"
+    } else if expected.contains("sequence") {
+        "a list"
+    } else if expected.contains("map") || expected.starts_with("struct") {
+        "an object"
+    } else {
+        return format!("is not valid: {message}");
+    };
+    format!("must be {wanted}")
 }
 
 /// Refuses NUL and every other control character in a JSON value's strings and keys.

@@ -140,6 +140,13 @@ pub async fn json_bodies_are_exact_and_text_is_clean(t: TestGateway) {
             assert_eq!(answer["error"]["param"], p, "{answer}");
         }
     }
+    // A wrong type is said in a merchant's words, not the parser's.
+    let mut wrong = native(&order("ct"), 100);
+    wrong["amount"] = json!("100");
+    let (s, answer) = t.create(wrong).await;
+    assert_eq!((s, code(&answer)), (400, "invalid_type"));
+    assert_eq!(answer["error"]["message"], "amount must be a whole number");
+    assert_eq!(answer["error"]["param"], "amount");
     // Path ids and query parameters: NUL is refused with the parameter's name, on both stores.
     for (path, param) in [
         ("/v1/payments/pay_%00x", "id"),
