@@ -171,3 +171,62 @@ async fn redeliver_from_the_command_line(
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("resource_missing"));
 }
+
+/// The README's walkthrough, pasted as is into a shell against a fresh demo: it must end with
+/// the payment and its refund succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walkthrough_pastes_as_is() {
+    let readme = include_str!("../../../README.md");
+    let begin = readme
+        .find("<!-- walkthrough:begin -->")
+        .expect("the README marks its walkthrough");
+    let block = &readme[begin..];
+    let from = block.find("```sh\n").unwrap() + "```sh\n".len();
+    let to = from + block[from..].find("```").unwrap();
+    let script = block[from..to].to_string();
+
+    let data = std::env::temp_dir().join(format!("wxgate-readme-{}", wechatpay_v3::nonce(12)));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut demo = start(&data, &listen);
+    ready(&http, &data, &format!("http://{listen}")).await;
+    let dir = data.clone();
+    // A shell runs it while the demo serves; its own waits are on conditions, bounded.
+    let ran = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .env("DEMO", &dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+    let out = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("payment pay_") && l.ends_with(": succeeded")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("refund re_") && l.ends_with(": succeeded")),
+        "{out}"
+    );
+    assert!(lines.contains(&"payment.succeeded"), "{out}");
+}
