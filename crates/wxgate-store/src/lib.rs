@@ -203,9 +203,18 @@ impl Store {
     }
 
     /// Applies every migration this binary carries.
-    pub async fn migrate(&self) -> Result<()> {
+    /// Applies the migrations the database lacks; returns them as `0006 payment attempts`.
+    pub async fn migrate(&self) -> Result<Vec<String>> {
+        let missing = match self.schema_status().await? {
+            SchemaStatus::Behind { missing } => missing,
+            _ => Vec::new(),
+        };
         MIGRATOR.run(&self.writer).await?;
-        Ok(())
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| missing.contains(&m.version))
+            .map(|m| format!("{:04} {}", m.version, m.description.replace('_', " ")))
+            .collect())
     }
 
     /// Compares the database's applied migrations with this binary's.

@@ -85,6 +85,17 @@ impl Store {
         )
     }
 
+    /// A merchant's API keys (never the keys: only their ids and times).
+    pub async fn api_keys(&self, merchant_id: &str) -> Result<Vec<ApiKeyRow>> {
+        Ok(sqlx::query_as::<_, ApiKeyRow>(
+            "SELECT id, merchant_id, created_at, revoked_at FROM api_keys \
+             WHERE merchant_id = $1 ORDER BY created_at, id",
+        )
+        .bind(merchant_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn insert_api_key(
         &self,
         id: &str,

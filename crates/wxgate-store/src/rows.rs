@@ -414,3 +414,12 @@ impl TryFrom<i64> for Flag {
         }
     }
 }
+
+/// An API key as listed: its id and times, never the key or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}

@@ -293,11 +293,13 @@ pub struct GatewayBenchArgs {
     /// A merchant API key.
     #[arg(long, env = "WXGATE_BENCH_API_KEY")]
     api_key: String,
+    /// Requests in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// How long each phase runs.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
-    /// The gateway's process id, to read its peak RSS.
+    /// The gateway's process id, to read its CPU time and peak RSS.
     #[arg(long)]
     pid: Option<u32>,
 }

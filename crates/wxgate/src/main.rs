@@ -18,9 +18,7 @@ mod bench;
 #[derive(Debug, Parser)]
 #[command(name = "wxgate", version, about = "A self-hosted WeChat Pay gateway")]
 struct Cli {
-    /// A TOML file with database_url, master_key (or master_key_file), listen, public_url.
-    /// Environment variables WXGATE_DATABASE_URL, WXGATE_MASTER_KEY, WXGATE_LISTEN and
-    /// WXGATE_PUBLIC_URL override it.
+    /// A TOML settings file (see `wxgate serve --help`).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -32,8 +30,18 @@ enum Command {
     /// Run the embedded default: gateway + SQLite + simulator, with a sandbox merchant.
     Demo(DemoArgs),
     /// Serve the gateway (SQLite by default, PostgreSQL when the database URL says so).
+    #[command(
+        long_about = "Serve the gateway (SQLite by default, PostgreSQL when the database URL says so).\n\n\
+Settings, from the environment or from a TOML file given with --config (the environment wins):\n\
+  WXGATE_DATABASE_URL    database_url     default sqlite://./wxgate-data/wxgate.db (or postgres://user@host/db)\n\
+  WXGATE_MASTER_KEY      master_key       64 hex characters; seals merchant secrets (or master_key_file); required\n\
+  WXGATE_LISTEN          listen           default 127.0.0.1:8080\n\
+  WXGATE_PUBLIC_URL      public_url       how WeChat and shoppers reach this gateway; default http://<listen>\n\
+  WXGATE_WEBHOOKS_ALLOW_PRIVATE, WXGATE_WEBHOOK_TIMEOUT_MS, WXGATE_WEBHOOK_RETRY_SCHEDULE_MS\n\
+                         [webhooks] allow_private, timeout_ms, retry_schedule_ms"
+    )]
     Serve,
-    /// Apply database migrations.
+    /// Apply the database migrations this binary has and the database lacks.
     Migrate,
     /// Merchants and their API keys.
     #[command(subcommand)]
@@ -58,6 +66,7 @@ enum EventsCommand {
         /// The merchant it belongs to (mch_...).
         #[arg(long)]
         merchant: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -77,6 +86,12 @@ enum BenchCommand {
 enum MerchantCommand {
     /// Create a merchant: a sandbox one wired to a simulator, or a live one.
     Create(Box<MerchantCreateArgs>),
+    /// List the merchants.
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
@@ -86,15 +101,28 @@ enum MerchantCommand {
 enum ApiKeyCommand {
     /// Issue a key; it is printed once and stored only as a hash.
     Create {
+        /// The merchant (mch_...).
         #[arg(long)]
         merchant: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a merchant's keys (their ids and times; a key itself is never shown again).
+    List {
+        /// The merchant (mch_...).
+        #[arg(long)]
+        merchant: String,
+        /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Revoke a key by its id.
     Revoke {
+        /// The key's id (key_...).
         #[arg(long)]
         key_id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -102,15 +130,19 @@ enum ApiKeyCommand {
 
 #[derive(Debug, clap::Args)]
 struct MerchantCreateArgs {
+    /// The merchant's display name.
     #[arg(long, default_value = "Merchant")]
     name: String,
     /// Mint the merchant at this simulator (for example http://127.0.0.1:8090).
     #[arg(long, conflicts_with_all = ["mchid"])]
     sandbox_simulator: Option<String>,
+    /// A live merchant's WeChat Pay merchant number.
     #[arg(long, requires_all = ["appid", "private_key_file", "serial_no", "apiv3_key_file"])]
     mchid: Option<String>,
+    /// The Official Account (or app) appid its payments are made for.
     #[arg(long)]
     appid: Option<String>,
+    /// A Mini Program's appid, for mini_program payments (default: --appid).
     #[arg(long)]
     mini_program_appid: Option<String>,
     /// apiclient_key.pem (PKCS#8).
@@ -126,12 +158,16 @@ struct MerchantCreateArgs {
     /// payer's openid inside WeChat (webpage authorization) and pays with the JS API.
     #[arg(long)]
     app_secret_file: Option<PathBuf>,
+    /// WeChat Pay's public key (PEM), in public-key mode.
     #[arg(long)]
     platform_public_key_file: Option<PathBuf>,
+    /// That public key's id (PUB_KEY_ID_...).
     #[arg(long)]
     platform_public_key_id: Option<String>,
+    /// WeChat Pay's platform certificate (PEM), in certificate mode.
     #[arg(long)]
     platform_certificate_file: Option<PathBuf>,
+    /// Where WeChat Pay's API is.
     #[arg(long, default_value = "https://api.mch.weixin.qq.com/")]
     api_base_url: String,
     /// Currencies the merchant prices in (comma-separated ISO 4217). CNY only for a domestic
@@ -146,6 +182,7 @@ struct MerchantCreateArgs {
     /// stays visible as paid_after_close) or `refund` it in full automatically.
     #[arg(long, default_value = "accept", value_parser = parse_policy)]
     paid_after_close: wxgate_domain::PaidAfterClosePolicy,
+    /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -335,8 +372,15 @@ async fn main() -> anyhow::Result<()> {
             let s = settings(cli.config.as_deref())?;
             ensure_sqlite_folder(&s.database_url)?;
             let store = Store::connect(&s.database_url).await?;
-            store.migrate().await?;
-            println!("migrated: {:?}", store.schema_status().await?);
+            let applied = store.migrate().await?;
+            if applied.is_empty() {
+                println!("the database is up to date; nothing to apply");
+            } else {
+                println!("applied {} migrations:", applied.len());
+                for m in applied {
+                    println!("  {m}");
+                }
+            }
             Ok(())
         }
         Command::Merchant(cmd) => run_merchant(settings(cli.config.as_deref())?, cmd).await,
@@ -395,6 +439,10 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
     let store = wxgate_gateway::open_store(&s.database_url).await?;
     match cmd {
         MerchantCommand::Create(args) => create_merchant(&s, &store, &args).await?,
+        MerchantCommand::List { json } => list_merchants(&store, json).await?,
+        MerchantCommand::ApiKey(ApiKeyCommand::List { merchant, json }) => {
+            list_api_keys(&store, &merchant, json).await?
+        }
         MerchantCommand::ApiKey(ApiKeyCommand::Create { merchant, json }) => {
             let (id, key) = merchants::create_api_key(&store, &merchant).await?;
             if json {
@@ -471,6 +519,46 @@ async fn create_merchant(
             merchant.mchid,
             merchant.mode.as_str()
         );
+    }
+    Ok(())
+}
+
+/// `wxgate merchant list`: one line (or JSON object) per merchant.
+async fn list_merchants(store: &Store, json: bool) -> anyhow::Result<()> {
+    for m in merchants::list(store).await? {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"merchant_id": m.id, "name": m.name, "mchid": m.mchid, "appid": m.appid, "mode": m.mode.as_str(), "currencies": m.currencies})
+            );
+        } else {
+            println!(
+                "{}  {}  mchid {}  {}  {}",
+                m.id,
+                m.name,
+                m.mchid,
+                m.mode.as_str(),
+                m.currencies
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `wxgate merchant api-key list`: a merchant's keys, active or revoked.
+async fn list_api_keys(store: &Store, merchant: &str, json: bool) -> anyhow::Result<()> {
+    let time = |ms: i64| wxgate_gateway::views::rfc3339(ms);
+    for k in merchants::api_keys(store, merchant).await? {
+        let revoked = k.revoked_at.map(time);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"key_id": k.id, "created_at": time(k.created_at), "revoked_at": revoked})
+            );
+        } else {
+            let state = revoked.map_or("active".to_string(), |t| format!("revoked {t}"));
+            println!("{}  created {}  {state}", k.id, time(k.created_at));
+        }
     }
     Ok(())
 }
@@ -654,8 +742,49 @@ async fn shutdown_signal() {
 mod tests {
     use clap::CommandFactory;
 
+    /// The command line is well formed, and every subcommand's help renders.
     #[test]
-    fn cli_is_well_formed() {
-        super::Cli::command().debug_assert();
+    fn every_subcommand_has_help() {
+        let cli = super::Cli::command();
+        cli.clone().debug_assert();
+        fn walk(cmd: &clap::Command, path: &str, seen: &mut Vec<String>) {
+            let mut cmd = cmd.clone();
+            let help = cmd.render_long_help().to_string();
+            assert!(help.contains("Usage:"), "{path}: {help}");
+            for arg in cmd.get_arguments() {
+                let documented = arg.get_help().is_some()
+                    || arg.is_positional()
+                    || arg.get_id() == "help"
+                    || arg.get_id() == "version";
+                assert!(documented, "{path} --{} has no description", arg.get_id());
+            }
+            seen.push(path.to_string());
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), seen);
+            }
+        }
+        let mut seen = Vec::new();
+        walk(&cli, "wxgate", &mut seen);
+        for expected in [
+            "wxgate serve",
+            "wxgate merchant list",
+            "wxgate merchant api-key list",
+            "wxgate events redeliver",
+        ] {
+            assert!(
+                seen.iter().any(|s| s == expected),
+                "{expected} missing from {seen:?}"
+            );
+        }
+        let serve = cli
+            .find_subcommand("serve")
+            .unwrap()
+            .clone()
+            .render_long_help()
+            .to_string();
+        assert!(
+            serve.contains("WXGATE_DATABASE_URL") && serve.contains("WXGATE_MASTER_KEY"),
+            "{serve}"
+        );
     }
 }

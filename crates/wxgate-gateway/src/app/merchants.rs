@@ -214,3 +214,20 @@ pub async fn set_paid_after_close_policy(
         .await?;
     Ok(())
 }
+
+/// Every merchant, oldest first.
+pub async fn list(store: &Store) -> anyhow::Result<Vec<MerchantRow>> {
+    Ok(store.merchants().await?)
+}
+
+/// A merchant's API keys: ids and times only.
+pub async fn api_keys(
+    store: &Store,
+    merchant_id: &str,
+) -> anyhow::Result<Vec<wxgate_store::ApiKeyRow>> {
+    anyhow::ensure!(
+        store.merchant(merchant_id).await?.is_some(),
+        "no merchant {merchant_id}"
+    );
+    Ok(store.api_keys(merchant_id).await?)
+}
