@@ -108,7 +108,7 @@ test('desktop: the QR code is shown and the page goes to return_url once paid', 
   const codeUrl = await qr.getAttribute('data-code-url');
   assert.match(codeUrl, /^weixin:\/\/wxpay\/bizpayurl\?pr=/);
   const text = await page.textContent('body');
-  assert.ok(text.includes('19.99 CNY'), text);
+  assert.ok(text.includes('¥19.99'), text);
   assert.ok(text.includes('Blue mug <b>&</b>'), 'merchant text shown as text, not markup');
   assert.equal(await page.locator('b').count(), 0);
   await page.screenshot({ path: path.join(SHOTS, 'desktop-qr.png') });
@@ -209,7 +209,7 @@ test('a payment link used twice makes two payments', async () => {
   for (let i = 0; i < 2; i += 1) {
     await page.goto(link.url);
     await page.locator('#qr').waitFor({ state: 'visible' });
-    assert.ok((await page.textContent('body')).includes('8.88 CNY'));
+    assert.ok((await page.textContent('body')).includes('¥8.88'));
     codes.push(await page.locator('#qr').getAttribute('data-code-url'));
   }
   assert.notEqual(codes[0], codes[1]);

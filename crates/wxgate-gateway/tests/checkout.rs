@@ -115,7 +115,8 @@ async fn desktop_shows_the_qr_and_goes_to_return_url_once_paid(t: TestGateway) {
     let (status, page, _) = open(&url, DESKTOP, Some("en-US,en;q=0.9")).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Scan the QR code with WeChat"), "{page}");
-    assert!(page.contains("19.99 CNY"));
+    assert!(page.contains("¥19.99"));
+    assert!(page.contains("<p class=\"shop\">Test shop</p>"), "{page}");
     // Merchant text is escaped, never markup.
     assert!(
         page.contains("Mug &lt;b&gt;&amp;&lt;/b&gt; &quot;tea&quot;"),
@@ -433,7 +434,7 @@ async fn payment_links_make_a_payment_per_visit(t: TestGateway) {
     assert_eq!(made.status(), 303);
     let checkout = made.headers()["location"].to_str().unwrap().to_string();
     let (_, page, _) = open(&checkout, DESKTOP, Some("en")).await;
-    assert!(page.contains("5.50 CNY"), "{page}");
+    assert!(page.contains("¥5.50"), "{page}");
 
     // Deactivated, it takes no more payments.
     let oid = open_link["id"].as_str().unwrap();

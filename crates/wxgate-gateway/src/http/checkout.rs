@@ -132,9 +132,10 @@ pub(crate) fn esc(s: &str) -> String {
     out
 }
 
-/// `12.34 USD`, `1000 JPY`: the amount in the currency's major unit.
+/// The amount as a shopper reads it: `¥128.50` in yuan, `12.34 USD` or `1000 JPY` otherwise.
 fn amount(p: &PaymentRow) -> String {
     match Currency::parse(&p.currency) {
+        Ok(Currency::CNY) => format!("¥{}", Currency::CNY.format_minor(p.amount)),
         Ok(c) => format!("{} {}", c.format_minor(p.amount), p.currency),
         Err(_) => format!("{} {}", p.amount, p.currency),
     }
@@ -170,6 +171,7 @@ main{{max-width:420px;margin:0 auto;padding:24px 16px;text-align:center}}
 .button{{display:block;background:#07c160;color:#fff;text-decoration:none;border:0;border-radius:8px;padding:14px;font-size:17px;margin:16px 0;width:100%;box-sizing:border-box;cursor:pointer}}
 .link{{background:none;border:0;color:#576b95;font-size:15px;cursor:pointer;padding:8px}}
 .muted{{color:#888;font-size:14px}}
+.shop{{font-weight:600;margin:0 0 4px}}
 .amount-input{{font-size:24px;width:10em;text-align:center}}
 </style></head>
 <body><main><div class="card">{body}</div>
@@ -366,7 +368,10 @@ async fn show(
         Product::Show { kind, payment } => (kind, payment),
         Product::Redirect(to) => return Ok(Redirect::to(&to).into_response()),
     };
-    render(&p, kind, device, token, lang, &here)
+    // Who the shopper pays: the merchant's display name heads the page.
+    let merchant = gw.store().merchant(&p.merchant_id).await?;
+    let shop = merchant.map(|m| m.name).unwrap_or_default();
+    render(&p, &shop, kind, device, (token, lang, &here))
 }
 
 /// The page of a payment that is over (or past its expiry): where it goes, or what it says.
@@ -471,18 +476,18 @@ async fn product(
 /// The page for `kind` with the payment's credential.
 fn render(
     p: &PaymentRow,
+    shop: &str,
     kind: Option<Integration>,
     device: Device,
-    token: &str,
-    lang: Lang,
-    here: &str,
+    (token, lang, here): (&str, Lang, &str),
 ) -> Result<Response, ApiError> {
     let credential = p
         .wechat_credential
         .as_deref()
         .and_then(NextAction::from_stored);
     let head = format!(
-        "<p class=\"desc\">{}</p><p class=\"amount\" data-amount=\"{}\">{}</p>",
+        "<p class=\"shop\">{}</p><p class=\"desc\">{}</p><p class=\"amount\" data-amount=\"{}\">{}</p>",
+        esc(shop),
         esc(&p.description),
         p.amount,
         esc(&amount(p))
@@ -620,7 +625,7 @@ mod tests {
             currency: "CNY".into(),
             ..PaymentRow::default()
         };
-        assert_eq!(amount(&p), "19.99 CNY");
+        assert_eq!(amount(&p), "¥19.99");
         p.currency = "JPY".into();
         assert_eq!(amount(&p), "1999 JPY");
         p.currency = "USD".into();
