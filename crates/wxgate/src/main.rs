@@ -648,7 +648,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     // The demo runs on this machine: its webhooks may go to a local receiver.
     config.webhooks_allow_private = true;
     let gateway = Gateway::new(store.clone(), config);
-    let app = Application::build(gateway, listener)
+    let app = Application::build(gateway.clone(), listener)
         .await?
         .with_routes(wxgate_sim::router(sim.clone()));
     let server = tokio::spawn(app.run(shutdown_signal()));
@@ -660,7 +660,8 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             let merchant =
                 merchants::create_sandbox_merchant(&store, &master, &base, "Demo shop").await?;
             let (_, key) = merchants::create_api_key(&store, &merchant.id).await?;
-            let demo = serde_json::json!({"api_base": base, "api_key": key, "merchant_id": merchant.id, "simulator_base": base});
+            let link = demo_link(&gateway, &merchant.id).await?;
+            let demo = serde_json::json!({"api_base": base, "api_key": key, "merchant_id": merchant.id, "simulator_base": base, "payment_link": link.url});
             write_private(&demo_file, &serde_json::to_vec_pretty(&demo)?)?;
             demo
         }
@@ -671,6 +672,9 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         "  merchant {}  API key {key}",
         demo["merchant_id"].as_str().unwrap_or_default()
     );
+    if let Some(link) = demo["payment_link"].as_str() {
+        println!("  checkout: {link}  (open it in a browser: each visit makes a hosted payment)");
+    }
     println!("  simulator payer page: {base}/sim/payer");
     println!("  try it:");
     // A fresh order id each start, so the printed command never meets one already used.
@@ -684,6 +688,27 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     sim.persist()?;
     result
+}
+
+/// The demo's payment link: ¥1.00 for a demo item, so a hosted checkout is one click away.
+async fn demo_link(
+    gateway: &Gateway,
+    merchant_id: &str,
+) -> anyhow::Result<wxgate_store::PaymentLinkRow> {
+    let new = wxgate_gateway::app::links::NewLink {
+        currency: wxgate_domain::Currency::CNY,
+        amount: Some(100),
+        amount_min: None,
+        amount_max: None,
+        description: "Demo item".into(),
+        return_url: None,
+        max_uses: None,
+        expires_at: None,
+    };
+    let merchant = wxgate_domain::id::MerchantId::stored(merchant_id);
+    wxgate_gateway::app::links::create(gateway, &merchant, new)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))
 }
 
 /// The demo's master key lives beside its data, created on first start.
