@@ -14,6 +14,7 @@ use wxgate_sim::{Sim, SimConfig};
 use wxgate_store::Store;
 
 mod bench;
+mod listen;
 
 #[derive(Debug, Parser)]
 #[command(name = "wxgate", version, about = "A self-hosted WeChat Pay gateway")]
@@ -51,6 +52,8 @@ Settings, from the environment or from a TOML file given with --config (the envi
     Events(EventsCommand),
     /// Run the WeChat Pay API v3 simulator (sandbox).
     Sim(SimArgs),
+    /// Receive the demo merchant's webhooks locally and print each one, signature checked.
+    Listen(listen::ListenArgs),
     /// Load runs that produce the figures in docs/BENCHMARKS.md.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -412,6 +415,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Listen(args) => listen::run(args).await,
         Command::Bench(BenchCommand::Sim(args)) => bench::sim(args).await,
         Command::Bench(BenchCommand::Gateway(args)) => bench::gateway(args).await,
         Command::Bench(BenchCommand::Webhooks(args)) => bench::webhooks(args).await,

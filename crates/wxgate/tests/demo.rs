@@ -241,3 +241,75 @@ async fn the_readme_walkthrough_pastes_as_is() {
     );
     assert!(lines.contains(&"payment.succeeded"), "{out}");
 }
+
+/// `wxgate listen` against a running demo: it subscribes itself, and a paid payment's event
+/// arrives and is printed with its signature verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prints_the_demo_merchants_webhooks() {
+    use std::io::BufRead;
+    let data = std::env::temp_dir().join(format!("wxgate-listen-{}", wechatpay_v3::nonce(12)));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut demo = start(&data, &format!("127.0.0.1:{port}"));
+    let info = ready(&http, &data, &base).await;
+    let mut listen = Command::new(BIN)
+        .args(["listen", "--port", "0", "--count", "1", "--demo"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its first line says it is subscribed: only then is the payment made.
+    let mut lines = std::io::BufReader::new(listen.stdout.take().unwrap()).lines();
+    let first = tokio::task::spawn_blocking(move || {
+        let first = lines.next().unwrap().unwrap();
+        (first, lines)
+    });
+    let (first, lines) = first.await.unwrap();
+    assert!(
+        first.starts_with("listening on http://127.0.0.1:"),
+        "{first}"
+    );
+    let key = info["api_key"].as_str().unwrap();
+    let created: Value = http
+        .post(format!("{base}/v1/payments"))
+        .bearer_auth(key)
+        .json(&json!({"amount": 100, "currency": "CNY", "merchant_order_id": "listen-0001", "description": "Test", "integration": "native"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code_url = created["next_action"]["display_qr_code"]["data"]
+        .as_str()
+        .unwrap();
+    let paid = http
+        .post(format!("{base}/sim/payer/pay"))
+        .json(&json!({"code_url": code_url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    let rest: Vec<String> =
+        tokio::task::spawn_blocking(move || lines.map(|l| l.unwrap()).collect())
+            .await
+            .unwrap();
+    let status = tokio::task::spawn_blocking(move || listen.wait().unwrap())
+        .await
+        .unwrap();
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(status.success());
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(
+        rest,
+        [format!("payment.succeeded {id} v2 signature verified")]
+    );
+}
