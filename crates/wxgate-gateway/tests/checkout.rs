@@ -10,7 +10,8 @@ use common::{TestGateway, order};
 mod attempts;
 use attempts::{
     a_device_switch_makes_a_second_order_and_the_first_paid_wins,
-    a_fresh_credential_is_a_new_order, a_shopper_who_pays_twice_is_refunded_once,
+    a_fresh_credential_is_a_new_order, a_prepay_wechat_never_answered_is_asked_again_not_replaced,
+    a_shopper_who_pays_twice_is_refunded_once,
 };
 
 on_both!(
@@ -22,6 +23,7 @@ on_both!(
     a_device_switch_makes_a_second_order_and_the_first_paid_wins,
     a_shopper_who_pays_twice_is_refunded_once,
     a_fresh_credential_is_a_new_order,
+    a_prepay_wechat_never_answered_is_asked_again_not_replaced,
 );
 
 const DESKTOP: &str =

@@ -286,6 +286,8 @@ pub async fn prepay(
 /// hosted checkout, or a fresh credential after the last one expired) and prepays it; `order`
 /// adjusts what the order carries (the shopper's address, where H5 returns). The earlier
 /// orders stay open: whichever is paid first pays the payment, and the others are then closed.
+/// When the current order is already this product and never got its credential, it is
+/// prepaid again instead (same out_trade_no, which WeChat treats as the same order).
 pub async fn start_attempt(
     gw: &Gateway,
     merchant: &MerchantRow,
@@ -294,6 +296,21 @@ pub async fn start_attempt(
     order: impl FnOnce(PaymentRow) -> PaymentRow,
 ) -> ApiResult<PaymentRow> {
     let now = gw.now_ms();
+    // The current order for this product never got its credential (WeChat did not answer):
+    // ask again for the same order rather than leave it and make another.
+    let current = p
+        .checkout_kind
+        .as_deref()
+        .and_then(Integration::parse)
+        .or(p.integration.product());
+    if current == Some(integration) && p.wechat_credential.is_none() {
+        prepay(gw, merchant, &order(p.clone()), integration, now).await?;
+        return gw
+            .store()
+            .payment(&p.merchant_id, &p.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment"));
+    }
     let attempt = match gw.store().start_attempt(p, integration, now).await? {
         AttemptStart::Started(a) => a,
         AttemptStart::NotPending => {

@@ -204,3 +204,21 @@ pub async fn a_fresh_credential_is_a_new_order(t: TestGateway) {
         (400, Some("client_ip_required"))
     );
 }
+
+pub async fn a_prepay_wechat_never_answered_is_asked_again_not_replaced(t: TestGateway) {
+    let p = hosted(&t, json!({})).await;
+    let (id, url) = (p["id"].as_str().unwrap(), p["hosted_url"].as_str().unwrap());
+    let faults = format!("/sim/merchants/{}/faults", t.mchid);
+    t.sim_call(Method::PUT, &faults, Some(json!({"error_500_rate": 1.0})))
+        .await;
+    let (status, _, _) = open(url, DESKTOP, Some("en")).await;
+    assert_eq!(status, 503, "WeChat did not answer the prepay");
+    t.sim_call(Method::PUT, &faults, Some(json!({}))).await;
+    let (status, page, _) = open(url, DESKTOP, Some("en")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(attribute(&page, "data-code-url").starts_with("weixin://"));
+    // The same order, asked again: no second WeChat order for one page.
+    let orders = attempts(&t, id).await;
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    assert_eq!(orders[0]["out_trade_no"], id);
+}
