@@ -11,6 +11,8 @@ pub struct Application {
     listener: TcpListener,
     gateway: Gateway,
     extra: Option<axum::Router>,
+    /// Print one line per request (the demo's activity).
+    activity: bool,
 }
 
 impl Application {
@@ -19,6 +21,7 @@ impl Application {
             listener,
             gateway,
             extra: None,
+            activity: false,
         })
     }
 
@@ -29,6 +32,13 @@ impl Application {
     /// Serves more routes beside the gateway's (the demo mounts the simulator this way).
     pub fn with_routes(mut self, routes: axum::Router) -> Self {
         self.extra = Some(routes);
+        self
+    }
+
+    /// Prints one readable line per request as it is answered (the demo shows its activity
+    /// this way).
+    pub fn with_activity_log(mut self) -> Self {
+        self.activity = true;
         self
     }
 
@@ -47,6 +57,9 @@ impl Application {
         let mut router = http::router(self.gateway.clone());
         if let Some(extra) = self.extra {
             router = router.merge(extra);
+        }
+        if self.activity {
+            router = router.layer(axum::middleware::from_fn(http::print_activity));
         }
         axum::serve(
             self.listener,

@@ -654,7 +654,8 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let gateway = Gateway::new(store.clone(), config);
     let app = Application::build(gateway.clone(), listener)
         .await?
-        .with_routes(wxgate_sim::router(sim.clone()));
+        .with_routes(wxgate_sim::router(sim.clone()))
+        .with_activity_log();
     let server = tokio::spawn(app.run(shutdown_signal()));
 
     let demo_file = args.data.join("demo.json");
@@ -686,6 +687,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "    curl -s {base}/v1/payments -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n      -d '{{\"amount\": 100, \"currency\": \"CNY\", \"merchant_order_id\": \"demo-{order}\", \"description\": \"Test\", \"integration\": \"native\"}}'"
     );
+    println!("activity (one line per request):");
     let result = server.await?;
     if let Some(task) = persister {
         task.abort();

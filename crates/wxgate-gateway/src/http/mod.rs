@@ -71,6 +71,58 @@ pub fn router(gateway: Gateway) -> Router {
         .with_state(gateway)
 }
 
+/// The demo's activity: one line per answered request, as a person reads it.
+pub async fn print_activity(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    if let Some(line) = activity_line(
+        method.as_str(),
+        &path,
+        response.status().as_u16(),
+        started.elapsed().as_millis(),
+    ) {
+        println!("{line}");
+    }
+    response
+}
+
+/// `POST /v1/payments → 201 (14 ms)`, or nothing for a checkout page's status poll (every 3 s
+/// per open page) and the health check.
+pub fn activity_line(method: &str, path: &str, status: u16, ms: u128) -> Option<String> {
+    let what = if path.starts_with("/wechatpay/notify/") {
+        "  (WeChat's callback)"
+    } else if path.starts_with("/sim/payer") {
+        "  (the simulated payer)"
+    } else if path.starts_with("/v3/") {
+        "  (at the simulated WeChat Pay)"
+    } else {
+        ""
+    };
+    let quiet = path == "/health" || (path.starts_with("/checkout/") && path.ends_with("/status"));
+    (!quiet).then(|| format!("{method} {path} → {status} ({ms} ms){what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn activity_lines_read_like_a_log_for_people() {
+        assert_eq!(
+            super::activity_line("POST", "/v1/payments", 201, 14).as_deref(),
+            Some("POST /v1/payments → 201 (14 ms)")
+        );
+        assert_eq!(
+            super::activity_line("POST", "/wechatpay/notify/mch_1", 204, 3).as_deref(),
+            Some("POST /wechatpay/notify/mch_1 → 204 (3 ms)  (WeChat's callback)")
+        );
+        assert_eq!(
+            super::activity_line("GET", "/checkout/cs_1/status", 200, 1),
+            None
+        );
+        assert_eq!(super::activity_line("GET", "/health", 200, 1), None);
+    }
+}
+
 /// Path ids and query parameters are text: NUL and other control characters are refused with
 /// the parameter's name before any handler (or the database) sees them.
 async fn refuse_control_characters(
