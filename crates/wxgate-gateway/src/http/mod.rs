@@ -103,26 +103,6 @@ pub fn activity_line(method: &str, path: &str, status: u16, ms: u128) -> Option<
     (!quiet).then(|| format!("{method} {path} → {status} ({ms} ms){what}"))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn activity_lines_read_like_a_log_for_people() {
-        assert_eq!(
-            super::activity_line("POST", "/v1/payments", 201, 14).as_deref(),
-            Some("POST /v1/payments → 201 (14 ms)")
-        );
-        assert_eq!(
-            super::activity_line("POST", "/wechatpay/notify/mch_1", 204, 3).as_deref(),
-            Some("POST /wechatpay/notify/mch_1 → 204 (3 ms)  (WeChat's callback)")
-        );
-        assert_eq!(
-            super::activity_line("GET", "/checkout/cs_1/status", 200, 1),
-            None
-        );
-        assert_eq!(super::activity_line("GET", "/health", 200, 1), None);
-    }
-}
-
 /// Path ids and query parameters are text: NUL and other control characters are refused with
 /// the parameter's name before any handler (or the database) sees them.
 async fn refuse_control_characters(
@@ -166,4 +146,24 @@ async fn page_headers(mut response: Response) -> Response {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn activity_lines_read_like_a_log_for_people() {
+        assert_eq!(
+            super::activity_line("POST", "/v1/payments", 201, 14).as_deref(),
+            Some("POST /v1/payments → 201 (14 ms)")
+        );
+        assert_eq!(
+            super::activity_line("POST", "/wechatpay/notify/mch_1", 204, 3).as_deref(),
+            Some("POST /wechatpay/notify/mch_1 → 204 (3 ms)  (WeChat's callback)")
+        );
+        assert_eq!(
+            super::activity_line("GET", "/checkout/cs_1/status", 200, 1),
+            None
+        );
+        assert_eq!(super::activity_line("GET", "/health", 200, 1), None);
+    }
 }
