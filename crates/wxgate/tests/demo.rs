@@ -35,15 +35,46 @@ async fn ready(http: &reqwest::Client, data: &std::path::Path, base: &str) -> Va
     panic!("the demo did not start");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_takes_a_payment_and_keeps_it_across_a_restart() {
-    let data = std::env::temp_dir().join(format!("wxgate-demo-{}", wechatpay_v3::nonce(12)));
+/// A fresh data folder and a free loopback address for one demo.
+fn fresh(prefix: &str) -> (std::path::PathBuf, String) {
+    let data = std::env::temp_dir().join(format!("{prefix}-{}", wechatpay_v3::nonce(12)));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let listen = format!("127.0.0.1:{port}");
+    (data, format!("127.0.0.1:{port}"))
+}
+
+/// Creates a native payment and has the simulated payer pay it; returns the created payment.
+async fn pay_native(http: &reqwest::Client, base: &str, key: &str, order: &str) -> Value {
+    let created: Value = http
+        .post(format!("{base}/v1/payments"))
+        .bearer_auth(key)
+        .json(&json!({"amount": 100, "currency": "CNY", "merchant_order_id": order, "description": "Test", "integration": "native"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code_url = created["next_action"]["display_qr_code"]["data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
+    assert!(code_url.starts_with("weixin://"), "{created}");
+    let paid = http
+        .post(format!("{base}/sim/payer/pay"))
+        .json(&json!({"code_url": code_url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    created
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_takes_a_payment_and_keeps_it_across_a_restart() {
+    let (data, listen) = fresh("wxgate-demo");
     let base = format!("http://{listen}");
     let http = reqwest::Client::new();
     let mut demo = start(&data, &listen);
@@ -64,28 +95,8 @@ async fn the_demo_takes_a_payment_and_keeps_it_across_a_restart() {
     let to = visit.headers()["location"].to_str().unwrap();
     assert!(to.contains("/checkout/cs_"), "{to}");
 
-    let created: Value = http
-        .post(format!("{base}/v1/payments"))
-        .bearer_auth(&key)
-        .json(&json!({"amount": 100, "currency": "CNY", "merchant_order_id": "demo-0001", "description": "Test", "integration": "native"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = pay_native(&http, &base, &key, "demo-0001").await;
     let id = created["id"].as_str().unwrap().to_string();
-    let code_url = created["next_action"]["display_qr_code"]["data"]
-        .as_str()
-        .unwrap();
-    assert!(code_url.starts_with("weixin://"), "{created}");
-    let paid = http
-        .post(format!("{base}/sim/payer/pay"))
-        .json(&json!({"code_url": code_url}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paid.status(), 200);
     let get = |http: reqwest::Client, key: String, url: String| async move {
         http.get(url)
             .bearer_auth(key)
@@ -196,13 +207,7 @@ async fn the_readme_walkthrough_pastes_as_is() {
     let to = from + block[from..].find("```").unwrap();
     let script = block[from..to].to_string();
 
-    let data = std::env::temp_dir().join(format!("wxgate-readme-{}", wechatpay_v3::nonce(12)));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let (data, listen) = fresh("wxgate-readme");
     let http = reqwest::Client::new();
     let mut demo = start(&data, &listen);
     ready(&http, &data, &format!("http://{listen}")).await;
@@ -247,15 +252,10 @@ async fn the_readme_walkthrough_pastes_as_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_prints_the_demo_merchants_webhooks() {
     use std::io::BufRead;
-    let data = std::env::temp_dir().join(format!("wxgate-listen-{}", wechatpay_v3::nonce(12)));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
+    let (data, listen) = fresh("wxgate-listen");
+    let base = format!("http://{listen}");
     let http = reqwest::Client::new();
-    let mut demo = start(&data, &format!("127.0.0.1:{port}"));
+    let mut demo = start(&data, &listen);
     let info = ready(&http, &data, &base).await;
     let mut listen = Command::new(BIN)
         .args(["listen", "--port", "0", "--count", "1", "--demo"])
@@ -276,26 +276,7 @@ async fn listen_prints_the_demo_merchants_webhooks() {
         "{first}"
     );
     let key = info["api_key"].as_str().unwrap();
-    let created: Value = http
-        .post(format!("{base}/v1/payments"))
-        .bearer_auth(key)
-        .json(&json!({"amount": 100, "currency": "CNY", "merchant_order_id": "listen-0001", "description": "Test", "integration": "native"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let code_url = created["next_action"]["display_qr_code"]["data"]
-        .as_str()
-        .unwrap();
-    let paid = http
-        .post(format!("{base}/sim/payer/pay"))
-        .json(&json!({"code_url": code_url}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paid.status(), 200);
+    let created = pay_native(&http, &base, key, "listen-0001").await;
     let rest: Vec<String> =
         tokio::task::spawn_blocking(move || lines.map(|l| l.unwrap()).collect())
             .await
