@@ -454,7 +454,7 @@ async fn a_paid_after_close_payment_is_refunded_by_policy(t: TestGateway) {
     let up = t.gateway.upstream(&t.merchant_id).await.unwrap();
     let tx = up.client.query_by_out_trade_no(&id).await.unwrap();
     let row = t.store.payment(&t.merchant_id, &id).await.unwrap().unwrap();
-    wxgate_gateway::sync::apply_paid(&t.gateway, &up.merchant, &row, &tx, "callback")
+    wxgate_gateway::app::orders::apply_paid(&t.gateway, &up.merchant, &row, &tx, "callback")
         .await
         .unwrap();
     let refunded = t.wait_status(&id, "refunded").await;
@@ -479,7 +479,7 @@ async fn a_paid_after_close_payment_is_refunded_by_policy(t: TestGateway) {
     assert_eq!(refunds_at_wechat(&t, &id).await.len(), 1);
     // Applying the same report again makes no second refund.
     let row = t.store.payment(&t.merchant_id, &id).await.unwrap().unwrap();
-    wxgate_gateway::sync::apply_paid(&t.gateway, &up.merchant, &row, &tx, "callback")
+    wxgate_gateway::app::orders::apply_paid(&t.gateway, &up.merchant, &row, &tx, "callback")
         .await
         .unwrap();
     assert!(

@@ -165,7 +165,7 @@ impl Store {
         attempt: &PaymentAttemptRow,
         transaction_id: &str,
         now: i64,
-        event: &EventRow,
+        payload: String,
     ) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         let marked = sqlx::query(
@@ -194,8 +194,13 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let event = EventRow {
+            id: wxgate_domain::id::generate("evt"),
+            merchant_id: attempt.merchant_id.clone(),
+            event_type: "payment.duplicate_paid".into(),
+            object_id: attempt.payment_id.clone(),
             object_version: version,
-            ..event.clone()
+            payload,
+            created_at: now,
         };
         insert_event(&mut tx, &event, &attempt.payment_id).await?;
         tx.commit().await?;

@@ -5,6 +5,7 @@
 
 pub mod links;
 pub mod merchants;
+pub mod orders;
 pub mod payments;
 pub mod refunds;
 pub mod webhooks;

@@ -417,7 +417,8 @@ pub async fn cancel(
             p.status
         )));
     }
-    let p = match crate::sync::close_and_settle(gw, merchant_id, &p, PaymentEvent::Cancelled).await
+    let p = match crate::app::orders::close_and_settle(gw, merchant_id, &p, PaymentEvent::Cancelled)
+        .await
     {
         Ok(p) => p,
         Err(e) => {

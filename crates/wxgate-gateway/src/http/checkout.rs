@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use wxgate_domain::{Currency, Integration, PaymentEvent, PaymentStatus};
-use wxgate_store::PaymentRow;
+use wxgate_store::{MerchantRow, PaymentRow};
 
 use crate::app::payments as pay;
 use crate::error::{ApiError, ErrorCode};
@@ -364,14 +364,17 @@ async fn show(
         return Ok(page);
     }
     let device = device(headers);
-    let (kind, p) = match product(gw, &p, device, token, headers, peer).await? {
+    // Who the shopper pays: the merchant's display name heads the page.
+    let merchant = gw
+        .store()
+        .merchant(&p.merchant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("merchant"))?;
+    let (kind, p) = match product(gw, &merchant, &p, device, token, headers, peer).await? {
         Product::Show { kind, payment } => (kind, payment),
         Product::Redirect(to) => return Ok(Redirect::to(&to).into_response()),
     };
-    // Who the shopper pays: the merchant's display name heads the page.
-    let merchant = gw.store().merchant(&p.merchant_id).await?;
-    let shop = merchant.map(|m| m.name).unwrap_or_default();
-    render(&p, &shop, kind, device, (token, lang, &here))
+    render(&p, &merchant.name, kind, device, (token, lang, &here))
 }
 
 /// The page of a payment that is over (or past its expiry): where it goes, or what it says.
@@ -412,6 +415,7 @@ enum Product {
 /// gets a new WeChat order for it; the earlier pages keep working on theirs.
 async fn product(
     gw: &Gateway,
+    merchant: &MerchantRow,
     p: &PaymentRow,
     device: Device,
     token: &str,
@@ -454,14 +458,9 @@ async fn product(
         let back = format!("{}/oauth", p.hosted_url.clone().unwrap_or_default());
         return Ok(Product::Redirect(up.authorize_url(&back, token)));
     }
-    let merchant = gw
-        .store()
-        .merchant(&p.merchant_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("merchant"))?;
     let ip = client_ip(gw, headers, peer).to_string();
     // WeChat's H5 cashier returns the shopper to this page, which then follows the status.
-    let payment = pay::start_attempt(gw, &merchant, p, wanted, |order| PaymentRow {
+    let payment = pay::start_attempt(gw, merchant, p, wanted, |order| PaymentRow {
         client_ip: Some(ip),
         return_url: order.hosted_url.clone(),
         ..order
@@ -591,7 +590,8 @@ async fn cancel(State(gw): State<Gateway>, Path(token): Path<String>) -> Respons
         Err(e) => return ApiError::from(e).into_response(),
     };
     let p = if p.status == PaymentStatus::Pending {
-        match crate::sync::close_and_settle(&gw, &p.merchant_id, &p, PaymentEvent::Cancelled).await
+        match crate::app::orders::close_and_settle(&gw, &p.merchant_id, &p, PaymentEvent::Cancelled)
+            .await
         {
             Ok(p) => p,
             Err(e) => {

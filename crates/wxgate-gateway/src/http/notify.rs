@@ -22,7 +22,6 @@ use wechatpay_v3::verify::SignatureHeaders;
 use wxgate_store::QuarantineRow;
 
 use crate::gateway::Gateway;
-use crate::sync;
 use crate::upstream::Upstream;
 
 fn fail(status: StatusCode, message: &str) -> Response {
@@ -165,7 +164,7 @@ async fn paid(
             Err(_) => Err(fail(StatusCode::SERVICE_UNAVAILABLE, "try again")),
         };
     };
-    match sync::apply_paid(gw, &up.merchant, &payment, tx, "callback").await {
+    match crate::app::orders::apply_paid(gw, &up.merchant, &payment, tx, "callback").await {
         Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(e) => {
             tracing::error!(payment = %payment.id, error = %e, "notify: could not apply");

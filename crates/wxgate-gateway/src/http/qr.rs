@@ -16,6 +16,7 @@ use crate::http::answer::ErrorEnvelope;
 use crate::http::extract::{Authed, Params, merchant_id, path_id};
 use crate::qr::{Image, SCALE, SCALE_MAX, SVG_DEFAULT, SVG_MAX, SVG_MIN};
 use wxgate_domain::id::PaymentId;
+use wxgate_store::MerchantRow;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -41,15 +42,27 @@ pub struct SvgQuery {
     size: Option<u32>,
 }
 
-fn image(content_type: &'static str, body: impl IntoResponse) -> Response {
-    (
+/// The image of a pending native payment's code, from the gateway's cache of rendered codes.
+async fn code_image(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    id: &str,
+    image: Image,
+) -> ApiResult<Response> {
+    let id = path_id(PaymentId::parse(id), "payment")?;
+    let data = pay::qr_code_url(gw, &merchant_id(merchant), &id).await?;
+    let content_type = match image {
+        Image::Png(_) => "image/png",
+        Image::Svg(_) => "image/svg+xml",
+    };
+    Ok((
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "private, no-store"),
         ],
-        body,
+        gw.qr_image(&data, image).to_vec(),
     )
-        .into_response()
+        .into_response())
 }
 
 /// The QR code of a pending native payment, as a PNG.
@@ -73,16 +86,7 @@ pub async fn png_image(
             format!("scale must be from 1 to {SCALE_MAX} pixels per module"),
         ));
     }
-    let data = pay::qr_code_url(
-        &gw,
-        &merchant_id(&merchant),
-        &path_id(PaymentId::parse(&id), "payment")?,
-    )
-    .await?;
-    Ok(image(
-        "image/png",
-        gw.qr_image(&data, Image::Png(scale)).to_vec(),
-    ))
+    code_image(&gw, &merchant, &id, Image::Png(scale)).await
 }
 
 /// The QR code of a pending native payment, as an SVG document.
@@ -106,14 +110,5 @@ pub async fn svg_image(
             format!("size must be from {SVG_MIN} to {SVG_MAX} pixels"),
         ));
     }
-    let data = pay::qr_code_url(
-        &gw,
-        &merchant_id(&merchant),
-        &path_id(PaymentId::parse(&id), "payment")?,
-    )
-    .await?;
-    Ok(image(
-        "image/svg+xml",
-        gw.qr_image(&data, Image::Svg(size)).to_vec(),
-    ))
+    code_image(&gw, &merchant, &id, Image::Svg(size)).await
 }

@@ -1,0 +1,329 @@
+//! What WeChat says about a payment's orders, applied: a paid transaction (cross-checked, or
+//! quarantined), an order closed at WeChat before the payment ends, the payment's other orders
+//! closed once one pays, and an order paid twice refunded. Callbacks (`http::notify`), status
+//! sync (`sync`) and cancels (`app::payments`, the hosted checkout) all come through here.
+
+use anyhow::Context;
+use wechatpay_v3::client::ClientError;
+use wechatpay_v3::error::ErrorCode;
+use wechatpay_v3::model::{TradeState, Transaction};
+use wxgate_domain::payment::{AttemptStatus, PaymentEvent, PaymentStatus};
+use wxgate_store::{
+    MerchantRow, PaymentRow, QuarantineRow, StoreError, TransitionFacts, TransitionOutcome,
+};
+
+use crate::gateway::Gateway;
+use crate::views;
+
+/// Applies a status event that needs no WeChat facts.
+pub async fn settle(
+    gw: &Gateway,
+    p: &PaymentRow,
+    event: PaymentEvent,
+    source: &str,
+) -> anyhow::Result<PaymentRow> {
+    let facts = TransitionFacts {
+        now: gw.now_ms(),
+        source: source.into(),
+        ..Default::default()
+    };
+    Ok(
+        match gw
+            .store()
+            .transition(&p.merchant_id, &p.id, event, &facts, views::event_payload)
+            .await?
+        {
+            TransitionOutcome::Changed { payment, .. } | TransitionOutcome::Unchanged(payment) => {
+                payment
+            }
+        },
+    )
+}
+
+/// Closes the order at WeChat, then queries once more: a payment that slipped in wins;
+/// otherwise `event` (cancelled or expired) is applied. Returns the payment after.
+pub async fn close_and_settle(
+    gw: &Gateway,
+    merchant_id: &str,
+    p: &PaymentRow,
+    event: PaymentEvent,
+) -> anyhow::Result<PaymentRow> {
+    let up = gw.upstream(merchant_id).await?;
+    if let Some(paid) = earlier_attempt_paid(gw, &up, p, true).await? {
+        return Ok(paid);
+    }
+    close_order(&up, &p.out_trade_no)
+        .await
+        .context("closing the order at WeChat")?;
+    match up.query(&p.out_trade_no).await {
+        Ok(tx) if matches!(tx.state(), Some(TradeState::Success | TradeState::Refund)) => {
+            apply_paid(gw, &up.merchant, p, &tx, "close_query").await
+        }
+        Ok(_) => settle(gw, p, event, "close").await,
+        Err(ClientError::Api(e)) if e.code == ErrorCode::OrderNotExist => {
+            settle(gw, p, event, "close").await
+        }
+        Err(e) => Err(e).context("querying the order after closing it"),
+    }
+}
+
+/// Closes an order at WeChat; one that is not there, already closed, or paid needs no close
+/// (the query that follows says which).
+async fn close_order(
+    up: &crate::upstream::Upstream,
+    out_trade_no: &str,
+) -> Result<(), ClientError> {
+    match up.close(out_trade_no).await {
+        Err(ClientError::Api(e))
+            if matches!(
+                e.code,
+                ErrorCode::OrderNotExist | ErrorCode::OrderClosed | ErrorCode::OrderPaid
+            ) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Looks at the payment's open orders other than its current one (an earlier device or
+/// credential): one found paid is applied and the payment after it returned; one found
+/// closed is recorded. With `close`, each is closed at WeChat first (the payment is ending).
+pub async fn earlier_attempt_paid(
+    gw: &Gateway,
+    up: &crate::upstream::Upstream,
+    p: &PaymentRow,
+    close: bool,
+) -> anyhow::Result<Option<PaymentRow>> {
+    let attempts = gw.store().payment_attempts(&p.id).await?;
+    let earlier = attempts
+        .iter()
+        .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
+    for a in earlier {
+        if close {
+            close_order(up, &a.out_trade_no)
+                .await
+                .context("closing an earlier order at WeChat")?;
+        }
+        match up.query(&a.out_trade_no).await {
+            Ok(tx) if matches!(tx.state(), Some(TradeState::Success | TradeState::Refund)) => {
+                return apply_paid(gw, &up.merchant, p, &tx, "sync").await.map(Some);
+            }
+            Ok(tx) if matches!(tx.state(), Some(TradeState::Closed)) => {
+                gw.store()
+                    .close_attempt(&p.merchant_id, &a.out_trade_no, gw.now_ms())
+                    .await?;
+            }
+            Ok(_) => {}
+            Err(ClientError::Api(e)) if e.code == ErrorCode::OrderNotExist => {}
+            Err(e) => return Err(e).context("querying an earlier order"),
+        }
+    }
+    Ok(None)
+}
+
+/// Why a signed WeChat transaction does not belong to this payment, if it does not.
+pub fn mismatch(merchant: &MerchantRow, p: &PaymentRow, tx: &Transaction) -> Option<String> {
+    if tx.mchid.as_deref() != Some(merchant.mchid.as_str()) {
+        return Some(format!(
+            "mchid {:?} is not the merchant's {}",
+            tx.mchid, merchant.mchid
+        ));
+    }
+    let appid_ok = tx
+        .appid
+        .as_deref()
+        .is_some_and(|a| a == merchant.appid || Some(a) == merchant.mini_program_appid.as_deref());
+    if !appid_ok {
+        return Some(format!("appid {:?} is not the merchant's", tx.appid));
+    }
+    if !wxgate_domain::payment::is_attempt_of(&p.id, &tx.out_trade_no) {
+        return Some(format!(
+            "out_trade_no {} is no order of payment {}",
+            tx.out_trade_no, p.id
+        ));
+    }
+    let amount = tx.amount.as_ref();
+    if amount.and_then(|a| a.total) != Some(p.amount) {
+        return Some(format!(
+            "amount {:?} is not {}",
+            amount.and_then(|a| a.total),
+            p.amount
+        ));
+    }
+    if let Some(currency) = amount.and_then(|a| a.currency.as_deref())
+        && currency != p.currency
+    {
+        return Some(format!("currency {currency} is not {}", p.currency));
+    }
+    if tx.transaction_id.is_none() {
+        return Some("a paid transaction without transaction_id".into());
+    }
+    None
+}
+
+/// Applies a paid transaction after cross-checking it; a mismatch is quarantined, not applied.
+/// The order that pays first makes the payment succeed (the payment's other open orders are
+/// then closed); an order paid after that is the shopper paying twice, and is refunded.
+pub async fn apply_paid(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    p: &PaymentRow,
+    tx: &Transaction,
+    source: &str,
+) -> anyhow::Result<PaymentRow> {
+    let now = gw.now_ms();
+    if let Some(reason) = mismatch(merchant, p, tx) {
+        return quarantine(gw, merchant, p, tx, reason, source).await;
+    }
+    if paid_by_another(p, tx) {
+        return record_duplicate(gw, p, tx).await;
+    }
+    let paid_at = tx
+        .success_time
+        .as_deref()
+        .and_then(|t| wechatpay_v3::validate::rfc3339("success_time", t).ok())
+        .map(|s| s * 1000)
+        .unwrap_or(now);
+    let facts = TransitionFacts {
+        now,
+        source: source.into(),
+        transaction_id: tx.transaction_id.clone(),
+        paid_at: Some(paid_at),
+        out_trade_no: Some(tx.out_trade_no.clone()),
+    };
+    let applied = gw
+        .store()
+        .transition(
+            &p.merchant_id,
+            &p.id,
+            PaymentEvent::Paid,
+            &facts,
+            views::event_payload,
+        )
+        .await;
+    match applied {
+        Ok(TransitionOutcome::Changed { payment, .. }) => {
+            after_paid(gw, &payment).await;
+            Ok(payment)
+        }
+        // Another order paid it meanwhile: this one was paid twice.
+        Ok(TransitionOutcome::Unchanged(payment)) if paid_by_another(&payment, tx) => {
+            record_duplicate(gw, &payment, tx).await
+        }
+        Ok(TransitionOutcome::Unchanged(payment)) => Ok(payment),
+        // WeChat says paid, but the payment is in a state that cannot take it (failed): money
+        // moved where the gateway did not expect it; a person must look.
+        Err(StoreError::Transition(e)) => {
+            quarantine(gw, merchant, p, tx, e.to_string(), source).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the payment was already paid by another WeChat transaction than `tx`.
+fn paid_by_another(p: &PaymentRow, tx: &Transaction) -> bool {
+    p.transaction_id.is_some() && p.transaction_id != tx.transaction_id
+}
+
+/// What follows a payment's payment: a paid-after-close refund by the merchant's policy, and
+/// the payment's other open orders closed at WeChat so they cannot be paid too.
+async fn after_paid(gw: &Gateway, payment: &PaymentRow) {
+    if payment.status == PaymentStatus::PaidAfterClose
+        && let Err(e) = crate::app::refunds::auto_refund(gw, payment).await
+    {
+        // The background round tries again.
+        tracing::warn!(payment = %payment.id, error = ?e, "automatic refund of a paid-after-close payment failed");
+    }
+    if let Err(e) = close_other_attempts(gw, payment).await {
+        // An order left open that the shopper pays later is refunded as paid twice.
+        tracing::warn!(payment = %payment.id, error = ?e, "closing a paid payment's other orders failed");
+    }
+}
+
+/// Closes, at WeChat, every open order of the payment but the one that paid it. An order found
+/// paid meanwhile is the shopper paying twice, and is refunded.
+pub async fn close_other_attempts(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
+    let attempts = gw.store().payment_attempts(&p.id).await?;
+    let open = attempts
+        .iter()
+        .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
+    let up = gw.upstream(&p.merchant_id).await?;
+    for a in open {
+        match up.close(&a.out_trade_no).await {
+            Ok(()) => {}
+            Err(ClientError::Api(e)) if e.code == ErrorCode::OrderPaid => {
+                // Paid too: the shopper paid twice (the payment itself is paid already).
+                let tx = up.query(&a.out_trade_no).await?;
+                match mismatch(&up.merchant, p, &tx) {
+                    Some(reason) => {
+                        quarantine(gw, &up.merchant, p, &tx, reason, "close_query").await?;
+                    }
+                    None if paid_by_another(p, &tx) => {
+                        record_duplicate(gw, p, &tx).await?;
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            Err(ClientError::Api(e))
+                if matches!(e.code, ErrorCode::OrderNotExist | ErrorCode::OrderClosed) => {}
+            Err(e) => return Err(e).context("closing another order of a paid payment"),
+        }
+        gw.store()
+            .close_attempt(&p.merchant_id, &a.out_trade_no, gw.now_ms())
+            .await?;
+    }
+    Ok(())
+}
+
+/// An order of a payment that another order already paid: recorded with its
+/// `payment.duplicate_paid` event, then refunded in full through the refund path.
+async fn record_duplicate(
+    gw: &Gateway,
+    p: &PaymentRow,
+    tx: &Transaction,
+) -> anyhow::Result<PaymentRow> {
+    let Some((attempt, _)) = gw
+        .store()
+        .payment_attempt(&p.merchant_id, &tx.out_trade_no)
+        .await?
+    else {
+        anyhow::bail!("no order {} of payment {}", tx.out_trade_no, p.id);
+    };
+    let transaction_id = tx.transaction_id.as_deref().unwrap_or_default();
+    tracing::warn!(payment = %p.id, out_trade_no = %tx.out_trade_no, "an order of an already paid payment was paid: refunding it");
+    let payload = views::duplicate_payload(p, &attempt.out_trade_no, transaction_id);
+    gw.store()
+        .mark_duplicate(&attempt, transaction_id, gw.now_ms(), payload)
+        .await?;
+    crate::app::refunds::refund_duplicate(gw, p, &attempt.out_trade_no).await?;
+    Ok(p.clone())
+}
+
+/// Records a signed transaction that cannot be applied, stops syncing the payment (it needs a
+/// person, and syncing would only record it again), and leaves the payment as it is.
+async fn quarantine(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    p: &PaymentRow,
+    tx: &Transaction,
+    reason: String,
+    source: &str,
+) -> anyhow::Result<PaymentRow> {
+    tracing::error!(payment = %p.id, %reason, source, "signed WeChat transaction cannot be applied; quarantined");
+    gw.store()
+        .quarantine(&QuarantineRow {
+            id: wxgate_domain::id::generate("qtn"),
+            merchant_id: merchant.id.clone(),
+            payment_id: Some(p.id.clone()),
+            reason,
+            resource: serde_json::to_string(tx)?,
+            received_at: gw.now_ms(),
+        })
+        .await?;
+    gw.store()
+        .reschedule_sync(&p.id, None, p.sync_attempts)
+        .await?;
+    Ok(p.clone())
+}
