@@ -16,7 +16,7 @@ use crate::auth::MerchantSigner;
 use crate::bill::{self, BillError};
 use crate::clock::{Clock, SystemClock};
 use crate::crypto::Certificate;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::model::*;
 use crate::validate::FieldError;
 use crate::verify::{HEADER_SERIAL, SignatureHeaders, Verifier, VerifyError};
@@ -332,17 +332,17 @@ impl Client {
 
     // ---- bills ----
 
-    pub async fn trade_bill(&self, req: &TradeBillRequest) -> Result<BillAnswer, ClientError> {
+    pub async fn trade_bill(&self, req: &TradeBillRequest) -> Result<BillOutcome, ClientError> {
         req.validate()?;
-        self.call::<(), _>(Method::GET, &req.url(), None).await
+        bill_outcome(self.call::<(), _>(Method::GET, &req.url(), None).await)
     }
 
     pub async fn fund_flow_bill(
         &self,
         req: &FundFlowBillRequest,
-    ) -> Result<BillAnswer, ClientError> {
+    ) -> Result<BillOutcome, ClientError> {
         req.validate()?;
-        self.call::<(), _>(Method::GET, &req.url(), None).await
+        bill_outcome(self.call::<(), _>(Method::GET, &req.url(), None).await)
     }
 
     /// Downloads a bill (signed request, unsigned answer), gunzips it when `gzipped`, checks
@@ -505,5 +505,19 @@ fn transport(e: reqwest::Error) -> ClientError {
         ClientError::Timeout
     } else {
         ClientError::Transport(e.to_string())
+    }
+}
+
+/// Turns the two bill answers that are not failures into [`BillOutcome`] values.
+fn bill_outcome(answer: Result<BillAnswer, ClientError>) -> Result<BillOutcome, ClientError> {
+    match answer {
+        Ok(answer) => Ok(BillOutcome::Ready(answer)),
+        Err(ClientError::Api(e)) if e.code == ErrorCode::NoStatementExist => {
+            Ok(BillOutcome::NoStatement)
+        }
+        Err(ClientError::Api(e)) if e.code == ErrorCode::StatementCreating => {
+            Ok(BillOutcome::Creating)
+        }
+        Err(e) => Err(e),
     }
 }

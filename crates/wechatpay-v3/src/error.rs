@@ -86,6 +86,8 @@ codes! {
     OrderNotExist => "ORDER_NOT_EXIST", Retry::No;
     ResourceNotExists => "RESOURCE_NOT_EXISTS", Retry::No;
     NoStatementExist => "NO_STATEMENT_EXIST", Retry::No;
+    // Retried later (WeChat says every half hour), not at once.
+    StatementCreating => "STATEMENT_CREATING", Retry::No;
     UserAccountAbnormal => "USER_ACCOUNT_ABNORMAL", Retry::No;
     OpenidMismatch => "OPENID_MISMATCH", Retry::No;
     InvalidTransactionId => "INVALID_TRANSACTIONID", Retry::No;

@@ -356,3 +356,81 @@ fn bill_vector_parses_and_round_trips_through_gzip_and_hash() {
     ));
     assert!(bill::check_download(&raw, true, "SHA1", &hash).is_err());
 }
+
+#[test]
+fn trade_bill_vector_reads_into_typed_rows_in_fen() {
+    use bill::{BillRefundStatus, Fee, TradeBill, TradeLayout, TradeRowState};
+    let raw = std::fs::read(
+        [
+            env!("CARGO_MANIFEST_DIR"),
+            "tests",
+            "vectors",
+            "bill",
+            "bill.ALL.csv",
+        ]
+        .iter()
+        .collect::<PathBuf>(),
+    )
+    .unwrap();
+    let bill = TradeBill::parse(&raw).unwrap();
+    assert_eq!((bill.layout, bill.legacy), (TradeLayout::All, false));
+    assert_eq!(bill.rows.len(), 45);
+    let refund = &bill.rows[0];
+    assert_eq!(refund.state, TradeRowState::Refund);
+    let part = refund.refund.as_ref().unwrap();
+    assert_eq!(
+        (part.amount, part.status.clone()),
+        (1, BillRefundStatus::Success)
+    );
+    assert_eq!(part.out_refund_no, "REF4200000263201902167700963919");
+    let paid = &bill.rows[2];
+    assert_eq!(
+        (paid.state.clone(), paid.settlement_total, paid.fee),
+        (TradeRowState::Success, 3, Fee(1_000))
+    );
+    assert_eq!(paid.fee_rate, "39.00%");
+    assert_eq!(bill.summary.count, 45);
+    assert_eq!(bill.summary.settlement_total, Some(47));
+    assert_eq!(bill.summary.refund_total, Some(14));
+    assert_eq!(bill.summary.fee_total, Some(Fee(8_000)));
+    let sum: i64 = bill.rows.iter().map(|r| r.settlement_total).sum();
+    assert_eq!(Some(sum), bill.summary.settlement_total);
+}
+
+#[test]
+fn older_and_refund_layouts_read_by_header_name() {
+    use bill::{TradeBill, TradeLayout};
+    let legacy = "\u{feff}交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,总金额,代金券或立减优惠金额,商品名称,商户数据包,手续费,费率\r\n\
+        `2024-03-01 10:00:00,`wx1,`190000,`0,`,`4200001,`o1,`u1,`NATIVE,`SUCCESS,`OTHERS,`CNY,`12.34,`0.00,`书,`,`0.07000,`0.60%\r\n\
+        总交易单数,总交易额,总退款金额,总代金券或立减优惠退款金额,手续费总金额\r\n\
+        `1.0,`12.34,`0.00,`0.00,`0.07000\r\n";
+    let bill = TradeBill::parse(legacy.as_bytes()).unwrap();
+    assert_eq!((bill.layout, bill.legacy), (TradeLayout::Success, true));
+    assert_eq!(bill.rows[0].settlement_total, 1234);
+    assert_eq!(bill.rows[0].order_total, None);
+    assert_eq!(bill.summary.settlement_total, Some(1234));
+    assert_eq!(bill.summary.order_total, None);
+
+    let refund = "\u{feff}交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\r\n\
+        `2024-03-01 10:00:00,`wx1,`190000,`0,`,`4200001,`o1,`u1,`NATIVE,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`2024-03-01 10:00:00,`,`5000001,`r1,`5.00,`0.00,`ORIGINAL,`PROCESSING,`书,`,`-0.03000,`0.60%,`0.00,`5.00,`\r\n\
+        总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n\
+        `1,`0.00,`5.00,`0.00,`-0.03000,`0.00,`5.00\r\n";
+    let bill = TradeBill::parse(refund.as_bytes()).unwrap();
+    assert_eq!(bill.layout, TradeLayout::Refund);
+    let part = bill.rows[0].refund.as_ref().unwrap();
+    assert_eq!((part.amount, part.requested), (500, Some(500)));
+    assert_eq!(part.status, bill::BillRefundStatus::Processing);
+    assert_eq!(part.succeeded_at.as_deref(), Some(""));
+    assert_eq!(bill.rows[0].fee.fen_rounded(), -3);
+
+    let short_line = legacy.replace(",`0.60%\r\n", "\r\n");
+    assert!(matches!(
+        TradeBill::parse(short_line.as_bytes()),
+        Err(bill::BillError::Width { line: 1, .. })
+    ));
+    let bad_amount = legacy.replace("`12.34,`0.00,`书", "`12.345,`0.00,`书");
+    assert!(matches!(
+        TradeBill::parse(bad_amount.as_bytes()),
+        Err(bill::BillError::Amount { .. })
+    ));
+}

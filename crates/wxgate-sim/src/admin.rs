@@ -69,7 +69,12 @@ struct CreateMerchant {
     signing: SigningMode,
     /// Optional: a chosen mchid of 8 to 10 digits.
     mchid: Option<String>,
+    /// Optional: the fee rate in basis points (default 60, that is 0.60 %).
+    fee_rate_bp: Option<u32>,
 }
+
+/// The highest fee rate a sandbox merchant may have: 10 %.
+const MAX_FEE_RATE_BP: u32 = 1_000;
 
 /// `POST /sim/merchants`: a fresh sandbox merchant; the answer is its credential bundle,
 /// the only time the merchant's private key is shown.
@@ -87,6 +92,12 @@ async fn create_merchant(State(sim): State<Sim>, body: Bytes) -> Response {
     {
         return bad_request("mchid must be 8 to 10 digits");
     }
+    if req.fee_rate_bp.is_some_and(|bp| bp > MAX_FEE_RATE_BP) {
+        return bad_request("fee_rate_bp must be at most 1000 (10 %)");
+    }
+    let fee_rate_bp = req
+        .fee_rate_bp
+        .unwrap_or(crate::merchant::DEFAULT_FEE_RATE_BP);
     let mchid = req
         .mchid
         .unwrap_or_else(|| format!("19{:08}", rand::rng().random_range(0..100_000_000u32)));
@@ -99,7 +110,7 @@ async fn create_merchant(State(sim): State<Sim>, body: Bytes) -> Response {
     }
     let now = time::OffsetDateTime::now_utc();
     let minted = tokio::task::spawn_blocking(move || Merchant::mint(mchid, req.signing, now)).await;
-    let (merchant, bundle) = match minted {
+    let (mut merchant, bundle) = match minted {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "could not mint a merchant");
@@ -117,6 +128,7 @@ async fn create_merchant(State(sim): State<Sim>, body: Bytes) -> Response {
                 .into_response();
         }
     };
+    merchant.fee_rate_bp = fee_rate_bp;
     {
         let mut state = sim.state();
         if state.merchants.contains_key(&merchant.mchid) {
@@ -147,6 +159,7 @@ async fn get_merchant(State(sim): State<Sim>, Path(mchid): Path<String>) -> Resp
         "merchant_serial_no": m.merchant_serial_no,
         "platform_serial_no": m.platform_certificate.serial_no,
         "platform_public_key_id": m.platform_public_key_id,
+        "fee_rate_bp": m.fee_rate_bp,
     }))
     .into_response()
 }

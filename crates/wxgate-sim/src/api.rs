@@ -85,9 +85,12 @@ async fn v3(
     }
     match result {
         Err(e) => e.into_response(),
-        Ok(Answer::File(bytes)) => Response::builder()
+        Ok(Answer::File {
+            bytes,
+            content_type,
+        }) => Response::builder()
             .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_TYPE, content_type)
             .body(Body::from(bytes))
             .expect("valid response"),
         Ok(answer) => {
@@ -116,7 +119,7 @@ fn signed(
             serde_json::to_vec(&v).expect("serialisable"),
         ),
         Answer::NoContent => (StatusCode::NO_CONTENT, Vec::new()),
-        Answer::File(_) => unreachable!("files are not signed"),
+        Answer::File { .. } => unreachable!("files are not signed"),
     };
     let sig = merchant.sign_body(&body, request_serial, crate::formats::lower_hex(32), probe);
     let mut builder = Response::builder()

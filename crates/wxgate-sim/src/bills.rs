@@ -2,15 +2,19 @@
 //! refunds. Apply answers `{hash_type, hash_value, download_url}` (signed); the download on the
 //! simulator's own host answers the raw file (gzip when asked), unsigned.
 //!
-//! One deliberate difference from WeChat: the bill of the current day is available at once
-//! (with what has happened so far), so tests need not wait for tomorrow.
+//! Day D's bills exist from 09:00 on D+1 (Beijing time, on the simulator's clock, which
+//! `POST /sim/clock` moves): `STATEMENT_CREATING` before, `NO_STATEMENT_EXIST` for a day
+//! without movements. Payment rows fall on their success day, refund rows on the day they
+//! were requested. Fees are charged per payment at the merchant's rate, rounded to the fen,
+//! and returned in proportion on refunds. `Faults::bill` makes the bills wrong on purpose.
 
 use axum::http::StatusCode;
 use serde_json::json;
 use time::{Date, OffsetDateTime};
-use wechatpay_v3::bill;
+use wechatpay_v3::bill::{self, Fee};
 use wechatpay_v3::model::{FundFlowBillRequest, TradeBillRequest};
 
+use crate::faults::BillFaults;
 use crate::state::{BillFile, Order, RefundRecord, RefundState};
 use crate::wire::{Answer, Request, WxError};
 
@@ -18,8 +22,12 @@ use crate::wire::{Answer, Request, WxError};
 pub const DOWNLOAD_VALID_SECS: i64 = 5 * 60;
 /// How far back bills can be applied for.
 pub const HISTORY_DAYS: i64 = 90;
-/// The simulated fee rate, in thousandths of a percent (0.60 %).
-const FEE_RATE_MILLI_PERCENT: i64 = 600;
+/// The content type of a plain bill download and of a GZIP one. The official SDKs do not
+/// check it; these are the types their `Accept` headers name for the two.
+pub const PLAIN_CONTENT_TYPE: &str = "text/plain;charset=utf-8";
+pub const GZIP_CONTENT_TYPE: &str = "application/x-gzip";
+/// Bills of day D are built from this hour of D+1, Beijing time.
+pub const BILL_READY_HOUR: u8 = 9;
 
 const TRADE_COLUMNS: [&str; 27] = [
     "交易时间",
@@ -103,16 +111,22 @@ fn on_date(unix: Option<i64>, date: Date) -> bool {
     unix.is_some_and(|t| cst(t).date() == date)
 }
 
-/// Fee in units of 10^-5 yuan, formatted with five decimals as WeChat does.
-fn fee(total_fen: i64) -> (i64, String) {
-    let units = total_fen * FEE_RATE_MILLI_PERCENT / 100;
-    (units, format!("{}.{:05}", units / 100_000, units % 100_000))
+/// The fee on `amount` fen at `rate_bp` basis points, rounded half up to the fen.
+pub fn fee_fen(amount: i64, rate_bp: u32) -> i64 {
+    (amount * i64::from(rate_bp) + 5_000) / 10_000
 }
 
+fn rate_text(rate_bp: u32) -> String {
+    format!("{}.{:02}%", rate_bp / 100, rate_bp % 100)
+}
+
+/// The date asked for, if its bill can be had now: a future date or one older than
+/// `HISTORY_DAYS` is refused, a day whose bill is not built yet is `STATEMENT_CREATING`.
 fn checked_date(req: &Request<'_>, value: &str) -> Result<Date, WxError> {
     let date = wechatpay_v3::validate::bill_date("bill_date", value)
         .map_err(|e| WxError::param(e, "query"))?;
-    let today = cst(req.sim.now()).date();
+    let now = cst(req.sim.now());
+    let today = now.date();
     if date > today {
         return Err(WxError::new(
             StatusCode::BAD_REQUEST,
@@ -127,30 +141,142 @@ fn checked_date(req: &Request<'_>, value: &str) -> Result<Date, WxError> {
             "仅支持申请三个月内的账单",
         ));
     }
+    let built = date == today || (date.next_day() == Some(today) && now.hour() < BILL_READY_HOUR);
+    if built {
+        return Err(WxError::new(
+            StatusCode::BAD_REQUEST,
+            "STATEMENT_CREATING",
+            "账单生成中",
+        ));
+    }
     Ok(date)
 }
 
-fn merchant_records(req: &Request<'_>) -> (Vec<Order>, Vec<RefundRecord>) {
-    let state = req.sim.state();
-    let mchid = &req.merchant.mchid;
-    (
-        state
+/// A payment as the day's bills show it.
+#[derive(Clone)]
+struct PaymentItem {
+    order: Order,
+    /// What the bills say was paid (a fault may make it differ from the order).
+    amount: i64,
+    fee: i64,
+    /// Printed twice in the trade bill.
+    doubled: bool,
+}
+
+/// A refund as the day's bills show it.
+#[derive(Clone)]
+struct RefundItem {
+    refund: RefundRecord,
+    order: Option<Order>,
+    fee_returned: i64,
+    /// 退款状态 in the trade bill.
+    status: &'static str,
+}
+
+/// Everything that moved on one day, with the faults applied.
+struct Day {
+    payments: Vec<PaymentItem>,
+    refunds: Vec<RefundItem>,
+    rate_bp: u32,
+}
+
+impl Day {
+    fn build(req: &Request<'_>, date: Date) -> Self {
+        let rate_bp = req.merchant.fee_rate_bp;
+        let state = req.sim.state();
+        let mchid = &req.merchant.mchid;
+        let mut payments: Vec<PaymentItem> = state
             .orders
             .values()
-            .filter(|o| &o.mchid == mchid)
-            .cloned()
-            .collect(),
-        state
+            .filter(|o| &o.mchid == mchid && o.state.is_paid() && on_date(o.success_time, date))
+            .map(|o| PaymentItem {
+                order: o.clone(),
+                amount: o.total,
+                fee: fee_fen(o.total, rate_bp),
+                doubled: false,
+            })
+            .collect();
+        let mut refunds: Vec<RefundItem> = state
             .refunds
             .values()
-            .filter(|r| &r.mchid == mchid)
-            .cloned()
-            .collect(),
-    )
+            .filter(|r| &r.mchid == mchid && on_date(Some(r.created_at), date))
+            .filter(|r| matches!(r.state, RefundState::Success | RefundState::Processing))
+            .map(|r| RefundItem {
+                refund: r.clone(),
+                order: state
+                    .orders
+                    .get(&crate::state::State::order_key(mchid, &r.out_trade_no))
+                    .cloned(),
+                fee_returned: fee_fen(r.refund, rate_bp),
+                status: match r.state {
+                    RefundState::Success => "SUCCESS",
+                    _ => "PROCESSING",
+                },
+            })
+            .collect();
+        let faults = state.faults_for(Some(mchid)).bill;
+        drop(state);
+        payments.sort_by_key(|p| (p.order.success_time, p.order.out_trade_no.clone()));
+        refunds.sort_by_key(|r| (r.refund.created_at, r.refund.out_refund_no.clone()));
+        let mut day = Self {
+            payments,
+            refunds,
+            rate_bp,
+        };
+        day.apply(&faults, date);
+        day
+    }
+
+    /// Makes the bills wrong the way `faults` says, on the earliest rows.
+    fn apply(&mut self, faults: &BillFaults, date: Date) {
+        let n = |k: u32| k as usize;
+        let missing = n(faults.missing_rows).min(self.payments.len());
+        self.payments.drain(..missing);
+        for p in self.payments.iter_mut().take(n(faults.amount_off_rows)) {
+            p.amount += 1;
+        }
+        for p in self.payments.iter_mut().take(n(faults.duplicate_rows)) {
+            p.doubled = true;
+        }
+        for r in self
+            .refunds
+            .iter_mut()
+            .take(n(faults.refund_processing_rows))
+        {
+            r.status = "PROCESSING";
+        }
+        for i in 0..faults.extra_rows {
+            self.payments.push(self.stranger(date, i));
+        }
+    }
+
+    /// A payment WeChat shows that the merchant never made.
+    fn stranger(&self, date: Date, i: u32) -> PaymentItem {
+        let noon = date
+            .with_hms(12, 0, 0)
+            .expect("valid time")
+            .assume_offset(time::macros::offset!(+8));
+        let mut order = self
+            .payments
+            .first()
+            .map(|p| p.order.clone())
+            .unwrap_or_else(|| panic!("an extra bill row needs one real payment that day"));
+        order.out_trade_no = format!("stranger_{}_{i}", date.to_julian_day());
+        order.transaction_id = Some(format!("4200009999{:08}{i:06}", date.to_julian_day()));
+        order.success_time = Some(noon.unix_timestamp() + i64::from(i));
+        let amount = 100 + i64::from(i);
+        PaymentItem {
+            order,
+            amount,
+            fee: fee_fen(amount, self.rate_bp),
+            doubled: false,
+        }
+    }
 }
 
 /// A paid order's line in the trade bill, in WeChat's column order.
-fn payment_row(o: &Order, fee_text: String) -> Vec<String> {
+fn payment_row(p: &PaymentItem, rate: &str) -> Vec<String> {
+    let o = &p.order;
     let yuan = bill::yuan;
     vec![
         bill_time(o.success_time.unwrap_or_default()),
@@ -165,7 +291,7 @@ fn payment_row(o: &Order, fee_text: String) -> Vec<String> {
         "SUCCESS".into(),
         "OTHERS".into(),
         o.currency.clone(),
-        yuan(o.total),
+        yuan(p.amount),
         "0.00".into(),
         "0".into(),
         "0".into(),
@@ -175,19 +301,21 @@ fn payment_row(o: &Order, fee_text: String) -> Vec<String> {
         String::new(),
         o.description.clone(),
         o.attach.clone().unwrap_or_default(),
-        fee_text,
-        "0.60%".into(),
-        yuan(o.total),
+        Fee::from_fen(p.fee).to_bill_text(),
+        rate.to_string(),
+        yuan(p.amount),
         "0.00".into(),
         String::new(),
     ]
 }
 
-/// A refund's line in the trade bill, in WeChat's column order.
-fn refund_row(r: &RefundRecord, order: Option<&Order>, fee_text: String) -> Vec<String> {
+/// A refund's line in the trade bill, in WeChat's column order: dated when it was requested,
+/// with the fee it returns as a negative fee.
+fn refund_row(item: &RefundItem, rate: &str) -> Vec<String> {
+    let (r, order) = (&item.refund, item.order.as_ref());
     let yuan = bill::yuan;
     vec![
-        bill_time(r.success_time.unwrap_or_default()),
+        bill_time(r.created_at),
         order.map(|o| o.appid.clone()).unwrap_or_default(),
         r.mchid.clone(),
         "0".into(),
@@ -208,11 +336,11 @@ fn refund_row(r: &RefundRecord, order: Option<&Order>, fee_text: String) -> Vec<
         yuan(r.refund),
         "0.00".into(),
         "ORIGINAL".into(),
-        "SUCCESS".into(),
+        item.status.into(),
         order.map(|o| o.description.clone()).unwrap_or_default(),
         order.and_then(|o| o.attach.clone()).unwrap_or_default(),
-        format!("-{fee_text}"),
-        "0.60%".into(),
+        Fee::from_fen(-item.fee_returned).to_bill_text(),
+        rate.to_string(),
         "0.00".into(),
         yuan(r.refund),
         String::new(),
@@ -233,37 +361,24 @@ pub fn apply_trade_bill(req: &Request<'_>) -> Result<Answer, WxError> {
         kind,
         "ALL" | "REFUND" | "ALL_SPECIAL" | "REF_SPECIAL" | "RECHARGE_REFUND"
     );
-    let (orders, refunds) = merchant_records(req);
+    let day = Day::build(req, date);
+    let rate = rate_text(day.rate_bp);
     let mut rows: Vec<(i64, Vec<String>)> = Vec::new();
-    let (mut settled, mut refunded, mut fees, mut ordered, mut applied) =
-        (0i64, 0i64, 0i64, 0i64, 0i64);
-    let yuan = bill::yuan;
+    let mut totals = TradeTotals::default();
     if with_payments {
-        for o in orders
-            .iter()
-            .filter(|o| o.state.is_paid() && on_date(o.success_time, date))
-        {
-            let (fee_units, fee_text) = fee(o.total);
-            settled += o.total;
-            ordered += o.total;
-            fees += fee_units;
-            rows.push((o.success_time.unwrap_or_default(), payment_row(o, fee_text)));
+        for p in &day.payments {
+            let copies = if p.doubled { 2 } else { 1 };
+            for _ in 0..copies {
+                totals.payment(p);
+                let time = p.order.success_time.unwrap_or_default();
+                rows.push((time, payment_row(p, &rate)));
+            }
         }
     }
     if with_refunds {
-        for r in refunds
-            .iter()
-            .filter(|r| r.state == RefundState::Success && on_date(r.success_time, date))
-        {
-            let order = orders.iter().find(|o| o.out_trade_no == r.out_trade_no);
-            let (fee_units, fee_text) = fee(r.refund);
-            refunded += r.refund;
-            applied += r.refund;
-            fees -= fee_units;
-            rows.push((
-                r.success_time.unwrap_or_default(),
-                refund_row(r, order, fee_text),
-            ));
+        for r in &day.refunds {
+            totals.refund(r);
+            rows.push((r.refund.created_at, refund_row(r, &rate)));
         }
     }
     if rows.is_empty() {
@@ -272,17 +387,46 @@ pub fn apply_trade_bill(req: &Request<'_>) -> Result<Answer, WxError> {
     rows.sort_by_key(|(t, _)| *t);
     let count = rows.len();
     let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, r)| r).collect();
-    let summary = vec![
-        count.to_string(),
-        yuan(settled),
-        yuan(refunded),
-        "0.00".into(),
-        fee_yuan(fees),
-        yuan(ordered),
-        yuan(applied),
-    ];
-    let file = bill::write(&TRADE_COLUMNS, &rows, &TRADE_SUMMARY, &summary);
+    let file = bill::write(
+        &TRADE_COLUMNS,
+        &rows,
+        &TRADE_SUMMARY,
+        &totals.summary(count),
+    );
     issue_download(req, file, query.tar_type.as_deref() == Some("GZIP"))
+}
+
+/// The trade bill's summary sums.
+#[derive(Default)]
+struct TradeTotals {
+    settled: i64,
+    refunded: i64,
+    fees: i64,
+}
+
+impl TradeTotals {
+    fn payment(&mut self, p: &PaymentItem) {
+        self.settled += p.amount;
+        self.fees += p.fee;
+    }
+
+    fn refund(&mut self, r: &RefundItem) {
+        self.refunded += r.refund.refund;
+        self.fees -= r.fee_returned;
+    }
+
+    fn summary(&self, count: usize) -> Vec<String> {
+        let yuan = bill::yuan;
+        vec![
+            count.to_string(),
+            yuan(self.settled),
+            yuan(self.refunded),
+            "0.00".into(),
+            Fee::from_fen(self.fees).to_bill_text(),
+            yuan(self.settled),
+            yuan(self.refunded),
+        ]
+    }
 }
 
 pub fn apply_fund_flow_bill(req: &Request<'_>) -> Result<Answer, WxError> {
@@ -293,43 +437,71 @@ pub fn apply_fund_flow_bill(req: &Request<'_>) -> Result<Answer, WxError> {
     };
     query.validate().map_err(|e| WxError::param(e, "query"))?;
     let date = checked_date(req, &query.bill_date)?;
-    let (orders, refunds) = merchant_records(req);
-    let entries = match query.account_type.as_deref().unwrap_or("BASIC") {
-        "BASIC" => fund_entries(&orders, &refunds, date),
-        _ => Vec::new(),
+    let basic = query.account_type.as_deref().unwrap_or("BASIC") == "BASIC";
+    let balance = if basic { opening_balance(req, date) } else { 0 };
+    let entries = if basic {
+        fund_entries(&Day::build(req, date))
+    } else {
+        Vec::new()
     };
     if entries.is_empty() {
         return Err(no_statement("该日期无资金流水，账单文件不存在"));
     }
-    let mut entries = entries;
-    entries.sort_by_key(|e| e.0);
-    let mut balance = 0i64;
+    let file = fund_flow_file(&entries, balance);
+    issue_download(req, file, query.tar_type.as_deref() == Some("GZIP"))
+}
+
+/// The basic account's balance at the start of `date`: every earlier payment less its fee,
+/// every earlier refund less the fee it returned.
+fn opening_balance(req: &Request<'_>, date: Date) -> i64 {
+    let rate_bp = req.merchant.fee_rate_bp;
+    let state = req.sim.state();
+    let mchid = &req.merchant.mchid;
+    let before = |t: i64| cst(t).date() < date;
+    let paid: i64 = state
+        .orders
+        .values()
+        .filter(|o| &o.mchid == mchid && o.state.is_paid())
+        .filter(|o| o.success_time.is_some_and(before))
+        .map(|o| o.total - fee_fen(o.total, rate_bp))
+        .sum();
+    let refunded: i64 = state
+        .refunds
+        .values()
+        .filter(|r| &r.mchid == mchid && before(r.created_at))
+        .filter(|r| matches!(r.state, RefundState::Success | RefundState::Processing))
+        .map(|r| r.refund - fee_fen(r.refund, rate_bp))
+        .sum();
+    paid - refunded
+}
+
+/// The fund-flow file for `entries`, starting from `balance`.
+fn fund_flow_file(entries: &[FundEntry], mut balance: i64) -> Vec<u8> {
     let (mut income_n, mut income, mut expense_n, mut expense) = (0, 0i64, 0, 0i64);
     let rows: Vec<Vec<String>> = entries
         .iter()
         .enumerate()
-        .map(|(i, (t, id, name, kind, is_income, amount))| {
-            if *is_income {
-                balance += amount;
+        .map(|(i, e)| {
+            balance += e.signed();
+            if e.income {
                 income_n += 1;
-                income += amount;
+                income += e.amount;
             } else {
-                balance -= amount;
                 expense_n += 1;
-                expense += amount;
+                expense += e.amount;
             }
             vec![
-                bill_time(*t),
-                id.clone(),
-                format!("{}{:010}", crate::formats::cst_compact(*t, true), i + 1),
-                name.to_string(),
-                kind.to_string(),
-                if *is_income { "收入" } else { "支出" }.to_string(),
-                bill::yuan(*amount),
+                bill_time(e.time),
+                e.business_no.clone(),
+                format!("{}{:010}", crate::formats::cst_compact(e.time, true), i + 1),
+                e.name.to_string(),
+                e.kind.to_string(),
+                if e.income { "收入" } else { "支出" }.to_string(),
+                bill::yuan(e.amount),
                 bill::yuan(balance),
                 "system".into(),
                 String::new(),
-                id.clone(),
+                e.voucher.clone(),
             ]
         })
         .collect();
@@ -340,58 +512,90 @@ pub fn apply_fund_flow_bill(req: &Request<'_>) -> Result<Answer, WxError> {
         expense_n.to_string(),
         bill::yuan(expense),
     ];
-    let file = bill::write(&FUND_COLUMNS, &rows, &FUND_SUMMARY, &summary);
-    issue_download(req, file, query.tar_type.as_deref() == Some("GZIP"))
+    bill::write(&FUND_COLUMNS, &rows, &FUND_SUMMARY, &summary)
 }
 
-/// One line of the fund-flow bill: (time, business id, name, kind, income?, amount).
-type FundEntry = (i64, String, &'static str, &'static str, bool, i64);
+/// One line of the fund-flow bill.
+struct FundEntry {
+    time: i64,
+    business_no: String,
+    voucher: String,
+    name: &'static str,
+    kind: &'static str,
+    income: bool,
+    amount: i64,
+}
 
-/// The basic account's movements on `date`: payments in, refunds out.
-fn fund_entries(orders: &[Order], refunds: &[RefundRecord], date: Date) -> Vec<FundEntry> {
-    let mut entries = Vec::new();
-    for o in orders
-        .iter()
-        .filter(|o| o.state.is_paid() && on_date(o.success_time, date))
-    {
-        entries.push((
-            o.success_time.unwrap_or_default(),
-            o.transaction_id.clone().unwrap_or_default(),
-            "交易",
-            "交易",
-            true,
-            o.total,
-        ));
+impl FundEntry {
+    fn signed(&self) -> i64 {
+        if self.income {
+            self.amount
+        } else {
+            -self.amount
+        }
     }
-    for r in refunds
-        .iter()
-        .filter(|r| r.state == RefundState::Success && on_date(r.success_time, date))
-    {
-        entries.push((
-            r.success_time.unwrap_or_default(),
-            r.refund_id.clone(),
+}
+
+/// The basic account's movements on one day: each payment in and its fee out, each refund
+/// out and its fee back, in time order.
+fn fund_entries(day: &Day) -> Vec<FundEntry> {
+    let mut entries = Vec::new();
+    let mut push = |time, business_no: &str, voucher: &str, name, kind, income, amount| {
+        if amount > 0 {
+            entries.push(FundEntry {
+                time,
+                business_no: business_no.to_string(),
+                voucher: voucher.to_string(),
+                name,
+                kind,
+                income,
+                amount,
+            });
+        }
+    };
+    for p in &day.payments {
+        let (o, time) = (&p.order, p.order.success_time.unwrap_or_default());
+        let tx = o.transaction_id.as_deref().unwrap_or_default();
+        push(time, tx, &o.out_trade_no, "交易", "交易", true, p.amount);
+        push(
+            time,
+            tx,
+            &o.out_trade_no,
+            "交易",
+            "扣除交易手续费",
+            false,
+            p.fee,
+        );
+    }
+    for r in &day.refunds {
+        let (rf, time) = (&r.refund, r.refund.created_at);
+        push(
+            time,
+            &rf.refund_id,
+            &rf.out_refund_no,
             "退款",
             "退款",
             false,
-            r.refund,
-        ));
+            rf.refund,
+        );
+        let fee = r.fee_returned;
+        push(
+            time,
+            &rf.refund_id,
+            &rf.out_refund_no,
+            "退款",
+            "退还交易手续费",
+            true,
+            fee,
+        );
     }
+    entries.sort_by_key(|e| e.time);
     entries
 }
 
 /// A bill file a day without statements does not have.
 fn no_statement(message: &str) -> WxError {
     WxError::new(StatusCode::BAD_REQUEST, "NO_STATEMENT_EXIST", message)
-}
-
-/// A fee total in yuan with five decimals, as WeChat writes it (fees are kept in 1/100,000).
-fn fee_yuan(fees: i64) -> String {
-    format!(
-        "{}{}.{:05}",
-        if fees < 0 { "-" } else { "" },
-        fees.abs() / 100_000,
-        fees.abs() % 100_000
-    )
 }
 
 fn issue_download(req: &Request<'_>, file: Vec<u8>, gzipped: bool) -> Result<Answer, WxError> {
@@ -407,6 +611,7 @@ fn issue_download(req: &Request<'_>, file: Vec<u8>, gzipped: bool) -> Result<Ans
             BillFile {
                 mchid: req.merchant.mchid.clone(),
                 bytes,
+                gzipped,
                 expires_at: now + DOWNLOAD_VALID_SECS,
             },
         );
@@ -428,7 +633,14 @@ pub fn download(req: &Request<'_>) -> Result<Answer, WxError> {
     let state = req.sim.state();
     match state.bills.get(token) {
         Some(b) if b.mchid == req.merchant.mchid && b.expires_at > req.sim.now() => {
-            Ok(Answer::File(b.bytes.clone()))
+            Ok(Answer::File {
+                bytes: b.bytes.clone(),
+                content_type: if b.gzipped {
+                    GZIP_CONTENT_TYPE
+                } else {
+                    PLAIN_CONTENT_TYPE
+                },
+            })
         }
         Some(b) if b.mchid == req.merchant.mchid => Err(WxError::new(
             StatusCode::BAD_REQUEST,

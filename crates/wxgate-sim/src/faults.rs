@@ -35,6 +35,47 @@ pub struct Faults {
     pub refund_outcome: Option<RefundOutcome>,
     /// Refund creation answers 403 NOT_ENOUGH (merchant balance too low).
     pub refund_not_enough: bool,
+    /// What the day's bills get wrong, for reconciliation tests.
+    pub bill: BillFaults,
+}
+
+/// Errors in the bills, each applied to that many of a day's rows (the earliest first), in
+/// both the trade bill and the fund-flow bill unless said otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillFaults {
+    /// Payments left out of the bills.
+    pub missing_rows: u32,
+    /// Payments the bills show that the merchant never created.
+    pub extra_rows: u32,
+    /// Payments whose amount is one fen higher in the bills.
+    pub amount_off_rows: u32,
+    /// Refunds the trade bill shows as still `PROCESSING`.
+    pub refund_processing_rows: u32,
+    /// Payments printed twice in the trade bill.
+    pub duplicate_rows: u32,
+}
+
+/// The most rows one bill fault may touch.
+const MAX_BILL_FAULT_ROWS: u32 = 10_000;
+
+impl BillFaults {
+    fn validate(&self) -> Result<(), String> {
+        for (name, n) in [
+            ("bill.missing_rows", self.missing_rows),
+            ("bill.extra_rows", self.extra_rows),
+            ("bill.amount_off_rows", self.amount_off_rows),
+            ("bill.refund_processing_rows", self.refund_processing_rows),
+            ("bill.duplicate_rows", self.duplicate_rows),
+        ] {
+            if n > MAX_BILL_FAULT_ROWS {
+                return Err(format!(
+                    "{name} must be at most {MAX_BILL_FAULT_ROWS}, got {n}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -69,7 +110,7 @@ impl Faults {
                 return Err(format!("{name} must be at most 600000, got {ms}"));
             }
         }
-        Ok(())
+        self.bill.validate()
     }
 
     pub fn hang_ms(&self) -> u64 {

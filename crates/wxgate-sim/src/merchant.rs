@@ -33,6 +33,15 @@ pub struct Merchant {
     pub platform_certificate: Certificate,
     pub platform_public_key_id: String,
     pub platform_public_key: PrivateKey,
+    /// The fee WeChat takes on each payment, in basis points (60 = 0.60 %).
+    pub fee_rate_bp: u32,
+}
+
+/// WeChat's usual rate for most merchant categories: 0.60 %.
+pub const DEFAULT_FEE_RATE_BP: u32 = 60;
+
+fn default_fee_rate() -> u32 {
+    DEFAULT_FEE_RATE_BP
 }
 
 /// The answer of `POST /sim/merchants`: everything a client needs, exactly these keys.
@@ -64,6 +73,8 @@ pub struct MerchantRecord {
     pub platform_certificate: String,
     pub platform_public_key_id: String,
     pub platform_public_key: String,
+    #[serde(default = "default_fee_rate")]
+    pub fee_rate_bp: u32,
 }
 
 impl Merchant {
@@ -98,6 +109,7 @@ impl Merchant {
             platform_public_key_id,
             platform_public_key,
             mchid,
+            fee_rate_bp: DEFAULT_FEE_RATE_BP,
         };
         let bundle = CredentialBundle {
             mchid: merchant.mchid.clone(),
@@ -168,6 +180,7 @@ impl Merchant {
             platform_certificate: self.platform_certificate.pem.clone(),
             platform_public_key_id: self.platform_public_key_id.clone(),
             platform_public_key: self.platform_public_key.expose_pkcs8_pem(),
+            fee_rate_bp: self.fee_rate_bp,
         }
     }
 
@@ -184,6 +197,7 @@ impl Merchant {
             platform_certificate: Certificate::from_pem(&r.platform_certificate)?,
             platform_public_key_id: r.platform_public_key_id.clone(),
             platform_public_key: PrivateKey::from_pkcs8_pem(&r.platform_public_key)?,
+            fee_rate_bp: r.fee_rate_bp,
         })
     }
 }

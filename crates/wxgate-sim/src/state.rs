@@ -127,6 +127,7 @@ pub struct RefundRecord {
 pub struct BillFile {
     pub mchid: String,
     pub bytes: Vec<u8>,
+    pub gzipped: bool,
     pub expires_at: i64,
 }
 

@@ -95,8 +95,11 @@ pub(crate) fn request_id() -> HeaderValue {
 pub enum Answer {
     Json(Value),
     NoContent,
-    /// A raw file: unsigned, as WeChat serves bill downloads.
-    File(Vec<u8>),
+    /// A raw file: unsigned, as WeChat serves bill downloads, with its content type.
+    File {
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    },
 }
 
 /// Everything a handler needs about the request.

@@ -106,49 +106,6 @@ async fn native_flow(signing: &str) {
         "REFUND"
     );
 
-    // Bills of today, both kinds, gzip and plain, hash checked.
-    let today =
-        wxgate_sim::rfc3339_cst(time::OffsetDateTime::now_utc().unix_timestamp())[..10].to_string();
-    let apply = m
-        .client
-        .trade_bill(&TradeBillRequest {
-            bill_date: today.clone(),
-            bill_type: Some("ALL".into()),
-            tar_type: Some("GZIP".into()),
-        })
-        .await
-        .unwrap();
-    assert!(
-        apply.download_url.starts_with(&sim.base),
-        "{}",
-        apply.download_url
-    );
-    let file = m.client.download_bill(&apply, true).await.unwrap();
-    let bill = wechatpay_v3::bill::Bill::parse(&file).unwrap();
-    assert!(file.starts_with("\u{feff}".as_bytes()) && file.windows(2).any(|w| w == b"\r\n"));
-    assert_eq!(bill.columns.len(), 27);
-    assert_eq!(bill.rows.len(), 2, "one payment and one refund");
-    assert_eq!(bill.rows[0][6], no);
-    assert_eq!(bill.rows[0][12], "1.01");
-    assert_eq!(bill.rows[1][16], "1.00");
-    assert_eq!(bill.summary[0], "2");
-    let flow = m
-        .client
-        .fund_flow_bill(&FundFlowBillRequest {
-            bill_date: today,
-            account_type: Some("BASIC".into()),
-            tar_type: None,
-        })
-        .await
-        .unwrap();
-    let flow_file = m.client.download_bill(&flow, false).await.unwrap();
-    let flow_bill = wechatpay_v3::bill::Bill::parse(&flow_file).unwrap();
-    assert_eq!(flow_bill.rows.len(), 2);
-    assert_eq!(
-        flow_bill.rows[1][7], "0.01",
-        "balance after payment and refund"
-    );
-
     // Close another order: 204 (verified), then CLOSED; paying it is refused.
     let other = unique("close_");
     let other_code = m
@@ -868,6 +825,221 @@ async fn state_survives_a_restart_with_a_data_folder() {
     assert_eq!(
         client.query_by_out_trade_no(&no).await.unwrap().trade_state,
         "NOTPAY"
+    );
+    sim.stop().await;
+}
+
+/// Pays `amounts` as native orders and waits for their callbacks: their out_trade_nos.
+async fn paid_orders(
+    sim: &TestSim,
+    m: &Merchant,
+    rx: &mut Receiver,
+    amounts: &[i64],
+) -> Vec<String> {
+    let mut paid = Vec::new();
+    for &amount in amounts {
+        let no = unique("bill_");
+        let code = m
+            .client
+            .prepay_native(&m.prepay(&no, amount, &rx.url))
+            .await
+            .unwrap();
+        sim.pay(json!({"code_url": code.code_url})).await;
+        rx.next().await;
+        paid.push(no);
+    }
+    paid
+}
+
+async fn bill_of(m: &Merchant, date: &str, gzip: bool) -> BillOutcome {
+    m.client
+        .trade_bill(&TradeBillRequest {
+            bill_date: date.to_string(),
+            bill_type: Some("ALL".into()),
+            tar_type: gzip.then(|| "GZIP".into()),
+        })
+        .await
+        .unwrap()
+}
+
+async fn download(m: &Merchant, outcome: BillOutcome, gzip: bool) -> (Vec<u8>, String) {
+    let BillOutcome::Ready(answer) = outcome else {
+        panic!("no bill: {outcome:?}")
+    };
+    let url = url::Url::parse(&answer.download_url).unwrap();
+    let raw = m
+        .client
+        .execute(
+            Method::GET,
+            &format!("{}?{}", url.path(), url.query().unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
+    let content_type = raw.headers["content-type"].to_str().unwrap().to_string();
+    (
+        m.client.download_bill(&answer, gzip).await.unwrap(),
+        content_type,
+    )
+}
+
+#[tokio::test]
+async fn bills_come_the_next_morning_with_fees_and_fund_flows() {
+    use wechatpay_v3::bill::{self, Fee, FlowDirection, FundFlowBill, TradeBill, TradeRowState};
+    let sim = TestSim::start().await;
+    let m = sim.merchant("public_key").await;
+    let mut rx = Receiver::start(0).await;
+    let paid = paid_orders(&sim, &m, &mut rx, &[101, 250, 1000]).await;
+    let refund_no = unique("bill_r_");
+    m.client
+        .refund(&RefundRequest {
+            out_trade_no: Some(paid[0].clone()),
+            out_refund_no: refund_no.clone(),
+            amount: RefundAmountRequest {
+                refund: 100,
+                total: 101,
+                currency: "CNY".into(),
+                from: None,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    rx.next().await;
+    let (_, clock) = sim.admin(Method::GET, "/sim/clock", None).await;
+    let now = clock["now"].as_str().unwrap().to_string();
+    let today = now[..10].to_string();
+    assert_eq!(
+        bill_of(&m, &today, false).await,
+        BillOutcome::Creating,
+        "{now}"
+    );
+
+    // 33 hours on, whatever the hour was, it is past 09:00 the next day.
+    sim.admin(
+        Method::POST,
+        "/sim/clock",
+        Some(json!({"advance_secs": 33 * 3600})),
+    )
+    .await;
+    let date = time::Date::parse(
+        &today,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .unwrap();
+    let day_before = (date - time::Duration::days(1)).to_string();
+    assert_eq!(
+        bill_of(&m, &day_before, false).await,
+        BillOutcome::NoStatement
+    );
+    let (gz, gz_type) = download(&m, bill_of(&m, &today, true).await, true).await;
+    let (plain, plain_type) = download(&m, bill_of(&m, &today, false).await, false).await;
+    assert_eq!(gz, plain);
+    assert_eq!(
+        (gz_type.as_str(), plain_type.as_str()),
+        ("application/x-gzip", "text/plain;charset=utf-8")
+    );
+    let trade = TradeBill::parse(&plain).unwrap();
+    assert_eq!(
+        (trade.layout, trade.legacy),
+        (bill::TradeLayout::All, false)
+    );
+    let mut fees: Vec<(i64, i64)> = trade
+        .rows
+        .iter()
+        .map(|r| (r.settlement_total, r.fee.fen_rounded()))
+        .collect();
+    fees.sort();
+    assert_eq!(
+        fees,
+        [(0, -1), (101, 1), (250, 2), (1000, 6)],
+        "0.6 % rounded to the fen, returned on the refund"
+    );
+    let refund_row = trade
+        .rows
+        .iter()
+        .find(|r| r.state == TradeRowState::Refund)
+        .unwrap();
+    let refund = refund_row.refund.as_ref().unwrap();
+    assert_eq!(
+        (refund.out_refund_no.as_str(), refund.amount),
+        (refund_no.as_str(), 100)
+    );
+    assert_eq!(refund_row.out_trade_no, paid[0]);
+    assert_eq!(trade.summary.count, 4);
+    assert_eq!(trade.summary.settlement_total, Some(1351));
+    assert_eq!(trade.summary.refund_total, Some(100));
+    assert_eq!(trade.summary.fee_total, Some(Fee(8_000)));
+
+    let flow = m
+        .client
+        .fund_flow_bill(&FundFlowBillRequest {
+            bill_date: today.clone(),
+            account_type: Some("BASIC".into()),
+            tar_type: None,
+        })
+        .await
+        .unwrap();
+    let (flow, _) = download(&m, flow, false).await;
+    let flow = FundFlowBill::parse(&flow).unwrap();
+    let kinds: Vec<&str> = flow.rows.iter().map(|r| r.business_type.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "交易",
+            "扣除交易手续费",
+            "交易",
+            "扣除交易手续费",
+            "交易",
+            "扣除交易手续费",
+            "退款",
+            "退还交易手续费"
+        ]
+    );
+    assert_eq!(flow.rows[6].direction, FlowDirection::Expense);
+    assert_eq!(flow.rows.last().unwrap().balance, 1351 - 9 - 100 + 1);
+    assert_eq!((flow.summary.income, flow.summary.expense), (1352, 109));
+
+    // Each bill fault once: the first payment missing, the second one fen high and printed
+    // twice, a stranger's payment, the refund still processing.
+    sim.set_faults(
+        &m.mchid,
+        json!({"bill": {"missing_rows": 1, "extra_rows": 1, "amount_off_rows": 1,
+        "refund_processing_rows": 1, "duplicate_rows": 1}}),
+    )
+    .await;
+    let (faulty, _) = download(&m, bill_of(&m, &today, false).await, false).await;
+    let faulty = TradeBill::parse(&faulty).unwrap();
+    let rows: Vec<(&str, i64)> = faulty
+        .rows
+        .iter()
+        .filter(|r| r.state == TradeRowState::Success)
+        .map(|r| (r.out_trade_no.as_str(), r.settlement_total))
+        .filter(|(no, _)| !no.starts_with("stranger_"))
+        .collect();
+    // Rows of one second have no set order, so which payment each fault took is not fixed.
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0], rows[1], "the doubled row comes twice: {rows:?}");
+    let original = |no: &str| [101, 250, 1000][paid.iter().position(|p| p == no).unwrap()];
+    assert_eq!(rows[0].1, original(rows[0].0) + 1, "one fen high");
+    assert_eq!(rows[2].1, original(rows[2].0));
+    assert_ne!(rows[0].0, rows[2].0);
+    assert_eq!(
+        faulty
+            .rows
+            .iter()
+            .filter(|r| r.out_trade_no.starts_with("stranger_"))
+            .count(),
+        1
+    );
+    let refund_row = faulty
+        .rows
+        .iter()
+        .find(|r| r.state == TradeRowState::Refund)
+        .unwrap();
+    assert_eq!(
+        refund_row.refund.as_ref().unwrap().status,
+        bill::BillRefundStatus::Processing
     );
     sim.stop().await;
 }

@@ -104,3 +104,14 @@ pub struct BillAnswer {
     pub hash_value: String,
     pub download_url: String,
 }
+
+/// What an apply call found: a bill to download, or one of the two answers that are not
+/// failures of the request (an empty day, a bill still being built).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BillOutcome {
+    Ready(BillAnswer),
+    /// `NO_STATEMENT_EXIST`: nothing moved that day (on that account).
+    NoStatement,
+    /// `STATEMENT_CREATING`: the bill is being built; WeChat asks to try again later.
+    Creating,
+}

@@ -1,8 +1,20 @@
 //! Bill files: the SHA-1 check over the uncompressed file, gzip, and the CSV layout
 //! (UTF-8 BOM, CRLF, a header line, backtick-prefixed fields, amounts in yuan, and a summary
-//! header and row at the end).
+//! header and row at the end), and typed views of each bill kind ([`TradeBill`],
+//! [`FundFlowBill`]) read by header name.
 
+pub mod amount;
+pub mod fund_flow;
+pub mod trade;
+
+use std::collections::HashMap;
 use std::io::{Read, Write};
+
+pub use amount::{Fee, yuan};
+pub use fund_flow::{FlowDirection, FundFlowBill, FundFlowRow, FundFlowSummary};
+pub use trade::{
+    BillRefundStatus, RefundPart, TradeBill, TradeLayout, TradeRow, TradeRowState, TradeSummary,
+};
 
 use sha1::{Digest, Sha1};
 
@@ -18,6 +30,16 @@ pub enum BillError {
     Encoding,
     #[error("the bill has no summary lines")]
     Layout,
+    #[error("the bill has no column {0}")]
+    Column(String),
+    #[error("line {line} has {actual} fields, the header has {expected}")]
+    Width {
+        line: usize,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("{field} {value:?} is not an amount")]
+    Amount { field: String, value: String },
 }
 
 /// Lower-case hex SHA-1, as `hash_value` carries it.
@@ -134,9 +156,90 @@ pub fn write(
     out.into_bytes()
 }
 
-/// Formats fen as yuan with two decimals (`1234` → `12.34`).
-pub fn yuan(fen: i64) -> String {
-    let sign = if fen < 0 { "-" } else { "" };
-    let abs = fen.unsigned_abs();
-    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+/// Column positions by header name. Full-width parentheses in names (`收支金额（元）`) are read
+/// as ASCII ones, since files differ in which they use.
+pub(crate) struct Columns {
+    index: HashMap<String, usize>,
+    width: usize,
+}
+
+fn normalise(name: &str) -> String {
+    name.trim().replace('（', "(").replace('）', ")")
+}
+
+impl Columns {
+    pub(crate) fn new(names: &[String]) -> Self {
+        Self {
+            index: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (normalise(n), i))
+                .collect(),
+            width: names.len(),
+        }
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// A view of data line `line` (1-based, for messages), checked against the header's width.
+    pub(crate) fn row<'a>(
+        &'a self,
+        line: usize,
+        fields: &'a [String],
+    ) -> Result<RowView<'a>, BillError> {
+        if fields.len() != self.width {
+            return Err(BillError::Width {
+                line,
+                expected: self.width,
+                actual: fields.len(),
+            });
+        }
+        Ok(RowView {
+            columns: self,
+            fields,
+        })
+    }
+}
+
+/// One line's fields, looked up by column name.
+pub(crate) struct RowView<'a> {
+    columns: &'a Columns,
+    fields: &'a [String],
+}
+
+impl RowView<'_> {
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.columns.has(name)
+    }
+
+    pub(crate) fn optional(&self, name: &str) -> Option<&str> {
+        self.columns
+            .index
+            .get(name)
+            .map(|&i| self.fields[i].as_str())
+    }
+
+    pub(crate) fn text(&self, name: &str) -> Result<&str, BillError> {
+        self.optional(name)
+            .ok_or_else(|| BillError::Column(name.to_string()))
+    }
+
+    pub(crate) fn string(&self, name: &str) -> Result<String, BillError> {
+        self.text(name).map(str::to_string)
+    }
+
+    /// The first of a current and an older column name that the file has.
+    pub(crate) fn either(&self, (current, older): (&str, &str)) -> Result<&str, BillError> {
+        self.optional(current)
+            .or_else(|| self.optional(older))
+            .ok_or_else(|| BillError::Column(current.to_string()))
+    }
+
+    pub(crate) fn optional_fen(&self, name: &str) -> Result<Option<i64>, BillError> {
+        self.optional(name)
+            .map(|text| amount::fen(name, text))
+            .transpose()
+    }
 }
