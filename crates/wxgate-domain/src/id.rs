@@ -89,6 +89,9 @@ typed_ids! {
     EventId = "evt", "an event";
     EndpointId = "we", "a webhook endpoint";
     LinkId = "plink", "a payment link";
+    ReconciliationId = "recon", "a reconciliation";
+    DiscrepancyId = "disc", "a discrepancy";
+    PostingId = "txn", "a ledger posting (a balance transaction)";
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub const SIGNATURE_HEADER: &str = "Wxgate-Signature";
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
 
 /// Every event type, stable once shipped.
-pub const EVENT_TYPES: [&str; 10] = [
+pub const EVENT_TYPES: [&str; 12] = [
     "payment.succeeded",
     "payment.cancelled",
     "payment.expired",
@@ -25,6 +25,8 @@ pub const EVENT_TYPES: [&str; 10] = [
     "refund.succeeded",
     "refund.failed",
     "refund.abnormal",
+    "reconciliation.completed",
+    "reconciliation.discrepancy_found",
 ];
 
 /// Waits before each retry of a failed delivery: WeChat Pay's own callback schedule

@@ -33,6 +33,9 @@ pub struct GatewayConfig {
     /// Behind a trusted reverse proxy: the header that carries the shopper's address (for
     /// example `X-Forwarded-For`); otherwise the connection's address is used.
     pub client_ip_header: Option<String>,
+    /// Whether each merchant's yesterday is reconciled against WeChat's bills every day
+    /// (from 10:00 Asia/Shanghai); reconciliations asked for through the API run either way.
+    pub reconcile_daily: bool,
 }
 
 impl GatewayConfig {
@@ -57,6 +60,7 @@ impl GatewayConfig {
             webhook_poll_interval: Duration::from_secs(1),
             webhooks_allow_private: false,
             client_ip_header: None,
+            reconcile_daily: true,
         }
     }
 }

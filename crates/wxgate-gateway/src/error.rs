@@ -108,6 +108,12 @@ error_codes! {
     RedeliverRangeTooLarge = "redeliver_range_too_large", 400, "Over 10,000 events in the range.";
     // Payment links.
     InvalidMaxUses = "invalid_max_uses", 400, "`max_uses` must be at least 1.";
+    // Reconciliation and the ledger.
+    InvalidDate = "invalid_date", 400, "Not a date YYYY-MM-DD.";
+    DateOutOfRange = "date_out_of_range", 400, "A bill date is from 90 days ago to today, in Asia/Shanghai.";
+    InvalidResolution = "invalid_resolution", 400, "`reason` must be 1 to 500 characters.";
+    DiscrepancyNotOpen = "discrepancy_not_open", 409, "Only an open discrepancy can be resolved.";
+    InvalidTransactionType = "invalid_transaction_type", 400, "Not a balance transaction type.";
     // WeChat Pay and the gateway itself.
     UpstreamRejected = "upstream_rejected", 502, "WeChat Pay refused the request.";
     AuthorizationFailed = "authorization_failed", 502, "WeChat's webpage authorization failed.";

@@ -12,13 +12,16 @@ use wxgate_domain::payment::PaymentEvent;
 use wxgate_store::PaymentRow;
 
 use crate::app::orders::{apply_paid, close_and_settle, earlier_attempt_paid, settle};
+use crate::app::reconciliation;
 use crate::gateway::Gateway;
 
 /// Payments claimed per round.
 const CLAIM_BATCH: i64 = 32;
 
-/// Runs until `stop` turns true.
+/// Runs until `stop` turns true: payments and refunds, then reconciliations (and once a day,
+/// when configured, requests yesterday's for every merchant).
 pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
+    let mut scheduled_on = None;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -29,6 +32,17 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
         }
         if let Err(e) = crate::app::refunds::sync_due(&gw).await {
             tracing::warn!(error = %e, "refund sync round failed");
+        }
+        let today = reconciliation::bill_day(gw.now_ms());
+        if gw.config().reconcile_daily && scheduled_on != Some(today) {
+            match reconciliation::schedule_daily(&gw).await {
+                Ok(true) => scheduled_on = Some(today),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "scheduling daily reconciliations failed"),
+            }
+        }
+        if let Err(e) = reconciliation::run_due(&gw).await {
+            tracing::warn!(error = %e, "reconciliation round failed");
         }
     }
 }

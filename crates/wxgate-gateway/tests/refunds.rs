@@ -8,8 +8,16 @@ use wxgate_store::testing;
 
 mod common;
 use common::{TestGateway, native, order};
+mod money;
+use money::{
+    a_clean_day_reconciles_and_settles_the_ledger, each_bill_fault_is_found_and_nothing_else,
+    reconciliation_input_is_checked,
+};
 
 on_both!(
+    a_clean_day_reconciles_and_settles_the_ledger,
+    each_bill_fault_is_found_and_nothing_else,
+    reconciliation_input_is_checked,
     full_partial_and_refused_refunds,
     fifty_refunds_then_the_fifty_first_is_refused,
     twenty_concurrent_refunds_never_exceed_the_payment,
@@ -246,6 +254,7 @@ async fn fifty_refunds_then_the_fifty_first_is_refused(t: TestGateway) {
     let (status, r) = refund(&t, &id, json!({"amount": 1, "merchant_refund_id": "f50"})).await;
     assert_eq!((status, error(&r).0), (409, "too_many_refunds"));
     assert_eq!(refunds_at_wechat(&t, &id).await.len(), 50);
+    money::ledger_holds(&t).await;
 }
 
 async fn twenty_concurrent_refunds_never_exceed_the_payment(t: TestGateway) {
@@ -290,6 +299,9 @@ async fn twenty_concurrent_refunds_never_exceed_the_payment(t: TestGateway) {
         .map(|r| r["refund"].as_i64().unwrap())
         .sum();
     assert_eq!((at_wechat.len(), total), (6, 900));
+    // The ledger saw each refund once: 1000 in, 900 out.
+    money::ledger_holds(&t).await;
+    assert_eq!(money::balance(&t).await, (-900, 1000));
 }
 
 async fn wechat_faults_end_in_the_right_state_with_one_refund_at_wechat(t: TestGateway) {
@@ -488,6 +500,7 @@ async fn a_paid_after_close_payment_is_refunded_by_policy(t: TestGateway) {
             .is_ok()
     );
     assert_eq!(refunds_at_wechat(&t, &id).await.len(), 1);
+    money::ledger_holds(&t).await;
 }
 
 /// WeChat makes the refund but neither its answer (every attempt times out) nor its callback

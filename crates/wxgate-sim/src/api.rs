@@ -49,21 +49,8 @@ async fn v3(
     if faults.latency_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
     }
-    if roll(faults.error_500_rate) {
-        return WxError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "SYSTEM_ERROR",
-            "系统错误",
-        )
-        .into_response();
-    }
-    if roll(faults.error_429_rate) {
-        return WxError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "FREQUENCY_LIMITED",
-            "请求频率超过限制",
-        )
-        .into_response();
+    if let Some(refused) = refused_by_fault(&faults) {
+        return refused.into_response();
     }
     let host = headers
         .get(header::HOST)
@@ -105,6 +92,24 @@ async fn v3(
             )
         }
     }
+}
+
+/// A 500 or 429 that the fault settings throw instead of doing anything.
+fn refused_by_fault(faults: &crate::faults::Faults) -> Option<WxError> {
+    if roll(faults.error_500_rate) {
+        return Some(WxError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "系统错误",
+        ));
+    }
+    roll(faults.error_429_rate).then(|| {
+        WxError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "FREQUENCY_LIMITED",
+            "请求频率超过限制",
+        )
+    })
 }
 
 fn signed(

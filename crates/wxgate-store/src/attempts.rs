@@ -189,10 +189,13 @@ impl Store {
             .bind(&attempt.payment_id)
             .execute(&mut *tx)
             .await?;
-        let (version,): (i64,) = sqlx::query_as("SELECT version FROM payments WHERE id = $1")
+        let payment = sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE id = $1")
             .bind(&attempt.payment_id)
             .fetch_one(&mut *tx)
             .await?;
+        let version = payment.version;
+        // The money of the second order came in too; its refund takes it out again.
+        crate::ledger::post_payment_in(&mut tx, &payment, &attempt.out_trade_no, now).await?;
         let event = EventRow {
             id: wxgate_domain::id::generate("evt"),
             merchant_id: attempt.merchant_id.clone(),

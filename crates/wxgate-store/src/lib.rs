@@ -13,11 +13,13 @@
 mod attempts;
 mod claims;
 mod idempotency;
+mod ledger;
 mod links;
 mod merchants;
 mod outbox;
 mod payments;
 mod quarantine;
+mod reconciliations;
 mod refunds;
 mod rows;
 pub mod testing;

@@ -7,8 +7,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO merchants (id, name, mode, mchid, appid, mini_program_appid, api_base_url, merchant_serial_no, \
              secrets_sealed, platform_public_key_id, platform_public_key, platform_certificate, currencies, \
-             paid_after_close_policy, created_at, merchant_category_code) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             paid_after_close_policy, created_at, merchant_category_code, fee_rate_bp) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&m.id)
         .bind(&m.name)
@@ -26,6 +26,7 @@ impl Store {
         .bind(m.paid_after_close_policy.as_str())
         .bind(m.created_at)
         .bind(&m.merchant_category_code)
+        .bind(m.fee_rate_bp)
         .execute(&self.writer)
         .await?;
         Ok(())

@@ -355,6 +355,13 @@ pub(crate) async fn write_payment_transition(
         return Ok(None);
     }
     settle_attempts(tx, current, to, facts).await?;
+    if to.is_paid() && !current.status.is_paid() {
+        let out_trade_no = facts
+            .out_trade_no
+            .as_deref()
+            .unwrap_or(&current.out_trade_no);
+        crate::ledger::post_payment_in(tx, current, out_trade_no, facts.now).await?;
+    }
     sqlx::query(
         "INSERT INTO payment_status_history (payment_id, version, status, source, at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -372,20 +379,16 @@ pub(crate) async fn write_payment_transition(
     check_money(&after)?;
     if let Some(event_type) = Transition::event_type(to) {
         let (event_id, payload) = render(&after);
-        insert_event(
-            tx,
-            &EventRow {
-                id: event_id,
-                merchant_id: current.merchant_id.clone(),
-                event_type: event_type.to_string(),
-                object_id: current.id.clone(),
-                object_version: version,
-                payload,
-                created_at: facts.now,
-            },
-            &current.id,
-        )
-        .await?;
+        let event = EventRow {
+            id: event_id,
+            merchant_id: current.merchant_id.clone(),
+            event_type: event_type.to_string(),
+            object_id: current.id.clone(),
+            object_version: version,
+            payload,
+            created_at: facts.now,
+        };
+        insert_event(tx, &event, &current.id).await?;
     }
     Ok(Some(after))
 }

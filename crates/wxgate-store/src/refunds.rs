@@ -194,6 +194,9 @@ impl Store {
             }
             let payment =
                 move_payment_sums(&mut tx, &current, to, facts.now, &render_payment).await?;
+            if to == RefundStatus::Succeeded {
+                post_refund_in(&mut tx, &current, facts.now).await?;
+            }
             let refund = sqlx::query_as::<_, RefundRow>("SELECT * FROM refunds WHERE id = $1")
                 .bind(refund_id)
                 .fetch_one(&mut *tx)
@@ -333,6 +336,27 @@ async fn move_payment_sums(
 
 /// A refund's new status (and what comes with it), written only if its version is still the
 /// one read: how many rows changed.
+/// Within `tx`: the ledger posting of a succeeded refund (once per refund).
+async fn post_refund_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    refund: &RefundRow,
+    now: i64,
+) -> Result<()> {
+    use wxgate_domain::ledger::{Posting, PostingKind};
+    let posting = Posting::new(PostingKind::Refund, refund.amount)
+        .map_err(|e| StoreError::Corrupt(format!("refund {}: {e}", refund.id)))?;
+    let src = crate::PostingSource {
+        merchant_id: &refund.merchant_id,
+        currency: &refund.currency,
+        source_id: &refund.id,
+        payment_id: Some(&refund.payment_id),
+        refund_id: Some(&refund.id),
+        now,
+    };
+    crate::ledger::post_in(tx, &posting, &src).await?;
+    Ok(())
+}
+
 async fn write_refund_status(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     current: &RefundRow,

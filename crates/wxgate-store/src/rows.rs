@@ -1,6 +1,8 @@
 //! Rows as stored. Conversions to domain and API types happen in the gateway.
 
+use wxgate_domain::ledger::PostingKind;
 use wxgate_domain::payment::AttemptStatus;
+use wxgate_domain::reconciliation::{DiscrepancyKind, DiscrepancyStatus, ReconciliationStatus};
 use wxgate_domain::refund::RefundStatus;
 use wxgate_domain::{
     Integration, MerchantMode, PaidAfterClosePolicy, PaymentIntegration, PaymentStatus,
@@ -32,6 +34,8 @@ pub struct MerchantRow {
     /// Set for a cross-border merchant: its payments and refunds go through WeChat's
     /// `/v3/global/` endpoints with this MCC.
     pub merchant_category_code: Option<String>,
+    /// WeChat's fee rate for this merchant, basis points (60 = 0.60 %).
+    pub fee_rate_bp: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, sqlx::FromRow)]
@@ -422,4 +426,126 @@ pub struct ApiKeyRow {
     pub merchant_id: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+}
+
+/// What a posting is about, besides its kind and amount.
+#[derive(Debug, Clone)]
+pub struct PostingSource<'a> {
+    pub merchant_id: &'a str,
+    pub currency: &'a str,
+    /// The cause, unique per merchant and kind.
+    pub source_id: &'a str,
+    pub payment_id: Option<&'a str>,
+    pub refund_id: Option<&'a str>,
+    pub now: i64,
+}
+
+/// A posting as stored, with its entries.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PostingRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub currency: String,
+    #[sqlx(try_from = "String")]
+    pub kind: PostingKind,
+    pub source_id: String,
+    pub amount: i64,
+    pub payment_id: Option<String>,
+    pub refund_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// One page of postings, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct PostingFilter {
+    pub kind: Option<PostingKind>,
+    pub payment_id: Option<String>,
+    /// Only those before this (created_at, id).
+    pub before: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReconciliationRow {
+    pub id: String,
+    pub merchant_id: String,
+    /// YYYY-MM-DD, Asia/Shanghai.
+    pub bill_date: String,
+    #[sqlx(try_from = "String")]
+    pub status: ReconciliationStatus,
+    pub version: i64,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub claimed_until: Option<i64>,
+    pub last_error: Option<String>,
+    /// Counts and sums of both sides, JSON.
+    pub totals: Option<String>,
+    pub discrepancy_count: i64,
+    pub repaired_count: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DiscrepancyRow {
+    pub id: String,
+    pub reconciliation_id: String,
+    pub merchant_id: String,
+    #[sqlx(try_from = "String")]
+    pub kind: DiscrepancyKind,
+    pub reference: String,
+    pub payment_id: Option<String>,
+    pub refund_id: Option<String>,
+    pub gateway_side: Option<String>,
+    pub wechat_side: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub status: DiscrepancyStatus,
+    pub resolution: Option<String>,
+    pub created_at: i64,
+    pub resolved_at: Option<i64>,
+}
+
+/// A WeChat order of the gateway's, as reconciliation reads it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DayOrderRow {
+    pub out_trade_no: String,
+    pub payment_id: String,
+    pub amount: i64,
+    /// The attempt's status: open, succeeded, closed or duplicate.
+    pub attempt_status: String,
+    pub paid_at: Option<i64>,
+}
+
+/// A refund of the gateway's, as reconciliation reads it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DayRefundRow {
+    pub out_refund_no: String,
+    pub id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    #[sqlx(try_from = "String")]
+    pub status: wxgate_domain::refund::RefundStatus,
+    pub created_at: i64,
+}
+
+/// What a finished reconciliation writes in one go.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub totals: String,
+    pub discrepancies: Vec<DiscrepancyRow>,
+    /// `reconciliation.discrepancy_found` (one per discrepancy) and `reconciliation.completed`;
+    /// their object versions are set here.
+    pub events: Vec<EventRow>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReconciliationFilter {
+    pub status: Option<ReconciliationStatus>,
+    pub date_gte: Option<String>,
+    pub date_lte: Option<String>,
+    /// Only those before this (bill_date, id).
+    pub before: Option<(String, String)>,
+    pub limit: i64,
 }

@@ -59,6 +59,7 @@ mod checks {
             paid_after_close_policy: wxgate_domain::PaidAfterClosePolicy::Accept,
             created_at: 1,
             merchant_category_code: None,
+            fee_rate_bp: 60,
         }
     }
 

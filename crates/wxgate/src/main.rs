@@ -185,6 +185,10 @@ struct MerchantCreateArgs {
     /// stays visible as paid_after_close) or `refund` it in full automatically.
     #[arg(long, default_value = "accept", value_parser = parse_policy)]
     paid_after_close: wxgate_domain::PaidAfterClosePolicy,
+    /// WeChat's fee rate for this merchant in basis points (60 = 0.60 %): reconciliation
+    /// reports a bill fee that differs from it.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    fee_rate_bp: u32,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -610,6 +614,7 @@ fn live_merchant(
         currencies: currencies.to_vec(),
         paid_after_close_policy: args.paid_after_close,
         merchant_category_code: args.merchant_category_code.clone(),
+        fee_rate_bp: args.fee_rate_bp,
     })
 }
 

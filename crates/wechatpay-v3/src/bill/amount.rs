@@ -4,7 +4,7 @@
 //! in units of 10⁻⁵ yuan ([`Fee`]) and rounded to fen only where asked. Summary counts are
 //! printed as decimals too (`45.0`).
 
-use super::BillError;
+use super::error::BillError;
 
 /// Units of 10⁻⁵ yuan in one fen.
 pub const FEE_UNITS_PER_FEN: i64 = 1_000;

@@ -2,7 +2,8 @@
 //! (BASIC, OPERATION or FEES) on one day, with the balance after it.
 
 use super::amount;
-use super::{Bill, BillError, Columns, RowView};
+use super::error::BillError;
+use super::layout::{Bill, Columns, RowView};
 
 /// 收支类型.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

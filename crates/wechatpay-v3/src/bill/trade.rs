@@ -4,7 +4,8 @@
 //! 应结订单金额 and 代金券金额 and the last three columns are missing).
 
 use super::amount::{self, Fee};
-use super::{Bill, BillError, Columns};
+use super::error::BillError;
+use super::layout::{Bill, Columns, RowView};
 
 /// Which trade bill a file is, told from its header row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +139,7 @@ impl TradeBill {
     }
 }
 
-fn parse_row(r: &super::RowView<'_>) -> Result<TradeRow, BillError> {
+fn parse_row(r: &RowView<'_>) -> Result<TradeRow, BillError> {
     let state = match r.text("交易状态")? {
         "SUCCESS" => TradeRowState::Success,
         "REFUND" => TradeRowState::Refund,
@@ -175,7 +176,7 @@ fn parse_row(r: &super::RowView<'_>) -> Result<TradeRow, BillError> {
     })
 }
 
-fn parse_refund(r: &super::RowView<'_>) -> Result<RefundPart, BillError> {
+fn parse_refund(r: &RowView<'_>) -> Result<RefundPart, BillError> {
     let status = match r.text("退款状态")? {
         "SUCCESS" => BillRefundStatus::Success,
         "PROCESSING" => BillRefundStatus::Processing,

@@ -32,7 +32,14 @@ pub struct NewMerchant {
     pub paid_after_close_policy: PaidAfterClosePolicy,
     /// For a cross-border merchant: its merchant category code (4 digits).
     pub merchant_category_code: Option<String>,
+    /// WeChat's fee rate for the merchant, basis points (60 = 0.60 %).
+    pub fee_rate_bp: u32,
 }
+
+/// WeChat's usual fee rate: 0.60 %.
+pub const DEFAULT_FEE_RATE_BP: u32 = 60;
+/// The highest fee rate accepted: 10 %.
+pub const MAX_FEE_RATE_BP: u32 = 1_000;
 
 /// A domestic merchant prices in CNY only; a cross-border one names its merchant category
 /// code (4 digits) and may price in any currencies.
@@ -78,6 +85,10 @@ pub async fn create_merchant(
         Certificate::from_pem(pem).context("platform certificate")?;
     }
     check_region(&new.currencies, new.merchant_category_code.as_deref())?;
+    anyhow::ensure!(
+        new.fee_rate_bp <= MAX_FEE_RATE_BP,
+        "the fee rate is at most {MAX_FEE_RATE_BP} basis points (10 %)"
+    );
     url::Url::parse(&new.api_base_url).context("API base URL")?;
     let sealed = master.seal(&serde_json::to_vec(&SealedSecrets {
         merchant_private_key: new.merchant_private_key_pem,
@@ -106,6 +117,7 @@ pub async fn create_merchant(
         paid_after_close_policy: new.paid_after_close_policy,
         created_at: now,
         merchant_category_code: new.merchant_category_code,
+        fee_rate_bp: i64::from(new.fee_rate_bp),
     };
     store.insert_merchant(&row).await?;
     Ok(row)
@@ -164,6 +176,7 @@ pub async fn create_sandbox_merchant(
         currencies: vec![Currency::CNY],
         paid_after_close_policy: PaidAfterClosePolicy::Accept,
         merchant_category_code: None,
+        fee_rate_bp: DEFAULT_FEE_RATE_BP,
     };
     create_merchant(store, master, new, crate::clock::now_ms()).await
 }

@@ -709,6 +709,19 @@ async fn sync_one(gw: &Gateway, r: &RefundRow) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Asks WeChat about a refund and applies its answer (reconciliation's repair): the refund as
+/// it is afterwards.
+pub async fn query_and_apply(gw: &Gateway, r: &RefundRow) -> anyhow::Result<RefundRow> {
+    let p = gw
+        .store()
+        .payment(&r.merchant_id, &r.payment_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("refund {} has no payment", r.id))?;
+    let up = gw.upstream(&r.merchant_id).await?;
+    let answer = up.query_refund(&r.out_refund_no).await?;
+    apply_answer(gw, &p, r, &answer, "reconciliation").await
+}
+
 /// Refunds a paid-after-close payment in full, when its merchant's policy says so. Idempotent:
 /// the refund's merchant_refund_id is derived from the payment.
 pub async fn auto_refund(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {

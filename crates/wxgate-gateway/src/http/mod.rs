@@ -8,6 +8,7 @@ pub mod checkout;
 pub mod extract;
 pub mod idempotency;
 pub mod links;
+pub mod money;
 pub mod notify;
 pub mod openapi;
 pub mod payments;
@@ -37,6 +38,7 @@ pub fn router(gateway: Gateway) -> Router {
         .merge(webhooks::routes())
         .merge(qr::routes())
         .merge(links::api_routes())
+        .merge(money::routes())
         .route_layer(middleware::from_fn_with_state(
             gateway.clone(),
             idempotency::layer,

@@ -5,11 +5,11 @@ use serde_json::Value;
 use utoipa::OpenApi;
 
 use crate::error::ErrorCode;
-use crate::http::{links, payments, qr, refunds, webhooks};
+use crate::http::{links, money, payments, qr, refunds, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "wxgate merchant API", description = "Payments over WeChat Pay, for every integration type; refunds; webhooks and the event feed; payment links."),
+    info(title = "wxgate merchant API", description = "Payments over WeChat Pay, for every integration type; refunds; webhooks and the event feed; payment links; reconciliation against WeChat's bills, the balance and its ledger."),
     paths(payments::create_payment, payments::get_payment, payments::list_payments, payments::cancel_payment, payments::new_attempt,
         qr::png_image, qr::svg_image,
         refunds::create_refund, refunds::list_refunds, refunds::get_refund,
@@ -17,7 +17,10 @@ use crate::http::{links, payments, qr, refunds, webhooks};
         webhooks::delete_endpoint, webhooks::list_events, webhooks::get_event,
         webhooks::redeliver, webhooks::redeliver_range, webhooks::rotate_notify_secret,
         webhooks::rotate_endpoint_secret, links::create_link, links::list_links,
-        links::get_link, links::deactivate, links::link_payments),
+        links::get_link, links::deactivate, links::link_payments,
+        money::create_reconciliation, money::list_reconciliations, money::get_reconciliation,
+        money::discrepancies_csv, money::resolve_discrepancy, money::get_balance,
+        money::list_balance_transactions),
     modifiers(&ApiKeyAuth)
 )]
 struct ApiDoc;

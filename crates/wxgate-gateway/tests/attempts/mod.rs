@@ -118,6 +118,15 @@ pub async fn a_shopper_who_pays_twice_is_refunded_once(t: TestGateway) {
             .await
             .contains(&"payment.duplicate_paid".to_string())
     );
+    // The ledger took both orders' money in and the duplicate's refund out.
+    let violations = t.store.ledger_violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    let balances = t.store.balances(&t.merchant_id).await.unwrap();
+    let paid_amount = paid["amount"].as_i64().unwrap();
+    assert_eq!(
+        (balances[0].1.pending, balances[0].1.refunds),
+        (2 * paid_amount, paid_amount)
+    );
     // The payment itself is untouched: still fully refundable by the merchant.
     let (s, r) = t
         .call(

@@ -75,6 +75,8 @@ impl TestGateway {
         config.webhook_retry_schedule_ms = vec![40, 40, 40];
         config.webhook_poll_interval = Duration::from_millis(20);
         config.webhook_timeout = Duration::from_secs(5);
+        // Reconciliations run when a test asks for them, not on the daily schedule.
+        config.reconcile_daily = false;
         tweak(&mut config);
         let merchant =
             merchants::create_sandbox_merchant(&store, &config.master_key, &sim, "Test shop")

@@ -1,5 +1,7 @@
 //! What the API shows: payments as JSON, and the `next_action` a merchant hands to the
-//! shopper's device.
+//! shopper's device; [`money`] shows reconciliations, balances and balance transactions.
+
+pub mod money;
 
 use serde::Serialize;
 use serde_json::value::RawValue;

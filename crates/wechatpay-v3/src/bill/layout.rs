@@ -1,0 +1,133 @@
+//! The CSV layout every bill shares: UTF-8 with a BOM, CRLF lines, a header line, data lines
+//! whose fields carry a backtick prefix, and a summary header and line at the end; and fields
+//! looked up by column name.
+
+use std::collections::HashMap;
+
+use super::amount;
+use super::error::BillError;
+
+/// A parsed bill: the column names, the data rows, and the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bill {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub summary_columns: Vec<String>,
+    pub summary: Vec<String>,
+}
+
+impl Bill {
+    /// Parses the CSV layout. Fields lose their backtick prefix; amounts stay text in yuan.
+    pub fn parse(file: &[u8]) -> Result<Self, BillError> {
+        let text = std::str::from_utf8(file).map_err(|_| BillError::Encoding)?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let lines: Vec<&str> = text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.len() < 3 {
+            return Err(BillError::Layout);
+        }
+        let split = |line: &str| -> Vec<String> {
+            line.split(',')
+                .map(|f| f.strip_prefix('`').unwrap_or(f).to_string())
+                .collect()
+        };
+        let n = lines.len();
+        Ok(Self {
+            columns: split(lines[0]),
+            rows: lines[1..n - 2].iter().map(|l| split(l)).collect(),
+            summary_columns: split(lines[n - 2]),
+            summary: split(lines[n - 1]),
+        })
+    }
+}
+
+/// Column positions by header name. Full-width parentheses in names (`收支金额（元）`) are read
+/// as ASCII ones, since files differ in which they use.
+pub(crate) struct Columns {
+    index: HashMap<String, usize>,
+    width: usize,
+}
+
+fn normalise(name: &str) -> String {
+    name.trim().replace('（', "(").replace('）', ")")
+}
+
+impl Columns {
+    pub(crate) fn new(names: &[String]) -> Self {
+        Self {
+            index: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (normalise(n), i))
+                .collect(),
+            width: names.len(),
+        }
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// A view of data line `line` (1-based, for messages), checked against the header's width.
+    pub(crate) fn row<'a>(
+        &'a self,
+        line: usize,
+        fields: &'a [String],
+    ) -> Result<RowView<'a>, BillError> {
+        if fields.len() != self.width {
+            return Err(BillError::Width {
+                line,
+                expected: self.width,
+                actual: fields.len(),
+            });
+        }
+        Ok(RowView {
+            columns: self,
+            fields,
+        })
+    }
+}
+
+/// One line's fields, looked up by column name.
+pub(crate) struct RowView<'a> {
+    columns: &'a Columns,
+    fields: &'a [String],
+}
+
+impl RowView<'_> {
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.columns.has(name)
+    }
+
+    pub(crate) fn optional(&self, name: &str) -> Option<&str> {
+        self.columns
+            .index
+            .get(name)
+            .map(|&i| self.fields[i].as_str())
+    }
+
+    pub(crate) fn text(&self, name: &str) -> Result<&str, BillError> {
+        self.optional(name)
+            .ok_or_else(|| BillError::Column(name.to_string()))
+    }
+
+    pub(crate) fn string(&self, name: &str) -> Result<String, BillError> {
+        self.text(name).map(str::to_string)
+    }
+
+    /// The first of a current and an older column name that the file has.
+    pub(crate) fn either(&self, (current, older): (&str, &str)) -> Result<&str, BillError> {
+        self.optional(current)
+            .or_else(|| self.optional(older))
+            .ok_or_else(|| BillError::Column(current.to_string()))
+    }
+
+    pub(crate) fn optional_fen(&self, name: &str) -> Result<Option<i64>, BillError> {
+        self.optional(name)
+            .map(|text| amount::fen(name, text))
+            .transpose()
+    }
+}

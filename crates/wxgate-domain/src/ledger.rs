@@ -1,0 +1,215 @@
+//! The double-entry ledger: every movement of a merchant's money is a [`Posting`] whose entries
+//! sum to zero, and every balance is a sum of entries (never stored apart from them).
+//!
+//! Accounts, per merchant and currency (a positive balance is money in it):
+//! - `pending`: paid by payers, not yet settled by WeChat;
+//! - `settled`: settled by WeChat into the merchant's account; what is available;
+//! - `refunds`, `fees`, `payouts`: what went out, each its own running total;
+//! - `revenue`: the other side of every payment (its balance is minus all payments).
+//!
+//! So `available` (the `settled` balance) is settled − refunds − fees + fees returned − payouts,
+//! and `pending + settled + refunds + fees + payouts + revenue = 0` at every moment.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Account {
+    Revenue,
+    Pending,
+    Settled,
+    Refunds,
+    Fees,
+    Payouts,
+}
+
+impl Account {
+    pub const ALL: [Account; 6] = [
+        Self::Revenue,
+        Self::Pending,
+        Self::Settled,
+        Self::Refunds,
+        Self::Fees,
+        Self::Payouts,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revenue => "revenue",
+            Self::Pending => "pending",
+            Self::Settled => "settled",
+            Self::Refunds => "refunds",
+            Self::Fees => "fees",
+            Self::Payouts => "payouts",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// What caused a posting. One cause posts once per source (the store keeps them unique), so
+/// replaying a callback or re-running a reconciliation never posts twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostingKind {
+    /// A WeChat order was paid (source: its out_trade_no).
+    Payment,
+    /// WeChat settled a payment (source: the fund-flow movement).
+    Settlement,
+    /// WeChat took its fee on a payment (source: the fund-flow movement).
+    Fee,
+    /// WeChat returned part of a fee with a refund (source: the fund-flow movement).
+    FeeReturn,
+    /// A refund succeeded (source: the refund).
+    Refund,
+    /// A payout left the account (source: the payout).
+    Payout,
+}
+
+impl PostingKind {
+    pub const ALL: [PostingKind; 6] = [
+        Self::Payment,
+        Self::Settlement,
+        Self::Fee,
+        Self::FeeReturn,
+        Self::Refund,
+        Self::Payout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Payment => "payment",
+            Self::Settlement => "settlement",
+            Self::Fee => "fee",
+            Self::FeeReturn => "fee_return",
+            Self::Refund => "refund",
+            Self::Payout => "payout",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The two accounts this kind moves `amount` between: (debited, credited). The debited
+    /// account's balance grows by the amount, the credited one's shrinks.
+    fn accounts(self) -> (Account, Account) {
+        match self {
+            Self::Payment => (Account::Pending, Account::Revenue),
+            Self::Settlement => (Account::Settled, Account::Pending),
+            Self::Fee => (Account::Fees, Account::Settled),
+            Self::FeeReturn => (Account::Settled, Account::Fees),
+            Self::Refund => (Account::Refunds, Account::Settled),
+            Self::Payout => (Account::Payouts, Account::Settled),
+        }
+    }
+}
+
+try_from_string!(PostingKind, "posting kind");
+try_from_string!(Account, "ledger account");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PostingError {
+    #[error("a posting moves a positive amount, not {0}")]
+    NotPositive(i64),
+}
+
+/// One balanced movement: its entries (account, signed amount) sum to zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    pub kind: PostingKind,
+    pub amount: i64,
+    pub entries: [(Account, i64); 2],
+}
+
+impl Posting {
+    pub fn new(kind: PostingKind, amount: i64) -> Result<Self, PostingError> {
+        if amount <= 0 {
+            return Err(PostingError::NotPositive(amount));
+        }
+        let (debit, credit) = kind.accounts();
+        let posting = Self {
+            kind,
+            amount,
+            entries: [(debit, amount), (credit, -amount)],
+        };
+        assert_eq!(posting.entries.iter().map(|(_, a)| a).sum::<i64>(), 0);
+        Ok(posting)
+    }
+}
+
+/// Balances by account, summed from entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Balances {
+    pub revenue: i64,
+    pub pending: i64,
+    pub settled: i64,
+    pub refunds: i64,
+    pub fees: i64,
+    pub payouts: i64,
+}
+
+impl Balances {
+    pub fn add(&mut self, account: Account, amount: i64) {
+        let slot = match account {
+            Account::Revenue => &mut self.revenue,
+            Account::Pending => &mut self.pending,
+            Account::Settled => &mut self.settled,
+            Account::Refunds => &mut self.refunds,
+            Account::Fees => &mut self.fees,
+            Account::Payouts => &mut self.payouts,
+        };
+        *slot += amount;
+    }
+
+    /// What the merchant can use: the settled account.
+    pub fn available(&self) -> i64 {
+        self.settled
+    }
+
+    /// The ledger's own check: all accounts together hold nothing.
+    pub fn is_balanced(&self) -> bool {
+        self.revenue + self.pending + self.settled + self.refunds + self.fees + self.payouts == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payment_settled_with_its_fee_and_a_partial_refund() {
+        let mut b = Balances::default();
+        for (kind, amount) in [
+            (PostingKind::Payment, 10_000),
+            (PostingKind::Settlement, 10_000),
+            (PostingKind::Fee, 60),
+            (PostingKind::Refund, 2_500),
+            (PostingKind::FeeReturn, 15),
+        ] {
+            for (account, a) in Posting::new(kind, amount).unwrap().entries {
+                b.add(account, a);
+            }
+        }
+        assert!(b.is_balanced());
+        assert_eq!(b.pending, 0);
+        assert_eq!(b.available(), 10_000 - 60 - 2_500 + 15);
+        assert_eq!((b.refunds, b.fees, b.revenue), (2_500, 45, -10_000));
+    }
+
+    #[test]
+    fn postings_move_positive_amounts_and_names_round_trip() {
+        assert_eq!(
+            Posting::new(PostingKind::Fee, 0),
+            Err(PostingError::NotPositive(0))
+        );
+        for k in PostingKind::ALL {
+            assert_eq!(PostingKind::parse(k.as_str()), Some(k));
+        }
+        for a in Account::ALL {
+            assert_eq!(Account::parse(a.as_str()), Some(a));
+        }
+    }
+}

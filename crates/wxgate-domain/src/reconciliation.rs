@@ -1,0 +1,783 @@
+//! Reconciliation of one merchant's day: the gateway's records against WeChat's trade bill
+//! and fund-flow bill (a three-way match), as a pure function from the three sides to typed
+//! findings and the ledger postings the bills justify.
+//!
+//! Rules:
+//! - A bill's payment row is matched by out_trade_no to a WeChat order the gateway made (any
+//!   attempt of a payment); a refund row by out_refund_no.
+//! - Each row's amount must equal the gateway's; a payment row must find the gateway's order
+//!   paid, a refund row the refund succeeded (a bill's `PROCESSING` is a refund in flight).
+//! - A payment's fee must be the merchant's rate of its amount, rounded half up to the fen.
+//! - The fund-flow bill must settle each matched payment's amount; only then are its
+//!   settlement and fee posted to the ledger (a payment in question stays pending).
+//! - What the gateway has on the day that the bill lacks is `missing_at_wechat`.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::ledger::PostingKind;
+
+/// What kind of disagreement a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscrepancyKind {
+    MissingInGateway,
+    MissingAtWechat,
+    AmountMismatch,
+    StatusMismatch,
+    DuplicateAtWechat,
+    FeeUnexpected,
+}
+
+impl DiscrepancyKind {
+    pub const ALL: [DiscrepancyKind; 6] = [
+        Self::MissingInGateway,
+        Self::MissingAtWechat,
+        Self::AmountMismatch,
+        Self::StatusMismatch,
+        Self::DuplicateAtWechat,
+        Self::FeeUnexpected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingInGateway => "missing_in_gateway",
+            Self::MissingAtWechat => "missing_at_wechat",
+            Self::AmountMismatch => "amount_mismatch",
+            Self::StatusMismatch => "status_mismatch",
+            Self::DuplicateAtWechat => "duplicate_at_wechat",
+            Self::FeeUnexpected => "fee_unexpected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Where a reconciliation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconciliationStatus {
+    /// Due to run (or to run again after a failed attempt).
+    #[default]
+    Pending,
+    /// WeChat is still building the bill; it runs again later.
+    WaitingForBill,
+    Completed,
+    /// Gave up after repeated errors; `last_error` says why.
+    Failed,
+}
+
+impl ReconciliationStatus {
+    pub const ALL: [ReconciliationStatus; 4] = [
+        Self::Pending,
+        Self::WaitingForBill,
+        Self::Completed,
+        Self::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::WaitingForBill => "waiting_for_bill",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Where a discrepancy stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscrepancyStatus {
+    /// Needs a person.
+    #[default]
+    Open,
+    /// The job asked WeChat and brought the gateway in line (with the usual events).
+    Repaired,
+    /// Closed with a reason: by an operator, or by the job when WeChat's live answer agrees
+    /// with the gateway and the bill only caught a moment in flight.
+    Resolved,
+}
+
+impl DiscrepancyStatus {
+    pub const ALL: [DiscrepancyStatus; 3] = [Self::Open, Self::Repaired, Self::Resolved];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Repaired => "repaired",
+            Self::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+try_from_string!(ReconciliationStatus, "reconciliation status");
+try_from_string!(DiscrepancyStatus, "discrepancy status");
+try_from_string!(DiscrepancyKind, "discrepancy kind");
+
+/// Where the gateway's WeChat order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    Paid,
+    Pending,
+    Unpaid,
+}
+
+/// A WeChat order the gateway made, as reconciliation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayOrder {
+    pub out_trade_no: String,
+    pub payment_id: String,
+    pub amount: i64,
+    pub state: OrderState,
+    /// Paid on the day reconciled (so the bill must show it).
+    pub paid_on_day: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundState {
+    Succeeded,
+    Pending,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayRefund {
+    pub out_refund_no: String,
+    pub refund_id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    pub state: RefundState,
+    /// Sent to WeChat on the day reconciled.
+    pub on_day: bool,
+}
+
+/// A payment row of the trade bill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillPayment {
+    pub out_trade_no: String,
+    pub transaction_id: String,
+    /// The order's amount (订单金额), compared with the gateway's.
+    pub amount: i64,
+    /// What WeChat settles for it (应结订单金额: less coupons others funded), compared with the
+    /// fund-flow bill.
+    pub settlement: i64,
+    /// In fen, as WeChat rounded it.
+    pub fee: i64,
+}
+
+/// A refund row of the trade bill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillRefund {
+    pub out_refund_no: String,
+    pub refund_id: String,
+    pub amount: i64,
+    pub processing: bool,
+}
+
+/// What a fund-flow movement is, from its business type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowKind {
+    Settlement,
+    Fee,
+    Refund,
+    FeeReturn,
+    Other,
+}
+
+/// One movement of the basic account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowMovement {
+    /// The transaction or refund it belongs to.
+    pub business_no: String,
+    /// Unique per movement: the ledger posts each once.
+    pub flow_no: String,
+    pub kind: FlowKind,
+    pub amount: i64,
+}
+
+/// Everything one day's reconciliation reads.
+#[derive(Debug, Clone, Default)]
+pub struct DayInput {
+    /// The gateway's orders paid on the day, and any other the bills name.
+    pub orders: Vec<GatewayOrder>,
+    /// The gateway's refunds sent on the day, and any other the bills name.
+    pub refunds: Vec<GatewayRefund>,
+    pub bill_payments: Vec<BillPayment>,
+    pub bill_refunds: Vec<BillRefund>,
+    pub flows: Vec<FlowMovement>,
+    /// The merchant's fee rate, basis points.
+    pub fee_rate_bp: u32,
+}
+
+/// One side of a finding: what that side holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Side {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<usize>,
+    /// Which record: `gateway`, `trade_bill` or `fund_flow_bill`.
+    pub source: &'static str,
+}
+
+/// What the job can do about a finding by asking WeChat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repair {
+    /// Query this order and apply what WeChat says through the normal sync path.
+    SyncPayment { payment_id: String },
+    /// Query this refund likewise.
+    SyncRefund { refund_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: DiscrepancyKind,
+    /// The out_trade_no or out_refund_no the finding is about.
+    pub reference: String,
+    pub payment_id: Option<String>,
+    pub refund_id: Option<String>,
+    pub gateway: Option<Side>,
+    pub wechat: Option<Side>,
+    pub repair: Option<Repair>,
+}
+
+/// A ledger posting the bills justify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillPosting {
+    pub kind: PostingKind,
+    pub amount: i64,
+    /// The fund-flow movement.
+    pub source: String,
+    pub payment_id: String,
+    /// In the payment's currency.
+    pub reference: String,
+}
+
+/// Counts and sums of both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Totals {
+    pub gateway_payments: u64,
+    pub gateway_payment_amount: i64,
+    pub gateway_refunds: u64,
+    pub gateway_refund_amount: i64,
+    pub wechat_payments: u64,
+    pub wechat_payment_amount: i64,
+    pub wechat_refunds: u64,
+    pub wechat_refund_amount: i64,
+    pub wechat_fees: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DayResult {
+    pub findings: Vec<Finding>,
+    pub postings: Vec<BillPosting>,
+    pub totals: Totals,
+}
+
+/// WeChat's fee on `amount` at `rate_bp` basis points, rounded half up to the fen.
+pub fn expected_fee(amount: i64, rate_bp: u32) -> i64 {
+    (amount * i64::from(rate_bp) + 5_000) / 10_000
+}
+
+/// Rows grouped by a key, in order of first appearance.
+fn grouped<'a, T>(rows: &'a [T], key: impl Fn(&'a T) -> &'a str) -> Vec<(&'a str, Vec<&'a T>)> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut groups: Vec<(&str, Vec<&T>)> = Vec::new();
+    for row in rows {
+        let k = key(row);
+        match index.get(k) {
+            Some(&i) => groups[i].1.push(row),
+            None => {
+                index.insert(k, groups.len());
+                groups.push((k, vec![row]));
+            }
+        }
+    }
+    groups
+}
+
+/// Reconciles one day.
+pub fn reconcile(input: &DayInput) -> DayResult {
+    let mut result = DayResult::default();
+    let flows = FlowIndex::new(&input.flows);
+    match_payments(input, &flows, &mut result);
+    match_refunds(input, &flows, &mut result);
+    result.totals.wechat_fees = input.bill_payments.iter().map(|p| p.fee).sum();
+    result
+}
+
+/// Fund-flow movements by the transaction or refund they belong to.
+struct FlowIndex<'a> {
+    by_business_no: HashMap<&'a str, Vec<&'a FlowMovement>>,
+}
+
+impl<'a> FlowIndex<'a> {
+    fn new(flows: &'a [FlowMovement]) -> Self {
+        let mut by_business_no: HashMap<&str, Vec<&FlowMovement>> = HashMap::new();
+        for f in flows {
+            by_business_no.entry(&f.business_no).or_default().push(f);
+        }
+        Self { by_business_no }
+    }
+
+    fn of(&self, business_no: &str, kind: FlowKind) -> impl Iterator<Item = &'a FlowMovement> {
+        self.by_business_no
+            .get(business_no)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |f| f.kind == kind)
+    }
+
+    fn sum(&self, business_no: &str, kind: FlowKind) -> i64 {
+        self.of(business_no, kind).map(|f| f.amount).sum()
+    }
+}
+
+fn side(source: &'static str) -> Side {
+    Side {
+        source,
+        ..Side::default()
+    }
+}
+
+fn gateway_order_side(o: &GatewayOrder) -> Side {
+    Side {
+        amount: Some(o.amount),
+        status: Some(
+            match o.state {
+                OrderState::Paid => "paid",
+                OrderState::Pending => "pending",
+                OrderState::Unpaid => "unpaid",
+            }
+            .into(),
+        ),
+        ..side("gateway")
+    }
+}
+
+fn bill_payment_side(row: &BillPayment, rows: usize) -> Side {
+    Side {
+        amount: Some(row.amount),
+        status: Some("SUCCESS".into()),
+        fee: Some(row.fee),
+        rows: Some(rows),
+        ..side("trade_bill")
+    }
+}
+
+fn payment_finding(kind: DiscrepancyKind, reference: &str, o: Option<&GatewayOrder>) -> Finding {
+    Finding {
+        kind,
+        reference: reference.to_string(),
+        payment_id: o.map(|o| o.payment_id.clone()),
+        refund_id: None,
+        gateway: o.map(gateway_order_side),
+        wechat: None,
+        repair: None,
+    }
+}
+
+fn match_payments(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResult) {
+    let orders: HashMap<&str, &GatewayOrder> = input
+        .orders
+        .iter()
+        .map(|o| (o.out_trade_no.as_str(), o))
+        .collect();
+    let groups = grouped(&input.bill_payments, |p| p.out_trade_no.as_str());
+    for (no, rows) in &groups {
+        let row = rows[0];
+        result.totals.wechat_payments += rows.len() as u64;
+        result.totals.wechat_payment_amount += rows.iter().map(|r| r.amount).sum::<i64>();
+        let order = orders.get(no).copied();
+        let wechat = bill_payment_side(row, rows.len());
+        let found = |kind| Finding {
+            wechat: Some(wechat.clone()),
+            ..payment_finding(kind, no, order)
+        };
+        if rows.len() > 1 {
+            result
+                .findings
+                .push(found(DiscrepancyKind::DuplicateAtWechat));
+        }
+        let Some(order) = order else {
+            result
+                .findings
+                .push(found(DiscrepancyKind::MissingInGateway));
+            continue;
+        };
+        if order.amount != row.amount {
+            result.findings.push(found(DiscrepancyKind::AmountMismatch));
+            continue;
+        }
+        if order.state != OrderState::Paid {
+            result.findings.push(Finding {
+                repair: Some(Repair::SyncPayment {
+                    payment_id: order.payment_id.clone(),
+                }),
+                ..found(DiscrepancyKind::StatusMismatch)
+            });
+        }
+        if row.fee != expected_fee(row.amount, input.fee_rate_bp) {
+            result.findings.push(found(DiscrepancyKind::FeeUnexpected));
+        }
+        settle_payment(order, row, flows, result);
+    }
+    let in_bill: HashSet<&str> = groups.iter().map(|(no, _)| *no).collect();
+    for o in input.orders.iter().filter(|o| o.paid_on_day) {
+        result.totals.gateway_payments += 1;
+        result.totals.gateway_payment_amount += o.amount;
+        if !in_bill.contains(o.out_trade_no.as_str()) {
+            result.findings.push(payment_finding(
+                DiscrepancyKind::MissingAtWechat,
+                &o.out_trade_no,
+                Some(o),
+            ));
+        }
+    }
+}
+
+/// Checks the fund-flow bill settled a matched payment; if it did, posts the settlement and
+/// the fee it shows.
+fn settle_payment(
+    order: &GatewayOrder,
+    row: &BillPayment,
+    flows: &FlowIndex<'_>,
+    result: &mut DayResult,
+) {
+    let settled = flows.sum(&row.transaction_id, FlowKind::Settlement);
+    if settled != row.settlement {
+        result.findings.push(Finding {
+            wechat: Some(Side {
+                amount: Some(settled),
+                ..side("fund_flow_bill")
+            }),
+            ..payment_finding(
+                DiscrepancyKind::AmountMismatch,
+                &row.out_trade_no,
+                Some(order),
+            )
+        });
+        return;
+    }
+    for (flow_kind, kind) in [
+        (FlowKind::Settlement, PostingKind::Settlement),
+        (FlowKind::Fee, PostingKind::Fee),
+    ] {
+        for f in flows.of(&row.transaction_id, flow_kind) {
+            post(result, kind, f, &order.payment_id, &row.out_trade_no);
+        }
+    }
+}
+
+fn post(
+    result: &mut DayResult,
+    kind: PostingKind,
+    f: &FlowMovement,
+    payment_id: &str,
+    reference: &str,
+) {
+    if f.amount > 0 {
+        result.postings.push(BillPosting {
+            kind,
+            amount: f.amount,
+            source: f.flow_no.clone(),
+            payment_id: payment_id.to_string(),
+            reference: reference.to_string(),
+        });
+    }
+}
+
+fn refund_finding(kind: DiscrepancyKind, reference: &str, r: Option<&GatewayRefund>) -> Finding {
+    Finding {
+        kind,
+        reference: reference.to_string(),
+        payment_id: r.map(|r| r.payment_id.clone()),
+        refund_id: r.map(|r| r.refund_id.clone()),
+        gateway: r.map(|r| Side {
+            amount: Some(r.amount),
+            status: Some(
+                match r.state {
+                    RefundState::Succeeded => "succeeded",
+                    RefundState::Pending => "pending",
+                    RefundState::Failed => "failed",
+                }
+                .into(),
+            ),
+            ..side("gateway")
+        }),
+        wechat: None,
+        repair: None,
+    }
+}
+
+fn match_refunds(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResult) {
+    let refunds: HashMap<&str, &GatewayRefund> = input
+        .refunds
+        .iter()
+        .map(|r| (r.out_refund_no.as_str(), r))
+        .collect();
+    let groups = grouped(&input.bill_refunds, |r| r.out_refund_no.as_str());
+    for (no, rows) in &groups {
+        let row = rows[0];
+        result.totals.wechat_refunds += rows.len() as u64;
+        result.totals.wechat_refund_amount += rows.iter().map(|r| r.amount).sum::<i64>();
+        let refund = refunds.get(no).copied();
+        let wechat = Side {
+            amount: Some(row.amount),
+            status: Some(
+                if row.processing {
+                    "PROCESSING"
+                } else {
+                    "SUCCESS"
+                }
+                .into(),
+            ),
+            rows: Some(rows.len()),
+            ..side("trade_bill")
+        };
+        let found = |kind| Finding {
+            wechat: Some(wechat.clone()),
+            ..refund_finding(kind, no, refund)
+        };
+        if rows.len() > 1 {
+            result
+                .findings
+                .push(found(DiscrepancyKind::DuplicateAtWechat));
+        }
+        let Some(refund) = refund else {
+            result
+                .findings
+                .push(found(DiscrepancyKind::MissingInGateway));
+            continue;
+        };
+        if refund.amount != row.amount {
+            result.findings.push(found(DiscrepancyKind::AmountMismatch));
+            continue;
+        }
+        let agrees = matches!(
+            (refund.state, row.processing),
+            (RefundState::Succeeded, false) | (RefundState::Pending, true)
+        );
+        if !agrees {
+            result.findings.push(Finding {
+                repair: Some(Repair::SyncRefund {
+                    refund_id: refund.refund_id.clone(),
+                }),
+                ..found(DiscrepancyKind::StatusMismatch)
+            });
+        }
+        for f in flows.of(&row.refund_id, FlowKind::FeeReturn) {
+            post(result, PostingKind::FeeReturn, f, &refund.payment_id, no);
+        }
+    }
+    missing_refunds(input, &groups, result);
+}
+
+/// The gateway's refunds of the day that the bill lacks.
+fn missing_refunds(input: &DayInput, groups: &[(&str, Vec<&BillRefund>)], result: &mut DayResult) {
+    let in_bill: HashSet<&str> = groups.iter().map(|(no, _)| *no).collect();
+    for r in input
+        .refunds
+        .iter()
+        .filter(|r| r.on_day && r.state != RefundState::Failed)
+    {
+        result.totals.gateway_refunds += 1;
+        result.totals.gateway_refund_amount += r.amount;
+        if !in_bill.contains(r.out_refund_no.as_str()) {
+            result.findings.push(refund_finding(
+                DiscrepancyKind::MissingAtWechat,
+                &r.out_refund_no,
+                Some(r),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(no: &str, amount: i64) -> GatewayOrder {
+        GatewayOrder {
+            out_trade_no: no.into(),
+            payment_id: format!("pay_{no}"),
+            amount,
+            state: OrderState::Paid,
+            paid_on_day: true,
+        }
+    }
+
+    fn bill(no: &str, amount: i64) -> BillPayment {
+        BillPayment {
+            out_trade_no: no.into(),
+            transaction_id: format!("42{no}"),
+            amount,
+            settlement: amount,
+            fee: expected_fee(amount, 60),
+        }
+    }
+
+    fn settled(no: &str, amount: i64) -> Vec<FlowMovement> {
+        let fee = expected_fee(amount, 60);
+        vec![
+            FlowMovement {
+                business_no: format!("42{no}"),
+                flow_no: format!("f1{no}"),
+                kind: FlowKind::Settlement,
+                amount,
+            },
+            FlowMovement {
+                business_no: format!("42{no}"),
+                flow_no: format!("f2{no}"),
+                kind: FlowKind::Fee,
+                amount: fee,
+            },
+        ]
+    }
+
+    fn clean_day() -> DayInput {
+        DayInput {
+            orders: vec![order("a", 1_000), order("b", 250)],
+            bill_payments: vec![bill("a", 1_000), bill("b", 250)],
+            flows: [settled("a", 1_000), settled("b", 250)].concat(),
+            fee_rate_bp: 60,
+            ..DayInput::default()
+        }
+    }
+
+    fn kinds(r: &DayResult) -> Vec<DiscrepancyKind> {
+        r.findings.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn a_clean_day_has_no_findings_and_posts_settlements_and_fees() {
+        let r = reconcile(&clean_day());
+        assert_eq!(kinds(&r), []);
+        let posted: Vec<(PostingKind, i64)> =
+            r.postings.iter().map(|p| (p.kind, p.amount)).collect();
+        assert_eq!(
+            posted,
+            [
+                (PostingKind::Settlement, 1_000),
+                (PostingKind::Fee, 6),
+                (PostingKind::Settlement, 250),
+                (PostingKind::Fee, 2)
+            ]
+        );
+        assert_eq!(
+            (
+                r.totals.gateway_payment_amount,
+                r.totals.wechat_payment_amount
+            ),
+            (1_250, 1_250)
+        );
+    }
+
+    #[test]
+    fn each_fault_is_found_once_and_alone() {
+        let mut day = clean_day();
+        day.bill_payments.remove(0);
+        assert_eq!(kinds(&reconcile(&day)), [DiscrepancyKind::MissingAtWechat]);
+
+        let mut day = clean_day();
+        day.bill_payments.push(bill("stranger", 100));
+        assert_eq!(kinds(&reconcile(&day)), [DiscrepancyKind::MissingInGateway]);
+
+        let mut day = clean_day();
+        day.bill_payments[0].amount += 1;
+        day.bill_payments[0].settlement += 1;
+        day.flows[0].amount += 1;
+        let r = reconcile(&day);
+        assert_eq!(kinds(&r), [DiscrepancyKind::AmountMismatch]);
+        assert!(
+            r.postings.iter().all(|p| p.payment_id != "pay_a"),
+            "a payment in question stays pending"
+        );
+
+        let mut day = clean_day();
+        day.bill_payments.push(bill("b", 250));
+        assert_eq!(
+            kinds(&reconcile(&day)),
+            [DiscrepancyKind::DuplicateAtWechat]
+        );
+
+        let mut day = clean_day();
+        day.orders[1].state = OrderState::Pending;
+        let r = reconcile(&day);
+        assert_eq!(kinds(&r), [DiscrepancyKind::StatusMismatch]);
+        assert_eq!(
+            r.findings[0].repair,
+            Some(Repair::SyncPayment {
+                payment_id: "pay_b".into()
+            })
+        );
+
+        let mut day = clean_day();
+        day.bill_payments[1].fee = 5;
+        assert_eq!(kinds(&reconcile(&day)), [DiscrepancyKind::FeeUnexpected]);
+
+        let mut day = clean_day();
+        day.flows.remove(0);
+        assert_eq!(kinds(&reconcile(&day)), [DiscrepancyKind::AmountMismatch]);
+    }
+
+    #[test]
+    fn refunds_match_by_out_refund_no_and_status() {
+        let refund = GatewayRefund {
+            out_refund_no: "r1".into(),
+            refund_id: "re_1".into(),
+            payment_id: "pay_a".into(),
+            amount: 100,
+            state: RefundState::Succeeded,
+            on_day: true,
+        };
+        let row = BillRefund {
+            out_refund_no: "r1".into(),
+            refund_id: "50r1".into(),
+            amount: 100,
+            processing: false,
+        };
+        let mut day = clean_day();
+        day.refunds = vec![refund.clone()];
+        day.bill_refunds = vec![row.clone()];
+        assert_eq!(kinds(&reconcile(&day)), []);
+        day.bill_refunds[0].processing = true;
+        let r = reconcile(&day);
+        assert_eq!(kinds(&r), [DiscrepancyKind::StatusMismatch]);
+        assert_eq!(
+            r.findings[0].repair,
+            Some(Repair::SyncRefund {
+                refund_id: "re_1".into()
+            })
+        );
+        day.bill_refunds.clear();
+        assert_eq!(kinds(&reconcile(&day)), [DiscrepancyKind::MissingAtWechat]);
+    }
+
+    #[test]
+    fn fees_round_half_up_to_the_fen() {
+        assert_eq!(expected_fee(101, 60), 1);
+        assert_eq!(expected_fee(250, 60), 2);
+        assert_eq!(expected_fee(83, 60), 0);
+        assert_eq!(expected_fee(3, 3_900), 1);
+    }
+}

@@ -1,0 +1,543 @@
+//! Reconciliation against WeChat's bills: a merchant's day is requested (by the API, the CLI or
+//! the daily schedule), claimed from the database by one node, matched three ways (the
+//! gateway's records, the trade bill, the fund-flow bill) by the pure
+//! [`reconcile`](wxgate_domain::reconciliation::reconcile), and written with its discrepancies
+//! and events in one transaction. Bills justify ledger postings (settlements, fees); findings
+//! WeChat can settle by a query are repaired through the normal sync path.
+
+use std::collections::HashSet;
+
+use time::{Date, OffsetDateTime, UtcOffset};
+use wechatpay_v3::bill::{BillRefundStatus, FlowDirection, FundFlowBill, TradeBill, TradeRowState};
+use wechatpay_v3::model::{BillOutcome, FundFlowBillRequest, TradeBillRequest};
+use wxgate_domain::id::MerchantId;
+use wxgate_domain::ledger::Posting;
+use wxgate_domain::reconciliation::{
+    self as recon, DayInput, DayResult, DiscrepancyStatus, Finding, FlowKind, FlowMovement,
+    GatewayOrder, GatewayRefund, OrderState, ReconciliationStatus, RefundState,
+};
+use wxgate_domain::refund::RefundStatus;
+use wxgate_store::{
+    Completion, DayOrderRow, DayRefundRow, DiscrepancyRow, EventRow, PostingSource,
+    ReconciliationRow,
+};
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::gateway::Gateway;
+use crate::upstream::Upstream;
+use crate::views::money as views;
+
+/// Beijing time, in which WeChat's bill days run.
+pub const BILL_OFFSET: UtcOffset = time::macros::offset!(+8);
+/// How far back WeChat keeps domestic bills.
+pub const HISTORY_DAYS: i64 = 90;
+/// WeChat asks to try a bill still being built again after about half an hour.
+pub const BILL_RETRY_MS: i64 = 30 * 60 * 1000;
+/// After an error (WeChat unreachable, a bill that does not parse), the next try.
+pub const ERROR_RETRY_MS: i64 = 5 * 60 * 1000;
+/// Tries before a reconciliation is given up as failed: two days of waiting for a bill.
+pub const MAX_ATTEMPTS: i64 = 96;
+/// Reconciliations claimed per round.
+const CLAIM_BATCH: i64 = 4;
+/// The daily run for yesterday starts from this hour, Beijing time (WeChat: fetch after 10:00).
+pub const DAILY_HOUR: u8 = 10;
+
+/// The bill day a time falls on.
+pub fn bill_day(ms: i64) -> Date {
+    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .to_offset(BILL_OFFSET)
+        .date()
+}
+
+/// A bill day's bounds in Unix milliseconds: [start, end).
+pub fn day_bounds(date: Date) -> (i64, i64) {
+    let start = date.midnight().assume_offset(BILL_OFFSET).unix_timestamp() * 1000;
+    (start, start + 86_400_000)
+}
+
+/// The reconciliation of a merchant's day, requested now (or the one requested before).
+pub async fn request(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    date: Date,
+) -> ApiResult<(ReconciliationRow, bool)> {
+    let today = bill_day(gw.now_ms());
+    if date > today || (today - date).whole_days() > HISTORY_DAYS {
+        return Err(ApiError::invalid(
+            ErrorCode::DateOutOfRange,
+            "date",
+            format!(
+                "a bill date is from {HISTORY_DAYS} days ago to today (Asia/Shanghai), today being {today}"
+            ),
+        ));
+    }
+    Ok(gw
+        .store()
+        .request_reconciliation(merchant_id, &date.to_string(), gw.now_ms())
+        .await?)
+}
+
+/// The reconciliation with its discrepancies.
+pub async fn get(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    id: &str,
+) -> ApiResult<(ReconciliationRow, Vec<DiscrepancyRow>)> {
+    let r = gw
+        .store()
+        .reconciliation(merchant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("reconciliation"))?;
+    let list = gw.store().discrepancies(&r.id).await?;
+    Ok((r, list))
+}
+
+/// An operator closes an open discrepancy with a reason.
+pub async fn resolve(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    reconciliation_id: &str,
+    discrepancy_id: &str,
+    reason: &str,
+) -> ApiResult<DiscrepancyRow> {
+    let found = gw.store().discrepancy(merchant_id, discrepancy_id).await?;
+    let d = found
+        .filter(|d| d.reconciliation_id == reconciliation_id)
+        .ok_or_else(|| ApiError::not_found("discrepancy"))?;
+    let now = gw.now_ms();
+    if !gw
+        .store()
+        .close_discrepancy(&d, DiscrepancyStatus::Resolved, reason, now)
+        .await?
+    {
+        return Err(ApiError::new(
+            ErrorCode::DiscrepancyNotOpen,
+            format!("this discrepancy is {} already", d.status.as_str()),
+        ));
+    }
+    let after = gw.store().discrepancy(merchant_id, discrepancy_id).await?;
+    after.ok_or_else(|| ApiError::not_found("discrepancy"))
+}
+
+/// Requests yesterday's reconciliation for every merchant, once it is past `DAILY_HOUR`. True
+/// when it did (false: too early today).
+pub async fn schedule_daily(gw: &Gateway) -> anyhow::Result<bool> {
+    let now = gw.now_ms();
+    let local = OffsetDateTime::from_unix_timestamp(now / 1000)?.to_offset(BILL_OFFSET);
+    if local.hour() < DAILY_HOUR {
+        return Ok(false);
+    }
+    let yesterday = local.date().previous_day().expect("dates in range");
+    for m in gw.store().merchants().await? {
+        gw.store()
+            .request_reconciliation(&m.id, &yesterday.to_string(), now)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// One round: claims due reconciliations and runs each. Returns how many were handled.
+pub async fn run_due(gw: &Gateway) -> anyhow::Result<usize> {
+    let due = gw
+        .store()
+        .claim_due_reconciliations(gw.now_ms(), CLAIM_BATCH)
+        .await?;
+    let n = due.len();
+    for r in due {
+        if let Err(e) = run_one(gw, &r).await {
+            tracing::warn!(reconciliation = %r.id, error = %e, "reconciliation failed; will retry");
+            let next = (r.attempts + 1 < MAX_ATTEMPTS).then(|| gw.now_ms() + ERROR_RETRY_MS);
+            let status = match next {
+                Some(_) => ReconciliationStatus::Pending,
+                None => ReconciliationStatus::Failed,
+            };
+            let error = format!("{e:#}");
+            gw.store()
+                .defer_reconciliation(&r, status, next, Some(&error), gw.now_ms())
+                .await?;
+        }
+    }
+    Ok(n)
+}
+
+/// For tests and tools: runs rounds until nothing is due.
+pub async fn drain(gw: &Gateway) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if run_due(gw).await? == 0 {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("reconciliation did not settle")
+}
+
+/// Both bills of a day, once WeChat has them (`None` while they are being built).
+struct Bills {
+    trade: Option<TradeBill>,
+    flow: Option<FundFlowBill>,
+}
+
+async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>> {
+    let trade = TradeBillRequest {
+        bill_date: date.to_string(),
+        bill_type: Some("ALL".into()),
+        tar_type: Some("GZIP".into()),
+    };
+    let trade = match up.client.trade_bill(&trade).await? {
+        BillOutcome::Creating => return Ok(None),
+        BillOutcome::NoStatement => None,
+        BillOutcome::Ready(answer) => Some(TradeBill::parse(
+            &up.client.download_bill(&answer, true).await?,
+        )?),
+    };
+    let flow = FundFlowBillRequest {
+        bill_date: date.to_string(),
+        account_type: Some("BASIC".into()),
+        tar_type: Some("GZIP".into()),
+    };
+    let flow = match up.client.fund_flow_bill(&flow).await? {
+        BillOutcome::Creating => return Ok(None),
+        BillOutcome::NoStatement => None,
+        BillOutcome::Ready(answer) => Some(FundFlowBill::parse(
+            &up.client.download_bill(&answer, true).await?,
+        )?),
+    };
+    Ok(Some(Bills { trade, flow }))
+}
+
+async fn run_one(gw: &Gateway, r: &ReconciliationRow) -> anyhow::Result<()> {
+    let up = gw.upstream(&r.merchant_id).await?;
+    anyhow::ensure!(
+        !up.cross_border(),
+        "cross-border merchants are reconciled against /v3/global/statements, which wxgate does not read yet"
+    );
+    let Some(bills) = fetch_bills(&up, &r.bill_date).await? else {
+        let next = (r.attempts + 1 < MAX_ATTEMPTS).then(|| gw.now_ms() + BILL_RETRY_MS);
+        let status = match next {
+            Some(_) => ReconciliationStatus::WaitingForBill,
+            None => ReconciliationStatus::Failed,
+        };
+        let error = "WeChat is still building the bill (STATEMENT_CREATING)";
+        gw.store()
+            .defer_reconciliation(r, status, next, Some(error), gw.now_ms())
+            .await?;
+        return Ok(());
+    };
+    let date = Date::parse(
+        &r.bill_date,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )?;
+    let mut input = bill_input(&bills, up.merchant.fee_rate_bp);
+    gateway_side(gw, &r.merchant_id, date, &mut input).await?;
+    let result = recon::reconcile(&input);
+    post_bill_postings(gw, &r.merchant_id, &result).await?;
+    let discrepancies = complete(gw, r, &result).await?;
+    repair(gw, &up, &discrepancies, &result.findings).await;
+    Ok(())
+}
+
+/// The bills' side of the day, in domain values.
+fn bill_input(bills: &Bills, fee_rate_bp: i64) -> DayInput {
+    let mut input = DayInput {
+        fee_rate_bp: u32::try_from(fee_rate_bp).unwrap_or(0),
+        ..DayInput::default()
+    };
+    for row in bills.trade.iter().flat_map(|t| &t.rows) {
+        match (&row.state, &row.refund) {
+            (TradeRowState::Success, _) => input.bill_payments.push(recon::BillPayment {
+                out_trade_no: row.out_trade_no.clone(),
+                transaction_id: row.transaction_id.clone(),
+                amount: row.order_total.unwrap_or(row.settlement_total),
+                settlement: row.settlement_total,
+                fee: row.fee.fen_rounded(),
+            }),
+            (TradeRowState::Refund, Some(part)) => input.bill_refunds.push(recon::BillRefund {
+                out_refund_no: part.out_refund_no.clone(),
+                refund_id: part.refund_id.clone(),
+                amount: part.requested.unwrap_or(part.amount),
+                processing: part.status == BillRefundStatus::Processing,
+            }),
+            _ => {}
+        }
+    }
+    for row in bills.flow.iter().flat_map(|f| &f.rows) {
+        let kind = match (row.business_type.as_str(), row.direction) {
+            ("交易", FlowDirection::Income) => FlowKind::Settlement,
+            ("扣除交易手续费", FlowDirection::Expense) => FlowKind::Fee,
+            ("退款", FlowDirection::Expense) => FlowKind::Refund,
+            ("退还交易手续费", FlowDirection::Income) => FlowKind::FeeReturn,
+            _ => FlowKind::Other,
+        };
+        input.flows.push(FlowMovement {
+            business_no: row.business_no.clone(),
+            flow_no: row.flow_no.clone(),
+            kind,
+            amount: row.amount,
+        });
+    }
+    input
+}
+
+/// The gateway's side: what it has on the day, and whatever else the bills name.
+async fn gateway_side(
+    gw: &Gateway,
+    merchant_id: &str,
+    date: Date,
+    input: &mut DayInput,
+) -> anyhow::Result<()> {
+    let (from, to) = day_bounds(date);
+    let store = gw.store();
+    let mut orders = store.orders_paid_between(merchant_id, from, to).await?;
+    let known: HashSet<String> = orders.iter().map(|o| o.out_trade_no.clone()).collect();
+    let more: Vec<String> = input
+        .bill_payments
+        .iter()
+        .map(|p| p.out_trade_no.clone())
+        .filter(|no| !known.contains(no))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    orders.extend(store.orders_by_out_trade_no(merchant_id, &more).await?);
+    input.orders = orders.iter().map(|o| gateway_order(o, from, to)).collect();
+
+    let mut refunds = store.refunds_made_between(merchant_id, from, to).await?;
+    let known: HashSet<String> = refunds.iter().map(|r| r.out_refund_no.clone()).collect();
+    let more: Vec<String> = input
+        .bill_refunds
+        .iter()
+        .map(|r| r.out_refund_no.clone())
+        .filter(|no| !known.contains(no))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    refunds.extend(store.refunds_by_out_refund_no(merchant_id, &more).await?);
+    input.refunds = refunds
+        .iter()
+        .map(|r| gateway_refund(r, from, to))
+        .collect();
+    Ok(())
+}
+
+fn gateway_order(o: &DayOrderRow, from: i64, to: i64) -> GatewayOrder {
+    GatewayOrder {
+        out_trade_no: o.out_trade_no.clone(),
+        payment_id: o.payment_id.clone(),
+        amount: o.amount,
+        state: match o.attempt_status.as_str() {
+            "succeeded" | "duplicate" => OrderState::Paid,
+            "open" => OrderState::Pending,
+            _ => OrderState::Unpaid,
+        },
+        paid_on_day: o.paid_at.is_some_and(|t| (from..to).contains(&t)),
+    }
+}
+
+fn gateway_refund(r: &DayRefundRow, from: i64, to: i64) -> GatewayRefund {
+    GatewayRefund {
+        out_refund_no: r.out_refund_no.clone(),
+        refund_id: r.id.clone(),
+        payment_id: r.payment_id.clone(),
+        amount: r.amount,
+        state: match r.status {
+            RefundStatus::Succeeded => RefundState::Succeeded,
+            RefundStatus::Failed => RefundState::Failed,
+            _ => RefundState::Pending,
+        },
+        on_day: (from..to).contains(&r.created_at),
+    }
+}
+
+/// The settlements and fees the bills show for matched payments, each posted once.
+async fn post_bill_postings(
+    gw: &Gateway,
+    merchant_id: &str,
+    result: &DayResult,
+) -> anyhow::Result<()> {
+    for p in &result.postings {
+        let posting = Posting::new(p.kind, p.amount)?;
+        let src = PostingSource {
+            merchant_id,
+            currency: "CNY",
+            source_id: &p.source,
+            payment_id: Some(&p.payment_id),
+            refund_id: None,
+            now: gw.now_ms(),
+        };
+        gw.store().post(&posting, &src).await?;
+    }
+    Ok(())
+}
+
+/// Writes the findings as open discrepancies, with their events and the completed
+/// reconciliation, in one transaction. Returns the discrepancies, in the findings' order.
+async fn complete(
+    gw: &Gateway,
+    r: &ReconciliationRow,
+    result: &DayResult,
+) -> anyhow::Result<Vec<DiscrepancyRow>> {
+    let now = gw.now_ms();
+    let discrepancies: Vec<DiscrepancyRow> = result
+        .findings
+        .iter()
+        .map(|f| discrepancy_row(r, f, now))
+        .collect::<anyhow::Result<_>>()?;
+    let totals = serde_json::to_string(&result.totals)?;
+    let completed = ReconciliationRow {
+        status: ReconciliationStatus::Completed,
+        totals: Some(totals.clone()),
+        discrepancy_count: discrepancies.len() as i64,
+        completed_at: Some(now),
+        attempts: r.attempts + 1,
+        last_error: None,
+        ..r.clone()
+    };
+    let event = |event_type: &str, payload: String| EventRow {
+        id: wxgate_domain::id::EventId::generate().to_string(),
+        merchant_id: r.merchant_id.clone(),
+        event_type: event_type.to_string(),
+        object_id: r.id.clone(),
+        object_version: 0,
+        payload,
+        created_at: now,
+    };
+    let mut events: Vec<EventRow> = discrepancies
+        .iter()
+        .map(|d| {
+            event(
+                "reconciliation.discrepancy_found",
+                views::discrepancy_event(d),
+            )
+        })
+        .collect();
+    events.push(event(
+        "reconciliation.completed",
+        views::reconciliation_event(&completed),
+    ));
+    let done = Completion {
+        totals,
+        discrepancies: discrepancies.clone(),
+        events,
+        now,
+    };
+    gw.store().complete_reconciliation(r, &done).await?;
+    Ok(discrepancies)
+}
+
+fn discrepancy_row(r: &ReconciliationRow, f: &Finding, now: i64) -> anyhow::Result<DiscrepancyRow> {
+    let side = |s: &Option<recon::Side>| -> anyhow::Result<Option<String>> {
+        Ok(match s {
+            Some(s) => Some(serde_json::to_string(s)?),
+            None => None,
+        })
+    };
+    Ok(DiscrepancyRow {
+        id: wxgate_domain::id::DiscrepancyId::generate().to_string(),
+        reconciliation_id: r.id.clone(),
+        merchant_id: r.merchant_id.clone(),
+        kind: f.kind,
+        reference: f.reference.clone(),
+        payment_id: f.payment_id.clone(),
+        refund_id: f.refund_id.clone(),
+        gateway_side: side(&f.gateway)?,
+        wechat_side: side(&f.wechat)?,
+        status: DiscrepancyStatus::Open,
+        resolution: None,
+        created_at: now,
+        resolved_at: None,
+    })
+}
+
+/// Asks WeChat about each finding it can settle and applies the answer through the normal
+/// sync path (with its events). A payment brought in line is `repaired`; a refund whose live
+/// state already agrees with the gateway was only in flight when the bill was written, and is
+/// `resolved` saying so. Anything else stays open for a person.
+async fn repair(
+    gw: &Gateway,
+    up: &Upstream,
+    discrepancies: &[DiscrepancyRow],
+    findings: &[Finding],
+) {
+    for (d, f) in discrepancies.iter().zip(findings) {
+        let outcome = match &f.repair {
+            Some(recon::Repair::SyncPayment { payment_id }) => {
+                repair_payment(gw, up, payment_id, &f.reference).await
+            }
+            Some(recon::Repair::SyncRefund { refund_id }) => repair_refund(gw, up, refund_id).await,
+            None => continue,
+        };
+        let closed = match outcome {
+            Ok(Some((status, why))) => {
+                gw.store()
+                    .close_discrepancy(d, status, &why, gw.now_ms())
+                    .await
+            }
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(discrepancy = %d.id, error = %e, "repair failed; left open");
+                continue;
+            }
+        };
+        if let Err(e) = closed {
+            tracing::warn!(discrepancy = %d.id, error = %e, "could not record a repair");
+        }
+    }
+}
+
+/// Queries the order WeChat says was paid and applies it to the payment.
+async fn repair_payment(
+    gw: &Gateway,
+    up: &Upstream,
+    payment_id: &str,
+    out_trade_no: &str,
+) -> anyhow::Result<Option<(DiscrepancyStatus, String)>> {
+    let tx = up.query(out_trade_no).await?;
+    if !matches!(
+        tx.state(),
+        Some(wechatpay_v3::model::TradeState::Success | wechatpay_v3::model::TradeState::Refund)
+    ) {
+        return Ok(None);
+    }
+    let Some(p) = gw.store().payment(&up.merchant.id, payment_id).await? else {
+        return Ok(None);
+    };
+    let before = p.status;
+    let after = crate::app::orders::apply_paid(gw, &up.merchant, &p, &tx, "reconciliation").await?;
+    Ok((after.status != before).then(|| {
+        (
+            DiscrepancyStatus::Repaired,
+            format!(
+                "WeChat's query says {out_trade_no} was paid: the payment went from {} to {}",
+                before.as_str(),
+                after.status.as_str()
+            ),
+        )
+    }))
+}
+
+/// Queries the refund and applies WeChat's answer to it.
+async fn repair_refund(
+    gw: &Gateway,
+    up: &Upstream,
+    refund_id: &str,
+) -> anyhow::Result<Option<(DiscrepancyStatus, String)>> {
+    let Some(before) = gw.store().refund(&up.merchant.id, refund_id).await? else {
+        return Ok(None);
+    };
+    let after = crate::app::refunds::query_and_apply(gw, &before).await?;
+    if after.status != before.status {
+        return Ok(Some((
+            DiscrepancyStatus::Repaired,
+            format!(
+                "WeChat's query moved the refund from {} to {}",
+                before.status.as_str(),
+                after.status.as_str()
+            ),
+        )));
+    }
+    Ok((after.status == RefundStatus::Succeeded).then(|| {
+        (
+            DiscrepancyStatus::Resolved,
+            "WeChat's query says SUCCESS, as the gateway does: the bill was written while the refund was in flight".to_string(),
+        )
+    }))
+}

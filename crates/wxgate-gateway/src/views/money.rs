@@ -1,0 +1,151 @@
+//! Money after the payment as the API shows it: reconciliations and their discrepancies, the
+//! balance, and balance transactions (ledger postings).
+
+use serde_json::{Value, json};
+use wxgate_domain::ledger::Balances;
+use wxgate_store::{DiscrepancyRow, PostingRow, ReconciliationRow};
+
+use super::rfc3339;
+
+/// A stored JSON column, passed through (absent or unreadable → null).
+fn stored_json(text: Option<&str>) -> Value {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// A reconciliation; with its discrepancies when given.
+pub fn reconciliation(r: &ReconciliationRow, discrepancies: Option<&[DiscrepancyRow]>) -> Value {
+    let mut value = json!({
+        "id": r.id,
+        "object": "reconciliation",
+        "date": r.bill_date,
+        "status": r.status.as_str(),
+        "attempts": r.attempts,
+        "last_error": r.last_error,
+        "totals": stored_json(r.totals.as_deref()),
+        "discrepancy_count": r.discrepancy_count,
+        "repaired_count": r.repaired_count,
+        "created_at": rfc3339(r.created_at),
+        "completed_at": r.completed_at.map(rfc3339),
+    });
+    if let Some(list) = discrepancies {
+        value["discrepancies"] = list.iter().map(discrepancy).collect();
+    }
+    value
+}
+
+pub fn discrepancy(d: &DiscrepancyRow) -> Value {
+    json!({
+        "id": d.id,
+        "object": "discrepancy",
+        "reconciliation": d.reconciliation_id,
+        "type": d.kind.as_str(),
+        "reference": d.reference,
+        "payment": d.payment_id,
+        "refund": d.refund_id,
+        "gateway": stored_json(d.gateway_side.as_deref()),
+        "wechat": stored_json(d.wechat_side.as_deref()),
+        "status": d.status.as_str(),
+        "resolution": d.resolution,
+        "created_at": rfc3339(d.created_at),
+        "resolved_at": d.resolved_at.map(rfc3339),
+    })
+}
+
+/// The `reconciliation.completed` event's payload, and `reconciliation.discrepancy_found`'s.
+pub fn reconciliation_event(r: &ReconciliationRow) -> String {
+    reconciliation(r, None).to_string()
+}
+
+pub fn discrepancy_event(d: &DiscrepancyRow) -> String {
+    discrepancy(d).to_string()
+}
+
+/// CSV of a reconciliation's discrepancies: one header line, one line per discrepancy.
+pub fn discrepancies_csv(list: &[DiscrepancyRow]) -> String {
+    let mut out = String::from(
+        "id,type,reference,payment,refund,gateway_amount,wechat_amount,gateway_status,wechat_status,status,resolution\n",
+    );
+    for d in list {
+        let side = |text: Option<&str>, key: &str| -> String {
+            match &stored_json(text)[key] {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }
+        };
+        let fields = [
+            d.id.clone(),
+            d.kind.as_str().to_string(),
+            d.reference.clone(),
+            d.payment_id.clone().unwrap_or_default(),
+            d.refund_id.clone().unwrap_or_default(),
+            side(d.gateway_side.as_deref(), "amount"),
+            side(d.wechat_side.as_deref(), "amount"),
+            side(d.gateway_side.as_deref(), "status"),
+            side(d.wechat_side.as_deref(), "status"),
+            d.status.as_str().to_string(),
+            d.resolution.clone().unwrap_or_default(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// One CSV field, quoted when it holds a comma, a quote or a line break; a leading `=`, `+`,
+/// `-` or `@` is prefixed with `'` so a spreadsheet does not run it as a formula.
+pub fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@']) && value.parse::<f64>().is_err() {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+/// `GET /v1/balance`: available and pending per currency.
+pub fn balance(by_currency: &[(String, Balances)], as_of: i64) -> Value {
+    let amounts = |pick: fn(&Balances) -> i64| -> Vec<Value> {
+        by_currency
+            .iter()
+            .map(|(c, b)| json!({"amount": pick(b), "currency": c}))
+            .collect()
+    };
+    json!({
+        "object": "balance",
+        "as_of": rfc3339(as_of),
+        "available": amounts(Balances::available),
+        "pending": amounts(|b| b.pending),
+    })
+}
+
+/// A ledger posting as a balance transaction: its kind, amount, source and entries.
+pub fn balance_transaction(p: &PostingRow) -> Value {
+    let entries: Vec<Value> = wxgate_domain::ledger::Posting::new(p.kind, p.amount)
+        .map(|posting| {
+            posting
+                .entries
+                .iter()
+                .map(|(account, amount)| json!({"account": account.as_str(), "amount": amount}))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "id": p.id,
+        "object": "balance_transaction",
+        "type": p.kind.as_str(),
+        "amount": p.amount,
+        "currency": p.currency,
+        "source": p.source_id,
+        "payment": p.payment_id,
+        "refund": p.refund_id,
+        "entries": entries,
+        "created_at": rfc3339(p.created_at),
+    })
+}

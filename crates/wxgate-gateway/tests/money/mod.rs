@@ -1,0 +1,474 @@
+//! Money after the payment: reconciliation against the simulator's bills (clean days, every
+//! injected fault, repairs), the ledger's balance and its invariants.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::common::{TestGateway, native, order};
+
+/// Today in Asia/Shanghai, as the bills count days.
+pub fn bill_today() -> String {
+    let now = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+8));
+    now.date().to_string()
+}
+
+/// A native payment of `amount`, paid through the simulator; its id.
+pub async fn paid_payment(t: &TestGateway, amount: i64) -> String {
+    let (status, p) = t.create(native(&order("mn"), amount)).await;
+    assert_eq!(status, 201, "{p}");
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    let id = p["id"].as_str().unwrap().to_string();
+    t.wait_status(&id, "succeeded").await;
+    id
+}
+
+/// Refunds `amount` of a payment and waits for it to succeed.
+pub async fn refunded(t: &TestGateway, payment_id: &str, amount: i64) -> Value {
+    let (status, r) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/payments/{payment_id}/refunds"),
+            Some(json!({"amount": amount, "merchant_refund_id": order("mr")}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    for _ in 0..5000 {
+        let (_, r) = t
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/refunds/{id}"),
+                None,
+                &[],
+            )
+            .await;
+        if r["status"] == "succeeded" {
+            return r;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("refund {id} never succeeded");
+}
+
+/// Moves the simulator's clock past 09:00 tomorrow, when today's bills exist.
+pub async fn next_morning(t: &TestGateway) {
+    let (status, _) = t
+        .sim_call(
+            reqwest::Method::POST,
+            "/sim/clock",
+            Some(json!({"advance_secs": 33 * 3600})),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+/// Requests today's reconciliation and waits until it leaves `pending`.
+pub async fn reconcile_today(t: &TestGateway) -> Value {
+    let (status, r) = t
+        .call(
+            reqwest::Method::POST,
+            "/v1/reconciliations",
+            Some(json!({"date": bill_today()}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    for _ in 0..5000 {
+        let (_, r) = t
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/reconciliations/{id}"),
+                None,
+                &[],
+            )
+            .await;
+        if r["status"] != "pending" {
+            return r;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("reconciliation {id} never ran");
+}
+
+pub async fn balance(t: &TestGateway) -> (i64, i64) {
+    let (status, b) = t.call(reqwest::Method::GET, "/v1/balance", None, &[]).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["object"], "balance");
+    let cny = |list: &Value| -> i64 {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["currency"] == "CNY")
+            .map_or(0, |a| a["amount"].as_i64().unwrap())
+    };
+    (cny(&b["available"]), cny(&b["pending"]))
+}
+
+pub async fn ledger_holds(t: &TestGateway) {
+    let violations = t.store.ledger_violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+fn kinds(r: &Value) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for d in r["discrepancies"].as_array().unwrap() {
+        *counts
+            .entry(d["type"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    counts
+}
+
+pub async fn a_clean_day_reconciles_and_settles_the_ledger(t: TestGateway) {
+    let first = paid_payment(&t, 101).await;
+    paid_payment(&t, 250).await;
+    paid_payment(&t, 1000).await;
+    refunded(&t, &first, 100).await;
+    assert_eq!(
+        balance(&t).await,
+        (-100, 1351),
+        "paid, not settled; the refund is out"
+    );
+    ledger_holds(&t).await;
+
+    // The bill of a day still being built: the reconciliation waits for it.
+    let waiting = reconcile_today(&t).await;
+    assert_eq!(waiting["status"], "waiting_for_bill", "{waiting}");
+    assert!(
+        waiting["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("STATEMENT_CREATING")
+    );
+
+    next_morning(&t).await;
+    let id = waiting["id"].as_str().unwrap();
+    let r = t
+        .gateway
+        .store()
+        .reconciliation(&t.merchant_id, id)
+        .await
+        .unwrap()
+        .unwrap();
+    // Due again in half an hour; the test runs it now rather than wait.
+    t.gateway
+        .store()
+        .defer_reconciliation(
+            &r,
+            wxgate_domain::reconciliation::ReconciliationStatus::Pending,
+            Some(0),
+            None,
+            0,
+        )
+        .await
+        .unwrap();
+    let mut done = Value::Null;
+    for _ in 0..5000 {
+        let (_, r) = t
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/reconciliations/{id}"),
+                None,
+                &[],
+            )
+            .await;
+        if r["status"] == "completed" {
+            done = r;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(kinds(&done), BTreeMap::new(), "{done}");
+    assert_eq!(done["totals"]["gateway_payment_amount"], 1351);
+    assert_eq!(done["totals"]["wechat_payment_amount"], 1351);
+    assert_eq!(done["totals"]["wechat_refund_amount"], 100);
+    assert_eq!(done["totals"]["wechat_fees"], 9);
+    assert_eq!(
+        balance(&t).await,
+        (1351 - 9 - 100 + 1, 0),
+        "settled, less fees, plus the fee returned"
+    );
+    ledger_holds(&t).await;
+
+    // The same day again is the same reconciliation; nothing posts twice.
+    let (status, again) = t
+        .call(
+            reqwest::Method::POST,
+            "/v1/reconciliations",
+            Some(json!({"date": bill_today()}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!((status, again["id"].as_str()), (200, Some(id)));
+    let (_, txns) = t
+        .call(
+            reqwest::Method::GET,
+            "/v1/balance_transactions?limit=100",
+            None,
+            &[],
+        )
+        .await;
+    let mut types: Vec<&str> = txns["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["type"].as_str().unwrap())
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "fee",
+            "fee",
+            "fee",
+            "fee_return",
+            "payment",
+            "payment",
+            "payment",
+            "refund",
+            "settlement",
+            "settlement",
+            "settlement"
+        ]
+    );
+    let events: Vec<String> = t
+        .store
+        .events_for(&t.merchant_id, id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(events, ["reconciliation.completed"]);
+    let csv = t
+        .http
+        .get(format!(
+            "{}/v1/reconciliations/{id}/discrepancies.csv",
+            t.base
+        ))
+        .bearer_auth(&t.key)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert_eq!(
+        csv.text().await.unwrap().lines().count(),
+        1,
+        "the header alone"
+    );
+}
+
+pub async fn each_bill_fault_is_found_and_nothing_else(t: TestGateway) {
+    let first = paid_payment(&t, 101).await;
+    paid_payment(&t, 250).await;
+    paid_payment(&t, 1000).await;
+    refunded(&t, &first, 100).await;
+    t.sim_call(
+        reqwest::Method::PUT,
+        &format!("/sim/merchants/{}/faults", t.mchid),
+        Some(
+            json!({"bill": {"missing_rows": 1, "extra_rows": 1, "amount_off_rows": 1,
+            "refund_processing_rows": 1, "duplicate_rows": 1}}),
+        ),
+    )
+    .await;
+    next_morning(&t).await;
+    let r = reconcile_today(&t).await;
+    assert_eq!(r["status"], "completed", "{r}");
+    let expected: BTreeMap<String, usize> = [
+        "amount_mismatch",
+        "duplicate_at_wechat",
+        "missing_at_wechat",
+        "missing_in_gateway",
+        "status_mismatch",
+    ]
+    .into_iter()
+    .map(|k| (k.to_string(), 1))
+    .collect();
+    assert_eq!(kinds(&r), expected, "{r}");
+    let list = r["discrepancies"].as_array().unwrap();
+    let of = |kind: &str| list.iter().find(|d| d["type"] == kind).unwrap();
+    // The refund WeChat's bill caught in flight: its query agrees with the gateway.
+    let in_flight = of("status_mismatch");
+    assert_eq!(in_flight["wechat"]["status"], "PROCESSING", "{in_flight}");
+    let (id, recon) = (r["id"].as_str().unwrap(), r["id"].as_str().unwrap());
+    let mut resolved = in_flight.clone();
+    for _ in 0..5000 {
+        let (_, now) = t
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/reconciliations/{id}"),
+                None,
+                &[],
+            )
+            .await;
+        resolved = now["discrepancies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == in_flight["id"])
+            .unwrap()
+            .clone();
+        if resolved["status"] != "open" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(resolved["status"], "resolved", "{resolved}");
+    let stranger = of("missing_in_gateway");
+    assert!(
+        stranger["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("stranger_"),
+        "{stranger}"
+    );
+    assert_eq!(stranger["gateway"], Value::Null);
+    let off = of("amount_mismatch");
+    assert_eq!(
+        off["wechat"]["amount"].as_i64().unwrap(),
+        off["gateway"]["amount"].as_i64().unwrap() + 1
+    );
+
+    // An operator closes one with a reason; it cannot be closed twice.
+    let path = format!(
+        "/v1/reconciliations/{recon}/discrepancies/{}/resolve",
+        stranger["id"].as_str().unwrap()
+    );
+    let (status, closed) = t
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"reason": "a test order of another shop"}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, closed["status"].as_str()),
+        (200, Some("resolved")),
+        "{closed}"
+    );
+    let (status, again) = t
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"reason": "again"}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("discrepancy_not_open"))
+    );
+    let (status, empty) = t
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"reason": "  "}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, empty["error"]["param"].as_str()),
+        (400, Some("reason"))
+    );
+
+    let events = t.store.events_for(&t.merchant_id, id).await.unwrap();
+    let found = events
+        .iter()
+        .filter(|e| e.event_type == "reconciliation.discrepancy_found")
+        .count();
+    assert_eq!(
+        (found, events.last().unwrap().event_type.as_str()),
+        (5, "reconciliation.completed")
+    );
+    let csv = t
+        .http
+        .get(format!(
+            "{}/v1/reconciliations/{id}/discrepancies.csv",
+            t.base
+        ))
+        .bearer_auth(&t.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+    ledger_holds(&t).await;
+}
+
+pub async fn reconciliation_input_is_checked(t: TestGateway) {
+    for (body, code) in [
+        (json!({"date": "2026-02-30"}), "invalid_date"),
+        (json!({"date": "tomorrow"}), "invalid_date"),
+        (json!({"date": "2000-01-01"}), "date_out_of_range"),
+        (json!({"date": "2999-01-01"}), "date_out_of_range"),
+    ] {
+        let (status, e) = t
+            .call(
+                reqwest::Method::POST,
+                "/v1/reconciliations",
+                Some(body.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            (
+                status,
+                e["error"]["code"].as_str(),
+                e["error"]["param"].as_str()
+            ),
+            (400, Some(code), Some("date")),
+            "{e}"
+        );
+    }
+    let (status, e) = t
+        .call(
+            reqwest::Method::GET,
+            "/v1/balance_transactions?type=bonus",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("invalid_transaction_type"))
+    );
+    let (status, e) = t
+        .call(
+            reqwest::Method::GET,
+            "/v1/reconciliations?status=done",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("invalid_status"))
+    );
+    let (status, _) = t
+        .call(
+            reqwest::Method::GET,
+            "/v1/reconciliations/recon_nope",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, list) = t
+        .call(reqwest::Method::GET, "/v1/reconciliations", None, &[])
+        .await;
+    assert_eq!((status, list["data"].as_array().unwrap().len()), (200, 0));
+}

@@ -1,0 +1,199 @@
+//! The ledger: postings and their entries, written inside the transaction of the state change
+//! that causes them; balances summed from entries.
+
+use wxgate_domain::ledger::{Account, Balances, Posting, PostingKind};
+
+use super::*;
+
+/// Within `tx`: posts a WeChat order's payment (once per out_trade_no).
+pub(crate) async fn post_payment_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    payment: &PaymentRow,
+    out_trade_no: &str,
+    now: i64,
+) -> Result<()> {
+    let posting = Posting::new(PostingKind::Payment, payment.amount)
+        .map_err(|e| StoreError::Corrupt(format!("payment {}: {e}", payment.id)))?;
+    let src = PostingSource {
+        merchant_id: &payment.merchant_id,
+        currency: &payment.currency,
+        source_id: out_trade_no,
+        payment_id: Some(&payment.id),
+        refund_id: None,
+        now,
+    };
+    post_in(tx, &posting, &src).await?;
+    Ok(())
+}
+
+/// Within `tx`: writes `posting` and its entries, unless this cause was posted before.
+/// True when it was written now.
+pub(crate) async fn post_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    posting: &Posting,
+    src: &PostingSource<'_>,
+) -> Result<bool> {
+    let id = wxgate_domain::id::PostingId::generate().to_string();
+    let inserted = sqlx::query(
+        "INSERT INTO ledger_postings (id, merchant_id, currency, kind, source_id, amount, \
+         payment_id, refund_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (merchant_id, kind, source_id) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(src.merchant_id)
+    .bind(src.currency)
+    .bind(posting.kind.as_str())
+    .bind(src.source_id)
+    .bind(posting.amount)
+    .bind(src.payment_id)
+    .bind(src.refund_id)
+    .bind(src.now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    for (account, amount) in posting.entries {
+        sqlx::query(
+            "INSERT INTO ledger_entries (posting_id, merchant_id, currency, account, amount) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(src.merchant_id)
+        .bind(src.currency)
+        .bind(account.as_str())
+        .bind(amount)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(true)
+}
+
+impl Store {
+    /// Writes one posting in its own transaction (bill settlements and fees), unless this
+    /// cause was posted before. True when it was written now.
+    pub async fn post(&self, posting: &Posting, src: &PostingSource<'_>) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let written = post_in(&mut tx, posting, src).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Balances by currency, summed from the merchant's entries.
+    pub async fn balances(&self, merchant_id: &str) -> Result<Vec<(String, Balances)>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT currency, account, CAST(SUM(amount) AS BIGINT) FROM ledger_entries \
+             WHERE merchant_id = $1 GROUP BY currency, account ORDER BY currency",
+        )
+        .bind(merchant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<(String, Balances)> = Vec::new();
+        for (currency, account, amount) in rows {
+            let account = Account::parse(&account)
+                .ok_or_else(|| StoreError::Corrupt(format!("ledger account {account:?}")))?;
+            if out.last().is_none_or(|(c, _)| *c != currency) {
+                out.push((currency.clone(), Balances::default()));
+            }
+            let last = out.last_mut().expect("pushed above");
+            last.1.add(account, amount);
+        }
+        Ok(out)
+    }
+
+    pub async fn posting(&self, merchant_id: &str, id: &str) -> Result<Option<PostingRow>> {
+        Ok(sqlx::query_as::<_, PostingRow>(
+            "SELECT * FROM ledger_postings WHERE merchant_id = $1 AND id = $2",
+        )
+        .bind(merchant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn list_postings(
+        &self,
+        merchant_id: &str,
+        filter: &PostingFilter,
+    ) -> Result<Vec<PostingRow>> {
+        let mut sql = String::from("SELECT * FROM ledger_postings WHERE merchant_id = $1");
+        let mut n = 1;
+        let mut next = |clause: &str, sql: &mut String| {
+            n += 1;
+            sql.push_str(&clause.replace('?', &format!("${n}")));
+        };
+        if filter.kind.is_some() {
+            next(" AND kind = ?", &mut sql);
+        }
+        if filter.payment_id.is_some() {
+            next(" AND payment_id = ?", &mut sql);
+        }
+        if filter.before.is_some() {
+            next(" AND (created_at, id) < (?, ", &mut sql);
+            next("?)", &mut sql);
+        }
+        next(" ORDER BY created_at DESC, id DESC LIMIT ?", &mut sql);
+        let mut query = sqlx::query_as::<_, PostingRow>(&sql).bind(merchant_id);
+        if let Some(k) = filter.kind {
+            query = query.bind(k.as_str());
+        }
+        if let Some(p) = &filter.payment_id {
+            query = query.bind(p.clone());
+        }
+        if let Some((t, id)) = &filter.before {
+            query = query.bind(*t).bind(id.clone());
+        }
+        Ok(query.bind(filter.limit).fetch_all(&self.pool).await?)
+    }
+
+    /// The ledger's invariants, checked over everything stored: every posting has two entries
+    /// summing to zero; per merchant and currency, the ledger's revenue is every paid WeChat
+    /// order, its refunds every succeeded refund, and all accounts together hold nothing.
+    /// Returns what is violated (nothing when all hold).
+    pub async fn ledger_violations(&self) -> Result<Vec<String>> {
+        let mut violations = Vec::new();
+        let unbalanced: Vec<(String,)> = sqlx::query_as(
+            "SELECT p.id FROM ledger_postings p LEFT JOIN ledger_entries e ON e.posting_id = p.id \
+             GROUP BY p.id HAVING COUNT(e.account) <> 2 OR COALESCE(SUM(e.amount), 1) <> 0",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        violations.extend(
+            unbalanced
+                .into_iter()
+                .map(|(id,)| format!("posting {id} unbalanced")),
+        );
+        let paid: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT p.merchant_id, p.currency, CAST(SUM(p.amount) AS BIGINT) FROM payment_attempts a \
+             JOIN payments p ON p.id = a.payment_id WHERE a.status IN ('succeeded', 'duplicate') \
+             GROUP BY p.merchant_id, p.currency",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let refunded: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT merchant_id, currency, CAST(SUM(amount) AS BIGINT) FROM refunds \
+             WHERE status = 'succeeded' GROUP BY merchant_id, currency",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for (merchant_id, currency, amount) in paid {
+            let balances = self.balances(&merchant_id).await?;
+            let b = balances
+                .iter()
+                .find(|(c, _)| *c == currency)
+                .map(|(_, b)| *b)
+                .unwrap_or_default();
+            let refunds = refunded
+                .iter()
+                .find(|(m, c, _)| *m == merchant_id && *c == currency)
+                .map_or(0, |r| r.2);
+            if -b.revenue != amount || b.refunds != refunds || !b.is_balanced() {
+                violations.push(format!(
+                    "{merchant_id} {currency}: paid {amount} refunded {refunds}, ledger {b:?}"
+                ));
+            }
+        }
+        Ok(violations)
+    }
+}
