@@ -119,6 +119,27 @@ impl Store {
             .await?)
     }
 
+    /// Claims one reconciliation that is not finished (and not claimed by another node), to
+    /// run it now whatever its schedule says (the CLI does).
+    pub async fn claim_reconciliation(
+        &self,
+        merchant_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<ReconciliationRow>> {
+        Ok(sqlx::query_as::<_, ReconciliationRow>(
+            "UPDATE reconciliations SET claimed_until = $1 WHERE merchant_id = $2 AND id = $3 \
+             AND status IN ('pending', 'waiting_for_bill') \
+             AND (claimed_until IS NULL OR claimed_until < $4) RETURNING *",
+        )
+        .bind(now + CLAIM_LEASE_MS)
+        .bind(merchant_id)
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await?)
+    }
+
     /// Releases a claimed reconciliation to run again at `next_attempt_at` (waiting for the
     /// bill, or after an error), or marks it failed when `next_attempt_at` is `None`.
     pub async fn defer_reconciliation(

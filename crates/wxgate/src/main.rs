@@ -15,6 +15,7 @@ use wxgate_store::Store;
 
 mod bench;
 mod listen;
+mod reconcile;
 
 #[derive(Debug, Parser)]
 #[command(name = "wxgate", version, about = "A self-hosted WeChat Pay gateway")]
@@ -54,6 +55,8 @@ Settings, from the environment or from a TOML file given with --config (the envi
     Sim(SimArgs),
     /// Receive the demo merchant's webhooks locally and print each one, signature checked.
     Listen(listen::ListenArgs),
+    /// Reconcile a merchant's days against WeChat's bills now (see POST /v1/reconciliations).
+    Reconcile(reconcile::ReconcileArgs),
     /// Load runs that produce the figures in docs/BENCHMARKS.md.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -420,6 +423,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Listen(args) => listen::run(args).await,
+        Command::Reconcile(args) => {
+            let s = settings(cli.config.as_deref())?;
+            let store = wxgate_gateway::open_store(&s.database_url).await?;
+            let gateway = Gateway::new(store, s.gateway_config(require_master(&s)?));
+            reconcile::run(&gateway, args).await
+        }
         Command::Bench(BenchCommand::Sim(args)) => bench::sim(args).await,
         Command::Bench(BenchCommand::Gateway(args)) => bench::gateway(args).await,
         Command::Bench(BenchCommand::Webhooks(args)) => bench::webhooks(args).await,

@@ -118,6 +118,7 @@ async fn the_demo_takes_a_payment_and_keeps_it_across_a_restart() {
     }
     assert_eq!(last["status"], "succeeded", "{last}");
     redeliver_from_the_command_line(&http, &base, &key, &data, &info, &id).await;
+    reconcile_from_the_command_line(&http, &base, &data, &info).await;
 
     // Restarted on the same folder: the same merchant, key and payment.
     demo.kill().unwrap();
@@ -192,6 +193,58 @@ async fn redeliver_from_the_command_line(
     let unknown = redeliver("evt_000000000000000000000000");
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("resource_missing"));
+}
+
+/// `wxgate reconcile` on the demo's database, once the simulator's bills of today exist (its
+/// clock moved to the next morning): the day reconciles with nothing to report.
+async fn reconcile_from_the_command_line(
+    http: &reqwest::Client,
+    base: &str,
+    data: &std::path::Path,
+    info: &Value,
+) {
+    let today = time::OffsetDateTime::now_utc()
+        .to_offset(time::macros::offset!(+8))
+        .date()
+        .to_string();
+    let moved = http
+        .post(format!("{base}/sim/clock"))
+        .json(&json!({"advance_secs": 33 * 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let master = std::fs::read_to_string(data.join("master.key")).unwrap();
+    let merchant = info["merchant_id"].as_str().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "reconcile",
+            "--merchant",
+            merchant,
+            "--date",
+            &today,
+            "--json",
+        ])
+        .env(
+            "WXGATE_DATABASE_URL",
+            format!("sqlite://{}", data.join("wxgate.db").display()),
+        )
+        .env("WXGATE_MASTER_KEY", master.trim())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (answer["date"].as_str(), answer["status"].as_str()),
+        (Some(today.as_str()), Some("completed")),
+        "{answer}"
+    );
+    assert_eq!(answer["discrepancy_count"], 0, "{answer}");
+    assert_eq!(answer["totals"]["wechat_payments"], 1, "{answer}");
 }
 
 /// The README's walkthrough, pasted as is into a shell against a fresh demo: it must end with

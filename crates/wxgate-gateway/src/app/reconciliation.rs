@@ -145,20 +145,46 @@ pub async fn run_due(gw: &Gateway) -> anyhow::Result<usize> {
         .await?;
     let n = due.len();
     for r in due {
-        if let Err(e) = run_one(gw, &r).await {
-            tracing::warn!(reconciliation = %r.id, error = %e, "reconciliation failed; will retry");
-            let next = (r.attempts + 1 < MAX_ATTEMPTS).then(|| gw.now_ms() + ERROR_RETRY_MS);
-            let status = match next {
-                Some(_) => ReconciliationStatus::Pending,
-                None => ReconciliationStatus::Failed,
-            };
-            let error = format!("{e:#}");
-            gw.store()
-                .defer_reconciliation(&r, status, next, Some(&error), gw.now_ms())
-                .await?;
-        }
+        run_claimed(gw, &r).await?;
     }
     Ok(n)
+}
+
+/// Runs one reconciliation now, whatever its schedule (the CLI): it as it is afterwards.
+/// `None` when it is finished already or another node holds it.
+pub async fn run_now(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    id: &str,
+) -> anyhow::Result<Option<ReconciliationRow>> {
+    let claimed = gw
+        .store()
+        .claim_reconciliation(merchant_id, id, gw.now_ms())
+        .await?;
+    let Some(r) = claimed else {
+        return Ok(None);
+    };
+    run_claimed(gw, &r).await?;
+    Ok(gw.store().reconciliation(merchant_id, id).await?)
+}
+
+/// Runs a claimed reconciliation; an error is recorded on it and retried later (or, after
+/// `MAX_ATTEMPTS`, ends it as failed).
+async fn run_claimed(gw: &Gateway, r: &ReconciliationRow) -> anyhow::Result<()> {
+    let Err(e) = run_one(gw, r).await else {
+        return Ok(());
+    };
+    tracing::warn!(reconciliation = %r.id, error = %e, "reconciliation failed; will retry");
+    let next = (r.attempts + 1 < MAX_ATTEMPTS).then(|| gw.now_ms() + ERROR_RETRY_MS);
+    let status = match next {
+        Some(_) => ReconciliationStatus::Pending,
+        None => ReconciliationStatus::Failed,
+    };
+    let error = format!("{e:#}");
+    gw.store()
+        .defer_reconciliation(r, status, next, Some(&error), gw.now_ms())
+        .await?;
+    Ok(())
 }
 
 /// For tests and tools: runs rounds until nothing is due.

@@ -472,3 +472,67 @@ pub async fn reconciliation_input_is_checked(t: TestGateway) {
         .await;
     assert_eq!((status, list["data"].as_array().unwrap().len()), (200, 0));
 }
+
+/// WeChat has a payment the gateway still shows pending (its callback lost, its next status
+/// query far off): the reconciliation finds it, asks WeChat, and the payment succeeds through
+/// the sync path with its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_payment_wechat_paid_is_repaired() {
+    for db in wxgate_store::testing::all().await {
+        eprintln!(
+            "a_pending_payment_wechat_paid_is_repaired on {:?}",
+            db.backend
+        );
+        let t = TestGateway::spawn_with(&db, |c| c.sync_schedule_ms = vec![86_400_000]).await;
+        t.sim_call(
+            reqwest::Method::PUT,
+            &format!("/sim/merchants/{}/faults", t.mchid),
+            Some(json!({"drop_callback_rate": 1.0})),
+        )
+        .await;
+        let (_, p) = t.create(native(&order("lost"), 880)).await;
+        let id = p["id"].as_str().unwrap().to_string();
+        t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+            .await;
+        assert_eq!(t.get(&id).await["status"], "pending");
+        next_morning(&t).await;
+        let r = reconcile_today(&t).await;
+        let list = r["discrepancies"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{r}");
+        assert_eq!(
+            (list[0]["type"].as_str(), list[0]["payment"].as_str()),
+            (Some("status_mismatch"), Some(id.as_str()))
+        );
+        let repaired = t.wait_status(&id, "succeeded").await;
+        let sources: Vec<&str> = repaired["status_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["source"].as_str().unwrap())
+            .collect();
+        assert_eq!(sources.last(), Some(&"reconciliation"), "{repaired}");
+        assert!(
+            t.event_types(&id)
+                .await
+                .contains(&"payment.succeeded".to_string())
+        );
+        let (_, after) = t
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/reconciliations/{}", r["id"].as_str().unwrap()),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(after["repaired_count"], 1, "{after}");
+        assert_eq!(after["discrepancies"][0]["status"], "repaired");
+        assert!(
+            after["discrepancies"][0]["resolution"]
+                .as_str()
+                .unwrap()
+                .contains("pending to succeeded")
+        );
+        ledger_holds(&t).await;
+        db.cleanup().await;
+    }
+}
