@@ -5,6 +5,84 @@ use wxgate_domain::ledger::{Account, Balances, Posting, PostingKind};
 
 use super::*;
 
+/// Postings written per transaction by [`Store::post_all`].
+const POST_BATCH: usize = 5_000;
+/// Postings per INSERT statement (9 parameters each; entries take 10 each).
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// `($first, …), (…), …`: `rows` groups of `width` numbered parameters.
+fn value_groups(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Within `tx`: writes these postings in one statement, and the entries of those that were
+/// new in another. How many were new.
+async fn post_rows_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[(Posting, PostingSource<'_>)],
+) -> Result<usize> {
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|_| wxgate_domain::id::PostingId::generate().to_string())
+        .collect();
+    let sql = format!(
+        "INSERT INTO ledger_postings (id, merchant_id, currency, kind, source_id, amount, \
+         payment_id, refund_id, created_at) VALUES {} \
+         ON CONFLICT (merchant_id, kind, source_id) DO NOTHING RETURNING id",
+        value_groups(rows.len(), 9)
+    );
+    let mut query = sqlx::query_as::<_, (String,)>(&sql);
+    for (id, (posting, src)) in ids.iter().zip(rows) {
+        query = query
+            .bind(id.as_str())
+            .bind(src.merchant_id)
+            .bind(src.currency)
+            .bind(posting.kind.as_str())
+            .bind(src.source_id)
+            .bind(posting.amount)
+            .bind(src.payment_id)
+            .bind(src.refund_id)
+            .bind(src.now);
+    }
+    let new: std::collections::HashSet<String> = query
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|(id,)| id)
+        .collect();
+    let fresh: Vec<(&String, &(Posting, PostingSource<'_>))> = ids
+        .iter()
+        .zip(rows)
+        .filter(|(id, _)| new.contains(*id))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "INSERT INTO ledger_entries (posting_id, merchant_id, currency, account, amount) VALUES {}",
+        value_groups(fresh.len() * 2, 5)
+    );
+    let mut query = sqlx::query(&sql);
+    for (id, (posting, src)) in &fresh {
+        for (account, amount) in posting.entries {
+            query = query
+                .bind(id.as_str())
+                .bind(src.merchant_id)
+                .bind(src.currency)
+                .bind(account.as_str())
+                .bind(amount);
+        }
+    }
+    query.execute(&mut **tx).await?;
+    Ok(fresh.len())
+}
+
 /// Within `tx`: posts a WeChat order's payment (once per out_trade_no).
 pub(crate) async fn post_payment_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -80,6 +158,21 @@ impl Store {
         Ok(written)
     }
 
+    /// Writes many postings (a reconciliation's settlements and fees), `POST_BATCH` to a
+    /// transaction and `ROWS_PER_STATEMENT` to a statement; a cause posted before is skipped.
+    /// How many were written now.
+    pub async fn post_all(&self, postings: &[(Posting, PostingSource<'_>)]) -> Result<usize> {
+        let mut written = 0;
+        for batch in postings.chunks(POST_BATCH) {
+            let mut tx = self.writer.begin().await?;
+            for rows in batch.chunks(ROWS_PER_STATEMENT) {
+                written += post_rows_in(&mut tx, rows).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(written)
+    }
+
     /// Balances by currency, summed from the merchant's entries.
     pub async fn balances(&self, merchant_id: &str) -> Result<Vec<(String, Balances)>> {
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
@@ -150,7 +243,8 @@ impl Store {
     /// The ledger's invariants, checked over everything stored: every posting has two entries
     /// summing to zero; per merchant and currency, the ledger's revenue is every paid WeChat
     /// order, its refunds every succeeded refund, and all accounts together hold nothing.
-    /// Returns what is violated (nothing when all hold).
+    /// Returns what is violated (nothing when all hold). Its queries are not one snapshot: call
+    /// it when no refund or payment is changing.
     pub async fn ledger_violations(&self) -> Result<Vec<String>> {
         let mut violations = Vec::new();
         let unbalanced: Vec<(String,)> = sqlx::query_as(

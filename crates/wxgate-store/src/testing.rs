@@ -95,3 +95,84 @@ pub async fn all() -> Vec<TestDatabase> {
     dbs.extend(postgres().await);
     dbs
 }
+
+/// A paid payment (and maybe its succeeded refund) to load in bulk.
+#[derive(Debug, Clone)]
+pub struct SeedPayment {
+    pub out_trade_no: String,
+    pub transaction_id: String,
+    pub amount: i64,
+    /// Unix milliseconds.
+    pub paid_at: i64,
+    /// (out_refund_no, amount, Unix milliseconds).
+    pub refund: Option<(String, i64, i64)>,
+}
+
+impl Store {
+    /// Loads a merchant's history of paid payments and succeeded refunds in one transaction,
+    /// for load tests of what reads them (reconciliation); the ledger is not posted.
+    pub async fn seed_paid_payments(
+        &self,
+        merchant_id: &str,
+        seeds: &[SeedPayment],
+    ) -> crate::Result<()> {
+        use crate::{PaymentAttemptRow, PaymentRow};
+        use wxgate_domain::payment::AttemptStatus;
+        use wxgate_domain::{Integration, PaymentIntegration, PaymentStatus};
+        let mut tx = self.writer.begin().await?;
+        for s in seeds {
+            let id = wxgate_domain::id::PaymentId::generate().to_string();
+            let payment = PaymentRow {
+                id: id.clone(),
+                merchant_id: merchant_id.to_string(),
+                merchant_order_id: s.out_trade_no.clone(),
+                out_trade_no: s.out_trade_no.clone(),
+                amount: s.amount,
+                currency: "CNY".into(),
+                description: "seeded".into(),
+                integration: PaymentIntegration::Product(Integration::Native),
+                status: PaymentStatus::Succeeded,
+                version: 2,
+                metadata: "{}".into(),
+                transaction_id: Some(s.transaction_id.clone()),
+                paid_at: Some(s.paid_at),
+                expires_at: s.paid_at + 7_200_000,
+                created_at: s.paid_at,
+                updated_at: s.paid_at,
+                ..PaymentRow::default()
+            };
+            crate::payments::insert_payment_row(&mut tx, &payment).await?;
+            let attempt = PaymentAttemptRow {
+                merchant_id: merchant_id.to_string(),
+                out_trade_no: s.out_trade_no.clone(),
+                payment_id: id.clone(),
+                seq: 1,
+                integration: Integration::Native,
+                status: AttemptStatus::Succeeded,
+                wechat_credential: None,
+                transaction_id: Some(s.transaction_id.clone()),
+                created_at: s.paid_at,
+                updated_at: s.paid_at,
+            };
+            crate::payments::insert_attempt(&mut tx, &attempt).await?;
+            if let Some((out_refund_no, amount, at)) = &s.refund {
+                sqlx::query(
+                    "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_id, out_refund_no, \
+                     amount, currency, status, version, fingerprint, submitted, created_at, updated_at, \
+                     succeeded_at, sync_attempts) \
+                     VALUES ($1, $2, $3, $4, $4, $5, 'CNY', 'succeeded', 2, '', 1, $6, $6, $6, 0)",
+                )
+                .bind(wxgate_domain::id::RefundId::generate().to_string())
+                .bind(merchant_id)
+                .bind(&id)
+                .bind(out_refund_no)
+                .bind(amount)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -16,6 +16,7 @@ use wxgate_store::Store;
 mod bench;
 mod listen;
 mod reconcile;
+mod reconcile_bench;
 
 #[derive(Debug, Parser)]
 #[command(name = "wxgate", version, about = "A self-hosted WeChat Pay gateway")]
@@ -86,6 +87,9 @@ enum BenchCommand {
     Gateway(bench::GatewayBenchArgs),
     /// Webhook deliveries per second and the delay from a payment's success to its webhook.
     Webhooks(bench::WebhookBenchArgs),
+    /// A day of payments and refunds reconciled against the simulator's bills: rows per
+    /// second and the memory it took.
+    Reconcile(reconcile_bench::ReconcileBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -432,6 +436,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Sim(args)) => bench::sim(args).await,
         Command::Bench(BenchCommand::Gateway(args)) => bench::gateway(args).await,
         Command::Bench(BenchCommand::Webhooks(args)) => bench::webhooks(args).await,
+        Command::Bench(BenchCommand::Reconcile(args)) => reconcile_bench::run(args).await,
     }
 }
 

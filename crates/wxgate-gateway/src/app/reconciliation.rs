@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use time::{Date, OffsetDateTime, UtcOffset};
 use wechatpay_v3::bill::{BillRefundStatus, FlowDirection, FundFlowBill, TradeBill, TradeRowState};
 use wechatpay_v3::model::{BillOutcome, FundFlowBillRequest, TradeBillRequest};
-use wxgate_domain::id::MerchantId;
+use wxgate_domain::id::{DiscrepancyId, MerchantId, ReconciliationId};
 use wxgate_domain::ledger::Posting;
 use wxgate_domain::reconciliation::{
     self as recon, DayInput, DayResult, DiscrepancyStatus, Finding, FlowKind, FlowMovement,
@@ -82,7 +82,7 @@ pub async fn request(
 pub async fn get(
     gw: &Gateway,
     merchant_id: &MerchantId,
-    id: &str,
+    id: &ReconciliationId,
 ) -> ApiResult<(ReconciliationRow, Vec<DiscrepancyRow>)> {
     let r = gw
         .store()
@@ -97,13 +97,13 @@ pub async fn get(
 pub async fn resolve(
     gw: &Gateway,
     merchant_id: &MerchantId,
-    reconciliation_id: &str,
-    discrepancy_id: &str,
+    reconciliation_id: &ReconciliationId,
+    discrepancy_id: &DiscrepancyId,
     reason: &str,
 ) -> ApiResult<DiscrepancyRow> {
     let found = gw.store().discrepancy(merchant_id, discrepancy_id).await?;
     let d = found
-        .filter(|d| d.reconciliation_id == reconciliation_id)
+        .filter(|d| d.reconciliation_id == reconciliation_id.as_str())
         .ok_or_else(|| ApiError::not_found("discrepancy"))?;
     let now = gw.now_ms();
     if !gw
@@ -237,6 +237,7 @@ async fn run_one(gw: &Gateway, r: &ReconciliationRow) -> anyhow::Result<()> {
         !up.cross_border(),
         "cross-border merchants are reconciled against /v3/global/statements, which wxgate does not read yet"
     );
+    let started = std::time::Instant::now();
     let Some(bills) = fetch_bills(&up, &r.bill_date).await? else {
         let next = (r.attempts + 1 < MAX_ATTEMPTS).then(|| gw.now_ms() + BILL_RETRY_MS);
         let status = match next {
@@ -249,16 +250,43 @@ async fn run_one(gw: &Gateway, r: &ReconciliationRow) -> anyhow::Result<()> {
             .await?;
         return Ok(());
     };
+    reconcile_day(gw, &up, r, bills, started).await
+}
+
+/// The day against its bills: the gateway's side read, matched, written, repaired. Logs how
+/// long each part took.
+async fn reconcile_day(
+    gw: &Gateway,
+    up: &Upstream,
+    r: &ReconciliationRow,
+    bills: Bills,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    let bills_ms = started.elapsed().as_millis();
     let date = Date::parse(
         &r.bill_date,
         time::macros::format_description!("[year]-[month]-[day]"),
     )?;
     let mut input = bill_input(&bills, up.merchant.fee_rate_bp);
+    drop(bills);
     gateway_side(gw, &r.merchant_id, date, &mut input).await?;
+    let read_ms = started.elapsed().as_millis();
     let result = recon::reconcile(&input);
+    drop(input);
+    let match_ms = started.elapsed().as_millis();
     post_bill_postings(gw, &r.merchant_id, &result).await?;
     let discrepancies = complete(gw, r, &result).await?;
-    repair(gw, &up, &discrepancies, &result.findings).await;
+    let write_ms = started.elapsed().as_millis();
+    tracing::info!(
+        reconciliation = %r.id,
+        discrepancies = discrepancies.len(),
+        postings = result.postings.len(),
+        "reconciled in {write_ms} ms: bills {bills_ms} ms, gateway records {} ms, match {} ms, writes {} ms",
+        read_ms - bills_ms,
+        match_ms - read_ms,
+        write_ms - match_ms,
+    );
+    repair(gw, up, &discrepancies, &result.findings).await;
     Ok(())
 }
 
@@ -379,18 +407,23 @@ async fn post_bill_postings(
     merchant_id: &str,
     result: &DayResult,
 ) -> anyhow::Result<()> {
-    for p in &result.postings {
-        let posting = Posting::new(p.kind, p.amount)?;
-        let src = PostingSource {
-            merchant_id,
-            currency: "CNY",
-            source_id: &p.source,
-            payment_id: Some(&p.payment_id),
-            refund_id: None,
-            now: gw.now_ms(),
-        };
-        gw.store().post(&posting, &src).await?;
-    }
+    let now = gw.now_ms();
+    let postings = result
+        .postings
+        .iter()
+        .map(|p| {
+            let src = PostingSource {
+                merchant_id,
+                currency: "CNY",
+                source_id: &p.source,
+                payment_id: Some(&p.payment_id),
+                refund_id: None,
+                now,
+            };
+            Ok((Posting::new(p.kind, p.amount)?, src))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    gw.store().post_all(&postings).await?;
     Ok(())
 }
 

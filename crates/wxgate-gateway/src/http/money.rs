@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use time::Date;
+use wxgate_domain::id::{DiscrepancyId, ReconciliationId};
 use wxgate_domain::ledger::PostingKind;
 use wxgate_domain::reconciliation::ReconciliationStatus;
 use wxgate_store::{PostingFilter, ReconciliationFilter};
@@ -16,7 +17,7 @@ use crate::app::reconciliation as recon;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json, ok};
-use crate::http::extract::{Authed, JsonBody, Params, merchant_id, page, page_limit};
+use crate::http::extract::{Authed, JsonBody, Params, merchant_id, page, page_limit, path_id};
 use crate::views::money as views;
 
 /// The longest reason an operator may give when resolving a discrepancy.
@@ -167,6 +168,7 @@ pub(crate) async fn get_reconciliation(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
+    let id = path_id(ReconciliationId::parse(&id), "reconciliation")?;
     let (r, list) = recon::get(&gw, &merchant_id(&merchant), &id).await?;
     Ok(ok(views::reconciliation(&r, Some(&list))))
 }
@@ -180,6 +182,7 @@ pub(crate) async fn discrepancies_csv(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
+    let id = path_id(ReconciliationId::parse(&id), "reconciliation")?;
     let (r, list) = recon::get(&gw, &merchant_id(&merchant), &id).await?;
     let disposition = format!("attachment; filename=\"discrepancies-{}.csv\"", r.bill_date);
     Ok((
@@ -225,6 +228,8 @@ pub(crate) async fn resolve_discrepancy(
             format!("reason must be 1 to {MAX_RESOLUTION_CHARS} characters"),
         ));
     }
+    let id = path_id(ReconciliationId::parse(&id), "reconciliation")?;
+    let discrepancy_id = path_id(DiscrepancyId::parse(&discrepancy_id), "discrepancy")?;
     let d = recon::resolve(&gw, &merchant_id(&merchant), &id, &discrepancy_id, reason).await?;
     Ok(ok(views::discrepancy(&d)))
 }

@@ -516,14 +516,16 @@ async fn a_pending_payment_wechat_paid_is_repaired() {
                 .await
                 .contains(&"payment.succeeded".to_string())
         );
-        let (_, after) = t
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/reconciliations/{}", r["id"].as_str().unwrap()),
-                None,
-                &[],
-            )
-            .await;
+        // The repair is recorded just after the payment changes: wait for it.
+        let path = format!("/v1/reconciliations/{}", r["id"].as_str().unwrap());
+        let mut after = Value::Null;
+        for _ in 0..5000 {
+            after = t.call(reqwest::Method::GET, &path, None, &[]).await.1;
+            if after["repaired_count"] == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
         assert_eq!(after["repaired_count"], 1, "{after}");
         assert_eq!(after["discrepancies"][0]["status"], "repaired");
         assert!(

@@ -1,0 +1,201 @@
+//! `wxgate bench reconcile`: one day of N payments and M refunds reconciled against the
+//! simulator's bills, end to end (bill download, gunzip, parse, the gateway's records read,
+//! the three-way match, the settlements and fees posted), timed, with the memory it took.
+//!
+//! The day is loaded directly into both sides (the simulator's orders and the gateway's
+//! database), identical, so the reconciliation finds nothing and posts everything: the
+//! heaviest clean day.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use wxgate_gateway::app::{merchants, reconciliation as recon};
+use wxgate_gateway::secrets::MasterKey;
+use wxgate_gateway::{Gateway, GatewayConfig};
+use wxgate_sim::ops::{ImportedOrder, ImportedRefund, import_paid_orders};
+use wxgate_sim::{Sim, SimConfig};
+use wxgate_store::testing::SeedPayment;
+
+#[derive(Debug, clap::Args)]
+pub struct ReconcileBenchArgs {
+    /// Payments in the day.
+    #[arg(long, default_value_t = 100_000)]
+    payments: usize,
+    /// Refunds in the day (each of a different payment).
+    #[arg(long, default_value_t = 10_000)]
+    refunds: usize,
+    /// The gateway's database (default: a fresh SQLite file in a temporary folder).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+/// The day's orders: amounts from 1.00 to 100.99 yuan, paid a second apart from 00:10 of
+/// `day_start` (Unix seconds of 00:00 Beijing time); every tenth of the first ones refunded.
+fn day(args: &ReconcileBenchArgs, day_start: i64) -> Vec<ImportedOrder> {
+    (0..args.payments)
+        .map(|i| {
+            let paid_at = day_start + 600 + (i as i64 % 80_000);
+            let amount = 100 + (i as i64 * 37) % 10_000;
+            let refund = (i % 10 == 0 && i / 10 < args.refunds).then(|| ImportedRefund {
+                out_refund_no: format!("bench_r{i:08}"),
+                refund_id: format!("5030000{i:022}"),
+                amount: amount / 2,
+                at: paid_at + 60,
+            });
+            ImportedOrder {
+                out_trade_no: format!("bench_{i:08}"),
+                transaction_id: format!("4200000{i:021}"),
+                amount,
+                paid_at,
+                refund,
+            }
+        })
+        .collect()
+}
+
+fn seeds(orders: &[ImportedOrder]) -> Vec<SeedPayment> {
+    orders
+        .iter()
+        .map(|o| SeedPayment {
+            out_trade_no: o.out_trade_no.clone(),
+            transaction_id: o.transaction_id.clone(),
+            amount: o.amount,
+            paid_at: o.paid_at * 1000,
+            refund: o
+                .refund
+                .as_ref()
+                .map(|r| (r.out_refund_no.clone(), r.amount, r.at * 1000)),
+        })
+        .collect()
+}
+
+/// Seconds to apply for, download (gzip), check and parse the day's trade bill: what any
+/// reconciliation must at least do.
+async fn read_trade_bill(gw: &Gateway, merchant_id: &str, day: time::Date) -> anyhow::Result<f64> {
+    use wechatpay_v3::model::{BillOutcome, TradeBillRequest};
+    let up = gw.upstream(merchant_id).await?;
+    let started = Instant::now();
+    let req = TradeBillRequest {
+        bill_date: day.to_string(),
+        bill_type: Some("ALL".into()),
+        tar_type: Some("GZIP".into()),
+    };
+    let BillOutcome::Ready(answer) = up.client.trade_bill(&req).await? else {
+        anyhow::bail!("no trade bill for {day}");
+    };
+    let bill =
+        wechatpay_v3::bill::TradeBill::parse(&up.client.download_bill(&answer, true).await?)?;
+    anyhow::ensure!(!bill.rows.is_empty(), "an empty bill");
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// (VmRSS, VmHWM) of this process, in KiB.
+fn memory_kib() -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+/// A gateway on a fresh database with the day loaded on both sides and the simulator's
+/// clock moved to the next morning; the day's reconciliation requested.
+struct Prepared {
+    gw: Gateway,
+    merchant_id: wxgate_domain::id::MerchantId,
+    day: time::Date,
+    reconciliation_id: String,
+    folder: std::path::PathBuf,
+}
+
+async fn prepare(args: &ReconcileBenchArgs) -> anyhow::Result<Prepared> {
+    let folder = std::env::temp_dir().join(format!("wxgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&folder)?;
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", folder.join("wxgate.db").display()));
+    let store = wxgate_store::Store::connect(&url).await?;
+    store.migrate().await?;
+    let sim = Sim::new(SimConfig::default())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim_base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(wxgate_sim::serve(
+        listener,
+        sim.clone(),
+        std::future::pending(),
+    ));
+    let master = MasterKey::generate();
+    let merchant = merchants::create_sandbox_merchant(&store, &master, &sim_base, "Bench").await?;
+    let today = recon::bill_day(time::OffsetDateTime::now_utc().unix_timestamp() * 1000);
+    let (start_ms, _) = recon::day_bounds(today);
+    let orders = day(args, start_ms / 1000);
+    anyhow::ensure!(
+        import_paid_orders(&sim, &merchant.mchid, &orders),
+        "the simulator lost the merchant"
+    );
+    store
+        .seed_paid_payments(&merchant.id, &seeds(&orders))
+        .await?;
+    sim.advance_clock(33 * 3600);
+    let mut config = GatewayConfig::new(url, master, "http://127.0.0.1:9");
+    config.reconcile_daily = false;
+    let gw = Gateway::new(store, config);
+    let merchant_id = wxgate_domain::id::MerchantId::stored(merchant.id.as_str());
+    let (requested, _) = recon::request(&gw, &merchant_id, today)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Prepared {
+        gw,
+        merchant_id,
+        day: today,
+        reconciliation_id: requested.id,
+        folder,
+    })
+}
+
+pub async fn run(args: ReconcileBenchArgs) -> anyhow::Result<()> {
+    let p = prepare(&args).await?;
+    let bound = read_trade_bill(&p.gw, &p.merchant_id, p.day).await?;
+    // Peak memory from here on is the reconciliation's (Linux: 5 resets VmHWM).
+    std::fs::write("/proc/self/clear_refs", "5").context("resetting the peak RSS")?;
+    let (before, _) = memory_kib()?;
+    let started = Instant::now();
+    let done = recon::run_now(&p.gw, &p.merchant_id, &p.reconciliation_id)
+        .await?
+        .context("the reconciliation was not run")?;
+    let secs = started.elapsed().as_secs_f64();
+    let (_, peak) = memory_kib()?;
+    let rows = args.payments + args.refunds;
+    println!(
+        "reconcile: {} payments + {} refunds on {}: {} in {secs:.2} s, {:.0} rows/s",
+        args.payments,
+        args.refunds,
+        p.day,
+        done.status.as_str(),
+        rows as f64 / secs
+    );
+    println!(
+        "reconcile: bound (downloading and parsing the trade bill alone) {bound:.2} s: ratio {:.2}; against the 10 s goal {:.2}",
+        secs / bound,
+        secs / 10.0
+    );
+    println!(
+        "reconcile: discrepancies {}, totals {}",
+        done.discrepancy_count,
+        done.totals.unwrap_or_default()
+    );
+    println!(
+        "reconcile: RSS {} MiB before, peak {} MiB during: {} MiB more (the simulator building its bills runs in this process too)",
+        before / 1024,
+        peak / 1024,
+        peak.saturating_sub(before) / 1024
+    );
+    let _ = std::fs::remove_dir_all(&p.folder);
+    Ok(())
+}
