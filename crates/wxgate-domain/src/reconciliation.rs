@@ -8,8 +8,9 @@
 //! - Each row's amount must equal the gateway's; a payment row must find the gateway's order
 //!   paid, a refund row the refund succeeded (a bill's `PROCESSING` is a refund in flight).
 //! - A payment's fee must be the merchant's rate of its amount, rounded half up to the fen.
-//! - The fund-flow bill must settle each matched payment's amount; only then are its
-//!   settlement and fee posted to the ledger (a payment in question stays pending).
+//! - The fund-flow bill must settle each matched payment's amount; only then do its settlement
+//!   and fee count in the day's settlement and fee postings (a payment in question stays
+//!   pending).
 //! - What the gateway has on the day that the bill lacks is `missing_at_wechat`.
 
 use std::collections::{HashMap, HashSet};
@@ -259,16 +260,29 @@ pub struct Finding {
     pub repair: Option<Repair>,
 }
 
-/// A ledger posting the bills justify.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BillPosting {
-    pub kind: PostingKind,
-    pub amount: i64,
-    /// The fund-flow movement.
-    pub source: String,
-    pub payment_id: String,
-    /// In the payment's currency.
-    pub reference: String,
+/// What the fund-flow bill settled of the payments and refunds that matched: the day's
+/// settlement, fees and fees returned, posted to the ledger as one posting each (as WeChat
+/// settles: per day). A payment in question is left out, and stays pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Settled {
+    pub payments: u64,
+    pub settlement: i64,
+    pub fees: i64,
+    pub fees_returned: i64,
+}
+
+impl Settled {
+    /// The postings these sums make: (kind, amount), none for a zero sum.
+    pub fn postings(&self) -> Vec<(PostingKind, i64)> {
+        [
+            (PostingKind::Settlement, self.settlement),
+            (PostingKind::Fee, self.fees),
+            (PostingKind::FeeReturn, self.fees_returned),
+        ]
+        .into_iter()
+        .filter(|(_, amount)| *amount > 0)
+        .collect()
+    }
 }
 
 /// Counts and sums of both sides.
@@ -288,7 +302,7 @@ pub struct Totals {
 #[derive(Debug, Clone, Default)]
 pub struct DayResult {
     pub findings: Vec<Finding>,
-    pub postings: Vec<BillPosting>,
+    pub settled: Settled,
     pub totals: Totals,
 }
 
@@ -478,32 +492,9 @@ fn settle_payment(
         });
         return;
     }
-    for (flow_kind, kind) in [
-        (FlowKind::Settlement, PostingKind::Settlement),
-        (FlowKind::Fee, PostingKind::Fee),
-    ] {
-        for f in flows.of(&row.transaction_id, flow_kind) {
-            post(result, kind, f, &order.payment_id, &row.out_trade_no);
-        }
-    }
-}
-
-fn post(
-    result: &mut DayResult,
-    kind: PostingKind,
-    f: &FlowMovement,
-    payment_id: &str,
-    reference: &str,
-) {
-    if f.amount > 0 {
-        result.postings.push(BillPosting {
-            kind,
-            amount: f.amount,
-            source: f.flow_no.clone(),
-            payment_id: payment_id.to_string(),
-            reference: reference.to_string(),
-        });
-    }
+    result.settled.payments += 1;
+    result.settled.settlement += settled;
+    result.settled.fees += flows.sum(&row.transaction_id, FlowKind::Fee);
 }
 
 fn refund_finding(kind: DiscrepancyKind, reference: &str, r: Option<&GatewayRefund>) -> Finding {
@@ -585,9 +576,7 @@ fn match_refunds(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResult
                 ..found(DiscrepancyKind::StatusMismatch)
             });
         }
-        for f in flows.of(&row.refund_id, FlowKind::FeeReturn) {
-            post(result, PostingKind::FeeReturn, f, &refund.payment_id, no);
-        }
+        result.settled.fees_returned += flows.sum(&row.refund_id, FlowKind::FeeReturn);
     }
     missing_refunds(input, &groups, result);
 }
@@ -672,16 +661,10 @@ mod tests {
     fn a_clean_day_has_no_findings_and_posts_settlements_and_fees() {
         let r = reconcile(&clean_day());
         assert_eq!(kinds(&r), []);
-        let posted: Vec<(PostingKind, i64)> =
-            r.postings.iter().map(|p| (p.kind, p.amount)).collect();
+        let posted = r.settled.postings();
         assert_eq!(
             posted,
-            [
-                (PostingKind::Settlement, 1_000),
-                (PostingKind::Fee, 6),
-                (PostingKind::Settlement, 250),
-                (PostingKind::Fee, 2)
-            ]
+            [(PostingKind::Settlement, 1_250), (PostingKind::Fee, 8)]
         );
         assert_eq!(
             (
@@ -708,8 +691,9 @@ mod tests {
         day.flows[0].amount += 1;
         let r = reconcile(&day);
         assert_eq!(kinds(&r), [DiscrepancyKind::AmountMismatch]);
-        assert!(
-            r.postings.iter().all(|p| p.payment_id != "pay_a"),
+        assert_eq!(
+            (r.settled.payments, r.settled.settlement),
+            (1, 250),
             "a payment in question stays pending"
         );
 

@@ -2,7 +2,7 @@
 //! the daily schedule), claimed from the database by one node, matched three ways (the
 //! gateway's records, the trade bill, the fund-flow bill) by the pure
 //! [`reconcile`](wxgate_domain::reconciliation::reconcile), and written with its discrepancies
-//! and events in one transaction. Bills justify ledger postings (settlements, fees); findings
+//! and events in one transaction. Bills justify the day's settlement and fee postings; findings
 //! WeChat can settle by a query are repaired through the normal sync path.
 
 use std::collections::HashSet;
@@ -274,13 +274,13 @@ async fn reconcile_day(
     let result = recon::reconcile(&input);
     drop(input);
     let match_ms = started.elapsed().as_millis();
-    post_bill_postings(gw, &r.merchant_id, &result).await?;
+    post_bill_postings(gw, r, &result).await?;
     let discrepancies = complete(gw, r, &result).await?;
     let write_ms = started.elapsed().as_millis();
     tracing::info!(
         reconciliation = %r.id,
         discrepancies = discrepancies.len(),
-        postings = result.postings.len(),
+        settled_payments = result.settled.payments,
         "reconciled in {write_ms} ms: bills {bills_ms} ms, gateway records {} ms, match {} ms, writes {} ms",
         read_ms - bills_ms,
         match_ms - read_ms,
@@ -401,26 +401,29 @@ fn gateway_refund(r: &DayRefundRow, from: i64, to: i64) -> GatewayRefund {
     }
 }
 
-/// The settlements and fees the bills show for matched payments, each posted once.
+/// The day's settlement, fees and fees returned, as the fund-flow bill shows them for the
+/// payments and refunds that matched: one posting each, once per day (their source is the
+/// reconciliation).
 async fn post_bill_postings(
     gw: &Gateway,
-    merchant_id: &str,
+    r: &ReconciliationRow,
     result: &DayResult,
 ) -> anyhow::Result<()> {
     let now = gw.now_ms();
     let postings = result
-        .postings
-        .iter()
-        .map(|p| {
+        .settled
+        .postings()
+        .into_iter()
+        .map(|(kind, amount)| {
             let src = PostingSource {
-                merchant_id,
+                merchant_id: &r.merchant_id,
                 currency: "CNY",
-                source_id: &p.source,
-                payment_id: Some(&p.payment_id),
+                source_id: &r.id,
+                payment_id: None,
                 refund_id: None,
                 now,
             };
-            Ok((Posting::new(p.kind, p.amount)?, src))
+            Ok((Posting::new(kind, amount)?, src))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     gw.store().post_all(&postings).await?;

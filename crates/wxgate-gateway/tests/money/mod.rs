@@ -224,17 +224,14 @@ pub async fn a_clean_day_reconciles_and_settles_the_ledger(t: TestGateway) {
         types,
         [
             "fee",
-            "fee",
-            "fee",
             "fee_return",
             "payment",
             "payment",
             "payment",
             "refund",
-            "settlement",
-            "settlement",
             "settlement"
-        ]
+        ],
+        "one settlement, one fee and one fee return for the day"
     );
     let events: Vec<String> = t
         .store
