@@ -92,6 +92,7 @@ typed_ids! {
     ReconciliationId = "recon", "a reconciliation";
     DiscrepancyId = "disc", "a discrepancy";
     PostingId = "txn", "a ledger posting (a balance transaction)";
+    ReportId = "rpt", "a report";
 }
 
 #[cfg(test)]

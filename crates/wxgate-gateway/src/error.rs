@@ -114,6 +114,8 @@ error_codes! {
     InvalidResolution = "invalid_resolution", 400, "`reason` must be 1 to 500 characters.";
     DiscrepancyNotOpen = "discrepancy_not_open", 409, "Only an open discrepancy can be resolved.";
     InvalidTransactionType = "invalid_transaction_type", 400, "Not a balance transaction type.";
+    InvalidReportType = "invalid_report_type", 400, "Not one of payments, refunds, balance_transactions, reconciliation.";
+    ReportLinkExpired = "report_link_expired", 404, "The download link is unknown or expired; GET the report for a new one.";
     // WeChat Pay and the gateway itself.
     UpstreamRejected = "upstream_rejected", 502, "WeChat Pay refused the request.";
     AuthorizationFailed = "authorization_failed", 502, "WeChat's webpage authorization failed.";

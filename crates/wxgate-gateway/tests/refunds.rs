@@ -11,13 +11,14 @@ use common::{TestGateway, native, order};
 mod money;
 use money::{
     a_clean_day_reconciles_and_settles_the_ledger, each_bill_fault_is_found_and_nothing_else,
-    reconciliation_input_is_checked,
+    reconciliation_input_is_checked, reports_stream_every_row_of_the_range,
 };
 
 on_both!(
     a_clean_day_reconciles_and_settles_the_ledger,
     each_bill_fault_is_found_and_nothing_else,
     reconciliation_input_is_checked,
+    reports_stream_every_row_of_the_range,
     full_partial_and_refused_refunds,
     fifty_refunds_then_the_fifty_first_is_refused,
     twenty_concurrent_refunds_never_exceed_the_payment,

@@ -21,6 +21,7 @@ mod payments;
 mod quarantine;
 mod reconciliations;
 mod refunds;
+mod reports;
 mod rows;
 pub mod testing;
 mod webhooks;

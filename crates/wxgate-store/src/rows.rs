@@ -549,3 +549,27 @@ pub struct ReconciliationFilter {
     pub before: Option<(String, String)>,
     pub limit: i64,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReportRow {
+    pub id: String,
+    pub merchant_id: String,
+    /// payments, refunds, balance_transactions or reconciliation.
+    pub kind: String,
+    pub date_from: String,
+    pub date_to: String,
+    /// SHA-256 of the download link's token.
+    pub token_hash: String,
+    pub expires_at: i64,
+    pub created_at: i64,
+}
+
+/// One page of a report's rows: those of [from, to) (Unix ms) after `after` (created_at, id),
+/// oldest first.
+#[derive(Debug, Clone)]
+pub struct ReportPage {
+    pub from: i64,
+    pub to: i64,
+    pub after: Option<(i64, String)>,
+    pub limit: i64,
+}

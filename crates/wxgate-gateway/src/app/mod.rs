@@ -9,6 +9,7 @@ pub mod orders;
 pub mod payments;
 pub mod reconciliation;
 pub mod refunds;
+pub mod reports;
 pub mod webhooks;
 
 use wxgate_domain::id::{MerchantId, PaymentId};

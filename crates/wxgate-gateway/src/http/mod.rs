@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod payments;
 pub mod qr;
 pub mod refunds;
+pub mod reports;
 pub mod webhooks;
 
 use axum::Router;
@@ -39,6 +40,7 @@ pub fn router(gateway: Gateway) -> Router {
         .merge(qr::routes())
         .merge(links::api_routes())
         .merge(money::routes())
+        .merge(reports::routes())
         .route_layer(middleware::from_fn_with_state(
             gateway.clone(),
             idempotency::layer,

@@ -43,7 +43,7 @@ pub fn routes() -> Router<Gateway> {
 }
 
 /// `YYYY-MM-DD`, parsed at the edge.
-fn parse_date(param: &str, value: &str) -> ApiResult<Date> {
+pub(crate) fn parse_date(param: &str, value: &str) -> ApiResult<Date> {
     wechatpay_v3::validate::bill_date(param, value).map_err(|_| {
         ApiError::invalid(
             ErrorCode::InvalidDate,
@@ -190,7 +190,7 @@ pub(crate) async fn discrepancies_csv(
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (header::CONTENT_DISPOSITION, disposition),
         ],
-        views::discrepancies_csv(&list),
+        views::discrepancies_csv(&list).map_err(|e| ApiError::internal("discrepancy CSV", e))?,
     )
         .into_response())
 }

@@ -5,7 +5,7 @@ use serde_json::Value;
 use utoipa::OpenApi;
 
 use crate::error::ErrorCode;
-use crate::http::{links, money, payments, qr, refunds, webhooks};
+use crate::http::{links, money, payments, qr, refunds, reports, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +20,8 @@ use crate::http::{links, money, payments, qr, refunds, webhooks};
         links::get_link, links::deactivate, links::link_payments,
         money::create_reconciliation, money::list_reconciliations, money::get_reconciliation,
         money::discrepancies_csv, money::resolve_discrepancy, money::get_balance,
-        money::list_balance_transactions),
+        money::list_balance_transactions, reports::create_report, reports::get_report,
+        reports::download),
     modifiers(&ApiKeyAuth)
 )]
 struct ApiDoc;

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use wxgate_domain::ledger::Balances;
-use wxgate_store::{DiscrepancyRow, PostingRow, ReconciliationRow};
+use wxgate_store::{DiscrepancyRow, PostingRow, ReconciliationRow, ReportRow};
 
 use super::rfc3339;
 
@@ -62,10 +62,21 @@ pub fn discrepancy_event(d: &DiscrepancyRow) -> String {
 }
 
 /// CSV of a reconciliation's discrepancies: one header line, one line per discrepancy.
-pub fn discrepancies_csv(list: &[DiscrepancyRow]) -> String {
-    let mut out = String::from(
-        "id,type,reference,payment,refund,gateway_amount,wechat_amount,gateway_status,wechat_status,status,resolution\n",
-    );
+pub fn discrepancies_csv(list: &[DiscrepancyRow]) -> anyhow::Result<String> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record([
+        "id",
+        "type",
+        "reference",
+        "payment",
+        "refund",
+        "gateway_amount",
+        "wechat_amount",
+        "gateway_status",
+        "wechat_status",
+        "status",
+        "resolution",
+    ])?;
     for d in list {
         let side = |text: Option<&str>, key: &str| -> String {
             match &stored_json(text)[key] {
@@ -87,25 +98,127 @@ pub fn discrepancies_csv(list: &[DiscrepancyRow]) -> String {
             d.status.as_str().to_string(),
             d.resolution.clone().unwrap_or_default(),
         ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
+        out.write_record(fields.iter().map(|f| csv_safe(f)))?;
     }
-    out
+    Ok(String::from_utf8(out.into_inner()?)?)
 }
 
-/// One CSV field, quoted when it holds a comma, a quote or a line break; a leading `=`, `+`,
-/// `-` or `@` is prefixed with `'` so a spreadsheet does not run it as a formula.
-pub fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) && value.parse::<f64>().is_err() {
+/// A field as a spreadsheet may safely read it: text starting with `=`, `+`, `-` or `@` (and
+/// not a number) gets a leading `'`, so it is not run as a formula. Quoting is the CSV
+/// writer's.
+pub fn csv_safe(value: &str) -> String {
+    if value.starts_with(['=', '+', '-', '@']) && value.parse::<f64>().is_err() {
         format!("'{value}")
     } else {
         value.to_string()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
+    }
+}
+
+/// RFC 3339 in Asia/Shanghai, as reports show times (their days are Beijing days).
+fn cst(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .to_offset(time::macros::offset!(+8))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A report as the API shows it, with its download link.
+pub fn report(r: &ReportRow, token: &str, base_url: &str) -> Value {
+    json!({
+        "id": r.id,
+        "object": "report",
+        "type": r.kind,
+        "date_from": r.date_from,
+        "date_to": r.date_to,
+        "status": "ready",
+        "download_url": format!("{}/v1/reports/{}/file?token={token}", base_url.trim_end_matches('/'), r.id),
+        "expires_at": rfc3339(r.expires_at),
+        "created_at": rfc3339(r.created_at),
+    })
+}
+
+/// Report lines, one per object, in the order of each kind's header.
+pub mod report_rows {
+    use wxgate_store::{DiscrepancyRow, PaymentRow, PostingRow, RefundRow};
+
+    use super::cst;
+
+    pub fn payments(list: &[PaymentRow]) -> Vec<Vec<String>> {
+        list.iter()
+            .map(|p| {
+                vec![
+                    p.id.clone(),
+                    p.merchant_order_id.clone(),
+                    cst(p.created_at),
+                    p.status.as_str().to_string(),
+                    p.amount.to_string(),
+                    p.currency.clone(),
+                    p.amount_refunded.to_string(),
+                    p.integration.as_str().to_string(),
+                    p.out_trade_no.clone(),
+                    p.transaction_id.clone().unwrap_or_default(),
+                    p.paid_at.map(cst).unwrap_or_default(),
+                    p.description.clone(),
+                ]
+            })
+            .collect()
+    }
+
+    pub fn refunds(list: &[RefundRow]) -> Vec<Vec<String>> {
+        list.iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    r.payment_id.clone(),
+                    r.merchant_refund_id.clone(),
+                    cst(r.created_at),
+                    r.status.as_str().to_string(),
+                    r.amount.to_string(),
+                    r.currency.clone(),
+                    r.wechat_refund_id.clone().unwrap_or_default(),
+                    r.succeeded_at.map(cst).unwrap_or_default(),
+                    r.reason.clone().unwrap_or_default(),
+                ]
+            })
+            .collect()
+    }
+
+    pub fn postings(list: &[PostingRow]) -> Vec<Vec<String>> {
+        list.iter()
+            .map(|p| {
+                vec![
+                    p.id.clone(),
+                    cst(p.created_at),
+                    p.kind.as_str().to_string(),
+                    p.amount.to_string(),
+                    p.currency.clone(),
+                    p.source_id.clone(),
+                    p.payment_id.clone().unwrap_or_default(),
+                    p.refund_id.clone().unwrap_or_default(),
+                ]
+            })
+            .collect()
+    }
+
+    pub fn discrepancies(list: &[(String, DiscrepancyRow)]) -> Vec<Vec<String>> {
+        list.iter()
+            .map(|(day, d)| {
+                vec![
+                    day.clone(),
+                    d.id.clone(),
+                    d.reconciliation_id.clone(),
+                    d.kind.as_str().to_string(),
+                    d.reference.clone(),
+                    d.payment_id.clone().unwrap_or_default(),
+                    d.refund_id.clone().unwrap_or_default(),
+                    d.gateway_side.clone().unwrap_or_default(),
+                    d.wechat_side.clone().unwrap_or_default(),
+                    d.status.as_str().to_string(),
+                    d.resolution.clone().unwrap_or_default(),
+                ]
+            })
+            .collect()
     }
 }
 

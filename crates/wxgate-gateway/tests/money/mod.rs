@@ -535,3 +535,132 @@ async fn a_pending_payment_wechat_paid_is_repaired() {
         db.cleanup().await;
     }
 }
+
+async fn download(t: &TestGateway, url: &str) -> (u16, String, String) {
+    let res = t.http.get(url).send().await.unwrap();
+    let status = res.status().as_u16();
+    let kind = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, kind, res.text().await.unwrap())
+}
+
+async fn report(t: &TestGateway, kind: &str, from: &str, to: &str) -> (u16, Value) {
+    t.call(
+        reqwest::Method::POST,
+        "/v1/reports",
+        Some(json!({"type": kind, "date_from": from, "date_to": to}).to_string()),
+        &[],
+    )
+    .await
+}
+
+pub async fn reports_stream_every_row_of_the_range(t: TestGateway) {
+    // More payments than one page of the file, loaded directly; two real ones and a refund.
+    let now = wxgate_gateway::now_ms();
+    let seeded: Vec<wxgate_store::testing::SeedPayment> = (0..2_500)
+        .map(|i| wxgate_store::testing::SeedPayment {
+            out_trade_no: format!("seed{i:06}"),
+            transaction_id: format!("4200{i:024}"),
+            amount: 100 + i,
+            paid_at: now - 1_000,
+            refund: None,
+        })
+        .collect();
+    t.store
+        .seed_paid_payments(&t.merchant_id, &seeded)
+        .await
+        .unwrap();
+    let first = paid_payment(&t, 300).await;
+    paid_payment(&t, 400).await;
+    refunded(&t, &first, 120).await;
+    let today = bill_today();
+
+    let (status, r) = report(&t, "payments", &today, &today).await;
+    assert_eq!((status, r["status"].as_str()), (201, Some("ready")), "{r}");
+    let url = r["download_url"].as_str().unwrap().to_string();
+    let (status, kind, csv) = download(&t, &url).await;
+    assert_eq!((status, kind.as_str()), (200, "text/csv; charset=utf-8"));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 1 + 2_502, "a header and every payment");
+    assert!(lines[0].starts_with("id,merchant_order_id,created_at,status,amount"));
+    let ids: std::collections::HashSet<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2_502, "no row twice across pages");
+
+    let (_, refunds) = report(&t, "refunds", &today, &today).await;
+    let (_, _, csv) = download(&t, refunds["download_url"].as_str().unwrap()).await;
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.contains(&first) && csv.contains(",120,CNY,"), "{csv}");
+    let (_, ledger) = report(&t, "balance_transactions", &today, &today).await;
+    let (_, _, csv) = download(&t, ledger["download_url"].as_str().unwrap()).await;
+    assert_eq!(
+        csv.lines().count(),
+        1 + 3,
+        "two payments and a refund: {csv}"
+    );
+
+    // A new link for the report; the old one stops working.
+    let id = r["id"].as_str().unwrap();
+    let (status, again) = t
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/reports/{id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_ne!(again["download_url"], r["download_url"]);
+    let (status, _, body) = download(&t, &url).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("report_link_expired"), "{body}");
+    let (status, _, _) = download(&t, again["download_url"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+
+    for (kind, from, to, code, param) in [
+        (
+            "bonuses",
+            today.as_str(),
+            today.as_str(),
+            "invalid_report_type",
+            "type",
+        ),
+        (
+            "payments",
+            "2026-13-01",
+            today.as_str(),
+            "invalid_date",
+            "date_from",
+        ),
+        (
+            "payments",
+            today.as_str(),
+            "2020-01-01",
+            "date_out_of_range",
+            "date_to",
+        ),
+        (
+            "payments",
+            "2020-01-01",
+            "2026-01-01",
+            "date_out_of_range",
+            "date_to",
+        ),
+    ] {
+        let (status, e) = report(&t, kind, from, to).await;
+        assert_eq!(
+            (
+                status,
+                e["error"]["code"].as_str(),
+                e["error"]["param"].as_str()
+            ),
+            (400, Some(code), Some(param)),
+            "{e}"
+        );
+    }
+}
