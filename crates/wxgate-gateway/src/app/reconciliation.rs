@@ -342,34 +342,34 @@ async fn gateway_side(
     let (from, to) = day_bounds(date);
     let store = gw.store();
     let mut orders = store.orders_paid_between(merchant_id, from, to).await?;
-    let known: HashSet<String> = orders.iter().map(|o| o.out_trade_no.clone()).collect();
-    let more: Vec<String> = input
-        .bill_payments
-        .iter()
-        .map(|p| p.out_trade_no.clone())
-        .filter(|no| !known.contains(no))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
+    let more = not_among(
+        input.bill_payments.iter().map(|p| p.out_trade_no.as_str()),
+        orders.iter().map(|o| o.out_trade_no.as_str()),
+    );
     orders.extend(store.orders_by_out_trade_no(merchant_id, &more).await?);
     input.orders = orders.iter().map(|o| gateway_order(o, from, to)).collect();
 
     let mut refunds = store.refunds_made_between(merchant_id, from, to).await?;
-    let known: HashSet<String> = refunds.iter().map(|r| r.out_refund_no.clone()).collect();
-    let more: Vec<String> = input
-        .bill_refunds
-        .iter()
-        .map(|r| r.out_refund_no.clone())
-        .filter(|no| !known.contains(no))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
+    let more = not_among(
+        input.bill_refunds.iter().map(|r| r.out_refund_no.as_str()),
+        refunds.iter().map(|r| r.out_refund_no.as_str()),
+    );
     refunds.extend(store.refunds_by_out_refund_no(merchant_id, &more).await?);
     input.refunds = refunds
         .iter()
         .map(|r| gateway_refund(r, from, to))
         .collect();
     Ok(())
+}
+
+/// The references the bills name that the day's records do not hold, each once.
+fn not_among<'a>(
+    named: impl Iterator<Item = &'a str>,
+    held: impl Iterator<Item = &'a str>,
+) -> Vec<String> {
+    let held: HashSet<&str> = held.collect();
+    let missing: HashSet<&str> = named.filter(|no| !held.contains(no)).collect();
+    missing.into_iter().map(str::to_string).collect()
 }
 
 fn gateway_order(o: &DayOrderRow, from: i64, to: i64) -> GatewayOrder {
