@@ -159,12 +159,19 @@ async function scenario(bundle, signing, serial, platformKey, certs, wxpay, noti
     assert.equal(rq.data.status, 'SUCCESS');
     assert.equal(rq.data.amount.refund, 40);
 
-    // Trade bill: apply, download (unsigned), check the hash over the uncompressed file.
-    const today = new Date(Date.now() + 8 * 3600 * 1000).toISOString().slice(0, 10);
+    // Trade bill: today's exists from 09:00 tomorrow (the simulator's clock, moved there);
+    // apply, download (unsigned), check the hash over the uncompressed file.
+    const today = (await json('GET', `${base}/sim/clock`)).body.now.slice(0, 10);
+    await assert.rejects(
+      wxpay.v3.bill.tradebill.get({ params: { bill_date: today, bill_type: 'ALL' } }),
+      (e) => e.response.status === 400 && e.response.data.code === 'STATEMENT_CREATING',
+    );
+    assert.equal((await json('POST', `${base}/sim/clock`, { advance_secs: 33 * 3600 })).status, 200);
     const bill = await wxpay.v3.bill.tradebill.get({ params: { bill_date: today, bill_type: 'ALL', tar_type: 'GZIP' } });
     assert.equal(bill.data.hash_type, 'SHA1');
     const token = new URL(bill.data.download_url).searchParams.get('token');
     const file = await wxpay.v3.billdownload.file.get({ params: { token }, responseType: 'arraybuffer' });
+    assert.equal(file.headers['content-type'], 'application/x-gzip');
     const plain = zlib.gunzipSync(Buffer.from(file.data));
     assert.equal(crypto.createHash('sha1').update(plain).digest('hex'), bill.data.hash_value);
     const rows = Formatter.castCsvBill(plain);
