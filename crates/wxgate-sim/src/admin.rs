@@ -44,6 +44,39 @@ pub fn routes() -> Router<Sim> {
         .route("/sim/orders/{mchid}/{out_trade_no}", get(get_order))
         .route("/sim/callbacks", get(list_callbacks))
         .route("/sim/clock", get(get_clock).post(advance_clock))
+        .route(
+            "/sim/merchants/{mchid}/import",
+            post(import_orders).layer(axum::extract::DefaultBodyLimit::max(IMPORT_BODY_LIMIT)),
+        )
+}
+
+/// The largest body `POST /sim/merchants/{mchid}/import` takes (about 100,000 orders).
+const IMPORT_BODY_LIMIT: usize = 32 << 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Import {
+    orders: Vec<crate::ops::ImportedOrder>,
+}
+
+/// `POST /sim/merchants/{mchid}/import`: a history of paid orders and succeeded refunds at
+/// once, without callbacks (load tests of reconciliation).
+async fn import_orders(State(sim): State<Sim>, Path(mchid): Path<String>, body: Bytes) -> Response {
+    let import: Import = match serde_json::from_slice(&body) {
+        Ok(i) => i,
+        Err(e) => return bad_request(format!("body: {e}")),
+    };
+    if let Some(bad) = import
+        .orders
+        .iter()
+        .find_map(crate::ops::ImportedOrder::problem)
+    {
+        return bad_request(bad);
+    }
+    if !crate::ops::import_paid_orders(&sim, &mchid, &import.orders) {
+        return not_found("merchant");
+    }
+    Json(json!({"imported": import.orders.len()})).into_response()
 }
 
 fn bad_request(message: impl Into<String>) -> Response {

@@ -304,7 +304,7 @@ pub fn openid_for(appid: &str, user: &str) -> String {
 }
 
 /// A paid order (and maybe its refund) to load in bulk.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ImportedOrder {
     pub out_trade_no: String,
     pub transaction_id: String,
@@ -314,13 +314,34 @@ pub struct ImportedOrder {
     pub refund: Option<ImportedRefund>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ImportedRefund {
     pub out_refund_no: String,
     pub refund_id: String,
     pub amount: i64,
     /// Unix seconds.
     pub at: i64,
+}
+
+impl ImportedOrder {
+    /// Why the order cannot be imported, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        let no = &self.out_trade_no;
+        if !(6..=32).contains(&no.len()) || self.amount <= 0 {
+            return Some(format!(
+                "order {no:?}: out_trade_no is 6 to 32 characters, amount positive"
+            ));
+        }
+        self.refund
+            .as_ref()
+            .filter(|r| r.amount <= 0 || r.amount > self.amount)
+            .map(|r| {
+                format!(
+                    "refund {:?}: its amount is from 1 to the order's",
+                    r.out_refund_no
+                )
+            })
+    }
 }
 
 /// Loads a merchant's history of paid orders and succeeded refunds at once, without callbacks

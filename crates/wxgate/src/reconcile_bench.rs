@@ -2,9 +2,10 @@
 //! simulator's bills, end to end (bill download, gunzip, parse, the gateway's records read,
 //! the three-way match, the settlements and fees posted), timed, with the memory it took.
 //!
-//! The day is loaded directly into both sides (the simulator's orders and the gateway's
-//! database), identical, so the reconciliation finds nothing and posts everything: the
-//! heaviest clean day.
+//! The day is loaded directly into both sides (the simulator's orders, over its import
+//! endpoint, and the gateway's database), identical, so the reconciliation finds nothing and
+//! settles everything: the heaviest clean day. The simulator runs as its own process, so this
+//! process's memory is the gateway's.
 
 use std::time::Instant;
 
@@ -12,8 +13,7 @@ use anyhow::Context;
 use wxgate_gateway::app::{merchants, reconciliation as recon};
 use wxgate_gateway::secrets::MasterKey;
 use wxgate_gateway::{Gateway, GatewayConfig};
-use wxgate_sim::ops::{ImportedOrder, ImportedRefund, import_paid_orders};
-use wxgate_sim::{Sim, SimConfig};
+use wxgate_sim::ops::{ImportedOrder, ImportedRefund};
 use wxgate_store::testing::SeedPayment;
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +111,17 @@ struct Prepared {
     day: time::Date,
     reconciliation_id: String,
     folder: std::path::PathBuf,
+    _sim: SimProcess,
+}
+
+/// The simulator's process, stopped when dropped.
+struct SimProcess(std::process::Child);
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn prepare(args: &ReconcileBenchArgs) -> anyhow::Result<Prepared> {
@@ -122,27 +133,31 @@ async fn prepare(args: &ReconcileBenchArgs) -> anyhow::Result<Prepared> {
         .unwrap_or_else(|| format!("sqlite://{}", folder.join("wxgate.db").display()));
     let store = wxgate_store::Store::connect(&url).await?;
     store.migrate().await?;
-    let sim = Sim::new(SimConfig::default())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim_base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(wxgate_sim::serve(
-        listener,
-        sim.clone(),
-        std::future::pending(),
-    ));
+    let (sim, sim_base) = start_simulator().await?;
     let master = MasterKey::generate();
     let merchant = merchants::create_sandbox_merchant(&store, &master, &sim_base, "Bench").await?;
     let today = recon::bill_day(time::OffsetDateTime::now_utc().unix_timestamp() * 1000);
     let (start_ms, _) = recon::day_bounds(today);
     let orders = day(args, start_ms / 1000);
-    anyhow::ensure!(
-        import_paid_orders(&sim, &merchant.mchid, &orders),
-        "the simulator lost the merchant"
-    );
+    let http = reqwest::Client::new();
+    for chunk in orders.chunks(IMPORT_CHUNK) {
+        let url = format!("{sim_base}/sim/merchants/{}/import", merchant.mchid);
+        let res = http
+            .post(url)
+            .json(&serde_json::json!({ "orders": chunk }))
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "import: {}", res.text().await?);
+    }
     store
         .seed_paid_payments(&merchant.id, &seeds(&orders))
         .await?;
-    sim.advance_clock(33 * 3600);
+    let moved = http
+        .post(format!("{sim_base}/sim/clock"))
+        .json(&serde_json::json!({"advance_secs": 33 * 3600}))
+        .send()
+        .await?;
+    anyhow::ensure!(moved.status().is_success(), "moving the simulator's clock");
     let mut config = GatewayConfig::new(url, master, "http://127.0.0.1:9");
     config.reconcile_daily = false;
     let gw = Gateway::new(store, config);
@@ -156,7 +171,34 @@ async fn prepare(args: &ReconcileBenchArgs) -> anyhow::Result<Prepared> {
         day: today,
         reconciliation_id: requested.id,
         folder,
+        _sim: sim,
     })
+}
+
+/// Orders per import request.
+const IMPORT_CHUNK: usize = 10_000;
+
+/// `wxgate sim` as a child process on a free loopback port, once it answers.
+async fn start_simulator() -> anyhow::Result<(SimProcess, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = SimProcess(
+        std::process::Command::new(std::env::current_exe()?)
+            .args(["sim", "--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .context("starting wxgate sim")?,
+    );
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{base}/sim/clock")).send().await.is_ok() {
+            return Ok((child, base));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the simulator did not start")
 }
 
 pub async fn run(args: ReconcileBenchArgs) -> anyhow::Result<()> {
@@ -191,7 +233,7 @@ pub async fn run(args: ReconcileBenchArgs) -> anyhow::Result<()> {
         done.totals.unwrap_or_default()
     );
     println!(
-        "reconcile: RSS {} MiB before, peak {} MiB during: {} MiB more (the simulator building its bills runs in this process too)",
+        "reconcile: gateway RSS {} MiB before, peak {} MiB during: {} MiB more (the simulator is another process)",
         before / 1024,
         peak / 1024,
         peak.saturating_sub(before) / 1024

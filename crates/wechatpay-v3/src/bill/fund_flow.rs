@@ -3,7 +3,7 @@
 
 use super::amount;
 use super::error::BillError;
-use super::layout::{Bill, Columns, RowView};
+use super::layout::{Columns, Lines, RowView};
 
 /// 收支类型.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,26 +62,32 @@ pub struct FundFlowBill {
 
 impl FundFlowBill {
     pub fn parse(file: &[u8]) -> Result<Self, BillError> {
-        let bill = Bill::parse(file)?;
-        let columns = Columns::new(&bill.columns);
-        let rows = bill
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| parse_row(&columns.row(i + 1, row)?))
-            .collect::<Result<Vec<_>, _>>()?;
-        let s = Columns::new(&bill.summary_columns);
-        let s = s.row(0, &bill.summary)?;
+        let mut rows = Vec::new();
+        let summary = Self::read_rows(file, |row| rows.push(row))?;
+        Ok(Self { rows, summary })
+    }
+
+    /// Reads the bill row by row, handing each typed row to `each`; answers the summary.
+    pub fn read_rows(
+        file: &[u8],
+        mut each: impl FnMut(FundFlowRow),
+    ) -> Result<FundFlowSummary, BillError> {
+        let lines = Lines::read(file)?;
+        let columns = Columns::new(&lines.columns);
+        for (i, fields) in lines.rows().enumerate() {
+            each(parse_row(&columns.row(i + 1, &fields)?)?);
+        }
+        let s = Columns::new(&lines.summary_columns);
+        let s = s.row(0, &lines.summary)?;
         let count = |name: &str| -> Result<u64, BillError> { amount::count(name, s.text(name)?) };
         let fen = |name: &str| -> Result<i64, BillError> { amount::fen(name, s.text(name)?) };
-        let summary = FundFlowSummary {
+        Ok(FundFlowSummary {
             count: count("资金流水总笔数")?,
             income_count: count("收入笔数")?,
             income: fen("收入金额")?,
             expense_count: count("支出笔数")?,
             expense: fen("支出金额")?,
-        };
-        Ok(Self { rows, summary })
+        })
     }
 }
 

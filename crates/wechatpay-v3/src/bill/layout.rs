@@ -19,9 +19,37 @@ pub struct Bill {
 impl Bill {
     /// Parses the CSV layout. Fields lose their backtick prefix; amounts stay text in yuan.
     pub fn parse(file: &[u8]) -> Result<Self, BillError> {
+        let lines = Lines::read(file)?;
+        Ok(Self {
+            rows: lines.rows().collect(),
+            columns: lines.columns,
+            summary_columns: lines.summary_columns,
+            summary: lines.summary,
+        })
+    }
+}
+
+/// A bill's lines, read in place: the header and the summary split, the data lines left as
+/// text until [`rows`](Self::rows) splits them one at a time (a large bill is never held as
+/// fields all at once).
+pub struct Lines<'a> {
+    pub columns: Vec<String>,
+    data: Vec<&'a str>,
+    pub summary_columns: Vec<String>,
+    pub summary: Vec<String>,
+}
+
+fn split(line: &str) -> Vec<String> {
+    line.split(',')
+        .map(|f| f.strip_prefix('`').unwrap_or(f).to_string())
+        .collect()
+}
+
+impl<'a> Lines<'a> {
+    pub fn read(file: &'a [u8]) -> Result<Self, BillError> {
         let text = std::str::from_utf8(file).map_err(|_| BillError::Encoding)?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let lines: Vec<&str> = text
+        let mut lines: Vec<&str> = text
             .split('\n')
             .map(|l| l.strip_suffix('\r').unwrap_or(l))
             .filter(|l| !l.is_empty())
@@ -29,18 +57,21 @@ impl Bill {
         if lines.len() < 3 {
             return Err(BillError::Layout);
         }
-        let split = |line: &str| -> Vec<String> {
-            line.split(',')
-                .map(|f| f.strip_prefix('`').unwrap_or(f).to_string())
-                .collect()
-        };
-        let n = lines.len();
+        let summary = split(lines.pop().expect("three lines or more"));
+        let summary_columns = split(lines.pop().expect("three lines or more"));
+        let columns = split(lines[0]);
+        lines.remove(0);
         Ok(Self {
-            columns: split(lines[0]),
-            rows: lines[1..n - 2].iter().map(|l| split(l)).collect(),
-            summary_columns: split(lines[n - 2]),
-            summary: split(lines[n - 1]),
+            columns,
+            data: lines,
+            summary_columns,
+            summary,
         })
+    }
+
+    /// The data lines, each split into its fields.
+    pub fn rows(&self) -> impl Iterator<Item = Vec<String>> + '_ {
+        self.data.iter().map(|l| split(l))
     }
 }
 

@@ -16,7 +16,8 @@ pub use error::BillError;
 pub use fund_flow::{FlowDirection, FundFlowBill, FundFlowRow, FundFlowSummary};
 pub use layout::Bill;
 pub use trade::{
-    BillRefundStatus, RefundPart, TradeBill, TradeLayout, TradeRow, TradeRowState, TradeSummary,
+    BillRefundStatus, RefundPart, TradeBill, TradeBillHead, TradeLayout, TradeRow, TradeRowState,
+    TradeSummary,
 };
 
 use sha1::{Digest, Sha1};

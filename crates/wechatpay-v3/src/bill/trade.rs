@@ -5,7 +5,7 @@
 
 use super::amount::{self, Fee};
 use super::error::BillError;
-use super::layout::{Bill, Columns, RowView};
+use super::layout::{Columns, Lines, RowView};
 
 /// Which trade bill a file is, told from its header row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,10 +111,34 @@ pub struct TradeBill {
 const SETTLEMENT: (&str, &str) = ("应结订单金额", "总金额");
 const COUPON: (&str, &str) = ("代金券金额", "代金券或立减优惠金额");
 
+/// What a trade bill says besides its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TradeBillHead {
+    pub layout: TradeLayout,
+    pub legacy: bool,
+    pub summary: TradeSummary,
+}
+
 impl TradeBill {
     pub fn parse(file: &[u8]) -> Result<Self, BillError> {
-        let bill = Bill::parse(file)?;
-        let columns = Columns::new(&bill.columns);
+        let mut rows = Vec::new();
+        let head = Self::read_rows(file, |row| rows.push(row))?;
+        Ok(Self {
+            layout: head.layout,
+            legacy: head.legacy,
+            rows,
+            summary: head.summary,
+        })
+    }
+
+    /// Reads the bill row by row, handing each typed row to `each` (so a large bill is never
+    /// held as rows all at once); answers the layout and the summary.
+    pub fn read_rows(
+        file: &[u8],
+        mut each: impl FnMut(TradeRow),
+    ) -> Result<TradeBillHead, BillError> {
+        let lines = Lines::read(file)?;
+        let columns = Columns::new(&lines.columns);
         let layout = if columns.has("退款申请时间") {
             TradeLayout::Refund
         } else if columns.has("微信退款单号") {
@@ -123,17 +147,13 @@ impl TradeBill {
             TradeLayout::Success
         };
         let legacy = !columns.has(SETTLEMENT.0) && columns.has(SETTLEMENT.1);
-        let rows = bill
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| parse_row(&columns.row(i + 1, row)?))
-            .collect::<Result<Vec<_>, _>>()?;
-        let summary = parse_summary(&bill)?;
-        Ok(Self {
+        for (i, fields) in lines.rows().enumerate() {
+            each(parse_row(&columns.row(i + 1, &fields)?)?);
+        }
+        let summary = parse_summary(&lines.summary_columns, &lines.summary)?;
+        Ok(TradeBillHead {
             layout,
             legacy,
-            rows,
             summary,
         })
     }
@@ -200,9 +220,9 @@ fn parse_refund(r: &RowView<'_>) -> Result<RefundPart, BillError> {
     })
 }
 
-fn parse_summary(bill: &Bill) -> Result<TradeSummary, BillError> {
-    let s = Columns::new(&bill.summary_columns);
-    let s = s.row(0, &bill.summary)?;
+fn parse_summary(names: &[String], values: &[String]) -> Result<TradeSummary, BillError> {
+    let s = Columns::new(names);
+    let s = s.row(0, values)?;
     let fen = |names: &[&str]| -> Result<Option<i64>, BillError> {
         for name in names {
             if let Some(text) = s.optional(name) {

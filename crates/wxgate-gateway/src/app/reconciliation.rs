@@ -197,10 +197,11 @@ pub async fn drain(gw: &Gateway) -> anyhow::Result<()> {
     anyhow::bail!("reconciliation did not settle")
 }
 
-/// Both bills of a day, once WeChat has them (`None` while they are being built).
+/// Both bills of a day as downloaded (checked, uncompressed), once WeChat has them; `None` for
+/// a bill WeChat says does not exist (nothing moved).
 struct Bills {
-    trade: Option<TradeBill>,
-    flow: Option<FundFlowBill>,
+    trade: Option<Vec<u8>>,
+    flow: Option<Vec<u8>>,
 }
 
 async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>> {
@@ -212,9 +213,7 @@ async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>>
     let trade = match up.client.trade_bill(&trade).await? {
         BillOutcome::Creating => return Ok(None),
         BillOutcome::NoStatement => None,
-        BillOutcome::Ready(answer) => Some(TradeBill::parse(
-            &up.client.download_bill(&answer, true).await?,
-        )?),
+        BillOutcome::Ready(answer) => Some(up.client.download_bill(&answer, true).await?),
     };
     let flow = FundFlowBillRequest {
         bill_date: date.to_string(),
@@ -224,9 +223,7 @@ async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>>
     let flow = match up.client.fund_flow_bill(&flow).await? {
         BillOutcome::Creating => return Ok(None),
         BillOutcome::NoStatement => None,
-        BillOutcome::Ready(answer) => Some(FundFlowBill::parse(
-            &up.client.download_bill(&answer, true).await?,
-        )?),
+        BillOutcome::Ready(answer) => Some(up.client.download_bill(&answer, true).await?),
     };
     Ok(Some(Bills { trade, flow }))
 }
@@ -267,7 +264,7 @@ async fn reconcile_day(
         &r.bill_date,
         time::macros::format_description!("[year]-[month]-[day]"),
     )?;
-    let mut input = bill_input(&bills, up.merchant.fee_rate_bp);
+    let mut input = bill_input(&bills, up.merchant.fee_rate_bp)?;
     drop(bills);
     gateway_side(gw, &r.merchant_id, date, &mut input).await?;
     let read_ms = started.elapsed().as_millis();
@@ -291,45 +288,51 @@ async fn reconcile_day(
 }
 
 /// The bills' side of the day, in domain values.
-fn bill_input(bills: &Bills, fee_rate_bp: i64) -> DayInput {
+fn bill_input(bills: &Bills, fee_rate_bp: i64) -> anyhow::Result<DayInput> {
     let mut input = DayInput {
         fee_rate_bp: u32::try_from(fee_rate_bp).unwrap_or(0),
         ..DayInput::default()
     };
-    for row in bills.trade.iter().flat_map(|t| &t.rows) {
-        match (&row.state, &row.refund) {
+    if let Some(file) = &bills.trade {
+        TradeBill::read_rows(file, |row| match (row.state, row.refund) {
             (TradeRowState::Success, _) => input.bill_payments.push(recon::BillPayment {
-                out_trade_no: row.out_trade_no.clone(),
-                transaction_id: row.transaction_id.clone(),
+                out_trade_no: row.out_trade_no,
+                transaction_id: row.transaction_id,
                 amount: row.order_total.unwrap_or(row.settlement_total),
                 settlement: row.settlement_total,
                 fee: row.fee.fen_rounded(),
             }),
             (TradeRowState::Refund, Some(part)) => input.bill_refunds.push(recon::BillRefund {
-                out_refund_no: part.out_refund_no.clone(),
-                refund_id: part.refund_id.clone(),
+                out_refund_no: part.out_refund_no,
+                refund_id: part.refund_id,
                 amount: part.requested.unwrap_or(part.amount),
                 processing: part.status == BillRefundStatus::Processing,
             }),
             _ => {}
-        }
+        })?;
     }
-    for row in bills.flow.iter().flat_map(|f| &f.rows) {
-        let kind = match (row.business_type.as_str(), row.direction) {
-            ("交易", FlowDirection::Income) => FlowKind::Settlement,
-            ("扣除交易手续费", FlowDirection::Expense) => FlowKind::Fee,
-            ("退款", FlowDirection::Expense) => FlowKind::Refund,
-            ("退还交易手续费", FlowDirection::Income) => FlowKind::FeeReturn,
-            _ => FlowKind::Other,
-        };
-        input.flows.push(FlowMovement {
-            business_no: row.business_no.clone(),
-            flow_no: row.flow_no.clone(),
-            kind,
-            amount: row.amount,
-        });
+    if let Some(file) = &bills.flow {
+        FundFlowBill::read_rows(file, |row| {
+            input.flows.push(FlowMovement {
+                kind: flow_kind(&row.business_type, row.direction),
+                business_no: row.business_no,
+                flow_no: row.flow_no,
+                amount: row.amount,
+            })
+        })?;
     }
-    input
+    Ok(input)
+}
+
+/// What a fund-flow movement is, by its business type (业务类型) and direction.
+fn flow_kind(business_type: &str, direction: FlowDirection) -> FlowKind {
+    match (business_type, direction) {
+        ("交易", FlowDirection::Income) => FlowKind::Settlement,
+        ("扣除交易手续费", FlowDirection::Expense) => FlowKind::Fee,
+        ("退款", FlowDirection::Expense) => FlowKind::Refund,
+        ("退还交易手续费", FlowDirection::Income) => FlowKind::FeeReturn,
+        _ => FlowKind::Other,
+    }
 }
 
 /// The gateway's side: what it has on the day, and whatever else the bills name.
