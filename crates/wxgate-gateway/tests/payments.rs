@@ -758,6 +758,9 @@ async fn a_crash_between_wechat_and_the_commit_is_repaired(t: TestGateway) {
         hosted_url: None,
         checkout_kind: None,
         payment_link_id: None,
+        payer_amount: None,
+        payer_currency: None,
+        exchange_rate: None,
     };
     t.store.insert_payment(&row).await.unwrap();
     // What WeChat did meanwhile: the order exists and is paid; its callback is dropped.
@@ -868,13 +871,21 @@ async fn cross_border_payments_go_through_the_global_endpoints(t: TestGateway) {
     assert_eq!(o["order"]["currency"], "USD");
     t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
         .await;
-    t.wait_status(&id, "succeeded").await;
-    // The payer paid in CNY at WeChat's rate.
+    let paid = t.wait_status(&id, "succeeded").await;
+    // The payer paid in CNY at WeChat's rate, and the payment says so.
     let o = order_at_wechat(id.clone()).await;
-    assert!(
-        o["transaction"]["amount"]["exchange_rate"].is_object(),
-        "{o}"
+    let at_wechat = &o["transaction"]["amount"];
+    assert!(at_wechat["exchange_rate"].is_object(), "{o}");
+    assert_eq!(
+        paid["wechat"]["payer_amount"],
+        json!({"amount": at_wechat["payer_total"], "currency": "CNY"}),
+        "{paid}"
     );
+    assert_eq!(
+        at_wechat["payer_total"],
+        wechatpay_v3::model::payer_total_cny(1999, 712_340_000, 2)
+    );
+    assert_eq!(paid["wechat"]["exchange_rate"], "7.1234", "{paid}");
 
     // Only the merchant's pricing currencies.
     for currency in ["CNY", "JPY"] {

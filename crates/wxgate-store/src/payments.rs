@@ -320,21 +320,21 @@ async fn settle_attempts(
     Ok(())
 }
 
-/// Within `tx`: moves `current` to `to`, if its version is still the one read, with its history
-/// row and its outbox event (payload rendered from the row after the change). `None` when
-/// someone changed the payment first.
-pub(crate) async fn write_payment_transition(
+/// The payment's row moved to `to` at `version`, with what `facts` add, if it is still at the
+/// version read: how many rows changed (0 or 1).
+async fn update_status(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     current: &PaymentRow,
     to: PaymentStatus,
     facts: &TransitionFacts,
-    render: &(dyn Fn(&PaymentRow) -> (String, String) + Sync),
-) -> Result<Option<PaymentRow>> {
-    let version = current.version + 1;
+    version: i64,
+) -> Result<u64> {
     let updated = sqlx::query(
         "UPDATE payments SET status = $1, version = $2, updated_at = $3, \
          transaction_id = COALESCE(transaction_id, $4), paid_at = COALESCE(paid_at, $5), \
-         sync_due_at = $6, out_trade_no = COALESCE($9, out_trade_no) WHERE id = $7 AND version = $8",
+         sync_due_at = $6, out_trade_no = COALESCE($9, out_trade_no), \
+         payer_amount = COALESCE(payer_amount, $10), payer_currency = COALESCE(payer_currency, $11), \
+         exchange_rate = COALESCE(exchange_rate, $12) WHERE id = $7 AND version = $8",
     )
     .bind(to.as_str())
     .bind(version)
@@ -349,9 +349,26 @@ pub(crate) async fn write_payment_transition(
     .bind(&current.id)
     .bind(current.version)
     .bind(facts.transaction_id.as_ref().and(facts.out_trade_no.as_ref()))
+    .bind(facts.payer.as_ref().map(|p| p.amount))
+    .bind(facts.payer.as_ref().map(|p| p.currency.clone()))
+    .bind(facts.payer.as_ref().and_then(|p| p.exchange_rate))
     .execute(&mut **tx)
     .await?;
-    if updated.rows_affected() == 0 {
+    Ok(updated.rows_affected())
+}
+
+/// Within `tx`: moves `current` to `to`, if its version is still the one read, with its history
+/// row and its outbox event (payload rendered from the row after the change). `None` when
+/// someone changed the payment first.
+pub(crate) async fn write_payment_transition(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    current: &PaymentRow,
+    to: PaymentStatus,
+    facts: &TransitionFacts,
+    render: &(dyn Fn(&PaymentRow) -> (String, String) + Sync),
+) -> Result<Option<PaymentRow>> {
+    let version = current.version + 1;
+    if update_status(tx, current, to, facts, version).await? == 0 {
         return Ok(None);
     }
     settle_attempts(tx, current, to, facts).await?;

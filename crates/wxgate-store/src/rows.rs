@@ -82,6 +82,11 @@ pub struct PaymentRow {
     pub checkout_kind: Option<String>,
     /// The payment link this payment was made through.
     pub payment_link_id: Option<String>,
+    /// What the payer paid, as WeChat reported it (CNY for a cross-border payment).
+    pub payer_amount: Option<i64>,
+    pub payer_currency: Option<String>,
+    /// The rate WeChat applied: CNY per major unit of `currency`, scaled by 10^8.
+    pub exchange_rate: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -140,6 +145,17 @@ pub struct TransitionFacts {
     pub paid_at: Option<i64>,
     /// The WeChat order (attempt) that paid, with `transaction_id`.
     pub out_trade_no: Option<String>,
+    /// What the payer paid and the rate applied, when WeChat says.
+    pub payer: Option<PayerPaid>,
+}
+
+/// What a payer paid, as WeChat reports it with a successful payment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayerPaid {
+    pub amount: i64,
+    pub currency: String,
+    /// CNY per major unit of the pricing currency, scaled by 10^8 (cross-border only).
+    pub exchange_rate: Option<i64>,
 }
 
 /// One WeChat order made for a payment.

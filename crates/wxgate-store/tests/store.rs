@@ -101,6 +101,9 @@ mod checks {
             hosted_url: None,
             checkout_kind: None,
             payment_link_id: None,
+            payer_amount: None,
+            payer_currency: None,
+            exchange_rate: None,
         }
     }
 
@@ -118,6 +121,7 @@ mod checks {
             transaction_id: Some("4200".into()),
             paid_at: Some(now),
             out_trade_no: None,
+            payer: None,
         }
     }
 

@@ -191,6 +191,7 @@ pub async fn apply_paid(
         transaction_id: tx.transaction_id.clone(),
         paid_at: Some(paid_at),
         out_trade_no: Some(tx.out_trade_no.clone()),
+        payer: payer_paid(tx),
     };
     let applied = gw
         .store()
@@ -219,6 +220,16 @@ pub async fn apply_paid(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// What the payer paid and the rate WeChat applied, as the transaction reports them.
+fn payer_paid(tx: &Transaction) -> Option<wxgate_store::PayerPaid> {
+    let amount = tx.amount.as_ref()?;
+    Some(wxgate_store::PayerPaid {
+        amount: amount.payer_total?,
+        currency: amount.payer_currency.clone()?,
+        exchange_rate: amount.exchange_rate.as_ref().map(|r| r.rate),
+    })
 }
 
 /// Whether the payment was already paid by another WeChat transaction than `tx`.

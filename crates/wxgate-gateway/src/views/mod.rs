@@ -109,6 +109,31 @@ struct AttemptView<'a> {
 struct WechatView<'a> {
     out_trade_no: &'a str,
     transaction_id: Option<&'a str>,
+    /// What the payer paid, once paid (CNY for a cross-border payment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payer_amount: Option<AmountView<'a>>,
+    /// The rate WeChat applied (cross-border): CNY per major unit of the payment's currency,
+    /// as a decimal string with up to 8 places.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exchange_rate: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct AmountView<'a> {
+    amount: i64,
+    currency: &'a str,
+}
+
+/// A rate scaled by 10^8 as a decimal string (`712340000` → `7.1234`).
+fn rate_text(scaled: i64) -> String {
+    let whole = scaled / 100_000_000;
+    let frac = format!("{:08}", (scaled % 100_000_000).abs());
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        whole.to_string()
+    } else {
+        format!("{whole}.{frac}")
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -160,6 +185,11 @@ impl<'a> PaymentView<'a> {
             wechat: WechatView {
                 out_trade_no: &p.out_trade_no,
                 transaction_id: p.transaction_id.as_deref(),
+                payer_amount: p
+                    .payer_amount
+                    .zip(p.payer_currency.as_deref())
+                    .map(|(amount, currency)| AmountView { amount, currency }),
+                exchange_rate: p.exchange_rate.map(rate_text),
             },
             payer: p.payer_openid.as_deref().map(|openid| PayerView { openid }),
             client_ip: p.client_ip.as_deref(),
