@@ -363,6 +363,44 @@ impl Client {
         )?)
     }
 
+    /// A cross-border statement of one day. Its answer is signed over `{"sha1":"<digest>"}`
+    /// with the digest in `Wechatpay-Statement-Sha1`; the CSV must have that SHA-1.
+    pub async fn global_statements(
+        &self,
+        req: &StatementsRequest,
+    ) -> Result<StatementOutcome, ClientError> {
+        req.validate()?;
+        let raw = match self.execute(Method::GET, &req.url(), None).await {
+            Ok(raw) => raw,
+            Err(ClientError::Api(e)) if e.code == ErrorCode::NoStatementExist => {
+                return Ok(StatementOutcome::NoStatement);
+            }
+            Err(ClientError::Api(e)) if e.code == ErrorCode::StatementCreating => {
+                return Ok(StatementOutcome::Creating);
+            }
+            Err(e) => return Err(e),
+        };
+        let digest = header(&raw.headers, bill::statement::HEADER_STATEMENT_SHA1).ok_or(
+            VerifyError::MissingHeader(bill::statement::HEADER_STATEMENT_SHA1),
+        )?;
+        let actual = bill::sha1_hex(&raw.body);
+        if !actual.eq_ignore_ascii_case(digest) {
+            return Err(BillError::HashMismatch {
+                expected: digest.to_string(),
+                actual,
+            }
+            .into());
+        }
+        let headers = SignatureHeaders::from_lookup(|name| header(&raw.headers, name))?;
+        let verifier = self.verifier.read().expect("verifier lock poisoned");
+        verifier.verify(
+            &headers,
+            &bill::statement::digest_body(digest),
+            self.clock.now_unix(),
+        )?;
+        Ok(StatementOutcome::Ready(raw.body.to_vec()))
+    }
+
     // ---- platform certificates ----
 
     /// Downloads `/v3/certificates`, decrypts them with the APIv3 key, verifies the answer

@@ -118,15 +118,30 @@ fn signed(
     answer: Answer,
     probe: bool,
 ) -> Response {
-    let (status, body) = match answer {
+    let (status, body, digest) = match answer {
         Answer::Json(v) => (
             StatusCode::OK,
             serde_json::to_vec(&v).expect("serialisable"),
+            None,
         ),
-        Answer::NoContent => (StatusCode::NO_CONTENT, Vec::new()),
+        Answer::NoContent => (StatusCode::NO_CONTENT, Vec::new(), None),
+        Answer::Statement(csv) => {
+            let digest = wechatpay_v3::bill::sha1_hex(&csv);
+            (StatusCode::OK, csv, Some(digest))
+        }
         Answer::File { .. } => unreachable!("files are not signed"),
     };
-    let sig = merchant.sign_body(&body, request_serial, crate::formats::lower_hex(32), probe);
+    // A statement is signed over its digest, in place of the body.
+    let signed_over = match &digest {
+        Some(d) => wechatpay_v3::bill::statement::digest_body(d),
+        None => body.clone(),
+    };
+    let sig = merchant.sign_body(
+        &signed_over,
+        request_serial,
+        crate::formats::lower_hex(32),
+        probe,
+    );
     let mut builder = Response::builder()
         .status(status)
         .header("Wechatpay-Timestamp", sig.timestamp)
@@ -135,7 +150,12 @@ fn signed(
         .header("Wechatpay-Signature", sig.signature)
         .header("Wechatpay-Signature-Type", wechatpay_v3::SIGNATURE_SCHEME)
         .header("Request-ID", request_id());
-    if status != StatusCode::NO_CONTENT {
+    if let Some(d) = &digest {
+        builder = builder.header(header::CONTENT_TYPE, "text/plain").header(
+            wechatpay_v3::bill::statement::HEADER_STATEMENT_SHA1,
+            d.as_str(),
+        );
+    } else if status != StatusCode::NO_CONTENT {
         builder = builder.header(header::CONTENT_TYPE, "application/json; charset=utf-8");
     }
     builder.body(Body::from(body)).expect("valid response")
@@ -270,6 +290,7 @@ fn dispatch(req: &Request<'_>, method: &Method, path: &str) -> Result<Answer, Wx
             "close",
         ] if post => close(req, Family::Global, by, id),
         ["global", "refunds"] if post => refund(req, Family::Global),
+        ["global", "statements"] if get => crate::statements::global_statements(req),
         ["global", "refunds", by @ ("out-refund-no" | "id"), id] if get => {
             query_refund(req, Family::Global, by, id)
         }

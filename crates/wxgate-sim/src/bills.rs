@@ -88,13 +88,13 @@ const FUND_SUMMARY: [&str; 5] = [
     "支出金额",
 ];
 
-fn cst(unix: i64) -> OffsetDateTime {
+pub(crate) fn cst(unix: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(unix)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
         .to_offset(time::macros::offset!(+8))
 }
 
-fn bill_time(unix: i64) -> String {
+pub(crate) fn bill_time(unix: i64) -> String {
     let t = cst(unix);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
@@ -107,7 +107,7 @@ fn bill_time(unix: i64) -> String {
     )
 }
 
-fn on_date(unix: Option<i64>, date: Date) -> bool {
+pub(crate) fn on_date(unix: Option<i64>, date: Date) -> bool {
     unix.is_some_and(|t| cst(t).date() == date)
 }
 
@@ -116,7 +116,7 @@ pub fn fee_fen(amount: i64, rate_bp: u32) -> i64 {
     (amount * i64::from(rate_bp) + 5_000) / 10_000
 }
 
-fn rate_text(rate_bp: u32) -> String {
+pub(crate) fn rate_text(rate_bp: u32) -> String {
     format!("{}.{:02}%", rate_bp / 100, rate_bp % 100)
 }
 
@@ -125,6 +125,12 @@ fn rate_text(rate_bp: u32) -> String {
 fn checked_date(req: &Request<'_>, value: &str) -> Result<Date, WxError> {
     let date = wechatpay_v3::validate::bill_date("bill_date", value)
         .map_err(|e| WxError::param(e, "query"))?;
+    available(req, date, HISTORY_DAYS)
+}
+
+/// `date` if its bills can be had now: a future date or one older than `history_days` is
+/// refused, a day whose bills are not built yet is `STATEMENT_CREATING`.
+pub(crate) fn available(req: &Request<'_>, date: Date, history_days: i64) -> Result<Date, WxError> {
     let now = cst(req.sim.now());
     let today = now.date();
     if date > today {
@@ -134,7 +140,7 @@ fn checked_date(req: &Request<'_>, value: &str) -> Result<Date, WxError> {
             "账单日期不能晚于今天",
         ));
     }
-    if (today - date).whole_days() > HISTORY_DAYS {
+    if (today - date).whole_days() > history_days {
         return Err(WxError::new(
             StatusCode::BAD_REQUEST,
             "INVALID_REQUEST",
@@ -594,7 +600,7 @@ fn fund_entries(day: &Day) -> Vec<FundEntry> {
 }
 
 /// A bill file a day without statements does not have.
-fn no_statement(message: &str) -> WxError {
+pub(crate) fn no_statement(message: &str) -> WxError {
     WxError::new(StatusCode::BAD_REQUEST, "NO_STATEMENT_EXIST", message)
 }
 

@@ -25,6 +25,7 @@ pub mod ops;
 pub mod payer;
 pub mod sim;
 pub mod state;
+pub mod statements;
 pub mod wire;
 
 use axum::Router;

@@ -37,7 +37,7 @@ pub fn exchange_rate(currency: &str) -> Option<(i64, u32)> {
     })
 }
 
-fn payer_cny(order: &Order, amount: i64) -> i64 {
+pub(crate) fn payer_cny(order: &Order, amount: i64) -> i64 {
     match order.family {
         Family::Domestic => amount,
         Family::Global => {

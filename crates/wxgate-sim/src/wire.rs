@@ -95,6 +95,8 @@ pub(crate) fn request_id() -> HeaderValue {
 pub enum Answer {
     Json(Value),
     NoContent,
+    /// A cross-border statement: the CSV, signed over its SHA-1 (`{"sha1":"…"}`).
+    Statement(Vec<u8>),
     /// A raw file: unsigned, as WeChat serves bill downloads, with its content type.
     File {
         bytes: Vec<u8>,

@@ -736,7 +736,66 @@ async fn cross_border_flow() {
             .trade_state,
         "CLOSED"
     );
+    statements_of_the_day(&sim, &m, &no, &refund_no).await;
     sim.stop().await;
+}
+
+/// The day's statement: being built today, then the payment and the refund in minor units,
+/// its digest and signature checked by the client; a probe signature is refused.
+async fn statements_of_the_day(sim: &TestSim, m: &Merchant, paid: &str, refund_no: &str) {
+    use wechatpay_v3::bill::statement;
+    let (_, clock) = sim.admin(Method::GET, "/sim/clock", None).await;
+    let req = StatementsRequest {
+        date: clock["now"].as_str().unwrap()[..10].to_string(),
+        mchid: m.mchid.clone(),
+    };
+    assert_eq!(
+        m.client.global_statements(&req).await.unwrap(),
+        StatementOutcome::Creating
+    );
+    sim.admin(
+        Method::POST,
+        "/sim/clock",
+        Some(json!({"advance_secs": 33 * 3600})),
+    )
+    .await;
+    let StatementOutcome::Ready(csv) = m.client.global_statements(&req).await.unwrap() else {
+        panic!("no statement")
+    };
+    let mut rows = Vec::new();
+    statement::read_rows(&csv, |r| rows.push(r)).unwrap();
+    let payment = rows
+        .iter()
+        .find(|r| r.out_trade_no == paid && r.trade_state == "SUCCESS")
+        .unwrap();
+    assert_eq!(
+        (
+            payment.currency.as_str(),
+            payment.amount.minor_units("amount", 2).unwrap()
+        ),
+        ("USD", 1000)
+    );
+    assert_eq!(payment.payer_currency, "CNY");
+    assert!(payment.payer_amount.minor_units("payer", 2).unwrap() > 1000);
+    let refund = rows.iter().find(|r| r.out_refund_no == refund_no).unwrap();
+    assert_eq!(
+        (
+            refund.trade_state.as_str(),
+            refund.refund_requested.minor_units("refund", 2).unwrap()
+        ),
+        ("REFUND", 500)
+    );
+    let mut earlier = req.clone();
+    earlier.date = "2000-01-01".into();
+    assert!(
+        m.client.global_statements(&earlier).await.is_err(),
+        "too far back"
+    );
+    sim.set_faults(&m.mchid, json!({"signature_probe_rate": 1.0}))
+        .await;
+    let refused = m.client.global_statements(&req).await.unwrap_err();
+    assert!(matches!(refused, ClientError::Verify(_)), "{refused}");
+    sim.clear_faults(&m.mchid).await;
 }
 
 #[tokio::test]

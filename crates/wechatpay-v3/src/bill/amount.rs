@@ -38,7 +38,7 @@ impl Fee {
 
 /// Parses decimal text into an integer count of 10^-`scale` units, exactly. More decimals than
 /// `scale` are accepted only when they are zeros (`0.01000` at scale 2 is 1).
-fn scaled(field: &str, text: &str, scale: u32) -> Result<i64, BillError> {
+pub(crate) fn scaled(field: &str, text: &str, scale: u32) -> Result<i64, BillError> {
     let bad = || BillError::Amount {
         field: field.to_string(),
         value: text.to_string(),

@@ -69,6 +69,35 @@ impl<'a> Lines<'a> {
         })
     }
 
+    /// A file whose summary lines may be missing: data lines carry a backtick prefix, so a
+    /// last-but-one line without one is the summary's header.
+    pub fn read_maybe_summary(file: &'a [u8]) -> Result<Self, BillError> {
+        let text = std::str::from_utf8(file).map_err(|_| BillError::Encoding)?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut lines: Vec<&str> = text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.is_empty() {
+            return Err(BillError::Layout);
+        }
+        let columns = split(lines.remove(0));
+        let has_summary = lines.len() >= 2 && !lines[lines.len() - 2].starts_with('`');
+        let (summary_columns, summary) = if has_summary {
+            let summary = split(lines.pop().expect("two lines or more"));
+            (split(lines.pop().expect("two lines or more")), summary)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Ok(Self {
+            columns,
+            data: lines,
+            summary_columns,
+            summary,
+        })
+    }
+
     /// The data lines, each split into its fields.
     pub fn rows(&self) -> impl Iterator<Item = Vec<String>> + '_ {
         self.data.iter().map(|l| split(l))

@@ -7,6 +7,7 @@ pub mod amount;
 pub mod error;
 pub mod fund_flow;
 pub mod layout;
+pub mod statement;
 pub mod trade;
 
 use std::io::{Read, Write};

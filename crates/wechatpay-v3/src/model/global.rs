@@ -266,3 +266,41 @@ pub fn payer_total_cny(total: i64, rate: i64, exponent: u32) -> i64 {
     let denominator = 10i128.pow(exponent) * 100_000_000;
     ((numerator + denominator / 2) / denominator) as i64
 }
+
+/// `GET /v3/global/statements`: a cross-border merchant's statement of one day, returned
+/// directly (no download step), signed over its SHA-1.
+pub const GLOBAL_STATEMENTS_PATH: &str = "/v3/global/statements";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementsRequest {
+    /// `yyyy-MM-dd`; sent as `yyyyMMdd`, as this endpoint wants it.
+    pub date: String,
+    pub mchid: String,
+}
+
+impl StatementsRequest {
+    pub fn validate(&self) -> FieldResult {
+        validate::bill_date("/date", &self.date)?;
+        if self.mchid.is_empty() {
+            return Err(FieldError::new("/mchid", "is required"));
+        }
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "{GLOBAL_STATEMENTS_PATH}?date={}&mchid={}",
+            query_value(&self.date.replace('-', "")),
+            query_value(&self.mchid)
+        )
+    }
+}
+
+/// What a statements request found: the CSV (its SHA-1 and signature checked), or no
+/// statement for the day, or one still being built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatementOutcome {
+    Ready(Vec<u8>),
+    NoStatement,
+    Creating,
+}
