@@ -13,7 +13,7 @@
 //!   pending).
 //! - What the gateway has on the day that the bill lacks is `missing_at_wechat`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -171,8 +171,10 @@ pub struct GatewayRefund {
 pub struct BillPayment {
     pub out_trade_no: String,
     pub transaction_id: String,
-    /// The order's amount (订单金额), compared with the gateway's.
+    /// The order's amount (订单金额), compared with the gateway's, in minor units of
+    /// `currency`.
     pub amount: i64,
+    pub currency: String,
     /// What WeChat settles for it (应结订单金额: less coupons others funded), compared with the
     /// fund-flow bill.
     pub settlement: i64,
@@ -186,6 +188,7 @@ pub struct BillRefund {
     pub out_refund_no: String,
     pub refund_id: String,
     pub amount: i64,
+    pub currency: String,
     pub processing: bool,
 }
 
@@ -302,7 +305,8 @@ pub struct Totals {
 #[derive(Debug, Clone, Default)]
 pub struct DayResult {
     pub findings: Vec<Finding>,
-    pub settled: Settled,
+    /// What was settled, by currency.
+    pub settled: BTreeMap<String, Settled>,
     pub totals: Totals,
 }
 
@@ -492,9 +496,10 @@ fn settle_payment(
         });
         return;
     }
-    result.settled.payments += 1;
-    result.settled.settlement += settled;
-    result.settled.fees += flows.sum(&row.transaction_id, FlowKind::Fee);
+    let sums = result.settled.entry(row.currency.clone()).or_default();
+    sums.payments += 1;
+    sums.settlement += settled;
+    sums.fees += flows.sum(&row.transaction_id, FlowKind::Fee);
 }
 
 fn refund_finding(kind: DiscrepancyKind, reference: &str, r: Option<&GatewayRefund>) -> Finding {
@@ -576,7 +581,8 @@ fn match_refunds(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResult
                 ..found(DiscrepancyKind::StatusMismatch)
             });
         }
-        result.settled.fees_returned += flows.sum(&row.refund_id, FlowKind::FeeReturn);
+        let sums = result.settled.entry(row.currency.clone()).or_default();
+        sums.fees_returned += flows.sum(&row.refund_id, FlowKind::FeeReturn);
     }
     missing_refunds(input, &groups, result);
 }
@@ -620,6 +626,7 @@ mod tests {
             out_trade_no: no.into(),
             transaction_id: format!("42{no}"),
             amount,
+            currency: "CNY".into(),
             settlement: amount,
             fee: expected_fee(amount, 60),
         }
@@ -661,7 +668,7 @@ mod tests {
     fn a_clean_day_has_no_findings_and_posts_settlements_and_fees() {
         let r = reconcile(&clean_day());
         assert_eq!(kinds(&r), []);
-        let posted = r.settled.postings();
+        let posted = r.settled["CNY"].postings();
         assert_eq!(
             posted,
             [(PostingKind::Settlement, 1_250), (PostingKind::Fee, 8)]
@@ -692,7 +699,7 @@ mod tests {
         let r = reconcile(&day);
         assert_eq!(kinds(&r), [DiscrepancyKind::AmountMismatch]);
         assert_eq!(
-            (r.settled.payments, r.settled.settlement),
+            (r.settled["CNY"].payments, r.settled["CNY"].settlement),
             (1, 250),
             "a payment in question stays pending"
         );
@@ -738,6 +745,7 @@ mod tests {
             out_refund_no: "r1".into(),
             refund_id: "50r1".into(),
             amount: 100,
+            currency: "CNY".into(),
             processing: false,
         };
         let mut day = clean_day();

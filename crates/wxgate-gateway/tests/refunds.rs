@@ -10,12 +10,14 @@ mod common;
 use common::{TestGateway, native, order};
 mod money;
 use money::{
-    a_clean_day_reconciles_and_settles_the_ledger, each_bill_fault_is_found_and_nothing_else,
+    a_clean_day_reconciles_and_settles_the_ledger,
+    a_cross_border_day_reconciles_against_the_statement, each_bill_fault_is_found_and_nothing_else,
     reconciliation_input_is_checked, reports_stream_every_row_of_the_range,
 };
 
 on_both!(
     a_clean_day_reconciles_and_settles_the_ledger,
+    a_cross_border_day_reconciles_against_the_statement,
     each_bill_fault_is_found_and_nothing_else,
     reconciliation_input_is_checked,
     reports_stream_every_row_of_the_range,

@@ -8,10 +8,13 @@
 use std::collections::HashSet;
 
 use time::{Date, OffsetDateTime, UtcOffset};
+use wechatpay_v3::bill::statement::StatementRow;
 use wechatpay_v3::bill::{BillRefundStatus, FlowDirection, FundFlowBill, TradeBill, TradeRowState};
-use wechatpay_v3::model::{BillOutcome, FundFlowBillRequest, TradeBillRequest};
+use wechatpay_v3::model::{
+    BillOutcome, FundFlowBillRequest, StatementOutcome, StatementsRequest, TradeBillRequest,
+};
 use wxgate_domain::id::{DiscrepancyId, MerchantId, ReconciliationId};
-use wxgate_domain::ledger::Posting;
+use wxgate_domain::ledger::{Posting, PostingKind};
 use wxgate_domain::reconciliation::{
     self as recon, DayInput, DayResult, DiscrepancyStatus, Finding, FlowKind, FlowMovement,
     GatewayOrder, GatewayRefund, OrderState, ReconciliationStatus, RefundState,
@@ -230,12 +233,17 @@ async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>>
 
 async fn run_one(gw: &Gateway, r: &ReconciliationRow) -> anyhow::Result<()> {
     let up = gw.upstream(&r.merchant_id).await?;
-    anyhow::ensure!(
-        !up.cross_border(),
-        "cross-border merchants are reconciled against /v3/global/statements, which wxgate does not read yet"
-    );
     let started = std::time::Instant::now();
-    let Some(bills) = fetch_bills(&up, &r.bill_date).await? else {
+    let fee_rate_bp = up.merchant.fee_rate_bp;
+    let input = if up.cross_border() {
+        statement_input(&up, &r.bill_date, fee_rate_bp).await?
+    } else {
+        match fetch_bills(&up, &r.bill_date).await? {
+            Some(bills) => Some(bill_input(&bills, fee_rate_bp)?),
+            None => None,
+        }
+    };
+    let Some(input) = input else {
         let next = (r.attempts + 1 < MAX_ATTEMPTS).then(|| gw.now_ms() + BILL_RETRY_MS);
         let status = match next {
             Some(_) => ReconciliationStatus::WaitingForBill,
@@ -247,16 +255,16 @@ async fn run_one(gw: &Gateway, r: &ReconciliationRow) -> anyhow::Result<()> {
             .await?;
         return Ok(());
     };
-    reconcile_day(gw, &up, r, bills, started).await
+    reconcile_day(gw, &up, r, input, started).await
 }
 
-/// The day against its bills: the gateway's side read, matched, written, repaired. Logs how
-/// long each part took.
+/// The day against WeChat's side of it: the gateway's side read, matched, written, repaired.
+/// Logs how long each part took.
 async fn reconcile_day(
     gw: &Gateway,
     up: &Upstream,
     r: &ReconciliationRow,
-    bills: Bills,
+    mut input: DayInput,
     started: std::time::Instant,
 ) -> anyhow::Result<()> {
     let bills_ms = started.elapsed().as_millis();
@@ -264,8 +272,6 @@ async fn reconcile_day(
         &r.bill_date,
         time::macros::format_description!("[year]-[month]-[day]"),
     )?;
-    let mut input = bill_input(&bills, up.merchant.fee_rate_bp)?;
-    drop(bills);
     gateway_side(gw, &r.merchant_id, date, &mut input).await?;
     let read_ms = started.elapsed().as_millis();
     let result = recon::reconcile(&input);
@@ -277,13 +283,108 @@ async fn reconcile_day(
     tracing::info!(
         reconciliation = %r.id,
         discrepancies = discrepancies.len(),
-        settled_payments = result.settled.payments,
+        settled_payments = result.settled.values().map(|s| s.payments).sum::<u64>(),
         "reconciled in {write_ms} ms: bills {bills_ms} ms, gateway records {} ms, match {} ms, writes {} ms",
         read_ms - bills_ms,
         match_ms - read_ms,
         write_ms - match_ms,
     );
     repair(gw, up, &discrepancies, &result.findings).await;
+    Ok(())
+}
+
+/// A cross-border merchant's day from its statement (`None` while WeChat builds it). The
+/// statement is both bills: its rows are the trade bill's, and what it says is settled (应结)
+/// stands in for the fund-flow bill's movements.
+async fn statement_input(
+    up: &Upstream,
+    date: &str,
+    fee_rate_bp: i64,
+) -> anyhow::Result<Option<DayInput>> {
+    let req = StatementsRequest {
+        date: date.to_string(),
+        mchid: up.merchant.mchid.clone(),
+    };
+    let csv = match up.client.global_statements(&req).await? {
+        StatementOutcome::Creating => return Ok(None),
+        StatementOutcome::NoStatement => Vec::new(),
+        StatementOutcome::Ready(csv) => csv,
+    };
+    let mut input = DayInput {
+        fee_rate_bp: u32::try_from(fee_rate_bp).unwrap_or(0),
+        ..DayInput::default()
+    };
+    let mut failed = None;
+    if !csv.is_empty() {
+        wechatpay_v3::bill::statement::read_rows(&csv, |row| {
+            if let Err(e) = statement_row(&mut input, row) {
+                failed.get_or_insert(e);
+            }
+        })?;
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(Some(input)),
+    }
+}
+
+/// One statement row into the day: a payment (with its settlement and fee) or a refund (with
+/// the fee it returns), amounts in minor units of the row's currency.
+fn statement_row(input: &mut DayInput, row: StatementRow) -> anyhow::Result<()> {
+    let exponent = |code: &str| -> anyhow::Result<u32> {
+        Ok(wxgate_domain::Currency::parse(code)
+            .map_err(|e| anyhow::anyhow!("statement currency {code:?}: {e}"))?
+            .exponent())
+    };
+    let e = exponent(&row.currency)?;
+    let fee = row.fee.minor_units("手续费", e)?;
+    let flow = |business_no: &str, kind, amount| FlowMovement {
+        business_no: business_no.to_string(),
+        flow_no: String::new(),
+        kind,
+        amount,
+    };
+    anyhow::ensure!(
+        row.trade_state != "SUCCESS" || row.settlement_currency == row.currency,
+        "{} is settled in {} but priced in {}: settlement in another currency is not reconciled yet",
+        row.out_trade_no,
+        row.settlement_currency,
+        row.currency
+    );
+    match row.trade_state.as_str() {
+        "SUCCESS" => {
+            let settlement = row
+                .settlement_amount
+                .minor_units("应结订单金额", exponent(&row.settlement_currency)?)?;
+            input
+                .flows
+                .push(flow(&row.transaction_id, FlowKind::Settlement, settlement));
+            input
+                .flows
+                .push(flow(&row.transaction_id, FlowKind::Fee, fee));
+            input.bill_payments.push(recon::BillPayment {
+                amount: row.amount.minor_units("订单金额", e)?,
+                currency: row.currency,
+                settlement,
+                fee,
+                out_trade_no: row.out_trade_no,
+                transaction_id: row.transaction_id,
+            });
+        }
+        "REFUND" => {
+            input
+                .flows
+                .push(flow(&row.refund_id, FlowKind::FeeReturn, -fee));
+            input.bill_refunds.push(recon::BillRefund {
+                amount: row.refund_requested.minor_units("申请退款金额", e)?,
+                currency: row.currency,
+                processing: row.refund_status == "PROCESSING",
+                out_refund_no: row.out_refund_no,
+                refund_id: row.refund_id,
+            });
+        }
+        _ => {}
+    }
     Ok(())
 }
 
@@ -299,6 +400,7 @@ fn bill_input(bills: &Bills, fee_rate_bp: i64) -> anyhow::Result<DayInput> {
                 out_trade_no: row.out_trade_no,
                 transaction_id: row.transaction_id,
                 amount: row.order_total.unwrap_or(row.settlement_total),
+                currency: row.currency,
                 settlement: row.settlement_total,
                 fee: row.fee.fen_rounded(),
             }),
@@ -306,6 +408,7 @@ fn bill_input(bills: &Bills, fee_rate_bp: i64) -> anyhow::Result<DayInput> {
                 out_refund_no: part.out_refund_no,
                 refund_id: part.refund_id,
                 amount: part.requested.unwrap_or(part.amount),
+                currency: row.currency,
                 processing: part.status == BillRefundStatus::Processing,
             }),
             _ => {}
@@ -413,20 +516,30 @@ async fn post_bill_postings(
     result: &DayResult,
 ) -> anyhow::Result<()> {
     let now = gw.now_ms();
-    let postings = result
+    // Each currency's postings of the day have their own source: the reconciliation and the
+    // currency.
+    let sums: Vec<(&str, String, PostingKind, i64)> = result
         .settled
-        .postings()
-        .into_iter()
-        .map(|(kind, amount)| {
+        .iter()
+        .flat_map(|(currency, sums)| {
+            let source = format!("{}/{currency}", r.id);
+            sums.postings()
+                .into_iter()
+                .map(move |(kind, amount)| (currency.as_str(), source.clone(), kind, amount))
+        })
+        .collect();
+    let postings = sums
+        .iter()
+        .map(|(currency, source, kind, amount)| {
             let src = PostingSource {
                 merchant_id: &r.merchant_id,
-                currency: "CNY",
-                source_id: &r.id,
+                currency,
+                source_id: source,
                 payment_id: None,
                 refund_id: None,
                 now,
             };
-            Ok((Posting::new(kind, amount)?, src))
+            Ok((Posting::new(*kind, *amount)?, src))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     gw.store().post_all(&postings).await?;

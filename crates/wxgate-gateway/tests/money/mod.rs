@@ -664,3 +664,43 @@ pub async fn reports_stream_every_row_of_the_range(t: TestGateway) {
         );
     }
 }
+
+pub async fn a_cross_border_day_reconciles_against_the_statement(t: TestGateway) {
+    assert!(
+        t.store
+            .set_merchant_region(&t.merchant_id, "USD,HKD", Some("5411"))
+            .await
+            .unwrap()
+    );
+    let body = json!({"amount": 1999, "currency": "USD", "merchant_order_id": order("xb"),
+        "description": "Blue mug", "integration": "native"});
+    let (status, p) = t.create(body).await;
+    assert_eq!(status, 201, "{p}");
+    let id = p["id"].as_str().unwrap().to_string();
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    t.wait_status(&id, "succeeded").await;
+    refunded(&t, &id, 500).await;
+    next_morning(&t).await;
+    let r = reconcile_today(&t).await;
+    assert_eq!(
+        (r["status"].as_str(), r["discrepancy_count"].as_i64()),
+        (Some("completed"), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["totals"]["wechat_payment_amount"], 1999);
+    assert_eq!(r["totals"]["wechat_refund_amount"], 500);
+    // Settled in USD, less WeChat's 0.60 % (12 cents), the refund, and the fee it returned (3).
+    let (_, b) = t.call(reqwest::Method::GET, "/v1/balance", None, &[]).await;
+    assert_eq!(
+        b["available"],
+        json!([{"amount": 1999 - 12 - 500 + 3, "currency": "USD"}]),
+        "{b}"
+    );
+    assert_eq!(
+        b["pending"],
+        json!([{"amount": 0, "currency": "USD"}]),
+        "{b}"
+    );
+    ledger_holds(&t).await;
+}
