@@ -39,6 +39,17 @@ pub struct Lines<'a> {
     pub summary: Vec<String>,
 }
 
+/// The file's non-empty lines, without the BOM and line ends.
+fn text_lines(file: &[u8]) -> Result<Vec<&str>, BillError> {
+    let text = std::str::from_utf8(file).map_err(|_| BillError::Encoding)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    Ok(text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
 fn split(line: &str) -> Vec<String> {
     line.split(',')
         .map(|f| f.strip_prefix('`').unwrap_or(f).to_string())
@@ -47,13 +58,7 @@ fn split(line: &str) -> Vec<String> {
 
 impl<'a> Lines<'a> {
     pub fn read(file: &'a [u8]) -> Result<Self, BillError> {
-        let text = std::str::from_utf8(file).map_err(|_| BillError::Encoding)?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut lines: Vec<&str> = text
-            .split('\n')
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
-            .filter(|l| !l.is_empty())
-            .collect();
+        let mut lines = text_lines(file)?;
         if lines.len() < 3 {
             return Err(BillError::Layout);
         }
@@ -72,13 +77,7 @@ impl<'a> Lines<'a> {
     /// A file whose summary lines may be missing: data lines carry a backtick prefix, so a
     /// last-but-one line without one is the summary's header.
     pub fn read_maybe_summary(file: &'a [u8]) -> Result<Self, BillError> {
-        let text = std::str::from_utf8(file).map_err(|_| BillError::Encoding)?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut lines: Vec<&str> = text
-            .split('\n')
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
-            .filter(|l| !l.is_empty())
-            .collect();
+        let mut lines = text_lines(file)?;
         if lines.is_empty() {
             return Err(BillError::Layout);
         }
