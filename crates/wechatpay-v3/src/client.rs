@@ -330,6 +330,45 @@ impl Client {
             .await
     }
 
+    // ---- merchant transfers (payouts) ----
+
+    /// Creates a transfer. After any answer but a definite one, query the same `out_bill_no`
+    /// before sending anything again, and retry only with the same number and body.
+    pub async fn create_transfer(
+        &self,
+        req: &TransferBillRequest,
+    ) -> Result<TransferBillAnswer, ClientError> {
+        req.validate()?;
+        self.call(Method::POST, TRANSFER_BILLS_PATH, Some(req))
+            .await
+    }
+
+    pub async fn query_transfer(&self, out_bill_no: &str) -> Result<TransferBill, ClientError> {
+        self.call::<(), _>(Method::GET, &transfer_by_out_bill_no_url(out_bill_no), None)
+            .await
+    }
+
+    pub async fn query_transfer_by_bill_no(
+        &self,
+        transfer_bill_no: &str,
+    ) -> Result<TransferBill, ClientError> {
+        self.call::<(), _>(
+            Method::GET,
+            &transfer_by_bill_no_url(transfer_bill_no),
+            None,
+        )
+        .await
+    }
+
+    /// Cancels a transfer the payee has not confirmed (accepted asynchronously: `CANCELING`).
+    pub async fn cancel_transfer(
+        &self,
+        out_bill_no: &str,
+    ) -> Result<TransferCancelAnswer, ClientError> {
+        self.call::<(), _>(Method::POST, &transfer_cancel_url(out_bill_no), None)
+            .await
+    }
+
     // ---- bills ----
 
     pub async fn trade_bill(&self, req: &TradeBillRequest) -> Result<BillOutcome, ClientError> {

@@ -1,4 +1,5 @@
-//! RSA-2048 keys and SHA256withRSA (RSASSA-PKCS1-v1_5) signatures, and the X.509 platform
+//! RSA-2048 keys and SHA256withRSA (RSASSA-PKCS1-v1_5) signatures, RSAES-OAEP (SHA-1, MGF1
+//! SHA-1) for sensitive request fields such as a payee's `user_name`, and the X.509 platform
 //! certificates WeChat Pay signs with in certificate mode.
 //!
 //! Signatures travel as standard base64 with padding.
@@ -19,6 +20,17 @@ pub enum KeyError {
     Certificate,
     #[error("RSA key generation failed")]
     Generate,
+}
+
+/// A sensitive field could not be encrypted or decrypted.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CipherError {
+    #[error("the text is too long for RSA-OAEP with this key")]
+    TooLong,
+    #[error("the ciphertext is not valid base64")]
+    Base64,
+    #[error("RSA-OAEP failed (wrong key, or not a ciphertext)")]
+    Failed,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -53,6 +65,24 @@ impl PrivateKey {
             return Err(KeyError::Rejected);
         }
         Ok(Self { pair })
+    }
+
+    /// Decrypts a base64 RSAES-OAEP (SHA-1, MGF1 SHA-1) field encrypted to this key's public
+    /// half (WeChat Pay's answers encrypt `user_name` to the merchant's key; the simulator reads
+    /// the merchant's with its own).
+    pub fn decrypt_oaep(&self, ciphertext_b64: &str) -> Result<Vec<u8>, CipherError> {
+        use aws_lc_rs::rsa::{OAEP_SHA1_MGF1SHA1, OaepPrivateDecryptingKey, PrivateDecryptingKey};
+        let ciphertext = B64
+            .decode(ciphertext_b64.as_bytes())
+            .map_err(|_| CipherError::Base64)?;
+        let key = PrivateDecryptingKey::from_pkcs8(&self.expose_pkcs8_der())
+            .map_err(|_| CipherError::Failed)?;
+        let key = OaepPrivateDecryptingKey::new(key).map_err(|_| CipherError::Failed)?;
+        let mut out = vec![0u8; key.min_output_size()];
+        let opened = key
+            .decrypt(&OAEP_SHA1_MGF1SHA1, &ciphertext, &mut out, None)
+            .map_err(|_| CipherError::Failed)?;
+        Ok(opened.to_vec())
     }
 
     /// A fresh RSA-2048 key.
@@ -130,6 +160,22 @@ impl PublicKey {
         pem_lf(pem::Pem::new("PUBLIC KEY", self.spki_der.clone()))
     }
 
+    /// Encrypts a sensitive field with RSAES-OAEP (SHA-1, MGF1 SHA-1, no label), base64, as
+    /// WeChat Pay wants `user_name` and other personal fields.
+    pub fn encrypt_oaep(&self, plaintext: &[u8]) -> Result<String, CipherError> {
+        use aws_lc_rs::rsa::{OAEP_SHA1_MGF1SHA1, OaepPublicEncryptingKey, PublicEncryptingKey};
+        let key = PublicEncryptingKey::from_der(&self.spki_der).map_err(|_| CipherError::Failed)?;
+        let key = OaepPublicEncryptingKey::new(key).map_err(|_| CipherError::Failed)?;
+        if plaintext.len() > key.max_plaintext_size(&OAEP_SHA1_MGF1SHA1) {
+            return Err(CipherError::TooLong);
+        }
+        let mut out = vec![0u8; key.ciphertext_size()];
+        let sealed = key
+            .encrypt(&OAEP_SHA1_MGF1SHA1, plaintext, &mut out, None)
+            .map_err(|_| CipherError::Failed)?;
+        Ok(B64.encode(sealed))
+    }
+
     /// Checks a base64 SHA256withRSA signature over `message`.
     pub fn verify(&self, message: &[u8], signature_b64: &str) -> Result<(), SignatureError> {
         let signature = B64
@@ -201,4 +247,29 @@ fn pem_der(pem_text: &str, expected: &'static str) -> Result<Vec<u8>, KeyError> 
         return Err(KeyError::Pem { expected });
     }
     Ok(parsed.into_contents())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oaep_fields_open_only_with_their_key() {
+        let key = PrivateKey::generate().unwrap();
+        let sealed = key.public_key().encrypt_oaep("张三".as_bytes()).unwrap();
+        assert_eq!(sealed.len(), 344, "256 bytes, base64");
+        assert_ne!(
+            sealed,
+            key.public_key().encrypt_oaep("张三".as_bytes()).unwrap(),
+            "randomised"
+        );
+        assert_eq!(key.decrypt_oaep(&sealed).unwrap(), "张三".as_bytes());
+        let other = PrivateKey::generate().unwrap();
+        assert_eq!(other.decrypt_oaep(&sealed), Err(CipherError::Failed));
+        assert_eq!(key.decrypt_oaep("not base64!"), Err(CipherError::Base64));
+        assert_eq!(
+            key.public_key().encrypt_oaep(&[0u8; 215]),
+            Err(CipherError::TooLong)
+        );
+    }
 }

@@ -25,7 +25,8 @@ impl FieldError {
 
 pub type FieldResult = Result<(), FieldError>;
 
-fn chars_between(field: &str, value: &str, min: usize, max: usize) -> FieldResult {
+/// `value` has from `min` to `max` characters (not bytes).
+pub fn chars_between(field: &str, value: &str, min: usize, max: usize) -> FieldResult {
     let n = value.chars().count();
     if n < min || n > max {
         let rule = if min == max {

@@ -8,6 +8,7 @@ pub mod encode;
 pub mod global;
 pub mod pay;
 pub mod refund;
+pub mod transfer;
 
 pub use bill::*;
 pub use certificate::*;
@@ -15,3 +16,4 @@ pub use encode::{path_segment, query_value};
 pub use global::*;
 pub use pay::*;
 pub use refund::*;
+pub use transfer::*;
