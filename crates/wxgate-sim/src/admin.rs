@@ -44,6 +44,11 @@ pub fn routes() -> Router<Sim> {
         .route("/sim/orders/{mchid}/{out_trade_no}", get(get_order))
         .route("/sim/callbacks", get(list_callbacks))
         .route("/sim/clock", get(get_clock).post(advance_clock))
+        .route("/sim/payee/confirm", post(payee_confirm))
+        .route(
+            "/sim/merchants/{mchid}/operation_balance",
+            get(get_operation_balance).post(top_up),
+        )
         .route(
             "/sim/merchants/{mchid}/import",
             post(import_orders).layer(axum::extract::DefaultBodyLimit::max(IMPORT_BODY_LIMIT)),
@@ -324,6 +329,71 @@ async fn advance_clock(State(sim): State<Sim>, body: Bytes) -> Response {
         return bad_request("advance_secs must be between 0 and 34560000");
     }
     let offset = sim.advance_clock(advance.advance_secs);
+    // Transfers whose payee let the window pass fail now, with their notifications.
+    crate::transfers::expire_due(&sim);
     Json(json!({"now": crate::formats::rfc3339_cst(sim.now()), "offset_secs": offset}))
         .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayeeConfirm {
+    package_info: String,
+    outcome: crate::transfers::PayeeOutcome,
+}
+
+/// `POST /sim/payee/confirm`: the payee confirms or declines a transfer on WeChat's page.
+async fn payee_confirm(State(sim): State<Sim>, body: Bytes) -> Response {
+    let req: PayeeConfirm = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("body: {e}")),
+    };
+    match crate::transfers::payee_answers(&sim, &req.package_info, req.outcome) {
+        Ok(view) => Json(json!(view)).into_response(),
+        Err(message) => bad_request(message),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopUp {
+    amount: i64,
+}
+
+/// The most one top-up adds: 10,000,000.00 CNY.
+const MAX_TOP_UP_FEN: i64 = 1_000_000_000;
+
+/// `POST /sim/merchants/{mchid}/operation_balance {"amount": fen}`: tops the operation account
+/// up (a negative amount takes money out, never below zero, so tests can reach `NOT_ENOUGH`).
+async fn top_up(State(sim): State<Sim>, Path(mchid): Path<String>, body: Bytes) -> Response {
+    let req: TopUp = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("body: {e}")),
+    };
+    if req.amount == 0 || req.amount.abs() > MAX_TOP_UP_FEN {
+        return bad_request(format!(
+            "amount must be non-zero and at most {MAX_TOP_UP_FEN} fen either way"
+        ));
+    }
+    let mut state = sim.state();
+    if !state.merchants.contains_key(&mchid) {
+        return not_found("merchant");
+    }
+    let balance = state.operation_balance(&mchid);
+    if *balance + req.amount < 0 {
+        return bad_request(format!("the operation account holds only {balance} fen"));
+    }
+    *balance += req.amount;
+    let balance = *balance;
+    state.dirty = true;
+    Json(json!({"mchid": mchid, "operation_balance": balance})).into_response()
+}
+
+async fn get_operation_balance(State(sim): State<Sim>, Path(mchid): Path<String>) -> Response {
+    let mut state = sim.state();
+    if !state.merchants.contains_key(&mchid) {
+        return not_found("merchant");
+    }
+    let balance = *state.operation_balance(&mchid);
+    Json(json!({"mchid": mchid, "operation_balance": balance})).into_response()
 }

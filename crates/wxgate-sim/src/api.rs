@@ -65,6 +65,10 @@ async fn v3(
         body: &body,
         faults: &faults,
         base: format!("http://{host}"),
+        serial: headers
+            .get("Wechatpay-Serial")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     };
     let result = dispatch(&request, &method, uri.path());
     if roll(faults.timeout_after_commit_rate) {
@@ -291,6 +295,9 @@ fn dispatch(req: &Request<'_>, method: &Method, path: &str) -> Result<Answer, Wx
         ] if post => close(req, Family::Global, by, id),
         ["global", "refunds"] if post => refund(req, Family::Global),
         ["global", "statements"] if get => crate::statements::global_statements(req),
+        ["fund-app", "mch-transfer", "transfer-bills", rest @ ..] => {
+            crate::transfers::route(req, method, rest).unwrap_or_else(|| Err(not_found(path)))
+        }
         ["global", "refunds", by @ ("out-refund-no" | "id"), id] if get => {
             query_refund(req, Family::Global, by, id)
         }

@@ -26,6 +26,7 @@ pub mod payer;
 pub mod sim;
 pub mod state;
 pub mod statements;
+pub mod transfers;
 pub mod wire;
 
 use axum::Router;

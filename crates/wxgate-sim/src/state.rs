@@ -158,6 +158,12 @@ pub struct State {
     /// OAuth codes: code → (appid, openid, issued_at).
     pub oauth_codes: HashMap<String, (String, String, i64)>,
     pub bills: HashMap<String, BillFile>,
+    /// Merchant transfers by (mchid, out_bill_no), and their WeChat numbers and packages.
+    pub transfers: HashMap<(String, String), crate::transfers::TransferRecord>,
+    pub by_transfer_bill_no: HashMap<String, (String, String)>,
+    pub by_package: HashMap<String, (String, String)>,
+    /// Each merchant's operation account (运营账户), fen, once it was touched.
+    pub operation_balances: HashMap<String, i64>,
     pub callbacks: Vec<CallbackLog>,
     pub global_faults: Faults,
     pub merchant_faults: HashMap<String, Faults>,
@@ -170,6 +176,10 @@ pub struct Snapshot {
     pub merchants: Vec<MerchantRecord>,
     pub orders: Vec<Order>,
     pub refunds: Vec<RefundRecord>,
+    #[serde(default)]
+    pub transfers: Vec<crate::transfers::TransferRecord>,
+    #[serde(default)]
+    pub operation_balances: HashMap<String, i64>,
     pub global_faults: Faults,
     pub merchant_faults: HashMap<String, Faults>,
 }
@@ -209,6 +219,24 @@ impl State {
         self.dirty = true;
     }
 
+    pub fn insert_transfer(&mut self, t: crate::transfers::TransferRecord) {
+        let key = Self::order_key(&t.mchid, &t.out_bill_no);
+        self.by_transfer_bill_no
+            .insert(t.transfer_bill_no.clone(), key.clone());
+        if let Some(p) = &t.package_info {
+            self.by_package.insert(p.clone(), key.clone());
+        }
+        self.transfers.insert(key, t);
+        self.dirty = true;
+    }
+
+    /// A merchant's operation account, opened with `OPERATION_OPENING_FEN` on first use.
+    pub fn operation_balance(&mut self, mchid: &str) -> &mut i64 {
+        self.operation_balances
+            .entry(mchid.to_string())
+            .or_insert(crate::transfers::OPERATION_OPENING_FEN)
+    }
+
     /// Closes an unpaid order whose time has run out.
     pub fn expire_if_due(&mut self, key: &(String, String), now: i64) {
         if let Some(order) = self.orders.get_mut(key)
@@ -225,6 +253,8 @@ impl State {
             merchants: self.merchants.values().map(|m| m.record()).collect(),
             orders: self.orders.values().cloned().collect(),
             refunds: self.refunds.values().cloned().collect(),
+            transfers: self.transfers.values().cloned().collect(),
+            operation_balances: self.operation_balances.clone(),
             global_faults: self.global_faults.clone(),
             merchant_faults: self.merchant_faults.clone(),
         }
@@ -244,6 +274,10 @@ impl State {
         for refund in snapshot.refunds {
             state.insert_refund(refund);
         }
+        for transfer in snapshot.transfers {
+            state.insert_transfer(transfer);
+        }
+        state.operation_balances = snapshot.operation_balances;
         state.global_faults = snapshot.global_faults;
         state.merchant_faults = snapshot.merchant_faults;
         state.dirty = false;

@@ -113,6 +113,8 @@ pub struct Request<'a> {
     pub faults: &'a Faults,
     /// `scheme://host[:port]` the client used, for URLs handed back (h5_url, download_url).
     pub base: String,
+    /// The request's `Wechatpay-Serial`: which platform key encrypted its sensitive fields.
+    pub serial: Option<String>,
 }
 
 pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, WxError> {

@@ -1102,3 +1102,218 @@ async fn bills_come_the_next_morning_with_fees_and_fund_flows() {
     );
     sim.stop().await;
 }
+
+fn marketing_transfer(
+    m: &Merchant,
+    out_bill_no: &str,
+    amount: i64,
+    notify_url: &str,
+) -> TransferBillRequest {
+    TransferBillRequest {
+        appid: m.appid.clone(),
+        out_bill_no: out_bill_no.to_string(),
+        transfer_scene_id: "1000".into(),
+        openid: "o-payee-0001".into(),
+        transfer_amount: amount,
+        transfer_remark: "新会员开户有礼".into(),
+        notify_url: Some(notify_url.to_string()),
+        transfer_scene_report_infos: vec![
+            SceneReportInfo {
+                info_type: "活动名称".into(),
+                info_content: "新会员有礼".into(),
+            },
+            SceneReportInfo {
+                info_type: "奖励说明".into(),
+                info_content: "注册奖励".into(),
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+async fn operation_balance(sim: &TestSim, mchid: &str) -> i64 {
+    let (status, b) = sim
+        .admin(
+            Method::GET,
+            &format!("/sim/merchants/{mchid}/operation_balance"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    b["operation_balance"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn transfers_wait_for_the_payee_and_end_with_a_notification() {
+    let sim = TestSim::start().await;
+    let m = sim.merchant("public_key").await;
+    let mut rx = Receiver::start(0).await;
+    let opening = operation_balance(&sim, &m.mchid).await;
+    assert_eq!(opening, 10_000_000, "100,000.00 CNY");
+
+    // Created: waiting for the payee, the money held; the same number again is the same bill.
+    let req = marketing_transfer(&m, &unique("tb").replace('_', ""), 400, &rx.url);
+    let made = m.client.create_transfer(&req).await.unwrap();
+    assert_eq!(made.state, TransferState::WaitUserConfirm);
+    let package = made.package_info.clone().unwrap();
+    assert_eq!(made.transfer_bill_no.len(), 34);
+    assert_eq!(m.client.create_transfer(&req).await.unwrap(), made);
+    let mut other = req.clone();
+    other.transfer_amount = 401;
+    assert_eq!(
+        api_code(&m.client.create_transfer(&other).await.unwrap_err()),
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(operation_balance(&sim, &m.mchid).await, opening - 400);
+
+    // The payee confirms: SUCCESS, notified, the same by either number.
+    let (status, confirmed) = sim
+        .admin(
+            Method::POST,
+            "/sim/payee/confirm",
+            Some(json!({"package_info": package, "outcome": "confirm"})),
+        )
+        .await;
+    assert_eq!(
+        (status, confirmed["state"].as_str()),
+        (200, Some("SUCCESS")),
+        "{confirmed}"
+    );
+    let opened = m.open(&rx.next().await);
+    assert_eq!(opened.envelope.event_type, "MCHTRANSFER.BILL.FINISHED");
+    assert_eq!(opened.envelope.resource.original_type, "mch_payment");
+    let finished: TransferNotification = opened.resource().unwrap();
+    assert_eq!(
+        (finished.state, finished.transfer_amount),
+        (TransferState::Success, 400)
+    );
+    let by_no = m.client.query_transfer(&req.out_bill_no).await.unwrap();
+    assert_eq!(
+        by_no,
+        m.client
+            .query_transfer_by_bill_no(&made.transfer_bill_no)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        (by_no.state, by_no.mch_id.as_str()),
+        (TransferState::Success, m.mchid.as_str())
+    );
+
+    // Cancelled before confirmation: CANCELING, then CANCELLED, the money back.
+    let second = marketing_transfer(&m, &unique("tc").replace('_', ""), 250, &rx.url);
+    m.client.create_transfer(&second).await.unwrap();
+    let cancel = m.client.cancel_transfer(&second.out_bill_no).await.unwrap();
+    assert_eq!(cancel.state, TransferState::Canceling);
+    assert_eq!(
+        m.client
+            .query_transfer(&second.out_bill_no)
+            .await
+            .unwrap()
+            .state,
+        TransferState::Cancelled
+    );
+    let cancelled: TransferNotification = m.open(&rx.next().await).resource().unwrap();
+    assert_eq!(cancelled.state, TransferState::Cancelled);
+    assert_eq!(
+        api_code(
+            &m.client
+                .cancel_transfer(&second.out_bill_no)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(operation_balance(&sim, &m.mchid).await, opening - 400);
+
+    // A payee who never answers: FAIL (OVERDUE_CLOSE) a day later, the money back.
+    let third = marketing_transfer(&m, &unique("td").replace('_', ""), 300, &rx.url);
+    m.client.create_transfer(&third).await.unwrap();
+    sim.admin(
+        Method::POST,
+        "/sim/clock",
+        Some(json!({"advance_secs": 24 * 3600})),
+    )
+    .await;
+    let expired = m.client.query_transfer(&third.out_bill_no).await.unwrap();
+    assert_eq!(
+        (expired.state, expired.fail_reason.as_deref()),
+        (TransferState::Fail, Some("OVERDUE_CLOSE"))
+    );
+    assert_eq!(
+        m.open(&rx.next().await)
+            .resource::<TransferNotification>()
+            .unwrap()
+            .state,
+        TransferState::Fail
+    );
+    assert_eq!(operation_balance(&sim, &m.mchid).await, opening - 400);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn transfer_rules_names_and_the_operation_account() {
+    let sim = TestSim::start().await;
+    let m = sim.merchant("public_key").await;
+    let rx = Receiver::start(0).await;
+    let platform_key =
+        wechatpay_v3::PublicKey::from_spki_pem(m.bundle["platform_public_key"].as_str().unwrap())
+            .unwrap();
+    let key_id = m.bundle["platform_public_key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let named = Merchant::client_with(&sim.base, &m.bundle, m.verifier.clone(), |c| {
+        c.wechatpay_serial = Some(key_id.clone())
+    });
+    let mut req = marketing_transfer(&m, "named0001", 500, &rx.url);
+    req.user_name = Some(platform_key.encrypt_oaep("张三".as_bytes()).unwrap());
+    assert_eq!(
+        named.create_transfer(&req).await.unwrap().state,
+        TransferState::WaitUserConfirm
+    );
+    // Without Wechatpay-Serial the name cannot be opened; a name in clear is refused too.
+    req.out_bill_no = "named0002".into();
+    assert_eq!(
+        api_code(&m.client.create_transfer(&req).await.unwrap_err()),
+        ErrorCode::ParamError
+    );
+    req.user_name = Some("张三".into());
+    assert_eq!(
+        api_code(&named.create_transfer(&req).await.unwrap_err()),
+        ErrorCode::ParamError
+    );
+    // Over WeChat's default bound of 200 yuan.
+    let big = marketing_transfer(&m, "big0001", 20_001, &rx.url);
+    assert_eq!(
+        api_code(&m.client.create_transfer(&big).await.unwrap_err()),
+        ErrorCode::InvalidRequest
+    );
+    // An empty operation account: NOT_ENOUGH, and nothing is made.
+    let balance = operation_balance(&sim, &m.mchid).await;
+    let (status, _) = sim
+        .admin(
+            Method::POST,
+            &format!("/sim/merchants/{}/operation_balance", m.mchid),
+            Some(json!({"amount": -balance})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let short = marketing_transfer(&m, "short0001", 100, &rx.url);
+    assert_eq!(
+        api_code(&m.client.create_transfer(&short).await.unwrap_err()),
+        ErrorCode::NotEnough
+    );
+    assert!(m.client.query_transfer("short0001").await.is_err());
+    sim.admin(
+        Method::POST,
+        &format!("/sim/merchants/{}/operation_balance", m.mchid),
+        Some(json!({"amount": 100})),
+    )
+    .await;
+    assert_eq!(
+        m.client.create_transfer(&short).await.unwrap().state,
+        TransferState::WaitUserConfirm
+    );
+    sim.stop().await;
+}
