@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use wechatpay_v3::model::TransferState;
 
 use crate::faults::Faults;
 use crate::merchant::{Merchant, MerchantRecord};
@@ -122,6 +123,30 @@ pub struct RefundRecord {
     pub state: RefundState,
 }
 
+/// What a sandbox merchant's operation account holds at first: 100,000.00 CNY.
+pub const OPERATION_OPENING_FEN: i64 = 10_000_000;
+
+/// A merchant transfer (payout) as the simulator keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferRecord {
+    pub mchid: String,
+    pub appid: String,
+    pub out_bill_no: String,
+    pub transfer_bill_no: String,
+    pub openid: String,
+    /// Decrypted, when the merchant sent one.
+    pub user_name: Option<String>,
+    pub amount: i64,
+    pub remark: String,
+    pub notify_url: Option<String>,
+    pub state: TransferState,
+    pub fail_reason: Option<String>,
+    pub package_info: Option<String>,
+    pub fingerprint: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 /// A bill file waiting behind a download token.
 #[derive(Debug, Clone)]
 pub struct BillFile {
@@ -159,7 +184,7 @@ pub struct State {
     pub oauth_codes: HashMap<String, (String, String, i64)>,
     pub bills: HashMap<String, BillFile>,
     /// Merchant transfers by (mchid, out_bill_no), and their WeChat numbers and packages.
-    pub transfers: HashMap<(String, String), crate::transfers::TransferRecord>,
+    pub transfers: HashMap<(String, String), TransferRecord>,
     pub by_transfer_bill_no: HashMap<String, (String, String)>,
     pub by_package: HashMap<String, (String, String)>,
     /// Each merchant's operation account (运营账户), fen, once it was touched.
@@ -177,7 +202,7 @@ pub struct Snapshot {
     pub orders: Vec<Order>,
     pub refunds: Vec<RefundRecord>,
     #[serde(default)]
-    pub transfers: Vec<crate::transfers::TransferRecord>,
+    pub transfers: Vec<TransferRecord>,
     #[serde(default)]
     pub operation_balances: HashMap<String, i64>,
     pub global_faults: Faults,
@@ -219,7 +244,7 @@ impl State {
         self.dirty = true;
     }
 
-    pub fn insert_transfer(&mut self, t: crate::transfers::TransferRecord) {
+    pub fn insert_transfer(&mut self, t: TransferRecord) {
         let key = Self::order_key(&t.mchid, &t.out_bill_no);
         self.by_transfer_bill_no
             .insert(t.transfer_bill_no.clone(), key.clone());
@@ -234,7 +259,7 @@ impl State {
     pub fn operation_balance(&mut self, mchid: &str) -> &mut i64 {
         self.operation_balances
             .entry(mchid.to_string())
-            .or_insert(crate::transfers::OPERATION_OPENING_FEN)
+            .or_insert(OPERATION_OPENING_FEN)
     }
 
     /// Closes an unpaid order whose time has run out.

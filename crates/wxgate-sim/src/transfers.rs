@@ -10,7 +10,7 @@
 //! platform key the request's `Wechatpay-Serial` names.
 
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use wechatpay_v3::model::{
     TRANSFER_FINISHED_EVENT, TransferBill, TransferBillAnswer, TransferBillRequest,
@@ -21,35 +21,14 @@ use crate::callbacks::{self, CallbackJob};
 use crate::formats::{digits, rfc3339_cst};
 use crate::sim::Sim;
 use crate::state::State;
+pub use crate::state::{OPERATION_OPENING_FEN, TransferRecord};
 use crate::wire::{Answer, Request, WxError, json_body};
 
-/// What a sandbox merchant's operation account holds at first: 100,000.00 CNY.
-pub const OPERATION_OPENING_FEN: i64 = 10_000_000;
 /// WeChat's default bounds of one transfer: 0.10 to 200.00 yuan.
 pub const MIN_TRANSFER_FEN: i64 = 10;
 pub const MAX_TRANSFER_FEN: i64 = 20_000;
 /// How long the payee has to confirm.
 pub const CONFIRM_WINDOW_SECS: i64 = 24 * 3600;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TransferRecord {
-    pub mchid: String,
-    pub appid: String,
-    pub out_bill_no: String,
-    pub transfer_bill_no: String,
-    pub openid: String,
-    /// Decrypted, when the merchant sent one.
-    pub user_name: Option<String>,
-    pub amount: i64,
-    pub remark: String,
-    pub notify_url: Option<String>,
-    pub state: TransferState,
-    pub fail_reason: Option<String>,
-    pub package_info: Option<String>,
-    pub fingerprint: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
 
 impl TransferRecord {
     fn view(&self) -> TransferBill {
