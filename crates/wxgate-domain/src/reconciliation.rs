@@ -242,13 +242,36 @@ pub struct Side {
     pub source: &'static str,
 }
 
-/// What the job can do about a finding by asking WeChat.
+/// What the job can do about a discrepancy by asking WeChat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Repair {
     /// Query this order and apply what WeChat says through the normal sync path.
     SyncPayment { payment_id: String },
     /// Query this refund likewise.
     SyncRefund { refund_id: String },
+}
+
+impl Repair {
+    /// The one rule: a status the two sides disagree on can be settled by asking WeChat, for
+    /// the refund when it is about one, else for the payment's order.
+    pub fn of(
+        kind: DiscrepancyKind,
+        payment_id: Option<&str>,
+        refund_id: Option<&str>,
+    ) -> Option<Self> {
+        if kind != DiscrepancyKind::StatusMismatch {
+            return None;
+        }
+        match (refund_id, payment_id) {
+            (Some(refund_id), _) => Some(Self::SyncRefund {
+                refund_id: refund_id.to_string(),
+            }),
+            (None, Some(payment_id)) => Some(Self::SyncPayment {
+                payment_id: payment_id.to_string(),
+            }),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,7 +283,17 @@ pub struct Finding {
     pub refund_id: Option<String>,
     pub gateway: Option<Side>,
     pub wechat: Option<Side>,
-    pub repair: Option<Repair>,
+}
+
+impl Finding {
+    /// What a query could settle about it.
+    pub fn repair(&self) -> Option<Repair> {
+        Repair::of(
+            self.kind,
+            self.payment_id.as_deref(),
+            self.refund_id.as_deref(),
+        )
+    }
 }
 
 /// What the fund-flow bill settled of the payments and refunds that matched: the day's
@@ -410,7 +443,6 @@ fn payment_finding(kind: DiscrepancyKind, reference: &str, o: Option<&GatewayOrd
         refund_id: None,
         gateway: o.map(gateway_order_side),
         wechat: None,
-        repair: None,
     }
 }
 
@@ -447,12 +479,7 @@ fn match_payments(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResul
             continue;
         }
         if order.state != OrderState::Paid {
-            result.findings.push(Finding {
-                repair: Some(Repair::SyncPayment {
-                    payment_id: order.payment_id.clone(),
-                }),
-                ..found(DiscrepancyKind::StatusMismatch)
-            });
+            result.findings.push(found(DiscrepancyKind::StatusMismatch));
         }
         if row.fee != expected_fee(row.amount, input.fee_rate_bp) {
             result.findings.push(found(DiscrepancyKind::FeeUnexpected));
@@ -521,7 +548,6 @@ fn refund_finding(kind: DiscrepancyKind, reference: &str, r: Option<&GatewayRefu
             ..side("gateway")
         }),
         wechat: None,
-        repair: None,
     }
 }
 
@@ -574,12 +600,7 @@ fn match_refunds(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResult
             (RefundState::Succeeded, false) | (RefundState::Pending, true)
         );
         if !agrees {
-            result.findings.push(Finding {
-                repair: Some(Repair::SyncRefund {
-                    refund_id: refund.refund_id.clone(),
-                }),
-                ..found(DiscrepancyKind::StatusMismatch)
-            });
+            result.findings.push(found(DiscrepancyKind::StatusMismatch));
         }
         let sums = result.settled.entry(row.currency.clone()).or_default();
         sums.fees_returned += flows.sum(&row.refund_id, FlowKind::FeeReturn);
@@ -716,7 +737,7 @@ mod tests {
         let r = reconcile(&day);
         assert_eq!(kinds(&r), [DiscrepancyKind::StatusMismatch]);
         assert_eq!(
-            r.findings[0].repair,
+            r.findings[0].repair(),
             Some(Repair::SyncPayment {
                 payment_id: "pay_b".into()
             })
@@ -756,7 +777,7 @@ mod tests {
         let r = reconcile(&day);
         assert_eq!(kinds(&r), [DiscrepancyKind::StatusMismatch]);
         assert_eq!(
-            r.findings[0].repair,
+            r.findings[0].repair(),
             Some(Repair::SyncRefund {
                 refund_id: "re_1".into()
             })

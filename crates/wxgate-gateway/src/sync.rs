@@ -15,6 +15,8 @@ use crate::app::orders::{apply_paid, close_and_settle, earlier_attempt_paid, set
 use crate::app::reconciliation;
 use crate::gateway::Gateway;
 
+/// How often open reconciliation discrepancies are repaired again.
+const REPAIR_SWEEP: std::time::Duration = std::time::Duration::from_secs(300);
 /// Payments claimed per round.
 const CLAIM_BATCH: i64 = 32;
 
@@ -22,6 +24,7 @@ const CLAIM_BATCH: i64 = 32;
 /// when configured, requests yesterday's for every merchant).
 pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
     let mut scheduled_on = None;
+    let mut repaired_at: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -43,6 +46,12 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
         }
         if let Err(e) = reconciliation::run_due(&gw).await {
             tracing::warn!(error = %e, "reconciliation round failed");
+        }
+        if repaired_at.is_none_or(|at| at.elapsed() >= REPAIR_SWEEP) {
+            repaired_at = Some(std::time::Instant::now());
+            if let Err(e) = reconciliation::retry_repairs(&gw).await {
+                tracing::warn!(error = %e, "retrying reconciliation repairs failed");
+            }
         }
     }
 }

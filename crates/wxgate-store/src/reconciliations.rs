@@ -262,6 +262,18 @@ impl Store {
         Ok(closed)
     }
 
+    /// Open status discrepancies made since `since`, oldest first: those a query may settle.
+    pub async fn open_repairable(&self, since: i64, limit: i64) -> Result<Vec<DiscrepancyRow>> {
+        Ok(sqlx::query_as::<_, DiscrepancyRow>(
+            "SELECT * FROM discrepancies WHERE status = 'open' AND kind = 'status_mismatch' \
+             AND created_at >= $1 ORDER BY created_at, id LIMIT $2",
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The gateway's WeChat orders paid in [from, to) (Unix ms): each payment's paying order.
     pub async fn orders_paid_between(
         &self,

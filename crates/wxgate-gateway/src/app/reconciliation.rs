@@ -42,6 +42,9 @@ pub const ERROR_RETRY_MS: i64 = 5 * 60 * 1000;
 pub const MAX_ATTEMPTS: i64 = 96;
 /// Reconciliations claimed per round.
 const CLAIM_BATCH: i64 = 4;
+/// How far back open discrepancies are repaired again, and how many per round.
+pub const REPAIR_WINDOW_MS: i64 = 2 * 86_400_000;
+const REPAIR_BATCH: i64 = 16;
 /// The daily run for yesterday starts from this hour, Beijing time (WeChat: fetch after 10:00).
 pub const DAILY_HOUR: u8 = 10;
 
@@ -289,7 +292,7 @@ async fn reconcile_day(
         match_ms - read_ms,
         write_ms - match_ms,
     );
-    repair(gw, up, &discrepancies, &result.findings).await;
+    repair(gw, up, &discrepancies).await;
     Ok(())
 }
 
@@ -629,36 +632,54 @@ fn discrepancy_row(r: &ReconciliationRow, f: &Finding, now: i64) -> anyhow::Resu
 /// sync path (with its events). A payment brought in line is `repaired`; a refund whose live
 /// state already agrees with the gateway was only in flight when the bill was written, and is
 /// `resolved` saying so. Anything else stays open for a person.
-async fn repair(
-    gw: &Gateway,
-    up: &Upstream,
-    discrepancies: &[DiscrepancyRow],
-    findings: &[Finding],
-) {
-    for (d, f) in discrepancies.iter().zip(findings) {
-        let outcome = match &f.repair {
-            Some(recon::Repair::SyncPayment { payment_id }) => {
-                repair_payment(gw, up, payment_id, &f.reference).await
-            }
-            Some(recon::Repair::SyncRefund { refund_id }) => repair_refund(gw, up, refund_id).await,
-            None => continue,
-        };
-        let closed = match outcome {
-            Ok(Some((status, why))) => {
-                gw.store()
-                    .close_discrepancy(d, status, &why, gw.now_ms())
-                    .await
-            }
-            Ok(None) => continue,
+async fn repair(gw: &Gateway, up: &Upstream, discrepancies: &[DiscrepancyRow]) {
+    for d in discrepancies {
+        repair_one(gw, up, d).await;
+    }
+}
+
+/// Asks WeChat about one open discrepancy and closes it if the answer settles it.
+async fn repair_one(gw: &Gateway, up: &Upstream, d: &DiscrepancyRow) {
+    let repair = recon::Repair::of(d.kind, d.payment_id.as_deref(), d.refund_id.as_deref());
+    let outcome = match repair {
+        Some(recon::Repair::SyncPayment { payment_id }) => {
+            repair_payment(gw, up, &payment_id, &d.reference).await
+        }
+        Some(recon::Repair::SyncRefund { refund_id }) => repair_refund(gw, up, &refund_id).await,
+        None => return,
+    };
+    let closed = match outcome {
+        Ok(Some((status, why))) => {
+            gw.store()
+                .close_discrepancy(d, status, &why, gw.now_ms())
+                .await
+        }
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(discrepancy = %d.id, error = %e, "repair failed; left open");
+            return;
+        }
+    };
+    if let Err(e) = closed {
+        tracing::warn!(discrepancy = %d.id, error = %e, "could not record a repair");
+    }
+}
+
+/// Tries the repairs of recent discrepancies still open again (a node that stopped between
+/// completing a reconciliation and its repairs, or a WeChat that did not answer): those of the
+/// last `REPAIR_WINDOW_MS`, `REPAIR_BATCH` at a time. How many were tried.
+pub async fn retry_repairs(gw: &Gateway) -> anyhow::Result<usize> {
+    let since = gw.now_ms() - REPAIR_WINDOW_MS;
+    let open = gw.store().open_repairable(since, REPAIR_BATCH).await?;
+    for d in &open {
+        match gw.upstream(&d.merchant_id).await {
+            Ok(up) => repair_one(gw, &up, d).await,
             Err(e) => {
-                tracing::warn!(discrepancy = %d.id, error = %e, "repair failed; left open");
-                continue;
+                tracing::warn!(discrepancy = %d.id, error = %e, "no WeChat client to repair with")
             }
-        };
-        if let Err(e) = closed {
-            tracing::warn!(discrepancy = %d.id, error = %e, "could not record a repair");
         }
     }
+    Ok(open.len())
 }
 
 /// Queries the order WeChat says was paid and applies it to the payment.
@@ -680,13 +701,21 @@ async fn repair_payment(
     };
     let before = p.status;
     let after = crate::app::orders::apply_paid(gw, &up.merchant, &p, &tx, "reconciliation").await?;
-    Ok((after.status != before).then(|| {
+    if after.status != before {
+        let why = format!(
+            "WeChat's query says {out_trade_no} was paid: the payment went from {} to {}",
+            before.as_str(),
+            after.status.as_str()
+        );
+        return Ok(Some((DiscrepancyStatus::Repaired, why)));
+    }
+    // Brought in line already (by a callback, the status sync or an earlier try).
+    Ok(before.is_paid().then(|| {
         (
-            DiscrepancyStatus::Repaired,
+            DiscrepancyStatus::Resolved,
             format!(
-                "WeChat's query says {out_trade_no} was paid: the payment went from {} to {}",
-                before.as_str(),
-                after.status.as_str()
+                "WeChat's query says {out_trade_no} was paid, and the payment is {}",
+                before.as_str()
             ),
         )
     }))

@@ -704,3 +704,84 @@ pub async fn a_cross_border_day_reconciles_against_the_statement(t: TestGateway)
     );
     ledger_holds(&t).await;
 }
+
+/// A discrepancy left open (its node stopped before repairing it) is repaired by the next
+/// sweep of open discrepancies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_discrepancy_is_repaired_by_a_later_sweep() {
+    use wxgate_domain::reconciliation::{DiscrepancyKind, DiscrepancyStatus};
+    for db in wxgate_store::testing::all().await {
+        eprintln!(
+            "an_open_discrepancy_is_repaired_by_a_later_sweep on {:?}",
+            db.backend
+        );
+        let t = TestGateway::spawn_with(&db, |c| c.sync_schedule_ms = vec![86_400_000]).await;
+        t.sim_call(
+            reqwest::Method::PUT,
+            &format!("/sim/merchants/{}/faults", t.mchid),
+            Some(json!({"drop_callback_rate": 1.0})),
+        )
+        .await;
+        let (_, p) = t.create(native(&order("sweep"), 660)).await;
+        let id = p["id"].as_str().unwrap().to_string();
+        t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+            .await;
+        let now = wxgate_gateway::now_ms();
+        let (r, _) = t
+            .store
+            .request_reconciliation(&t.merchant_id, &bill_today(), now)
+            .await
+            .unwrap();
+        let left_open = wxgate_store::DiscrepancyRow {
+            id: wxgate_domain::id::DiscrepancyId::generate().to_string(),
+            reconciliation_id: r.id.clone(),
+            merchant_id: t.merchant_id.clone(),
+            kind: DiscrepancyKind::StatusMismatch,
+            reference: id.clone(),
+            payment_id: Some(id.clone()),
+            refund_id: None,
+            gateway_side: None,
+            wechat_side: None,
+            status: DiscrepancyStatus::Open,
+            resolution: None,
+            created_at: now,
+            resolved_at: None,
+        };
+        let completed = wxgate_store::EventRow {
+            id: wxgate_domain::id::EventId::generate().to_string(),
+            merchant_id: t.merchant_id.clone(),
+            event_type: "reconciliation.completed".into(),
+            object_id: r.id.clone(),
+            object_version: 0,
+            payload: "{}".into(),
+            created_at: now,
+        };
+        let done = wxgate_store::Completion {
+            totals: "{}".into(),
+            discrepancies: vec![left_open.clone()],
+            events: vec![completed],
+            now,
+        };
+        assert!(t.store.complete_reconciliation(&r, &done).await.unwrap());
+        assert_eq!(t.get(&id).await["status"], "pending");
+
+        let tried = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
+            .await
+            .unwrap();
+        assert_eq!(tried, 1);
+        assert_eq!(t.get(&id).await["status"], "succeeded");
+        let d = t
+            .store
+            .discrepancy(&t.merchant_id, &left_open.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.status, DiscrepancyStatus::Repaired, "{d:?}");
+        // Nothing is left for the next sweep.
+        let again = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
+            .await
+            .unwrap();
+        assert_eq!(again, 0);
+        db.cleanup().await;
+    }
+}
