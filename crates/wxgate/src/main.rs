@@ -13,6 +13,7 @@ use wxgate_gateway::{Application, Gateway, GatewayConfig};
 use wxgate_sim::{Sim, SimConfig};
 use wxgate_store::Store;
 
+mod activity;
 mod bench;
 mod listen;
 mod reconcile;
@@ -708,7 +709,13 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "    curl -s {base}/v1/payments -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n      -d '{{\"amount\": 100, \"currency\": \"CNY\", \"merchant_order_id\": \"demo-{order}\", \"description\": \"Test\", \"integration\": \"native\"}}'"
     );
-    println!("activity (one line per request):");
+    println!("activity (one line per request, event and webhook attempt):");
+    if let Some(merchant) = demo["merchant_id"]
+        .as_str()
+        .and_then(wxgate_domain::id::MerchantId::parse)
+    {
+        tokio::spawn(activity::follow(gateway.clone(), merchant));
+    }
     let result = server.await?;
     if let Some(task) = persister {
         task.abort();

@@ -347,3 +347,70 @@ async fn listen_prints_the_demo_merchants_webhooks() {
         [format!("payment.succeeded {id} v2 signature verified")]
     );
 }
+
+/// The demo's activity shows each event and each webhook attempt as one readable line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_events_and_webhook_attempts() {
+    use std::io::BufRead;
+    let (data, listen) = fresh("wxgate-activity");
+    let base = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--data"])
+        .arg(&data)
+        .args(["--listen", &listen])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = demo.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let info = ready(&http, &data, &base).await;
+    let key = info["api_key"].as_str().unwrap();
+    // An endpoint nobody listens on: the attempt fails, and says so.
+    let endpoint = http
+        .post(format!("{base}/v1/webhook_endpoints"))
+        .bearer_auth(key)
+        .json(&json!({"url": "http://127.0.0.1:9/hooks", "events": ["payment.succeeded"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(endpoint.status(), 201);
+    let created = pay_native(&http, &base, key, "activity-0001").await;
+    let id = created["id"].as_str().unwrap();
+    let wanted = [
+        format!("event payment.succeeded {id} v2"),
+        "webhook payment.succeeded → we_".to_string(),
+    ];
+    let mut found = [false, false];
+    let mut seen = Vec::new();
+    // A bound against hanging, not a timing assertion.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = rx.recv().await {
+            for (i, w) in wanted.iter().enumerate() {
+                found[i] |= line.starts_with(w.as_str());
+            }
+            seen.push(line);
+            if found.iter().all(|f| *f) {
+                break;
+            }
+        }
+    })
+    .await;
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(found.iter().all(|f| *f), "{seen:#?}");
+}
