@@ -189,6 +189,8 @@ struct Lanes {
     global: Arc<Semaphore>,
     per_endpoint: usize,
     lanes: Mutex<HashMap<String, Lane>>,
+    /// The events of claimed deliveries, read in one query per claim, taken by their attempts.
+    events: Mutex<HashMap<String, EventRow>>,
 }
 
 #[derive(Default)]
@@ -284,6 +286,7 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
         global: Arc::new(Semaphore::new(config.webhook_concurrency)),
         per_endpoint: config.webhook_per_endpoint.max(1),
         lanes: Mutex::new(HashMap::new()),
+        events: Mutex::new(HashMap::new()),
     });
     let outbox = gw.store().outbox_signal();
     let freed = Arc::new(tokio::sync::Notify::new());
@@ -347,11 +350,25 @@ async fn claim_round(
         .claim_due_deliveries(now, lease_ms(gw), free.min(256) as i64, &lanes.full())
         .await?;
     let n = due.len();
+    let ids: Vec<String> = due.iter().map(|d| d.event_id.clone()).collect();
+    let events = gw.store().events_by_ids(&ids).await?;
+    lanes
+        .events
+        .lock()
+        .expect("events lock")
+        .extend(events.into_iter().map(|e| (e.id.clone(), e)));
     for d in due {
         match lanes.admit(d) {
             Admit::Start(d, permit) => start(gw, client, lanes, freed, d, permit),
             Admit::Queued => {}
-            Admit::Release(d) => gw.store().release_delivery(&d, now + DEFER_MS).await?,
+            Admit::Release(d) => {
+                lanes
+                    .events
+                    .lock()
+                    .expect("events lock")
+                    .remove(&d.event_id);
+                gw.store().release_delivery(&d, now + DEFER_MS).await?
+            }
         }
     }
     Ok(n)
@@ -371,7 +388,12 @@ fn start(
         let key = lane_key(&first);
         let mut next = Some(first);
         while let Some(d) = next {
-            if let Err(e) = deliver(&gw, &client, &d).await {
+            let event = lanes
+                .events
+                .lock()
+                .expect("events lock")
+                .remove(&d.event_id);
+            if let Err(e) = attempt(&gw, &client, &d, event).await {
                 tracing::warn!(event = %d.event_id, endpoint = %d.endpoint_id, error = %e, "webhook delivery failed; its claim will lapse and it will be retried");
             }
             next = lanes.finish(&key);
@@ -394,10 +416,24 @@ pub async fn deliver(
     client: &reqwest::Client,
     d: &DeliveryRow,
 ) -> anyhow::Result<()> {
+    attempt(gw, client, d, None).await
+}
+
+/// One attempt, with the delivery's event when it was read already.
+async fn attempt(
+    gw: &Gateway,
+    client: &reqwest::Client,
+    d: &DeliveryRow,
+    event: Option<EventRow>,
+) -> anyhow::Result<()> {
     let store = gw.store();
     let (url, secret_id, sealed) = destination(gw, d).await?;
-    let Some(event) = store.event_by_id(&d.event_id).await? else {
-        anyhow::bail!("event {} is gone", d.event_id);
+    let event = match event {
+        Some(e) => e,
+        None => store
+            .event_by_id(&d.event_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("event {} is gone", d.event_id))?,
     };
     let secret = gw.signing_secret(&secret_id, &sealed)?;
     let body = event_json(&event);
@@ -461,10 +497,15 @@ async fn destination(gw: &Gateway, d: &DeliveryRow) -> anyhow::Result<(String, S
             s.secret_sealed,
         ));
     }
+    if let Some(cached) = gw.cached_endpoint(&d.endpoint_id) {
+        return Ok(cached);
+    }
     let Some(e) = gw.store().webhook_endpoint(&d.endpoint_id).await? else {
         anyhow::bail!("endpoint {} is gone", d.endpoint_id);
     };
-    Ok((e.url, e.secret_id, e.secret_sealed))
+    let destination = (e.url, e.secret_id, e.secret_sealed);
+    gw.cache_endpoint(&d.endpoint_id, destination.clone());
+    Ok(destination)
 }
 
 /// Delivered; or the next try on the retry schedule; or, with the schedule spent, dead.

@@ -24,6 +24,11 @@ struct Inner {
     upstreams: Upstreams,
     /// API key hash → merchant, for `AUTH_CACHE_TTL`: a revoked key stops working within it.
     auth_cache: Mutex<HashMap<String, (MerchantRow, Instant)>>,
+    /// Webhook endpoints' destinations (URL, secret id, sealed secret), by endpoint id, for
+    /// `ENDPOINT_CACHE_TTL`: the delivery worker reads each endpoint once per interval, not once
+    /// per delivery. Deleting or rotating an endpoint forgets it here at once; other nodes
+    /// catch up within the TTL (a rotated secret's predecessor stays valid meanwhile).
+    endpoints: Mutex<HashMap<String, (Destination, Instant)>>,
     /// Opened webhook signing secrets, by secret id.
     webhook_secrets: Mutex<HashMap<String, String>>,
     /// Rendered QR images.
@@ -39,6 +44,14 @@ pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Entries the API-key cache holds at most; it is cleared when full.
 const AUTH_CACHE_MAX: usize = 10_000;
 
+/// How long a webhook endpoint's destination is used without reading it again.
+pub const ENDPOINT_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Entries the endpoint cache holds at most; it is cleared when full.
+const ENDPOINT_CACHE_MAX: usize = 10_000;
+
+/// Where a webhook goes and what signs it: (URL, secret id, sealed secret).
+pub type Destination = (String, String, String);
+
 impl Gateway {
     pub fn new(store: Store, config: GatewayConfig) -> Self {
         Self::with_clock(store, config, Arc::new(SystemClock))
@@ -53,6 +66,7 @@ impl Gateway {
                 config,
                 upstreams: Upstreams::default(),
                 auth_cache: Mutex::new(HashMap::new()),
+                endpoints: Mutex::new(HashMap::new()),
                 webhook_secrets: Mutex::new(HashMap::new()),
                 qr: crate::qr::Cache::default(),
                 clock,
@@ -104,6 +118,31 @@ impl Gateway {
             cache.clear();
         }
         cache.insert(key_hash, (merchant, Instant::now()));
+    }
+
+    pub fn cached_endpoint(&self, endpoint_id: &str) -> Option<Destination> {
+        let cache = self.inner.endpoints.lock().expect("endpoint cache lock");
+        cache
+            .get(endpoint_id)
+            .filter(|(_, at)| at.elapsed() < ENDPOINT_CACHE_TTL)
+            .map(|(d, _)| d.clone())
+    }
+
+    pub fn cache_endpoint(&self, endpoint_id: &str, destination: Destination) {
+        let mut cache = self.inner.endpoints.lock().expect("endpoint cache lock");
+        if cache.len() >= ENDPOINT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(endpoint_id.to_string(), (destination, Instant::now()));
+    }
+
+    /// Forgets an endpoint's destination (it was deleted or its secret rotated).
+    pub fn forget_endpoint(&self, endpoint_id: &str) {
+        self.inner
+            .endpoints
+            .lock()
+            .expect("endpoint cache lock")
+            .remove(endpoint_id);
     }
 
     /// A webhook signing secret, opened from its sealed form once and then cached by its id.

@@ -7,6 +7,9 @@ use crate::{
     NotifySecretRow, Redeliver, Result, Store, WebhookEndpointRow,
 };
 
+/// Event ids per `IN (…)` query.
+const EVENTS_PER_QUERY: usize = 256;
+
 impl Store {
     /// Woken whenever this process writes an event.
     pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
@@ -311,6 +314,21 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    /// The events with these ids, in one query per `EVENTS_PER_QUERY` (delivery workers).
+    pub async fn events_by_ids(&self, ids: &[String]) -> Result<Vec<EventRow>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(EVENTS_PER_QUERY) {
+            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("SELECT * FROM events WHERE id IN ({})", params.join(", "));
+            let mut query = sqlx::query_as::<_, EventRow>(&sql);
+            for id in chunk {
+                query = query.bind(id.clone());
+            }
+            found.extend(query.fetch_all(&self.pool).await?);
+        }
+        Ok(found)
     }
 
     /// Newest first, `limit` at most, after an optional cursor, filtered.

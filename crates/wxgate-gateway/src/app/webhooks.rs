@@ -84,6 +84,7 @@ pub async fn delete_endpoint(
     {
         return Err(ApiError::not_found("webhook endpoint"));
     }
+    gw.forget_endpoint(id);
     Ok(())
 }
 
@@ -104,6 +105,7 @@ pub async fn rotate_endpoint_secret(
     if !rotated {
         return Err(ApiError::not_found("webhook endpoint"));
     }
+    gw.forget_endpoint(id);
     Ok(WithSecret { row, secret })
 }
 
