@@ -41,8 +41,9 @@ Settings, from the environment or from a TOML file given with --config (the envi
   WXGATE_MASTER_KEY      master_key       64 hex characters; seals merchant secrets (or master_key_file); required\n\
   WXGATE_LISTEN          listen           default 127.0.0.1:8080\n\
   WXGATE_PUBLIC_URL      public_url       how WeChat and shoppers reach this gateway; default http://<listen>\n\
-  WXGATE_WEBHOOKS_ALLOW_PRIVATE, WXGATE_WEBHOOK_TIMEOUT_MS, WXGATE_WEBHOOK_RETRY_SCHEDULE_MS\n\
-                         [webhooks] allow_private, timeout_ms, retry_schedule_ms"
+  WXGATE_WEBHOOKS_ALLOW_PRIVATE, WXGATE_WEBHOOK_TIMEOUT_MS, WXGATE_WEBHOOK_RETRY_SCHEDULE_MS,\n\
+  WXGATE_WEBHOOK_PER_ENDPOINT\n\
+                         [webhooks] allow_private, timeout_ms, retry_schedule_ms, per_endpoint (default 8)"
     )]
     Serve,
     /// Apply the database migrations this binary has and the database lacks.
@@ -247,6 +248,9 @@ struct FileConfig {
     webhooks: WebhookSettings,
 }
 
+/// The most webhook attempts in flight to one endpoint that may be configured.
+const MAX_PER_ENDPOINT: usize = 64;
+
 /// `[webhooks]` in the configuration file; each also has an environment variable.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -257,6 +261,8 @@ struct WebhookSettings {
     timeout_ms: Option<u64>,
     /// Waits before each retry, in milliseconds (`WXGATE_WEBHOOK_RETRY_SCHEDULE_MS`, comma-separated).
     retry_schedule_ms: Option<Vec<i64>>,
+    /// Attempts in flight to one endpoint at most (`WXGATE_WEBHOOK_PER_ENDPOINT`, default 8).
+    per_endpoint: Option<usize>,
 }
 
 struct Settings {
@@ -276,6 +282,9 @@ impl Settings {
         }
         if let Some(ms) = self.webhooks.timeout_ms {
             config.webhook_timeout = std::time::Duration::from_millis(ms);
+        }
+        if let Some(n) = self.webhooks.per_endpoint {
+            config.webhook_per_endpoint = n;
         }
         if let Some(schedule) = &self.webhooks.retry_schedule_ms {
             config.webhook_retry_schedule_ms = schedule.clone();
@@ -334,6 +343,12 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
                 .collect::<Result<_, _>>()
                 .context("WXGATE_WEBHOOK_RETRY_SCHEDULE_MS")?,
         );
+    }
+    if let Some(v) = env("WXGATE_WEBHOOK_PER_ENDPOINT") {
+        webhooks.per_endpoint = Some(v.parse().context("WXGATE_WEBHOOK_PER_ENDPOINT")?);
+    }
+    if webhooks.per_endpoint.is_some_and(|n| !(1..=MAX_PER_ENDPOINT).contains(&n)) {
+        anyhow::bail!("webhook per_endpoint must be from 1 to {MAX_PER_ENDPOINT}");
     }
     if webhooks.timeout_ms == Some(0)
         || webhooks
