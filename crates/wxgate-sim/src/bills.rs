@@ -251,22 +251,23 @@ impl Day {
         {
             r.status = "PROCESSING";
         }
-        for i in 0..faults.extra_rows {
-            self.payments.push(self.stranger(date, i));
+        // A stranger's rows are modelled on a real payment of the day; a day without one
+        // gets none.
+        if let Some(model) = self.payments.first().map(|p| p.order.clone()) {
+            for i in 0..faults.extra_rows {
+                let stranger = self.stranger(&model, date, i);
+                self.payments.push(stranger);
+            }
         }
     }
 
     /// A payment WeChat shows that the merchant never made.
-    fn stranger(&self, date: Date, i: u32) -> PaymentItem {
+    fn stranger(&self, model: &Order, date: Date, i: u32) -> PaymentItem {
         let noon = date
             .with_hms(12, 0, 0)
             .expect("valid time")
             .assume_offset(time::macros::offset!(+8));
-        let mut order = self
-            .payments
-            .first()
-            .map(|p| p.order.clone())
-            .unwrap_or_else(|| panic!("an extra bill row needs one real payment that day"));
+        let mut order = model.clone();
         order.out_trade_no = format!("stranger_{}_{i}", date.to_julian_day());
         order.transaction_id = Some(format!("4200009999{:08}{i:06}", date.to_julian_day()));
         order.success_time = Some(noon.unix_timestamp() + i64::from(i));

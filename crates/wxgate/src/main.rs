@@ -347,7 +347,10 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
     if let Some(v) = env("WXGATE_WEBHOOK_PER_ENDPOINT") {
         webhooks.per_endpoint = Some(v.parse().context("WXGATE_WEBHOOK_PER_ENDPOINT")?);
     }
-    if webhooks.per_endpoint.is_some_and(|n| !(1..=MAX_PER_ENDPOINT).contains(&n)) {
+    if webhooks
+        .per_endpoint
+        .is_some_and(|n| !(1..=MAX_PER_ENDPOINT).contains(&n))
+    {
         anyhow::bail!("webhook per_endpoint must be from 1 to {MAX_PER_ENDPOINT}");
     }
     if webhooks.timeout_ms == Some(0)
