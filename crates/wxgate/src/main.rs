@@ -329,7 +329,19 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
     let public_url = env("WXGATE_PUBLIC_URL")
         .or(file.public_url)
         .unwrap_or_else(|| format!("http://{listen}"));
-    let mut webhooks = file.webhooks;
+    let webhooks = webhook_settings(file.webhooks)?;
+    Ok(Settings {
+        database_url,
+        master_key,
+        listen,
+        public_url,
+        webhooks,
+    })
+}
+
+/// `[webhooks]` with the environment's settings over the file's, checked.
+fn webhook_settings(mut webhooks: WebhookSettings) -> anyhow::Result<WebhookSettings> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if let Some(v) = env("WXGATE_WEBHOOKS_ALLOW_PRIVATE") {
         webhooks.allow_private = Some(matches!(v.as_str(), "1" | "true" | "yes"));
     }
@@ -361,13 +373,7 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
     {
         anyhow::bail!("webhook timeout must be above 0 and retry waits at least 0");
     }
-    Ok(Settings {
-        database_url,
-        master_key,
-        listen,
-        public_url,
-        webhooks,
-    })
+    Ok(webhooks)
 }
 
 fn require_master(s: &Settings) -> anyhow::Result<MasterKey> {
