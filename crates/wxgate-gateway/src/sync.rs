@@ -24,7 +24,8 @@ const CLAIM_BATCH: i64 = 32;
 /// when configured, requests yesterday's for every merchant).
 pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
     let mut scheduled_on = None;
-    let mut repaired_at: Option<std::time::Instant> = None;
+    // The first sweep comes one interval after start, like every later one.
+    let mut repaired_at = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -47,8 +48,8 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
         if let Err(e) = reconciliation::run_due(&gw).await {
             tracing::warn!(error = %e, "reconciliation round failed");
         }
-        if repaired_at.is_none_or(|at| at.elapsed() >= REPAIR_SWEEP) {
-            repaired_at = Some(std::time::Instant::now());
+        if repaired_at.elapsed() >= REPAIR_SWEEP {
+            repaired_at = std::time::Instant::now();
             if let Err(e) = reconciliation::retry_repairs(&gw).await {
                 tracing::warn!(error = %e, "retrying reconciliation repairs failed");
             }
