@@ -8,22 +8,23 @@
 use std::collections::HashSet;
 
 use time::{Date, OffsetDateTime, UtcOffset};
-use wechatpay_v3::bill::statement::StatementRow;
-use wechatpay_v3::bill::{BillRefundStatus, FlowDirection, FundFlowBill, TradeBill, TradeRowState};
-use wechatpay_v3::model::{
-    BillOutcome, FundFlowBillRequest, StatementOutcome, StatementsRequest, TradeBillRequest,
-};
 use wxgate_domain::id::{DiscrepancyId, MerchantId, ReconciliationId};
 use wxgate_domain::ledger::{Posting, PostingKind};
 use wxgate_domain::reconciliation::{
-    self as recon, DayInput, DayResult, DiscrepancyStatus, Finding, FlowKind, FlowMovement,
-    GatewayOrder, GatewayRefund, OrderState, ReconciliationStatus, RefundState,
+    self as recon, DayInput, DayResult, DiscrepancyStatus, Finding, GatewayOrder, GatewayRefund,
+    OrderState, ReconciliationStatus, RefundState,
 };
 use wxgate_domain::refund::RefundStatus;
 use wxgate_store::{
     Completion, DayOrderRow, DayRefundRow, DiscrepancyRow, EventRow, PostingSource,
     ReconciliationRow,
 };
+
+mod repair;
+mod wechat_side;
+
+use repair::repair;
+pub use repair::{REPAIR_WINDOW_MS, retry_repairs};
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
@@ -42,9 +43,6 @@ pub const ERROR_RETRY_MS: i64 = 5 * 60 * 1000;
 pub const MAX_ATTEMPTS: i64 = 96;
 /// Reconciliations claimed per round.
 const CLAIM_BATCH: i64 = 4;
-/// How far back open discrepancies are repaired again, and how many per round.
-pub const REPAIR_WINDOW_MS: i64 = 2 * 86_400_000;
-const REPAIR_BATCH: i64 = 16;
 /// The daily run for yesterday starts from this hour, Beijing time (WeChat: fetch after 10:00).
 pub const DAILY_HOUR: u8 = 10;
 
@@ -203,49 +201,10 @@ pub async fn drain(gw: &Gateway) -> anyhow::Result<()> {
     anyhow::bail!("reconciliation did not settle")
 }
 
-/// Both bills of a day as downloaded (checked, uncompressed), once WeChat has them; `None` for
-/// a bill WeChat says does not exist (nothing moved).
-struct Bills {
-    trade: Option<Vec<u8>>,
-    flow: Option<Vec<u8>>,
-}
-
-async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>> {
-    let trade = TradeBillRequest {
-        bill_date: date.to_string(),
-        bill_type: Some("ALL".into()),
-        tar_type: Some("GZIP".into()),
-    };
-    let trade = match up.client.trade_bill(&trade).await? {
-        BillOutcome::Creating => return Ok(None),
-        BillOutcome::NoStatement => None,
-        BillOutcome::Ready(answer) => Some(up.client.download_bill(&answer, true).await?),
-    };
-    let flow = FundFlowBillRequest {
-        bill_date: date.to_string(),
-        account_type: Some("BASIC".into()),
-        tar_type: Some("GZIP".into()),
-    };
-    let flow = match up.client.fund_flow_bill(&flow).await? {
-        BillOutcome::Creating => return Ok(None),
-        BillOutcome::NoStatement => None,
-        BillOutcome::Ready(answer) => Some(up.client.download_bill(&answer, true).await?),
-    };
-    Ok(Some(Bills { trade, flow }))
-}
-
 async fn run_one(gw: &Gateway, r: &ReconciliationRow) -> anyhow::Result<()> {
     let up = gw.upstream(&r.merchant_id).await?;
     let started = std::time::Instant::now();
-    let fee_rate_bp = up.merchant.fee_rate_bp;
-    let input = if up.cross_border() {
-        statement_input(&up, &r.bill_date, fee_rate_bp).await?
-    } else {
-        match fetch_bills(&up, &r.bill_date).await? {
-            Some(bills) => Some(bill_input(&bills, fee_rate_bp)?),
-            None => None,
-        }
-    };
+    let input = wechat_side::wechat_day(&up, &r.bill_date).await?;
     let Some(input) = input else {
         let next = (r.attempts + 1 < MAX_ATTEMPTS).then(|| gw.now_ms() + BILL_RETRY_MS);
         let status = match next {
@@ -294,151 +253,6 @@ async fn reconcile_day(
     );
     repair(gw, up, &discrepancies).await;
     Ok(())
-}
-
-/// A cross-border merchant's day from its statement (`None` while WeChat builds it). The
-/// statement is both bills: its rows are the trade bill's, and what it says is settled (应结)
-/// stands in for the fund-flow bill's movements.
-async fn statement_input(
-    up: &Upstream,
-    date: &str,
-    fee_rate_bp: i64,
-) -> anyhow::Result<Option<DayInput>> {
-    let req = StatementsRequest {
-        date: date.to_string(),
-        mchid: up.merchant.mchid.clone(),
-    };
-    let csv = match up.client.global_statements(&req).await? {
-        StatementOutcome::Creating => return Ok(None),
-        StatementOutcome::NoStatement => Vec::new(),
-        StatementOutcome::Ready(csv) => csv,
-    };
-    let mut input = DayInput {
-        fee_rate_bp: u32::try_from(fee_rate_bp).unwrap_or(0),
-        ..DayInput::default()
-    };
-    let mut failed = None;
-    if !csv.is_empty() {
-        wechatpay_v3::bill::statement::read_rows(&csv, |row| {
-            if let Err(e) = statement_row(&mut input, row) {
-                failed.get_or_insert(e);
-            }
-        })?;
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(Some(input)),
-    }
-}
-
-/// One statement row into the day: a payment (with its settlement and fee) or a refund (with
-/// the fee it returns), amounts in minor units of the row's currency.
-fn statement_row(input: &mut DayInput, row: StatementRow) -> anyhow::Result<()> {
-    let exponent = |code: &str| -> anyhow::Result<u32> {
-        Ok(wxgate_domain::Currency::parse(code)
-            .map_err(|e| anyhow::anyhow!("statement currency {code:?}: {e}"))?
-            .exponent())
-    };
-    let e = exponent(&row.currency)?;
-    let fee = row.fee.minor_units("手续费", e)?;
-    let flow = |business_no: &str, kind, amount| FlowMovement {
-        business_no: business_no.to_string(),
-        flow_no: String::new(),
-        kind,
-        amount,
-    };
-    anyhow::ensure!(
-        row.trade_state != "SUCCESS" || row.settlement_currency == row.currency,
-        "{} is settled in {} but priced in {}: settlement in another currency is not reconciled yet",
-        row.out_trade_no,
-        row.settlement_currency,
-        row.currency
-    );
-    match row.trade_state.as_str() {
-        "SUCCESS" => {
-            let settlement = row
-                .settlement_amount
-                .minor_units("应结订单金额", exponent(&row.settlement_currency)?)?;
-            input
-                .flows
-                .push(flow(&row.transaction_id, FlowKind::Settlement, settlement));
-            input
-                .flows
-                .push(flow(&row.transaction_id, FlowKind::Fee, fee));
-            input.bill_payments.push(recon::BillPayment {
-                amount: row.amount.minor_units("订单金额", e)?,
-                currency: row.currency,
-                settlement,
-                fee,
-                out_trade_no: row.out_trade_no,
-                transaction_id: row.transaction_id,
-            });
-        }
-        "REFUND" => {
-            input
-                .flows
-                .push(flow(&row.refund_id, FlowKind::FeeReturn, -fee));
-            input.bill_refunds.push(recon::BillRefund {
-                amount: row.refund_requested.minor_units("申请退款金额", e)?,
-                currency: row.currency,
-                processing: row.refund_status == "PROCESSING",
-                out_refund_no: row.out_refund_no,
-                refund_id: row.refund_id,
-            });
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// The bills' side of the day, in domain values.
-fn bill_input(bills: &Bills, fee_rate_bp: i64) -> anyhow::Result<DayInput> {
-    let mut input = DayInput {
-        fee_rate_bp: u32::try_from(fee_rate_bp).unwrap_or(0),
-        ..DayInput::default()
-    };
-    if let Some(file) = &bills.trade {
-        TradeBill::read_rows(file, |row| match (row.state, row.refund) {
-            (TradeRowState::Success, _) => input.bill_payments.push(recon::BillPayment {
-                out_trade_no: row.out_trade_no,
-                transaction_id: row.transaction_id,
-                amount: row.order_total.unwrap_or(row.settlement_total),
-                currency: row.currency,
-                settlement: row.settlement_total,
-                fee: row.fee.fen_rounded(),
-            }),
-            (TradeRowState::Refund, Some(part)) => input.bill_refunds.push(recon::BillRefund {
-                out_refund_no: part.out_refund_no,
-                refund_id: part.refund_id,
-                amount: part.requested.unwrap_or(part.amount),
-                currency: row.currency,
-                processing: part.status == BillRefundStatus::Processing,
-            }),
-            _ => {}
-        })?;
-    }
-    if let Some(file) = &bills.flow {
-        FundFlowBill::read_rows(file, |row| {
-            input.flows.push(FlowMovement {
-                kind: flow_kind(&row.business_type, row.direction),
-                business_no: row.business_no,
-                flow_no: row.flow_no,
-                amount: row.amount,
-            })
-        })?;
-    }
-    Ok(input)
-}
-
-/// What a fund-flow movement is, by its business type (业务类型) and direction.
-fn flow_kind(business_type: &str, direction: FlowDirection) -> FlowKind {
-    match (business_type, direction) {
-        ("交易", FlowDirection::Income) => FlowKind::Settlement,
-        ("扣除交易手续费", FlowDirection::Expense) => FlowKind::Fee,
-        ("退款", FlowDirection::Expense) => FlowKind::Refund,
-        ("退还交易手续费", FlowDirection::Income) => FlowKind::FeeReturn,
-        _ => FlowKind::Other,
-    }
 }
 
 /// The gateway's side: what it has on the day, and whatever else the bills name.
@@ -626,125 +440,4 @@ fn discrepancy_row(r: &ReconciliationRow, f: &Finding, now: i64) -> anyhow::Resu
         created_at: now,
         resolved_at: None,
     })
-}
-
-/// Asks WeChat about each finding it can settle and applies the answer through the normal
-/// sync path (with its events). A payment brought in line is `repaired`; a refund whose live
-/// state already agrees with the gateway was only in flight when the bill was written, and is
-/// `resolved` saying so. Anything else stays open for a person.
-async fn repair(gw: &Gateway, up: &Upstream, discrepancies: &[DiscrepancyRow]) {
-    for d in discrepancies {
-        repair_one(gw, up, d).await;
-    }
-}
-
-/// Asks WeChat about one open discrepancy and closes it if the answer settles it.
-async fn repair_one(gw: &Gateway, up: &Upstream, d: &DiscrepancyRow) {
-    let repair = recon::Repair::of(d.kind, d.payment_id.as_deref(), d.refund_id.as_deref());
-    let outcome = match repair {
-        Some(recon::Repair::SyncPayment { payment_id }) => {
-            repair_payment(gw, up, &payment_id, &d.reference).await
-        }
-        Some(recon::Repair::SyncRefund { refund_id }) => repair_refund(gw, up, &refund_id).await,
-        None => return,
-    };
-    let closed = match outcome {
-        Ok(Some((status, why))) => {
-            gw.store()
-                .close_discrepancy(d, status, &why, gw.now_ms())
-                .await
-        }
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(discrepancy = %d.id, error = %e, "repair failed; left open");
-            return;
-        }
-    };
-    if let Err(e) = closed {
-        tracing::warn!(discrepancy = %d.id, error = %e, "could not record a repair");
-    }
-}
-
-/// Tries the repairs of recent discrepancies still open again (a node that stopped between
-/// completing a reconciliation and its repairs, or a WeChat that did not answer): those of the
-/// last `REPAIR_WINDOW_MS`, `REPAIR_BATCH` at a time. How many were tried.
-pub async fn retry_repairs(gw: &Gateway) -> anyhow::Result<usize> {
-    let since = gw.now_ms() - REPAIR_WINDOW_MS;
-    let open = gw.store().open_repairable(since, REPAIR_BATCH).await?;
-    for d in &open {
-        match gw.upstream(&d.merchant_id).await {
-            Ok(up) => repair_one(gw, &up, d).await,
-            Err(e) => {
-                tracing::warn!(discrepancy = %d.id, error = %e, "no WeChat client to repair with")
-            }
-        }
-    }
-    Ok(open.len())
-}
-
-/// Queries the order WeChat says was paid and applies it to the payment.
-async fn repair_payment(
-    gw: &Gateway,
-    up: &Upstream,
-    payment_id: &str,
-    out_trade_no: &str,
-) -> anyhow::Result<Option<(DiscrepancyStatus, String)>> {
-    let tx = up.query(out_trade_no).await?;
-    if !matches!(
-        tx.state(),
-        Some(wechatpay_v3::model::TradeState::Success | wechatpay_v3::model::TradeState::Refund)
-    ) {
-        return Ok(None);
-    }
-    let Some(p) = gw.store().payment(&up.merchant.id, payment_id).await? else {
-        return Ok(None);
-    };
-    let before = p.status;
-    let after = crate::app::orders::apply_paid(gw, &up.merchant, &p, &tx, "reconciliation").await?;
-    if after.status != before {
-        let why = format!(
-            "WeChat's query says {out_trade_no} was paid: the payment went from {} to {}",
-            before.as_str(),
-            after.status.as_str()
-        );
-        return Ok(Some((DiscrepancyStatus::Repaired, why)));
-    }
-    // Brought in line already (by a callback, the status sync or an earlier try).
-    Ok(before.is_paid().then(|| {
-        (
-            DiscrepancyStatus::Resolved,
-            format!(
-                "WeChat's query says {out_trade_no} was paid, and the payment is {}",
-                before.as_str()
-            ),
-        )
-    }))
-}
-
-/// Queries the refund and applies WeChat's answer to it.
-async fn repair_refund(
-    gw: &Gateway,
-    up: &Upstream,
-    refund_id: &str,
-) -> anyhow::Result<Option<(DiscrepancyStatus, String)>> {
-    let Some(before) = gw.store().refund(&up.merchant.id, refund_id).await? else {
-        return Ok(None);
-    };
-    let after = crate::app::refunds::query_and_apply(gw, &before).await?;
-    if after.status != before.status {
-        return Ok(Some((
-            DiscrepancyStatus::Repaired,
-            format!(
-                "WeChat's query moved the refund from {} to {}",
-                before.status.as_str(),
-                after.status.as_str()
-            ),
-        )));
-    }
-    Ok((after.status == RefundStatus::Succeeded).then(|| {
-        (
-            DiscrepancyStatus::Resolved,
-            "WeChat's query says SUCCESS, as the gateway does: the bill was written while the refund was in flight".to_string(),
-        )
-    }))
 }

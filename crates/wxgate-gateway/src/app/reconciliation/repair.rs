@@ -1,0 +1,134 @@
+//! Repairs: what a query to WeChat can settle about a discrepancy, applied through the normal
+//! sync path, at completion and again later for those still open.
+
+use wxgate_domain::reconciliation::{self as recon, DiscrepancyStatus};
+use wxgate_domain::refund::RefundStatus;
+use wxgate_store::DiscrepancyRow;
+
+use crate::gateway::Gateway;
+use crate::upstream::Upstream;
+
+/// How far back open discrepancies are repaired again, and how many per round.
+pub const REPAIR_WINDOW_MS: i64 = 2 * 86_400_000;
+const REPAIR_BATCH: i64 = 16;
+
+/// Asks WeChat about each finding it can settle and applies the answer through the normal
+/// sync path (with its events). A payment brought in line is `repaired`; a refund whose live
+/// state already agrees with the gateway was only in flight when the bill was written, and is
+/// `resolved` saying so. Anything else stays open for a person.
+pub(super) async fn repair(gw: &Gateway, up: &Upstream, discrepancies: &[DiscrepancyRow]) {
+    for d in discrepancies {
+        repair_one(gw, up, d).await;
+    }
+}
+
+/// Asks WeChat about one open discrepancy and closes it if the answer settles it.
+async fn repair_one(gw: &Gateway, up: &Upstream, d: &DiscrepancyRow) {
+    let repair = recon::Repair::of(d.kind, d.payment_id.as_deref(), d.refund_id.as_deref());
+    let outcome = match repair {
+        Some(recon::Repair::SyncPayment { payment_id }) => {
+            repair_payment(gw, up, &payment_id, &d.reference).await
+        }
+        Some(recon::Repair::SyncRefund { refund_id }) => repair_refund(gw, up, &refund_id).await,
+        None => return,
+    };
+    let closed = match outcome {
+        Ok(Some((status, why))) => {
+            gw.store()
+                .close_discrepancy(d, status, &why, gw.now_ms())
+                .await
+        }
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(discrepancy = %d.id, error = %e, "repair failed; left open");
+            return;
+        }
+    };
+    if let Err(e) = closed {
+        tracing::warn!(discrepancy = %d.id, error = %e, "could not record a repair");
+    }
+}
+
+/// Tries the repairs of recent discrepancies still open again (a node that stopped between
+/// completing a reconciliation and its repairs, or a WeChat that did not answer): those of the
+/// last `REPAIR_WINDOW_MS`, `REPAIR_BATCH` at a time. How many were tried.
+pub async fn retry_repairs(gw: &Gateway) -> anyhow::Result<usize> {
+    let since = gw.now_ms() - REPAIR_WINDOW_MS;
+    let open = gw.store().open_repairable(since, REPAIR_BATCH).await?;
+    for d in &open {
+        match gw.upstream(&d.merchant_id).await {
+            Ok(up) => repair_one(gw, &up, d).await,
+            Err(e) => {
+                tracing::warn!(discrepancy = %d.id, error = %e, "no WeChat client to repair with")
+            }
+        }
+    }
+    Ok(open.len())
+}
+
+/// Queries the order WeChat says was paid and applies it to the payment.
+async fn repair_payment(
+    gw: &Gateway,
+    up: &Upstream,
+    payment_id: &str,
+    out_trade_no: &str,
+) -> anyhow::Result<Option<(DiscrepancyStatus, String)>> {
+    let tx = up.query(out_trade_no).await?;
+    if !matches!(
+        tx.state(),
+        Some(wechatpay_v3::model::TradeState::Success | wechatpay_v3::model::TradeState::Refund)
+    ) {
+        return Ok(None);
+    }
+    let Some(p) = gw.store().payment(&up.merchant.id, payment_id).await? else {
+        return Ok(None);
+    };
+    let before = p.status;
+    let after = crate::app::orders::apply_paid(gw, &up.merchant, &p, &tx, "reconciliation").await?;
+    if after.status != before {
+        let why = format!(
+            "WeChat's query says {out_trade_no} was paid: the payment went from {} to {}",
+            before.as_str(),
+            after.status.as_str()
+        );
+        return Ok(Some((DiscrepancyStatus::Repaired, why)));
+    }
+    // Brought in line already (by a callback, the status sync or an earlier try).
+    Ok(before.is_paid().then(|| {
+        (
+            DiscrepancyStatus::Resolved,
+            format!(
+                "WeChat's query says {out_trade_no} was paid, and the payment is {}",
+                before.as_str()
+            ),
+        )
+    }))
+}
+
+/// Queries the refund and applies WeChat's answer to it.
+async fn repair_refund(
+    gw: &Gateway,
+    up: &Upstream,
+    refund_id: &str,
+) -> anyhow::Result<Option<(DiscrepancyStatus, String)>> {
+    let Some(before) = gw.store().refund(&up.merchant.id, refund_id).await? else {
+        return Ok(None);
+    };
+    let after = crate::app::refunds::query_and_apply(gw, &before).await?;
+    if after.status != before.status {
+        return Ok(Some((
+            DiscrepancyStatus::Repaired,
+            format!(
+                "WeChat's query moved the refund from {} to {}",
+                before.status.as_str(),
+                after.status.as_str()
+            ),
+        )));
+    }
+    Ok((after.status == RefundStatus::Succeeded).then(|| {
+        (
+            DiscrepancyStatus::Resolved,
+            "WeChat's query says SUCCESS, as the gateway does: the bill was written while the refund was in flight".to_string(),
+        )
+    }))
+}

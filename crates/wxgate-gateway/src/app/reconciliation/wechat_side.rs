@@ -1,0 +1,199 @@
+//! WeChat's side of a day, read into the match's values: a domestic merchant's trade bill and
+//! basic fund-flow bill, or a cross-border merchant's statement (which stands for both).
+
+use wechatpay_v3::bill::statement::StatementRow;
+use wechatpay_v3::bill::{BillRefundStatus, FlowDirection, FundFlowBill, TradeBill, TradeRowState};
+use wechatpay_v3::model::{
+    BillOutcome, FundFlowBillRequest, StatementOutcome, StatementsRequest, TradeBillRequest,
+};
+use wxgate_domain::reconciliation::{self as recon, DayInput, FlowKind, FlowMovement};
+
+use crate::upstream::Upstream;
+
+/// The day as WeChat has it, in the match's values; `None` while WeChat is still building it.
+pub async fn wechat_day(up: &Upstream, date: &str) -> anyhow::Result<Option<DayInput>> {
+    let fee_rate_bp = up.merchant.fee_rate_bp;
+    if up.cross_border() {
+        return statement_input(up, date, fee_rate_bp).await;
+    }
+    match fetch_bills(up, date).await? {
+        Some(bills) => Ok(Some(bill_input(&bills, fee_rate_bp)?)),
+        None => Ok(None),
+    }
+}
+
+/// Both bills of a day as downloaded (checked, uncompressed), once WeChat has them; `None` for
+/// a bill WeChat says does not exist (nothing moved).
+struct Bills {
+    trade: Option<Vec<u8>>,
+    flow: Option<Vec<u8>>,
+}
+
+async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>> {
+    let trade = TradeBillRequest {
+        bill_date: date.to_string(),
+        bill_type: Some("ALL".into()),
+        tar_type: Some("GZIP".into()),
+    };
+    let trade = match up.client.trade_bill(&trade).await? {
+        BillOutcome::Creating => return Ok(None),
+        BillOutcome::NoStatement => None,
+        BillOutcome::Ready(answer) => Some(up.client.download_bill(&answer, true).await?),
+    };
+    let flow = FundFlowBillRequest {
+        bill_date: date.to_string(),
+        account_type: Some("BASIC".into()),
+        tar_type: Some("GZIP".into()),
+    };
+    let flow = match up.client.fund_flow_bill(&flow).await? {
+        BillOutcome::Creating => return Ok(None),
+        BillOutcome::NoStatement => None,
+        BillOutcome::Ready(answer) => Some(up.client.download_bill(&answer, true).await?),
+    };
+    Ok(Some(Bills { trade, flow }))
+}
+
+/// A cross-border merchant's day from its statement (`None` while WeChat builds it). The
+/// statement is both bills: its rows are the trade bill's, and what it says is settled (应结)
+/// stands in for the fund-flow bill's movements.
+async fn statement_input(
+    up: &Upstream,
+    date: &str,
+    fee_rate_bp: i64,
+) -> anyhow::Result<Option<DayInput>> {
+    let req = StatementsRequest {
+        date: date.to_string(),
+        mchid: up.merchant.mchid.clone(),
+    };
+    let csv = match up.client.global_statements(&req).await? {
+        StatementOutcome::Creating => return Ok(None),
+        StatementOutcome::NoStatement => Vec::new(),
+        StatementOutcome::Ready(csv) => csv,
+    };
+    let mut input = DayInput {
+        fee_rate_bp: u32::try_from(fee_rate_bp).unwrap_or(0),
+        ..DayInput::default()
+    };
+    let mut failed = None;
+    if !csv.is_empty() {
+        wechatpay_v3::bill::statement::read_rows(&csv, |row| {
+            if let Err(e) = statement_row(&mut input, row) {
+                failed.get_or_insert(e);
+            }
+        })?;
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(Some(input)),
+    }
+}
+
+/// One statement row into the day: a payment (with its settlement and fee) or a refund (with
+/// the fee it returns), amounts in minor units of the row's currency.
+fn statement_row(input: &mut DayInput, row: StatementRow) -> anyhow::Result<()> {
+    let exponent = |code: &str| -> anyhow::Result<u32> {
+        Ok(wxgate_domain::Currency::parse(code)
+            .map_err(|e| anyhow::anyhow!("statement currency {code:?}: {e}"))?
+            .exponent())
+    };
+    let e = exponent(&row.currency)?;
+    let fee = row.fee.minor_units("手续费", e)?;
+    let flow = |business_no: &str, kind, amount| FlowMovement {
+        business_no: business_no.to_string(),
+        flow_no: String::new(),
+        kind,
+        amount,
+    };
+    anyhow::ensure!(
+        row.trade_state != "SUCCESS" || row.settlement_currency == row.currency,
+        "{} is settled in {} but priced in {}: settlement in another currency is not reconciled yet",
+        row.out_trade_no,
+        row.settlement_currency,
+        row.currency
+    );
+    match row.trade_state.as_str() {
+        "SUCCESS" => {
+            let settlement = row
+                .settlement_amount
+                .minor_units("应结订单金额", exponent(&row.settlement_currency)?)?;
+            input
+                .flows
+                .push(flow(&row.transaction_id, FlowKind::Settlement, settlement));
+            input
+                .flows
+                .push(flow(&row.transaction_id, FlowKind::Fee, fee));
+            input.bill_payments.push(recon::BillPayment {
+                amount: row.amount.minor_units("订单金额", e)?,
+                currency: row.currency,
+                settlement,
+                fee,
+                out_trade_no: row.out_trade_no,
+                transaction_id: row.transaction_id,
+            });
+        }
+        "REFUND" => {
+            input
+                .flows
+                .push(flow(&row.refund_id, FlowKind::FeeReturn, -fee));
+            input.bill_refunds.push(recon::BillRefund {
+                amount: row.refund_requested.minor_units("申请退款金额", e)?,
+                currency: row.currency,
+                processing: row.refund_status == "PROCESSING",
+                out_refund_no: row.out_refund_no,
+                refund_id: row.refund_id,
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The bills' side of the day, in domain values.
+fn bill_input(bills: &Bills, fee_rate_bp: i64) -> anyhow::Result<DayInput> {
+    let mut input = DayInput {
+        fee_rate_bp: u32::try_from(fee_rate_bp).unwrap_or(0),
+        ..DayInput::default()
+    };
+    if let Some(file) = &bills.trade {
+        TradeBill::read_rows(file, |row| match (row.state, row.refund) {
+            (TradeRowState::Success, _) => input.bill_payments.push(recon::BillPayment {
+                out_trade_no: row.out_trade_no,
+                transaction_id: row.transaction_id,
+                amount: row.order_total.unwrap_or(row.settlement_total),
+                currency: row.currency,
+                settlement: row.settlement_total,
+                fee: row.fee.fen_rounded(),
+            }),
+            (TradeRowState::Refund, Some(part)) => input.bill_refunds.push(recon::BillRefund {
+                out_refund_no: part.out_refund_no,
+                refund_id: part.refund_id,
+                amount: part.requested.unwrap_or(part.amount),
+                currency: row.currency,
+                processing: part.status == BillRefundStatus::Processing,
+            }),
+            _ => {}
+        })?;
+    }
+    if let Some(file) = &bills.flow {
+        FundFlowBill::read_rows(file, |row| {
+            input.flows.push(FlowMovement {
+                kind: flow_kind(&row.business_type, row.direction),
+                business_no: row.business_no,
+                flow_no: row.flow_no,
+                amount: row.amount,
+            })
+        })?;
+    }
+    Ok(input)
+}
+
+/// What a fund-flow movement is, by its business type (业务类型) and direction.
+fn flow_kind(business_type: &str, direction: FlowDirection) -> FlowKind {
+    match (business_type, direction) {
+        ("交易", FlowDirection::Income) => FlowKind::Settlement,
+        ("扣除交易手续费", FlowDirection::Expense) => FlowKind::Fee,
+        ("退款", FlowDirection::Expense) => FlowKind::Refund,
+        ("退还交易手续费", FlowDirection::Income) => FlowKind::FeeReturn,
+        _ => FlowKind::Other,
+    }
+}
