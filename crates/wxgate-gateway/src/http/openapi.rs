@@ -109,3 +109,72 @@ fn add_shared_responses(path: &str, method: &str, operation: &mut Value) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// `pay_…` → `{id}`: a documented path in the OpenAPI document's form.
+    fn template(path: &str) -> String {
+        path.split('/')
+            .map(|segment| match segment.split_once('_') {
+                Some((_, rest)) if rest.starts_with('…') => "{id}".to_string(),
+                _ => segment.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Every curl line of docs/GATEWAY.md's endpoint section calls a route the OpenAPI document
+    /// has, with its method, so the examples cannot drift from the API.
+    #[test]
+    fn every_documented_curl_calls_a_route_that_exists() {
+        let doc = include_str!("../../../../docs/GATEWAY.md");
+        let start = doc
+            .find("## Every endpoint, with curl")
+            .expect("the section");
+        let section = &doc[start
+            ..doc[start..]
+                .find("## Not there yet")
+                .map_or(doc.len(), |e| start + e)];
+        let openapi = super::document();
+        let paths = openapi["paths"].as_object().expect("paths");
+        let mut checked = 0;
+        let lines: Vec<&str> = section.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(at) = line.find("$API/") else {
+                continue;
+            };
+            if !line.contains("curl") {
+                continue;
+            }
+            let url: String = line[at + 4..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"')
+                .collect();
+            let path = template(url.split('?').next().unwrap_or_default());
+            let continued = lines
+                .get(i + 1)
+                .is_some_and(|next| line.ends_with('\\') && next.contains("-d "));
+            let method = if line.contains("-X DELETE") {
+                "delete"
+            } else if line.contains("-X POST") || line.contains(" -d ") || continued {
+                "post"
+            } else {
+                "get"
+            };
+            let documented = paths.iter().any(|(p, item)| {
+                let p = p
+                    .split('/')
+                    .map(|s| if s.starts_with('{') { "{id}" } else { s })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                p == path && item.get(method).is_some()
+            });
+            assert!(
+                documented || path == "/openapi.json",
+                "{method} {path}: {line}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 30, "only {checked} curl lines found");
+    }
+}
