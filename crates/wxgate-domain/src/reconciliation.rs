@@ -207,8 +207,6 @@ pub enum FlowKind {
 pub struct FlowMovement {
     /// The transaction or refund it belongs to.
     pub business_no: String,
-    /// Unique per movement: the ledger posts each once.
-    pub flow_no: String,
     pub kind: FlowKind,
     pub amount: i64,
 }
@@ -658,13 +656,11 @@ mod tests {
         vec![
             FlowMovement {
                 business_no: format!("42{no}"),
-                flow_no: format!("f1{no}"),
                 kind: FlowKind::Settlement,
                 amount,
             },
             FlowMovement {
                 business_no: format!("42{no}"),
-                flow_no: format!("f2{no}"),
                 kind: FlowKind::Fee,
                 amount: fee,
             },

@@ -4,6 +4,7 @@
 use wxgate_domain::ledger::{Account, Balances, Posting, PostingKind};
 
 use super::*;
+use crate::listing::List;
 
 /// Postings written per transaction by [`Store::post_all`].
 const POST_BATCH: usize = 5_000;
@@ -149,15 +150,6 @@ pub(crate) async fn post_in(
 }
 
 impl Store {
-    /// Writes one posting in its own transaction (bill settlements and fees), unless this
-    /// cause was posted before. True when it was written now.
-    pub async fn post(&self, posting: &Posting, src: &PostingSource<'_>) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
-        let written = post_in(&mut tx, posting, src).await?;
-        tx.commit().await?;
-        Ok(written)
-    }
-
     /// Writes many postings (a reconciliation's settlements and fees), `POST_BATCH` to a
     /// transaction and `ROWS_PER_STATEMENT` to a statement; a cause posted before is skipped.
     /// How many were written now.
@@ -210,34 +202,16 @@ impl Store {
         merchant_id: &str,
         filter: &PostingFilter,
     ) -> Result<Vec<PostingRow>> {
-        let mut sql = String::from("SELECT * FROM ledger_postings WHERE merchant_id = $1");
-        let mut n = 1;
-        let mut next = |clause: &str, sql: &mut String| {
-            n += 1;
-            sql.push_str(&clause.replace('?', &format!("${n}")));
-        };
-        if filter.kind.is_some() {
-            next(" AND kind = ?", &mut sql);
-        }
-        if filter.payment_id.is_some() {
-            next(" AND payment_id = ?", &mut sql);
-        }
-        if filter.before.is_some() {
-            next(" AND (created_at, id) < (?, ", &mut sql);
-            next("?)", &mut sql);
-        }
-        next(" ORDER BY created_at DESC, id DESC LIMIT ?", &mut sql);
-        let mut query = sqlx::query_as::<_, PostingRow>(&sql).bind(merchant_id);
-        if let Some(k) = filter.kind {
-            query = query.bind(k.as_str());
-        }
-        if let Some(p) = &filter.payment_id {
-            query = query.bind(p.clone());
-        }
-        if let Some((t, id)) = &filter.before {
-            query = query.bind(*t).bind(id.clone());
-        }
-        Ok(query.bind(filter.limit).fetch_all(&self.pool).await?)
+        let mut list = List::new("ledger_postings WHERE merchant_id = ?", merchant_id);
+        list.and("kind = ?", filter.kind.map(|k| k.as_str()));
+        list.and("payment_id = ?", filter.payment_id.clone());
+        list.fetch(
+            &self.pool,
+            ("created_at", "id"),
+            filter.before.clone(),
+            filter.limit,
+        )
+        .await
     }
 
     /// The ledger's invariants, checked over everything stored: every posting has two entries

@@ -15,6 +15,7 @@ mod claims;
 mod idempotency;
 mod ledger;
 mod links;
+mod listing;
 mod merchants;
 mod outbox;
 mod payments;

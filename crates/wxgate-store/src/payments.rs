@@ -2,6 +2,7 @@
 //! write their history row and outbox event in the same transaction.
 
 use super::*;
+use crate::listing::List;
 use crate::outbox::insert_event;
 use wxgate_domain::Integration;
 
@@ -103,40 +104,17 @@ impl Store {
         merchant_id: &str,
         filter: &PaymentFilter,
     ) -> Result<Vec<PaymentRow>> {
-        let mut sql = String::from("SELECT * FROM payments WHERE merchant_id = $1");
-        let mut n = 1;
-        let mut next = |clause: &str, sql: &mut String| {
-            n += 1;
-            sql.push_str(&clause.replace('?', &format!("${n}")));
-        };
-        if filter.status.is_some() {
-            next(" AND status = ?", &mut sql);
-        }
-        if filter.created_gte.is_some() {
-            next(" AND created_at >= ?", &mut sql);
-        }
-        if filter.created_lt.is_some() {
-            next(" AND created_at < ?", &mut sql);
-        }
-        if filter.before.is_some() {
-            next(" AND (created_at, id) < (?, ", &mut sql);
-            next("?)", &mut sql);
-        }
-        next(" ORDER BY created_at DESC, id DESC LIMIT ?", &mut sql);
-        let mut query = sqlx::query_as::<_, PaymentRow>(&sql).bind(merchant_id);
-        if let Some(s) = &filter.status {
-            query = query.bind(s.as_str());
-        }
-        if let Some(t) = filter.created_gte {
-            query = query.bind(t);
-        }
-        if let Some(t) = filter.created_lt {
-            query = query.bind(t);
-        }
-        if let Some((t, id)) = &filter.before {
-            query = query.bind(*t).bind(id.clone());
-        }
-        Ok(query.bind(filter.limit).fetch_all(&self.pool).await?)
+        let mut list = List::new("payments WHERE merchant_id = ?", merchant_id);
+        list.and("status = ?", filter.status.map(|s| s.as_str()));
+        list.and("created_at >= ?", filter.created_gte);
+        list.and("created_at < ?", filter.created_lt);
+        list.fetch(
+            &self.pool,
+            ("created_at", "id"),
+            filter.before.clone(),
+            filter.limit,
+        )
+        .await
     }
 
     /// The payment behind a checkout token.

@@ -3,6 +3,7 @@
 use wxgate_domain::reconciliation::{DiscrepancyStatus, ReconciliationStatus};
 
 use super::*;
+use crate::listing::{List, placeholders};
 use crate::outbox::insert_event;
 
 /// Bill references looked up per query.
@@ -63,37 +64,17 @@ impl Store {
         merchant_id: &str,
         filter: &ReconciliationFilter,
     ) -> Result<Vec<ReconciliationRow>> {
-        let mut sql = String::from("SELECT * FROM reconciliations WHERE merchant_id = $1");
-        let mut n = 1;
-        let mut next = |clause: &str, sql: &mut String| {
-            n += 1;
-            sql.push_str(&clause.replace('?', &format!("${n}")));
-        };
-        if filter.status.is_some() {
-            next(" AND status = ?", &mut sql);
-        }
-        if filter.date_gte.is_some() {
-            next(" AND bill_date >= ?", &mut sql);
-        }
-        if filter.date_lte.is_some() {
-            next(" AND bill_date <= ?", &mut sql);
-        }
-        if filter.before.is_some() {
-            next(" AND (bill_date, id) < (?, ", &mut sql);
-            next("?)", &mut sql);
-        }
-        next(" ORDER BY bill_date DESC, id DESC LIMIT ?", &mut sql);
-        let mut query = sqlx::query_as::<_, ReconciliationRow>(&sql).bind(merchant_id);
-        if let Some(s) = filter.status {
-            query = query.bind(s.as_str());
-        }
-        for d in [&filter.date_gte, &filter.date_lte].into_iter().flatten() {
-            query = query.bind(d.clone());
-        }
-        if let Some((d, id)) = &filter.before {
-            query = query.bind(d.clone()).bind(id.clone());
-        }
-        Ok(query.bind(filter.limit).fetch_all(&self.pool).await?)
+        let mut list = List::new("reconciliations WHERE merchant_id = ?", merchant_id);
+        list.and("status = ?", filter.status.map(|s| s.as_str()));
+        list.and("bill_date >= ?", filter.date_gte.clone());
+        list.and("bill_date <= ?", filter.date_lte.clone());
+        list.fetch(
+            &self.pool,
+            ("bill_date", "id"),
+            filter.before.clone(),
+            filter.limit,
+        )
+        .await
     }
 
     /// Claims up to `limit` reconciliations that are due, for `CLAIM_LEASE_MS`.
@@ -354,14 +335,6 @@ impl Store {
         }
         Ok(found)
     }
-}
-
-/// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 async fn insert_discrepancy(

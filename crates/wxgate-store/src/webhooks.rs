@@ -1,5 +1,6 @@
 //! Webhook endpoints, deliveries claimed by workers, the attempt log, and the event feed.
 
+use crate::listing::{List, placeholders};
 use std::sync::Arc;
 
 use crate::{
@@ -320,8 +321,10 @@ impl Store {
     pub async fn events_by_ids(&self, ids: &[String]) -> Result<Vec<EventRow>> {
         let mut found = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(EVENTS_PER_QUERY) {
-            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!("SELECT * FROM events WHERE id IN ({})", params.join(", "));
+            let sql = format!(
+                "SELECT * FROM events WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
             let mut query = sqlx::query_as::<_, EventRow>(&sql);
             for id in chunk {
                 query = query.bind(id.clone());
@@ -333,40 +336,20 @@ impl Store {
 
     /// Newest first, `limit` at most, after an optional cursor, filtered.
     pub async fn list_events(&self, merchant_id: &str, f: &EventFilter) -> Result<Vec<EventRow>> {
-        let mut sql = String::from("SELECT * FROM events e WHERE e.merchant_id = $1");
-        let mut n = 1;
-        let mut next = |clause: &str, sql: &mut String| {
-            n += 1;
-            sql.push_str(&clause.replace('?', &format!("${n}")));
-        };
-        if f.event_type.is_some() {
-            next(" AND e.event_type = ?", &mut sql);
-        }
-        if f.object_id.is_some() {
-            next(" AND e.object_id = ?", &mut sql);
-        }
-        if f.delivery_status.is_some() {
-            next(
-                " AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = ?)",
-                &mut sql,
-            );
-        }
-        if f.before.is_some() {
-            next(" AND (e.created_at, e.id) < (?, ", &mut sql);
-            next("?)", &mut sql);
-        }
-        next(" ORDER BY e.created_at DESC, e.id DESC LIMIT ?", &mut sql);
-        let mut query = sqlx::query_as::<_, EventRow>(&sql).bind(merchant_id);
-        for v in [&f.event_type, &f.object_id, &f.delivery_status]
-            .into_iter()
-            .flatten()
-        {
-            query = query.bind(v.clone());
-        }
-        if let Some((t, id)) = &f.before {
-            query = query.bind(*t).bind(id.clone());
-        }
-        Ok(query.bind(f.limit).fetch_all(&self.pool).await?)
+        let mut list = List::new("events e WHERE e.merchant_id = ?", merchant_id);
+        list.and("e.event_type = ?", f.event_type.clone());
+        list.and("e.object_id = ?", f.object_id.clone());
+        list.and(
+            "EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = ?)",
+            f.delivery_status.clone(),
+        );
+        list.fetch(
+            &self.pool,
+            ("e.created_at", "e.id"),
+            f.before.clone(),
+            f.limit,
+        )
+        .await
     }
 
     pub async fn deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRow>> {

@@ -100,7 +100,6 @@ fn statement_row(input: &mut DayInput, row: StatementRow) -> anyhow::Result<()> 
     let fee = row.fee.minor_units("手续费", e)?;
     let flow = |business_no: &str, kind, amount| FlowMovement {
         business_no: business_no.to_string(),
-        flow_no: String::new(),
         kind,
         amount,
     };
@@ -179,7 +178,6 @@ fn bill_input(bills: &Bills, fee_rate_bp: i64) -> anyhow::Result<DayInput> {
             input.flows.push(FlowMovement {
                 kind: flow_kind(&row.business_type, row.direction),
                 business_no: row.business_no,
-                flow_no: row.flow_no,
                 amount: row.amount,
             })
         })?;
