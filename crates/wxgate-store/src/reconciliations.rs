@@ -77,24 +77,32 @@ impl Store {
         .await
     }
 
-    /// Claims up to `limit` reconciliations that are due, for `CLAIM_LEASE_MS`.
+    /// Claims up to `limit` reconciliations that are due, for `CLAIM_LEASE_MS` (without
+    /// touching the writer when none is).
     pub async fn claim_due_reconciliations(
         &self,
         now: i64,
         limit: i64,
     ) -> Result<Vec<ReconciliationRow>> {
-        let select = format!(
-            "SELECT id FROM reconciliations WHERE status IN ('pending', 'waiting_for_bill') \
-             AND next_attempt_at <= $2 AND (claimed_until IS NULL OR claimed_until < $2) \
-             ORDER BY next_attempt_at LIMIT $3{}",
+        // The worker asks on every round of every node and there is rarely anything due: a
+        // read answers that, so the writer (SQLite has one) is only taken for real work.
+        const DUE: &str = "FROM reconciliations WHERE status IN ('pending', 'waiting_for_bill') \
+             AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until < $1)";
+        let due: Option<(String,)> = sqlx::query_as(&format!("SELECT id {DUE} LIMIT 1"))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "UPDATE reconciliations SET claimed_until = $2 WHERE id IN \
+             (SELECT id {DUE} ORDER BY next_attempt_at LIMIT $3{}) RETURNING *",
             self.skip_locked()
         );
-        let sql = format!(
-            "UPDATE reconciliations SET claimed_until = $1 WHERE id IN ({select}) RETURNING *"
-        );
         Ok(sqlx::query_as::<_, ReconciliationRow>(&sql)
-            .bind(now + CLAIM_LEASE_MS)
             .bind(now)
+            .bind(now + CLAIM_LEASE_MS)
             .bind(limit)
             .fetch_all(&self.writer)
             .await?)
