@@ -115,12 +115,16 @@ struct Prepared {
 }
 
 /// The simulator's process, stopped when dropped.
-struct SimProcess(std::process::Child);
+/// Its output is held open, so the simulator's lines have somewhere to go.
+struct SimProcess {
+    child: std::process::Child,
+    _output: Option<std::io::BufReader<std::process::ChildStdout>>,
+}
 
 impl Drop for SimProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -180,25 +184,34 @@ const IMPORT_CHUNK: usize = 10_000;
 
 /// `wxgate sim` as a child process on a free loopback port, once it answers.
 async fn start_simulator() -> anyhow::Result<(SimProcess, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let child = SimProcess(
-        std::process::Command::new(std::env::current_exe()?)
-            .args(["sim", "--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .context("starting wxgate sim")?,
-    );
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(format!("{base}/sim/clock")).send().await.is_ok() {
-            return Ok((child, base));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("the simulator did not start")
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["sim", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting wxgate sim")?;
+    let stdout = child.stdout.take().context("the simulator's output")?;
+    let mut sim = SimProcess {
+        child,
+        _output: None,
+    };
+    // It says where it listens once it does: no port to guess, nothing to poll.
+    let (stdout, line) = tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).map(|_| (reader, line))
+    })
+    .await??;
+    let base = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|b| b.starts_with("http://"))
+        .with_context(|| format!("the simulator said {line:?}"))?
+        .to_string();
+    sim._output = Some(stdout);
+    Ok((sim, base))
 }
 
 pub async fn run(args: ReconcileBenchArgs) -> anyhow::Result<()> {
