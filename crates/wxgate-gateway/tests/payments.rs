@@ -928,20 +928,10 @@ async fn cross_border_payments_go_through_the_global_endpoints(t: TestGateway) {
         .await;
     assert_eq!((status, r["currency"].as_str()), (201, Some("USD")), "{r}");
     let rid = r["id"].as_str().unwrap().to_string();
-    for _ in 0..5000 {
-        let (_, now) = t
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/refunds/{rid}"),
-                None,
-                &[],
-            )
-            .await;
-        if now["status"] == "succeeded" {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    t.wait_for(&format!("/v1/refunds/{rid}"), |r| {
+        r["status"] == "succeeded"
+    })
+    .await;
     let p = t.get(&id).await;
     assert_eq!(
         (p["status"].as_str(), p["amount_refunded"].as_i64()),

@@ -29,17 +29,6 @@ on_both!(
     a_paid_after_close_payment_is_refunded_by_policy,
 );
 
-/// A native payment of `amount`, paid; returns its id.
-async fn paid(t: &TestGateway, amount: i64) -> String {
-    let (status, p) = t.create(native(&order("rf"), amount)).await;
-    assert_eq!(status, 201, "{p}");
-    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
-        .await;
-    let id = p["id"].as_str().unwrap().to_string();
-    t.wait_status(&id, "succeeded").await;
-    id
-}
-
 async fn refund(t: &TestGateway, payment_id: &str, body: Value) -> (u16, Value) {
     t.call(
         reqwest::Method::POST,
@@ -63,19 +52,10 @@ async fn get_refund(t: &TestGateway, id: &str) -> Value {
     r
 }
 
-/// Polls the refund (each GET a round trip that lets the gateway's tasks run) until `status`.
+/// Polls the refund until `status`.
 async fn wait_refund(t: &TestGateway, id: &str, status: &str) -> Value {
-    for _ in 0..5000 {
-        let r = get_refund(t, id).await;
-        if r["status"] == status {
-            return r;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!(
-        "refund {id} never became {status}: {}",
-        get_refund(t, id).await
-    );
+    t.wait_for(&format!("/v1/refunds/{id}"), |r| r["status"] == status)
+        .await
 }
 
 /// The refunds the simulator (WeChat) holds for a payment.
@@ -110,7 +90,7 @@ fn error(body: &Value) -> (&str, &str) {
 }
 
 async fn full_partial_and_refused_refunds(t: TestGateway) {
-    let id = paid(&t, 1000).await;
+    let id = t.paid_native(1000).await;
     let (status, r1) = refund(
         &t,
         &id,
@@ -229,7 +209,7 @@ async fn full_partial_and_refused_refunds(t: TestGateway) {
     assert_eq!(t.event_types(&r1_id).await, ["refund.succeeded"]);
 
     // An Idempotency-Key replays the first answer.
-    let id2 = paid(&t, 100).await;
+    let id2 = t.paid_native(100).await;
     let body = json!({"amount": 40, "merchant_refund_id": "k1"}).to_string();
     let headers = [("Idempotency-Key", "refund-key-1")];
     let path = format!("/v1/payments/{id2}/refunds");
@@ -244,7 +224,7 @@ async fn full_partial_and_refused_refunds(t: TestGateway) {
 }
 
 async fn fifty_refunds_then_the_fifty_first_is_refused(t: TestGateway) {
-    let id = paid(&t, 100).await;
+    let id = t.paid_native(100).await;
     for i in 0..50 {
         let (status, r) = refund(
             &t,
@@ -269,7 +249,7 @@ async fn fifty_refunds_then_the_fifty_first_is_refused(t: TestGateway) {
 }
 
 async fn twenty_concurrent_refunds_never_exceed_the_payment(t: TestGateway) {
-    let id = paid(&t, 1000).await;
+    let id = t.paid_native(1000).await;
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let (http, base, key, id) = (t.http.clone(), t.base.clone(), t.key.clone(), id.clone());
@@ -318,7 +298,7 @@ async fn twenty_concurrent_refunds_never_exceed_the_payment(t: TestGateway) {
 async fn wechat_faults_end_in_the_right_state_with_one_refund_at_wechat(t: TestGateway) {
     // WeChat answers 500 every time: the refund waits, visibly, and goes through once WeChat
     // is back.
-    let id = paid(&t, 100).await;
+    let id = t.paid_native(100).await;
     set_faults(&t, json!({"error_500_rate": 1.0})).await;
     let (status, r) = refund(&t, &id, json!({"merchant_refund_id": "e500"})).await;
     assert_eq!(
@@ -338,7 +318,7 @@ async fn wechat_faults_end_in_the_right_state_with_one_refund_at_wechat(t: TestG
     assert_eq!(refunds_at_wechat(&t, &id).await.len(), 1);
 
     // The refund callback is lost: the query finds the outcome.
-    let id = paid(&t, 100).await;
+    let id = t.paid_native(100).await;
     set_faults(&t, json!({"drop_callback_rate": 1.0})).await;
     let (_, r) = refund(&t, &id, json!({"merchant_refund_id": "drop"})).await;
     wait_refund(&t, r["id"].as_str().unwrap(), "succeeded").await;
@@ -346,7 +326,7 @@ async fn wechat_faults_end_in_the_right_state_with_one_refund_at_wechat(t: TestG
     assert_eq!(refunds_at_wechat(&t, &id).await.len(), 1);
 
     // NOT_ENOUGH: pending, saying why, and sent again until the balance allows it.
-    let id = paid(&t, 100).await;
+    let id = t.paid_native(100).await;
     set_faults(&t, json!({"refund_not_enough": true})).await;
     let (status, r) = refund(&t, &id, json!({"merchant_refund_id": "poor"})).await;
     assert_eq!(
@@ -380,7 +360,7 @@ async fn wechat_faults_end_in_the_right_state_with_one_refund_at_wechat(t: TestG
 }
 
 async fn closed_and_abnormal_refunds(t: TestGateway) {
-    let id = paid(&t, 100).await;
+    let id = t.paid_native(100).await;
     set_faults(&t, json!({"refund_outcome": "closed"})).await;
     let (_, r) = refund(&t, &id, json!({"merchant_refund_id": "x1"})).await;
     let closed = wait_refund(&t, r["id"].as_str().unwrap(), "failed").await;
@@ -525,7 +505,7 @@ async fn a_refund_whose_answer_is_lost_is_found_by_query() {
         );
         let t =
             TestGateway::spawn_with(&db, |c| c.upstream_timeout = Duration::from_millis(300)).await;
-        let id = paid(&t, 100).await;
+        let id = t.paid_native(100).await;
         set_faults(
             &t,
             json!({"timeout_after_commit_rate": 1.0, "hang_ms": 1_000, "drop_callback_rate": 1.0}),

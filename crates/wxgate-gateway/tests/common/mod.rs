@@ -150,6 +150,31 @@ impl TestGateway {
         body
     }
 
+    /// GETs `path` until `done` holds for the answer (each GET is a round trip that lets the
+    /// gateway's tasks run; no fixed waits); fails after a generous bound rather than hang.
+    pub async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..5000 {
+            last = self.call(reqwest::Method::GET, path, None, &[]).await.1;
+            if done(&last) {
+                return last;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{path} never got there: {last}");
+    }
+
+    /// A native payment of `amount`, paid through the simulator; its id once it succeeded.
+    pub async fn paid_native(&self, amount: i64) -> String {
+        let (status, p) = self.create(native(&order("pd"), amount)).await;
+        assert_eq!(status, 201, "{p}");
+        self.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+            .await;
+        let id = p["id"].as_str().unwrap().to_string();
+        self.wait_status(&id, "succeeded").await;
+        id
+    }
+
     /// Polls the payment until its status is `status` (the callback or the worker runs
     /// meanwhile); fails after a generous bound rather than hang.
     pub async fn wait_status(&self, id: &str, status: &str) -> Value {

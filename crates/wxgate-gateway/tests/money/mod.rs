@@ -13,17 +13,6 @@ pub fn bill_today() -> String {
     now.date().to_string()
 }
 
-/// A native payment of `amount`, paid through the simulator; its id.
-pub async fn paid_payment(t: &TestGateway, amount: i64) -> String {
-    let (status, p) = t.create(native(&order("mn"), amount)).await;
-    assert_eq!(status, 201, "{p}");
-    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
-        .await;
-    let id = p["id"].as_str().unwrap().to_string();
-    t.wait_status(&id, "succeeded").await;
-    id
-}
-
 /// Refunds `amount` of a payment and waits for it to succeed.
 pub async fn refunded(t: &TestGateway, payment_id: &str, amount: i64) -> Value {
     let (status, r) = t
@@ -36,21 +25,8 @@ pub async fn refunded(t: &TestGateway, payment_id: &str, amount: i64) -> Value {
         .await;
     assert_eq!(status, 201, "{r}");
     let id = r["id"].as_str().unwrap().to_string();
-    for _ in 0..5000 {
-        let (_, r) = t
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/refunds/{id}"),
-                None,
-                &[],
-            )
-            .await;
-        if r["status"] == "succeeded" {
-            return r;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("refund {id} never succeeded");
+    t.wait_for(&format!("/v1/refunds/{id}"), |r| r["status"] == "succeeded")
+        .await
 }
 
 /// Moves the simulator's clock past 09:00 tomorrow, when today's bills exist.
@@ -77,21 +53,10 @@ pub async fn reconcile_today(t: &TestGateway) -> Value {
         .await;
     assert_eq!(status, 201, "{r}");
     let id = r["id"].as_str().unwrap().to_string();
-    for _ in 0..5000 {
-        let (_, r) = t
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/reconciliations/{id}"),
-                None,
-                &[],
-            )
-            .await;
-        if r["status"] != "pending" {
-            return r;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("reconciliation {id} never ran");
+    t.wait_for(&format!("/v1/reconciliations/{id}"), |r| {
+        r["status"] != "pending"
+    })
+    .await
 }
 
 pub async fn balance(t: &TestGateway) -> (i64, i64) {
@@ -124,9 +89,9 @@ fn kinds(r: &Value) -> BTreeMap<String, usize> {
 }
 
 pub async fn a_clean_day_reconciles_and_settles_the_ledger(t: TestGateway) {
-    let first = paid_payment(&t, 101).await;
-    paid_payment(&t, 250).await;
-    paid_payment(&t, 1000).await;
+    let first = t.paid_native(101).await;
+    t.paid_native(250).await;
+    t.paid_native(1000).await;
     refunded(&t, &first, 100).await;
     assert_eq!(
         balance(&t).await,
@@ -166,22 +131,11 @@ pub async fn a_clean_day_reconciles_and_settles_the_ledger(t: TestGateway) {
         )
         .await
         .unwrap();
-    let mut done = Value::Null;
-    for _ in 0..5000 {
-        let (_, r) = t
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/reconciliations/{id}"),
-                None,
-                &[],
-            )
-            .await;
-        if r["status"] == "completed" {
-            done = r;
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    let done = t
+        .wait_for(&format!("/v1/reconciliations/{id}"), |r| {
+            r["status"] == "completed"
+        })
+        .await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(kinds(&done), BTreeMap::new(), "{done}");
     assert_eq!(done["totals"]["gateway_payment_amount"], 1351);
@@ -266,9 +220,9 @@ pub async fn a_clean_day_reconciles_and_settles_the_ledger(t: TestGateway) {
 }
 
 pub async fn each_bill_fault_is_found_and_nothing_else(t: TestGateway) {
-    let first = paid_payment(&t, 101).await;
-    paid_payment(&t, 250).await;
-    paid_payment(&t, 1000).await;
+    let first = t.paid_native(101).await;
+    t.paid_native(250).await;
+    t.paid_native(1000).await;
     refunded(&t, &first, 100).await;
     t.sim_call(
         reqwest::Method::PUT,
@@ -299,28 +253,21 @@ pub async fn each_bill_fault_is_found_and_nothing_else(t: TestGateway) {
     let in_flight = of("status_mismatch");
     assert_eq!(in_flight["wechat"]["status"], "PROCESSING", "{in_flight}");
     let (id, recon) = (r["id"].as_str().unwrap(), r["id"].as_str().unwrap());
-    let mut resolved = in_flight.clone();
-    for _ in 0..5000 {
-        let (_, now) = t
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/reconciliations/{id}"),
-                None,
-                &[],
-            )
-            .await;
-        resolved = now["discrepancies"]
+    let of_in_flight = |r: &Value| -> Value {
+        r["discrepancies"]
             .as_array()
             .unwrap()
             .iter()
             .find(|d| d["id"] == in_flight["id"])
             .unwrap()
-            .clone();
-        if resolved["status"] != "open" {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+            .clone()
+    };
+    let after = t
+        .wait_for(&format!("/v1/reconciliations/{id}"), |r| {
+            of_in_flight(r)["status"] != "open"
+        })
+        .await;
+    let resolved = of_in_flight(&after);
     assert_eq!(resolved["status"], "resolved", "{resolved}");
     let stranger = of("missing_in_gateway");
     assert!(
@@ -515,14 +462,7 @@ async fn a_pending_payment_wechat_paid_is_repaired() {
         );
         // The repair is recorded just after the payment changes: wait for it.
         let path = format!("/v1/reconciliations/{}", r["id"].as_str().unwrap());
-        let mut after = Value::Null;
-        for _ in 0..5000 {
-            after = t.call(reqwest::Method::GET, &path, None, &[]).await.1;
-            if after["repaired_count"] == 1 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        let after = t.wait_for(&path, |r| r["repaired_count"] == 1).await;
         assert_eq!(after["repaired_count"], 1, "{after}");
         assert_eq!(after["discrepancies"][0]["status"], "repaired");
         assert!(
@@ -573,8 +513,8 @@ pub async fn reports_stream_every_row_of_the_range(t: TestGateway) {
         .seed_paid_payments(&t.merchant_id, &seeded)
         .await
         .unwrap();
-    let first = paid_payment(&t, 300).await;
-    paid_payment(&t, 400).await;
+    let first = t.paid_native(300).await;
+    t.paid_native(400).await;
     refunded(&t, &first, 120).await;
     let today = bill_today();
 
