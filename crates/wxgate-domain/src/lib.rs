@@ -24,6 +24,7 @@ pub mod money;
 pub mod payment;
 pub mod reconciliation;
 pub mod refund;
+pub mod report;
 pub mod webhook;
 
 pub use merchant::{MerchantMode, PaidAfterClosePolicy};

@@ -10,7 +10,7 @@ impl Store {
         )
         .bind(&r.id)
         .bind(&r.merchant_id)
-        .bind(&r.kind)
+        .bind(r.kind.as_str())
         .bind(&r.date_from)
         .bind(&r.date_to)
         .bind(&r.token_hash)

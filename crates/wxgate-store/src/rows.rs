@@ -4,6 +4,7 @@ use wxgate_domain::ledger::PostingKind;
 use wxgate_domain::payment::AttemptStatus;
 use wxgate_domain::reconciliation::{DiscrepancyKind, DiscrepancyStatus, ReconciliationStatus};
 use wxgate_domain::refund::RefundStatus;
+use wxgate_domain::report::ReportKind;
 use wxgate_domain::{
     Integration, MerchantMode, PaidAfterClosePolicy, PaymentIntegration, PaymentStatus,
 };
@@ -529,7 +530,8 @@ pub struct DayOrderRow {
     pub payment_id: String,
     pub amount: i64,
     /// The attempt's status: open, succeeded, closed or duplicate.
-    pub attempt_status: String,
+    #[sqlx(try_from = "String")]
+    pub attempt_status: AttemptStatus,
     pub paid_at: Option<i64>,
 }
 
@@ -570,8 +572,8 @@ pub struct ReconciliationFilter {
 pub struct ReportRow {
     pub id: String,
     pub merchant_id: String,
-    /// payments, refunds, balance_transactions or reconciliation.
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: ReportKind,
     pub date_from: String,
     pub date_to: String,
     /// SHA-256 of the download link's token.

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use time::Date;
 use wxgate_domain::id::MerchantId;
+pub use wxgate_domain::report::ReportKind;
 use wxgate_store::{ReportPage, ReportRow};
 
 use crate::app::reconciliation::day_bounds;
@@ -22,87 +23,58 @@ pub const LINK_VALID_MS: i64 = 60 * 60 * 1000;
 /// Rows read from the database per page of the file.
 pub const PAGE_ROWS: i64 = 1_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportKind {
-    Payments,
-    Refunds,
-    BalanceTransactions,
-    Reconciliation,
-}
-
-impl ReportKind {
-    pub const ALL: [ReportKind; 4] = [
-        Self::Payments,
-        Self::Refunds,
-        Self::BalanceTransactions,
-        Self::Reconciliation,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Payments => "payments",
-            Self::Refunds => "refunds",
-            Self::BalanceTransactions => "balance_transactions",
-            Self::Reconciliation => "reconciliation",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    fn header(self) -> &'static [&'static str] {
-        match self {
-            Self::Payments => &[
-                "id",
-                "merchant_order_id",
-                "created_at",
-                "status",
-                "amount",
-                "currency",
-                "amount_refunded",
-                "integration",
-                "out_trade_no",
-                "transaction_id",
-                "paid_at",
-                "description",
-            ],
-            Self::Refunds => &[
-                "id",
-                "payment",
-                "merchant_refund_id",
-                "created_at",
-                "status",
-                "amount",
-                "currency",
-                "wechat_refund_id",
-                "succeeded_at",
-                "reason",
-            ],
-            Self::BalanceTransactions => &[
-                "id",
-                "created_at",
-                "type",
-                "amount",
-                "currency",
-                "source",
-                "payment",
-                "refund",
-            ],
-            Self::Reconciliation => &[
-                "date",
-                "id",
-                "reconciliation",
-                "type",
-                "reference",
-                "payment",
-                "refund",
-                "gateway",
-                "wechat",
-                "status",
-                "resolution",
-            ],
-        }
+/// The CSV header of each report type.
+fn header(kind: ReportKind) -> &'static [&'static str] {
+    match kind {
+        ReportKind::Payments => &[
+            "id",
+            "merchant_order_id",
+            "created_at",
+            "status",
+            "amount",
+            "currency",
+            "amount_refunded",
+            "integration",
+            "out_trade_no",
+            "transaction_id",
+            "paid_at",
+            "description",
+        ],
+        ReportKind::Refunds => &[
+            "id",
+            "payment",
+            "merchant_refund_id",
+            "created_at",
+            "status",
+            "amount",
+            "currency",
+            "wechat_refund_id",
+            "succeeded_at",
+            "reason",
+        ],
+        ReportKind::BalanceTransactions => &[
+            "id",
+            "created_at",
+            "type",
+            "amount",
+            "currency",
+            "source",
+            "payment",
+            "refund",
+        ],
+        ReportKind::Reconciliation => &[
+            "date",
+            "id",
+            "reconciliation",
+            "type",
+            "reference",
+            "payment",
+            "refund",
+            "gateway",
+            "wechat",
+            "status",
+            "resolution",
+        ],
     }
 }
 
@@ -133,7 +105,7 @@ pub async fn create(
     let row = ReportRow {
         id: wxgate_domain::id::ReportId::generate().to_string(),
         merchant_id: merchant_id.to_string(),
-        kind: kind.as_str().to_string(),
+        kind,
         date_from: from.to_string(),
         date_to: to.to_string(),
         token_hash: sha256_hex(token.as_bytes()),
@@ -165,7 +137,7 @@ pub async fn get(
 }
 
 /// The report a download link names, while the link works.
-pub async fn open(gw: &Gateway, id: &str, token: &str) -> ApiResult<(ReportRow, ReportKind)> {
+pub async fn open(gw: &Gateway, id: &str, token: &str) -> ApiResult<ReportRow> {
     let found = gw
         .store()
         .report_by_token(id, &sha256_hex(token.as_bytes()))
@@ -178,16 +150,13 @@ pub async fn open(gw: &Gateway, id: &str, token: &str) -> ApiResult<(ReportRow, 
                 "this download link is unknown or expired; GET the report for a new one",
             )
         })?;
-    let kind =
-        ReportKind::parse(&row.kind).ok_or_else(|| ApiError::internal("report kind", &row.kind))?;
-    Ok((row, kind))
+    Ok(row)
 }
 
 /// Where the file stands while it streams.
 struct Cursor {
     gw: Gateway,
     report: ReportRow,
-    kind: ReportKind,
     bounds: (i64, i64),
     after: Option<(i64, String)>,
     header_sent: bool,
@@ -198,7 +167,6 @@ struct Cursor {
 pub fn csv_stream(
     gw: Gateway,
     report: ReportRow,
-    kind: ReportKind,
 ) -> ApiResult<impl Stream<Item = Result<Bytes, std::io::Error>>> {
     let day = |s: &str| {
         wechatpay_v3::validate::bill_date("date", s)
@@ -209,7 +177,6 @@ pub fn csv_stream(
     let cursor = Cursor {
         gw,
         report,
-        kind,
         bounds: (from, to),
         after: None,
         header_sent: false,
@@ -235,7 +202,7 @@ async fn next_chunk(c: &mut Cursor) -> anyhow::Result<Bytes> {
     let mut out = csv::Writer::from_writer(Vec::new());
     if !c.header_sent {
         c.header_sent = true;
-        out.write_record(c.kind.header())?;
+        out.write_record(header(c.report.kind))?;
         return Ok(Bytes::from(out.into_inner()?));
     }
     let rows = page_rows(c).await?;
@@ -259,7 +226,7 @@ async fn page_rows(c: &mut Cursor) -> anyhow::Result<Vec<Vec<String>>> {
         after: c.after.clone(),
         limit: PAGE_ROWS,
     };
-    let (fields, last) = match c.kind {
+    let (fields, last) = match c.report.kind {
         ReportKind::Payments => {
             let list = store.payments_page(merchant, &page).await?;
             (

@@ -103,14 +103,14 @@ pub(crate) async fn download(
     Path(id): Path<String>,
     Params(q): Params<FileQuery>,
 ) -> ApiResult<Response> {
-    let (row, kind) = reports::open(&gw, &id, &q.token).await?;
+    let row = reports::open(&gw, &id, &q.token).await?;
     let name = format!(
         "attachment; filename=\"{}-{}-{}.csv\"",
-        kind.as_str(),
+        row.kind.as_str(),
         row.date_from,
         row.date_to
     );
-    let stream = reports::csv_stream(gw, row, kind)?;
+    let stream = reports::csv_stream(gw, row)?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),

@@ -128,7 +128,7 @@ pub fn report(r: &ReportRow, token: &str, base_url: &str) -> Value {
     json!({
         "id": r.id,
         "object": "report",
-        "type": r.kind,
+        "type": r.kind.as_str(),
         "date_from": r.date_from,
         "date_to": r.date_to,
         "status": "ready",

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use time::{Date, OffsetDateTime, UtcOffset};
 use wxgate_domain::id::{DiscrepancyId, MerchantId, ReconciliationId};
 use wxgate_domain::ledger::{Posting, PostingKind};
+use wxgate_domain::payment::AttemptStatus;
 use wxgate_domain::reconciliation::{
     self as recon, DayInput, DayResult, DiscrepancyStatus, Finding, GatewayOrder, GatewayRefund,
     OrderState, ReconciliationStatus, RefundState,
@@ -300,10 +301,10 @@ fn gateway_order(o: &DayOrderRow, from: i64, to: i64) -> GatewayOrder {
         out_trade_no: o.out_trade_no.clone(),
         payment_id: o.payment_id.clone(),
         amount: o.amount,
-        state: match o.attempt_status.as_str() {
-            "succeeded" | "duplicate" => OrderState::Paid,
-            "open" => OrderState::Pending,
-            _ => OrderState::Unpaid,
+        state: match o.attempt_status {
+            AttemptStatus::Succeeded | AttemptStatus::Duplicate => OrderState::Paid,
+            AttemptStatus::Open => OrderState::Pending,
+            AttemptStatus::Closed => OrderState::Unpaid,
         },
         paid_on_day: o.paid_at.is_some_and(|t| (from..to).contains(&t)),
     }
