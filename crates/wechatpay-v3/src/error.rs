@@ -85,6 +85,8 @@ codes! {
     TradeError => "TRADE_ERROR", Retry::No;
     OrderNotExist => "ORDER_NOT_EXIST", Retry::No;
     ResourceNotExists => "RESOURCE_NOT_EXISTS", Retry::No;
+    // The merchant-transfer API's "no such transfer".
+    NotFound => "NOT_FOUND", Retry::No;
     NoStatementExist => "NO_STATEMENT_EXIST", Retry::No;
     // Retried later (WeChat says every half hour), not at once.
     StatementCreating => "STATEMENT_CREATING", Retry::No;

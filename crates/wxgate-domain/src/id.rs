@@ -93,6 +93,15 @@ typed_ids! {
     DiscrepancyId = "disc", "a discrepancy";
     PostingId = "txn", "a ledger posting (a balance transaction)";
     ReportId = "rpt", "a report";
+    PayoutId = "po", "a payout";
+}
+
+impl PayoutId {
+    /// The transfer's `out_bill_no` at WeChat: the id without its underscore (WeChat takes
+    /// letters and digits only), fixed for the payout's life.
+    pub fn out_bill_no(&self) -> String {
+        self.0.replacen('_', "", 1)
+    }
 }
 
 #[cfg(test)]
@@ -117,5 +126,10 @@ mod tests {
         assert_eq!(MerchantId::parse(payment.as_str()), None);
         assert_eq!(RefundId::parse("re_x"), None);
         assert!(LinkId::generate().as_str().starts_with("plink_"));
+        let payout = PayoutId::generate();
+        let no = payout.out_bill_no();
+        assert!(
+            no.len() == 26 && no.starts_with("po") && no.bytes().all(|b| b.is_ascii_alphanumeric())
+        );
     }
 }

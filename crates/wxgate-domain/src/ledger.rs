@@ -4,11 +4,13 @@
 //! Accounts, per merchant and currency (a positive balance is money in it):
 //! - `pending`: paid by payers, not yet settled by WeChat;
 //! - `settled`: settled by WeChat into the merchant's account; what is available;
+//! - `reserved`: held for payouts on their way to a payee (moved out of `settled` when the
+//!   payout is made; on to `payouts` when it succeeds, or back when it fails or is cancelled);
 //! - `refunds`, `fees`, `payouts`: what went out, each its own running total;
 //! - `revenue`: the other side of every payment (its balance is minus all payments).
 //!
-//! So `available` (the `settled` balance) is settled − refunds − fees + fees returned − payouts,
-//! and `pending + settled + refunds + fees + payouts + revenue = 0` at every moment.
+//! So `available` (the `settled` balance) is settled − refunds − fees + fees returned −
+//! payouts − reserved, and the accounts together hold nothing at every moment.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,16 +23,18 @@ pub enum Account {
     Refunds,
     Fees,
     Payouts,
+    Reserved,
 }
 
 impl Account {
-    pub const ALL: [Account; 6] = [
+    pub const ALL: [Account; 7] = [
         Self::Revenue,
         Self::Pending,
         Self::Settled,
         Self::Refunds,
         Self::Fees,
         Self::Payouts,
+        Self::Reserved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,7 @@ impl Account {
             Self::Refunds => "refunds",
             Self::Fees => "fees",
             Self::Payouts => "payouts",
+            Self::Reserved => "reserved",
         }
     }
 
@@ -64,18 +69,25 @@ pub enum PostingKind {
     FeeReturn,
     /// A refund succeeded (source: the refund).
     Refund,
-    /// A payout left the account (source: the payout).
+    /// A payout was made: its amount is held (source: the payout).
+    PayoutReserve,
+    /// A payout succeeded: the held amount left (source: the payout).
     Payout,
+    /// A payout failed or was cancelled: the held amount is available again (source: the
+    /// payout).
+    PayoutRelease,
 }
 
 impl PostingKind {
-    pub const ALL: [PostingKind; 6] = [
+    pub const ALL: [PostingKind; 8] = [
         Self::Payment,
         Self::Settlement,
         Self::Fee,
         Self::FeeReturn,
         Self::Refund,
+        Self::PayoutReserve,
         Self::Payout,
+        Self::PayoutRelease,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,7 +97,9 @@ impl PostingKind {
             Self::Fee => "fee",
             Self::FeeReturn => "fee_return",
             Self::Refund => "refund",
+            Self::PayoutReserve => "payout_reserve",
             Self::Payout => "payout",
+            Self::PayoutRelease => "payout_release",
         }
     }
 
@@ -102,7 +116,9 @@ impl PostingKind {
             Self::Fee => (Account::Fees, Account::Settled),
             Self::FeeReturn => (Account::Settled, Account::Fees),
             Self::Refund => (Account::Refunds, Account::Settled),
-            Self::Payout => (Account::Payouts, Account::Settled),
+            Self::PayoutReserve => (Account::Reserved, Account::Settled),
+            Self::Payout => (Account::Payouts, Account::Reserved),
+            Self::PayoutRelease => (Account::Settled, Account::Reserved),
         }
     }
 }
@@ -149,6 +165,7 @@ pub struct Balances {
     pub refunds: i64,
     pub fees: i64,
     pub payouts: i64,
+    pub reserved: i64,
 }
 
 impl Balances {
@@ -160,6 +177,7 @@ impl Balances {
             Account::Refunds => &mut self.refunds,
             Account::Fees => &mut self.fees,
             Account::Payouts => &mut self.payouts,
+            Account::Reserved => &mut self.reserved,
         };
         *slot += amount;
     }
@@ -171,7 +189,14 @@ impl Balances {
 
     /// The ledger's own check: all accounts together hold nothing.
     pub fn is_balanced(&self) -> bool {
-        self.revenue + self.pending + self.settled + self.refunds + self.fees + self.payouts == 0
+        self.revenue
+            + self.pending
+            + self.settled
+            + self.refunds
+            + self.fees
+            + self.payouts
+            + self.reserved
+            == 0
     }
 }
 
@@ -197,6 +222,25 @@ mod tests {
         assert_eq!(b.pending, 0);
         assert_eq!(b.available(), 10_000 - 60 - 2_500 + 15);
         assert_eq!((b.refunds, b.fees, b.revenue), (2_500, 45, -10_000));
+    }
+
+    #[test]
+    fn a_payout_reserves_then_leaves_or_comes_back() {
+        let mut b = Balances::default();
+        for (kind, amount) in [
+            (PostingKind::Payment, 10_000),
+            (PostingKind::Settlement, 10_000),
+            (PostingKind::PayoutReserve, 3_000),
+            (PostingKind::PayoutReserve, 500),
+            (PostingKind::Payout, 3_000),
+            (PostingKind::PayoutRelease, 500),
+        ] {
+            for (account, a) in Posting::new(kind, amount).unwrap().entries {
+                b.add(account, a);
+            }
+        }
+        assert!(b.is_balanced());
+        assert_eq!((b.available(), b.reserved, b.payouts), (7_000, 0, 3_000));
     }
 
     #[test]

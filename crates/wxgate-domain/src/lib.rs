@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod merchant;
 pub mod money;
 pub mod payment;
+pub mod payout;
 pub mod reconciliation;
 pub mod refund;
 pub mod report;

@@ -14,7 +14,7 @@ pub const SIGNATURE_HEADER: &str = "Wxgate-Signature";
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
 
 /// Every event type, stable once shipped.
-pub const EVENT_TYPES: [&str; 12] = [
+pub const EVENT_TYPES: [&str; 16] = [
     "payment.succeeded",
     "payment.cancelled",
     "payment.expired",
@@ -25,6 +25,10 @@ pub const EVENT_TYPES: [&str; 12] = [
     "refund.succeeded",
     "refund.failed",
     "refund.abnormal",
+    "payout.awaiting_confirmation",
+    "payout.succeeded",
+    "payout.failed",
+    "payout.cancelled",
     "reconciliation.completed",
     "reconciliation.discrepancy_found",
 ];

@@ -18,6 +18,9 @@ pub struct GatewayConfig {
     /// Waits between queries of a pending payment, by how many were made before; the first
     /// entry is also the wait before the first query.
     pub sync_schedule_ms: Vec<i64>,
+    /// How often a payout waiting for its payee's confirmation is queried (WeChat's
+    /// notification normally comes first; the payee has a day).
+    pub payout_confirmation_poll: Duration,
     /// How long one webhook attempt may take.
     pub webhook_timeout: Duration,
     /// Waits before each retry of a failed webhook; when spent, the delivery is dead.
@@ -53,6 +56,7 @@ impl GatewayConfig {
             sync_schedule_ms: vec![
                 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000,
             ],
+            payout_confirmation_poll: Duration::from_secs(600),
             webhook_timeout: Duration::from_secs(10),
             webhook_retry_schedule_ms: wxgate_domain::webhook::RETRY_SCHEDULE_MS.to_vec(),
             webhook_concurrency: 64,

@@ -99,6 +99,14 @@ error_codes! {
     TooManyRefunds = "too_many_refunds", 409, "WeChat takes at most 50 refunds of one payment.";
     RefundExceedsPayment = "refund_exceeds_payment", 409, "More than the payment's unrefunded amount.";
     MerchantRefundIdTaken = "merchant_refund_id_taken", 409, "The merchant_refund_id belongs to a refund with other parameters.";
+    // Payouts.
+    InvalidRemark = "invalid_remark", 400, "`remark` must be 1 to 32 characters.";
+    InvalidScene = "invalid_scene", 400, "Not a transfer scene WeChat knows, or not exactly its report items.";
+    PayoutSceneRequired = "payout_scene_required", 400, "Name `scene`, or set the merchant's default scene.";
+    UserNameRequired = "user_name_required", 400, "WeChat needs the payee's `user_name` from 2,000 yuan (200000 fen).";
+    InvalidUserName = "invalid_user_name", 400, "`user_name` must be 1 to 64 characters.";
+    PayoutNotCancellable = "payout_not_cancellable", 409, "Only a payout the payee has not confirmed can be cancelled.";
+    PayoutBusy = "payout_busy", 409, "The payout is being sent to WeChat Pay; retry in a few seconds.";
     // Webhooks and events.
     InvalidUrl = "invalid_url", 400, "Not a public http(s) URL.";
     InvalidEvents = "invalid_events", 400, "Not a list of known event types.";

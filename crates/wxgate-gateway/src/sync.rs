@@ -37,6 +37,9 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
         if let Err(e) = crate::app::refunds::sync_due(&gw).await {
             tracing::warn!(error = %e, "refund sync round failed");
         }
+        if let Err(e) = crate::app::payouts::sync_due(&gw).await {
+            tracing::warn!(error = %e, "payout sync round failed");
+        }
         let today = reconciliation::bill_day(gw.now_ms());
         if gw.config().reconcile_daily && scheduled_on != Some(today) {
             match reconciliation::schedule_daily(&gw).await {

@@ -50,6 +50,9 @@ pub struct Upstream {
     pub signing_key: PrivateKey,
     pub apiv3_key: ApiV3Key,
     pub verifier: Verifier,
+    /// What sensitive request fields (a payee's name) are encrypted to: the platform public
+    /// key, or else the platform certificate's key; its id goes out as `Wechatpay-Serial`.
+    sensitive_key: Option<PublicKey>,
 }
 
 impl Upstream {
@@ -61,14 +64,23 @@ impl Upstream {
         let secrets: SealedSecrets =
             serde_json::from_slice(&master.open(&merchant.secrets_sealed)?)?;
         let mut verifier = Verifier::new();
+        // (key, its id): the public key first, the certificate otherwise.
+        let mut sensitive = None;
+        if let Some(pem) = &merchant.platform_certificate {
+            let certificate = Certificate::from_pem(pem)?;
+            sensitive = Some((
+                certificate.public_key.clone(),
+                certificate.serial_no.clone(),
+            ));
+            verifier.add_certificate(certificate);
+        }
         if let (Some(id), Some(pem)) = (
             &merchant.platform_public_key_id,
             &merchant.platform_public_key,
         ) {
-            verifier.add_public_key(id.clone(), PublicKey::from_spki_pem(pem)?);
-        }
-        if let Some(pem) = &merchant.platform_certificate {
-            verifier.add_certificate(Certificate::from_pem(pem)?);
+            let key = PublicKey::from_spki_pem(pem)?;
+            verifier.add_public_key(id.clone(), key.clone());
+            sensitive = Some((key, id.clone()));
         }
         let signer = MerchantSigner {
             mchid: merchant.mchid.clone(),
@@ -81,7 +93,7 @@ impl Upstream {
             verifier.clone(),
         );
         config.apiv3_key = Some(ApiV3Key::new(&secrets.apiv3_key)?);
-        config.wechatpay_serial = merchant.platform_public_key_id.clone();
+        config.wechatpay_serial = sensitive.as_ref().map(|(_, id)| id.clone());
         config.timeout = timeout;
         config.retry_backoff = Duration::from_millis(100);
         Ok(Self {
@@ -91,8 +103,18 @@ impl Upstream {
             signing_key: PrivateKey::from_pkcs8_pem(&secrets.merchant_private_key)?,
             apiv3_key: ApiV3Key::new(&secrets.apiv3_key)?,
             verifier,
+            sensitive_key: sensitive.map(|(key, _)| key),
             merchant,
         })
+    }
+
+    /// A sensitive field (a payee's name) encrypted for WeChat (RSA-OAEP, base64).
+    pub fn encrypt_sensitive(&self, plaintext: &str) -> anyhow::Result<String> {
+        let key = self
+            .sensitive_key
+            .as_ref()
+            .context("the merchant has no platform key to encrypt with")?;
+        Ok(key.encrypt_oaep(plaintext.as_bytes())?)
     }
 }
 

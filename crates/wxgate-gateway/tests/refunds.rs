@@ -1,5 +1,6 @@
 //! Refunds end to end against the real simulator: the rules, concurrency, WeChat's faults and
-//! outcomes, and the automatic refund of a payment that arrived after its order was closed.
+//! outcomes, and the automatic refund of a payment that arrived after its order was closed;
+//! with them the other money that leaves: payouts (payouts/), and reconciliation (money/).
 
 use std::time::Duration;
 
@@ -8,6 +9,13 @@ use wxgate_store::testing;
 
 mod common;
 use common::{TestGateway, native, order};
+mod payouts;
+use payouts::{
+    a_confirmed_payout_succeeds_once_and_leaves_the_ledger,
+    declined_ignored_and_cancelled_payouts_release_their_reserve,
+    lost_and_doubled_answers_make_one_transfer, not_enough_waits_then_goes_through_once_topped_up,
+    payout_input_is_checked,
+};
 mod money;
 use money::{
     a_clean_day_reconciles_and_settles_the_ledger,
@@ -16,6 +24,11 @@ use money::{
 };
 
 on_both!(
+    a_confirmed_payout_succeeds_once_and_leaves_the_ledger,
+    declined_ignored_and_cancelled_payouts_release_their_reserve,
+    lost_and_doubled_answers_make_one_transfer,
+    not_enough_waits_then_goes_through_once_topped_up,
+    payout_input_is_checked,
     a_clean_day_reconciles_and_settles_the_ledger,
     a_cross_border_day_reconciles_against_the_statement,
     each_bill_fault_is_found_and_nothing_else,

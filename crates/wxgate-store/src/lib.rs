@@ -19,6 +19,7 @@ mod listing;
 mod merchants;
 mod outbox;
 mod payments;
+mod payouts;
 mod quarantine;
 mod reconciliations;
 mod refunds;
@@ -60,6 +61,8 @@ pub enum StoreError {
     Transition(#[from] payment::TransitionError),
     #[error("{0}")]
     RefundTransition(#[from] wxgate_domain::refund::RefundTransitionError),
+    #[error("{0}")]
+    PayoutTransition(#[from] wxgate_domain::payout::PayoutTransitionError),
     #[error("payment {0} not found")]
     PaymentNotFound(String),
 }

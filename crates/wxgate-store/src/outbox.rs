@@ -3,12 +3,12 @@
 use super::*;
 
 /// Writes an outbox event and, in the same transaction, one pending delivery for every
-/// endpoint of the merchant subscribed to its type, and one to the notify_url of `payment_id`
-/// (the payment the event is about, or the refunded one) if it has one.
+/// endpoint of the merchant subscribed to its type, and one to the notify_url of `notify_of`
+/// (the payment or payout the event is about, or the refunded payment) if it has one.
 pub(crate) async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     e: &EventRow,
-    payment_id: &str,
+    notify_of: &str,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO events (id, merchant_id, event_type, object_id, object_version, payload, created_at) \
@@ -40,12 +40,14 @@ pub(crate) async fn insert_event(
         "INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, url, status, attempts, \
          round_attempts, next_attempt_at, created_at) \
          SELECT $1, $2, merchant_id, notify_url, 'pending', 0, 0, $3, $3 FROM payments \
+         WHERE id = $4 AND notify_url IS NOT NULL \
+         UNION ALL SELECT $1, $2, merchant_id, notify_url, 'pending', 0, 0, $3, $3 FROM payouts \
          WHERE id = $4 AND notify_url IS NOT NULL",
     )
     .bind(&e.id)
     .bind(NOTIFY_URL_ENDPOINT)
     .bind(e.created_at)
-    .bind(payment_id)
+    .bind(notify_of)
     .execute(&mut **tx)
     .await?;
     Ok(())

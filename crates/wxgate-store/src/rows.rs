@@ -2,6 +2,7 @@
 
 use wxgate_domain::ledger::PostingKind;
 use wxgate_domain::payment::AttemptStatus;
+use wxgate_domain::payout::PayoutStatus;
 use wxgate_domain::reconciliation::{DiscrepancyKind, DiscrepancyStatus, ReconciliationStatus};
 use wxgate_domain::refund::RefundStatus;
 use wxgate_domain::report::ReportKind;
@@ -37,6 +38,8 @@ pub struct MerchantRow {
     pub merchant_category_code: Option<String>,
     /// WeChat's fee rate for this merchant, basis points (60 = 0.60 %).
     pub fee_rate_bp: i64,
+    /// The default transfer scene of its payouts, as JSON.
+    pub payout_scene: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, sqlx::FromRow)]
@@ -590,4 +593,73 @@ pub struct ReportPage {
     pub to: i64,
     pub after: Option<(i64, String)>,
     pub limit: i64,
+}
+
+/// A payout as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PayoutRow {
+    pub id: String,
+    pub merchant_id: String,
+    /// Sent to WeChat, fixed at creation.
+    pub out_bill_no: String,
+    pub mchid: String,
+    pub amount: i64,
+    pub currency: String,
+    pub appid: String,
+    pub openid: String,
+    pub remark: String,
+    /// The payee's name, sealed with the master key.
+    pub user_name_sealed: Option<String>,
+    /// The scene and its report items, as JSON.
+    pub scene: String,
+    pub notify_url: Option<String>,
+    pub metadata: String,
+    #[sqlx(try_from = "String")]
+    pub status: PayoutStatus,
+    pub version: i64,
+    /// Set while WeChat may hold the transfer: it is queried before anything is sent again.
+    #[sqlx(try_from = "i64")]
+    pub maybe_at_wechat: Flag,
+    pub transfer_bill_no: Option<String>,
+    pub package_info: Option<String>,
+    pub failure_code: Option<String>,
+    pub last_error: Option<String>,
+    /// The hosted confirmation page's token.
+    pub confirmation_token: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+    pub sync_due_at: Option<i64>,
+    pub sync_attempts: i64,
+    pub claimed_until: Option<i64>,
+}
+
+/// What WeChat said about a payout, applied with its new status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayoutFacts {
+    pub now: i64,
+    pub transfer_bill_no: Option<String>,
+    pub package_info: Option<String>,
+    pub failure_code: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// What happened to a payout's request without a change of status.
+#[derive(Debug, Clone, Copy)]
+pub struct PayoutNote<'a> {
+    /// Whether WeChat may now hold the transfer.
+    pub maybe_at_wechat: bool,
+    pub transfer_bill_no: Option<&'a str>,
+    pub last_error: Option<&'a str>,
+    pub next_due: Option<i64>,
+    pub attempts: i64,
+    pub now: i64,
+}
+
+/// Filters of a merchant's payout list.
+#[derive(Debug, Clone, Default)]
+pub struct PayoutFilter {
+    pub status: Option<PayoutStatus>,
+    pub created_gte: Option<i64>,
+    pub created_lt: Option<i64>,
 }

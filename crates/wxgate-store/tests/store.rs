@@ -60,6 +60,7 @@ mod checks {
             created_at: 1,
             merchant_category_code: None,
             fee_rate_bp: 60,
+            payout_scene: None,
         }
     }
 

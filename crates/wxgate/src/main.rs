@@ -107,6 +107,23 @@ enum MerchantCommand {
     /// API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Set (or clear) the default transfer scene of a merchant's payouts, used when a payout
+    /// names none.
+    PayoutScene {
+        /// The merchant (mch_...).
+        #[arg(long)]
+        merchant: String,
+        /// WeChat's transfer_scene_id, e.g. 1000 (cash marketing) or 1005 (pay for work).
+        #[arg(long, required_unless_present = "clear")]
+        scene: Option<String>,
+        /// One report item of the scene as `info_type=info_content`, e.g.
+        /// `--report 活动名称=新会员有礼`; give each the scene needs.
+        #[arg(long = "report", value_name = "TYPE=CONTENT")]
+        reports: Vec<String>,
+        /// Remove the default: payouts must then name their scene.
+        #[arg(long, conflicts_with_all = ["scene", "reports"])]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -489,6 +506,12 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
     match cmd {
         MerchantCommand::Create(args) => create_merchant(&s, &store, &args).await?,
         MerchantCommand::List { json } => list_merchants(&store, json).await?,
+        MerchantCommand::PayoutScene {
+            merchant,
+            scene,
+            reports,
+            clear: _,
+        } => set_payout_scene(&store, &merchant, scene, &reports).await?,
         MerchantCommand::ApiKey(ApiKeyCommand::List { merchant, json }) => {
             list_api_keys(&store, &merchant, json).await?
         }
@@ -568,6 +591,39 @@ async fn create_merchant(
             merchant.mchid,
             merchant.mode.as_str()
         );
+    }
+    Ok(())
+}
+
+/// `wxgate merchant payout-scene`: the merchant's default scene, checked against WeChat's table.
+async fn set_payout_scene(
+    store: &Store,
+    merchant: &str,
+    scene: Option<String>,
+    reports: &[String],
+) -> anyhow::Result<()> {
+    let scene = match scene {
+        Some(id) => {
+            let report_infos = reports
+                .iter()
+                .map(|r| {
+                    let (t, c) = r
+                        .split_once('=')
+                        .with_context(|| format!("--report {r:?} is not TYPE=CONTENT"))?;
+                    Ok(wechatpay_v3::model::SceneReportInfo {
+                        info_type: t.to_string(),
+                        info_content: c.to_string(),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Some(wxgate_gateway::app::payouts::Scene { id, report_infos })
+        }
+        None => None,
+    };
+    merchants::set_payout_scene(store, merchant, scene.as_ref()).await?;
+    match &scene {
+        Some(s) => println!("payouts of {merchant} use scene {} by default", s.id),
+        None => println!("payouts of {merchant} must name their scene"),
     }
     Ok(())
 }

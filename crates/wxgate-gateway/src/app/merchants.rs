@@ -118,6 +118,7 @@ pub async fn create_merchant(
         created_at: now,
         merchant_category_code: new.merchant_category_code,
         fee_rate_bp: i64::from(new.fee_rate_bp),
+        payout_scene: None,
     };
     store.insert_merchant(&row).await?;
     Ok(row)
@@ -243,4 +244,36 @@ pub async fn api_keys(
         "no merchant {merchant_id}"
     );
     Ok(store.api_keys(merchant_id).await?)
+}
+
+/// Sets (or clears) the merchant's default transfer scene, checked against WeChat's table.
+pub async fn set_payout_scene(
+    store: &Store,
+    merchant_id: &str,
+    scene: Option<&crate::app::payouts::Scene>,
+) -> anyhow::Result<()> {
+    if let Some(s) = scene {
+        let items = wechatpay_v3::model::scene_report_items(&s.id)
+            .ok_or_else(|| anyhow::anyhow!("scene {} is not one WeChat knows", s.id))?;
+        let mut given: Vec<&str> = s
+            .report_infos
+            .iter()
+            .map(|i| i.info_type.as_str())
+            .collect();
+        let mut wanted = items.to_vec();
+        given.sort_unstable();
+        wanted.sort_unstable();
+        anyhow::ensure!(
+            given == wanted,
+            "scene {} needs exactly: {}",
+            s.id,
+            items.join(", ")
+        );
+    }
+    let json = scene.map(|s| serde_json::to_string(s).expect("a scene serialises"));
+    anyhow::ensure!(
+        store.set_payout_scene(merchant_id, json.as_deref()).await?,
+        "no merchant {merchant_id}"
+    );
+    Ok(())
 }

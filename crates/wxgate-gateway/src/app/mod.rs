@@ -7,6 +7,7 @@ pub mod links;
 pub mod merchants;
 pub mod orders;
 pub mod payments;
+pub mod payouts;
 pub mod reconciliation;
 pub mod refunds;
 pub mod reports;

@@ -338,3 +338,28 @@ pub fn path_id<T>(parsed: Option<T>, what: &str) -> ApiResult<T> {
 pub fn merchant_id(merchant: &MerchantRow) -> wxgate_domain::id::MerchantId {
     wxgate_domain::id::MerchantId::stored(merchant.id.as_str())
 }
+
+/// The most metadata a payment or payout carries.
+const METADATA_KEYS_MAX: usize = 20;
+const METADATA_KEY_CHARS_MAX: usize = 40;
+const METADATA_VALUE_CHARS_MAX: usize = 500;
+
+/// `metadata`: at most 20 keys of 1 to 40 characters, values of at most 500.
+pub fn check_metadata(metadata: &std::collections::BTreeMap<String, String>) -> ApiResult<()> {
+    let fits = metadata.len() <= METADATA_KEYS_MAX
+        && metadata.iter().all(|(k, v)| {
+            !k.is_empty()
+                && k.chars().count() <= METADATA_KEY_CHARS_MAX
+                && v.chars().count() <= METADATA_VALUE_CHARS_MAX
+        });
+    if !fits {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidMetadata,
+            "metadata",
+            format!(
+                "metadata holds at most {METADATA_KEYS_MAX} keys of 1 to {METADATA_KEY_CHARS_MAX} characters, values of at most {METADATA_VALUE_CHARS_MAX}"
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -12,6 +12,7 @@ pub mod money;
 pub mod notify;
 pub mod openapi;
 pub mod payments;
+pub mod payouts;
 pub mod qr;
 pub mod refunds;
 pub mod reports;
@@ -36,6 +37,7 @@ pub fn router(gateway: Gateway) -> Router {
     let api = Router::new()
         .merge(payments::routes())
         .merge(refunds::routes())
+        .merge(payouts::routes())
         .merge(webhooks::routes())
         .merge(qr::routes())
         .merge(links::api_routes())

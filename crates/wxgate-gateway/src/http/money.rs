@@ -234,10 +234,11 @@ pub(crate) async fn resolve_discrepancy(
     Ok(ok(views::discrepancy(&d)))
 }
 
-/// What the merchant has: available (settled by WeChat, less refunds, fees and payouts) and
-/// pending (paid, not yet settled), per currency.
+/// What the merchant has: available (settled by WeChat, less refunds, fees, payouts and what
+/// payouts on their way hold), pending (paid, not yet settled) and reserved (held by payouts
+/// not yet finished), per currency.
 #[utoipa::path(get, path = "/v1/balance",
-    responses((status = 200, description = "`{object: balance, as_of, available: [{amount, currency}], pending: [...]}`")),
+    responses((status = 200, description = "`{object: balance, as_of, available: [{amount, currency}], pending: [...], reserved: [...]}`")),
     security(("api_key" = [])))]
 pub(crate) async fn get_balance(
     State(gw): State<Gateway>,

@@ -13,7 +13,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use wechatpay_v3::model::{RefundNotification, Transaction};
+use wechatpay_v3::model::{
+    RefundNotification, TRANSFER_FINISHED_EVENT, Transaction, TransferNotification,
+};
 use wechatpay_v3::notify::{
     self, EVENT_REFUND_ABNORMAL, EVENT_REFUND_CLOSED, EVENT_REFUND_SUCCESS,
     EVENT_TRANSACTION_SUCCESS, NotifyError, OpenedNotification,
@@ -43,7 +45,8 @@ pub async fn handle(
     }
 }
 
-/// Opens the callback and routes it: refunds to the refund, paid transactions to the payment.
+/// Opens the callback and routes it: refunds to the refund, transfers to the payout, paid
+/// transactions to the payment.
 async fn receive(
     gw: &Gateway,
     merchant_id: &str,
@@ -74,6 +77,9 @@ async fn receive(
             }
         };
     }
+    if event == TRANSFER_FINISHED_EVENT {
+        return transfer(gw, &up, &opened).await;
+    }
     if event != EVENT_TRANSACTION_SUCCESS {
         tracing::info!(
             merchant_id,
@@ -86,6 +92,24 @@ async fn receive(
         .resource()
         .map_err(|_| fail(StatusCode::BAD_REQUEST, "unreadable transaction"))?;
     paid(gw, &up, merchant_id, &tx, &opened.plaintext).await
+}
+
+/// A transfer that reached a final state: applied to the payout whose transfer it is.
+async fn transfer(
+    gw: &Gateway,
+    up: &Upstream,
+    opened: &OpenedNotification,
+) -> Result<Response, Response> {
+    let n: TransferNotification = opened
+        .resource()
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, "unreadable transfer"))?;
+    match crate::app::payouts::apply_notification(gw, &up.merchant, &n).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(e) => {
+            tracing::error!(merchant = %up.merchant.id, out_bill_no = %n.out_bill_no, error = %e, "notify: could not apply a transfer");
+            Err(fail(StatusCode::INTERNAL_SERVER_ERROR, "try again"))
+        }
+    }
 }
 
 /// The merchant's open WeChat connection (its keys verify and decrypt the callback).

@@ -5,14 +5,15 @@ use serde_json::Value;
 use utoipa::OpenApi;
 
 use crate::error::ErrorCode;
-use crate::http::{links, money, payments, qr, refunds, reports, webhooks};
+use crate::http::{links, money, payments, payouts, qr, refunds, reports, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "wxgate merchant API", description = "Payments over WeChat Pay, for every integration type; refunds; webhooks and the event feed; payment links; reconciliation against WeChat's bills, the balance and its ledger."),
+    info(title = "wxgate merchant API", description = "Payments over WeChat Pay, for every integration type; refunds; payouts to WeChat users' balances; webhooks and the event feed; payment links; reconciliation against WeChat's bills, the balance and its ledger."),
     paths(payments::create_payment, payments::get_payment, payments::list_payments, payments::cancel_payment, payments::new_attempt,
         qr::png_image, qr::svg_image,
         refunds::create_refund, refunds::list_refunds, refunds::get_refund,
+        payouts::create_payout, payouts::list_payouts, payouts::get_payout, payouts::cancel_payout,
         webhooks::create_endpoint, webhooks::list_endpoints, webhooks::get_endpoint,
         webhooks::delete_endpoint, webhooks::list_events, webhooks::get_event,
         webhooks::redeliver, webhooks::redeliver_range, webhooks::rotate_notify_secret,

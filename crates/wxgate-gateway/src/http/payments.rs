@@ -21,17 +21,13 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json, ok};
 use crate::http::extract::{
-    Authed, JsonBody, Params, merchant_id, page_limit, parse_time, path_id,
+    Authed, JsonBody, Params, check_metadata, merchant_id, page_limit, parse_time, path_id,
 };
 use crate::qr::{Image, SCALE, SVG_DEFAULT};
 use crate::views::{self, ListView, PaymentView};
 use base64::Engine;
 use wxgate_domain::id::PaymentId;
 
-/// The most metadata a payment carries.
-const METADATA_KEYS_MAX: usize = 20;
-const METADATA_KEY_CHARS_MAX: usize = 40;
-const METADATA_VALUE_CHARS_MAX: usize = 500;
 /// The longest URL a payment keeps.
 const URL_CHARS_MAX: usize = 2048;
 
@@ -313,25 +309,6 @@ fn check_url(code: ErrorCode, param: &str, value: &Option<String>) -> ApiResult<
                 ),
             ));
         }
-    }
-    Ok(())
-}
-
-fn check_metadata(metadata: &BTreeMap<String, String>) -> ApiResult<()> {
-    let fits = metadata.len() <= METADATA_KEYS_MAX
-        && metadata.iter().all(|(k, v)| {
-            !k.is_empty()
-                && k.chars().count() <= METADATA_KEY_CHARS_MAX
-                && v.chars().count() <= METADATA_VALUE_CHARS_MAX
-        });
-    if !fits {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidMetadata,
-            "metadata",
-            format!(
-                "metadata holds at most {METADATA_KEYS_MAX} keys of 1 to {METADATA_KEY_CHARS_MAX} characters, values of at most {METADATA_VALUE_CHARS_MAX}"
-            ),
-        ));
     }
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! What the API shows: payments as JSON, and the `next_action` a merchant hands to the
-//! shopper's device; [`money`] shows reconciliations, balances and balance transactions.
+//! shopper's device; [`money`] shows reconciliations, balances and balance transactions;
+//! [`payouts`] payouts and their confirmation.
 
 pub mod money;
+pub mod payouts;
+
 
 use serde::Serialize;
 use serde_json::value::RawValue;

@@ -222,7 +222,7 @@ pub mod report_rows {
     }
 }
 
-/// `GET /v1/balance`: available and pending per currency.
+/// `GET /v1/balance`: available, pending and reserved (held for payouts) per currency.
 pub fn balance(by_currency: &[(String, Balances)], as_of: i64) -> Value {
     let amounts = |pick: fn(&Balances) -> i64| -> Vec<Value> {
         by_currency
@@ -235,6 +235,7 @@ pub fn balance(by_currency: &[(String, Balances)], as_of: i64) -> Value {
         "as_of": rfc3339(as_of),
         "available": amounts(Balances::available),
         "pending": amounts(|b| b.pending),
+        "reserved": amounts(|b| b.reserved),
     })
 }
 

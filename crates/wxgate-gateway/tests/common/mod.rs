@@ -69,6 +69,7 @@ impl TestGateway {
         let mut config = GatewayConfig::new(url, MasterKey::generate(), base.clone());
         config.sync_interval = Duration::from_millis(20);
         config.sync_schedule_ms = vec![100, 100, 200];
+        config.payout_confirmation_poll = Duration::from_millis(200);
         config.upstream_timeout = Duration::from_secs(5);
         // Webhooks go to receivers on loopback, with the retry schedule compressed.
         config.webhooks_allow_private = true;

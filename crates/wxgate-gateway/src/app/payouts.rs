@@ -1,0 +1,749 @@
+//! Payouts: money sent to a WeChat user's balance through WeChat's merchant transfer, which the
+//! payee confirms inside WeChat.
+//!
+//! Never two transfers for one payout: its `out_bill_no` is fixed when it is written (with its
+//! amount reserved in the ledger), and once WeChat may hold the transfer (it was sent and no
+//! definite refusal came back) the transfer is queried before anything is sent again. What
+//! WeChat says (answer, query, notification) is cross-checked, then applied through the
+//! payout's state machine; the background round settles payouts whose notification never came.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use wechatpay_v3::client::ClientError;
+use wechatpay_v3::error::ErrorCode as WechatCode;
+use wechatpay_v3::model::{
+    SceneReportInfo, TransferBill, TransferBillRequest, TransferNotification, TransferState,
+};
+use wxgate_domain::id::{self, MerchantId, PayoutId};
+use wxgate_domain::payout::{PayoutEvent, PayoutStatus};
+use wxgate_store::{
+    Flag, MerchantRow, PayoutFacts, PayoutFilter, PayoutNote, PayoutRow, QuarantineRow, StoreError,
+};
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::gateway::Gateway;
+use crate::views;
+
+/// Payouts claimed per background round.
+const CLAIM_BATCH: i64 = 32;
+/// Payouts are in CNY: WeChat's transfers move yuan.
+pub const PAYOUT_CURRENCY: &str = "CNY";
+/// What the payee sees as the payout's description at most, in characters (WeChat's limit).
+const REMARK_CHARS_MAX: usize = wechatpay_v3::model::REMARK_MAX_CHARS;
+
+/// A transfer scene and the report items WeChat requires for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Scene {
+    /// WeChat's `transfer_scene_id`, e.g. `1000` (cash marketing) or `1005` (pay for work).
+    pub id: String,
+    /// The scene's report items: `[{"info_type": "活动名称", "info_content": "…"}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub report_infos: Vec<SceneReportInfo>,
+}
+
+/// A payout to make.
+#[derive(Debug, Clone)]
+pub struct NewPayout {
+    /// Fen, above 0.
+    pub amount: i64,
+    pub currency: String,
+    /// The payee, under the merchant's AppID.
+    pub openid: String,
+    /// Shown to the payee: 1 to 32 characters.
+    pub remark: String,
+    /// The payee's real name: WeChat checks it (required from 2,000 yuan).
+    pub user_name: Option<String>,
+    /// By default the merchant's scene.
+    pub scene: Option<Scene>,
+    pub notify_url: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Checks a payout, writes it with its amount reserved, and sends it to WeChat. 201 with the
+/// payout as it is after WeChat's answer (or `pending`, to be sent again, without one).
+pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayout) -> ApiResult<PayoutRow> {
+    if new.notify_url.is_some() && gw.store().notify_secret(&merchant.id).await?.is_none() {
+        return Err(ApiError::invalid(
+            ErrorCode::NotifySecretMissing,
+            "notify_url",
+            "create the merchant's notify secret (POST /v1/notify_secret) before using notify_url",
+        ));
+    }
+    let scene = match new.scene.clone() {
+        Some(s) => s,
+        // Read fresh: the authenticated merchant may come from the API-key cache.
+        None => default_scene(&gw.store().merchant(&merchant.id).await?)?,
+    };
+    check(gw, merchant, &new, &scene)?;
+    let row = new_row(gw, merchant, new, &scene);
+    gw.store().insert_payout(&row).await?;
+    Ok(match submit(gw, &row).await {
+        Ok(after) => after,
+        Err(e) => {
+            tracing::warn!(payout = %row.id, error = %e, "payout submission failed; it will be queried and retried");
+            gw.store()
+                .payout(&row.merchant_id, &row.id)
+                .await?
+                .unwrap_or(row)
+        }
+    })
+}
+
+/// The merchant's default scene, or a named refusal.
+fn default_scene(merchant: &Option<MerchantRow>) -> ApiResult<Scene> {
+    merchant
+        .as_ref()
+        .and_then(|m| m.payout_scene.as_deref())
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                ErrorCode::PayoutSceneRequired,
+                "scene",
+                "name the transfer scene and its report items (or set the merchant's default scene)",
+            )
+        })
+}
+
+/// The payout's fields under WeChat's rules, checked before anything is written: the request
+/// it will send, validated by the protocol crate, with each issue named by its API field.
+fn check(gw: &Gateway, merchant: &MerchantRow, new: &NewPayout, scene: &Scene) -> ApiResult<()> {
+    if new.currency != PAYOUT_CURRENCY {
+        return Err(ApiError::invalid(
+            ErrorCode::CurrencyNotAllowed,
+            "currency",
+            "payouts are in CNY",
+        ));
+    }
+    if new.amount <= 0 {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidAmount,
+            "amount",
+            "amount must be a positive number of fen",
+        ));
+    }
+    if new.remark.chars().count() > REMARK_CHARS_MAX {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidRemark,
+            "remark",
+            format!("remark must be 1 to {REMARK_CHARS_MAX} characters"),
+        ));
+    }
+    let mut req = request(gw, merchant.appid.clone(), &merchant.id, new, scene);
+    // Only its presence is checked here; the name is encrypted when it is sent.
+    req.user_name = new.user_name.as_ref().map(|_| "sealed".to_string());
+    req.validate().map_err(|e| {
+        let (code, param) = match e.field.as_str() {
+            "/openid" => (ErrorCode::InvalidOpenid, "openid"),
+            "/transfer_remark" => (ErrorCode::InvalidRemark, "remark"),
+            "/user_name" => (ErrorCode::UserNameRequired, "user_name"),
+            "/transfer_amount" => (ErrorCode::InvalidAmount, "amount"),
+            _ => (ErrorCode::InvalidScene, "scene"),
+        };
+        ApiError::invalid(code, param, format!("{param} {}", e.issue))
+    })?;
+    if let Some(name) = &new.user_name
+        && (name.trim().is_empty() || name.chars().count() > 64)
+    {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidUserName,
+            "user_name",
+            "user_name must be 1 to 64 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The transfer request of a payout (its name still sealed, or absent).
+fn request(
+    gw: &Gateway,
+    appid: String,
+    merchant_id: &str,
+    new: &NewPayout,
+    scene: &Scene,
+) -> TransferBillRequest {
+    TransferBillRequest {
+        appid,
+        out_bill_no: "po0".into(),
+        transfer_scene_id: scene.id.clone(),
+        openid: new.openid.clone(),
+        user_name: None,
+        transfer_amount: new.amount,
+        transfer_remark: new.remark.clone(),
+        notify_url: Some(gw.notify_url(merchant_id)),
+        user_recv_perception: None,
+        transfer_scene_report_infos: scene.report_infos.clone(),
+    }
+}
+
+fn new_row(gw: &Gateway, merchant: &MerchantRow, new: NewPayout, scene: &Scene) -> PayoutRow {
+    let now = gw.now_ms();
+    let id = PayoutId::generate();
+    PayoutRow {
+        out_bill_no: id.out_bill_no(),
+        id: id.to_string(),
+        merchant_id: merchant.id.clone(),
+        mchid: merchant.mchid.clone(),
+        amount: new.amount,
+        currency: new.currency,
+        appid: merchant.appid.clone(),
+        openid: new.openid,
+        remark: new.remark,
+        user_name_sealed: new
+            .user_name
+            .map(|n| gw.config().master_key.seal(n.as_bytes())),
+        scene: serde_json::to_string(scene).expect("a scene serialises"),
+        notify_url: new.notify_url,
+        metadata: serde_json::to_string(&new.metadata).expect("a string map serialises"),
+        status: PayoutStatus::Pending,
+        version: 1,
+        // About to be sent by this request, which holds its claim meanwhile.
+        maybe_at_wechat: Flag::YES,
+        transfer_bill_no: None,
+        package_info: None,
+        failure_code: None,
+        last_error: None,
+        confirmation_token: Some(id::generate("pocf")),
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+        // Should this process die before WeChat answers, the background work takes it over.
+        sync_due_at: Some(
+            now + first_wait(gw) + 3 * gw.config().upstream_timeout.as_millis() as i64,
+        ),
+        sync_attempts: 0,
+        claimed_until: Some(now + 3 * gw.config().upstream_timeout.as_millis() as i64 + 1_000),
+    }
+}
+
+fn first_wait(gw: &Gateway) -> i64 {
+    gw.config()
+        .sync_schedule_ms
+        .first()
+        .copied()
+        .unwrap_or(5_000)
+}
+
+/// When to look at an open payout again: by the sync schedule while it moves, slowly while it
+/// waits for its payee.
+fn next_due(gw: &Gateway, p: &PayoutRow, status: PayoutStatus, now: i64) -> i64 {
+    if status == PayoutStatus::AwaitingConfirmation {
+        return now + gw.config().payout_confirmation_poll.as_millis() as i64;
+    }
+    let schedule = &gw.config().sync_schedule_ms;
+    now + schedule
+        .get((p.sync_attempts as usize).min(schedule.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(60_000)
+}
+
+/// Sends the transfer (the same out_bill_no and body every time) and applies the answer.
+async fn submit(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
+    let up = gw.upstream(&p.merchant_id).await?;
+    let scene: Scene = serde_json::from_str(&p.scene)?;
+    let user_name = match &p.user_name_sealed {
+        Some(sealed) => {
+            let name = String::from_utf8(gw.config().master_key.open(sealed)?)?;
+            Some(up.encrypt_sensitive(&name)?)
+        }
+        None => None,
+    };
+    let req = TransferBillRequest {
+        appid: p.appid.clone(),
+        out_bill_no: p.out_bill_no.clone(),
+        transfer_scene_id: scene.id,
+        openid: p.openid.clone(),
+        user_name,
+        transfer_amount: p.amount,
+        transfer_remark: p.remark.clone(),
+        notify_url: Some(gw.notify_url(&p.merchant_id)),
+        user_recv_perception: None,
+        transfer_scene_report_infos: scene.report_infos,
+    };
+    match up.client.create_transfer(&req).await {
+        Ok(a) => {
+            let reported = Reported {
+                out_bill_no: &a.out_bill_no,
+                transfer_bill_no: &a.transfer_bill_no,
+                amount: None,
+                state: a.state,
+                package_info: a.package_info.as_deref(),
+                fail_reason: a.fail_reason.as_deref(),
+            };
+            apply_reported(gw, p, &reported, "submit").await
+        }
+        Err(e) => refused_or_unclear(gw, p, &e).await,
+    }
+}
+
+/// After a create that got no usable answer: a definite refusal WeChat may lift (NOT_ENOUGH)
+/// waits to be sent again; any other definite refusal fails the payout; anything unclear is
+/// queried before anything is sent again.
+async fn refused_or_unclear(
+    gw: &Gateway,
+    p: &PayoutRow,
+    e: &ClientError,
+) -> anyhow::Result<PayoutRow> {
+    let now = gw.now_ms();
+    let (maybe_at_wechat, why) = match e {
+        ClientError::Api(api) if api.code == WechatCode::NotEnough => (
+            false,
+            format!(
+                "NOT_ENOUGH: the merchant's WeChat Pay operation account cannot cover this payout yet; it is sent again automatically ({})",
+                api.message
+            ),
+        ),
+        ClientError::Api(api) if !api.is_retryable() && api.status < 500 => {
+            let facts = PayoutFacts {
+                now,
+                failure_code: Some(api.code.as_str().to_string()),
+                last_error: Some(format!("WeChat Pay refused: {} {}", api.code, api.message)),
+                ..Default::default()
+            };
+            return transition(gw, p, PayoutEvent::Failed, facts).await;
+        }
+        ClientError::Invalid(field) => {
+            let facts = PayoutFacts {
+                now,
+                failure_code: Some("INVALID_REQUEST".into()),
+                last_error: Some(format!("the transfer request is invalid: {field}")),
+                ..Default::default()
+            };
+            return transition(gw, p, PayoutEvent::Failed, facts).await;
+        }
+        other => {
+            tracing::warn!(payout = %p.id, error = %other, "payout: no usable answer from WeChat");
+            (
+                true,
+                "WeChat Pay did not answer clearly; the transfer is queried before anything is sent again".to_string(),
+            )
+        }
+    };
+    let note = PayoutNote {
+        maybe_at_wechat,
+        transfer_bill_no: None,
+        last_error: Some(&why),
+        next_due: Some(next_due(gw, p, p.status, now)),
+        attempts: p.sync_attempts + 1,
+        now,
+    };
+    gw.store().note_payout_attempt(&p.id, &note).await?;
+    reread(gw, p).await
+}
+
+async fn reread(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
+    Ok(gw
+        .store()
+        .payout(&p.merchant_id, &p.id)
+        .await?
+        .unwrap_or_else(|| p.clone()))
+}
+
+async fn transition(
+    gw: &Gateway,
+    p: &PayoutRow,
+    event: PayoutEvent,
+    facts: PayoutFacts,
+) -> anyhow::Result<PayoutRow> {
+    let next = event_status_due(gw, p, event, facts.now);
+    let (_, after) = gw
+        .store()
+        .payout_transition(&p.merchant_id, &p.id, event, &facts, next, |row| {
+            (
+                id::generate("evt"),
+                views::payouts::payout(row, &gw.config().public_base_url).to_string(),
+            )
+        })
+        .await?;
+    Ok(after)
+}
+
+fn event_status_due(gw: &Gateway, p: &PayoutRow, event: PayoutEvent, now: i64) -> Option<i64> {
+    let status = match event {
+        PayoutEvent::AwaitingConfirmation => PayoutStatus::AwaitingConfirmation,
+        _ => PayoutStatus::Processing,
+    };
+    Some(next_due(gw, p, status, now))
+}
+
+/// What WeChat reported about a transfer, from an answer, a query or a notification.
+struct Reported<'a> {
+    out_bill_no: &'a str,
+    transfer_bill_no: &'a str,
+    /// Absent from a create answer.
+    amount: Option<i64>,
+    state: TransferState,
+    package_info: Option<&'a str>,
+    fail_reason: Option<&'a str>,
+}
+
+impl<'a> From<&'a TransferBill> for Reported<'a> {
+    fn from(b: &'a TransferBill) -> Self {
+        Self {
+            out_bill_no: &b.out_bill_no,
+            transfer_bill_no: &b.transfer_bill_no,
+            amount: Some(b.transfer_amount),
+            state: b.state,
+            package_info: None,
+            fail_reason: b.fail_reason.as_deref(),
+        }
+    }
+}
+
+fn event_of(state: TransferState) -> Option<PayoutEvent> {
+    Some(match state {
+        TransferState::Accepted => PayoutEvent::Accepted,
+        TransferState::WaitUserConfirm => PayoutEvent::AwaitingConfirmation,
+        TransferState::Processing | TransferState::Transfering => PayoutEvent::Processing,
+        TransferState::Success => PayoutEvent::Succeeded,
+        TransferState::Fail => PayoutEvent::Failed,
+        TransferState::Cancelled => PayoutEvent::Cancelled,
+        // Being cancelled: nothing changes until WeChat says it is.
+        TransferState::Canceling => return None,
+    })
+}
+
+/// Why a signed report does not belong to this payout, if it does not.
+fn mismatch(p: &PayoutRow, w: &Reported<'_>) -> Option<String> {
+    if w.out_bill_no != p.out_bill_no {
+        return Some(format!(
+            "out_bill_no {} is not {}",
+            w.out_bill_no, p.out_bill_no
+        ));
+    }
+    match w.amount {
+        Some(a) if a != p.amount => Some(format!("amount {a} is not {}", p.amount)),
+        _ => None,
+    }
+}
+
+async fn apply_reported(
+    gw: &Gateway,
+    p: &PayoutRow,
+    w: &Reported<'_>,
+    source: &str,
+) -> anyhow::Result<PayoutRow> {
+    if let Some(reason) = mismatch(p, w) {
+        return quarantine(gw, p, w, reason, source).await;
+    }
+    let now = gw.now_ms();
+    let failed = w.state == TransferState::Fail;
+    let facts = PayoutFacts {
+        now,
+        transfer_bill_no: Some(w.transfer_bill_no.to_string()),
+        package_info: w.package_info.map(str::to_string),
+        failure_code: failed.then(|| w.fail_reason.unwrap_or("FAIL").to_string()),
+        last_error: failed.then(|| failure_text(w.fail_reason)),
+    };
+    let Some(event) = event_of(w.state) else {
+        return still_open(gw, p, w).await;
+    };
+    match gw
+        .store()
+        .payout_transition(
+            &p.merchant_id,
+            &p.id,
+            event,
+            &facts,
+            event_status_due(gw, p, event, now),
+            |row| {
+                (
+                    id::generate("evt"),
+                    views::payouts::payout(row, &gw.config().public_base_url).to_string(),
+                )
+            },
+        )
+        .await
+    {
+        Ok((true, after)) => Ok(after),
+        Ok((false, current)) if !current.status.is_final() => still_open(gw, &current, w).await,
+        Ok((false, current)) => Ok(current),
+        Err(StoreError::PayoutTransition(e)) => quarantine(gw, p, w, e.to_string(), source).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A report that changes no status: the payout stays open, looked at again later.
+async fn still_open(gw: &Gateway, p: &PayoutRow, w: &Reported<'_>) -> anyhow::Result<PayoutRow> {
+    let now = gw.now_ms();
+    let note = PayoutNote {
+        maybe_at_wechat: true,
+        transfer_bill_no: Some(w.transfer_bill_no),
+        last_error: None,
+        next_due: Some(next_due(gw, p, p.status, now)),
+        attempts: p.sync_attempts + 1,
+        now,
+    };
+    gw.store().note_payout_attempt(&p.id, &note).await?;
+    reread(gw, p).await
+}
+
+/// WeChat's fail_reason in words.
+fn failure_text(reason: Option<&str>) -> String {
+    match reason {
+        Some("OVERDUE_CLOSE") => "the payee did not confirm within 24 hours".into(),
+        Some("OTHER_FAIL_REASON_TYPE") => {
+            "WeChat Pay failed the transfer (the payee declined it, or another reason)".into()
+        }
+        Some(code) => format!("WeChat Pay failed the transfer: {code}"),
+        None => "WeChat Pay failed the transfer".into(),
+    }
+}
+
+/// Records a signed report that cannot be applied and stops querying the payout (a person
+/// must look); the payout stays as it is.
+async fn quarantine(
+    gw: &Gateway,
+    p: &PayoutRow,
+    w: &Reported<'_>,
+    reason: String,
+    source: &str,
+) -> anyhow::Result<PayoutRow> {
+    tracing::error!(payout = %p.id, %reason, source, "signed WeChat transfer report cannot be applied; quarantined");
+    gw.store()
+        .quarantine(&QuarantineRow {
+            id: id::generate("qtn"),
+            merchant_id: p.merchant_id.clone(),
+            payment_id: None,
+            reason: format!("payout {}: {reason}", p.id),
+            resource: json!({"out_bill_no": w.out_bill_no, "transfer_bill_no": w.transfer_bill_no, "transfer_amount": w.amount, "state": w.state}).to_string(),
+            received_at: gw.now_ms(),
+        })
+        .await?;
+    let note = PayoutNote {
+        maybe_at_wechat: true,
+        transfer_bill_no: None,
+        last_error: Some("a report from WeChat could not be applied; quarantined for review"),
+        next_due: None,
+        attempts: p.sync_attempts,
+        now: gw.now_ms(),
+    };
+    gw.store().note_payout_attempt(&p.id, &note).await?;
+    reread(gw, p).await
+}
+
+/// A verified, decrypted `MCHTRANSFER.BILL.FINISHED`: cross-checked, then applied.
+pub async fn apply_notification(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    n: &TransferNotification,
+) -> anyhow::Result<()> {
+    let found = gw
+        .store()
+        .payout_by_out_bill_no(&merchant.id, &n.out_bill_no)
+        .await?;
+    let wrong_merchant = n.mch_id.as_deref().is_some_and(|m| m != merchant.mchid);
+    let Some(p) = found.filter(|_| !wrong_merchant) else {
+        tracing::error!(merchant = %merchant.id, out_bill_no = %n.out_bill_no, "signed transfer notification for no payout of this merchant; quarantined");
+        gw.store()
+            .quarantine(&QuarantineRow {
+                id: id::generate("qtn"),
+                merchant_id: merchant.id.clone(),
+                payment_id: None,
+                reason: format!(
+                    "no payout with out_bill_no {} for mchid {}",
+                    n.out_bill_no, merchant.mchid
+                ),
+                resource: serde_json::to_string(n)?,
+                received_at: gw.now_ms(),
+            })
+            .await?;
+        return Ok(());
+    };
+    let reported = Reported {
+        out_bill_no: &n.out_bill_no,
+        transfer_bill_no: &n.transfer_bill_no,
+        amount: Some(n.transfer_amount),
+        state: n.state,
+        package_info: None,
+        fail_reason: n.fail_reason.as_deref(),
+    };
+    apply_reported(gw, &p, &reported, "notification").await?;
+    Ok(())
+}
+
+/// One background round: open payouts whose sending or query is due. How many were handled.
+pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
+    let due = gw
+        .store()
+        .claim_due_payouts(gw.now_ms(), CLAIM_BATCH)
+        .await?;
+    let n = due.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in due {
+        let gw = gw.clone();
+        tasks.spawn(async move {
+            if let Err(e) = sync_one(&gw, &p).await {
+                tracing::warn!(payout = %p.id, error = %e, "payout sync failed; will retry");
+                let now = gw.now_ms();
+                let note = PayoutNote {
+                    maybe_at_wechat: p.maybe_at_wechat.is_set(),
+                    transfer_bill_no: None,
+                    last_error: p.last_error.as_deref(),
+                    next_due: Some(next_due(&gw, &p, p.status, now)),
+                    attempts: p.sync_attempts + 1,
+                    now,
+                };
+                let _ = gw.store().note_payout_attempt(&p.id, &note).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(n)
+}
+
+/// A claimed payout: sent again when WeChat surely does not hold it; otherwise queried, and
+/// sent again (the same out_bill_no) only when WeChat says it has no such transfer.
+async fn sync_one(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
+    if !p.maybe_at_wechat.is_set() {
+        mark_maybe_at_wechat(gw, p).await?;
+        return submit(gw, p).await;
+    }
+    let up = gw.upstream(&p.merchant_id).await?;
+    match up.client.query_transfer(&p.out_bill_no).await {
+        // A query does not carry the package_info the payee needs; the same create, sent again,
+        // answers the existing transfer with it.
+        Ok(bill) if bill.state == TransferState::WaitUserConfirm && p.package_info.is_none() => {
+            submit(gw, p).await
+        }
+        Ok(bill) => apply_reported(gw, p, &Reported::from(&bill), "sync").await,
+        Err(ClientError::Api(e)) if e.code == WechatCode::NotFound => {
+            if p.status != PayoutStatus::Pending {
+                anyhow::bail!(
+                    "WeChat has no transfer {} for a {} payout",
+                    p.out_bill_no,
+                    p.status
+                );
+            }
+            submit(gw, p).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Before a send: WeChat may hold the transfer from here on (the claim stays held).
+async fn mark_maybe_at_wechat(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<()> {
+    gw.store()
+        .mark_payout_maybe_at_wechat(&p.id, gw.now_ms())
+        .await?;
+    Ok(())
+}
+
+/// Cancels a payout the payee has not confirmed: at WeChat when WeChat may hold it, here
+/// otherwise. Cancelling a cancelled payout answers it again.
+pub async fn cancel(gw: &Gateway, merchant_id: &MerchantId, id: &PayoutId) -> ApiResult<PayoutRow> {
+    let p = get(gw, merchant_id, id).await?;
+    if p.status == PayoutStatus::Cancelled {
+        return Ok(p);
+    }
+    if !p.status.can_cancel() {
+        return Err(not_cancellable(p.status));
+    }
+    let Some(p) = gw.store().claim_payout(&p.id, gw.now_ms()).await? else {
+        return Err(ApiError::new(
+            ErrorCode::PayoutBusy,
+            "the payout is being sent to WeChat Pay right now; retry in a few seconds",
+        ));
+    };
+    let after = if p.maybe_at_wechat.is_set() {
+        cancel_at_wechat(gw, &p).await
+    } else {
+        cancel_here(gw, &p)
+            .await
+            .map_err(|e| ApiError::internal("cancelling a payout", e))
+    };
+    let after = match after {
+        Ok(after) => after,
+        Err(e) => {
+            gw.store().release_payout_claim(&p.id).await?;
+            return Err(e);
+        }
+    };
+    // Cancelled, or still cancelling at WeChat (its notification or the sync ends it); the
+    // payee may have confirmed first.
+    if after.status == PayoutStatus::Cancelled || after.status.can_cancel() {
+        Ok(after)
+    } else {
+        Err(not_cancellable(after.status))
+    }
+}
+
+/// WeChat surely holds no transfer for it: cancelled here.
+async fn cancel_here(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
+    let facts = PayoutFacts {
+        now: gw.now_ms(),
+        last_error: Some("cancelled before WeChat Pay took it".into()),
+        ..Default::default()
+    };
+    transition(gw, p, PayoutEvent::Cancelled, facts).await
+}
+
+fn not_cancellable(status: PayoutStatus) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayoutNotCancellable,
+        format!("only a payout the payee has not confirmed can be cancelled; this one is {status}"),
+    )
+}
+
+/// Asks WeChat to cancel, then applies what a query says (the cancel is asynchronous, and the
+/// payee may have confirmed in the meantime).
+async fn cancel_at_wechat(gw: &Gateway, p: &PayoutRow) -> ApiResult<PayoutRow> {
+    let up = gw
+        .upstream(&p.merchant_id)
+        .await
+        .map_err(|e| ApiError::internal("opening the merchant's WeChat connection", e))?;
+    let unclear = |e: ClientError| {
+        tracing::warn!(payout = %p.id, error = %e, "payout cancel: no usable answer from WeChat");
+        ApiError::new(
+            ErrorCode::UpstreamUnavailable,
+            "WeChat Pay did not answer in time; retry the cancel",
+        )
+    };
+    match up.client.cancel_transfer(&p.out_bill_no).await {
+        Ok(_) => {}
+        // Not there, or past cancelling: the query below says which.
+        Err(ClientError::Api(e)) if e.status < 500 && !e.is_retryable() => {}
+        Err(e) => return Err(unclear(e)),
+    }
+    let applied = match up.client.query_transfer(&p.out_bill_no).await {
+        Ok(bill) => apply_reported(gw, p, &Reported::from(&bill), "cancel").await,
+        Err(ClientError::Api(e)) if e.code == WechatCode::NotFound => cancel_here(gw, p).await,
+        Err(e) => return Err(unclear(e)),
+    };
+    applied.map_err(|e| ApiError::internal("applying a cancelled payout", e))
+}
+
+pub async fn get(gw: &Gateway, merchant_id: &MerchantId, id: &PayoutId) -> ApiResult<PayoutRow> {
+    gw.store()
+        .payout(merchant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payout"))
+}
+
+/// A page of the merchant's payouts, newest first.
+pub async fn list(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    filter: &PayoutFilter,
+    after: Option<&PayoutId>,
+    limit: i64,
+) -> ApiResult<Vec<PayoutRow>> {
+    let before = match after {
+        Some(id) => {
+            let p = gw.store().payout(merchant_id, id).await?.ok_or_else(|| {
+                ApiError::invalid(
+                    ErrorCode::InvalidCursor,
+                    "starting_after",
+                    "starting_after names no payout of this merchant",
+                )
+            })?;
+            Some((p.created_at, p.id))
+        }
+        None => None,
+    };
+    Ok(gw
+        .store()
+        .list_payouts(merchant_id, filter, before, limit + 1)
+        .await?)
+}

@@ -1,0 +1,303 @@
+//! Payouts: written with their ledger reserve in one transaction; status changes with their
+//! event and ledger posting in one transaction, conditional on the version read; the
+//! background work of sending again and querying, claimed with a lease.
+
+use wxgate_domain::ledger::{Posting, PostingKind};
+use wxgate_domain::payout::{self, PayoutEvent, PayoutStatus, PayoutTransition};
+
+use crate::listing::List;
+use crate::outbox::insert_event;
+use crate::{
+    CLAIM_LEASE_MS, EventRow, PayoutFacts, PayoutFilter, PayoutNote, PayoutRow, PostingSource,
+    Result, Store, StoreError,
+};
+
+/// Statuses the background work still looks at.
+const OPEN: &str = "('pending', 'awaiting_confirmation', 'processing')";
+
+impl Store {
+    /// Writes a new payout and reserves its amount in the ledger, in one transaction.
+    pub async fn insert_payout(&self, p: &PayoutRow) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO payouts (id, merchant_id, out_bill_no, mchid, amount, currency, appid, \
+             openid, remark, user_name_sealed, scene, notify_url, metadata, status, version, \
+             maybe_at_wechat, transfer_bill_no, package_info, failure_code, last_error, \
+             confirmation_token, created_at, updated_at, finished_at, sync_due_at, \
+             sync_attempts, claimed_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15, $16, NULL, NULL, NULL, NULL, $17, $18, $19, NULL, $20, 0, $21)",
+        )
+        .bind(&p.id)
+        .bind(&p.merchant_id)
+        .bind(&p.out_bill_no)
+        .bind(&p.mchid)
+        .bind(p.amount)
+        .bind(&p.currency)
+        .bind(&p.appid)
+        .bind(&p.openid)
+        .bind(&p.remark)
+        .bind(&p.user_name_sealed)
+        .bind(&p.scene)
+        .bind(&p.notify_url)
+        .bind(&p.metadata)
+        .bind(p.status.as_str())
+        .bind(p.version)
+        .bind(p.maybe_at_wechat.stored())
+        .bind(&p.confirmation_token)
+        .bind(p.created_at)
+        .bind(p.updated_at)
+        .bind(p.sync_due_at)
+        .bind(p.claimed_until)
+        .execute(&mut *tx)
+        .await?;
+        post_payout_in(&mut tx, p, PostingKind::PayoutReserve, p.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn payout(&self, merchant_id: &str, id: &str) -> Result<Option<PayoutRow>> {
+        Ok(sqlx::query_as::<_, PayoutRow>(
+            "SELECT * FROM payouts WHERE merchant_id = $1 AND id = $2",
+        )
+        .bind(merchant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn payout_by_out_bill_no(
+        &self,
+        merchant_id: &str,
+        out_bill_no: &str,
+    ) -> Result<Option<PayoutRow>> {
+        Ok(sqlx::query_as::<_, PayoutRow>(
+            "SELECT * FROM payouts WHERE merchant_id = $1 AND out_bill_no = $2",
+        )
+        .bind(merchant_id)
+        .bind(out_bill_no)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The payout behind a hosted confirmation page's token.
+    pub async fn payout_by_confirmation_token(&self, token: &str) -> Result<Option<PayoutRow>> {
+        Ok(
+            sqlx::query_as::<_, PayoutRow>("SELECT * FROM payouts WHERE confirmation_token = $1")
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Newest first, after an optional keyset cursor (created_at, id).
+    pub async fn list_payouts(
+        &self,
+        merchant_id: &str,
+        filter: &PayoutFilter,
+        before: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<PayoutRow>> {
+        let mut list = List::new("payouts WHERE merchant_id = ?", merchant_id);
+        list.and("status = ?", filter.status.map(|s| s.as_str()));
+        list.and("created_at >= ?", filter.created_gte);
+        list.and("created_at < ?", filter.created_lt);
+        list.fetch(&self.pool, ("created_at", "id"), before, limit)
+            .await
+    }
+
+    /// Records what happened to a payout's request without changing its status, and releases
+    /// any claim. A payout that reached a final status meanwhile is left as it is.
+    pub async fn note_payout_attempt(&self, id: &str, note: &PayoutNote<'_>) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE payouts SET maybe_at_wechat = $1, \
+             transfer_bill_no = COALESCE(transfer_bill_no, $2), last_error = $3, \
+             sync_due_at = $4, sync_attempts = $5, claimed_until = NULL, updated_at = $6 \
+             WHERE id = $7 AND status IN {OPEN}"
+        ))
+        .bind(i64::from(note.maybe_at_wechat))
+        .bind(note.transfer_bill_no)
+        .bind(note.last_error)
+        .bind(note.next_due)
+        .bind(note.attempts)
+        .bind(note.now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies what WeChat reports about a payout. In one transaction, and only if nobody
+    /// changed it in between: its new status, its event, and the ledger posting a final status
+    /// makes. `next_due` is when an open payout is looked at again.
+    pub async fn payout_transition(
+        &self,
+        merchant_id: &str,
+        id: &str,
+        event: PayoutEvent,
+        facts: &PayoutFacts,
+        next_due: Option<i64>,
+        render: impl Fn(&PayoutRow) -> (String, String) + Sync,
+    ) -> Result<(bool, PayoutRow)> {
+        for _ in 0..8 {
+            let current = self
+                .payout(merchant_id, id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("payout {id} not found")))?;
+            let to = match payout::apply(current.status, event)? {
+                PayoutTransition::Unchanged => return Ok((false, current)),
+                PayoutTransition::To(to) => to,
+            };
+            let mut tx = self.writer.begin().await?;
+            if write_payout_status(&mut tx, &current, to, facts, next_due).await? == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            if let Some(kind) = to.posting() {
+                post_payout_in(&mut tx, &current, kind, facts.now).await?;
+            }
+            let after = sqlx::query_as::<_, PayoutRow>("SELECT * FROM payouts WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if let Some(event_type) = to.event_type() {
+                let (event_id, payload) = render(&after);
+                let event = EventRow {
+                    id: event_id,
+                    merchant_id: merchant_id.to_string(),
+                    event_type: event_type.to_string(),
+                    object_id: id.to_string(),
+                    object_version: after.version,
+                    payload,
+                    created_at: facts.now,
+                };
+                insert_event(&mut tx, &event, id).await?;
+            }
+            tx.commit().await?;
+            self.outbox.notify_one();
+            return Ok((true, after));
+        }
+        Err(StoreError::Corrupt(format!(
+            "payout {id} kept changing under a transition"
+        )))
+    }
+
+    /// Claims up to `limit` open payouts whose sending or query is due.
+    pub async fn claim_due_payouts(&self, now: i64, limit: i64) -> Result<Vec<PayoutRow>> {
+        let lock = self.skip_locked();
+        let sql = format!(
+            "UPDATE payouts SET claimed_until = $1 WHERE id IN (SELECT id FROM payouts \
+             WHERE status IN {OPEN} AND sync_due_at <= $2 \
+             AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3{lock}) \
+             RETURNING *"
+        );
+        Ok(sqlx::query_as::<_, PayoutRow>(&sql)
+            .bind(now + CLAIM_LEASE_MS)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.writer)
+            .await?)
+    }
+
+    /// Claims one payout for this request (a cancel), unless another holds it: `None` then.
+    pub async fn claim_payout(&self, id: &str, now: i64) -> Result<Option<PayoutRow>> {
+        Ok(sqlx::query_as::<_, PayoutRow>(
+            "UPDATE payouts SET claimed_until = $1 WHERE id = $2 \
+             AND (claimed_until IS NULL OR claimed_until < $3) RETURNING *",
+        )
+        .bind(now + CLAIM_LEASE_MS)
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await?)
+    }
+
+    /// Before a send: WeChat may hold the transfer from here on (an open payout only).
+    pub async fn mark_payout_maybe_at_wechat(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE payouts SET maybe_at_wechat = 1, updated_at = $1 WHERE id = $2 AND status IN {OPEN}"
+        ))
+        .bind(now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives up a claim taken with [`claim_payout`](Self::claim_payout), nothing changed.
+    pub async fn release_payout_claim(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE payouts SET claimed_until = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// The default transfer scene of a merchant's payouts (JSON), or none.
+    pub async fn set_payout_scene(&self, merchant_id: &str, scene: Option<&str>) -> Result<bool> {
+        Ok(
+            sqlx::query("UPDATE merchants SET payout_scene = $1 WHERE id = $2")
+                .bind(scene)
+                .bind(merchant_id)
+                .execute(&self.writer)
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+}
+
+/// A payout's new status (and what comes with it), written only if its version is still the
+/// one read: how many rows changed. A final status stops the background work.
+async fn write_payout_status(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    current: &PayoutRow,
+    to: PayoutStatus,
+    facts: &PayoutFacts,
+    next_due: Option<i64>,
+) -> Result<u64> {
+    let done = to.is_final();
+    Ok(sqlx::query(
+        "UPDATE payouts SET status = $1, version = $2, updated_at = $3, \
+         transfer_bill_no = COALESCE($4, transfer_bill_no), \
+         package_info = COALESCE($5, package_info), failure_code = $6, last_error = $7, \
+         finished_at = $8, sync_due_at = $9, claimed_until = NULL, \
+         maybe_at_wechat = CASE WHEN $10 = 1 THEN 1 ELSE maybe_at_wechat END \
+         WHERE id = $11 AND version = $12",
+    )
+    .bind(to.as_str())
+    .bind(current.version + 1)
+    .bind(facts.now)
+    .bind(&facts.transfer_bill_no)
+    .bind(&facts.package_info)
+    .bind(&facts.failure_code)
+    .bind(&facts.last_error)
+    .bind(done.then_some(facts.now))
+    .bind(if done { None } else { next_due })
+    .bind(i64::from(facts.transfer_bill_no.is_some()))
+    .bind(&current.id)
+    .bind(current.version)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
+/// Within `tx`: a payout's posting of `kind` (once per payout and kind).
+async fn post_payout_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    p: &PayoutRow,
+    kind: PostingKind,
+    now: i64,
+) -> Result<()> {
+    let posting = Posting::new(kind, p.amount)
+        .map_err(|e| StoreError::Corrupt(format!("payout {}: {e}", p.id)))?;
+    let src = PostingSource {
+        merchant_id: &p.merchant_id,
+        currency: &p.currency,
+        source_id: &p.id,
+        payment_id: None,
+        refund_id: None,
+        now,
+    };
+    crate::ledger::post_in(tx, &posting, &src).await?;
+    Ok(())
+}
