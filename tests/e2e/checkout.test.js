@@ -250,3 +250,62 @@ test('a link without a fixed amount asks for it, on a phone, and says when all i
   await page.screenshot({ path: path.join(SHOTS, 'phone-complete.png') });
   await context.close();
 });
+
+test('a payout: the payee confirms inside WeChat on the hosted confirmation page', async () => {
+  const demoFile = JSON.parse(fs.readFileSync(path.join(data, 'demo.json'), 'utf8'));
+  const { status, body: payout } = await api('POST', '/v1/payouts', {
+    amount: 888,
+    currency: 'CNY',
+    openid: demoFile.sandbox_openid,
+    remark: '活动奖励 <b>&</b>',
+  });
+  assert.equal(status, 201, JSON.stringify(payout));
+  assert.equal(payout.status, 'awaiting_confirmation');
+  const url = payout.confirmation.hosted_confirmation_url;
+
+  // Outside WeChat the page says where to open it.
+  const desktop = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US' });
+  const plain = await desktop.newPage();
+  await plain.goto(url);
+  const text = await plain.textContent('body');
+  assert.ok(text.includes('Open this link in WeChat') && text.includes('¥8.88'), text);
+  assert.ok(text.includes('活动奖励 <b>&</b>'), text);
+  await plain.screenshot({ path: path.join(SHOTS, 'payout-desktop.png') });
+  await desktop.close();
+
+  // Inside WeChat: webpage authorization recognises the payee, then WeChat's confirmation.
+  const context = await browser.newContext({
+    ...PHONE,
+    userAgent: `${PHONE.userAgent} MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN`,
+    locale: 'zh-CN',
+  });
+  const bridge = await (await fetch(`${base}/sim/jsbridge.js`)).text();
+  await context.addInitScript({ content: bridge });
+  const page = await context.newPage();
+  const seen = [];
+  page.on('request', (request) => seen.push(request.url()));
+  await page.goto(url);
+  await page.waitForFunction(() => document.body.textContent.includes('已收款'), null, { timeout: 20000 });
+  await page.screenshot({ path: path.join(SHOTS, 'payout-received.png') });
+  assert.ok(seen.some((u) => u.includes('/connect/oauth2/authorize?')), seen.join('\n'));
+  assert.ok(seen.some((u) => u.endsWith('/sim/payee/confirm')), seen.join('\n'));
+  const after = await api('GET', `/v1/payouts/${payout.id}`);
+  assert.equal(after.body.status, 'succeeded');
+  await context.close();
+
+  // Someone else's WeChat is told the transfer is not theirs.
+  const { body: other } = await api('POST', '/v1/payouts', {
+    amount: 100, currency: 'CNY', openid: 'o-someone-else-0000000000000', remark: 'Not yours',
+  });
+  const stranger = await browser.newContext({
+    ...PHONE,
+    userAgent: `${PHONE.userAgent} MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/en`,
+    locale: 'en-US',
+  });
+  await stranger.addInitScript({ content: bridge });
+  const strangerPage = await stranger.newPage();
+  const refused = await strangerPage.goto(other.confirmation.hosted_confirmation_url);
+  assert.equal(refused.status(), 403);
+  assert.ok((await strangerPage.textContent('body')).includes('another WeChat account'));
+  await stranger.close();
+});

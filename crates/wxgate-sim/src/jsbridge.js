@@ -5,6 +5,22 @@
   var outcome = (window.WXGATE_SIM_OUTCOME || 'pay');
   window.WeixinJSBridge = {
     invoke: function (name, params, callback) {
+      if (name === 'requestMerchantTransfer') {
+        // The payee confirms (or, with WXGATE_SIM_OUTCOME = 'cancel', declines) the transfer.
+        fetch(sim + '/sim/payee/confirm', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            package_info: params.package,
+            outcome: outcome === 'cancel' ? 'decline' : 'confirm',
+          }),
+        }).then(function (r) {
+          callback({ err_msg: 'requestMerchantTransfer:' + (r.ok ? 'ok' : 'fail') });
+        }, function () {
+          callback({ err_msg: 'requestMerchantTransfer:fail' });
+        });
+        return;
+      }
       if (name !== 'getBrandWCPayRequest') {
         callback({ err_msg: name + ':fail' });
         return;

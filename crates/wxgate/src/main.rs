@@ -760,19 +760,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .with_activity_log();
     let server = tokio::spawn(app.run(shutdown_signal()));
 
-    let demo_file = args.data.join("demo.json");
-    let demo: serde_json::Value = match std::fs::read(&demo_file) {
-        Ok(bytes) => serde_json::from_slice(&bytes)?,
-        Err(_) => {
-            let merchant =
-                merchants::create_sandbox_merchant(&store, &master, &base, "Demo shop").await?;
-            let (_, key) = merchants::create_api_key(&store, &merchant.id).await?;
-            let link = demo_link(&gateway, &merchant.id).await?;
-            let demo = serde_json::json!({"api_base": base, "api_key": key, "merchant_id": merchant.id, "simulator_base": base, "payment_link": link.url});
-            write_private(&demo_file, &serde_json::to_vec_pretty(&demo)?)?;
-            demo
-        }
-    };
+    let demo = demo_merchant(&gateway, &master, &args.data, &base).await?;
     let key = demo["api_key"].as_str().unwrap_or_default();
     println!("wxgate demo on {base} (data in {})", args.data.display());
     println!(
@@ -802,6 +790,41 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     sim.persist()?;
     result
+}
+
+/// The demo's merchant, API key and payment link, made on first start and kept in `demo.json`.
+async fn demo_merchant(
+    gateway: &Gateway,
+    master: &MasterKey,
+    data: &Path,
+    base: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let demo_file = data.join("demo.json");
+    if let Ok(bytes) = std::fs::read(&demo_file) {
+        return Ok(serde_json::from_slice(&bytes)?);
+    }
+    let store = gateway.store();
+    let merchant = merchants::create_sandbox_merchant(store, master, base, "Demo shop").await?;
+    let (_, key) = merchants::create_api_key(store, &merchant.id).await?;
+    let link = demo_link(gateway, &merchant.id).await?;
+    merchants::set_payout_scene(store, &merchant.id, Some(&demo_payout_scene())).await?;
+    // The simulated WeChat user's openid under the demo AppID: a payee for payouts.
+    let openid = wxgate_sim::payer::openid_for(&merchant.appid, "payer");
+    let demo = serde_json::json!({"api_base": base, "api_key": key, "merchant_id": merchant.id, "simulator_base": base, "payment_link": link.url, "sandbox_openid": openid});
+    write_private(&demo_file, &serde_json::to_vec_pretty(&demo)?)?;
+    Ok(demo)
+}
+
+/// The demo merchant's default payout scene (cash marketing), so a payout needs no scene.
+fn demo_payout_scene() -> wxgate_gateway::app::payouts::Scene {
+    let item = |t: &str, c: &str| wechatpay_v3::model::SceneReportInfo {
+        info_type: t.into(),
+        info_content: c.into(),
+    };
+    wxgate_gateway::app::payouts::Scene {
+        id: "1000".into(),
+        report_infos: vec![item("活动名称", "演示活动"), item("奖励说明", "演示奖励")],
+    }
 }
 
 /// The demo's payment link: ¥1.00 for a demo item, so a hosted checkout is one click away.

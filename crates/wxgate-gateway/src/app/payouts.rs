@@ -714,6 +714,11 @@ async fn cancel_at_wechat(gw: &Gateway, p: &PayoutRow) -> ApiResult<PayoutRow> {
     applied.map_err(|e| ApiError::internal("applying a cancelled payout", e))
 }
 
+/// The payout behind a hosted confirmation page's token.
+pub async fn by_confirmation_token(gw: &Gateway, token: &str) -> ApiResult<Option<PayoutRow>> {
+    Ok(gw.store().payout_by_confirmation_token(token).await?)
+}
+
 pub async fn get(gw: &Gateway, merchant_id: &MerchantId, id: &PayoutId) -> ApiResult<PayoutRow> {
     gw.store()
         .payout(merchant_id, id)

@@ -70,7 +70,18 @@ pub(crate) fn language(query: &PageQuery, headers: &HeaderMap) -> Lang {
 
 /// The page's words, in both languages.
 pub(crate) fn t(lang: Lang, key: &str) -> &'static str {
-    let (zh, en) = match key {
+    let (zh, en) = checkout_words(key)
+        .or_else(|| payout_words(key))
+        .unwrap_or(("", ""));
+    match lang {
+        Lang::Zh => zh,
+        Lang::En => en,
+    }
+}
+
+/// The hosted checkout's and payment links' words (Chinese, English).
+fn checkout_words(key: &str) -> Option<(&'static str, &'static str)> {
+    Some(match key {
         "title" => ("微信支付", "WeChat Pay"),
         "scan" => (
             "请使用微信扫一扫扫描二维码支付",
@@ -108,12 +119,46 @@ pub(crate) fn t(lang: Lang, key: &str) -> &'static str {
             "它已停用、已过期或已达到使用次数上限。",
             "It was deactivated, has expired or has been used up.",
         ),
-        _ => ("", ""),
-    };
-    match lang {
-        Lang::Zh => zh,
-        Lang::En => en,
-    }
+        _ => return None,
+    })
+}
+
+/// The payout confirmation page's words (Chinese, English).
+fn payout_words(key: &str) -> Option<(&'static str, &'static str)> {
+    Some(match key {
+        "receive_title" => ("商家转账", "Money from a merchant"),
+        "receive" => ("确认收款", "Receive"),
+        "receive_hint" => (
+            "点击按钮，在微信中确认收款",
+            "Tap the button to receive it in WeChat",
+        ),
+        "open_in_wechat" => (
+            "请在微信中打开此链接以确认收款",
+            "Open this link in WeChat to receive the money",
+        ),
+        "received" => ("已收款", "Received"),
+        "received_hint" => (
+            "款项已存入您的微信零钱。",
+            "The money is in your WeChat balance.",
+        ),
+        "payout_closed" => ("此转账已关闭", "This transfer is closed"),
+        "payout_closed_hint" => (
+            "它已被取消、拒收或超时未确认。",
+            "It was cancelled, declined or not received in time.",
+        ),
+        "payout_processing" => ("到账处理中", "On its way"),
+        "payout_processing_hint" => (
+            "微信支付正在处理此转账。",
+            "WeChat Pay is processing this transfer.",
+        ),
+        "payout_not_found_hint" => ("此收款链接无效。", "This link is not valid."),
+        "not_payee" => ("无法收款", "Not for this account"),
+        "not_payee_hint" => (
+            "此转账属于另一个微信账号。",
+            "This transfer is for another WeChat account.",
+        ),
+        _ => return None,
+    })
 }
 
 /// Text for HTML: merchant-provided text is never markup.
@@ -259,13 +304,13 @@ const SCRIPT: &str = r#"<script>
 </script>"#;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Device {
+pub(crate) enum Device {
     Desktop,
     Mobile,
     WeChat,
 }
 
-fn device(headers: &HeaderMap) -> Device {
+pub(crate) fn device(headers: &HeaderMap) -> Device {
     let ua = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())

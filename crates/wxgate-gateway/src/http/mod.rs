@@ -12,6 +12,7 @@ pub mod money;
 pub mod notify;
 pub mod openapi;
 pub mod payments;
+pub mod payout_page;
 pub mod payouts;
 pub mod qr;
 pub mod refunds;
@@ -50,6 +51,7 @@ pub fn router(gateway: Gateway) -> Router {
     let pages = Router::new()
         .merge(checkout::routes())
         .merge(links::page_routes())
+        .merge(payout_page::routes())
         .layer(middleware::map_response(page_headers));
     Router::new()
         .merge(api)

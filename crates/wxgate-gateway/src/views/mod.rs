@@ -5,7 +5,6 @@
 pub mod money;
 pub mod payouts;
 
-
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
