@@ -211,6 +211,38 @@ pub struct FlowMovement {
     pub amount: i64,
 }
 
+/// Where the gateway's payout stands, for reconciliation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutState {
+    /// At WeChat, not finished (awaiting confirmation, processing).
+    Open,
+    Succeeded,
+    /// Failed or cancelled: WeChat returns the amount to the operation account.
+    Returned,
+}
+
+/// A payout whose transfer WeChat took, as reconciliation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayPayout {
+    pub out_bill_no: String,
+    pub payout_id: String,
+    pub amount: i64,
+    pub state: PayoutState,
+    /// Made on the day reconciled (so the operation account's bill must show it leave).
+    pub on_day: bool,
+}
+
+/// A movement of the operation account's fund-flow bill that belongs to a transfer: the
+/// transfer leaving, or its amount coming back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutFlow {
+    /// 业务凭证号: the transfer's out_bill_no.
+    pub out_bill_no: String,
+    pub amount: i64,
+    pub returned: bool,
+}
+
 /// Everything one day's reconciliation reads.
 #[derive(Debug, Clone, Default)]
 pub struct DayInput {
@@ -221,6 +253,10 @@ pub struct DayInput {
     pub bill_payments: Vec<BillPayment>,
     pub bill_refunds: Vec<BillRefund>,
     pub flows: Vec<FlowMovement>,
+    /// The gateway's payouts made on the day, and any other the operation account's bill names.
+    pub payouts: Vec<GatewayPayout>,
+    /// The operation account's movements of transfers.
+    pub payout_flows: Vec<PayoutFlow>,
     /// The merchant's fee rate, basis points.
     pub fee_rate_bp: u32,
 }
@@ -240,6 +276,14 @@ pub struct Side {
     pub source: &'static str,
 }
 
+/// What a finding or discrepancy is about: a payment (and one of its refunds), or a payout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct About<'a> {
+    pub payment_id: Option<&'a str>,
+    pub refund_id: Option<&'a str>,
+    pub payout_id: Option<&'a str>,
+}
+
 /// What the job can do about a discrepancy by asking WeChat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Repair {
@@ -247,27 +291,38 @@ pub enum Repair {
     SyncPayment { payment_id: String },
     /// Query this refund likewise.
     SyncRefund { refund_id: String },
+    /// Query this payout's transfer likewise.
+    SyncPayout { payout_id: String },
 }
 
 impl Repair {
     /// The one rule: a status the two sides disagree on can be settled by asking WeChat, for
     /// the refund when it is about one, else for the payment's order.
-    pub fn of(
-        kind: DiscrepancyKind,
-        payment_id: Option<&str>,
-        refund_id: Option<&str>,
-    ) -> Option<Self> {
+    pub fn of(kind: DiscrepancyKind, about: About<'_>) -> Option<Self> {
         if kind != DiscrepancyKind::StatusMismatch {
             return None;
         }
-        match (refund_id, payment_id) {
-            (Some(refund_id), _) => Some(Self::SyncRefund {
-                refund_id: refund_id.to_string(),
+        let owned = |id: &str| id.to_string();
+        match about {
+            About {
+                payout_id: Some(id),
+                ..
+            } => Some(Self::SyncPayout {
+                payout_id: owned(id),
             }),
-            (None, Some(payment_id)) => Some(Self::SyncPayment {
-                payment_id: payment_id.to_string(),
+            About {
+                refund_id: Some(id),
+                ..
+            } => Some(Self::SyncRefund {
+                refund_id: owned(id),
             }),
-            (None, None) => None,
+            About {
+                payment_id: Some(id),
+                ..
+            } => Some(Self::SyncPayment {
+                payment_id: owned(id),
+            }),
+            _ => None,
         }
     }
 }
@@ -279,6 +334,7 @@ pub struct Finding {
     pub reference: String,
     pub payment_id: Option<String>,
     pub refund_id: Option<String>,
+    pub payout_id: Option<String>,
     pub gateway: Option<Side>,
     pub wechat: Option<Side>,
 }
@@ -288,8 +344,11 @@ impl Finding {
     pub fn repair(&self) -> Option<Repair> {
         Repair::of(
             self.kind,
-            self.payment_id.as_deref(),
-            self.refund_id.as_deref(),
+            About {
+                payment_id: self.payment_id.as_deref(),
+                refund_id: self.refund_id.as_deref(),
+                payout_id: self.payout_id.as_deref(),
+            },
         )
     }
 }
@@ -331,6 +390,10 @@ pub struct Totals {
     pub wechat_refunds: u64,
     pub wechat_refund_amount: i64,
     pub wechat_fees: i64,
+    pub gateway_payouts: u64,
+    pub gateway_payout_amount: i64,
+    pub wechat_payouts: u64,
+    pub wechat_payout_amount: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -369,6 +432,7 @@ pub fn reconcile(input: &DayInput) -> DayResult {
     let flows = FlowIndex::new(&input.flows);
     match_payments(input, &flows, &mut result);
     match_refunds(input, &flows, &mut result);
+    match_payouts(input, &mut result);
     result.totals.wechat_fees = input.bill_payments.iter().map(|p| p.fee).sum();
     result
 }
@@ -439,6 +503,7 @@ fn payment_finding(kind: DiscrepancyKind, reference: &str, o: Option<&GatewayOrd
         reference: reference.to_string(),
         payment_id: o.map(|o| o.payment_id.clone()),
         refund_id: None,
+        payout_id: None,
         gateway: o.map(gateway_order_side),
         wechat: None,
     }
@@ -533,6 +598,7 @@ fn refund_finding(kind: DiscrepancyKind, reference: &str, r: Option<&GatewayRefu
         reference: reference.to_string(),
         payment_id: r.map(|r| r.payment_id.clone()),
         refund_id: r.map(|r| r.refund_id.clone()),
+        payout_id: None,
         gateway: r.map(|r| Side {
             amount: Some(r.amount),
             status: Some(
@@ -622,6 +688,89 @@ fn missing_refunds(input: &DayInput, groups: &[(&str, Vec<&BillRefund>)], result
                 &r.out_refund_no,
                 Some(r),
             ));
+        }
+    }
+}
+
+fn payout_finding(kind: DiscrepancyKind, reference: &str, p: Option<&GatewayPayout>) -> Finding {
+    Finding {
+        kind,
+        reference: reference.to_string(),
+        payment_id: None,
+        refund_id: None,
+        payout_id: p.map(|p| p.payout_id.clone()),
+        gateway: p.map(|p| Side {
+            amount: Some(p.amount),
+            status: Some(
+                match p.state {
+                    PayoutState::Open => "open",
+                    PayoutState::Succeeded => "succeeded",
+                    PayoutState::Returned => "returned",
+                }
+                .into(),
+            ),
+            ..side("gateway")
+        }),
+        wechat: None,
+    }
+}
+
+/// The operation account's transfers against the gateway's payouts: each payout made on the
+/// day left once, for its amount; a transfer the gateway does not know, or one WeChat returned
+/// that the gateway thinks paid or open, is a finding.
+fn match_payouts(input: &DayInput, result: &mut DayResult) {
+    let payouts: HashMap<&str, &GatewayPayout> = input
+        .payouts
+        .iter()
+        .map(|p| (p.out_bill_no.as_str(), p))
+        .collect();
+    let groups = grouped(&input.payout_flows, |f| f.out_bill_no.as_str());
+    for (no, flows) in &groups {
+        let payout = payouts.get(no).copied();
+        let out: Vec<&&PayoutFlow> = flows.iter().filter(|f| !f.returned).collect();
+        let left: i64 = out.iter().map(|f| f.amount).sum();
+        result.totals.wechat_payouts += out.len() as u64;
+        result.totals.wechat_payout_amount += left;
+        let found = |kind, amount, status: &str| Finding {
+            wechat: Some(Side {
+                amount: Some(amount),
+                status: Some(status.into()),
+                rows: Some(flows.len()),
+                ..side("fund_flow_bill")
+            }),
+            ..payout_finding(kind, no, payout)
+        };
+        let Some(payout) = payout else {
+            let kind = DiscrepancyKind::MissingInGateway;
+            result.findings.push(found(kind, left, "transferred"));
+            continue;
+        };
+        if out.len() > 1 {
+            let kind = DiscrepancyKind::DuplicateAtWechat;
+            result.findings.push(found(kind, left, "transferred"));
+        } else if payout.on_day && left != payout.amount {
+            let kind = DiscrepancyKind::AmountMismatch;
+            result.findings.push(found(kind, left, "transferred"));
+        }
+        let returned = flows.iter().any(|f| f.returned);
+        if returned && payout.state != PayoutState::Returned {
+            let kind = DiscrepancyKind::StatusMismatch;
+            result.findings.push(found(kind, left, "returned"));
+        }
+    }
+    let in_bill: HashSet<&str> = groups
+        .iter()
+        .filter(|(_, flows)| flows.iter().any(|f| !f.returned))
+        .map(|(no, _)| *no)
+        .collect();
+    for p in input.payouts.iter().filter(|p| p.on_day) {
+        result.totals.gateway_payouts += 1;
+        result.totals.gateway_payout_amount += p.amount;
+        if !in_bill.contains(p.out_bill_no.as_str()) {
+            let kind = DiscrepancyKind::MissingAtWechat;
+            result
+                .findings
+                .push(payout_finding(kind, &p.out_bill_no, Some(p)));
         }
     }
 }
@@ -788,5 +937,66 @@ mod tests {
         assert_eq!(expected_fee(250, 60), 2);
         assert_eq!(expected_fee(83, 60), 0);
         assert_eq!(expected_fee(3, 3_900), 1);
+    }
+
+    #[test]
+    fn payouts_match_the_operation_account() {
+        use PayoutState::{Open, Returned, Succeeded};
+        let payout = |no: &str, amount, state| GatewayPayout {
+            out_bill_no: no.into(),
+            payout_id: format!("po_{no}"),
+            amount,
+            state,
+            on_day: true,
+        };
+        let flow = |no: &str, amount, returned| PayoutFlow {
+            out_bill_no: no.into(),
+            amount,
+            returned,
+        };
+        let input = DayInput {
+            payouts: vec![
+                payout("ok", 500, Succeeded),
+                payout("gone", 300, Open),
+                payout("back", 200, Returned),
+                payout("off", 100, Succeeded),
+                payout("late", 400, Succeeded),
+            ],
+            payout_flows: vec![
+                flow("ok", 500, false),
+                flow("back", 200, false),
+                flow("back", 200, true),
+                flow("off", 101, false),
+                flow("late", 400, false),
+                flow("late", 400, true),
+                flow("stranger", 50, false),
+            ],
+            ..Default::default()
+        };
+        let r = reconcile(&input);
+        let found: Vec<(DiscrepancyKind, &str)> = r
+            .findings
+            .iter()
+            .map(|f| (f.kind, f.reference.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (DiscrepancyKind::AmountMismatch, "off"),
+                (DiscrepancyKind::StatusMismatch, "late"),
+                (DiscrepancyKind::MissingInGateway, "stranger"),
+                (DiscrepancyKind::MissingAtWechat, "gone"),
+            ]
+        );
+        assert_eq!(
+            r.findings[1].repair(),
+            Some(Repair::SyncPayout {
+                payout_id: "po_late".into()
+            })
+        );
+        assert_eq!(r.findings[2].repair(), None);
+        let t = r.totals;
+        assert_eq!((t.wechat_payouts, t.wechat_payout_amount), (5, 1_251));
+        assert_eq!((t.gateway_payouts, t.gateway_payout_amount), (5, 1_500));
     }
 }

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 use time::{Date, OffsetDateTime};
 use wechatpay_v3::bill::{self, Fee};
-use wechatpay_v3::model::{FundFlowBillRequest, TradeBillRequest};
+use wechatpay_v3::model::{FundFlowBillRequest, TradeBillRequest, TransferState};
 
 use crate::faults::BillFaults;
 use crate::state::{BillFile, Order, RefundRecord, RefundState};
@@ -444,18 +444,59 @@ pub fn apply_fund_flow_bill(req: &Request<'_>) -> Result<Answer, WxError> {
     };
     query.validate().map_err(|e| WxError::param(e, "query"))?;
     let date = checked_date(req, &query.bill_date)?;
-    let basic = query.account_type.as_deref().unwrap_or("BASIC") == "BASIC";
-    let balance = if basic { opening_balance(req, date) } else { 0 };
-    let entries = if basic {
-        fund_entries(&Day::build(req, date))
-    } else {
-        Vec::new()
+    let (entries, balance) = match query.account_type.as_deref().unwrap_or("BASIC") {
+        "BASIC" => (
+            fund_entries(&Day::build(req, date)),
+            opening_balance(req, date),
+        ),
+        "OPERATION" => operation_entries(req, date),
+        _ => (Vec::new(), 0),
     };
     if entries.is_empty() {
         return Err(no_statement("该日期无资金流水，账单文件不存在"));
     }
     let file = fund_flow_file(&entries, balance);
     issue_download(req, file, query.tar_type.as_deref() == Some("GZIP"))
+}
+
+/// The operation account's movements on one day, and its balance at the day's start: each
+/// transfer leaving when WeChat took it, and the amount of a failed or cancelled one coming
+/// back when it ended. (Top-ups through the sandbox admin are not movements of the bill.)
+fn operation_entries(req: &Request<'_>, date: Date) -> (Vec<FundEntry>, i64) {
+    let state = req.sim.state();
+    let mchid = &req.merchant.mchid;
+    let on_day = |t: i64| cst(t).date() == date;
+    let since_day = |t: i64| cst(t).date() >= date;
+    let mut entries = Vec::new();
+    let mut moved_since = 0;
+    for t in state.transfers.values().filter(|t| &t.mchid == mchid) {
+        let entry = |time, income| FundEntry {
+            time,
+            business_no: t.transfer_bill_no.clone(),
+            voucher: t.out_bill_no.clone(),
+            name: "商家转账",
+            kind: if income { "退款" } else { "商家转账" },
+            income,
+            amount: t.amount,
+        };
+        if since_day(t.created_at) {
+            moved_since -= t.amount;
+        }
+        if on_day(t.created_at) {
+            entries.push(entry(t.created_at, false));
+        }
+        let returned = matches!(t.state, TransferState::Fail | TransferState::Cancelled);
+        if returned && since_day(t.updated_at) {
+            moved_since += t.amount;
+        }
+        if returned && on_day(t.updated_at) {
+            entries.push(entry(t.updated_at, true));
+        }
+    }
+    entries.sort_by_key(|e| e.time);
+    let now = state.operation_balances.get(mchid).copied();
+    let opening = now.unwrap_or(crate::state::OPERATION_OPENING_FEN) - moved_since;
+    (entries, opening)
 }
 
 /// The basic account's balance at the start of `date`: every earlier payment less its fee,

@@ -45,6 +45,9 @@ CREATE TABLE payouts (
     UNIQUE (merchant_id, out_bill_no)
 );
 
+-- A discrepancy about a payout (the operation account's fund-flow bill against the payouts).
+ALTER TABLE discrepancies ADD COLUMN payout_id TEXT;
+
 CREATE INDEX payouts_merchant_created ON payouts (merchant_id, created_at);
 CREATE INDEX payouts_sync_due ON payouts (sync_due_at);
 CREATE UNIQUE INDEX payouts_confirmation ON payouts (confirmation_token);

@@ -181,6 +181,45 @@ impl Store {
         )))
     }
 
+    /// The payouts whose transfer WeChat took that were made in [from, to) (Unix ms).
+    pub async fn payouts_sent_between(
+        &self,
+        merchant_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<PayoutRow>> {
+        Ok(sqlx::query_as::<_, PayoutRow>(
+            "SELECT * FROM payouts WHERE merchant_id = $1 AND transfer_bill_no IS NOT NULL \
+             AND created_at >= $2 AND created_at < $3",
+        )
+        .bind(merchant_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The merchant's payouts with these out_bill_nos.
+    pub async fn payouts_by_out_bill_no(
+        &self,
+        merchant_id: &str,
+        out_bill_nos: &[String],
+    ) -> Result<Vec<PayoutRow>> {
+        let mut found = Vec::new();
+        for chunk in out_bill_nos.chunks(crate::reconciliations::LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT * FROM payouts WHERE merchant_id = $1 AND out_bill_no IN ({})",
+                crate::listing::placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query_as::<_, PayoutRow>(&sql).bind(merchant_id);
+            for no in chunk {
+                query = query.bind(no.clone());
+            }
+            found.extend(query.fetch_all(&self.pool).await?);
+        }
+        Ok(found)
+    }
+
     /// Claims up to `limit` open payouts whose sending or query is due.
     pub async fn claim_due_payouts(&self, now: i64, limit: i64) -> Result<Vec<PayoutRow>> {
         let lock = self.skip_locked();

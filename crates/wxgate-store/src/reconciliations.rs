@@ -7,7 +7,7 @@ use crate::listing::{List, placeholders};
 use crate::outbox::insert_event;
 
 /// Bill references looked up per query.
-const LOOKUP_CHUNK: usize = 500;
+pub(crate) const LOOKUP_CHUNK: usize = 500;
 
 const ORDER_COLUMNS: &str = "a.out_trade_no, a.payment_id, p.amount, a.status AS attempt_status, \
      CASE WHEN a.out_trade_no = p.out_trade_no THEN p.paid_at ELSE NULL END AS paid_at";
@@ -351,8 +351,8 @@ async fn insert_discrepancy(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO discrepancies (id, reconciliation_id, merchant_id, kind, reference, payment_id, \
-         refund_id, gateway_side, wechat_side, status, resolution, created_at, resolved_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         refund_id, payout_id, gateway_side, wechat_side, status, resolution, created_at, \
+         resolved_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&d.id)
     .bind(&d.reconciliation_id)
@@ -361,6 +361,7 @@ async fn insert_discrepancy(
     .bind(&d.reference)
     .bind(&d.payment_id)
     .bind(&d.refund_id)
+    .bind(&d.payout_id)
     .bind(&d.gateway_side)
     .bind(&d.wechat_side)
     .bind(d.status.as_str())

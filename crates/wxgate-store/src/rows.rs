@@ -517,6 +517,7 @@ pub struct DiscrepancyRow {
     pub reference: String,
     pub payment_id: Option<String>,
     pub refund_id: Option<String>,
+    pub payout_id: Option<String>,
     pub gateway_side: Option<String>,
     pub wechat_side: Option<String>,
     #[sqlx(try_from = "String")]

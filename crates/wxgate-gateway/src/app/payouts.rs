@@ -622,6 +622,14 @@ async fn sync_one(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
     }
 }
 
+/// Asks WeChat about a payout's transfer and applies the answer (reconciliation's repair): the
+/// payout as it is afterwards.
+pub async fn query_and_apply(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
+    let up = gw.upstream(&p.merchant_id).await?;
+    let bill = up.client.query_transfer(&p.out_bill_no).await?;
+    apply_reported(gw, p, &Reported::from(&bill), "reconciliation").await
+}
+
 /// Before a send: WeChat may hold the transfer from here on (the claim stays held).
 async fn mark_maybe_at_wechat(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<()> {
     gw.store()

@@ -70,6 +70,7 @@ fn header(kind: ReportKind) -> &'static [&'static str] {
             "reference",
             "payment",
             "refund",
+            "payout",
             "gateway",
             "wechat",
             "status",

@@ -680,6 +680,7 @@ async fn an_open_discrepancy_is_repaired_by_a_later_sweep() {
             reference: id.clone(),
             payment_id: Some(id.clone()),
             refund_id: None,
+            payout_id: None,
             gateway_side: None,
             wechat_side: None,
             status: DiscrepancyStatus::Open,

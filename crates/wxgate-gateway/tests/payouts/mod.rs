@@ -496,3 +496,76 @@ async fn a_payout_whose_answer_is_lost_is_found_by_query() {
         db.cleanup().await;
     }
 }
+
+/// The operation account's fund-flow bill against the payouts: a clean payout and a declined
+/// one match; one WeChat returned while the gateway heard nothing (its notification lost, its
+/// query an hour away) is found, and repaired by the query reconciliation makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_are_reconciled_against_the_operation_account() {
+    for db in wxgate_store::testing::all().await {
+        eprintln!(
+            "payouts_are_reconciled_against_the_operation_account on {:?}",
+            db.backend
+        );
+        let t = TestGateway::spawn_with(&db, |c| {
+            c.payout_confirmation_poll = std::time::Duration::from_secs(3600)
+        })
+        .await;
+        with_default_scene(&t).await;
+        let mut ids = Vec::new();
+        for (amount, outcome) in [(500, "confirm"), (300, "decline"), (200, "decline")] {
+            if ids.len() == 2 {
+                set_faults(&t, json!({"drop_callback_rate": 1.0})).await;
+            }
+            let (_, p) = payout(&t, body(amount), None).await;
+            let package = p["confirmation"]["package_info"].as_str().unwrap();
+            payee(&t, package, outcome).await;
+            ids.push(p["id"].as_str().unwrap().to_string());
+        }
+        wait_payout(&t, &ids[0], "succeeded").await;
+        wait_payout(&t, &ids[1], "failed").await;
+        set_faults(&t, json!({})).await;
+        assert_eq!(
+            t.wait_for(&format!("/v1/payouts/{}", ids[2]), |_| true)
+                .await["status"],
+            "awaiting_confirmation"
+        );
+
+        crate::money::next_morning(&t).await;
+        let r = crate::money::reconcile_today(&t).await;
+        assert_eq!(r["status"], "completed", "{r}");
+        let totals = &r["totals"];
+        assert_eq!(
+            (
+                totals["wechat_payouts"].as_i64(),
+                totals["wechat_payout_amount"].as_i64()
+            ),
+            (Some(3), Some(1_000)),
+            "{r}"
+        );
+        assert_eq!(
+            (
+                totals["gateway_payouts"].as_i64(),
+                totals["gateway_payout_amount"].as_i64()
+            ),
+            (Some(3), Some(1_000)),
+            "{r}"
+        );
+        let found = r["discrepancies"].as_array().unwrap();
+        assert_eq!(found.len(), 1, "{r}");
+        assert_eq!(found[0]["type"], "status_mismatch");
+        assert_eq!(found[0]["payout"], ids[2].as_str());
+        // The repair follows the completion.
+        let path = format!("/v1/reconciliations/{}", r["id"].as_str().unwrap());
+        let r = t
+            .wait_for(&path, |r| r["discrepancies"][0]["status"] == "repaired")
+            .await;
+        assert_eq!(r["repaired_count"], 1, "{r}");
+        assert_eq!(
+            wait_payout(&t, &ids[2], "failed").await["failure_code"],
+            "OTHER_FAIL_REASON_TYPE"
+        );
+        assert_eq!(balance(&t).await, (-500, 0));
+        db.cleanup().await;
+    }
+}

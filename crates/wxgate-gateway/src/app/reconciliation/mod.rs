@@ -11,13 +11,14 @@ use time::{Date, OffsetDateTime, UtcOffset};
 use wxgate_domain::id::{DiscrepancyId, MerchantId, ReconciliationId};
 use wxgate_domain::ledger::{Posting, PostingKind};
 use wxgate_domain::payment::AttemptStatus;
+use wxgate_domain::payout::PayoutStatus;
 use wxgate_domain::reconciliation::{
-    self as recon, DayInput, DayResult, DiscrepancyStatus, Finding, GatewayOrder, GatewayRefund,
-    OrderState, ReconciliationStatus, RefundState,
+    self as recon, DayInput, DayResult, DiscrepancyStatus, Finding, GatewayOrder, GatewayPayout,
+    GatewayRefund, OrderState, PayoutState, ReconciliationStatus, RefundState,
 };
 use wxgate_domain::refund::RefundStatus;
 use wxgate_store::{
-    Completion, DayOrderRow, DayRefundRow, DiscrepancyRow, EventRow, PostingSource,
+    Completion, DayOrderRow, DayRefundRow, DiscrepancyRow, EventRow, PayoutRow, PostingSource,
     ReconciliationRow,
 };
 
@@ -283,7 +284,32 @@ async fn gateway_side(
         .iter()
         .map(|r| gateway_refund(r, from, to))
         .collect();
+
+    let mut payouts = store.payouts_sent_between(merchant_id, from, to).await?;
+    let more = not_among(
+        input.payout_flows.iter().map(|f| f.out_bill_no.as_str()),
+        payouts.iter().map(|p| p.out_bill_no.as_str()),
+    );
+    payouts.extend(store.payouts_by_out_bill_no(merchant_id, &more).await?);
+    input.payouts = payouts
+        .iter()
+        .map(|p| gateway_payout(p, from, to))
+        .collect();
     Ok(())
+}
+
+fn gateway_payout(p: &PayoutRow, from: i64, to: i64) -> GatewayPayout {
+    GatewayPayout {
+        out_bill_no: p.out_bill_no.clone(),
+        payout_id: p.id.clone(),
+        amount: p.amount,
+        state: match p.status {
+            PayoutStatus::Succeeded => PayoutState::Succeeded,
+            PayoutStatus::Failed | PayoutStatus::Cancelled => PayoutState::Returned,
+            _ => PayoutState::Open,
+        },
+        on_day: p.transfer_bill_no.is_some() && (from..to).contains(&p.created_at),
+    }
 }
 
 /// The references the bills name that the day's records do not hold, each once.
@@ -434,6 +460,7 @@ fn discrepancy_row(r: &ReconciliationRow, f: &Finding, now: i64) -> anyhow::Resu
         reference: f.reference.clone(),
         payment_id: f.payment_id.clone(),
         refund_id: f.refund_id.clone(),
+        payout_id: f.payout_id.clone(),
         gateway_side: side(&f.gateway)?,
         wechat_side: side(&f.wechat)?,
         status: DiscrepancyStatus::Open,

@@ -24,12 +24,17 @@ pub(super) async fn repair(gw: &Gateway, up: &Upstream, discrepancies: &[Discrep
 
 /// Asks WeChat about one open discrepancy and closes it if the answer settles it.
 async fn repair_one(gw: &Gateway, up: &Upstream, d: &DiscrepancyRow) {
-    let repair = recon::Repair::of(d.kind, d.payment_id.as_deref(), d.refund_id.as_deref());
-    let outcome = match repair {
+    let about = recon::About {
+        payment_id: d.payment_id.as_deref(),
+        refund_id: d.refund_id.as_deref(),
+        payout_id: d.payout_id.as_deref(),
+    };
+    let outcome = match recon::Repair::of(d.kind, about) {
         Some(recon::Repair::SyncPayment { payment_id }) => {
             repair_payment(gw, up, &payment_id, &d.reference).await
         }
         Some(recon::Repair::SyncRefund { refund_id }) => repair_refund(gw, up, &refund_id).await,
+        Some(recon::Repair::SyncPayout { payout_id }) => repair_payout(gw, up, &payout_id).await,
         None => return,
     };
     let closed = match outcome {
@@ -129,6 +134,27 @@ async fn repair_refund(
         (
             DiscrepancyStatus::Resolved,
             "WeChat's query says SUCCESS, as the gateway does: the bill was written while the refund was in flight".to_string(),
+        )
+    }))
+}
+
+/// Queries the payout's transfer and applies WeChat's answer to it.
+async fn repair_payout(
+    gw: &Gateway,
+    up: &Upstream,
+    payout_id: &str,
+) -> anyhow::Result<Option<(DiscrepancyStatus, String)>> {
+    let Some(before) = gw.store().payout(&up.merchant.id, payout_id).await? else {
+        return Ok(None);
+    };
+    let after = crate::app::payouts::query_and_apply(gw, &before).await?;
+    Ok((after.status != before.status).then(|| {
+        (
+            DiscrepancyStatus::Repaired,
+            format!(
+                "WeChat's query moved the payout from {} to {}",
+                before.status, after.status
+            ),
         )
     }))
 }

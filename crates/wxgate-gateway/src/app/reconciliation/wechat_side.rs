@@ -1,5 +1,6 @@
-//! WeChat's side of a day, read into the match's values: a domestic merchant's trade bill and
-//! basic fund-flow bill, or a cross-border merchant's statement (which stands for both).
+//! WeChat's side of a day, read into the match's values: a domestic merchant's trade bill, basic
+//! fund-flow bill and operation-account fund-flow bill (its payouts), or a cross-border
+//! merchant's statement (which stands for the first two).
 
 use wechatpay_v3::bill::statement::StatementRow;
 use wechatpay_v3::bill::{BillRefundStatus, FlowDirection, FundFlowBill, TradeBill, TradeRowState};
@@ -27,6 +28,8 @@ pub async fn wechat_day(up: &Upstream, date: &str) -> anyhow::Result<Option<DayI
 struct Bills {
     trade: Option<Vec<u8>>,
     flow: Option<Vec<u8>>,
+    /// The operation account's: where payouts leave from.
+    operation: Option<Vec<u8>>,
 }
 
 async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>> {
@@ -40,17 +43,36 @@ async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>>
         BillOutcome::NoStatement => None,
         BillOutcome::Ready(answer) => Some(up.client.download_bill(&answer, true).await?),
     };
-    let flow = FundFlowBillRequest {
+    let Some(flow) = fund_flow(up, date, "BASIC").await? else {
+        return Ok(None);
+    };
+    let Some(operation) = fund_flow(up, date, "OPERATION").await? else {
+        return Ok(None);
+    };
+    Ok(Some(Bills {
+        trade,
+        flow,
+        operation,
+    }))
+}
+
+/// One account's fund-flow bill of the day: `None` while WeChat builds it, `Some(None)` when
+/// nothing moved.
+async fn fund_flow(
+    up: &Upstream,
+    date: &str,
+    account_type: &str,
+) -> anyhow::Result<Option<Option<Vec<u8>>>> {
+    let req = FundFlowBillRequest {
         bill_date: date.to_string(),
-        account_type: Some("BASIC".into()),
+        account_type: Some(account_type.into()),
         tar_type: Some("GZIP".into()),
     };
-    let flow = match up.client.fund_flow_bill(&flow).await? {
-        BillOutcome::Creating => return Ok(None),
-        BillOutcome::NoStatement => None,
-        BillOutcome::Ready(answer) => Some(up.client.download_bill(&answer, true).await?),
-    };
-    Ok(Some(Bills { trade, flow }))
+    Ok(match up.client.fund_flow_bill(&req).await? {
+        BillOutcome::Creating => None,
+        BillOutcome::NoStatement => Some(None),
+        BillOutcome::Ready(answer) => Some(Some(up.client.download_bill(&answer, true).await?)),
+    })
 }
 
 /// A cross-border merchant's day from its statement (`None` while WeChat builds it). The
@@ -182,8 +204,23 @@ fn bill_input(bills: &Bills, fee_rate_bp: i64) -> anyhow::Result<DayInput> {
             })
         })?;
     }
+    if let Some(file) = &bills.operation {
+        FundFlowBill::read_rows(file, |row| {
+            // Transfers leave as expenses; a failed or cancelled one's amount comes back.
+            if row.business_name == TRANSFER_BUSINESS_NAME {
+                input.payout_flows.push(recon::PayoutFlow {
+                    out_bill_no: row.voucher,
+                    amount: row.amount,
+                    returned: row.direction == FlowDirection::Income,
+                });
+            }
+        })?;
+    }
     Ok(input)
 }
+
+/// 业务名称 of a merchant transfer's movements in the operation account.
+const TRANSFER_BUSINESS_NAME: &str = "商家转账";
 
 /// What a fund-flow movement is, by its business type (业务类型) and direction.
 fn flow_kind(business_type: &str, direction: FlowDirection) -> FlowKind {
