@@ -608,4 +608,31 @@ async fn a_payments_own_notify_url_gets_its_events_signed_with_the_notify_secret
             rotated["secret_id"].as_str().unwrap().to_string()
         ))
     );
+
+    // A payout's own notify_url gets the payout's events too.
+    let scene = json!({"id": "1005", "report_infos": [{"info_type": "岗位类型", "info_content": "骑手"}, {"info_type": "报酬说明", "info_content": "配送费"}]});
+    let (status, po) = t
+        .call(
+            reqwest::Method::POST,
+            "/v1/payouts",
+            Some(json!({"amount": 300, "currency": "CNY", "openid": "o-rider-000000000000000000001", "remark": "配送费", "scene": scene, "notify_url": receiver.url}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, po["status"].as_str()),
+        (201, Some("awaiting_confirmation")),
+        "{po}"
+    );
+    let waiting = event_of(
+        &t,
+        po["id"].as_str().unwrap(),
+        "payout.awaiting_confirmation",
+    )
+    .await;
+    let detail = wait_deliveries(&t, waiting["id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(detail["deliveries"][0]["endpoint_id"], "notify_url");
+    let seen = receiver.seen(waiting["id"].as_str().unwrap());
+    assert_eq!(seen.len(), 1);
+    verify(&seen[0], &rotated).unwrap();
 }
