@@ -2,6 +2,7 @@
 //! type end to end, callbacks in, status sync, expiry, idempotency and bad input.
 
 use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
 use wxgate_store::testing;
 
 mod common;
@@ -14,6 +15,7 @@ use contract::{
 };
 
 on_both!(
+    wechat_pay_global_native_payment_as_documented,
     every_integration_type_end_to_end,
     dropped_callbacks_are_repaired_by_status_sync,
     unpaid_payments_expire_and_are_closed_at_wechat,
@@ -1030,4 +1032,99 @@ async fn qr_images_of_a_pending_native_payment(t: TestGateway) {
     );
     let (status, _, _) = fetch("/v1/payments/pay_nope/qr.png".into()).await;
     assert_eq!(status, 404);
+}
+
+/// WeChat Pay Global's Native payment, step by step as its document tells it (system 004): the
+/// unified order through `/v3/global/` answers a code_url, valid for two hours and not payable
+/// after; the payer scans and pays; the asynchronous notification is acknowledged; and when no
+/// notification arrives, the query finds the payment.
+async fn wechat_pay_global_native_payment_as_documented(t: TestGateway) {
+    assert!(
+        t.store
+            .set_merchant_region(&t.merchant_id, "USD,HKD", Some("5411"))
+            .await
+            .unwrap()
+    );
+    let create = |order_id: String| {
+        json!({"amount": 2500, "currency": "HKD", "merchant_order_id": order_id,
+            "description": "Global native", "integration": "native"})
+    };
+    let sim_order = |out_trade_no: String| {
+        let t = &t;
+        async move {
+            let path = format!("/sim/orders/{}/{out_trade_no}", t.mchid);
+            t.sim_call(reqwest::Method::GET, &path, None).await.1
+        }
+    };
+    // Steps 1–4: the unified order (a Global one) answers a code_url for the QR code.
+    let (status, p) = t.create(create(order("gn"))).await;
+    assert_eq!(status, 201, "{p}");
+    let qr = &p["next_action"]["display_qr_code"];
+    let code_url = qr["data"].as_str().unwrap().to_string();
+    assert!(code_url.starts_with("weixin://"), "{p}");
+    let out_trade_no = p["wechat"]["out_trade_no"].as_str().unwrap().to_string();
+    let at_wechat = sim_order(out_trade_no.clone()).await;
+    assert_eq!(at_wechat["order"]["family"], "global", "{at_wechat}");
+    assert_eq!(at_wechat["order"]["trade_type"], "NATIVE");
+    // Valid for at most two hours.
+    let created = time::OffsetDateTime::parse(p["created_at"].as_str().unwrap(), &Rfc3339).unwrap();
+    let expires =
+        time::OffsetDateTime::parse(qr["expires_at"].as_str().unwrap(), &Rfc3339).unwrap();
+    assert!(expires - created <= time::Duration::hours(2), "{p}");
+
+    // Steps 5–10: the payer scans and pays; the notification comes and is acknowledged.
+    let id = p["id"].as_str().unwrap().to_string();
+    t.pay(json!({"code_url": code_url})).await;
+    t.wait_status(&id, "succeeded").await;
+    let path = format!(
+        "/sim/callbacks?mchid={}&out_trade_no={out_trade_no}",
+        t.mchid
+    );
+    let sent = t.sim_call(reqwest::Method::GET, &path, None).await.1;
+    let callback = &sent["data"][0];
+    assert_eq!(callback["event_type"], "TRANSACTION.SUCCESS", "{sent}");
+    assert_eq!(callback["acknowledged"], true, "{sent}");
+    assert_eq!(callback["attempts"][0], 204, "{sent}");
+
+    // Step 11: no notification arrives; the query finds the payment.
+    let (_, lost) = t.create(create(order("gq"))).await;
+    let (status, _) = t
+        .sim_call(
+            reqwest::Method::PUT,
+            &format!("/sim/merchants/{}/faults", t.mchid),
+            Some(json!({"drop_callback_rate": 1.0})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    t.pay(json!({"code_url": lost["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    let found = t
+        .wait_status(lost["id"].as_str().unwrap(), "succeeded")
+        .await;
+    let no = found["wechat"]["out_trade_no"].as_str().unwrap();
+    let path = format!("/sim/callbacks?mchid={}&out_trade_no={no}", t.mchid);
+    assert_eq!(
+        t.sim_call(reqwest::Method::GET, &path, None).await.1["data"][0]["dropped"],
+        true
+    );
+
+    // After two hours the code_url can no longer be paid.
+    let (_, late) = t.create(create(order("gl"))).await;
+    let (status, _) = t
+        .sim_call(
+            reqwest::Method::POST,
+            "/sim/clock",
+            Some(json!({"advance_secs": 2 * 3600 + 1})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, refused) = t
+        .sim_call(
+            reqwest::Method::POST,
+            "/sim/payer/pay",
+            Some(json!({"code_url": late["next_action"]["display_qr_code"]["data"]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["code"], "PREPAY_EXPIRED", "{refused}");
 }
