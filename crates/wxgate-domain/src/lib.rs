@@ -17,6 +17,7 @@ macro_rules! try_from_string {
     };
 }
 
+pub mod door;
 pub mod id;
 pub mod ledger;
 pub mod merchant;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, watch};
+use wxgate_domain::door::Door;
 use wxgate_domain::webhook;
 use wxgate_store::{AttemptOutcome, AttemptRow, DeliveryRow, EventRow, NOTIFY_URL_ENDPOINT};
 
@@ -256,10 +257,11 @@ impl Lanes {
 /// Lanes of payments' own notify URLs are keyed by this and the URL's host.
 const NOTIFY_LANE: &str = "notify_url:";
 
-/// The lane a delivery runs in: its endpoint, or for a payment's own notify_url, its host (so
-/// one merchant's slow notify URLs do not hold up another's).
+/// The lane a delivery runs in: its endpoint, or for a payment's own notify_url (in wxgate's
+/// format or a front door's), its host (so one merchant's slow notify URLs do not hold up
+/// another's).
 fn lane_key(d: &DeliveryRow) -> String {
-    if d.endpoint_id == NOTIFY_URL_ENDPOINT {
+    if d.url.is_some() {
         let host = d
             .url
             .as_deref()
@@ -427,7 +429,6 @@ async fn attempt(
     event: Option<EventRow>,
 ) -> anyhow::Result<()> {
     let store = gw.store();
-    let (url, secret_id, sealed) = destination(gw, d).await?;
     let event = match event {
         Some(e) => e,
         None => store
@@ -435,20 +436,19 @@ async fn attempt(
             .await?
             .ok_or_else(|| anyhow::anyhow!("event {} is gone", d.event_id))?,
     };
-    let secret = gw.signing_secret(&secret_id, &sealed)?;
-    let body = event_json(&event);
     let started = Instant::now();
     let at = gw.now_ms();
-    let signature = webhook::sign(&secret, &secret_id, at / 1000, body.as_bytes());
-    let sent = client
+    let (url, body, headers) = match Door::of_delivery_endpoint(&d.endpoint_id) {
+        Some(door) => door_request(gw, d, door, &event, at).await?,
+        None => signed_event(gw, d, &event, at).await?,
+    };
+    let mut request = client
         .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(webhook::SIGNATURE_HEADER, signature)
-        .header("Wxgate-Event-Id", &event.id)
-        .header("Wxgate-Event-Type", &event.event_type)
-        .body(body)
-        .send()
-        .await;
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let sent = request.body(body).send().await;
     let (status_code, error) = match sent {
         Ok(response) => {
             let status = response.status();
@@ -482,6 +482,64 @@ async fn attempt(
         tracing::info!(event = %event.id, endpoint = %d.endpoint_id, "delivery changed while in flight; attempt not recorded");
     }
     Ok(())
+}
+
+/// A delivery's URL, body and headers: the event, signed with `Wxgate-Signature`.
+async fn signed_event(
+    gw: &Gateway,
+    d: &DeliveryRow,
+    event: &EventRow,
+    at: i64,
+) -> anyhow::Result<(String, String, Vec<(&'static str, String)>)> {
+    let (url, secret_id, sealed) = destination(gw, d).await?;
+    let secret = gw.signing_secret(&secret_id, &sealed)?;
+    let body = event_json(event);
+    let signature = webhook::sign(&secret, &secret_id, at / 1000, body.as_bytes());
+    let headers = vec![
+        (webhook::SIGNATURE_HEADER, signature),
+        ("Wxgate-Event-Id", event.id.clone()),
+        ("Wxgate-Event-Type", event.event_type.clone()),
+    ];
+    Ok((url, body, headers))
+}
+
+/// A delivery to the notify_url of a payment made through a front door: that system's own
+/// notification, signed as it signs them.
+async fn door_request(
+    gw: &Gateway,
+    d: &DeliveryRow,
+    door: Door,
+    event: &EventRow,
+    at: i64,
+) -> anyhow::Result<(String, String, Vec<(&'static str, String)>)> {
+    let url = d
+        .url
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a door delivery without a URL"))?;
+    // Signed with the merchant's newest credential of the door (its client secret).
+    let credential = gw
+        .store()
+        .door_credential_of(door.as_str(), &d.merchant_id)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "merchant {} has no {} credential",
+                d.merchant_id,
+                door.as_str()
+            )
+        })?;
+    let secret = gw.signing_secret(
+        &format!("door:{}", credential.key_id),
+        &credential.secret_sealed,
+    )?;
+    let payment: serde_json::Value = serde_json::from_str(&event.payload)?;
+    match door {
+        Door::PaymentIntents => {
+            let (body, headers) =
+                crate::views::doors::payment_intents::notification(&payment, &secret, at);
+            Ok((url, body, headers.to_vec()))
+        }
+    }
 }
 
 /// Where a delivery goes and the secret that signs it: its endpoint's, or for a payment's own

@@ -91,7 +91,29 @@ pub fn new_api_key() -> String {
     format!("wxk_{}", wechatpay_v3::nonce(40))
 }
 
-/// How an API key is stored and looked up.
+/// `bytes` random bytes as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    SystemRandom::new()
+        .fill(&mut buf)
+        .expect("the system RNG works");
+    hex::encode(buf)
+}
+
+/// `n` random decimal digits.
+pub fn random_digits(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    SystemRandom::new()
+        .fill(&mut buf)
+        .expect("the system RNG works");
+    buf.iter().map(|b| char::from(b'0' + b % 10)).collect()
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 /// SHA-256, as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))

@@ -12,6 +12,7 @@
 
 mod attempts;
 mod claims;
+mod doors;
 mod idempotency;
 mod ledger;
 mod links;

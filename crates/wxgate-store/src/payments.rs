@@ -422,8 +422,9 @@ pub(crate) async fn insert_payment_row(
         "INSERT INTO payments (id, merchant_id, merchant_order_id, out_trade_no, amount, currency, description, \
          integration, status, version, fingerprint, payer_openid, client_ip, return_url, cancel_url, attach, metadata, \
          wechat_credential, transaction_id, paid_at, expires_at, created_at, updated_at, sync_due_at, sync_attempts, \
-         claimed_until, notify_url, checkout_token, hosted_url, payment_link_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-         $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
+         claimed_until, notify_url, checkout_token, hosted_url, payment_link_id, door) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+         $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, \
+         $31) \
          ON CONFLICT DO NOTHING",
     )
     .bind(&p.id)
@@ -456,6 +457,7 @@ pub(crate) async fn insert_payment_row(
     .bind(&p.checkout_token)
     .bind(&p.hosted_url)
     .bind(&p.payment_link_id)
+    .bind(&p.door)
     .execute(&mut **tx)
     .await?
     .rows_affected())

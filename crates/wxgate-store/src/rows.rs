@@ -91,6 +91,9 @@ pub struct PaymentRow {
     pub payer_currency: Option<String>,
     /// The rate WeChat applied: CNY per major unit of `currency`, scaled by 10^8.
     pub exchange_rate: Option<i64>,
+    /// The front door it was made through (a [`wxgate_domain::door::Door`] name), if any: its
+    /// `notify_url` hears that door's notification.
+    pub door: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -663,4 +666,17 @@ pub struct PayoutFilter {
     pub status: Option<PayoutStatus>,
     pub created_gte: Option<i64>,
     pub created_lt: Option<i64>,
+}
+
+/// A front door's credential for a merchant.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DoorCredentialRow {
+    pub door: String,
+    /// What the merchant presents: a uid, a merchant code, an API key id.
+    pub key_id: String,
+    pub merchant_id: String,
+    /// The secret, sealed with the master key.
+    pub secret_sealed: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
 }

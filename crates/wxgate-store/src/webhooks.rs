@@ -264,7 +264,7 @@ impl Store {
         let to_notify_urls = format!(
             "UPDATE webhook_deliveries SET status = 'pending', round_attempts = 0, next_attempt_at = $2, \
              claimed_until = NULL \
-             WHERE endpoint_id = '{NOTIFY_URL_ENDPOINT}' AND event_id IN (SELECT e.id FROM events e WHERE {in_scope})"
+             WHERE (endpoint_id = '{NOTIFY_URL_ENDPOINT}' OR endpoint_id LIKE 'door:%') AND event_id IN (SELECT e.id FROM events e WHERE {in_scope})"
         );
         let mut tx = self.writer.begin().await?;
         let mut scheduled = bind_scope(&to_endpoints, merchant_id, now, scope)

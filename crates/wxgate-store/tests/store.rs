@@ -105,6 +105,7 @@ mod checks {
             payer_amount: None,
             payer_currency: None,
             exchange_rate: None,
+            door: None,
         }
     }
 

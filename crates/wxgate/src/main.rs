@@ -107,6 +107,19 @@ enum MerchantCommand {
     /// API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Issue a credential for one of the front doors (other systems' APIs wxgate serves); the
+    /// secret is printed once.
+    DoorCredential {
+        /// The merchant (mch_...).
+        #[arg(long)]
+        merchant: String,
+        /// The front door: payment_intents.
+        #[arg(long)]
+        door: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set (or clear) the default transfer scene of a merchant's payouts, used when a payout
     /// names none.
     PayoutScene {
@@ -506,6 +519,11 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
     match cmd {
         MerchantCommand::Create(args) => create_merchant(&s, &store, &args).await?,
         MerchantCommand::List { json } => list_merchants(&store, json).await?,
+        MerchantCommand::DoorCredential {
+            merchant,
+            door,
+            json,
+        } => door_credential(&store, &s, &merchant, &door, json).await?,
         MerchantCommand::PayoutScene {
             merchant,
             scene,
@@ -590,6 +608,43 @@ async fn create_merchant(
             merchant.id,
             merchant.mchid,
             merchant.mode.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// `wxgate merchant door-credential`: a front door's key id and secret, shown once.
+async fn door_credential(
+    store: &Store,
+    settings: &Settings,
+    merchant: &str,
+    door: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let door = wxgate_domain::door::Door::parse(door)
+        .with_context(|| format!("no front door {door:?} (payment_intents)"))?;
+    anyhow::ensure!(
+        store.merchant(merchant).await?.is_some(),
+        "no merchant {merchant}"
+    );
+    let master = require_master(settings)?;
+    let (key_id, secret) = wxgate_gateway::app::doors::create_credential(
+        store,
+        &master,
+        merchant,
+        door,
+        wxgate_gateway::now_ms(),
+    )
+    .await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"door": door.as_str(), "merchant_id": merchant, "key_id": key_id, "secret": secret})
+        );
+    } else {
+        println!(
+            "{} credential for {merchant}: id {key_id}\nsecret {secret}\nThe secret is shown only now; wxgate keeps it sealed.",
+            door.as_str()
         );
     }
     Ok(())
@@ -810,9 +865,44 @@ async fn demo_merchant(
     merchants::set_payout_scene(store, &merchant.id, Some(&demo_payout_scene())).await?;
     // The simulated WeChat user's openid under the demo AppID: a payee for payouts.
     let openid = wxgate_sim::payer::openid_for(&merchant.appid, "payer");
-    let demo = serde_json::json!({"api_base": base, "api_key": key, "merchant_id": merchant.id, "simulator_base": base, "payment_link": link.url, "sandbox_openid": openid});
+    let compat = serde_json::json!({
+        "payment_intents": demo_payment_intents(gateway, master, base).await?,
+    });
+    let demo = serde_json::json!({"api_base": base, "api_key": key, "merchant_id": merchant.id, "simulator_base": base, "payment_link": link.url, "sandbox_openid": openid, "compat": compat});
     write_private(&demo_file, &serde_json::to_vec_pretty(&demo)?)?;
     Ok(demo)
+}
+
+/// The payment-intents door's sandbox merchant (a cross-border one, pricing in HKD as that
+/// system's example does), its credential, and an access token valid for a day.
+async fn demo_payment_intents(
+    gateway: &Gateway,
+    master: &MasterKey,
+    base: &str,
+) -> anyhow::Result<serde_json::Value> {
+    use wxgate_domain::door::Door;
+    let store = gateway.store();
+    let merchant = merchants::create_sandbox_merchant(store, master, base, "Demo HK shop").await?;
+    merchants::set_region(
+        store,
+        &merchant.id,
+        &[wxgate_domain::Currency::HKD],
+        Some("5411"),
+    )
+    .await?;
+    let now = wxgate_gateway::now_ms();
+    let door = Door::PaymentIntents;
+    let (uid, secret) =
+        wxgate_gateway::app::doors::create_credential(store, master, &merchant.id, door, now)
+            .await?;
+    let day = 24 * 3600 * 1000;
+    let (token, _) = wxgate_gateway::app::doors::issue_token(gateway, door, &merchant.id, day)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+    Ok(
+        serde_json::json!({"base_url": base, "access_token": token, "uid": uid,
+        "client_secret": secret, "merchant_id": merchant.id}),
+    )
 }
 
 /// The demo merchant's default payout scene (cash marketing), so a payout needs no scene.

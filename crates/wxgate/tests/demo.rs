@@ -127,11 +127,29 @@ async fn the_demo_takes_a_payment_and_keeps_it_across_a_restart() {
     let again = ready(&http, &data, &base).await;
     assert_eq!(again, info);
     let after = get(http.clone(), key.clone(), url.clone()).await;
+    // The payment-intents door's sandbox merchant and token, ready to use.
+    let intents = &info["compat"]["payment_intents"];
+    let created: Value = http
+        .post(format!("{}/mch-api/v1/pa/payment_intents/create", intents["base_url"].as_str().unwrap()))
+        .bearer_auth(intents["access_token"].as_str().unwrap())
+        .json(&serde_json::json!({"amount": "8.80", "currency": "HKD", "merchant_order_id": "demointent01",
+            "description": "Demo", "payment_method": {"type": "wechat", "wechat": {"flow": "qrcode"}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     demo.kill().unwrap();
     demo.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data);
     assert_eq!(after["status"], "succeeded", "{after}");
     assert_eq!(after["wechat"], last["wechat"]);
+    assert_eq!(created["code"], 0, "{created}");
+    assert_eq!(
+        created["data"]["next_action"]["type"], "render_qrcode",
+        "{created}"
+    );
 }
 
 /// `wxgate events redeliver` on the demo's database schedules the payment's event again for

@@ -190,6 +190,7 @@ pub async fn pay(gw: &Gateway, link: &PaymentLinkRow, amount: i64) -> ApiResult<
         metadata: Default::default(),
         attach: None,
         payment_link_id: Some(link.id.clone()),
+        door: None,
     };
     let created = pay::create(gw, &merchant, new).await?;
     Ok(created.state.payment.hosted_url)

@@ -3,6 +3,7 @@
 //! functions; none of them knows HTTP. Each returns a domain value or an
 //! [`ApiError`](crate::error::ApiError) with a stable code.
 
+pub mod doors;
 pub mod links;
 pub mod merchants;
 pub mod orders;

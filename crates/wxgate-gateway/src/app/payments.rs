@@ -7,6 +7,7 @@ use serde_json::json;
 use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode as WechatCode;
 use wechatpay_v3::model::{Amount, H5Info, Payer, PrepayRequest, SceneInfo};
+use wxgate_domain::door::Door;
 use wxgate_domain::payment::PaymentEvent;
 use wxgate_domain::payment::{ATTEMPTS_PER_PAYMENT_MAX, AttemptStatus};
 use wxgate_domain::{Currency, Integration, Money, PaymentIntegration, PaymentStatus};
@@ -46,6 +47,9 @@ pub struct NewPayment {
     pub attach: Option<String>,
     /// The payment link it is made through.
     pub payment_link_id: Option<String>,
+    /// The front door it is made through: its notify_url hears that door's notification,
+    /// signed with the door's credential (not the notify secret).
+    pub door: Option<Door>,
 }
 
 impl NewPayment {
@@ -64,7 +68,8 @@ impl NewPayment {
             self.cancel_url,
             self.notify_url,
             self.metadata,
-            self.attach
+            self.attach,
+            self.door.map(Door::as_str)
         ]);
         crate::secrets::sha256_hex(canonical.to_string().as_bytes())
     }
@@ -87,7 +92,10 @@ pub struct Created {
 /// prepaid later, when its checkout page first opens, as the shopper's device needs.
 pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> ApiResult<Created> {
     let now = gw.now_ms();
-    if new.notify_url.is_some() && gw.store().notify_secret(&merchant.id).await?.is_none() {
+    if new.notify_url.is_some()
+        && new.door.is_none()
+        && gw.store().notify_secret(&merchant.id).await?.is_none()
+    {
         return Err(ApiError::invalid(
             ErrorCode::NotifySecretMissing,
             "notify_url",
@@ -170,6 +178,7 @@ fn new_row(gw: &Gateway, merchant: &MerchantRow, new: &NewPayment, now: i64) -> 
         )),
         checkout_token: Some(checkout_token),
         payment_link_id: new.payment_link_id.clone(),
+        door: new.door.map(|d| d.as_str().to_string()),
         ..Default::default()
     }
 }

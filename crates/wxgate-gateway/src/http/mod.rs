@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod checkout;
+pub mod doors;
 pub mod extract;
 pub mod idempotency;
 pub mod links;
@@ -56,6 +57,7 @@ pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .merge(api)
         .merge(pages)
+        .merge(doors::payment_intents::routes())
         .route("/wechatpay/notify/{merchant_id}", post(notify::handle))
         .route(
             "/health",

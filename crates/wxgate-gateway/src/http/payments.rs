@@ -21,7 +21,8 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json, ok};
 use crate::http::extract::{
-    Authed, JsonBody, Params, check_metadata, merchant_id, page_limit, parse_time, path_id,
+    Authed, JsonBody, Params, check_metadata, check_notify_url, merchant_id, page_limit,
+    parse_time, path_id,
 };
 use crate::qr::{Image, SCALE, SVG_DEFAULT};
 use crate::views::{self, ListView, PaymentView};
@@ -45,54 +46,54 @@ pub fn routes() -> Router<Gateway> {
 pub struct CreatePayment {
     /// In the currency's minor unit (fen for CNY), above 0.
     #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
-    amount: i64,
+    pub(crate) amount: i64,
     /// ISO 4217, among the merchant's currencies.
     #[schema(example = "CNY", pattern = "^[A-Z]{3}$")]
-    currency: String,
+    pub(crate) currency: String,
     /// Unique per merchant: 6–32 characters of `0-9 A-Z a-z _ - | *`.
     #[schema(min_length = 6, max_length = 32, pattern = r"^[0-9A-Za-z_\-|*]{6,32}$")]
-    merchant_order_id: String,
+    pub(crate) merchant_order_id: String,
     /// 1–127 characters, shown to the payer.
     #[schema(min_length = 1, max_length = 127)]
-    description: String,
+    pub(crate) description: String,
     /// `native`, `h5`, `jsapi`, `mini_program`, `app`, or `hosted` (the checkout page at the
     /// payment's `hosted_url` picks by the shopper's device).
     #[schema(
         example = "native",
         pattern = "^(native|h5|jsapi|mini_program|app|hosted)$"
     )]
-    integration: String,
+    pub(crate) integration: String,
     /// Required for jsapi and mini_program.
-    payer: Option<PayerIn>,
+    pub(crate) payer: Option<PayerIn>,
     /// The shopper's IP address; required for h5.
-    client_ip: Option<String>,
+    pub(crate) client_ip: Option<String>,
     /// RFC 3339; at least a minute ahead, at most two hours (the default).
     #[schema(format = DateTime)]
-    expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
     #[schema(max_length = 2048)]
-    return_url: Option<String>,
+    pub(crate) return_url: Option<String>,
     #[schema(max_length = 2048)]
-    cancel_url: Option<String>,
+    pub(crate) cancel_url: Option<String>,
     /// Where this payment's events (and its refunds') are also POSTed, signed with the
     /// merchant's notify secret (`POST /v1/notify_secret`).
     #[schema(max_length = 2048)]
-    notify_url: Option<String>,
+    pub(crate) notify_url: Option<String>,
     /// At most 20 string keys (1–40 characters) and values (at most 500).
-    metadata: Option<BTreeMap<String, String>>,
+    pub(crate) metadata: Option<BTreeMap<String, String>>,
     /// Up to 128 characters, returned by WeChat once paid.
     #[schema(max_length = 128)]
-    attach: Option<String>,
+    pub(crate) attach: Option<String>,
     /// A native payment's QR images inline in this answer (`image_png_base64`, `image_svg`),
     /// besides their URLs. Off by default: most callers render `data` or fetch an image.
     #[serde(default)]
-    inline_qr_images: bool,
+    pub(crate) inline_qr_images: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PayerIn {
+pub(crate) struct PayerIn {
     #[schema(min_length = 1, max_length = 128)]
-    openid: String,
+    pub(crate) openid: String,
 }
 
 /// Create a payment and get what the shopper's device needs next.
@@ -155,8 +156,9 @@ fn payment_value(state: &PaymentState) -> serde_json::Value {
     views::payment_detail(&state.payment, &state.history, &state.attempts)
 }
 
-/// The create request as a [`NewPayment`], or the first rule it breaks.
-fn parse(
+/// The create request as a [`NewPayment`], or the first rule it breaks. Front doors build the
+/// same request from their own shapes, so every rule is checked here once.
+pub(crate) fn parse(
     req: CreatePayment,
     merchant: &MerchantRow,
     now: i64,
@@ -190,15 +192,7 @@ fn parse(
     )?;
     check_url(ErrorCode::InvalidReturnUrl, "return_url", &req.return_url)?;
     check_url(ErrorCode::InvalidCancelUrl, "cancel_url", &req.cancel_url)?;
-    if let Some(url) = &req.notify_url {
-        crate::delivery::check_url(url, allow_private).map_err(|m| {
-            ApiError::invalid(
-                ErrorCode::InvalidNotifyUrl,
-                "notify_url",
-                m.replacen("url", "notify_url", 1),
-            )
-        })?;
-    }
+    check_notify_url(req.notify_url.as_deref(), allow_private)?;
     let metadata = req.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
     if let Some(a) = &req.attach {
@@ -224,6 +218,7 @@ fn parse(
         metadata,
         attach: req.attach,
         payment_link_id: None,
+        door: None,
     })
 }
 

@@ -17,7 +17,8 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json, ok};
 use crate::http::extract::{
-    Authed, JsonBody, Params, check_metadata, merchant_id, page, page_limit, parse_time, path_id,
+    Authed, JsonBody, Params, check_metadata, check_notify_url, merchant_id, page, page_limit,
+    parse_time, path_id,
 };
 use crate::views::{self, payouts::PayoutView};
 
@@ -68,15 +69,10 @@ pub(crate) async fn create_payout(
     Authed(merchant): Authed,
     JsonBody(req): JsonBody<CreatePayout>,
 ) -> ApiResult<Json> {
-    if let Some(url) = &req.notify_url {
-        crate::delivery::check_url(url, gw.config().webhooks_allow_private).map_err(|m| {
-            ApiError::invalid(
-                ErrorCode::InvalidNotifyUrl,
-                "notify_url",
-                m.replacen("url", "notify_url", 1),
-            )
-        })?;
-    }
+    check_notify_url(
+        req.notify_url.as_deref(),
+        gw.config().webhooks_allow_private,
+    )?;
     let metadata = req.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
     let new = NewPayout {

@@ -2,6 +2,7 @@
 //! shopper's device; [`money`] shows reconciliations, balances and balance transactions;
 //! [`payouts`] payouts and their confirmation.
 
+pub mod doors;
 pub mod money;
 pub mod payouts;
 

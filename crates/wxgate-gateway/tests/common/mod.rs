@@ -165,6 +165,34 @@ impl TestGateway {
         panic!("{path} never got there: {last}");
     }
 
+    /// POSTs `body` to `path` with a bearer `token` until `done` holds for the answer (each POST
+    /// a round trip that lets the gateway's tasks run).
+    pub async fn wait_for_post(
+        &self,
+        path: &str,
+        token: &str,
+        body: &Value,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..5000 {
+            let res = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            last = res.json().await.unwrap();
+            if done(&last) {
+                return last;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{path} never got there: {last}");
+    }
+
     /// A native payment of `amount`, paid through the simulator; its id once it succeeded.
     pub async fn paid_native(&self, amount: i64) -> String {
         let (status, p) = self.create(native(&order("pd"), amount)).await;

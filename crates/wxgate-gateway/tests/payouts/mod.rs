@@ -557,10 +557,8 @@ async fn payouts_are_reconciled_against_the_operation_account() {
         assert_eq!(found[0]["payout"], ids[2].as_str());
         // The repair follows the completion.
         let path = format!("/v1/reconciliations/{}", r["id"].as_str().unwrap());
-        let r = t
-            .wait_for(&path, |r| r["discrepancies"][0]["status"] == "repaired")
-            .await;
-        assert_eq!(r["repaired_count"], 1, "{r}");
+        let r = t.wait_for(&path, |r| r["repaired_count"] == 1).await;
+        assert_eq!(r["discrepancies"][0]["status"], "repaired", "{r}");
         assert_eq!(
             wait_payout(&t, &ids[2], "failed").await["failure_code"],
             "OTHER_FAIL_REASON_TYPE"

@@ -1,0 +1,56 @@
+//! Front doors: other systems' APIs that wxgate serves over the same payments. A payment made
+//! through a door keeps which one, so its `notify_url` hears that system's notification.
+
+/// A front door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Door {
+    /// A PSP's payment intents (`/mch-api/v1/pa/payment_intents/…`).
+    PaymentIntents,
+}
+
+try_from_string!(Door, "front door");
+
+impl Door {
+    pub const ALL: [Door; 1] = [Self::PaymentIntents];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PaymentIntents => "payment_intents",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// The gateway events this door's system notifies a payment's `notify_url` of.
+    pub fn notified_events(self) -> &'static [&'static str] {
+        match self {
+            Self::PaymentIntents => &["payment.succeeded"],
+        }
+    }
+
+    /// The `endpoint_id` of a delivery to a payment's notify_url in this door's format.
+    pub fn delivery_endpoint(self) -> String {
+        format!("door:{}", self.as_str())
+    }
+
+    /// The door whose format a delivery's `endpoint_id` names, if it names one.
+    pub fn of_delivery_endpoint(endpoint_id: &str) -> Option<Self> {
+        endpoint_id.strip_prefix("door:").and_then(Self::parse)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for d in Door::ALL {
+            assert_eq!(Door::parse(d.as_str()), Some(d));
+            assert_eq!(Door::of_delivery_endpoint(&d.delivery_endpoint()), Some(d));
+        }
+        assert_eq!(Door::of_delivery_endpoint("notify_url"), None);
+    }
+}

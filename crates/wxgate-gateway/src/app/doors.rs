@@ -1,0 +1,103 @@
+//! Front doors' credentials and tokens: what each door's caller presents is checked here, and
+//! the door then calls the same application functions as the `/v1` API.
+
+use wxgate_domain::door::Door;
+use wxgate_store::{DoorCredentialRow, MerchantRow, Store};
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::gateway::Gateway;
+use crate::secrets::{MasterKey, random_digits, random_hex, secrets_equal, sha256_hex};
+
+/// How long an access token of the payment-intents door lives (that system's own default).
+pub const TOKEN_LIFETIME_MS: i64 = 3600 * 1000;
+/// Random bytes in a door secret and in an access token (hex: twice as many characters).
+const SECRET_BYTES: usize = 32;
+const TOKEN_BYTES: usize = 48;
+
+/// Issues a credential of `door` for a merchant: (key id, secret). The secret is shown once
+/// and kept sealed (the door signs notifications with it).
+pub async fn create_credential(
+    store: &Store,
+    master: &MasterKey,
+    merchant_id: &str,
+    door: Door,
+    now: i64,
+) -> anyhow::Result<(String, String)> {
+    let key_id = match door {
+        // A merchant number: digits, like the system's own uids.
+        Door::PaymentIntents => format!("8{}", random_digits(11)),
+    };
+    let secret = random_hex(SECRET_BYTES);
+    store
+        .insert_door_credential(&DoorCredentialRow {
+            door: door.as_str().into(),
+            key_id: key_id.clone(),
+            merchant_id: merchant_id.into(),
+            secret_sealed: master.seal(secret.as_bytes()),
+            created_at: now,
+            revoked_at: None,
+        })
+        .await?;
+    Ok((key_id, secret))
+}
+
+/// The merchant whose `door` credential `key_id` has the secret `given`.
+pub async fn check_secret(
+    gw: &Gateway,
+    door: Door,
+    key_id: &str,
+    given: &str,
+) -> ApiResult<MerchantRow> {
+    let refused = || ApiError::new(ErrorCode::Unauthorized, "unknown credentials");
+    let c = gw
+        .store()
+        .door_credential(door.as_str(), key_id)
+        .await?
+        .ok_or_else(refused)?;
+    let secret = gw
+        .config()
+        .master_key
+        .open(&c.secret_sealed)
+        .map_err(|e| ApiError::internal("opening a door secret", e))?;
+    if !secrets_equal(&secret, given.as_bytes()) {
+        return Err(refused());
+    }
+    merchant(gw, &c.merchant_id).await
+}
+
+/// A new access token of `door` for the merchant, valid for `lifetime_ms`: (token, seconds).
+pub async fn issue_token(
+    gw: &Gateway,
+    door: Door,
+    merchant_id: &str,
+    lifetime_ms: i64,
+) -> ApiResult<(String, i64)> {
+    let token = random_hex(TOKEN_BYTES);
+    let now = gw.now_ms();
+    gw.store()
+        .insert_door_token(
+            &sha256_hex(token.as_bytes()),
+            door.as_str(),
+            merchant_id,
+            (now, now + lifetime_ms),
+        )
+        .await?;
+    Ok((token, lifetime_ms / 1000))
+}
+
+/// The merchant behind a live access token of `door`.
+pub async fn token_merchant(gw: &Gateway, door: Door, token: &str) -> ApiResult<MerchantRow> {
+    let id = gw
+        .store()
+        .door_token_merchant(door.as_str(), &sha256_hex(token.as_bytes()), gw.now_ms())
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "invalid or expired access token"))?;
+    merchant(gw, &id).await
+}
+
+async fn merchant(gw: &Gateway, id: &str) -> ApiResult<MerchantRow> {
+    gw.store()
+        .merchant(id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the merchant is gone"))
+}

@@ -1,0 +1,3 @@
+//! What each front door shows, in its own system's shapes: answers, envelopes, notifications.
+
+pub mod payment_intents;

@@ -1,0 +1,278 @@
+//! Front doors end to end: each system's documented example requests, replayed against the
+//! real gateway and paid through the real simulator; every documented answer field, status,
+//! notification and refusal checked.
+
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::hmac;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use wxgate_domain::door::Door;
+use wxgate_gateway::app::doors;
+
+use crate::common::{TestGateway, order};
+
+/// A notify_url on loopback that keeps what it receives: (headers, body).
+#[derive(Clone, Default)]
+struct Inbox(Arc<Mutex<Vec<(HeaderMap, String)>>>);
+
+impl Inbox {
+    async fn start() -> (Self, String) {
+        let inbox = Inbox::default();
+        let kept = inbox.clone();
+        let app = axum::Router::new().route(
+            "/notify",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let kept = kept.clone();
+                async move {
+                    kept.0.lock().unwrap().push((headers, body));
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/notify", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (inbox, url)
+    }
+
+    fn received(&self) -> Vec<(HeaderMap, String)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn post(t: &TestGateway, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = t.http.post(format!("{}{path}", t.base)).json(&body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// The envelope of a refusal: its non-zero code, no data, a request id.
+fn refused(v: &Value) -> i64 {
+    assert!(v["data"].is_null(), "{v}");
+    assert_eq!(v["rid"].as_str().unwrap().len(), 32, "{v}");
+    v["code"].as_i64().unwrap()
+}
+
+/// Pays a hosted payment the way a desktop shopper does: the checkout page's QR code, scanned.
+async fn pay_hosted(t: &TestGateway, url: &str) {
+    let page = t.http.get(url).send().await.unwrap().text().await.unwrap();
+    let code_url = page
+        .split("data-code-url=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no QR code on the page: {page}"))
+        .replace("&amp;", "&");
+    t.pay(json!({"code_url": code_url})).await;
+}
+
+/// Steps 0–3 of the payment-intents document (system 001) with its own example requests.
+pub async fn payment_intents_as_documented(t: TestGateway) {
+    assert!(
+        t.store
+            .set_merchant_region(&t.merchant_id, "HKD", Some("5411"))
+            .await
+            .unwrap()
+    );
+    let master = &t.gateway.config().master_key;
+    let (uid, secret) =
+        doors::create_credential(&t.store, master, &t.merchant_id, Door::PaymentIntents, 0)
+            .await
+            .unwrap();
+
+    // Step 0: the access token, from client credentials.
+    let auth = |s: &str| {
+        format!(
+            "{}/mch-api/v1/auth?grant_type=client_credentials&uid={uid}&client_secret={s}",
+            t.base
+        )
+    };
+    let res = t.http.get(auth("wrong")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(refused(&res.json().await.unwrap()), 40101);
+    let token: Value = t
+        .http
+        .get(auth(&secret))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(token["expires_in"], 3600, "{token}");
+    let token = token["access_token"].as_str().unwrap().to_string();
+    assert!(token.len() == 96 && token.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    // Step 1: the example request, verbatim but for the notify_url.
+    let (inbox, notify_url) = Inbox::start().await;
+    let example = json!({
+        "amount": "1",
+        "currency": "HKD",
+        "merchant_order_id": "P9297895081903",
+        "payment_method": {"type": "wechat", "wechat": {
+            "flow": "official_account",
+            "success_url": "https://redirect_to_your_success_url",
+            "failed_url": "https://redirect_to_your_failed_url",
+            "canceled_url": "https://redirect_to_your_canceled_url"}},
+        "description": "Official Account Payment",
+        "notify_url": notify_url,
+    });
+    let create = "/mch-api/v1/pa/payment_intents/create";
+    let (status, answer) = post(&t, create, None, example.clone()).await;
+    assert_eq!((status, refused(&answer)), (401, 40101));
+    let (status, answer) = post(&t, create, Some(&token), example.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["code"].as_i64(), answer["message"].as_str()),
+        (Some(0), Some("ok"))
+    );
+    assert_eq!(answer["rid"].as_str().unwrap().len(), 32);
+    let data = &answer["data"];
+    let order_id = data["order_id"].as_str().unwrap().to_string();
+    assert!(
+        order_id.starts_with("pay_") && order_id.len() <= 32,
+        "{data}"
+    );
+    assert_eq!(data["merchant_order_id"], "P9297895081903");
+    assert_eq!(
+        (data["amount"].as_str(), data["currency"].as_str()),
+        (Some("1"), Some("HKD"))
+    );
+    assert_eq!(data["status"], "PENDING");
+    assert!(
+        data["create_time"].as_str().unwrap().ends_with("+08:00"),
+        "{data}"
+    );
+    let action = &data["next_action"];
+    assert_eq!(
+        (action["type"].as_str(), action["data"]["type"].as_str()),
+        (Some("call_sdk"), Some("redirect"))
+    );
+    let redirect = action["data"]["url"].as_str().unwrap().to_string();
+    assert!(
+        redirect.starts_with(&format!("{}/checkout/", t.base)),
+        "{action}"
+    );
+    // The same request again is the same intent; other parameters under its id are refused.
+    let (_, again) = post(&t, create, Some(&token), example.clone()).await;
+    assert_eq!(again["data"]["order_id"], order_id.as_str());
+    let mut other = example.clone();
+    other["amount"] = json!("2");
+    let (status, taken) = post(&t, create, Some(&token), other).await;
+    assert_eq!((status, refused(&taken)), (409, 40901), "{taken}");
+
+    // Step 2: the shopper pays; the notification comes, signed.
+    pay_hosted(&t, &redirect).await;
+    let query = "/mch-api/v1/pa/payment_intents/query";
+    let by_id = json!({"order_id": order_id});
+    let paid = t
+        .wait_for_post(query, &token, &by_id, |v| {
+            v["data"]["status"] == "SUCCEEDED"
+        })
+        .await;
+    let mut received = Vec::new();
+    for _ in 0..5000 {
+        received = inbox.received();
+        if !received.is_empty() {
+            break;
+        }
+        let _ = post(&t, query, Some(&token), by_id.clone()).await;
+    }
+    assert_eq!(received.len(), 1, "only payment_success is notified");
+    let (headers, body) = &received[0];
+    let notified: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        notified,
+        json!({"notify_type": "payment_success", "data": {"order_id": order_id, "merchant_order_id": "P9297895081903"}})
+    );
+    let timestamp = headers["x-timestamp"].to_str().unwrap();
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let expected = hex::encode(hmac::sign(&key, format!("{timestamp}{body}").as_bytes()).as_ref());
+    assert_eq!(headers["x-signature"].to_str().unwrap(), expected);
+
+    // Step 3: the payment, by either id.
+    let data = &paid["data"];
+    assert_eq!(
+        (data["status"].as_str(), data["amount"].as_str()),
+        (Some("SUCCEEDED"), Some("1"))
+    );
+    assert!(
+        data["pay_time"].as_str().unwrap().ends_with("+08:00"),
+        "{data}"
+    );
+    assert!(data.get("next_action").is_none(), "{data}");
+    let (_, by_order) = post(
+        &t,
+        query,
+        Some(&token),
+        json!({"merchant_order_id": "P9297895081903"}),
+    )
+    .await;
+    assert_eq!(by_order["data"], *data);
+    intents_refusals(&t, &token).await;
+}
+
+/// The refusals: each a non-zero code in the envelope, naming the field.
+async fn intents_refusals(t: &TestGateway, token: &str) {
+    let create = "/mch-api/v1/pa/payment_intents/create";
+    let query = "/mch-api/v1/pa/payment_intents/query";
+    let base = json!({"amount": "12.50", "currency": "HKD", "merchant_order_id": order("pi"),
+        "description": "QR", "payment_method": {"type": "wechat", "wechat": {"flow": "qrcode"}}});
+    let (status, qr) = post(t, create, Some(token), base.clone()).await;
+    assert_eq!(status, 200, "{qr}");
+    assert_eq!(qr["data"]["next_action"]["type"], "render_qrcode");
+    assert!(
+        qr["data"]["next_action"]["qrcode_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("weixin://")
+    );
+    assert_eq!(qr["data"]["amount"], "12.5");
+    for (patch, field) in [
+        (json!({"currency": "CNY"}), "currency"),
+        (json!({"settlement_currency": "USD"}), "settlement_currency"),
+        (json!({"amount": "1.234"}), "amount"),
+        (json!({"amount": "-1"}), "amount"),
+        (
+            json!({"merchant_order_id": "x".repeat(33)}),
+            "merchant_order_id",
+        ),
+        (
+            json!({"payment_method": {"type": "card", "wechat": {"flow": "qrcode"}}}),
+            "payment_method.type",
+        ),
+        (
+            json!({"payment_method": {"type": "wechat", "wechat": {"flow": "carrier_pigeon"}}}),
+            "payment_method.wechat.flow",
+        ),
+        (
+            json!({"payment_method": {"type": "wechat", "wechat": {"flow": "mini_program"}}}),
+            "payment_method.wechat.sub_openid",
+        ),
+    ] {
+        let mut body = base.clone();
+        body["merchant_order_id"] = json!(order("pr"));
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, e) = post(t, create, Some(token), body).await;
+        assert_eq!((status, refused(&e)), (400, 40001), "{patch}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains(field),
+            "{patch}: {e}"
+        );
+    }
+    let (status, e) = post(t, query, Some(token), json!({})).await;
+    assert_eq!((status, refused(&e)), (400, 40001), "{e}");
+    let (status, e) = post(
+        t,
+        query,
+        Some(token),
+        json!({"order_id": "C991289984923795789123"}),
+    )
+    .await;
+    assert_eq!((status, refused(&e)), (404, 40401), "{e}");
+}

@@ -1,0 +1,91 @@
+//! Front doors' credentials (their secrets sealed) and the tokens they issue (hashed).
+
+use super::*;
+
+impl Store {
+    pub async fn insert_door_credential(&self, c: &DoorCredentialRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO door_credentials (door, key_id, merchant_id, secret_sealed, created_at, \
+             revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(&c.door)
+        .bind(&c.key_id)
+        .bind(&c.merchant_id)
+        .bind(&c.secret_sealed)
+        .bind(c.created_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// The active credential a door's caller names.
+    pub async fn door_credential(
+        &self,
+        door: &str,
+        key_id: &str,
+    ) -> Result<Option<DoorCredentialRow>> {
+        Ok(sqlx::query_as::<_, DoorCredentialRow>(
+            "SELECT * FROM door_credentials WHERE door = $1 AND key_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(door)
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// A merchant's newest active credential for a door (what signs its notifications).
+    pub async fn door_credential_of(
+        &self,
+        door: &str,
+        merchant_id: &str,
+    ) -> Result<Option<DoorCredentialRow>> {
+        Ok(sqlx::query_as::<_, DoorCredentialRow>(
+            "SELECT * FROM door_credentials WHERE door = $1 AND merchant_id = $2 \
+             AND revoked_at IS NULL ORDER BY created_at DESC, key_id LIMIT 1",
+        )
+        .bind(door)
+        .bind(merchant_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Keeps a token a door issued (its hash), until `expires_at`.
+    pub async fn insert_door_token(
+        &self,
+        token_hash: &str,
+        door: &str,
+        merchant_id: &str,
+        (now, expires_at): (i64, i64),
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO door_tokens (token_hash, door, merchant_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash)
+        .bind(door)
+        .bind(merchant_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// The merchant behind a live token of a door.
+    pub async fn door_token_merchant(
+        &self,
+        door: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar::<_, String>(
+            "SELECT merchant_id FROM door_tokens WHERE token_hash = $1 AND door = $2 \
+             AND expires_at > $3",
+        )
+        .bind(token_hash)
+        .bind(door)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
