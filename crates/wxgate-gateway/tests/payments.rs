@@ -17,6 +17,7 @@ use contract::{
 use doors::payment_intents_as_documented;
 
 on_both!(
+    health_readiness_and_request_ids,
     payment_intents_as_documented,
     wechat_pay_global_native_payment_as_documented,
     every_integration_type_end_to_end,
@@ -1139,4 +1140,57 @@ async fn wechat_pay_global_native_payment_as_documented(t: TestGateway) {
         .await;
     assert_eq!(status, 400, "{refused}");
     assert_eq!(refused["code"], "PREPAY_EXPIRED", "{refused}");
+}
+
+/// `/healthz` answers while the process runs, `/readyz` once the database answers with this
+/// binary's schema; every answer names its request (the caller's id kept, a bad one replaced).
+async fn health_readiness_and_request_ids(t: TestGateway) {
+    for path in ["/healthz", "/readyz"] {
+        let res = t
+            .http
+            .get(format!("{}{path}", t.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert!(
+            res.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .starts_with("req_")
+        );
+    }
+    let res = t
+        .http
+        .get(format!("{}/v1/payments", t.base))
+        .header("X-Request-Id", "shop-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["x-request-id"], "shop-7f3a");
+    let res = t
+        .http
+        .get(format!("{}/healthz", t.base))
+        .header("X-Request-Id", "x".repeat(200))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_")
+    );
+    // A database this binary's migrations do not all reach is not ready.
+    t.store.forget_migration_for_test(11).await.unwrap();
+    let res = t
+        .http
+        .get(format!("{}/readyz", t.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready", "{body}");
 }

@@ -109,6 +109,16 @@ pub struct SeedPayment {
 }
 
 impl Store {
+    /// Removes the record of one applied migration (its tables stay), so the schema reads as
+    /// behind this binary: for tests of what refuses such a database.
+    pub async fn forget_migration_for_test(&self, version: i64) -> crate::Result<()> {
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+            .bind(version)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     /// Loads a merchant's history of paid payments and succeeded refunds in one transaction,
     /// for load tests of what reads them (reconciliation); the ledger is not posted.
     pub async fn seed_paid_payments(

@@ -64,6 +64,11 @@ pub fn router(gateway: Gateway) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(ready))
+        .route(
             "/openapi.json",
             get(|| async { axum::Json(openapi::document()) }),
         )
@@ -78,7 +83,61 @@ pub fn router(gateway: Gateway) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn(request_id))
         .with_state(gateway)
+}
+
+/// The header that names a request, echoed on every answer.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The longest caller-given request id kept (a longer or unprintable one is replaced).
+const REQUEST_ID_MAX: usize = 128;
+
+/// Every answer carries `X-Request-Id`: the caller's (when it is short, printable ASCII) or a
+/// new one; the request's log lines carry it too.
+async fn request_id(request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= REQUEST_ID_MAX)
+        .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| wxgate_domain::id::generate("req"));
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// `GET /readyz`: 200 when the database answers and its schema is this binary's; 503 saying
+/// why otherwise (a load balancer sends no traffic to a node that is not ready).
+async fn ready(axum::extract::State(gw): axum::extract::State<Gateway>) -> Response {
+    use axum::http::StatusCode;
+    let (status, why) = match gw.store().schema_status().await {
+        Ok(wxgate_store::SchemaStatus::UpToDate) => (StatusCode::OK, None),
+        Ok(wxgate_store::SchemaStatus::Behind { .. }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("the database lacks migrations this binary needs: run wxgate migrate"),
+        ),
+        Ok(wxgate_store::SchemaStatus::Ahead { .. }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("the database was migrated by a newer wxgate"),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("the database does not answer"),
+            )
+        }
+    };
+    let body = match why {
+        None => json!({"status": "ready"}),
+        Some(reason) => json!({"status": "not_ready", "reason": reason}),
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// The demo's activity: one line per answered request, as a person reads it.
