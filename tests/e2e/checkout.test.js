@@ -309,3 +309,58 @@ test('a payout: the payee confirms inside WeChat on the hosted confirmation page
   assert.ok((await strangerPage.textContent('body')).includes('another WeChat account'));
   await stranger.close();
 });
+
+// The 2Checkout door: an order placed over JSON-RPC with WE_CHAT_PAY redirects, through Href and
+// avng8apitoken, to the hosted page; paid, the shopper lands on ReturnURL; cancelled, on CancelURL.
+async function twoCheckout(method, params) {
+  const door = JSON.parse(fs.readFileSync(path.join(data, 'demo.json'), 'utf8')).compat.two_checkout;
+  const res = await fetch(door.base_url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', method, params, id: 1 }),
+  });
+  return { door, answer: await res.json() };
+}
+
+async function twoCheckoutOrder(n) {
+  const { door } = await twoCheckout('none', []);
+  const date = new Date().toISOString().slice(0, 19).replace('T', ' ');
+  const source = `${Buffer.byteLength(door.merchant_code)}${door.merchant_code}${Buffer.byteLength(date)}${date}`;
+  const hash = require('node:crypto').createHmac('md5', door.secret_key).update(source).digest('hex');
+  const { answer: login } = await twoCheckout('login', [door.merchant_code, date, hash]);
+  assert.ok(login.result, JSON.stringify(login));
+  const { answer: placed } = await twoCheckout('placeOrder', [login.result, {
+    Currency: 'CNY', Country: 'cn', Language: 'en',
+    Items: [{ Name: 'Green tea', Quantity: 1, IsDynamic: true, Tangible: false, Price: { Amount: 12.5, Type: 'CUSTOM' } }],
+    BillingDetails: { FirstName: 'Li', LastName: 'Lei', Email: 'li@example.com', CountryCode: 'CN' },
+    PaymentDetails: { Type: 'WE_CHAT_PAY', Currency: 'CNY', PaymentMethod: {
+      ReturnURL: `${base}/health?twoco_paid=${n}`, CancelURL: `${base}/health?twoco_cancelled=${n}` } },
+  }]);
+  const order = placed.result;
+  assert.equal(order.Status, 'PENDING', JSON.stringify(placed));
+  const method = order.PaymentDetails.PaymentMethod;
+  return { session: login.result, order, redirect: `${method.Href}?avng8apitoken=${method.avng8apitoken}` };
+}
+
+test('2Checkout door: WE_CHAT_PAY order redirected to the hosted page, paid or cancelled', async () => {
+  const paid = await twoCheckoutOrder(1);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US' });
+  const page = await context.newPage();
+  await page.goto(paid.redirect);
+  const qr = page.locator('#qr');
+  await qr.waitFor({ state: 'visible' });
+  assert.ok((await page.textContent('body')).includes('¥12.50'));
+  await simPay({ code_url: await qr.getAttribute('data-code-url') });
+  await page.waitForURL(paid.order.PaymentDetails.PaymentMethod.ReturnURL, { timeout: 20000 });
+  const { answer } = await twoCheckout('getOrder', [paid.session, paid.order.RefNo]);
+  assert.equal(answer.result.Status, 'COMPLETE', JSON.stringify(answer));
+
+  const cancelled = await twoCheckoutOrder(2);
+  await page.goto(cancelled.redirect);
+  await page.locator('#qr').waitFor({ state: 'visible' });
+  await page.getByRole('button', { name: 'Cancel payment' }).click();
+  await page.waitForURL(cancelled.order.PaymentDetails.PaymentMethod.CancelURL, { timeout: 20000 });
+  const { answer: after } = await twoCheckout('getOrder', [cancelled.session, cancelled.order.RefNo]);
+  assert.equal(after.result.Status, 'CANCELED', JSON.stringify(after));
+  await context.close();
+});

@@ -68,8 +68,11 @@ pub fn out_refund_no(field: &str, value: &str) -> FieldResult {
 
 /// `description`: 1–127 characters.
 pub fn description(field: &str, value: &str) -> FieldResult {
-    chars_between(field, value, 1, 127)
+    chars_between(field, value, 1, DESCRIPTION_CHARS_MAX)
 }
+
+/// The longest `description` WeChat takes, in characters.
+pub const DESCRIPTION_CHARS_MAX: usize = 127;
 
 /// `attach`: at most `max` characters (128 domestic, 127 cross-border).
 pub fn attach(field: &str, value: &str, max: usize) -> FieldResult {

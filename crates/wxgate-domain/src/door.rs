@@ -6,16 +6,19 @@
 pub enum Door {
     /// A PSP's payment intents (`/mch-api/v1/pa/payment_intents/…`).
     PaymentIntents,
+    /// 2Checkout's API 6.0 orders over JSON-RPC (`login`, `placeOrder`, `getOrder`).
+    TwoCheckout,
 }
 
 try_from_string!(Door, "front door");
 
 impl Door {
-    pub const ALL: [Door; 1] = [Self::PaymentIntents];
+    pub const ALL: [Door; 2] = [Self::PaymentIntents, Self::TwoCheckout];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PaymentIntents => "payment_intents",
+            Self::TwoCheckout => "two_checkout",
         }
     }
 
@@ -27,6 +30,8 @@ impl Door {
     pub fn notified_events(self) -> &'static [&'static str] {
         match self {
             Self::PaymentIntents => &["payment.succeeded"],
+            // Its orders are followed by getOrder and the shopper's return; no notification.
+            Self::TwoCheckout => &[],
         }
     }
 

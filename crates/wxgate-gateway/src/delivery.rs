@@ -539,6 +539,8 @@ async fn door_request(
                 crate::views::doors::payment_intents::notification(&payment, &secret, at);
             Ok((url, body, headers.to_vec()))
         }
+        // Notifies nothing: no delivery is ever written in its format.
+        Door::TwoCheckout => anyhow::bail!("the {} door sends no notifications", door.as_str()),
     }
 }
 

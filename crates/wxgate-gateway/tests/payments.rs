@@ -14,10 +14,11 @@ use contract::{
     hosted_pages_send_their_security_headers, json_bodies_are_exact_and_text_is_clean,
     payment_links_page, unknown_routes_and_methods_answer_with_the_envelope,
 };
-use doors::payment_intents_as_documented;
+use doors::{payment_intents_as_documented, two_checkout_orders_as_documented};
 
 on_both!(
     health_readiness_and_request_ids,
+    two_checkout_orders_as_documented,
     payment_intents_as_documented,
     wechat_pay_global_native_payment_as_documented,
     every_integration_type_end_to_end,

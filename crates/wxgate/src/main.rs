@@ -865,8 +865,15 @@ async fn demo_merchant(
     merchants::set_payout_scene(store, &merchant.id, Some(&demo_payout_scene())).await?;
     // The simulated WeChat user's openid under the demo AppID: a payee for payouts.
     let openid = wxgate_sim::payer::openid_for(&merchant.appid, "payer");
+    let now = wxgate_gateway::now_ms();
+    let door = wxgate_domain::door::Door::TwoCheckout;
+    let (code, secret_key) =
+        wxgate_gateway::app::doors::create_credential(store, master, &merchant.id, door, now)
+            .await?;
     let compat = serde_json::json!({
         "payment_intents": demo_payment_intents(gateway, master, base).await?,
+        "two_checkout": {"base_url": format!("{base}/rpc/6.0/"), "merchant_code": code,
+            "secret_key": secret_key},
     });
     let demo = serde_json::json!({"api_base": base, "api_key": key, "merchant_id": merchant.id, "simulator_base": base, "payment_link": link.url, "sandbox_openid": openid, "compat": compat});
     write_private(&demo_file, &serde_json::to_vec_pretty(&demo)?)?;

@@ -26,6 +26,8 @@ pub async fn create_credential(
     let key_id = match door {
         // A merchant number: digits, like the system's own uids.
         Door::PaymentIntents => format!("8{}", random_digits(11)),
+        // A merchant code: letters and digits, like the system's own.
+        Door::TwoCheckout => format!("WXG{}", random_digits(7)),
     };
     let secret = random_hex(SECRET_BYTES);
     store
@@ -39,6 +41,24 @@ pub async fn create_credential(
         })
         .await?;
     Ok((key_id, secret))
+}
+
+/// The merchant behind `door` credential `key_id`, and its secret (for a door whose callers
+/// prove they hold it by a signature rather than by sending it).
+pub async fn credential(
+    gw: &Gateway,
+    door: Door,
+    key_id: &str,
+) -> ApiResult<(MerchantRow, String)> {
+    let c = gw
+        .store()
+        .door_credential(door.as_str(), key_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown credentials"))?;
+    let secret = gw
+        .signing_secret(&format!("door:{}", c.key_id), &c.secret_sealed)
+        .map_err(|e| ApiError::internal("opening a door secret", e))?;
+    Ok((merchant(gw, &c.merchant_id).await?, secret))
 }
 
 /// The merchant whose `door` credential `key_id` has the secret `given`.

@@ -58,6 +58,7 @@ pub fn router(gateway: Gateway) -> Router {
         .merge(api)
         .merge(pages)
         .merge(doors::payment_intents::routes())
+        .merge(doors::two_checkout::routes())
         .route("/wechatpay/notify/{merchant_id}", post(notify::handle))
         .route(
             "/health",

@@ -276,3 +276,208 @@ async fn intents_refusals(t: &TestGateway, token: &str) {
     .await;
     assert_eq!((status, refused(&e)), (404, 40401), "{e}");
 }
+
+async fn rpc(t: &TestGateway, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 7});
+    let res = t
+        .http
+        .post(format!("{}/rpc/6.0/", t.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(
+        (answer["jsonrpc"].as_str(), answer["id"].as_i64()),
+        (Some("2.0"), Some(7)),
+        "{answer}"
+    );
+    answer
+}
+
+/// The login hash as the system's documentation computes it: HMAC-MD5 of
+/// `len(code) code len(date) date` with the secret key.
+fn login_hash(secret: &str, code: &str, date: &str) -> String {
+    use ::hmac::{Hmac, Mac};
+    let mut mac = Hmac::<md5::Md5>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{}{code}{}{date}", code.len(), date.len()).as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn wechat_order(t: &TestGateway, currency: &str) -> Value {
+    json!({
+        "Currency": currency, "Country": "cn", "Language": "en", "ExternalReference": "REST_API_AVANGATE",
+        "Items": [{"Name": "Blue mug", "Description": "A mug", "Quantity": 2, "IsDynamic": true,
+            "Tangible": false, "PurchaseType": "PRODUCT", "Price": {"Amount": 9.99, "Type": "CUSTOM"}}],
+        "BillingDetails": {"FirstName": "Li", "LastName": "Lei", "Email": "li@example.com",
+            "CountryCode": "CN", "City": "Shanghai", "Address1": "1 Road", "Zip": "200000"},
+        "PaymentDetails": {"Type": "WE_CHAT_PAY", "Currency": currency, "CustomerIP": "10.0.0.1",
+            "PaymentMethod": {"ReturnURL": format!("{}/health?paid=1", t.base),
+                "CancelURL": format!("{}/health?cancelled=1", t.base)}},
+    })
+}
+
+/// 2Checkout's WeChat Pay flow (system 000): login → sessionID, placeOrder → PENDING with the
+/// redirect, the shopper pays on the hosted page, getOrder → COMPLETE; each refusal as that API
+/// words it.
+pub async fn two_checkout_orders_as_documented(t: TestGateway) {
+    let master = &t.gateway.config().master_key;
+    let (code, secret) =
+        doors::create_credential(&t.store, master, &t.merchant_id, Door::TwoCheckout, 0)
+            .await
+            .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let date = now
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .unwrap();
+    let failed = rpc(&t, "login", json!([code, date, "0".repeat(32)])).await;
+    assert_eq!(failed["error"]["code"], "AUTHENTICATION_FAILED", "{failed}");
+    let stale = "2010-05-13 12:12:12";
+    let failed = rpc(
+        &t,
+        "login",
+        json!([code, stale, login_hash(&secret, &code, stale)]),
+    )
+    .await;
+    assert_eq!(failed["error"]["code"], "AUTHENTICATION_FAILED", "{failed}");
+    let login = rpc(
+        &t,
+        "login",
+        json!([code, date, login_hash(&secret, &code, &date)]),
+    )
+    .await;
+    let session = login["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{login}"))
+        .to_string();
+
+    let placed = rpc(&t, "placeOrder", json!([session, wechat_order(&t, "CNY")])).await;
+    let order = &placed["result"];
+    assert_eq!(order["Status"], "PENDING", "{placed}");
+    assert_eq!(order["ApproveStatus"], "WAITING");
+    assert_eq!(order["GrossPrice"], json!(19.98));
+    assert_eq!(order["ExternalReference"], "REST_API_AVANGATE");
+    assert_eq!(order["BillingDetails"]["CountryCode"], "CN");
+    let reference = order["RefNo"].as_str().unwrap().to_string();
+    let method = &order["PaymentDetails"]["PaymentMethod"];
+    let href = method["Href"].as_str().unwrap();
+    let token = method["avng8apitoken"].as_str().unwrap();
+    assert_eq!(
+        href,
+        format!("{}/4.0/scripts/we_chat_pay/authorize/", t.base)
+    );
+    assert_eq!(method["Authorize3DS"]["Params"]["avng8apitoken"], token);
+    // Href and the token make the redirect to the hosted checkout.
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut checkout = String::new();
+    for url in [
+        format!("{href}?avng8apitoken={token}"),
+        format!("{href}{token}"),
+    ] {
+        let res = plain.get(&url).send().await.unwrap();
+        assert!(res.status().is_redirection(), "{url}: {}", res.status());
+        checkout = res.headers()["location"].to_str().unwrap().to_string();
+        assert!(
+            checkout.contains(&format!("/checkout/{token}")),
+            "{checkout}"
+        );
+    }
+    pay_hosted(&t, &checkout).await;
+    let mut done = Value::Null;
+    for _ in 0..5000 {
+        done = rpc(&t, "getOrder", json!([session, reference])).await;
+        if done["result"]["Status"] == "COMPLETE" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(done["result"]["Status"], "COMPLETE", "{done}");
+    assert_eq!(done["result"]["ApproveStatus"], "OK");
+    assert!(done["result"]["FinishDate"].is_string(), "{done}");
+    two_checkout_refusals(&t, &session).await;
+}
+
+async fn two_checkout_refusals(t: &TestGateway, session: &str) {
+    let order = wechat_order(t, "CNY");
+    let mut cases: Vec<(Value, &str)> = Vec::new();
+    let mut with = |pointer: &str, value: Value, code: &'static str| {
+        let mut o = order.clone();
+        *o.pointer_mut(pointer).unwrap() = value;
+        cases.push((o, code));
+    };
+    with(
+        "/PaymentDetails/Currency",
+        json!("EUR"),
+        "ORDER_PAYMENT_CURRENCY_INVALID",
+    );
+    with(
+        "/PaymentDetails/Currency",
+        json!("USD"),
+        "ORDER_PAYMENT_CURRENCY_INVALID",
+    );
+    with(
+        "/BillingDetails/CountryCode",
+        json!("US"),
+        "ORDER_BILLING_COUNTRY_INVALID",
+    );
+    with(
+        "/PaymentDetails/PaymentMethod/ReturnURL",
+        json!(""),
+        "ORDER_PAYMENT_RETURN_URL_EMPTY",
+    );
+    with(
+        "/PaymentDetails/PaymentMethod/CancelURL",
+        Value::Null,
+        "ORDER_PAYMENT_CANCEL_URL_EMPTY",
+    );
+    with(
+        "/PaymentDetails/Type",
+        json!("CC"),
+        "ORDER_PAYMENT_TYPE_INVALID",
+    );
+    with("/Items", json!([]), "ORDER_PRODUCTS_EMPTY");
+    with(
+        "/Items",
+        json!([{"Code": "MUG01", "Quantity": 1}]),
+        "ORDER_PRODUCT_CODE_INVALID",
+    );
+    with(
+        "/Items/0/Quantity",
+        json!(0),
+        "ORDER_ITEMS_QUANTITY_INVALID",
+    );
+    with("/Items/0/Name", json!(""), "ORDER_PRODUCT_NAME_INVALID");
+    for (o, code) in cases {
+        let refused = rpc(t, "placeOrder", json!([session, o])).await;
+        assert_eq!(refused["error"]["code"], code, "{refused}");
+        assert!(refused.get("result").is_none(), "{refused}");
+    }
+    // A catalog product: a payment link's id is its code, its fixed amount the price.
+    let (_, link) = t
+        .call(
+            reqwest::Method::POST,
+            "/v1/payment_links",
+            Some(json!({"amount": 500, "currency": "CNY", "description": "Tea"}).to_string()),
+            &[],
+        )
+        .await;
+    let mut catalog = order.clone();
+    catalog["Items"] = json!([{"Code": link["id"], "Quantity": 3}]);
+    let placed = rpc(t, "placeOrder", json!([session, catalog])).await;
+    assert_eq!(placed["result"]["GrossPrice"], json!(15.0), "{placed}");
+    let expired = rpc(t, "placeOrder", json!(["0123456789abcdef", order])).await;
+    assert_eq!(
+        expired["error"]["code"], "AUTHENTICATION_ERROR",
+        "{expired}"
+    );
+    let unknown = rpc(t, "getOrder", json!([session, "999999999999"])).await;
+    assert_eq!(unknown["error"]["code"], "INVALID_REFERENCE", "{unknown}");
+    let method = rpc(t, "deleteEverything", json!([])).await;
+    assert_eq!(method["error"]["code"], -32601, "{method}");
+}

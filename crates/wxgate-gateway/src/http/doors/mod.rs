@@ -2,3 +2,4 @@
 //! wire shapes, authentication and error envelope; the rules are the `/v1` API's.
 
 pub mod payment_intents;
+pub mod two_checkout;

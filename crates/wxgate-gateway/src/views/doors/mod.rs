@@ -1,3 +1,4 @@
 //! What each front door shows, in its own system's shapes: answers, envelopes, notifications.
 
 pub mod payment_intents;
+pub mod two_checkout;
