@@ -8,17 +8,21 @@ pub enum Door {
     PaymentIntents,
     /// 2Checkout's API 6.0 orders over JSON-RPC (`login`, `placeOrder`, `getOrder`).
     TwoCheckout,
+    /// Worldline Connect's server API (`/v1/{merchantId}/payments`, hosted checkouts), on its
+    /// own listener.
+    Connect,
 }
 
 try_from_string!(Door, "front door");
 
 impl Door {
-    pub const ALL: [Door; 2] = [Self::PaymentIntents, Self::TwoCheckout];
+    pub const ALL: [Door; 3] = [Self::PaymentIntents, Self::TwoCheckout, Self::Connect];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PaymentIntents => "payment_intents",
             Self::TwoCheckout => "two_checkout",
+            Self::Connect => "connect",
         }
     }
 
@@ -31,7 +35,7 @@ impl Door {
         match self {
             Self::PaymentIntents => &["payment.succeeded"],
             // Its orders are followed by getOrder and the shopper's return; no notification.
-            Self::TwoCheckout => &[],
+            Self::TwoCheckout | Self::Connect => &[],
         }
     }
 

@@ -540,7 +540,9 @@ async fn door_request(
             Ok((url, body, headers.to_vec()))
         }
         // Notifies nothing: no delivery is ever written in its format.
-        Door::TwoCheckout => anyhow::bail!("the {} door sends no notifications", door.as_str()),
+        Door::TwoCheckout | Door::Connect => {
+            anyhow::bail!("the {} door sends no notifications", door.as_str())
+        }
     }
 }
 

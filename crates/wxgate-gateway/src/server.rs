@@ -13,6 +13,8 @@ pub struct Application {
     extra: Option<axum::Router>,
     /// Print one line per request (the demo's activity).
     activity: bool,
+    /// Where the Connect front door is served, at the root (its SDKs take no path).
+    connect: Option<TcpListener>,
 }
 
 impl Application {
@@ -22,7 +24,14 @@ impl Application {
             gateway,
             extra: None,
             activity: false,
+            connect: None,
         })
+    }
+
+    /// Serves the Connect front door at the root of its own listener.
+    pub fn with_connect_listener(mut self, listener: TcpListener) -> Self {
+        self.connect = Some(listener);
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -53,6 +62,17 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let worker = tokio::spawn(sync::run(self.gateway.clone(), stop_rx.clone()));
+        let connect = self.connect.map(|listener| {
+            let router = http::doors::connect::router(self.gateway.clone());
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await
+            })
+        });
         let deliveries = tokio::spawn(delivery::run(self.gateway.clone(), stop_rx));
         let mut router = http::router(self.gateway.clone());
         if let Some(extra) = self.extra {
@@ -70,6 +90,9 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = worker.await;
         let _ = deliveries.await;
+        if let Some(connect) = connect {
+            let _ = connect.await;
+        }
         Ok(())
     }
 }

@@ -14,9 +14,13 @@ use contract::{
     hosted_pages_send_their_security_headers, json_bodies_are_exact_and_text_is_clean,
     payment_links_page, unknown_routes_and_methods_answer_with_the_envelope,
 };
-use doors::{payment_intents_as_documented, two_checkout_orders_as_documented};
+use doors::{
+    connect_integration_types_as_documented, payment_intents_as_documented,
+    two_checkout_orders_as_documented,
+};
 
 on_both!(
+    connect_integration_types_as_documented,
     health_readiness_and_request_ids,
     two_checkout_orders_as_documented,
     payment_intents_as_documented,

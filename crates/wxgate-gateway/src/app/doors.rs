@@ -28,6 +28,8 @@ pub async fn create_credential(
         Door::PaymentIntents => format!("8{}", random_digits(11)),
         // A merchant code: letters and digits, like the system's own.
         Door::TwoCheckout => format!("WXG{}", random_digits(7)),
+        // An API key id: 16 hex characters, like the system's own.
+        Door::Connect => random_hex(8),
     };
     let secret = random_hex(SECRET_BYTES);
     store

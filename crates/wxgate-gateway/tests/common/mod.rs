@@ -15,6 +15,8 @@ use wxgate_store::testing::TestDatabase;
 
 pub struct TestGateway {
     pub base: String,
+    /// The Connect front door's listener (`http://127.0.0.1:PORT`, routes at its root).
+    pub connect: String,
     pub sim: String,
     pub key: String,
     pub merchant_id: String,
@@ -87,10 +89,16 @@ impl TestGateway {
             .await
             .unwrap();
         let gateway = Gateway::with_clock(store.clone(), config, clock);
-        let app = Application::build(gateway.clone(), listener).await.unwrap();
+        let connect_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connect = format!("http://{}", connect_listener.local_addr().unwrap());
+        let app = Application::build(gateway.clone(), listener)
+            .await
+            .unwrap()
+            .with_connect_listener(connect_listener);
         tokio::spawn(app.run(std::future::pending()));
         Self {
             base,
+            connect,
             sim,
             key,
             merchant_id: merchant.id,

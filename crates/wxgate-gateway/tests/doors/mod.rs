@@ -481,3 +481,260 @@ async fn two_checkout_refusals(t: &TestGateway, session: &str) {
     let method = rpc(t, "deleteEverything", json!([])).await;
     assert_eq!(method["error"]["code"], -32601, "{method}");
 }
+
+/// A v1HMAC-signed request to the Connect door, as its SDKs sign it.
+async fn connect_call(
+    t: &TestGateway,
+    (key_id, secret): (&str, &str),
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    use base64::Engine;
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let content_type = if body.is_some() {
+        "application/json"
+    } else {
+        ""
+    };
+    let meta = "eyJzZGtDcmVhdG9yIjoidGVzdCJ9";
+    let signed = format!("{method}\n{content_type}\n{date}\nx-gcs-servermetainfo:{meta}\n{path}\n");
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let signature =
+        base64::engine::general_purpose::STANDARD.encode(hmac::sign(&key, signed.as_bytes()));
+    let mut req = t
+        .http
+        .request(method, format!("{}{path}", t.connect))
+        .header("Date", date)
+        .header("X-GCS-ServerMetaInfo", meta)
+        .header("Authorization", format!("GCS v1HMAC:{key_id}:{signature}"));
+    if let Some(b) = body {
+        req = req.header("Content-Type", content_type).body(b.to_string());
+    }
+    let res = req.send().await.unwrap();
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn connect_payment(integration: &str, reference: &str) -> Value {
+    json!({
+        "order": {"amountOfMoney": {"amount": 2345, "currencyCode": "CNY"},
+            "customer": {"billingAddress": {"countryCode": "CN"}, "locale": "zh_CN"},
+            "references": {"merchantReference": reference}},
+        "fraudFields": {"customerIpAddress": "203.0.113.7"},
+        "redirectPaymentMethodSpecificInput": {"paymentProductId": 863,
+            "paymentProduct863SpecificInput": {"integrationType": integration, "openId": "o-connect-payer-0000000000001"},
+            "returnUrl": "https://merchant.example/return"},
+    })
+}
+
+/// Worldline Connect's WeChat Pay (system 002): each integration type's documented show data,
+/// REDIRECTED → CAPTURED with the third-party status WAITING → COMPLETED, hosted checkouts, and
+/// its refusals in its envelope.
+pub async fn connect_integration_types_as_documented(t: TestGateway) {
+    let master = &t.gateway.config().master_key;
+    let (key_id, secret) =
+        doors::create_credential(&t.store, master, &t.merchant_id, Door::Connect, 0)
+            .await
+            .unwrap();
+    let auth = (key_id.as_str(), secret.as_str());
+    let payments = format!("/v1/{}/payments", t.merchant_id);
+    let expected: [(&str, &[&str]); 5] = [
+        ("desktopQRCode", &["QRCODE", "WECHAT_PAYMENTID"]),
+        ("urlIntent", &["URLINTENT", "WECHAT_PAYMENTID"]),
+        (
+            "nativeInApp",
+            &["WECHAT_SIGNATURE", "SIGNATURE_NONCE", "WECHAT_PAYMENTID"],
+        ),
+        (
+            "javaScriptAPI",
+            &[
+                "appId",
+                "nonceStr",
+                "packageSign",
+                "paySign",
+                "prepayId",
+                "timeStamp",
+            ],
+        ),
+        (
+            "miniProgram",
+            &[
+                "appId",
+                "nonceStr",
+                "packageSign",
+                "paySign",
+                "prepayId",
+                "timeStamp",
+            ],
+        ),
+    ];
+    let mut qr_payment = String::new();
+    for (integration, keys) in expected {
+        let (status, created) = connect_call(
+            &t,
+            auth,
+            reqwest::Method::POST,
+            &payments,
+            Some(connect_payment(integration, &order("cn"))),
+        )
+        .await;
+        assert_eq!(status, 201, "{integration}: {created}");
+        let action = &created["merchantAction"];
+        assert_eq!(action["actionType"], "SHOW_FORM", "{created}");
+        let shown: Vec<&str> = action["showData"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(shown, keys, "{integration}");
+        assert_eq!(created["payment"]["status"], "REDIRECTED");
+        assert_eq!(
+            created["payment"]["statusOutput"]["statusCategory"],
+            "PENDING_PAYMENT"
+        );
+        if integration == "desktopQRCode" {
+            use base64::Engine;
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(action["showData"][0]["value"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+            qr_payment = created["payment"]["id"].as_str().unwrap().to_string();
+        }
+    }
+    // The QR payment, paid: the third-party status moves to COMPLETED, the payment to CAPTURED.
+    let status_path = format!("{payments}/{qr_payment}/thirdpartystatus");
+    let (_, waiting) = connect_call(&t, auth, reqwest::Method::GET, &status_path, None).await;
+    assert_eq!(waiting["thirdPartyStatus"], "WAITING");
+    let p = t.get(&qr_payment).await;
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    t.wait_status(&qr_payment, "succeeded").await;
+    let (_, done) = connect_call(&t, auth, reqwest::Method::GET, &status_path, None).await;
+    assert_eq!(done["thirdPartyStatus"], "COMPLETED");
+    let (_, got) = connect_call(
+        &t,
+        auth,
+        reqwest::Method::GET,
+        &format!("{payments}/{qr_payment}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            got["status"].as_str(),
+            got["statusOutput"]["statusCode"].as_i64()
+        ),
+        (Some("CAPTURED"), Some(800)),
+        "{got}"
+    );
+    assert_eq!(
+        got["paymentOutput"]["amountOfMoney"],
+        json!({"amount": 2345, "currencyCode": "CNY"})
+    );
+    connect_hosted_and_refusals(&t, auth).await;
+}
+
+async fn connect_hosted_and_refusals(t: &TestGateway, auth: (&str, &str)) {
+    let hosted = format!("/v1/{}/hostedcheckouts", t.merchant_id);
+    let body = json!({"order": {"amountOfMoney": {"amount": 990, "currencyCode": "CNY"}},
+        "hostedCheckoutSpecificInput": {"returnUrl": format!("{}/health", t.base), "locale": "en_GB"}});
+    let (status, created) = connect_call(t, auth, reqwest::Method::POST, &hosted, Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["hostedCheckoutId"].as_str().unwrap();
+    let partial = created["partialRedirectUrl"].as_str().unwrap();
+    assert!(
+        !partial.contains("://") && partial.contains("/checkout/"),
+        "{created}"
+    );
+    assert_eq!(created["RETURNMAC"].as_str().unwrap().len(), 32);
+    let (_, state) = connect_call(
+        t,
+        auth,
+        reqwest::Method::GET,
+        &format!("{hosted}/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(state["status"], "IN_PROGRESS", "{state}");
+    pay_hosted(t, &format!("http://{partial}")).await;
+    let mut state = Value::Null;
+    for _ in 0..5000 {
+        state = connect_call(
+            t,
+            auth,
+            reqwest::Method::GET,
+            &format!("{hosted}/{id}"),
+            None,
+        )
+        .await
+        .1;
+        if state["status"] == "PAYMENT_CREATED" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        state["createdPaymentOutput"]["paymentStatusCategory"], "SUCCESSFUL",
+        "{state}"
+    );
+
+    let payments = format!("/v1/{}/payments", t.merchant_id);
+    let mut no_ip = connect_payment("desktopQRCode", &order("ni"));
+    no_ip["fraudFields"] = json!({});
+    let (status, e) = connect_call(t, auth, reqwest::Method::POST, &payments, Some(no_ip)).await;
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["errors"][0]["id"], "PARAMETER_NOT_FOUND_IN_REQUEST");
+    assert_eq!(
+        e["errors"][0]["propertyName"],
+        "fraudFields.customerIpAddress"
+    );
+    let mut no_type = connect_payment("desktopQRCode", &order("nt"));
+    no_type["redirectPaymentMethodSpecificInput"]["paymentProduct863SpecificInput"] = json!({});
+    let (status, e) = connect_call(t, auth, reqwest::Method::POST, &payments, Some(no_type)).await;
+    assert_eq!(
+        (status, e["errors"][0]["propertyName"].as_str()),
+        (
+            400,
+            Some(
+                "redirectPaymentMethodSpecificInput.paymentProduct863SpecificInput.integrationType"
+            )
+        ),
+        "{e}"
+    );
+    let (status, e) = connect_call(
+        t,
+        (auth.0, "wrong-secret"),
+        reqwest::Method::GET,
+        &format!("{payments}/pay_x"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, e["errors"][0]["code"].as_str()),
+        (401, Some("9002")),
+        "{e}"
+    );
+    let (status, e) = connect_call(
+        t,
+        auth,
+        reqwest::Method::GET,
+        "/v1/mch_someoneelse/payments/pay_x",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{e}");
+    let (status, e) = connect_call(
+        t,
+        auth,
+        reqwest::Method::GET,
+        &format!("{payments}/pay_000000000000000000000000"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{e}");
+    assert!(e["errorId"].is_string());
+}

@@ -1,5 +1,6 @@
 //! Front doors: other systems' APIs, translated onto the application layer. Each door owns its
 //! wire shapes, authentication and error envelope; the rules are the `/v1` API's.
 
+pub mod connect;
 pub mod payment_intents;
 pub mod two_checkout;

@@ -1,4 +1,5 @@
 //! What each front door shows, in its own system's shapes: answers, envelopes, notifications.
 
+pub mod connect;
 pub mod payment_intents;
 pub mod two_checkout;
