@@ -364,3 +364,30 @@ test('2Checkout door: WE_CHAT_PAY order redirected to the hosted page, paid or c
   assert.equal(after.result.Status, 'CANCELED', JSON.stringify(after));
   await context.close();
 });
+
+// The Connect door's hosted checkout: created with a v1HMAC-signed request, opened at
+// partialRedirectUrl, paid; the shopper returns to returnUrl with RETURNMAC.
+test('Connect door: a hosted checkout picks the integration by device and returns with RETURNMAC', async () => {
+  const door = JSON.parse(fs.readFileSync(path.join(data, 'demo.json'), 'utf8')).compat.connect;
+  const resource = `/v1/${door.merchant_id}/hostedcheckouts`;
+  const date = new Date().toUTCString();
+  const signed = `POST\napplication/json\n${date}\n${resource}\n`;
+  const signature = require('node:crypto').createHmac('sha256', door.secret_api_key).update(signed).digest('base64');
+  const res = await fetch(door.api_endpoint + resource, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', date, authorization: `GCS v1HMAC:${door.api_key_id}:${signature}` },
+    body: JSON.stringify({ order: { amountOfMoney: { amount: 3300, currencyCode: 'CNY' } },
+      hostedCheckoutSpecificInput: { returnUrl: `${base}/health?connect=1` } }),
+  });
+  const created = await res.json();
+  assert.equal(res.status, 201, JSON.stringify(created));
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US' });
+  const page = await context.newPage();
+  await page.goto(`http://${created.partialRedirectUrl}`);
+  const qr = page.locator('#qr');
+  await qr.waitFor({ state: 'visible' });
+  assert.ok((await page.textContent('body')).includes('¥33.00'));
+  await simPay({ code_url: await qr.getAttribute('data-code-url') });
+  await page.waitForURL(new RegExp(`connect=1&RETURNMAC=${created.RETURNMAC}`), { timeout: 20000 });
+  await context.close();
+});

@@ -41,6 +41,7 @@ Settings, from the environment or from a TOML file given with --config (the envi
   WXGATE_MASTER_KEY      master_key       64 hex characters; seals merchant secrets (or master_key_file); required\n\
   WXGATE_LISTEN          listen           default 127.0.0.1:8080\n\
   WXGATE_PUBLIC_URL      public_url       how WeChat and shoppers reach this gateway; default http://<listen>\n\
+  WXGATE_CONNECT_LISTEN  connect_listen   where the Connect front door listens (its SDKs take no path); off by default\n\
   WXGATE_WEBHOOKS_ALLOW_PRIVATE, WXGATE_WEBHOOK_TIMEOUT_MS, WXGATE_WEBHOOK_RETRY_SCHEDULE_MS,\n\
   WXGATE_WEBHOOK_PER_ENDPOINT\n\
                          [webhooks] allow_private, timeout_ms, retry_schedule_ms, per_endpoint (default 8)"
@@ -257,6 +258,9 @@ struct DemoArgs {
     /// Data folder.
     #[arg(long, default_value = "./.wxgate")]
     data: PathBuf,
+    /// Where the Connect front door listens at first start (kept in demo.json afterwards).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    connect_listen: SocketAddr,
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -274,6 +278,7 @@ struct FileConfig {
     master_key_file: Option<PathBuf>,
     listen: Option<SocketAddr>,
     public_url: Option<String>,
+    connect_listen: Option<SocketAddr>,
     #[serde(default)]
     webhooks: WebhookSettings,
 }
@@ -300,6 +305,8 @@ struct Settings {
     master_key: Option<MasterKey>,
     listen: SocketAddr,
     public_url: String,
+    /// Where the Connect front door listens, if anywhere.
+    connect_listen: Option<SocketAddr>,
     webhooks: WebhookSettings,
 }
 
@@ -360,11 +367,16 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
         .or(file.public_url)
         .unwrap_or_else(|| format!("http://{listen}"));
     let webhooks = webhook_settings(file.webhooks)?;
+    let connect_listen = match env("WXGATE_CONNECT_LISTEN") {
+        Some(l) => Some(l.parse().context("WXGATE_CONNECT_LISTEN")?),
+        None => file.connect_listen,
+    };
     Ok(Settings {
         database_url,
         master_key,
         listen,
         public_url,
+        connect_listen,
         webhooks,
     })
 }
@@ -505,7 +517,14 @@ async fn run_serve(s: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
     let gateway = Gateway::new(store, s.gateway_config(master));
-    let app = Application::build(gateway, listener).await?;
+    let mut app = Application::build(gateway, listener).await?;
+    if let Some(addr) = s.connect_listen {
+        let connect = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        println!("the Connect front door listening on {addr}");
+        app = app.with_connect_listener(connect);
+    }
     println!(
         "wxgate gateway listening on {} (public URL {})",
         s.listen, s.public_url
@@ -809,13 +828,16 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     // The demo runs on this machine: its webhooks may go to a local receiver.
     config.webhooks_allow_private = true;
     let gateway = Gateway::new(store.clone(), config);
+    let connect = demo_connect_listener(&args).await?;
+    let connect_endpoint = format!("http://{}", connect.local_addr()?);
     let app = Application::build(gateway.clone(), listener)
         .await?
         .with_routes(wxgate_sim::router(sim.clone()))
+        .with_connect_listener(connect)
         .with_activity_log();
     let server = tokio::spawn(app.run(shutdown_signal()));
 
-    let demo = demo_merchant(&gateway, &master, &args.data, &base).await?;
+    let demo = demo_merchant(&gateway, &master, &args.data, &base, &connect_endpoint).await?;
     let key = demo["api_key"].as_str().unwrap_or_default();
     println!("wxgate demo on {base} (data in {})", args.data.display());
     println!(
@@ -853,6 +875,7 @@ async fn demo_merchant(
     master: &MasterKey,
     data: &Path,
     base: &str,
+    connect_endpoint: &str,
 ) -> anyhow::Result<serde_json::Value> {
     let demo_file = data.join("demo.json");
     if let Ok(bytes) = std::fs::read(&demo_file) {
@@ -870,7 +893,17 @@ async fn demo_merchant(
     let (code, secret_key) =
         wxgate_gateway::app::doors::create_credential(store, master, &merchant.id, door, now)
             .await?;
+    let (api_key_id, secret_api_key) = wxgate_gateway::app::doors::create_credential(
+        store,
+        master,
+        &merchant.id,
+        wxgate_domain::door::Door::Connect,
+        now,
+    )
+    .await?;
     let compat = serde_json::json!({
+        "connect": {"api_endpoint": connect_endpoint, "merchant_id": merchant.id,
+            "api_key_id": api_key_id, "secret_api_key": secret_api_key},
         "payment_intents": demo_payment_intents(gateway, master, base).await?,
         "two_checkout": {"base_url": format!("{base}/rpc/6.0/"), "merchant_code": code,
             "secret_key": secret_key},
@@ -878,6 +911,24 @@ async fn demo_merchant(
     let demo = serde_json::json!({"api_base": base, "api_key": key, "merchant_id": merchant.id, "simulator_base": base, "payment_link": link.url, "sandbox_openid": openid, "compat": compat});
     write_private(&demo_file, &serde_json::to_vec_pretty(&demo)?)?;
     Ok(demo)
+}
+
+/// The Connect door's listener: where demo.json says it was (so its `compat.connect` stays
+/// true across restarts), else `--connect-listen`.
+async fn demo_connect_listener(args: &DemoArgs) -> anyhow::Result<TcpListener> {
+    let kept = std::fs::read(args.data.join("demo.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|d| {
+            d["compat"]["connect"]["api_endpoint"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .and_then(|e| e.trim_start_matches("http://").parse::<SocketAddr>().ok());
+    let addr = kept.unwrap_or(args.connect_listen);
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (the Connect front door)"))
 }
 
 /// The payment-intents door's sandbox merchant (a cross-border one, pricing in HKD as that
