@@ -11,18 +11,26 @@ pub enum Door {
     /// Worldline Connect's server API (`/v1/{merchantId}/payments`, hosted checkouts), on its
     /// own listener.
     Connect,
+    /// A multi-country PSP's open API: `{appId, param, sign}` requests signed with RSA.
+    OpenApi,
 }
 
 try_from_string!(Door, "front door");
 
 impl Door {
-    pub const ALL: [Door; 3] = [Self::PaymentIntents, Self::TwoCheckout, Self::Connect];
+    pub const ALL: [Door; 4] = [
+        Self::PaymentIntents,
+        Self::TwoCheckout,
+        Self::Connect,
+        Self::OpenApi,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PaymentIntents => "payment_intents",
             Self::TwoCheckout => "two_checkout",
             Self::Connect => "connect",
+            Self::OpenApi => "open_api",
         }
     }
 
@@ -36,6 +44,13 @@ impl Door {
             Self::PaymentIntents => &["payment.succeeded"],
             // Its orders are followed by getOrder and the shopper's return; no notification.
             Self::TwoCheckout | Self::Connect => &[],
+            // Its unified notification: a payment that completed or failed.
+            Self::OpenApi => &[
+                "payment.succeeded",
+                "payment.failed",
+                "payment.expired",
+                "payment.cancelled",
+            ],
         }
     }
 

@@ -540,6 +540,13 @@ async fn door_request(
             Ok((url, body, headers.to_vec()))
         }
         // Notifies nothing: no delivery is ever written in its format.
+        Door::OpenApi => {
+            let kept: serde_json::Value = serde_json::from_str(&secret)?;
+            let pem = kept["platform_private_key"].as_str().unwrap_or_default();
+            let key = wechatpay_v3::crypto::PrivateKey::from_pkcs8_pem(pem)?;
+            let body = crate::views::doors::open_api::notification(&payment, &key);
+            Ok((url, body, Vec::new()))
+        }
         Door::TwoCheckout | Door::Connect => {
             anyhow::bail!("the {} door sends no notifications", door.as_str())
         }

@@ -15,12 +15,13 @@ use contract::{
     payment_links_page, unknown_routes_and_methods_answer_with_the_envelope,
 };
 use doors::{
-    connect_integration_types_as_documented, payment_intents_as_documented,
+    connect_integration_types_as_documented, open_api_as_documented, payment_intents_as_documented,
     two_checkout_orders_as_documented,
 };
 
 on_both!(
     connect_integration_types_as_documented,
+    open_api_as_documented,
     health_readiness_and_request_ids,
     two_checkout_orders_as_documented,
     payment_intents_as_documented,

@@ -901,7 +901,19 @@ async fn demo_merchant(
         now,
     )
     .await?;
+    let (app_id, keys) = wxgate_gateway::app::doors::create_credential(
+        store,
+        master,
+        &merchant.id,
+        wxgate_domain::door::Door::OpenApi,
+        now,
+    )
+    .await?;
+    let keys: serde_json::Value = serde_json::from_str(&keys)?;
     let compat = serde_json::json!({
+        "open_api": {"base_url": base, "app_id": app_id,
+            "merchant_private_key": keys["merchant_private_key"],
+            "platform_public_key": keys["platform_public_key"]},
         "connect": {"api_endpoint": connect_endpoint, "merchant_id": merchant.id,
             "api_key_id": api_key_id, "secret_api_key": secret_api_key},
         "payment_intents": demo_payment_intents(gateway, master, base).await?,

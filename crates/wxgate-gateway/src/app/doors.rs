@@ -23,6 +23,9 @@ pub async fn create_credential(
     door: Door,
     now: i64,
 ) -> anyhow::Result<(String, String)> {
+    if door == Door::OpenApi {
+        return open_api_credential(store, master, merchant_id, now).await;
+    }
     let key_id = match door {
         // A merchant number: digits, like the system's own uids.
         Door::PaymentIntents => format!("8{}", random_digits(11)),
@@ -30,6 +33,7 @@ pub async fn create_credential(
         Door::TwoCheckout => format!("WXG{}", random_digits(7)),
         // An API key id: 16 hex characters, like the system's own.
         Door::Connect => random_hex(8),
+        Door::OpenApi => unreachable!("made by open_api_credential"),
     };
     let secret = random_hex(SECRET_BYTES);
     store
@@ -43,6 +47,43 @@ pub async fn create_credential(
         })
         .await?;
     Ok((key_id, secret))
+}
+
+/// The open API door's credential: an appId, and two RSA key pairs, the merchant's (it signs
+/// requests; the gateway keeps the public half) and the platform's (it signs notifications;
+/// the merchant gets the public half). Answers (appId, JSON of the merchant's private key and
+/// the platform's public key); keeps (JSON of the merchant's public key and the platform's
+/// private key) sealed.
+async fn open_api_credential(
+    store: &Store,
+    master: &MasterKey,
+    merchant_id: &str,
+    now: i64,
+) -> anyhow::Result<(String, String)> {
+    use base64::Engine;
+    let b64 = |der: &[u8]| base64::engine::general_purpose::STANDARD.encode(der);
+    let merchant_key = wechatpay_v3::crypto::PrivateKey::generate()?;
+    let platform_key = wechatpay_v3::crypto::PrivateKey::generate()?;
+    let app_id = random_hex(16);
+    let kept = serde_json::json!({
+        "merchant_public_key": b64(merchant_key.public_key().spki_der()),
+        "platform_private_key": platform_key.expose_pkcs8_pem(),
+    });
+    store
+        .insert_door_credential(&DoorCredentialRow {
+            door: Door::OpenApi.as_str().into(),
+            key_id: app_id.clone(),
+            merchant_id: merchant_id.into(),
+            secret_sealed: master.seal(kept.to_string().as_bytes()),
+            created_at: now,
+            revoked_at: None,
+        })
+        .await?;
+    let given = serde_json::json!({
+        "merchant_private_key": merchant_key.expose_pkcs8_pem(),
+        "platform_public_key": b64(platform_key.public_key().spki_der()),
+    });
+    Ok((app_id, given.to_string()))
 }
 
 /// The merchant behind `door` credential `key_id`, and its secret (for a door whose callers

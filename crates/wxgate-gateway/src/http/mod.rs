@@ -59,6 +59,7 @@ pub fn router(gateway: Gateway) -> Router {
         .merge(pages)
         .merge(doors::payment_intents::routes())
         .merge(doors::two_checkout::routes())
+        .merge(doors::open_api::routes())
         .route("/wechatpay/notify/{merchant_id}", post(notify::handle))
         .route(
             "/health",

@@ -738,3 +738,233 @@ async fn connect_hosted_and_refusals(t: &TestGateway, auth: (&str, &str)) {
     assert_eq!(status, 404, "{e}");
     assert!(e["errorId"].is_string());
 }
+
+/// A call of the open API door: `param` signed SHA256withRSA with the merchant's key.
+async fn open_api(
+    t: &TestGateway,
+    path: &str,
+    (app_id, key): (&str, &wechatpay_v3::crypto::PrivateKey),
+    param: Value,
+) -> Value {
+    let param = param.to_string();
+    let body = json!({"appId": app_id, "param": param, "sign": key.sign(param.as_bytes())});
+    let res = t
+        .http
+        .post(format!("{}{path}", t.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The multi-country PSP's open API (system 003): signed requests, a WeChat payment by its
+/// channel, the status check, the signed unified notification, a refund and the balance.
+pub async fn open_api_as_documented(t: TestGateway) {
+    let master = &t.gateway.config().master_key;
+    let (app_id, given) =
+        doors::create_credential(&t.store, master, &t.merchant_id, Door::OpenApi, 0)
+            .await
+            .unwrap();
+    let given: Value = serde_json::from_str(&given).unwrap();
+    let key = wechatpay_v3::crypto::PrivateKey::from_pkcs8_pem(
+        given["merchant_private_key"].as_str().unwrap(),
+    )
+    .unwrap();
+    let platform = {
+        use base64::Engine;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(given["platform_public_key"].as_str().unwrap())
+            .unwrap();
+        wechatpay_v3::crypto::PublicKey::from_spki_der(&der).unwrap()
+    };
+    let me = (app_id.as_str(), &key);
+    let (inbox, notify_url) = Inbox::start().await;
+    let order_id = order("oa");
+    let created = open_api(
+        &t,
+        "/open-api/payment/generate",
+        me,
+        json!({"timestamp": now_ms(),
+        "mchOrderId": order_id, "amount": 1500, "countryCode": "PH", "currency": "CNY",
+        "channelType": "QR", "channelCode": "WECHAT_QR", "notifyUrl": notify_url, "remark": "Tea"}),
+    )
+    .await;
+    assert_eq!(created["code"], 10000, "{created}");
+    let data = &created["data"];
+    assert_eq!(
+        (data["channelType"].as_str(), data["mchOrderId"].as_str()),
+        (Some("QR"), Some(order_id.as_str()))
+    );
+    let code_url = data["payData"].as_str().unwrap();
+    assert!(code_url.starts_with("weixin://"), "{data}");
+    let transaction = data["transactionId"].as_str().unwrap().to_string();
+    let pending = open_api(
+        &t,
+        "/open-api/payment/query",
+        me,
+        json!({"timestamp": now_ms(), "mchOrderId": order_id}),
+    )
+    .await;
+    assert_eq!(pending["data"]["transactionStatus"], "PENDING", "{pending}");
+    t.pay(json!({"code_url": code_url})).await;
+    t.wait_status(&transaction, "succeeded").await;
+    let mut received = Vec::new();
+    for _ in 0..5000 {
+        received = inbox.received();
+        if !received.is_empty() {
+            break;
+        }
+        let _ = t.get(&transaction).await;
+    }
+    let note: Value = serde_json::from_str(&received[0].1).unwrap();
+    platform
+        .verify(
+            note["param"].as_str().unwrap().as_bytes(),
+            note["sign"].as_str().unwrap(),
+        )
+        .unwrap();
+    let param: Value = serde_json::from_str(note["param"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (
+            param["eventName"].as_str(),
+            param["transactionStatus"].as_str()
+        ),
+        (Some("payment.success"), Some("COMPLETE"))
+    );
+    assert_eq!(
+        (
+            param["mchOrderId"].as_str(),
+            param["amount"].as_i64(),
+            param["channelCode"].as_str()
+        ),
+        (Some(order_id.as_str()), Some(1500), Some("WECHAT_QR"))
+    );
+    let done = open_api(
+        &t,
+        "/open-api/payment/query",
+        me,
+        json!({"timestamp": now_ms(), "transactionId": transaction}),
+    )
+    .await;
+    assert_eq!(done["data"]["transactionStatus"], "COMPLETE", "{done}");
+    assert!(done["data"]["returnTime"].is_string());
+    open_api_more(&t, me, &transaction, &notify_url).await;
+}
+
+async fn open_api_more(
+    t: &TestGateway,
+    me: (&str, &wechatpay_v3::crypto::PrivateKey),
+    transaction: &str,
+    notify_url: &str,
+) {
+    // The JS API channel answers what wx.requestPayment takes.
+    let js = open_api(
+        t,
+        "/open-api/payment/generate",
+        me,
+        json!({"timestamp": now_ms(),
+        "mchOrderId": order("oj"), "amount": 100, "currency": "CNY", "channelCode": "WECHAT_JS_URL",
+        "wpOpenid": "o-open-api-payer-00000000001", "notifyUrl": notify_url}),
+    )
+    .await;
+    let w = &js["data"]["metadata"]["wechatpay"];
+    assert!(w["pkg"].as_str().unwrap().starts_with("prepay_id="), "{js}");
+    assert_eq!(w["signType"], "RSA");
+    assert!(w["paySign"].is_string() && w["timeStamp"].is_string() && w["nonceStr"].is_string());
+    // A refund of it, and its status.
+    let refund = open_api(
+        t,
+        "/open-api/payment/refund",
+        me,
+        json!({"timestamp": now_ms(),
+        "mchRefundOrderId": "refund0001", "originalTransactionId": transaction, "refundAmount": 500,
+        "refundReason": "testRefund", "refundCallbackUrl": notify_url}),
+    )
+    .await;
+    assert_eq!(refund["code"], 10000, "{refund}");
+    assert_eq!(refund["data"]["refundAmount"], 500);
+    let mut status = Value::Null;
+    for _ in 0..5000 {
+        status = open_api(
+            t,
+            "/open-api/payment/refund/query",
+            me,
+            json!({"timestamp": now_ms(), "mchRefundOrderId": "refund0001"}),
+        )
+        .await;
+        if status["data"]["refundStatus"] == "COMPLETE" {
+            break;
+        }
+    }
+    assert_eq!(status["data"]["refundStatus"], "COMPLETE", "{status}");
+    let too_much = open_api(t, "/open-api/payment/refund", me, json!({"timestamp": now_ms(),
+        "mchRefundOrderId": "refund0002", "originalTransactionId": transaction, "refundAmount": 5000})).await;
+    assert_eq!(too_much["code"], 1506, "{too_much}");
+    let balance = open_api(
+        t,
+        "/open-api/account/balance",
+        me,
+        json!({"timestamp": now_ms(), "currency": "CNY"}),
+    )
+    .await;
+    assert_eq!(balance["data"][0]["currency"], "CNY", "{balance}");
+    assert_eq!(
+        balance["data"][0]["pendingSettleBalance"], 1500,
+        "{balance}"
+    );
+    // Refusals, each with its common code.
+    let param = json!({"timestamp": now_ms(), "mchOrderId": "nothing"});
+    let wrong_sign =
+        json!({"appId": me.0, "param": param.to_string(), "sign": me.1.sign(b"something else")});
+    let res: Value = t
+        .http
+        .post(format!("{}/open-api/payment/query", t.base))
+        .json(&wrong_sign)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(res["code"], 21001, "{res}");
+    let other = wechatpay_v3::crypto::PrivateKey::generate().unwrap();
+    assert_eq!(
+        open_api(
+            t,
+            "/open-api/payment/query",
+            ("0000", &other),
+            param.clone()
+        )
+        .await["code"],
+        21003
+    );
+    assert_eq!(
+        open_api(
+            t,
+            "/open-api/payment/query",
+            me,
+            json!({"timestamp": 1_600_000_000_000_i64, "mchOrderId": "x"})
+        )
+        .await["code"],
+        21009
+    );
+    assert_eq!(
+        open_api(t, "/open-api/payment/query", me, param).await["code"],
+        21006
+    );
+    let pigeon = open_api(
+        t,
+        "/open-api/payment/generate",
+        me,
+        json!({"timestamp": now_ms(), "mchOrderId": order("op"),
+        "amount": 100, "currency": "CNY", "channelCode": "GCASH_URL", "notifyUrl": notify_url}),
+    )
+    .await;
+    assert_eq!(pigeon["code"], 21005, "{pigeon}");
+}

@@ -1,0 +1,118 @@
+//! The open API door's shapes: `{code, message, data}` answers with the system's common codes,
+//! its transaction statuses, and the unified notification `{param, sign}` signed with the
+//! platform key.
+
+use serde_json::{Value, json};
+use wxgate_domain::PaymentStatus;
+use wxgate_store::PaymentRow;
+
+use crate::next_action::NextAction;
+
+/// The system's success code.
+pub const SUCCESS: i64 = 10000;
+
+/// `{"code": 10000, "message": "Success", "data": …}`.
+pub fn ok(data: Value) -> Value {
+    json!({"code": SUCCESS, "message": "Success", "data": data})
+}
+
+/// A refusal: a common code and its message, with the reason.
+pub fn error(code: i64, message: &str) -> Value {
+    json!({"code": code, "message": message})
+}
+
+/// `yyyy-MM-dd HH:mm:ss`, Beijing time (the platform's).
+pub fn time(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .to_offset(time::macros::offset!(+8))
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .unwrap_or_default()
+}
+
+/// PENDING, COMPLETE or FAILED.
+pub fn status(s: PaymentStatus) -> &'static str {
+    match s {
+        PaymentStatus::Pending => "PENDING",
+        s if s.is_paid() => "COMPLETE",
+        _ => "FAILED",
+    }
+}
+
+/// The `metadata.wechatpay` of a JSAPI, Mini Program or app payment: what `wx.requestPayment`
+/// (or the app SDK) takes, `package` written `pkg`.
+fn wechatpay(action: &NextAction, app_id: &str) -> Option<Value> {
+    Some(match action {
+        NextAction::InvokeJsapi {
+            invoke_jsapi: j, ..
+        } => json!({"appId": j.app_id,
+            "timeStamp": j.time_stamp, "nonceStr": j.nonce_str, "pkg": j.package,
+            "signType": j.sign_type, "paySign": j.pay_sign,
+            "prepayId": j.package.trim_start_matches("prepay_id=")}),
+        NextAction::InvokeMiniProgram {
+            invoke_mini_program: j,
+            ..
+        } => json!({"appId": app_id,
+            "timeStamp": j.time_stamp, "nonceStr": j.nonce_str, "pkg": j.package,
+            "signType": j.sign_type, "paySign": j.pay_sign,
+            "prepayId": j.package.trim_start_matches("prepay_id=")}),
+        NextAction::InvokeApp { invoke_app: a, .. } => json!({"appId": a.appid,
+            "partnerId": a.partnerid, "prepayId": a.prepayid, "pkg": a.package,
+            "nonceStr": a.noncestr, "timeStamp": a.timestamp, "paySign": a.sign}),
+        _ => return None,
+    })
+}
+
+/// The create answer: the transaction, what to show or open (`payData`), and for the SDK
+/// flows `metadata.wechatpay`.
+pub fn created(p: &PaymentRow, action: Option<&NextAction>, app_id: &str) -> Value {
+    let (channel_type, pay_data) = match action {
+        Some(NextAction::DisplayQrCode { display_qr_code }) => ("QR", display_qr_code.data.clone()),
+        Some(NextAction::RedirectToUrl { redirect_to_url }) => ("URL", redirect_to_url.url.clone()),
+        _ => ("SDK", String::new()),
+    };
+    let mut data = json!({
+        "transactionId": p.id, "mchOrderId": p.merchant_order_id, "channelType": channel_type,
+        "payData": pay_data, "expiresTime": time(p.expires_at),
+    });
+    if channel_type == "URL" {
+        data["payUrl"] = pay_data.into();
+    }
+    if let Some(w) = action.and_then(|a| wechatpay(a, app_id)) {
+        data["metadata"] = json!({"wechatpay": w});
+    }
+    data
+}
+
+/// A transaction as the status check and the notification show it.
+pub fn transaction(p: &PaymentRow, channel_code: Option<&str>) -> Value {
+    let status = status(p.status);
+    let mut v = json!({
+        "mchOrderId": p.merchant_order_id, "transactionId": p.id, "amount": p.amount,
+        "currency": p.currency, "transactionStatus": status, "createTime": time(p.created_at),
+        "channelCode": channel_code,
+    });
+    if p.status != PaymentStatus::Pending {
+        v["returnTime"] = time(p.paid_at.unwrap_or(p.updated_at)).into();
+    }
+    v
+}
+
+/// The unified notification of a payment (from its event's payload): `{param, sign}`, the
+/// param a JSON string signed SHA256withRSA with the platform key.
+pub fn notification(payment: &Value, platform_key: &wechatpay_v3::crypto::PrivateKey) -> String {
+    let status = payment["status"].as_str().unwrap_or_default();
+    let complete = matches!(status, "succeeded" | "refunded" | "paid_after_close");
+    let param = json!({
+        "eventName": if complete { "payment.success" } else { "payment.failed" },
+        "mchOrderId": payment["merchant_order_id"], "transactionId": payment["id"],
+        "amount": payment["amount"], "currency": payment["currency"],
+        "transactionStatus": if complete { "COMPLETE" } else { "FAILED" },
+        "channelCode": payment["metadata"]["channel_code"],
+    })
+    .to_string();
+    let sign = platform_key.sign(param.as_bytes());
+    json!({"param": param, "sign": sign}).to_string()
+}
