@@ -57,8 +57,133 @@ pub fn document() -> Value {
                 add_shared_responses(path, method, operation);
             }
         }
+        // The front doors: other systems' APIs, each under its own tag, in its own shapes
+        // (docs/COMPAT.md describes each field).
+        for (path, item) in front_door_paths() {
+            paths.insert(path, item);
+        }
     }
+    let tags: Vec<Value> = FRONT_DOORS
+        .iter()
+        .map(|(tag, about, _)| serde_json::json!({"name": tag, "description": about}))
+        .collect();
+    doc["tags"] = tags.into();
     doc
+}
+
+/// Each front door: its tag, what it is, and its operations (method, path, summary). The
+/// Connect door's operations are served on its own listener (`x-wxgate-listener`).
+/// An operation of a front door: method, path, summary.
+type DoorOperation = (&'static str, &'static str, &'static str);
+
+const FRONT_DOORS: &[(&str, &str, &[DoorOperation])] = &[
+    (
+        "payment_intents",
+        "A PSP's payment intents (system 001), `{code, data, message, rid}` envelope.",
+        &[
+            (
+                "get",
+                "/mch-api/v1/auth",
+                "An access token from client credentials.",
+            ),
+            (
+                "post",
+                "/mch-api/v1/pa/payment_intents/create",
+                "Create a payment intent.",
+            ),
+            (
+                "post",
+                "/mch-api/v1/pa/payment_intents/query",
+                "An intent by order_id or merchant_order_id.",
+            ),
+        ],
+    ),
+    (
+        "two_checkout",
+        "2Checkout API 6.0 over JSON-RPC (system 000): login, placeOrder with WE_CHAT_PAY, getOrder.",
+        &[
+            (
+                "post",
+                "/rpc/6.0/",
+                "A JSON-RPC 2.0 call: login, placeOrder or getOrder.",
+            ),
+            (
+                "get",
+                "/4.0/scripts/we_chat_pay/authorize/",
+                "The WeChat Pay redirect (`?avng8apitoken=`) to the hosted checkout.",
+            ),
+        ],
+    ),
+    (
+        "connect",
+        "Worldline Connect, WeChat Pay product 863 (system 002), v1HMAC-signed, on its own listener.",
+        &[
+            (
+                "post",
+                "/v1/{merchantId}/payments",
+                "Create a payment of an integration type.",
+            ),
+            ("get", "/v1/{merchantId}/payments/{paymentId}", "A payment."),
+            (
+                "get",
+                "/v1/{merchantId}/payments/{paymentId}/thirdpartystatus",
+                "WAITING or COMPLETED.",
+            ),
+            (
+                "post",
+                "/v1/{merchantId}/hostedcheckouts",
+                "Create a hosted checkout.",
+            ),
+            (
+                "get",
+                "/v1/{merchantId}/hostedcheckouts/{hostedCheckoutId}",
+                "A hosted checkout's status.",
+            ),
+        ],
+    ),
+    (
+        "open_api",
+        "A multi-country PSP's open API (system 003): `{appId, param, sign}` with RSA.",
+        &[
+            (
+                "post",
+                "/open-api/payment/generate",
+                "A dynamic payment by WeChat channel.",
+            ),
+            ("post", "/open-api/payment/query", "A payment's status."),
+            ("post", "/open-api/payment/refund", "Refund a payment."),
+            (
+                "post",
+                "/open-api/payment/refund/query",
+                "A refund's status.",
+            ),
+            (
+                "post",
+                "/open-api/account/balance",
+                "The balance by currency.",
+            ),
+        ],
+    ),
+];
+
+/// The front doors' path items, tagged, answering in their own envelopes.
+fn front_door_paths() -> Vec<(String, Value)> {
+    let mut items: std::collections::BTreeMap<String, Value> = Default::default();
+    for (tag, _, operations) in FRONT_DOORS {
+        for (method, path, summary) in *operations {
+            let mut operation = serde_json::json!({
+                "tags": [tag], "summary": summary, "x-wxgate-door": tag,
+                "responses": {"200": {"description": "The system's own answer (see docs/COMPAT.md)"}},
+            });
+            if *tag == "connect" {
+                operation["x-wxgate-listener"] = "connect".into();
+            }
+            items
+                .entry((*path).to_string())
+                .or_insert_with(|| serde_json::json!({}))[*method] = operation;
+        }
+    }
+    items.into_iter().collect()
 }
 
 /// The answers every route of its kind can give, whatever the handler: 401 behind an API key,
