@@ -120,7 +120,7 @@ impl PayoutEvent {
     ];
 
     /// The status this report names.
-    fn status(self) -> PayoutStatus {
+    pub fn status(self) -> PayoutStatus {
         match self {
             Self::Accepted => PayoutStatus::Pending,
             Self::AwaitingConfirmation => PayoutStatus::AwaitingConfirmation,

@@ -231,6 +231,8 @@ pub struct GatewayPayout {
     pub state: PayoutState,
     /// Made on the day reconciled (so the operation account's bill must show it leave).
     pub on_day: bool,
+    /// Failed or cancelled on the day reconciled (so the bill must show its amount back).
+    pub returned_on_day: bool,
 }
 
 /// A movement of the operation account's fund-flow bill that belongs to a transfer: the
@@ -757,6 +759,11 @@ fn match_payouts(input: &DayInput, result: &mut DayResult) {
             let kind = DiscrepancyKind::StatusMismatch;
             result.findings.push(found(kind, left, "returned"));
         }
+        if !returned && payout.returned_on_day && !out.is_empty() {
+            // The gateway has it failed or cancelled; WeChat's bill has the money gone.
+            let kind = DiscrepancyKind::StatusMismatch;
+            result.findings.push(found(kind, left, "transferred"));
+        }
     }
     let in_bill: HashSet<&str> = groups
         .iter()
@@ -948,6 +955,7 @@ mod tests {
             amount,
             state,
             on_day: true,
+            returned_on_day: state == Returned,
         };
         let flow = |no: &str, amount, returned| PayoutFlow {
             out_bill_no: no.into(),
@@ -961,6 +969,7 @@ mod tests {
                 payout("back", 200, Returned),
                 payout("off", 100, Succeeded),
                 payout("late", 400, Succeeded),
+                payout("kept", 600, Returned),
             ],
             payout_flows: vec![
                 flow("ok", 500, false),
@@ -970,6 +979,7 @@ mod tests {
                 flow("late", 400, false),
                 flow("late", 400, true),
                 flow("stranger", 50, false),
+                flow("kept", 600, false),
             ],
             ..Default::default()
         };
@@ -985,6 +995,7 @@ mod tests {
                 (DiscrepancyKind::AmountMismatch, "off"),
                 (DiscrepancyKind::StatusMismatch, "late"),
                 (DiscrepancyKind::MissingInGateway, "stranger"),
+                (DiscrepancyKind::StatusMismatch, "kept"),
                 (DiscrepancyKind::MissingAtWechat, "gone"),
             ]
         );
@@ -996,7 +1007,7 @@ mod tests {
         );
         assert_eq!(r.findings[2].repair(), None);
         let t = r.totals;
-        assert_eq!((t.wechat_payouts, t.wechat_payout_amount), (5, 1_251));
-        assert_eq!((t.gateway_payouts, t.gateway_payout_amount), (5, 1_500));
+        assert_eq!((t.wechat_payouts, t.wechat_payout_amount), (6, 1_851));
+        assert_eq!((t.gateway_payouts, t.gateway_payout_amount), (6, 2_100));
     }
 }

@@ -539,7 +539,6 @@ async fn door_request(
                 crate::views::doors::payment_intents::notification(&payment, &secret, at);
             Ok((url, body, headers.to_vec()))
         }
-        // Notifies nothing: no delivery is ever written in its format.
         Door::OpenApi => {
             let kept: serde_json::Value = serde_json::from_str(&secret)?;
             let pem = kept["platform_private_key"].as_str().unwrap_or_default();
@@ -547,6 +546,7 @@ async fn door_request(
             let body = crate::views::doors::open_api::notification(&payment, &key);
             Ok((url, body, Vec::new()))
         }
+        // These doors notify nothing: no delivery is ever written in their format.
         Door::TwoCheckout | Door::Connect => {
             anyhow::bail!("the {} door sends no notifications", door.as_str())
         }

@@ -106,10 +106,12 @@ impl Store {
     }
 
     /// Records what happened to a payout's request without changing its status, and releases
-    /// any claim. A payout that reached a final status meanwhile is left as it is.
+    /// any claim. A payout that reached a final status meanwhile is left as it is. The mark that
+    /// WeChat may hold the transfer is only ever raised here (see
+    /// [`clear_payout_maybe_at_wechat`](Self::clear_payout_maybe_at_wechat)).
     pub async fn note_payout_attempt(&self, id: &str, note: &PayoutNote<'_>) -> Result<()> {
         sqlx::query(&format!(
-            "UPDATE payouts SET maybe_at_wechat = $1, \
+            "UPDATE payouts SET maybe_at_wechat = CASE WHEN $1 = 1 THEN 1 ELSE maybe_at_wechat END, \
              transfer_bill_no = COALESCE(transfer_bill_no, $2), last_error = $3, \
              sync_due_at = $4, sync_attempts = $5, claimed_until = NULL, updated_at = $6 \
              WHERE id = $7 AND status IN {OPEN}"
@@ -237,10 +239,12 @@ impl Store {
             .await?)
     }
 
-    /// Claims one payout for this request (a cancel), unless another holds it: `None` then.
+    /// Claims one payout that can still be cancelled for this request (a cancel), unless
+    /// another holds it: `None` then.
     pub async fn claim_payout(&self, id: &str, now: i64) -> Result<Option<PayoutRow>> {
         Ok(sqlx::query_as::<_, PayoutRow>(
             "UPDATE payouts SET claimed_until = $1 WHERE id = $2 \
+             AND status IN ('pending', 'awaiting_confirmation') \
              AND (claimed_until IS NULL OR claimed_until < $3) RETURNING *",
         )
         .bind(now + CLAIM_LEASE_MS)
@@ -256,6 +260,19 @@ impl Store {
             "UPDATE payouts SET maybe_at_wechat = 1, updated_at = $1 WHERE id = $2 AND status IN {OPEN}"
         ))
         .bind(now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// WeChat definitely refused a fresh send (NOT_ENOUGH): it holds no transfer, and the next
+    /// send needs no query first. Only for a payout still pending with no transfer number.
+    pub async fn clear_payout_maybe_at_wechat(&self, id: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE payouts SET maybe_at_wechat = 0 WHERE id = $1 AND status = 'pending' \
+             AND transfer_bill_no IS NULL",
+        )
         .bind(id)
         .execute(&self.writer)
         .await?;

@@ -42,6 +42,13 @@ pub struct MerchantRow {
     pub payout_scene: Option<String>,
 }
 
+impl MerchantRow {
+    /// The AppID a Mini Program's payments are made under: its own, or the merchant's.
+    pub fn mini_program_appid_or_own(&self) -> &str {
+        self.mini_program_appid.as_deref().unwrap_or(&self.appid)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct PaymentRow {
     pub id: String,

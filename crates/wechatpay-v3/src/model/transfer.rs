@@ -90,39 +90,35 @@ impl TransferBillRequest {
         self.validate_scene()
     }
 
-    /// The scene's report items, each once, none other.
     fn validate_scene(&self) -> FieldResult {
-        let field = "/transfer_scene_report_infos";
-        let Some(items) = scene_report_items(&self.transfer_scene_id) else {
-            return Err(FieldError::new(
-                "/transfer_scene_id",
-                "is not a known scene",
-            ));
-        };
-        let given: Vec<&str> = self
-            .transfer_scene_report_infos
-            .iter()
-            .map(|i| i.info_type.as_str())
-            .collect();
-        let mut wanted: Vec<&str> = items.to_vec();
-        let mut sorted = given.clone();
-        wanted.sort_unstable();
-        sorted.sort_unstable();
-        if sorted != wanted {
-            return Err(FieldError::new(
-                field,
-                format!(
-                    "scene {} needs exactly {}",
-                    self.transfer_scene_id,
-                    items.join(", ")
-                ),
-            ));
-        }
-        for info in &self.transfer_scene_report_infos {
-            validate::chars_between(field, &info.info_content, 1, 80)?;
-        }
-        Ok(())
+        validate_scene(&self.transfer_scene_id, &self.transfer_scene_report_infos)
     }
+}
+
+/// A scene and its report items: a scene WeChat knows, its items each once and none other,
+/// each content 1 to 80 characters.
+pub fn validate_scene(scene_id: &str, infos: &[SceneReportInfo]) -> FieldResult {
+    let field = "/transfer_scene_report_infos";
+    let Some(items) = scene_report_items(scene_id) else {
+        return Err(FieldError::new(
+            "/transfer_scene_id",
+            "is not a known scene",
+        ));
+    };
+    let mut given: Vec<&str> = infos.iter().map(|i| i.info_type.as_str()).collect();
+    let mut wanted: Vec<&str> = items.to_vec();
+    given.sort_unstable();
+    wanted.sort_unstable();
+    if given != wanted {
+        return Err(FieldError::new(
+            field,
+            format!("scene {scene_id} needs exactly {}", items.join(", ")),
+        ));
+    }
+    for info in infos {
+        validate::chars_between(field, &info.info_content, 1, 80)?;
+    }
+    Ok(())
 }
 
 /// `out_bill_no`: 1 to 32 of `0-9 A-Z a-z`.

@@ -253,22 +253,8 @@ pub async fn set_payout_scene(
     scene: Option<&crate::app::payouts::Scene>,
 ) -> anyhow::Result<()> {
     if let Some(s) = scene {
-        let items = wechatpay_v3::model::scene_report_items(&s.id)
-            .ok_or_else(|| anyhow::anyhow!("scene {} is not one WeChat knows", s.id))?;
-        let mut given: Vec<&str> = s
-            .report_infos
-            .iter()
-            .map(|i| i.info_type.as_str())
-            .collect();
-        let mut wanted = items.to_vec();
-        given.sort_unstable();
-        wanted.sort_unstable();
-        anyhow::ensure!(
-            given == wanted,
-            "scene {} needs exactly: {}",
-            s.id,
-            items.join(", ")
-        );
+        wechatpay_v3::model::validate_scene(&s.id, &s.report_infos)
+            .map_err(|e| anyhow::anyhow!("scene {}: {} {}", s.id, e.field, e.issue))?;
     }
     let json = scene.map(|s| serde_json::to_string(s).expect("a scene serialises"));
     anyhow::ensure!(

@@ -92,15 +92,8 @@ pub struct Created {
 /// prepaid later, when its checkout page first opens, as the shopper's device needs.
 pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> ApiResult<Created> {
     let now = gw.now_ms();
-    if new.notify_url.is_some()
-        && new.door.is_none()
-        && gw.store().notify_secret(&merchant.id).await?.is_none()
-    {
-        return Err(ApiError::invalid(
-            ErrorCode::NotifySecretMissing,
-            "notify_url",
-            "create the merchant's notify secret (POST /v1/notify_secret) before using notify_url",
-        ));
+    if new.notify_url.is_some() && new.door.is_none() {
+        require_notify_secret(gw, &merchant.id).await?;
     }
     let row = new_row(gw, merchant, &new, now);
     let (row, is_new) = match gw.store().insert_payment(&row).await? {
@@ -237,10 +230,7 @@ pub async fn prepay(
         .await
         .map_err(|e| ApiError::internal("cannot open the merchant's WeChat connection", e))?;
     let appid = match integration {
-        Integration::MiniProgram => merchant
-            .mini_program_appid
-            .clone()
-            .unwrap_or_else(|| merchant.appid.clone()),
+        Integration::MiniProgram => merchant.mini_program_appid_or_own().to_string(),
         _ => merchant.appid.clone(),
     };
     let req = PrepayRequest {
@@ -472,6 +462,18 @@ pub fn merchant_currency(merchant: &MerchantRow, code: &str) -> ApiResult<Curren
         ));
     }
     Ok(currency)
+}
+
+/// A `notify_url` is signed with the merchant's notify secret, which must exist first.
+pub async fn require_notify_secret(gw: &Gateway, merchant_id: &str) -> ApiResult<()> {
+    if gw.store().notify_secret(merchant_id).await?.is_none() {
+        return Err(ApiError::invalid(
+            ErrorCode::NotifySecretMissing,
+            "notify_url",
+            "create the merchant's notify secret (POST /v1/notify_secret) before using notify_url",
+        ));
+    }
+    Ok(())
 }
 
 /// WeChat's rule for a description: 1 to 127 characters.

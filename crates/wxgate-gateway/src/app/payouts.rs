@@ -30,8 +30,8 @@ use crate::views;
 const CLAIM_BATCH: i64 = 32;
 /// Payouts are in CNY: WeChat's transfers move yuan.
 pub const PAYOUT_CURRENCY: &str = "CNY";
-/// What the payee sees as the payout's description at most, in characters (WeChat's limit).
-const REMARK_CHARS_MAX: usize = wechatpay_v3::model::REMARK_MAX_CHARS;
+/// The longest payee's name taken, in characters.
+const USER_NAME_CHARS_MAX: usize = 64;
 
 /// A transfer scene and the report items WeChat requires for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -43,8 +43,8 @@ pub struct Scene {
     pub report_infos: Vec<SceneReportInfo>,
 }
 
-/// A payout to make.
-#[derive(Debug, Clone)]
+/// A payout to make. (No `Debug`: it holds the payee's name.)
+#[derive(Clone)]
 pub struct NewPayout {
     /// Fen, above 0.
     pub amount: i64,
@@ -64,22 +64,19 @@ pub struct NewPayout {
 /// Checks a payout, writes it with its amount reserved, and sends it to WeChat. 201 with the
 /// payout as it is after WeChat's answer (or `pending`, to be sent again, without one).
 pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayout) -> ApiResult<PayoutRow> {
-    if new.notify_url.is_some() && gw.store().notify_secret(&merchant.id).await?.is_none() {
-        return Err(ApiError::invalid(
-            ErrorCode::NotifySecretMissing,
-            "notify_url",
-            "create the merchant's notify secret (POST /v1/notify_secret) before using notify_url",
-        ));
+    if new.notify_url.is_some() {
+        crate::app::payments::require_notify_secret(gw, &merchant.id).await?;
     }
     let scene = match new.scene.clone() {
         Some(s) => s,
         // Read fresh: the authenticated merchant may come from the API-key cache.
         None => default_scene(&gw.store().merchant(&merchant.id).await?)?,
     };
-    check(gw, merchant, &new, &scene)?;
+    check_new(&new)?;
     let row = new_row(gw, merchant, new, &scene);
+    check_request(gw, &row)?;
     gw.store().insert_payout(&row).await?;
-    Ok(match submit(gw, &row).await {
+    Ok(match submit(gw, &row, Send::Fresh).await {
         Ok(after) => after,
         Err(e) => {
             tracing::warn!(payout = %row.id, error = %e, "payout submission failed; it will be queried and retried");
@@ -106,9 +103,8 @@ fn default_scene(merchant: &Option<MerchantRow>) -> ApiResult<Scene> {
         })
 }
 
-/// The payout's fields under WeChat's rules, checked before anything is written: the request
-/// it will send, validated by the protocol crate, with each issue named by its API field.
-fn check(gw: &Gateway, merchant: &MerchantRow, new: &NewPayout, scene: &Scene) -> ApiResult<()> {
+/// The gateway's own rules for a payout: CNY, and a payee's name of 1 to 64 characters.
+fn check_new(new: &NewPayout) -> ApiResult<()> {
     if new.currency != PAYOUT_CURRENCY {
         return Err(ApiError::invalid(
             ErrorCode::CurrencyNotAllowed,
@@ -116,64 +112,57 @@ fn check(gw: &Gateway, merchant: &MerchantRow, new: &NewPayout, scene: &Scene) -
             "payouts are in CNY",
         ));
     }
-    if new.amount <= 0 {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidAmount,
-            "amount",
-            "amount must be a positive number of fen",
-        ));
-    }
-    if new.remark.chars().count() > REMARK_CHARS_MAX {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidRemark,
-            "remark",
-            format!("remark must be 1 to {REMARK_CHARS_MAX} characters"),
-        ));
-    }
-    let mut req = request(gw, merchant.appid.clone(), &merchant.id, new, scene);
-    // Only its presence is checked here; the name is encrypted when it is sent.
-    req.user_name = new.user_name.as_ref().map(|_| "sealed".to_string());
-    req.validate().map_err(|e| {
-        let (code, param) = match e.field.as_str() {
-            "/openid" => (ErrorCode::InvalidOpenid, "openid"),
-            "/transfer_remark" => (ErrorCode::InvalidRemark, "remark"),
-            "/user_name" => (ErrorCode::UserNameRequired, "user_name"),
-            "/transfer_amount" => (ErrorCode::InvalidAmount, "amount"),
-            _ => (ErrorCode::InvalidScene, "scene"),
-        };
-        ApiError::invalid(code, param, format!("{param} {}", e.issue))
-    })?;
     if let Some(name) = &new.user_name
-        && (name.trim().is_empty() || name.chars().count() > 64)
+        && (name.trim().is_empty() || name.chars().count() > USER_NAME_CHARS_MAX)
     {
         return Err(ApiError::invalid(
             ErrorCode::InvalidUserName,
             "user_name",
-            "user_name must be 1 to 64 characters",
+            format!("user_name must be 1 to {USER_NAME_CHARS_MAX} characters"),
         ));
     }
     Ok(())
 }
 
-/// The transfer request of a payout (its name still sealed, or absent).
-fn request(
+/// WeChat's rules, checked before anything is written: the request the payout will send,
+/// validated by the protocol crate, each issue named by its API field.
+fn check_request(gw: &Gateway, row: &PayoutRow) -> ApiResult<()> {
+    let scene: Scene = serde_json::from_str(&row.scene)
+        .map_err(|e| ApiError::internal("reading a payout's scene", e))?;
+    // Only the name's presence matters here; it is encrypted when it is sent.
+    let name = row.user_name_sealed.as_ref().map(|_| "sealed".to_string());
+    transfer_request(gw, row, scene, name)
+        .validate()
+        .map_err(|e| {
+            let (code, param) = match e.field.as_str() {
+                "/openid" => (ErrorCode::InvalidOpenid, "openid"),
+                "/transfer_remark" => (ErrorCode::InvalidRemark, "remark"),
+                "/user_name" => (ErrorCode::UserNameRequired, "user_name"),
+                "/transfer_amount" => (ErrorCode::InvalidAmount, "amount"),
+                _ => (ErrorCode::InvalidScene, "scene"),
+            };
+            ApiError::invalid(code, param, format!("{param} {}", e.issue))
+        })
+}
+
+/// The transfer request of a payout: the same out_bill_no and fields on every send.
+fn transfer_request(
     gw: &Gateway,
-    appid: String,
-    merchant_id: &str,
-    new: &NewPayout,
-    scene: &Scene,
+    p: &PayoutRow,
+    scene: Scene,
+    user_name: Option<String>,
 ) -> TransferBillRequest {
     TransferBillRequest {
-        appid,
-        out_bill_no: "po0".into(),
-        transfer_scene_id: scene.id.clone(),
-        openid: new.openid.clone(),
-        user_name: None,
-        transfer_amount: new.amount,
-        transfer_remark: new.remark.clone(),
-        notify_url: Some(gw.notify_url(merchant_id)),
+        appid: p.appid.clone(),
+        out_bill_no: p.out_bill_no.clone(),
+        transfer_scene_id: scene.id,
+        openid: p.openid.clone(),
+        user_name,
+        transfer_amount: p.amount,
+        transfer_remark: p.remark.clone(),
+        notify_url: Some(gw.notify_url(&p.merchant_id)),
         user_recv_perception: None,
-        transfer_scene_report_infos: scene.report_infos.clone(),
+        transfer_scene_report_infos: scene.report_infos,
     }
 }
 
@@ -238,8 +227,17 @@ fn next_due(gw: &Gateway, p: &PayoutRow, status: PayoutStatus, now: i64) -> i64 
         .unwrap_or(60_000)
 }
 
-/// Sends the transfer (the same out_bill_no and body every time) and applies the answer.
-async fn submit(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
+/// Whether WeChat surely holds no transfer for the payout when it is sent: a first send, or
+/// one after a definite refusal or a query that found none. Otherwise a refusal says nothing
+/// about the transfer WeChat may already hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Send {
+    Fresh,
+    Again,
+}
+
+/// Sends the transfer (the same out_bill_no and fields every time) and applies the answer.
+async fn submit(gw: &Gateway, p: &PayoutRow, send: Send) -> anyhow::Result<PayoutRow> {
     let up = gw.upstream(&p.merchant_id).await?;
     let scene: Scene = serde_json::from_str(&p.scene)?;
     let user_name = match &p.user_name_sealed {
@@ -249,18 +247,7 @@ async fn submit(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
         }
         None => None,
     };
-    let req = TransferBillRequest {
-        appid: p.appid.clone(),
-        out_bill_no: p.out_bill_no.clone(),
-        transfer_scene_id: scene.id,
-        openid: p.openid.clone(),
-        user_name,
-        transfer_amount: p.amount,
-        transfer_remark: p.remark.clone(),
-        notify_url: Some(gw.notify_url(&p.merchant_id)),
-        user_recv_perception: None,
-        transfer_scene_report_infos: scene.report_infos,
-    };
+    let req = transfer_request(gw, p, scene, user_name);
     match up.client.create_transfer(&req).await {
         Ok(a) => {
             let reported = Reported {
@@ -273,55 +260,41 @@ async fn submit(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
             };
             apply_reported(gw, p, &reported, "submit").await
         }
-        Err(e) => refused_or_unclear(gw, p, &e).await,
+        Err(e) => refused_or_unclear(gw, p, &e, send).await,
     }
 }
 
-/// After a create that got no usable answer: a definite refusal WeChat may lift (NOT_ENOUGH)
-/// waits to be sent again; any other definite refusal fails the payout; anything unclear is
-/// queried before anything is sent again.
+/// After a create that got no usable answer. A fresh send's definite refusal: NOT_ENOUGH waits
+/// to be sent again (WeChat holds nothing), any other fails the payout. Anything else (and any
+/// refusal of a send WeChat may already hold) is unclear: queried before anything is sent again.
 async fn refused_or_unclear(
     gw: &Gateway,
     p: &PayoutRow,
     e: &ClientError,
+    send: Send,
 ) -> anyhow::Result<PayoutRow> {
     let now = gw.now_ms();
-    let (maybe_at_wechat, why) = match e {
-        ClientError::Api(api) if api.code == WechatCode::NotEnough => (
-            false,
+    let definite = match e {
+        ClientError::Api(api) => !api.is_retryable() && api.status < 500,
+        ClientError::Invalid(_) => true,
+        _ => false,
+    };
+    let why = match e {
+        _ if !definite || send == Send::Again => {
+            tracing::warn!(payout = %p.id, error = %e, "payout: no usable answer from WeChat");
+            "WeChat Pay did not answer clearly; the transfer is queried before anything is sent again".to_string()
+        }
+        ClientError::Api(api) if api.code == WechatCode::NotEnough => {
+            gw.store().clear_payout_maybe_at_wechat(&p.id).await?;
             format!(
                 "NOT_ENOUGH: the merchant's WeChat Pay operation account cannot cover this payout yet; it is sent again automatically ({})",
                 api.message
-            ),
-        ),
-        ClientError::Api(api) if !api.is_retryable() && api.status < 500 => {
-            let facts = PayoutFacts {
-                now,
-                failure_code: Some(api.code.as_str().to_string()),
-                last_error: Some(format!("WeChat Pay refused: {} {}", api.code, api.message)),
-                ..Default::default()
-            };
-            return transition(gw, p, PayoutEvent::Failed, facts).await;
-        }
-        ClientError::Invalid(field) => {
-            let facts = PayoutFacts {
-                now,
-                failure_code: Some("INVALID_REQUEST".into()),
-                last_error: Some(format!("the transfer request is invalid: {field}")),
-                ..Default::default()
-            };
-            return transition(gw, p, PayoutEvent::Failed, facts).await;
-        }
-        other => {
-            tracing::warn!(payout = %p.id, error = %other, "payout: no usable answer from WeChat");
-            (
-                true,
-                "WeChat Pay did not answer clearly; the transfer is queried before anything is sent again".to_string(),
             )
         }
+        _ => return transition(gw, p, PayoutEvent::Failed, refused(e, now)).await,
     };
     let note = PayoutNote {
-        maybe_at_wechat,
+        maybe_at_wechat: send == Send::Again || !definite,
         transfer_bill_no: None,
         last_error: Some(&why),
         next_due: Some(next_due(gw, p, p.status, now)),
@@ -330,6 +303,26 @@ async fn refused_or_unclear(
     };
     gw.store().note_payout_attempt(&p.id, &note).await?;
     reread(gw, p).await
+}
+
+/// What WeChat's definite refusal of a fresh send says, for the failed payout.
+fn refused(e: &ClientError, now: i64) -> PayoutFacts {
+    let (code, why) = match e {
+        ClientError::Api(api) => (
+            api.code.as_str().to_string(),
+            format!("WeChat Pay refused: {} {}", api.code, api.message),
+        ),
+        other => (
+            "INVALID_REQUEST".to_string(),
+            format!("the transfer request is invalid: {other}"),
+        ),
+    };
+    PayoutFacts {
+        now,
+        failure_code: Some(code),
+        last_error: Some(why),
+        ..Default::default()
+    }
 }
 
 async fn reread(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
@@ -360,11 +353,7 @@ async fn transition(
 }
 
 fn event_status_due(gw: &Gateway, p: &PayoutRow, event: PayoutEvent, now: i64) -> Option<i64> {
-    let status = match event {
-        PayoutEvent::AwaitingConfirmation => PayoutStatus::AwaitingConfirmation,
-        _ => PayoutStatus::Processing,
-    };
-    Some(next_due(gw, p, status, now))
+    Some(next_due(gw, p, event.status(), now))
 }
 
 /// What WeChat reported about a transfer, from an answer, a query or a notification.
@@ -598,14 +587,14 @@ pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
 async fn sync_one(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
     if !p.maybe_at_wechat.is_set() {
         mark_maybe_at_wechat(gw, p).await?;
-        return submit(gw, p).await;
+        return submit(gw, p, Send::Fresh).await;
     }
     let up = gw.upstream(&p.merchant_id).await?;
     match up.client.query_transfer(&p.out_bill_no).await {
         // A query does not carry the package_info the payee needs; the same create, sent again,
         // answers the existing transfer with it.
         Ok(bill) if bill.state == TransferState::WaitUserConfirm && p.package_info.is_none() => {
-            submit(gw, p).await
+            submit(gw, p, Send::Again).await
         }
         Ok(bill) => apply_reported(gw, p, &Reported::from(&bill), "sync").await,
         Err(ClientError::Api(e)) if e.code == WechatCode::NotFound => {
@@ -616,7 +605,7 @@ async fn sync_one(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
                     p.status
                 );
             }
-            submit(gw, p).await
+            submit(gw, p, Send::Fresh).await
         }
         Err(e) => Err(e.into()),
     }
@@ -648,18 +637,22 @@ pub async fn cancel(gw: &Gateway, merchant_id: &MerchantId, id: &PayoutId) -> Ap
     if !p.status.can_cancel() {
         return Err(not_cancellable(p.status));
     }
+    // The claim takes only a payout that can still be cancelled, and keeps the background
+    // round from sending it meanwhile.
     let Some(p) = gw.store().claim_payout(&p.id, gw.now_ms()).await? else {
-        return Err(ApiError::new(
-            ErrorCode::PayoutBusy,
-            "the payout is being sent to WeChat Pay right now; retry in a few seconds",
-        ));
+        let now = get(gw, merchant_id, id).await?;
+        return match now.status {
+            PayoutStatus::Cancelled => Ok(now),
+            PayoutStatus::Pending | PayoutStatus::AwaitingConfirmation => Err(busy()),
+            other => Err(not_cancellable(other)),
+        };
     };
-    let after = if p.maybe_at_wechat.is_set() {
-        cancel_at_wechat(gw, &p).await
-    } else {
+    let after = if surely_not_at_wechat(&p) {
         cancel_here(gw, &p)
             .await
             .map_err(|e| ApiError::internal("cancelling a payout", e))
+    } else {
+        cancel_at_wechat(gw, &p).await
     };
     let after = match after {
         Ok(after) => after,
@@ -675,6 +668,26 @@ pub async fn cancel(gw: &Gateway, merchant_id: &MerchantId, id: &PayoutId) -> Ap
     } else {
         Err(not_cancellable(after.status))
     }
+}
+
+fn busy() -> ApiError {
+    ApiError::new(
+        ErrorCode::PayoutBusy,
+        "the payout is being sent to WeChat Pay right now; retry in a few seconds",
+    )
+}
+
+/// How long a send may still reach WeChat after it began: every attempt of the client, and a
+/// second to spare.
+fn send_window_ms(gw: &Gateway) -> i64 {
+    3 * gw.config().upstream_timeout.as_millis() as i64 + 1_000
+}
+
+/// Whether WeChat surely holds no transfer for a payout this request has claimed: still
+/// pending, no transfer number known, and its last send refused outright (a send marks the
+/// payout first and holds the claim while it runs, so none is on its way).
+fn surely_not_at_wechat(p: &PayoutRow) -> bool {
+    p.status == PayoutStatus::Pending && p.transfer_bill_no.is_none() && !p.maybe_at_wechat.is_set()
 }
 
 /// WeChat surely holds no transfer for it: cancelled here.
@@ -716,7 +729,14 @@ async fn cancel_at_wechat(gw: &Gateway, p: &PayoutRow) -> ApiResult<PayoutRow> {
     }
     let applied = match up.client.query_transfer(&p.out_bill_no).await {
         Ok(bill) => apply_reported(gw, p, &Reported::from(&bill), "cancel").await,
-        Err(ClientError::Api(e)) if e.code == WechatCode::NotFound => cancel_here(gw, p).await,
+        // WeChat has none: cancelled here, unless a send of it may still be on its way.
+        Err(ClientError::Api(e)) if e.code == WechatCode::NotFound => {
+            let quiet = p.updated_at + send_window_ms(gw) < gw.now_ms();
+            if p.status != PayoutStatus::Pending || p.transfer_bill_no.is_some() || !quiet {
+                return Err(busy());
+            }
+            cancel_here(gw, p).await
+        }
         Err(e) => return Err(unclear(e)),
     };
     applied.map_err(|e| ApiError::internal("applying a cancelled payout", e))

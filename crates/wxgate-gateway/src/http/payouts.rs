@@ -29,8 +29,8 @@ pub fn routes() -> Router<Gateway> {
         .route("/v1/payouts/{id}/cancel", post(cancel_payout))
 }
 
-/// A payout to a WeChat user's balance.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A payout to a WeChat user's balance. (No `Debug`: it holds the payee's name.)
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePayout {
     /// Fen, above 0.

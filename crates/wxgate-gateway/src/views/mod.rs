@@ -404,8 +404,5 @@ pub fn duplicate_payload(p: &PaymentRow, out_trade_no: &str, transaction_id: &st
 
 /// The appid a Mini Program's payment is signed for: its own, or the merchant's.
 fn mini_program_appid(up: &Upstream) -> &str {
-    up.merchant
-        .mini_program_appid
-        .as_deref()
-        .unwrap_or(&up.merchant.appid)
+    up.merchant.mini_program_appid_or_own()
 }

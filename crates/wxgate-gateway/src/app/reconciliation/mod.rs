@@ -309,6 +309,9 @@ fn gateway_payout(p: &PayoutRow, from: i64, to: i64) -> GatewayPayout {
             _ => PayoutState::Open,
         },
         on_day: p.transfer_bill_no.is_some() && (from..to).contains(&p.created_at),
+        returned_on_day: matches!(p.status, PayoutStatus::Failed | PayoutStatus::Cancelled)
+            && p.transfer_bill_no.is_some()
+            && p.finished_at.is_some_and(|t| (from..to).contains(&t)),
     }
 }
 

@@ -46,14 +46,30 @@ async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>>
     let Some(flow) = fund_flow(up, date, "BASIC").await? else {
         return Ok(None);
     };
-    let Some(operation) = fund_flow(up, date, "OPERATION").await? else {
-        return Ok(None);
+    // A merchant without an operation account (it never made a payout) may be refused its
+    // bill: that day's payments are still reconciled, its payouts with nothing to match.
+    let operation = match fund_flow(up, date, "OPERATION").await {
+        Ok(Some(bill)) => bill,
+        Ok(None) => return Ok(None),
+        Err(e) if is_refusal(&e) => {
+            tracing::warn!(merchant = %up.merchant.id, error = %e, "no operation-account bill");
+            None
+        }
+        Err(e) => return Err(e),
     };
     Ok(Some(Bills {
         trade,
         flow,
         operation,
     }))
+}
+
+/// Whether an error is WeChat's plain refusal (a 4xx it will answer again the same way).
+fn is_refusal(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<wechatpay_v3::client::ClientError>(),
+        Some(wechatpay_v3::client::ClientError::Api(api)) if api.status < 500 && !api.is_retryable()
+    )
 }
 
 /// One account's fund-flow bill of the day: `None` while WeChat builds it, `Some(None)` when

@@ -428,7 +428,7 @@ fn merchant_action(
             },
         ) => {
             // `wx.requestPayment` takes no AppID; the page's is the Mini Program's.
-            let app_id = m.mini_program_appid.as_deref().unwrap_or(&m.appid);
+            let app_id = m.mini_program_appid_or_own();
             js_sdk(app_id, &j.time_stamp, &j.nonce_str, &j.package, &j.pay_sign)
         }
         _ => (vec![id], None),

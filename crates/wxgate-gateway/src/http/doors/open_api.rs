@@ -114,11 +114,14 @@ async fn unwrap(gw: &Gateway, body: &[u8]) -> Result<(MerchantRow, Value), Refus
     }
     .ok_or_else(|| refuse(21008, "Request timestamp error"))?;
     let ts = if ts < MILLISECONDS_FROM {
-        ts * 1000
+        ts.checked_mul(1000)
     } else {
-        ts
+        Some(ts)
     };
-    if (gw.now_ms() - ts).abs() > TIMESTAMP_SKEW_MS {
+    let skew = ts
+        .and_then(|ts| gw.now_ms().checked_sub(ts))
+        .map(i64::unsigned_abs);
+    if skew.is_none_or(|s| s > TIMESTAMP_SKEW_MS as u64) {
         return Err(refuse(
             21009,
             "Request timestamp error: outside the accepted window",
@@ -168,11 +171,11 @@ async fn create_payment(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
         .wechat_credential
         .as_deref()
         .and_then(NextAction::from_stored);
-    let app_id = merchant
-        .mini_program_appid
-        .as_deref()
-        .unwrap_or(&merchant.appid);
-    Ok(view::created(p, action.as_ref(), app_id))
+    Ok(view::created(
+        p,
+        action.as_ref(),
+        merchant.mini_program_appid_or_own(),
+    ))
 }
 
 /// The payment as the `/v1` create request: the same rules then apply.
@@ -197,9 +200,17 @@ fn payment_request(gw: &Gateway, param: &Value, channel: &str) -> Result<CreateP
         )
     })?;
     let order = required(param, "mchOrderId")?;
-    let expires_at = param["expireSeconds"]
-        .as_i64()
-        .map(|s| crate::views::rfc3339(gw.now_ms() + s * 1000));
+    let expires_at = match param["expireSeconds"].as_i64() {
+        Some(s) => Some(
+            s.checked_mul(1000)
+                .and_then(|ms| gw.now_ms().checked_add(ms))
+                .map(crate::views::rfc3339)
+                .ok_or_else(|| {
+                    refuse(21002, "Request param error: expireSeconds is out of range")
+                })?,
+        ),
+        None => None,
+    };
     Ok(CreatePayment {
         amount,
         currency: required(param, "currency")?.to_string(),

@@ -242,11 +242,7 @@ fn flow(merchant: &MerchantRow, w: &Wechat) -> ApiResult<(&'static str, Option<S
         "qrcode" => Ok(("native", None)),
         "mobile_app" => own_appid(Some(&merchant.appid)).map(|()| ("app", None)),
         "mini_program" => {
-            let appid = merchant
-                .mini_program_appid
-                .as_deref()
-                .unwrap_or(&merchant.appid);
-            own_appid(Some(appid))?;
+            own_appid(Some(merchant.mini_program_appid_or_own()))?;
             let openid = w.sub_openid.clone().ok_or_else(|| {
                 ApiError::invalid(
                     ErrorCode::OpenidRequired,
