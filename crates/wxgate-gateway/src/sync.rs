@@ -15,7 +15,8 @@ use crate::app::orders::{apply_paid, close_and_settle, earlier_attempt_paid, set
 use crate::app::reconciliation;
 use crate::gateway::Gateway;
 
-/// How often open reconciliation discrepancies are repaired again.
+/// How often open reconciliation discrepancies are repaired again (and the front doors'
+/// expired tokens forgotten).
 const REPAIR_SWEEP: std::time::Duration = std::time::Duration::from_secs(300);
 /// Payments claimed per round.
 const CLAIM_BATCH: i64 = 32;
@@ -55,6 +56,9 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
             repaired_at = std::time::Instant::now();
             if let Err(e) = reconciliation::retry_repairs(&gw).await {
                 tracing::warn!(error = %e, "retrying reconciliation repairs failed");
+            }
+            if let Err(e) = crate::app::doors::forget_expired_tokens(&gw).await {
+                tracing::warn!(error = %e, "forgetting expired door tokens failed");
             }
         }
     }

@@ -71,6 +71,17 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the tokens that have expired: how many.
+    pub async fn purge_expired_door_tokens(&self, now: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM door_tokens WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&self.writer)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     /// The merchant behind a live token of a door.
     pub async fn door_token_merchant(
         &self,

@@ -36,6 +36,7 @@ on_both!(
     refund_outcomes_move_the_payments_sums,
     deliveries_fan_out_to_subscribed_endpoints_and_are_claimed_once,
     a_broken_money_invariant_is_refused_not_served,
+    door_tokens_live_until_they_expire,
 );
 
 mod checks {
@@ -135,6 +136,31 @@ mod checks {
             SchemaStatus::UpToDate,
             "migrate twice is harmless"
         );
+    }
+
+    pub async fn door_tokens_live_until_they_expire(store: Store) {
+        store.insert_merchant(&merchant("mch_t")).await.unwrap();
+        store
+            .insert_door_token("h1", "connect", "mch_t", (0, 100))
+            .await
+            .unwrap();
+        store
+            .insert_door_token("h2", "connect", "mch_t", (0, 200))
+            .await
+            .unwrap();
+        let found = |hash: &'static str, door: &'static str, now: i64| {
+            let store = store.clone();
+            async move { store.door_token_merchant(door, hash, now).await.unwrap() }
+        };
+        assert_eq!(found("h1", "connect", 99).await.as_deref(), Some("mch_t"));
+        assert_eq!(
+            found("h1", "open_api", 99).await,
+            None,
+            "a token is its door's only"
+        );
+        assert_eq!(found("h1", "connect", 100).await, None, "expired");
+        assert_eq!(store.purge_expired_door_tokens(150).await.unwrap(), 1);
+        assert_eq!(found("h2", "connect", 150).await.as_deref(), Some("mch_t"));
     }
 
     pub async fn merchants_and_api_keys(store: Store) {

@@ -164,3 +164,9 @@ async fn merchant(gw: &Gateway, id: &str) -> ApiResult<MerchantRow> {
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the merchant is gone"))
 }
+
+/// Forgets the doors' expired tokens and sessions (the background round does, every few
+/// minutes).
+pub async fn forget_expired_tokens(gw: &Gateway) -> anyhow::Result<u64> {
+    Ok(gw.store().purge_expired_door_tokens(gw.now_ms()).await?)
+}

@@ -464,6 +464,23 @@ pub fn merchant_currency(merchant: &MerchantRow, code: &str) -> ApiResult<Curren
     Ok(currency)
 }
 
+/// The merchant's payment with this merchant_order_id.
+pub async fn by_merchant_order_id(
+    gw: &Gateway,
+    merchant_id: &str,
+    merchant_order_id: &str,
+) -> ApiResult<Option<PaymentRow>> {
+    Ok(gw
+        .store()
+        .payment_by_order_id(merchant_id, merchant_order_id)
+        .await?)
+}
+
+/// The payment behind a hosted checkout page's token.
+pub async fn by_checkout_token(gw: &Gateway, token: &str) -> ApiResult<Option<PaymentRow>> {
+    Ok(gw.store().payment_by_checkout_token(token).await?)
+}
+
 /// A `notify_url` is signed with the merchant's notify secret, which must exist first.
 pub async fn require_notify_secret(gw: &Gateway, merchant_id: &str) -> ApiResult<()> {
     if gw.store().notify_secret(merchant_id).await?.is_none() {

@@ -709,6 +709,18 @@ async fn sync_one(gw: &Gateway, r: &RefundRow) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The merchant's refund with this merchant_refund_id.
+pub async fn by_merchant_refund_id(
+    gw: &Gateway,
+    merchant_id: &str,
+    merchant_refund_id: &str,
+) -> ApiResult<Option<RefundRow>> {
+    Ok(gw
+        .store()
+        .refund_by_merchant_refund_id(merchant_id, merchant_refund_id)
+        .await?)
+}
+
 /// Asks WeChat about a refund and applies its answer (reconciliation's repair): the refund as
 /// it is afterwards.
 pub async fn query_and_apply(gw: &Gateway, r: &RefundRow) -> anyhow::Result<RefundRow> {

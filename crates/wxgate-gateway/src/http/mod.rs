@@ -96,7 +96,7 @@ const REQUEST_ID_MAX: usize = 128;
 
 /// Every answer carries `X-Request-Id`: the caller's (when it is short, printable ASCII) or a
 /// new one; the request's log lines carry it too.
-async fn request_id(request: Request, next: Next) -> Response {
+pub(crate) async fn request_id(request: Request, next: Next) -> Response {
     let given = request
         .headers()
         .get(REQUEST_ID_HEADER)

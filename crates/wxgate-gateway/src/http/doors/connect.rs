@@ -39,6 +39,7 @@ pub fn router(gw: Gateway) -> axum::Router {
         )
         .route("/v1/{merchant}/hostedcheckouts", post(create_hosted))
         .route("/v1/{merchant}/hostedcheckouts/{id}", get(get_hosted))
+        .layer(axum::middleware::from_fn(crate::http::request_id))
         .fallback(|| async { refusal(404, "1002", "UNKNOWN_RESOURCE", "no such resource", None) })
         .with_state(gw)
 }
@@ -589,11 +590,8 @@ async fn get_hosted(
             None,
         )
     };
-    let p = gw
-        .store()
-        .payment_by_checkout_token(&id)
-        .await
-        .map_err(ApiError::from)?
+    let p = pay::by_checkout_token(&gw, &id)
+        .await?
         .filter(|p| p.merchant_id == m.id && p.door.as_deref() == Some(DOOR.as_str()))
         .ok_or_else(unknown)?;
     Ok(axum::Json(view::hosted_checkout(&p)).into_response())

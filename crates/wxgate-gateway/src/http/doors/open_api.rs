@@ -258,10 +258,8 @@ async fn payment_named(
             .payment);
     }
     let order = required(param, "mchOrderId")?;
-    gw.store()
-        .payment_by_order_id(&m.id, order)
-        .await
-        .map_err(ApiError::from)?
+    pay::by_merchant_order_id(gw, &m.id, order)
+        .await?
         .ok_or_else(not_found)
 }
 
@@ -307,11 +305,8 @@ async fn refund_query(State(gw): State<Gateway>, body: Bytes) -> Response {
 async fn query_refund(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
     let (merchant, param) = unwrap(gw, body).await?;
     let id = required(&param, "mchRefundOrderId")?;
-    let r = gw
-        .store()
-        .refund_by_merchant_refund_id(&merchant.id, id)
-        .await
-        .map_err(ApiError::from)?
+    let r = refunds::by_merchant_refund_id(gw, &merchant.id, id)
+        .await?
         .ok_or_else(|| refuse(1501, "Refund not found"))?;
     Ok(refund_view(&r))
 }

@@ -282,9 +282,7 @@ async fn query_intent(gw: &Gateway, headers: &HeaderMap, body: &[u8]) -> ApiResu
                 .await?
                 .payment
         }
-        (_, Some(order)) if !order.is_empty() => gw
-            .store()
-            .payment_by_order_id(&merchant.id, order)
+        (_, Some(order)) if !order.is_empty() => pay::by_merchant_order_id(gw, &merchant.id, order)
             .await?
             .ok_or_else(not_found)?,
         _ => {

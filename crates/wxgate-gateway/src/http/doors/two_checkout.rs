@@ -228,11 +228,8 @@ async fn get_order(gw: &Gateway, params: &Value) -> Result<Value, Refusal> {
         )
     };
     let reference = text_param(params, 1, "orderReference").ok_or_else(invalid)?;
-    let p = gw
-        .store()
-        .payment_by_order_id(&merchant.id, reference)
-        .await
-        .map_err(ApiError::from)?
+    let p = pay::by_merchant_order_id(gw, &merchant.id, reference)
+        .await?
         .filter(|p| p.door.as_deref() == Some(DOOR.as_str()))
         .ok_or_else(invalid)?;
     Ok(order_answer(gw, &p))
@@ -527,13 +524,13 @@ async fn authorize_token(State(gw): State<Gateway>, Path(token): Path<String>) -
 }
 
 async fn to_checkout(gw: &Gateway, token: &str) -> Response {
-    match gw.store().payment_by_checkout_token(token).await {
+    match pay::by_checkout_token(gw, token).await {
         Ok(Some(p)) => match p.hosted_url {
             Some(url) => Redirect::to(&url).into_response(),
             None => ApiError::not_found("order").into_response(),
         },
         Ok(None) => ApiError::not_found("order").into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
