@@ -24,5 +24,10 @@ CREATE TABLE door_tokens (
 );
 CREATE INDEX door_tokens_expiry ON door_tokens (expires_at);
 
+-- The merchant's own reference of a payment link (a front door's static payment code is a
+-- link, named by the merchant's order id).
+ALTER TABLE payment_links ADD COLUMN merchant_reference TEXT;
+CREATE UNIQUE INDEX payment_links_reference ON payment_links (merchant_id, merchant_reference);
+
 -- The door a payment was made through: its notify_url hears that door's notification.
 ALTER TABLE payments ADD COLUMN door TEXT;

@@ -6,8 +6,8 @@ impl Store {
     pub async fn insert_payment_link(&self, l: &PaymentLinkRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO payment_links (id, merchant_id, token, url, currency, amount, amount_min, amount_max, \
-             description, return_url, max_uses, uses, expires_at, active, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             description, return_url, max_uses, uses, expires_at, active, created_at, merchant_reference) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&l.id)
         .bind(&l.merchant_id)
@@ -24,6 +24,7 @@ impl Store {
         .bind(l.expires_at)
         .bind(l.active.stored())
         .bind(l.created_at)
+        .bind(&l.merchant_reference)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -39,6 +40,21 @@ impl Store {
         )
         .bind(merchant_id)
         .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The merchant's link with this reference.
+    pub async fn payment_link_by_reference(
+        &self,
+        merchant_id: &str,
+        reference: &str,
+    ) -> Result<Option<PaymentLinkRow>> {
+        Ok(sqlx::query_as::<_, PaymentLinkRow>(
+            "SELECT * FROM payment_links WHERE merchant_id = $1 AND merchant_reference = $2",
+        )
+        .bind(merchant_id)
+        .bind(reference)
         .fetch_optional(&self.pool)
         .await?)
     }

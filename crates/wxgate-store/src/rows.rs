@@ -400,6 +400,8 @@ pub struct PaymentLinkRow {
     #[sqlx(try_from = "i64")]
     pub active: Flag,
     pub created_at: i64,
+    /// The merchant's own reference of the link, unique per merchant, if it gave one.
+    pub merchant_reference: Option<String>,
 }
 
 /// What starting an attempt did.

@@ -1001,6 +1001,7 @@ async fn demo_link(
         return_url: None,
         max_uses: None,
         expires_at: None,
+        merchant_reference: None,
     };
     let merchant = wxgate_domain::id::MerchantId::stored(merchant_id);
     wxgate_gateway::app::links::create(gateway, &merchant, new)

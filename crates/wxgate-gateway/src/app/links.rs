@@ -20,6 +20,8 @@ pub struct NewLink {
     pub return_url: Option<String>,
     pub max_uses: Option<i64>,
     pub expires_at: Option<i64>,
+    /// The merchant's own reference, unique per merchant (a front door names links by it).
+    pub merchant_reference: Option<String>,
 }
 
 pub async fn create(
@@ -55,9 +57,35 @@ pub async fn create(
         expires_at: new.expires_at,
         active: Flag::YES,
         created_at: now,
+        merchant_reference: new.merchant_reference,
     };
+    if let Some(reference) = &row.merchant_reference
+        && gw
+            .store()
+            .payment_link_by_reference(merchant_id, reference)
+            .await?
+            .is_some()
+    {
+        return Err(ApiError::invalid(
+            ErrorCode::MerchantOrderIdTaken,
+            "merchant_reference",
+            "this reference names another link",
+        ));
+    }
     gw.store().insert_payment_link(&row).await?;
     Ok(row)
+}
+
+/// The merchant's link with this reference.
+pub async fn by_reference(
+    gw: &Gateway,
+    merchant_id: &str,
+    reference: &str,
+) -> ApiResult<Option<PaymentLinkRow>> {
+    Ok(gw
+        .store()
+        .payment_link_by_reference(merchant_id, reference)
+        .await?)
 }
 
 /// One of the merchant's links.

@@ -49,24 +49,24 @@ pub(crate) struct CreateLink {
     /// A fixed amount in minor units; or leave it out and give `amount_min` and `amount_max`
     /// for an amount the payer enters.
     #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
-    amount: Option<i64>,
+    pub(crate) amount: Option<i64>,
     #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
-    amount_min: Option<i64>,
+    pub(crate) amount_min: Option<i64>,
     #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
-    amount_max: Option<i64>,
+    pub(crate) amount_max: Option<i64>,
     /// ISO 4217, among the merchant's currencies.
     #[schema(pattern = "^[A-Z]{3}$")]
-    currency: String,
+    pub(crate) currency: String,
     #[schema(min_length = 1, max_length = 127)]
-    description: String,
+    pub(crate) description: String,
     #[schema(max_length = 2048)]
-    return_url: Option<String>,
+    pub(crate) return_url: Option<String>,
     /// How many payments the link makes at most.
     #[schema(minimum = 1)]
-    max_uses: Option<i64>,
+    pub(crate) max_uses: Option<i64>,
     /// RFC 3339, in the future.
     #[schema(format = DateTime)]
-    expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
 }
 
 fn link_json(l: &PaymentLinkRow) -> Value {
@@ -97,14 +97,40 @@ pub(crate) async fn create_link(
     Authed(merchant): Authed,
     JsonBody(req): JsonBody<CreateLink>,
 ) -> ApiResult<Json> {
-    let currency = merchant_currency(&merchant, &req.currency)?;
+    let new = new_link(req, &merchant, None)?;
+    let row = links::create(&gw, &merchant_id(&merchant), new).await?;
+    let mut view = link_json(&row);
+    view["qr"] = json!({
+        "image_png_base64": base64::engine::general_purpose::STANDARD.encode(qr::png(&row.url)),
+        "image_svg": qr::svg(&row.url),
+    });
+    Ok(Json(StatusCode::CREATED, view))
+}
+
+/// The request as a [`NewLink`], with the merchant's reference if any, or the first rule it
+/// breaks. A front door builds the same request, so every rule is checked here once.
+pub(crate) fn new_link(
+    req: CreateLink,
+    merchant: &wxgate_store::MerchantRow,
+    merchant_reference: Option<String>,
+) -> ApiResult<NewLink> {
+    for (param, text) in [
+        ("description", Some(req.description.as_str())),
+        ("return_url", req.return_url.as_deref()),
+        ("merchant_reference", merchant_reference.as_deref()),
+    ] {
+        if let Some(t) = text {
+            crate::http::extract::check_text(param, t)?;
+        }
+    }
+    let currency = merchant_currency(merchant, &req.currency)?;
     check_link(&req)?;
     let expires_at = req
         .expires_at
         .as_deref()
         .map(|t| parse_time("expires_at", t))
         .transpose()?;
-    let new = NewLink {
+    Ok(NewLink {
         currency,
         amount: req.amount,
         amount_min: req.amount_min,
@@ -113,14 +139,8 @@ pub(crate) async fn create_link(
         return_url: req.return_url,
         max_uses: req.max_uses,
         expires_at,
-    };
-    let row = links::create(&gw, &merchant_id(&merchant), new).await?;
-    let mut view = link_json(&row);
-    view["qr"] = json!({
-        "image_png_base64": base64::engine::general_purpose::STANDARD.encode(qr::png(&row.url)),
-        "image_svg": qr::svg(&row.url),
-    });
-    Ok(Json(StatusCode::CREATED, view))
+        merchant_reference,
+    })
 }
 
 /// A link's amounts, description, return URL and use limit, or the first rule they break.

@@ -918,6 +918,7 @@ async fn open_api_more(
         balance["data"][0]["pendingSettleBalance"], 1500,
         "{balance}"
     );
+    open_api_codes(t, me).await;
     // Refusals, each with its common code.
     let param = json!({"timestamp": now_ms(), "mchOrderId": "nothing"});
     let wrong_sign =
@@ -967,4 +968,53 @@ async fn open_api_more(
     )
     .await;
     assert_eq!(pigeon["code"], 21005, "{pigeon}");
+}
+
+/// Static payment codes: a payment link by the merchant's order id; scanned and paid, listed,
+/// cancelled.
+async fn open_api_codes(t: &TestGateway, me: (&str, &wechatpay_v3::crypto::PrivateKey)) {
+    let call = |path: &'static str, param: Value| open_api(t, path, me, param);
+    let code = call("/open-api/qr/generate", json!({"timestamp": now_ms(), "mchOrderId": "code0001",
+        "channelCode": "WECHAT_STATIC_QR", "amount": 800, "currency": "CNY", "remark": "Counter 3"})).await;
+    assert_eq!(code["code"], 10000, "{code}");
+    let data = &code["data"];
+    assert_eq!(
+        (data["status"].as_str(), data["mchOrderId"].as_str()),
+        (Some("ACTIVE"), Some("code0001"))
+    );
+    let url = data["qrcodeContent"].as_str().unwrap().to_string();
+    assert!(url.contains("/pay/"), "{data}");
+    let again = call(
+        "/open-api/qr/generate",
+        json!({"timestamp": now_ms(), "mchOrderId": "code0001",
+        "amount": 900, "currency": "CNY"}),
+    )
+    .await;
+    assert_eq!(again["code"], 21007, "{again}");
+    pay_hosted(t, &url).await;
+    let mut list = Value::Null;
+    for _ in 0..5000 {
+        list = call(
+            "/open-api/qr/payments",
+            json!({"timestamp": now_ms(), "mchOrderId": "code0001"}),
+        )
+        .await;
+        if list["data"][0]["transactionStatus"] == "COMPLETE" {
+            break;
+        }
+    }
+    assert_eq!(list["data"][0]["transactionAmount"], 800, "{list}");
+    assert_eq!(list["data"][0]["transactionStatus"], "COMPLETE", "{list}");
+    let cancelled = call(
+        "/open-api/qr/cancel",
+        json!({"timestamp": now_ms(), "mchOrderId": "code0001"}),
+    )
+    .await;
+    assert_eq!(cancelled["data"]["status"], "INACTIVE", "{cancelled}");
+    let detail = call(
+        "/open-api/qr/detail",
+        json!({"timestamp": now_ms(), "mchOrderId": "code0001"}),
+    )
+    .await;
+    assert_eq!(detail["data"]["qrStatus"], "INACTIVE", "{detail}");
 }

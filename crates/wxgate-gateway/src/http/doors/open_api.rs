@@ -15,9 +15,10 @@ use wxgate_domain::id::{MerchantId, PaymentId};
 use wxgate_domain::refund::RefundStatus;
 use wxgate_store::{MerchantRow, PaymentRow, RefundRow};
 
-use crate::app::{doors, payments as pay, refunds};
+use crate::app::{doors, links, payments as pay, refunds};
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
+use crate::http::links::{CreateLink, new_link};
 use crate::http::payments::{CreatePayment, PayerIn, parse};
 use crate::next_action::NextAction;
 use crate::views::doors::open_api as view;
@@ -35,6 +36,10 @@ pub fn routes() -> Router<Gateway> {
         .route("/open-api/payment/refund", post(refund))
         .route("/open-api/payment/refund/query", post(refund_query))
         .route("/open-api/account/balance", post(balance))
+        .route("/open-api/qr/generate", post(code_generate))
+        .route("/open-api/qr/detail", post(code_detail))
+        .route("/open-api/qr/payments", post(code_payments))
+        .route("/open-api/qr/cancel", post(code_cancel))
 }
 
 /// A refusal: one of the system's common codes, and its message with the reason.
@@ -334,4 +339,97 @@ async fn account_balance(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
         })
         .collect();
     Ok(list.into())
+}
+
+// Static payment codes: a payment link, named by the merchant's order id. Every scan makes a
+// hosted payment of the link.
+
+async fn code_generate(State(gw): State<Gateway>, body: Bytes) -> Response {
+    answer(create_code(&gw, &body).await)
+}
+
+async fn create_code(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
+    let (merchant, param) = unwrap(gw, body).await?;
+    let reference = required(&param, "mchOrderId")?.to_string();
+    let expires_at = match param["expireSeconds"].as_i64() {
+        Some(s) => Some(
+            s.checked_mul(1000)
+                .and_then(|ms| gw.now_ms().checked_add(ms))
+                .map(crate::views::rfc3339)
+                .ok_or_else(|| {
+                    refuse(21002, "Request param error: expireSeconds is out of range")
+                })?,
+        ),
+        None => None,
+    };
+    // A fixed amount, or (none given) any amount the payer enters.
+    let amount = param["amount"].as_i64();
+    let request = CreateLink {
+        amount,
+        amount_min: amount.is_none().then_some(1),
+        amount_max: amount.is_none().then_some(CODE_AMOUNT_MAX),
+        currency: required(&param, "currency")?.to_string(),
+        description: text(&param, "remark")
+            .map_or_else(|| format!("Payment code {reference}"), str::to_string),
+        return_url: None,
+        max_uses: None,
+        expires_at,
+    };
+    let new = new_link(request, &merchant, Some(reference))?;
+    let link = links::create(gw, &MerchantId::stored(&merchant.id), new).await?;
+    Ok(view::payment_code(&link))
+}
+
+/// The largest amount a payer may enter on a code without a fixed amount, in minor units.
+const CODE_AMOUNT_MAX: i64 = 100_000_000;
+
+/// The code a request names by `mchOrderId`.
+async fn code_named(
+    gw: &Gateway,
+    body: &[u8],
+) -> Result<(MerchantRow, wxgate_store::PaymentLinkRow), Refusal> {
+    let (merchant, param) = unwrap(gw, body).await?;
+    let reference = required(&param, "mchOrderId")?;
+    let link = links::by_reference(gw, &merchant.id, reference)
+        .await?
+        .ok_or_else(|| refuse(21006, "Merchant transaction not found"))?;
+    Ok((merchant, link))
+}
+
+async fn code_detail(State(gw): State<Gateway>, body: Bytes) -> Response {
+    answer(
+        code_named(&gw, &body)
+            .await
+            .map(|(_, link)| view::payment_code(&link)),
+    )
+}
+
+async fn code_payments(State(gw): State<Gateway>, body: Bytes) -> Response {
+    answer(list_code_payments(&gw, &body).await)
+}
+
+/// The payments made to a code, newest first (the last 100).
+async fn list_code_payments(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
+    let (_, link) = code_named(gw, body).await?;
+    let payments = links::payments(gw, &link, None, CODE_PAYMENTS_MAX).await?;
+    Ok(payments
+        .iter()
+        .take(CODE_PAYMENTS_MAX as usize)
+        .map(view::code_payment)
+        .collect::<Vec<_>>()
+        .into())
+}
+
+/// How many of a code's payments the list answers.
+const CODE_PAYMENTS_MAX: i64 = 100;
+
+async fn code_cancel(State(gw): State<Gateway>, body: Bytes) -> Response {
+    answer(cancel_code(&gw, &body).await)
+}
+
+async fn cancel_code(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
+    let (merchant, link) = code_named(gw, body).await?;
+    let id = wxgate_domain::id::LinkId::stored(&link.id);
+    let link = links::deactivate(gw, &MerchantId::stored(&merchant.id), &id).await?;
+    Ok(view::payment_code(&link))
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use wxgate_domain::PaymentStatus;
-use wxgate_store::PaymentRow;
+use wxgate_store::{PaymentLinkRow, PaymentRow};
 
 use crate::next_action::NextAction;
 
@@ -115,4 +115,29 @@ pub fn notification(payment: &Value, platform_key: &wechatpay_v3::crypto::Privat
     .to_string();
     let sign = platform_key.sign(param.as_bytes());
     json!({"param": param, "sign": sign}).to_string()
+}
+
+/// A static payment code (a payment link): under both spellings clients read
+/// (`qrcodeId`/`qrCodeId`, `qrcodeContent`/`qrCodeContent`).
+pub fn payment_code(l: &PaymentLinkRow) -> Value {
+    let status = if l.active.is_set() {
+        "ACTIVE"
+    } else {
+        "INACTIVE"
+    };
+    json!({
+        "mchOrderId": l.merchant_reference, "qrcodeId": l.id, "qrCodeId": l.id,
+        "qrcodeContent": l.url, "qrCodeContent": l.url, "qrLink": l.url, "qrCodeUrl": l.url,
+        "amount": l.amount, "currency": l.currency, "remark": l.description,
+        "status": status, "qrStatus": status, "createTime": time(l.created_at),
+    })
+}
+
+/// A payment made to a code.
+pub fn code_payment(p: &PaymentRow) -> Value {
+    json!({
+        "transactionId": p.id, "transactionCreateTime": time(p.created_at),
+        "transactionReturnTime": p.paid_at.map(time), "transactionAmount": p.amount,
+        "currency": p.currency, "transactionStatus": status(p.status), "remark": p.description,
+    })
 }
