@@ -162,6 +162,18 @@ const FRONT_DOORS: &[(&str, &str, &[DoorOperation])] = &[
                 "/open-api/account/balance",
                 "The balance by currency.",
             ),
+            ("post", "/open-api/qr/generate", "A static payment code."),
+            (
+                "post",
+                "/open-api/qr/detail",
+                "A static payment code by mchOrderId.",
+            ),
+            (
+                "post",
+                "/open-api/qr/payments",
+                "The payments made to a code.",
+            ),
+            ("post", "/open-api/qr/cancel", "Cancel a code."),
         ],
     ),
 ];
