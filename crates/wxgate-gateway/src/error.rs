@@ -105,6 +105,8 @@ error_codes! {
     PayoutSceneRequired = "payout_scene_required", 400, "Name `scene`, or set the merchant's default scene.";
     UserNameRequired = "user_name_required", 400, "WeChat needs the payee's `user_name` from 2,000 yuan (200000 fen).";
     InvalidUserName = "invalid_user_name", 400, "`user_name` must be 1 to 64 characters.";
+    InvalidMerchantPayoutId = "invalid_merchant_payout_id", 400, "1–64 characters of `0-9 A-Z a-z _ - | * @`.";
+    MerchantPayoutIdTaken = "merchant_payout_id_taken", 409, "The merchant_payout_id belongs to a payout with other parameters.";
     PayoutNotCancellable = "payout_not_cancellable", 409, "Only a payout the payee has not confirmed can be cancelled.";
     PayoutBusy = "payout_busy", 409, "The payout is being sent to WeChat Pay; retry in a few seconds.";
     // Webhooks and events.

@@ -48,6 +48,11 @@ CREATE TABLE payouts (
 -- A discrepancy about a payout (the operation account's fund-flow bill against the payouts).
 ALTER TABLE discrepancies ADD COLUMN payout_id TEXT;
 
+-- The merchant's own id of a payout, unique per merchant: posting it again answers the same
+-- payout.
+ALTER TABLE payouts ADD COLUMN merchant_payout_id TEXT;
+CREATE UNIQUE INDEX payouts_merchant_payout_id ON payouts (merchant_id, merchant_payout_id);
+
 CREATE INDEX payouts_merchant_created ON payouts (merchant_id, created_at);
 CREATE INDEX payouts_sync_due ON payouts (sync_due_at);
 CREATE UNIQUE INDEX payouts_confirmation ON payouts (confirmation_token);

@@ -16,16 +16,18 @@ use crate::{
 const OPEN: &str = "('pending', 'awaiting_confirmation', 'processing')";
 
 impl Store {
-    /// Writes a new payout and reserves its amount in the ledger, in one transaction.
-    pub async fn insert_payout(&self, p: &PayoutRow) -> Result<()> {
+    /// Writes a new payout and reserves its amount in the ledger, in one transaction. False
+    /// (nothing written) when its merchant_payout_id is taken.
+    pub async fn insert_payout(&self, p: &PayoutRow) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO payouts (id, merchant_id, out_bill_no, mchid, amount, currency, appid, \
              openid, remark, user_name_sealed, scene, notify_url, metadata, status, version, \
              maybe_at_wechat, transfer_bill_no, package_info, failure_code, last_error, \
              confirmation_token, created_at, updated_at, finished_at, sync_due_at, \
-             sync_attempts, claimed_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, NULL, NULL, NULL, NULL, $17, $18, $19, NULL, $20, 0, $21)",
+             sync_attempts, claimed_until, merchant_payout_id) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+             $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, NULL, NULL, NULL, $17, $18, $19, \
+             NULL, $20, 0, $21, $22)",
         )
         .bind(&p.id)
         .bind(&p.merchant_id)
@@ -48,11 +50,20 @@ impl Store {
         .bind(p.updated_at)
         .bind(p.sync_due_at)
         .bind(p.claimed_until)
+        .bind(&p.merchant_payout_id)
         .execute(&mut *tx)
-        .await?;
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
         post_payout_in(&mut tx, p, PostingKind::PayoutReserve, p.created_at).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub async fn payout(&self, merchant_id: &str, id: &str) -> Result<Option<PayoutRow>> {
@@ -75,6 +86,21 @@ impl Store {
         )
         .bind(merchant_id)
         .bind(out_bill_no)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The merchant's payout with this merchant_payout_id.
+    pub async fn payout_by_merchant_payout_id(
+        &self,
+        merchant_id: &str,
+        merchant_payout_id: &str,
+    ) -> Result<Option<PayoutRow>> {
+        Ok(sqlx::query_as::<_, PayoutRow>(
+            "SELECT * FROM payouts WHERE merchant_id = $1 AND merchant_payout_id = $2",
+        )
+        .bind(merchant_id)
+        .bind(merchant_payout_id)
         .fetch_optional(&self.pool)
         .await?)
     }

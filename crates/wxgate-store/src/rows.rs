@@ -645,6 +645,8 @@ pub struct PayoutRow {
     pub sync_due_at: Option<i64>,
     pub sync_attempts: i64,
     pub claimed_until: Option<i64>,
+    /// The merchant's own id of the payout, unique per merchant, if it gave one.
+    pub merchant_payout_id: Option<String>,
 }
 
 /// What WeChat said about a payout, applied with its new status.

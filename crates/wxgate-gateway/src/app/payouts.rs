@@ -59,11 +59,18 @@ pub struct NewPayout {
     pub scene: Option<Scene>,
     pub notify_url: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// The merchant's own id: posting it again with the same payout answers that payout.
+    pub merchant_payout_id: Option<String>,
 }
 
-/// Checks a payout, writes it with its amount reserved, and sends it to WeChat. 201 with the
-/// payout as it is after WeChat's answer (or `pending`, to be sent again, without one).
-pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayout) -> ApiResult<PayoutRow> {
+/// Checks a payout, writes it with its amount reserved, and sends it to WeChat: the payout as it
+/// is after WeChat's answer (or `pending`, to be sent again, without one), and whether it is new
+/// (not the one made before under the same merchant_payout_id).
+pub async fn create(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    new: NewPayout,
+) -> ApiResult<(PayoutRow, bool)> {
     if new.notify_url.is_some() {
         crate::app::payments::require_notify_secret(gw, &merchant.id).await?;
     }
@@ -73,10 +80,17 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayout) -> Api
         None => default_scene(&gw.store().merchant(&merchant.id).await?)?,
     };
     check_new(&new)?;
+    if let Some(existing) = existing(gw, merchant, &new).await? {
+        return Ok((existing, false));
+    }
     let row = new_row(gw, merchant, new, &scene);
     check_request(gw, &row)?;
-    gw.store().insert_payout(&row).await?;
-    Ok(match submit(gw, &row, Send::Fresh).await {
+    if !gw.store().insert_payout(&row).await? {
+        // Another request with the same merchant_payout_id got there first.
+        let existing = existing(gw, merchant, &new_of(&row)).await?;
+        return Ok((existing.unwrap_or(row), false));
+    }
+    let after = match submit(gw, &row, Send::Fresh).await {
         Ok(after) => after,
         Err(e) => {
             tracing::warn!(payout = %row.id, error = %e, "payout submission failed; it will be queried and retried");
@@ -85,7 +99,51 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayout) -> Api
                 .await?
                 .unwrap_or(row)
         }
-    })
+    };
+    Ok((after, true))
+}
+
+/// The payout made before under the same merchant_payout_id, if it is the same payout;
+/// another payout under it is a named refusal.
+async fn existing(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    new: &NewPayout,
+) -> ApiResult<Option<PayoutRow>> {
+    let Some(id) = &new.merchant_payout_id else {
+        return Ok(None);
+    };
+    let Some(p) = gw
+        .store()
+        .payout_by_merchant_payout_id(&merchant.id, id)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let same = p.amount == new.amount && p.openid == new.openid && p.remark == new.remark;
+    if !same {
+        return Err(ApiError::invalid(
+            ErrorCode::MerchantPayoutIdTaken,
+            "merchant_payout_id",
+            "this merchant_payout_id was used for another payout",
+        ));
+    }
+    Ok(Some(p))
+}
+
+/// The fields of a written payout that tell it apart (for comparing a racing request's).
+fn new_of(p: &PayoutRow) -> NewPayout {
+    NewPayout {
+        amount: p.amount,
+        currency: p.currency.clone(),
+        openid: p.openid.clone(),
+        remark: p.remark.clone(),
+        user_name: None,
+        scene: None,
+        notify_url: None,
+        metadata: BTreeMap::new(),
+        merchant_payout_id: p.merchant_payout_id.clone(),
+    }
 }
 
 /// The merchant's default scene, or a named refusal.
@@ -202,7 +260,8 @@ fn new_row(gw: &Gateway, merchant: &MerchantRow, new: NewPayout, scene: &Scene) 
             now + first_wait(gw) + 3 * gw.config().upstream_timeout.as_millis() as i64,
         ),
         sync_attempts: 0,
-        claimed_until: Some(now + 3 * gw.config().upstream_timeout.as_millis() as i64 + 1_000),
+        claimed_until: Some(now + send_window_ms(gw)),
+        merchant_payout_id: new.merchant_payout_id,
     }
 }
 
@@ -740,6 +799,18 @@ async fn cancel_at_wechat(gw: &Gateway, p: &PayoutRow) -> ApiResult<PayoutRow> {
         Err(e) => return Err(unclear(e)),
     };
     applied.map_err(|e| ApiError::internal("applying a cancelled payout", e))
+}
+
+/// The merchant's payout with this merchant_payout_id.
+pub async fn by_merchant_payout_id(
+    gw: &Gateway,
+    merchant_id: &str,
+    merchant_payout_id: &str,
+) -> ApiResult<Option<PayoutRow>> {
+    Ok(gw
+        .store()
+        .payout_by_merchant_payout_id(merchant_id, merchant_payout_id)
+        .await?)
 }
 
 /// The payout behind a hosted confirmation page's token.

@@ -162,6 +162,12 @@ const FRONT_DOORS: &[(&str, &str, &[DoorOperation])] = &[
                 "/open-api/account/balance",
                 "The balance by currency.",
             ),
+            (
+                "post",
+                "/open-api/disbursement/transfer",
+                "A payout to a WeChat user.",
+            ),
+            ("post", "/open-api/disbursement/query", "A payout's status."),
             ("post", "/open-api/qr/generate", "A static payment code."),
             (
                 "post",

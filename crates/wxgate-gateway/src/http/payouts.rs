@@ -53,6 +53,14 @@ pub struct CreatePayout {
     /// Where this payout's events are also sent (signed with the notify secret).
     notify_url: Option<String>,
     metadata: Option<BTreeMap<String, String>>,
+    /// Your own id of the payout, unique per merchant: posting it again with the same payout
+    /// answers that payout (200), with another one is refused.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[0-9A-Za-z_\-|*@]{1,64}$"
+    )]
+    merchant_payout_id: Option<String>,
 }
 
 /// Send money to a WeChat user's balance; the payee confirms it inside WeChat.
@@ -75,6 +83,15 @@ pub(crate) async fn create_payout(
     )?;
     let metadata = req.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
+    if let Some(id) = &req.merchant_payout_id {
+        wechatpay_v3::validate::out_refund_no("merchant_payout_id", id).map_err(|e| {
+            ApiError::invalid(
+                ErrorCode::InvalidMerchantPayoutId,
+                "merchant_payout_id",
+                format!("merchant_payout_id {}", e.issue),
+            )
+        })?;
+    }
     let new = NewPayout {
         amount: req.amount,
         currency: req.currency,
@@ -84,9 +101,15 @@ pub(crate) async fn create_payout(
         scene: req.scene,
         notify_url: req.notify_url,
         metadata,
+        merchant_payout_id: req.merchant_payout_id,
     };
-    let p = payouts::create(&gw, &merchant, new).await?;
-    Ok(Json(StatusCode::CREATED, view(&gw, &p)))
+    let (p, made) = payouts::create(&gw, &merchant, new).await?;
+    let status = if made {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(Json(status, view(&gw, &p)))
 }
 
 fn view(gw: &Gateway, p: &wxgate_store::PayoutRow) -> serde_json::Value {

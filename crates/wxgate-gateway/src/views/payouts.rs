@@ -22,6 +22,7 @@ pub struct PayoutView<'a> {
     id: &'a str,
     #[schema(example = "payout")]
     object: &'static str,
+    merchant_payout_id: Option<&'a str>,
     amount: i64,
     currency: &'a str,
     openid: &'a str,
@@ -80,6 +81,7 @@ impl<'a> PayoutView<'a> {
         Self {
             id: &p.id,
             object: "payout",
+            merchant_payout_id: p.merchant_payout_id.as_deref(),
             amount: p.amount,
             currency: &p.currency,
             openid: &p.openid,

@@ -919,6 +919,7 @@ async fn open_api_more(
         "{balance}"
     );
     open_api_codes(t, me).await;
+    open_api_disbursement(t, me).await;
     // Refusals, each with its common code.
     let param = json!({"timestamp": now_ms(), "mchOrderId": "nothing"});
     let wrong_sign =
@@ -1017,4 +1018,65 @@ async fn open_api_codes(t: &TestGateway, me: (&str, &wechatpay_v3::crypto::Priva
     )
     .await;
     assert_eq!(detail["data"]["qrStatus"], "INACTIVE", "{detail}");
+}
+
+/// A disbursement: a wxgate payout (WeChat's merchant transfer), confirmed by the payee.
+async fn open_api_disbursement(t: &TestGateway, me: (&str, &wechatpay_v3::crypto::PrivateKey)) {
+    let scene = wxgate_gateway::app::payouts::Scene {
+        id: "1000".into(),
+        report_infos: vec![
+            wechatpay_v3::model::SceneReportInfo {
+                info_type: "活动名称".into(),
+                info_content: "开业".into(),
+            },
+            wechatpay_v3::model::SceneReportInfo {
+                info_type: "奖励说明".into(),
+                info_content: "红包".into(),
+            },
+        ],
+    };
+    wxgate_gateway::app::merchants::set_payout_scene(&t.store, &t.merchant_id, Some(&scene))
+        .await
+        .unwrap();
+    let call = |path: &'static str, param: Value| open_api(t, path, me, param);
+    let sent = call(
+        "/open-api/disbursement/transfer",
+        json!({"timestamp": now_ms(), "mchOrderId": "payout0001",
+        "idempotencyId": "idem00000001", "amount": 300, "accountNo": "o-open-api-payee-0000000001",
+        "payMethodCode": "WECHAT", "remark": "Prize"}),
+    )
+    .await;
+    assert_eq!(sent["code"], 10000, "{sent}");
+    assert_eq!(sent["data"]["transactionStatus"], "PENDING");
+    let package = sent["data"]["metadata"]["wechatpay"]["package"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = t
+        .sim_call(
+            reqwest::Method::POST,
+            "/sim/payee/confirm",
+            Some(json!({"package_info": package, "outcome": "confirm"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut done = Value::Null;
+    for _ in 0..5000 {
+        done = call(
+            "/open-api/disbursement/query",
+            json!({"timestamp": now_ms(), "mchOrderId": "payout0001"}),
+        )
+        .await;
+        if done["data"]["transactionStatus"] == "COMPLETE" {
+            break;
+        }
+    }
+    assert_eq!(done["data"]["transactionStatus"], "COMPLETE", "{done}");
+    let card = call(
+        "/open-api/disbursement/transfer",
+        json!({"timestamp": now_ms(), "mchOrderId": "payout0002",
+        "amount": 300, "accountNo": "x", "payMethodCode": "BANK"}),
+    )
+    .await;
+    assert_eq!(card["code"], 21013, "{card}");
 }

@@ -423,6 +423,27 @@ pub async fn payout_input_is_checked(t: TestGateway) {
             "{patch}: {e}"
         );
     }
+    // The merchant's own id: the same payout again is that payout; another one is refused.
+    let mut mine = body(150);
+    mine["merchant_payout_id"] = json!("bonus-2026-11|li@1");
+    let (status, first) = payout(&t, mine.clone(), None).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = payout(&t, mine.clone(), None).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]));
+    mine["amount"] = json!(160);
+    let (status, e) = payout(&t, mine.clone(), None).await;
+    assert_eq!(
+        (status, code(&e).as_deref()),
+        (409, Some("merchant_payout_id_taken")),
+        "{e}"
+    );
+    mine["merchant_payout_id"] = json!("has space");
+    let (status, e) = payout(&t, mine, None).await;
+    assert_eq!(
+        (status, code(&e).as_deref()),
+        (400, Some("invalid_merchant_payout_id")),
+        "{e}"
+    );
     // A payee's name goes to WeChat encrypted, and is never shown.
     let mut named = body(100);
     named["user_name"] = json!("张三");
@@ -451,7 +472,7 @@ pub async fn payout_input_is_checked(t: TestGateway) {
         )
         .await;
     assert_eq!(status, 404);
-    assert_eq!(balance(&t).await, (-100, 100));
+    assert_eq!(balance(&t).await, (-250, 250));
 }
 
 /// WeChat makes the transfer but neither its answer (every attempt times out) nor anything

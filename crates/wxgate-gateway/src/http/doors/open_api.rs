@@ -15,7 +15,7 @@ use wxgate_domain::id::{MerchantId, PaymentId};
 use wxgate_domain::refund::RefundStatus;
 use wxgate_store::{MerchantRow, PaymentRow, RefundRow};
 
-use crate::app::{doors, links, payments as pay, refunds};
+use crate::app::{doors, links, payments as pay, payouts, refunds};
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::links::{CreateLink, new_link};
@@ -36,6 +36,8 @@ pub fn routes() -> Router<Gateway> {
         .route("/open-api/payment/refund", post(refund))
         .route("/open-api/payment/refund/query", post(refund_query))
         .route("/open-api/account/balance", post(balance))
+        .route("/open-api/disbursement/transfer", post(transfer))
+        .route("/open-api/disbursement/query", post(transfer_query))
         .route("/open-api/qr/generate", post(code_generate))
         .route("/open-api/qr/detail", post(code_detail))
         .route("/open-api/qr/payments", post(code_payments))
@@ -432,4 +434,55 @@ async fn cancel_code(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
     let id = wxgate_domain::id::LinkId::stored(&link.id);
     let link = links::deactivate(gw, &MerchantId::stored(&merchant.id), &id).await?;
     Ok(view::payment_code(&link))
+}
+
+// Payouts ("disbursements"): to a WeChat user's balance, through wxgate's payouts (WeChat's
+// merchant transfer, which the payee confirms inside WeChat).
+
+async fn transfer(State(gw): State<Gateway>, body: Bytes) -> Response {
+    answer(create_transfer(&gw, &body).await)
+}
+
+async fn create_transfer(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
+    let (merchant, param) = unwrap(gw, body).await?;
+    let method = text(&param, "payMethodCode").unwrap_or("WECHAT");
+    if method != "WECHAT" {
+        return Err(refuse(
+            21013,
+            format!("Request wallet code error: {method}"),
+        ));
+    }
+    let new = payouts::NewPayout {
+        amount: param["amount"].as_i64().ok_or_else(|| {
+            refuse(
+                21002,
+                "Request param error: amount is required, in minor units",
+            )
+        })?,
+        currency: text(&param, "currency")
+            .unwrap_or(payouts::PAYOUT_CURRENCY)
+            .to_string(),
+        openid: required(&param, "accountNo")?.to_string(),
+        remark: text(&param, "remark").unwrap_or("Payout").to_string(),
+        user_name: text(&param, "accountName").map(str::to_string),
+        scene: None,
+        notify_url: None,
+        metadata: Default::default(),
+        merchant_payout_id: Some(required(&param, "mchOrderId")?.to_string()),
+    };
+    let (p, _) = payouts::create(gw, &merchant, new).await?;
+    Ok(view::disbursement(&p))
+}
+
+async fn transfer_query(State(gw): State<Gateway>, body: Bytes) -> Response {
+    answer(query_transfer(&gw, &body).await)
+}
+
+async fn query_transfer(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
+    let (merchant, param) = unwrap(gw, body).await?;
+    let id = required(&param, "mchOrderId")?;
+    let p = payouts::by_merchant_payout_id(gw, &merchant.id, id)
+        .await?
+        .ok_or_else(|| refuse(21006, "Merchant transaction not found"))?;
+    Ok(view::disbursement(&p))
 }

@@ -4,7 +4,8 @@
 
 use serde_json::{Value, json};
 use wxgate_domain::PaymentStatus;
-use wxgate_store::{PaymentLinkRow, PaymentRow};
+use wxgate_domain::payout::PayoutStatus;
+use wxgate_store::{PaymentLinkRow, PaymentRow, PayoutRow};
 
 use crate::next_action::NextAction;
 
@@ -140,4 +141,27 @@ pub fn code_payment(p: &PaymentRow) -> Value {
         "transactionReturnTime": p.paid_at.map(time), "transactionAmount": p.amount,
         "currency": p.currency, "transactionStatus": status(p.status), "remark": p.description,
     })
+}
+
+/// A payout as a disbursement: PENDING until WeChat moved the money (the payee confirms it
+/// inside WeChat: `metadata.wechatpay` holds what `wx.requestMerchantTransfer` takes), then
+/// COMPLETE, or FAILED with WeChat's reason.
+pub fn disbursement(p: &PayoutRow) -> Value {
+    let status = match p.status {
+        PayoutStatus::Succeeded => "COMPLETE",
+        PayoutStatus::Failed | PayoutStatus::Cancelled => "FAILED",
+        _ => "PENDING",
+    };
+    let mut v = json!({
+        "mchOrderId": p.merchant_payout_id, "transactionId": p.id, "amount": p.amount,
+        "currency": p.currency, "transactionStatus": status,
+        "transactionTime": time(p.created_at), "createTime": time(p.created_at),
+        "returnTime": p.finished_at.map(time), "failedMessage": p.last_error,
+        "failedCode": p.failure_code, "remark": p.remark,
+    });
+    if let (PayoutStatus::AwaitingConfirmation, Some(package)) = (p.status, &p.package_info) {
+        v["metadata"] =
+            json!({"wechatpay": {"mchId": p.mchid, "appId": p.appid, "package": package}});
+    }
+    v
 }
