@@ -168,6 +168,11 @@ const FRONT_DOORS: &[(&str, &str, &[DoorOperation])] = &[
                 "A payout to a WeChat user.",
             ),
             ("post", "/open-api/disbursement/query", "A payout's status."),
+            (
+                "post",
+                "/open-api/account/report/download",
+                "A statement's download link.",
+            ),
             ("post", "/open-api/qr/generate", "A static payment code."),
             (
                 "post",

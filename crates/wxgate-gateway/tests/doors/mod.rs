@@ -919,6 +919,7 @@ async fn open_api_more(
         "{balance}"
     );
     open_api_codes(t, me).await;
+    open_api_report(t, me).await;
     open_api_disbursement(t, me).await;
     // Refusals, each with its common code.
     let param = json!({"timestamp": now_ms(), "mchOrderId": "nothing"});
@@ -1079,4 +1080,34 @@ async fn open_api_disbursement(t: &TestGateway, me: (&str, &wechatpay_v3::crypto
     )
     .await;
     assert_eq!(card["code"], 21013, "{card}");
+}
+
+/// The payment statement of today, downloaded through its link.
+async fn open_api_report(t: &TestGateway, me: (&str, &wechatpay_v3::crypto::PrivateKey)) {
+    // Report days are Beijing's.
+    let today = time::OffsetDateTime::now_utc()
+        .to_offset(time::macros::offset!(+8))
+        .date()
+        .to_string();
+    let asked = open_api(
+        t,
+        "/open-api/account/report/download",
+        me,
+        json!({"timestamp": now_ms(),
+        "reportType": "PAYMENT", "startDate": today, "endDate": today}),
+    )
+    .await;
+    assert_eq!(asked["code"], 10000, "{asked}");
+    let url = asked["data"]["downloadUrl"].as_str().unwrap();
+    let csv = t.http.get(url).send().await.unwrap().text().await.unwrap();
+    assert!(csv.lines().count() >= 2, "{csv}");
+    let wrong = open_api(
+        t,
+        "/open-api/account/report/download",
+        me,
+        json!({"timestamp": now_ms(),
+        "reportType": "SALARY", "startDate": today, "endDate": today}),
+    )
+    .await;
+    assert_eq!(wrong["code"], 21002, "{wrong}");
 }

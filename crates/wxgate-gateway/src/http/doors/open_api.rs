@@ -15,7 +15,7 @@ use wxgate_domain::id::{MerchantId, PaymentId};
 use wxgate_domain::refund::RefundStatus;
 use wxgate_store::{MerchantRow, PaymentRow, RefundRow};
 
-use crate::app::{doors, links, payments as pay, payouts, refunds};
+use crate::app::{doors, links, payments as pay, payouts, refunds, reports};
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::links::{CreateLink, new_link};
@@ -36,6 +36,7 @@ pub fn routes() -> Router<Gateway> {
         .route("/open-api/payment/refund", post(refund))
         .route("/open-api/payment/refund/query", post(refund_query))
         .route("/open-api/account/balance", post(balance))
+        .route("/open-api/account/report/download", post(report))
         .route("/open-api/disbursement/transfer", post(transfer))
         .route("/open-api/disbursement/query", post(transfer_query))
         .route("/open-api/qr/generate", post(code_generate))
@@ -485,4 +486,37 @@ async fn query_transfer(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
         .await?
         .ok_or_else(|| refuse(21006, "Merchant transaction not found"))?;
     Ok(view::disbursement(&p))
+}
+
+async fn report(State(gw): State<Gateway>, body: Bytes) -> Response {
+    answer(download_report(&gw, &body).await)
+}
+
+/// A statement of a date range as a CSV behind an expiring link (wxgate's reports): payments,
+/// refunds, or the ledger's balance transactions.
+async fn download_report(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
+    use wxgate_domain::report::ReportKind;
+    let (merchant, param) = unwrap(gw, body).await?;
+    let kind = match required(&param, "reportType")? {
+        "PAYMENT" => ReportKind::Payments,
+        "REFUND" => ReportKind::Refunds,
+        "BALANCE" => ReportKind::BalanceTransactions,
+        other => {
+            return Err(refuse(
+                21002,
+                format!(
+                    "Request param error: reportType {other} is not PAYMENT, REFUND or BALANCE"
+                ),
+            ));
+        }
+    };
+    let from = crate::http::money::parse_date("startDate", required(&param, "startDate")?)?;
+    let to = crate::http::money::parse_date("endDate", required(&param, "endDate")?)?;
+    let (row, token) =
+        reports::create(gw, &MerchantId::stored(&merchant.id), kind, from, to).await?;
+    let shown = crate::views::money::report(&row, &token, &gw.config().public_base_url);
+    Ok(
+        json!({"downloadUrl": shown["download_url"], "expireTime": view::time(row.expires_at),
+        "reportType": kind.as_str(), "startDate": row.date_from, "endDate": row.date_to}),
+    )
 }
