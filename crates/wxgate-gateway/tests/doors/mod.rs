@@ -847,7 +847,7 @@ pub async fn open_api_as_documented(t: TestGateway) {
     );
     let done = open_api(
         &t,
-        "/open-api/payment/query",
+        "/open-api/philippines/payment/query",
         me,
         json!({"timestamp": now_ms(), "transactionId": transaction}),
     )

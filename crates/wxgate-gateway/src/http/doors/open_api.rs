@@ -37,6 +37,14 @@ pub fn routes() -> Router<Gateway> {
         .route("/open-api/payment/refund/query", post(refund_query))
         .route("/open-api/account/balance", post(balance))
         .route("/open-api/account/report/download", post(report))
+        // The older per-country paths: the country is in the path, the same work behind.
+        .route("/open-api/{country}/payment/generate", post(generate))
+        .route("/open-api/{country}/payment/query", post(query))
+        .route("/open-api/{country}/disbursement/transfer", post(transfer))
+        .route(
+            "/open-api/{country}/disbursement/query",
+            post(transfer_query),
+        )
         .route("/open-api/disbursement/transfer", post(transfer))
         .route("/open-api/disbursement/query", post(transfer_query))
         .route("/open-api/qr/generate", post(code_generate))
