@@ -50,6 +50,11 @@ impl Door {
                 "payment.failed",
                 "payment.expired",
                 "payment.cancelled",
+                "refund.succeeded",
+                "refund.failed",
+                "payout.succeeded",
+                "payout.failed",
+                "payout.cancelled",
             ],
         }
     }

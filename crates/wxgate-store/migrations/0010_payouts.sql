@@ -53,6 +53,9 @@ ALTER TABLE discrepancies ADD COLUMN payout_id TEXT;
 ALTER TABLE payouts ADD COLUMN merchant_payout_id TEXT;
 CREATE UNIQUE INDEX payouts_merchant_payout_id ON payouts (merchant_id, merchant_payout_id);
 
+-- The front door a payout was made through: its notify_url hears that door's notification.
+ALTER TABLE payouts ADD COLUMN door TEXT;
+
 CREATE INDEX payouts_merchant_created ON payouts (merchant_id, created_at);
 CREATE INDEX payouts_sync_due ON payouts (sync_due_at);
 CREATE UNIQUE INDEX payouts_confirmation ON payouts (confirmation_token);

@@ -57,8 +57,9 @@ pub(crate) async fn insert_event(
          SELECT $1, CASE WHEN door IS NULL THEN $2 ELSE 'door:' || door END, merchant_id, \
          notify_url, 'pending', 0, 0, $3, $3 FROM payments \
          WHERE id = $4 AND notify_url IS NOT NULL AND (door IS NULL{door_hears}) \
-         UNION ALL SELECT $1, $2, merchant_id, notify_url, 'pending', 0, 0, $3, $3 FROM payouts \
-         WHERE id = $4 AND notify_url IS NOT NULL"
+         UNION ALL SELECT $1, CASE WHEN door IS NULL THEN $2 ELSE 'door:' || door END, \
+         merchant_id, notify_url, 'pending', 0, 0, $3, $3 FROM payouts \
+         WHERE id = $4 AND notify_url IS NOT NULL AND (door IS NULL{door_hears})"
     );
     let mut query = sqlx::query(&sql)
         .bind(&e.id)

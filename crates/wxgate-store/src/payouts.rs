@@ -25,9 +25,9 @@ impl Store {
              openid, remark, user_name_sealed, scene, notify_url, metadata, status, version, \
              maybe_at_wechat, transfer_bill_no, package_info, failure_code, last_error, \
              confirmation_token, created_at, updated_at, finished_at, sync_due_at, \
-             sync_attempts, claimed_until, merchant_payout_id) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-             $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, NULL, NULL, NULL, $17, $18, $19, \
-             NULL, $20, 0, $21, $22)",
+             sync_attempts, claimed_until, merchant_payout_id, door) VALUES ($1, $2, $3, $4, $5, \
+             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, NULL, NULL, NULL, $17, $18, \
+             $19, NULL, $20, 0, $21, $22, $23)",
         )
         .bind(&p.id)
         .bind(&p.merchant_id)
@@ -51,6 +51,7 @@ impl Store {
         .bind(p.sync_due_at)
         .bind(p.claimed_until)
         .bind(&p.merchant_payout_id)
+        .bind(&p.door)
         .execute(&mut *tx)
         .await;
         match inserted {

@@ -647,6 +647,8 @@ pub struct PayoutRow {
     pub claimed_until: Option<i64>,
     /// The merchant's own id of the payout, unique per merchant, if it gave one.
     pub merchant_payout_id: Option<String>,
+    /// The front door it was made through, if any (its notify_url hears that door's format).
+    pub door: Option<String>,
 }
 
 /// What WeChat said about a payout, applied with its new status.

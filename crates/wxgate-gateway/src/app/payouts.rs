@@ -61,6 +61,9 @@ pub struct NewPayout {
     pub metadata: BTreeMap<String, String>,
     /// The merchant's own id: posting it again with the same payout answers that payout.
     pub merchant_payout_id: Option<String>,
+    /// The front door it is made through: its notify_url hears that door's notification,
+    /// signed with the door's credential (not the notify secret).
+    pub door: Option<wxgate_domain::door::Door>,
 }
 
 /// Checks a payout, writes it with its amount reserved, and sends it to WeChat: the payout as it
@@ -71,7 +74,7 @@ pub async fn create(
     merchant: &MerchantRow,
     new: NewPayout,
 ) -> ApiResult<(PayoutRow, bool)> {
-    if new.notify_url.is_some() {
+    if new.notify_url.is_some() && new.door.is_none() {
         crate::app::payments::require_notify_secret(gw, &merchant.id).await?;
     }
     let scene = match new.scene.clone() {
@@ -143,6 +146,7 @@ fn new_of(p: &PayoutRow) -> NewPayout {
         notify_url: None,
         metadata: BTreeMap::new(),
         merchant_payout_id: p.merchant_payout_id.clone(),
+        door: None,
     }
 }
 
@@ -262,6 +266,7 @@ fn new_row(gw: &Gateway, merchant: &MerchantRow, new: NewPayout, scene: &Scene) 
         sync_attempts: 0,
         claimed_until: Some(now + send_window_ms(gw)),
         merchant_payout_id: new.merchant_payout_id,
+        door: new.door.map(|d| d.as_str().to_string()),
     }
 }
 

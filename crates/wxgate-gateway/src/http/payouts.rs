@@ -102,6 +102,7 @@ pub(crate) async fn create_payout(
         notify_url: req.notify_url,
         metadata,
         merchant_payout_id: req.merchant_payout_id,
+        door: None,
     };
     let (p, made) = payouts::create(&gw, &merchant, new).await?;
     let status = if made {

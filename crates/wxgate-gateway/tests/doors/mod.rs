@@ -854,14 +854,14 @@ pub async fn open_api_as_documented(t: TestGateway) {
     .await;
     assert_eq!(done["data"]["transactionStatus"], "COMPLETE", "{done}");
     assert!(done["data"]["returnTime"].is_string());
-    open_api_more(&t, me, &transaction, &notify_url).await;
+    open_api_more(&t, me, &transaction, (&inbox, &notify_url, &platform)).await;
 }
 
 async fn open_api_more(
     t: &TestGateway,
     me: (&str, &wechatpay_v3::crypto::PrivateKey),
     transaction: &str,
-    notify_url: &str,
+    (inbox, notify_url, platform): (&Inbox, &str, &wechatpay_v3::crypto::PublicKey),
 ) {
     // The JS API channel answers what wx.requestPayment takes.
     let js = open_api(
@@ -920,7 +920,17 @@ async fn open_api_more(
     );
     open_api_codes(t, me).await;
     open_api_report(t, me).await;
-    open_api_disbursement(t, me).await;
+    let refunded = open_api_event(t, inbox, platform, "payment.refund.success").await;
+    assert_eq!(
+        (
+            refunded["mchRefundOrderId"].as_str(),
+            refunded["refundAmount"].as_i64()
+        ),
+        (Some("refund0001"), Some(500))
+    );
+    open_api_disbursement(t, me, notify_url).await;
+    let paid_out = open_api_event(t, inbox, platform, "disbursement.success").await;
+    assert_eq!(paid_out["mchOrderId"], "payout0001");
     // Refusals, each with its common code.
     let param = json!({"timestamp": now_ms(), "mchOrderId": "nothing"});
     let wrong_sign =
@@ -1022,7 +1032,11 @@ async fn open_api_codes(t: &TestGateway, me: (&str, &wechatpay_v3::crypto::Priva
 }
 
 /// A disbursement: a wxgate payout (WeChat's merchant transfer), confirmed by the payee.
-async fn open_api_disbursement(t: &TestGateway, me: (&str, &wechatpay_v3::crypto::PrivateKey)) {
+async fn open_api_disbursement(
+    t: &TestGateway,
+    me: (&str, &wechatpay_v3::crypto::PrivateKey),
+    notify_url: &str,
+) {
     let scene = wxgate_gateway::app::payouts::Scene {
         id: "1000".into(),
         report_infos: vec![
@@ -1044,7 +1058,7 @@ async fn open_api_disbursement(t: &TestGateway, me: (&str, &wechatpay_v3::crypto
         "/open-api/disbursement/transfer",
         json!({"timestamp": now_ms(), "mchOrderId": "payout0001",
         "idempotencyId": "idem00000001", "amount": 300, "accountNo": "o-open-api-payee-0000000001",
-        "payMethodCode": "WECHAT", "remark": "Prize"}),
+        "payMethodCode": "WECHAT", "remark": "Prize", "notifyUrl": notify_url}),
     )
     .await;
     assert_eq!(sent["code"], 10000, "{sent}");
@@ -1110,4 +1124,28 @@ async fn open_api_report(t: &TestGateway, me: (&str, &wechatpay_v3::crypto::Priv
     )
     .await;
     assert_eq!(wrong["code"], 21002, "{wrong}");
+}
+
+/// The unified notification named `event` once it arrives, its signature checked.
+async fn open_api_event(
+    t: &TestGateway,
+    inbox: &Inbox,
+    platform: &wechatpay_v3::crypto::PublicKey,
+    event: &str,
+) -> Value {
+    for _ in 0..5000 {
+        for (_, body) in inbox.received() {
+            let note: Value = serde_json::from_str(&body).unwrap();
+            let param = note["param"].as_str().unwrap();
+            platform
+                .verify(param.as_bytes(), note["sign"].as_str().unwrap())
+                .unwrap();
+            let param: Value = serde_json::from_str(param).unwrap();
+            if param["eventName"] == event {
+                return param;
+            }
+        }
+        let _ = t.call(reqwest::Method::GET, "/health", None, &[]).await;
+    }
+    panic!("no {event} notification: {:?}", inbox.received());
 }

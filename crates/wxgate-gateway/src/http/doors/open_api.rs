@@ -475,9 +475,10 @@ async fn create_transfer(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
         remark: text(&param, "remark").unwrap_or("Payout").to_string(),
         user_name: text(&param, "accountName").map(str::to_string),
         scene: None,
-        notify_url: None,
+        notify_url: text(&param, "notifyUrl").map(str::to_string),
         metadata: Default::default(),
         merchant_payout_id: Some(required(&param, "mchOrderId")?.to_string()),
+        door: Some(DOOR),
     };
     let (p, _) = payouts::create(gw, &merchant, new).await?;
     Ok(view::disbursement(&p))

@@ -103,19 +103,28 @@ pub fn transaction(p: &PaymentRow, channel_code: Option<&str>) -> Value {
 
 /// The unified notification of a payment (from its event's payload): `{param, sign}`, the
 /// param a JSON string signed SHA256withRSA with the platform key.
-pub fn notification(payment: &Value, platform_key: &wechatpay_v3::crypto::PrivateKey) -> String {
+pub fn notification(object: &Value, platform_key: &wechatpay_v3::crypto::PrivateKey) -> String {
+    let param = match object["object"].as_str() {
+        Some("refund") => refund_param(object),
+        Some("payout") => payout_param(object),
+        _ => payment_param(object),
+    }
+    .to_string();
+    let sign = platform_key.sign(param.as_bytes());
+    json!({"param": param, "sign": sign}).to_string()
+}
+
+/// A payment's notification: completed or failed.
+fn payment_param(payment: &Value) -> Value {
     let status = payment["status"].as_str().unwrap_or_default();
     let complete = matches!(status, "succeeded" | "refunded" | "paid_after_close");
-    let param = json!({
+    json!({
         "eventName": if complete { "payment.success" } else { "payment.failed" },
         "mchOrderId": payment["merchant_order_id"], "transactionId": payment["id"],
         "amount": payment["amount"], "currency": payment["currency"],
         "transactionStatus": if complete { "COMPLETE" } else { "FAILED" },
         "channelCode": payment["metadata"]["channel_code"],
     })
-    .to_string();
-    let sign = platform_key.sign(param.as_bytes());
-    json!({"param": param, "sign": sign}).to_string()
 }
 
 /// A static payment code (a payment link): under both spellings clients read
@@ -164,4 +173,30 @@ pub fn disbursement(p: &PayoutRow) -> Value {
             json!({"wechatpay": {"mchId": p.mchid, "appId": p.appid, "package": package}});
     }
     v
+}
+
+/// A refund's notification (to its payment's notifyUrl).
+fn refund_param(refund: &Value) -> Value {
+    let (event, status) = match refund["status"].as_str() {
+        Some("succeeded") => ("payment.refund.success", "COMPLETE"),
+        _ => ("payment.refund.failed", "FAILED"),
+    };
+    json!({
+        "eventName": event, "mchRefundOrderId": refund["merchant_refund_id"],
+        "refundTransactionId": refund["id"], "originalTransactionId": refund["payment_id"],
+        "refundAmount": refund["amount"], "refundStatus": status,
+    })
+}
+
+/// A payout's notification (a disbursement's).
+fn payout_param(payout: &Value) -> Value {
+    let (event, status) = match payout["status"].as_str() {
+        Some("succeeded") => ("disbursement.success", "COMPLETE"),
+        _ => ("disbursement.failed", "FAILED"),
+    };
+    json!({
+        "eventName": event, "mchOrderId": payout["merchant_payout_id"],
+        "transactionId": payout["id"], "amount": payout["amount"], "transactionStatus": status,
+        "failedCode": payout["failure_code"], "failedMessage": payout["last_error"],
+    })
 }
