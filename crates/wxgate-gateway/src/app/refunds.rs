@@ -709,6 +709,18 @@ async fn sync_one(gw: &Gateway, r: &RefundRow) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A payment's refunds, oldest first (at most 50: WeChat's limit).
+pub async fn of_payment(
+    gw: &Gateway,
+    merchant_id: &str,
+    payment_id: &str,
+) -> ApiResult<Vec<RefundRow>> {
+    Ok(gw
+        .store()
+        .refunds_for_payment(merchant_id, payment_id)
+        .await?)
+}
+
 /// The merchant's refund with this merchant_refund_id.
 pub async fn by_merchant_refund_id(
     gw: &Gateway,

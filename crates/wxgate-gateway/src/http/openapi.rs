@@ -170,6 +170,11 @@ const FRONT_DOORS: &[(&str, &str, &[DoorOperation])] = &[
             ("post", "/open-api/disbursement/query", "A payout's status."),
             (
                 "post",
+                "/open-api/payment/refund/list",
+                "A payment's refunds.",
+            ),
+            (
+                "post",
                 "/open-api/account/report/download",
                 "A statement's download link.",
             ),

@@ -903,6 +903,17 @@ async fn open_api_more(
         }
     }
     assert_eq!(status["data"]["refundStatus"], "COMPLETE", "{status}");
+    let listed = open_api(
+        t,
+        "/open-api/payment/refund/list",
+        me,
+        json!({"timestamp": now_ms(), "originalTransactionId": transaction}),
+    )
+    .await;
+    assert_eq!(
+        listed["data"][0]["mchRefundOrderId"], "refund0001",
+        "{listed}"
+    );
     let too_much = open_api(t, "/open-api/payment/refund", me, json!({"timestamp": now_ms(),
         "mchRefundOrderId": "refund0002", "originalTransactionId": transaction, "refundAmount": 5000})).await;
     assert_eq!(too_much["code"], 1506, "{too_much}");

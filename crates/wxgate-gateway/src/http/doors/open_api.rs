@@ -35,6 +35,7 @@ pub fn routes() -> Router<Gateway> {
         .route("/open-api/payment/query", post(query))
         .route("/open-api/payment/refund", post(refund))
         .route("/open-api/payment/refund/query", post(refund_query))
+        .route("/open-api/payment/refund/list", post(refund_list))
         .route("/open-api/account/balance", post(balance))
         .route("/open-api/account/report/download", post(report))
         // The older per-country paths: the country is in the path, the same work behind.
@@ -528,4 +529,16 @@ async fn download_report(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
         json!({"downloadUrl": shown["download_url"], "expireTime": view::time(row.expires_at),
         "reportType": kind.as_str(), "startDate": row.date_from, "endDate": row.date_to}),
     )
+}
+
+async fn refund_list(State(gw): State<Gateway>, body: Bytes) -> Response {
+    answer(list_refunds(&gw, &body).await)
+}
+
+/// A payment's refunds (by `originalTransactionId` or `mchOrderId`), oldest first.
+async fn list_refunds(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
+    let (merchant, param) = unwrap(gw, body).await?;
+    let p = payment_named(gw, &merchant, &param).await?;
+    let list = refunds::of_payment(gw, &merchant.id, &p.id).await?;
+    Ok(list.iter().map(refund_view).collect::<Vec<_>>().into())
 }
