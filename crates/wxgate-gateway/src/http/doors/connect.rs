@@ -19,7 +19,7 @@ use wxgate_store::{MerchantRow, PaymentRow};
 use crate::app::{doors, payments as pay};
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
-use crate::http::payments::{CreatePayment, PayerIn, parse};
+use crate::http::payments::{CreatePayment, PayerIn};
 use crate::next_action::NextAction;
 use crate::secrets::{random_digits, random_hex, secrets_equal};
 use crate::views::doors::connect as view;
@@ -276,17 +276,7 @@ async fn create_payment(
     let m = authenticate(&gw, (&method, &uri, &headers), &merchant).await?;
     let req: CreatePaymentIn = body_of(&body)?;
     let (request, integration) = payment_request(&req)?;
-    let new = parse(request, &m, gw.now_ms(), gw.config().webhooks_allow_private)?;
-    let created = pay::create(
-        &gw,
-        &m,
-        pay::NewPayment {
-            door: Some(DOOR),
-            ..new
-        },
-    )
-    .await?;
-    let p = &created.state.payment;
+    let p = &super::create_payment(&gw, &m, request, DOOR).await?;
     let (show, third_party) = merchant_action(&gw, &m, p, integration)?;
     let location = format!("/v1/{merchant}/payments/{}", p.id);
     Ok((
@@ -556,17 +546,7 @@ async fn create_hosted(
         attach: None,
         inline_qr_images: false,
     };
-    let new = parse(request, &m, gw.now_ms(), gw.config().webhooks_allow_private)?;
-    let created = pay::create(
-        &gw,
-        &m,
-        pay::NewPayment {
-            door: Some(DOOR),
-            ..new
-        },
-    )
-    .await?;
-    let p = &created.state.payment;
+    let p = &super::create_payment(&gw, &m, request, DOOR).await?;
     let url = p.hosted_url.clone().unwrap_or_default();
     let partial = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
     let answer = json!({"RETURNMAC": return_mac, "hostedCheckoutId": p.checkout_token,

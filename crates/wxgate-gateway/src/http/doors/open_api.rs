@@ -19,7 +19,7 @@ use crate::app::{doors, links, payments as pay, payouts, refunds, reports};
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::links::{CreateLink, new_link};
-use crate::http::payments::{CreatePayment, PayerIn, parse};
+use crate::http::payments::{CreatePayment, PayerIn};
 use crate::next_action::NextAction;
 use crate::views::doors::open_api as view;
 
@@ -168,22 +168,7 @@ async fn create_payment(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
     let (merchant, param) = unwrap(gw, body).await?;
     let channel = required(&param, "channelCode")?.to_string();
     let request = payment_request(gw, &param, &channel)?;
-    let new = parse(
-        request,
-        &merchant,
-        gw.now_ms(),
-        gw.config().webhooks_allow_private,
-    )?;
-    let created = pay::create(
-        gw,
-        &merchant,
-        pay::NewPayment {
-            door: Some(DOOR),
-            ..new
-        },
-    )
-    .await?;
-    let p = &created.state.payment;
+    let p = &super::create_payment(gw, &merchant, request, DOOR).await?;
     let action = p
         .wechat_credential
         .as_deref()
@@ -217,17 +202,7 @@ fn payment_request(gw: &Gateway, param: &Value, channel: &str) -> Result<CreateP
         )
     })?;
     let order = required(param, "mchOrderId")?;
-    let expires_at = match param["expireSeconds"].as_i64() {
-        Some(s) => Some(
-            s.checked_mul(1000)
-                .and_then(|ms| gw.now_ms().checked_add(ms))
-                .map(crate::views::rfc3339)
-                .ok_or_else(|| {
-                    refuse(21002, "Request param error: expireSeconds is out of range")
-                })?,
-        ),
-        None => None,
-    };
+    let expires_at = expires_at(gw, param)?;
     Ok(CreatePayment {
         amount,
         currency: required(param, "currency")?.to_string(),
@@ -363,17 +338,7 @@ async fn code_generate(State(gw): State<Gateway>, body: Bytes) -> Response {
 async fn create_code(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
     let (merchant, param) = unwrap(gw, body).await?;
     let reference = required(&param, "mchOrderId")?.to_string();
-    let expires_at = match param["expireSeconds"].as_i64() {
-        Some(s) => Some(
-            s.checked_mul(1000)
-                .and_then(|ms| gw.now_ms().checked_add(ms))
-                .map(crate::views::rfc3339)
-                .ok_or_else(|| {
-                    refuse(21002, "Request param error: expireSeconds is out of range")
-                })?,
-        ),
-        None => None,
-    };
+    let expires_at = expires_at(gw, &param)?;
     // A fixed amount, or (none given) any amount the payer enters.
     let amount = param["amount"].as_i64();
     let request = CreateLink {
@@ -541,4 +506,15 @@ async fn list_refunds(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
     let p = payment_named(gw, &merchant, &param).await?;
     let list = refunds::of_payment(gw, &merchant.id, &p.id).await?;
     Ok(list.iter().map(refund_view).collect::<Vec<_>>().into())
+}
+
+/// `expireSeconds` from now, as RFC 3339 (none given: the default).
+fn expires_at(gw: &Gateway, param: &Value) -> Result<Option<String>, Refusal> {
+    let Some(s) = param["expireSeconds"].as_i64() else {
+        return Ok(None);
+    };
+    s.checked_mul(1000)
+        .and_then(|ms| gw.now_ms().checked_add(ms))
+        .map(|at| Some(crate::views::rfc3339(at)))
+        .ok_or_else(|| refuse(21002, "Request param error: expireSeconds is out of range"))
 }

@@ -20,7 +20,7 @@ use crate::app::{doors, payments as pay};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::extract::parse_json;
-use crate::http::payments::{CreatePayment, PayerIn, parse};
+use crate::http::payments::{CreatePayment, PayerIn};
 use crate::next_action::NextAction;
 use crate::views::doors::payment_intents as view;
 
@@ -138,21 +138,8 @@ async fn create(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) -> R
 async fn create_intent(gw: &Gateway, headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let merchant = merchant(gw, headers).await?;
     let req: CreateIntent = parse_json(body)?;
-    let new = parse(
-        wxgate_request(&merchant, req)?,
-        &merchant,
-        gw.now_ms(),
-        gw.config().webhooks_allow_private,
-    )?;
-    let new = pay::NewPayment {
-        door: Some(DOOR),
-        ..new
-    };
-    let created = pay::create(gw, &merchant, new).await?;
-    Ok(view::intent(
-        &created.state.payment,
-        stored_action(&created.state.payment).as_ref(),
-    ))
+    let p = super::create_payment(gw, &merchant, wxgate_request(&merchant, req)?, DOOR).await?;
+    Ok(view::intent(&p, stored_action(&p).as_ref()))
 }
 
 fn stored_action(p: &wxgate_store::PaymentRow) -> Option<NextAction> {

@@ -20,7 +20,7 @@ use wxgate_store::{MerchantRow, PaymentRow};
 use crate::app::{doors, payments as pay};
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
-use crate::http::payments::{CreatePayment, parse};
+use crate::http::payments::CreatePayment;
 use crate::secrets::{random_digits, secrets_equal};
 use crate::views::doors::two_checkout as view;
 
@@ -192,23 +192,9 @@ async fn place_order(gw: &Gateway, params: &Value) -> Result<Value, Refusal> {
         )
     })?;
     let request = order_request(gw, &merchant, &order).await?;
-    let new = parse(
-        request,
-        &merchant,
-        gw.now_ms(),
-        gw.config().webhooks_allow_private,
-    )?;
-    let created = pay::create(
-        gw,
-        &merchant,
-        pay::NewPayment {
-            door: Some(DOOR),
-            ..new
-        },
-    )
-    .await?;
+    let p = super::create_payment(gw, &merchant, request, DOOR).await?;
     Ok(view::order(
-        &created.state.payment,
+        &p,
         &view::Sent {
             items: raw.get("Items"),
             billing: raw.get("BillingDetails"),
