@@ -33,6 +33,8 @@ struct Inner {
     webhook_secrets: Mutex<HashMap<String, String>>,
     /// Rendered QR images.
     qr: crate::qr::Cache,
+    /// The process's counters, exposed at `/metrics`.
+    metrics: crate::metrics::Metrics,
     /// Business time: creation, expiry, due work. WeChat requests are signed on the system
     /// clock whatever this says, since WeChat checks their timestamps against its own.
     clock: Arc<dyn Clock>,
@@ -69,9 +71,14 @@ impl Gateway {
                 endpoints: Mutex::new(HashMap::new()),
                 webhook_secrets: Mutex::new(HashMap::new()),
                 qr: crate::qr::Cache::default(),
+                metrics: crate::metrics::Metrics::default(),
                 clock,
             }),
         }
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     pub fn store(&self) -> &Store {

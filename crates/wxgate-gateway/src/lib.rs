@@ -18,6 +18,7 @@ pub mod delivery;
 pub mod error;
 pub mod gateway;
 pub mod http;
+pub mod metrics;
 pub mod next_action;
 pub mod qr;
 pub mod secrets;

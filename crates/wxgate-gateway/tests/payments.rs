@@ -20,6 +20,7 @@ use doors::{
 };
 
 on_both!(
+    metrics_are_scraped_and_parse,
     connect_integration_types_as_documented,
     open_api_as_documented,
     health_readiness_and_request_ids,
@@ -1199,4 +1200,60 @@ async fn health_readiness_and_request_ids(t: TestGateway) {
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "not_ready", "{body}");
+}
+
+/// `/metrics`, scraped and parsed: requests by route pattern (never an id), payments by status
+/// and integration, the backlogs.
+async fn metrics_are_scraped_and_parse(t: TestGateway) {
+    let id = t.paid_native(100).await;
+    let res = t
+        .http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = res.text().await.unwrap();
+    let mut samples = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        samples.insert(name.to_string(), value);
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(!text.contains(&id), "no ids in labels");
+    let created = samples
+        .get(r#"wxgate_http_requests_total{route="/v1/payments",method="POST",status="201"}"#)
+        .copied();
+    assert!(created.is_some_and(|n| n >= 1.0), "{text}");
+    assert!(
+        samples.keys().any(
+            |k| k.starts_with("wxgate_http_request_duration_seconds_bucket{")
+                && k.contains(r#"route="/v1/payments/{id}""#)
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        samples.get(r#"wxgate_payments{status="succeeded",integration="native"}"#),
+        Some(&1.0),
+        "{text}"
+    );
+    assert!(
+        samples.contains_key("wxgate_webhook_deliveries_pending"),
+        "{text}"
+    );
+    assert!(samples.contains_key("wxgate_sync_due"), "{text}");
 }

@@ -18,6 +18,7 @@ mod ledger;
 mod links;
 mod listing;
 mod merchants;
+mod ops;
 mod outbox;
 mod payments;
 mod payouts;

@@ -693,3 +693,15 @@ pub struct DoorCredentialRow {
     pub created_at: i64,
     pub revoked_at: Option<i64>,
 }
+
+/// What operators watch, counted from the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpsSnapshot {
+    /// (status, integration, count).
+    pub payments: Vec<(String, String, i64)>,
+    pub deliveries_pending: i64,
+    /// How long the oldest pending delivery has waited.
+    pub oldest_delivery_ms: i64,
+    /// Pending payments whose sync is due.
+    pub sync_due: i64,
+}

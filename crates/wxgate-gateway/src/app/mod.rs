@@ -6,6 +6,7 @@
 pub mod doors;
 pub mod links;
 pub mod merchants;
+pub mod operations;
 pub mod orders;
 pub mod payments;
 pub mod payouts;

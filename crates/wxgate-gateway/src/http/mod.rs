@@ -70,11 +70,13 @@ pub fn router(gateway: Gateway) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .route(
             "/openapi.json",
             get(|| async { axum::Json(openapi::document()) }),
         )
         .route_layer(middleware::from_fn(refuse_control_characters))
+        .route_layer(middleware::from_fn_with_state(gateway.clone(), record))
         .fallback(|| async {
             ApiError::new(ErrorCode::RouteNotFound, "no such route; see /openapi.json")
         })
@@ -111,6 +113,40 @@ pub(crate) async fn request_id(request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// Counts every routed request by its route pattern (never its ids), method and status.
+async fn record(
+    axum::extract::State(gw): axum::extract::State<Gateway>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let seconds = started.elapsed().as_secs_f64();
+    gw.metrics()
+        .request(&route, &method, response.status().as_u16(), seconds);
+    response
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+async fn metrics(axum::extract::State(gw): axum::extract::State<Gateway>) -> Response {
+    match crate::app::operations::metrics(&gw).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /readyz`: 200 when the database answers and its schema is this binary's; 503 saying

@@ -40,9 +40,16 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match receive(&gw, &merchant_id, &headers, &body).await {
+    let answer = match receive(&gw, &merchant_id, &headers, &body).await {
         Ok(answer) | Err(answer) => answer,
-    }
+    };
+    let outcome = match answer.status().as_u16() {
+        200..=299 => "accepted",
+        400..=499 => "refused",
+        _ => "failed",
+    };
+    gw.metrics().callback(outcome);
+    answer
 }
 
 /// Opens the callback and routes it: refunds to the refund, transfers to the payout, paid

@@ -1,0 +1,35 @@
+//! What operators watch, counted from the database: payments by status and integration, the
+//! webhook backlog and its oldest delivery, the status-sync backlog.
+
+use super::*;
+
+impl Store {
+    /// The figures of `/metrics` as they are at `now` (Unix ms).
+    pub async fn ops_snapshot(&self, now: i64) -> Result<OpsSnapshot> {
+        let payments: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT status, integration, CAST(COUNT(*) AS BIGINT) FROM payments \
+             GROUP BY status, integration ORDER BY status, integration",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let (pending, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT), MIN(created_at) FROM webhook_deliveries \
+             WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let (sync_due,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM payments WHERE status = 'pending' \
+             AND sync_due_at <= $1",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OpsSnapshot {
+            payments,
+            deliveries_pending: pending,
+            oldest_delivery_ms: oldest.map_or(0, |t| (now - t).max(0)),
+            sync_due,
+        })
+    }
+}
