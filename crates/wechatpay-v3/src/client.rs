@@ -46,6 +46,31 @@ pub struct ClientConfig {
     pub attempts_max: u32,
     /// The wait before the first retry; doubled for each further one.
     pub retry_backoff: Duration,
+    /// Told of every attempt's outcome (for metrics); none by default.
+    pub observer: Option<CallObserver>,
+}
+
+/// One attempt of a call, as an observer sees it.
+#[derive(Debug, Clone)]
+pub struct CallReport<'a> {
+    pub method: &'a str,
+    /// The URL's path (ids included: an observer that labels by it must bound it).
+    pub path: &'a str,
+    /// The HTTP status; 0 when no answer came.
+    pub status: u16,
+    /// WeChat's error code of a refusal, or `TRANSPORT` when no answer came.
+    pub error_code: Option<&'a str>,
+    pub seconds: f64,
+}
+
+/// What is told of every attempt of the client's calls.
+#[derive(Clone)]
+pub struct CallObserver(pub Arc<dyn Fn(&CallReport<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for CallObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallObserver")
+    }
 }
 
 impl ClientConfig {
@@ -60,6 +85,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(3),
             attempts_max: 3,
             retry_backoff: Duration::from_millis(200),
+            observer: None,
         }
     }
 }
@@ -175,7 +201,9 @@ impl Client {
     ) -> Result<RawAnswer, ClientError> {
         let mut attempt = 1;
         loop {
+            let started = std::time::Instant::now();
             let result = self.send_once(&method, &url, body.as_deref()).await;
+            self.report(&method, &url, &result, started.elapsed().as_secs_f64());
             match result {
                 Err(e) if e.is_retryable() && attempt < self.config.attempts_max => {
                     let backoff = self.config.retry_backoff * 2u32.pow(attempt - 1);
@@ -185,6 +213,31 @@ impl Client {
                 other => return other,
             }
         }
+    }
+
+    /// Tells the observer, if any, how an attempt went.
+    fn report(
+        &self,
+        method: &Method,
+        url: &url::Url,
+        result: &Result<RawAnswer, ClientError>,
+        seconds: f64,
+    ) {
+        let Some(observer) = &self.config.observer else {
+            return;
+        };
+        let (status, error_code) = match result {
+            Ok(answer) => (answer.status, None),
+            Err(ClientError::Api(api)) => (api.status, Some(api.code.as_str())),
+            Err(_) => (0, Some("TRANSPORT")),
+        };
+        (observer.0)(&CallReport {
+            method: method.as_str(),
+            path: url.path(),
+            status,
+            error_code,
+            seconds,
+        });
     }
 
     async fn send_once(

@@ -106,7 +106,10 @@ impl Gateway {
                 &self.inner.store,
                 &self.inner.config.master_key,
                 merchant_id,
-                self.inner.config.upstream_timeout,
+                (
+                    self.inner.config.upstream_timeout,
+                    Some(self.inner.metrics.upstream_observer()),
+                ),
             )
             .await
     }

@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use wechatpay_v3::client::{CallObserver, CallReport};
 use wxgate_store::OpsSnapshot;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -32,12 +33,25 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    endpoint: String,
+    status: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PaymentLabels {
     status: String,
     integration: String,
 }
 
 type Latency = Family<RouteLabels, Histogram, fn() -> Histogram>;
+type UpstreamLatency = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 1 ms to about 16 s.
@@ -53,6 +67,8 @@ struct Inner {
     requests: Family<RequestLabels, Counter>,
     latency: Latency,
     callbacks: Family<OutcomeLabels, Counter>,
+    upstream: Family<UpstreamLabels, Counter>,
+    upstream_latency: UpstreamLatency,
     payments: Family<PaymentLabels, Gauge>,
     deliveries_pending: Gauge,
     oldest_delivery_seconds: Gauge,
@@ -61,58 +77,68 @@ struct Inner {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        let latency: Latency = Family::new_with_constructor(latency_histogram);
-        let callbacks = Family::<OutcomeLabels, Counter>::default();
-        let payments = Family::<PaymentLabels, Gauge>::default();
-        let (deliveries_pending, oldest, sync_due) =
-            (Gauge::default(), Gauge::default(), Gauge::default());
-        registry.register(
-            "wxgate_http_requests",
-            "Requests answered, by route, method and status",
-            requests.clone(),
-        );
-        registry.register(
-            "wxgate_http_request_duration_seconds",
-            "Time to answer, by route",
-            latency.clone(),
-        );
-        registry.register(
-            "wxgate_callbacks",
-            "WeChat Pay callbacks, by outcome",
-            callbacks.clone(),
-        );
-        registry.register(
-            "wxgate_payments",
-            "Payments by status and integration",
-            payments.clone(),
-        );
-        registry.register(
-            "wxgate_webhook_deliveries_pending",
-            "Webhook deliveries not yet made",
-            deliveries_pending.clone(),
-        );
-        registry.register(
-            "wxgate_webhook_oldest_pending_seconds",
-            "Age of the oldest pending webhook delivery",
-            oldest.clone(),
-        );
-        registry.register(
-            "wxgate_sync_due",
-            "Pending payments whose status sync is due",
-            sync_due.clone(),
-        );
-        Self(Arc::new(Inner {
-            registry,
-            requests,
-            latency,
-            callbacks,
-            payments,
-            deliveries_pending,
-            oldest_delivery_seconds: oldest,
-            sync_due,
-        }))
+        let mut inner = Inner {
+            registry: Registry::default(),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            callbacks: Family::default(),
+            upstream: Family::default(),
+            upstream_latency: Family::new_with_constructor(latency_histogram),
+            payments: Family::default(),
+            deliveries_pending: Gauge::default(),
+            oldest_delivery_seconds: Gauge::default(),
+            sync_due: Gauge::default(),
+        };
+        inner.register();
+        Self(Arc::new(inner))
+    }
+}
+
+impl Inner {
+    /// Every metric under its name and help.
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        let help = [
+            (
+                "wxgate_http_requests",
+                "Requests answered, by route, method and status",
+            ),
+            (
+                "wxgate_http_request_duration_seconds",
+                "Time to answer, by route",
+            ),
+            ("wxgate_callbacks", "WeChat Pay callbacks, by outcome"),
+            (
+                "wxgate_upstream_calls",
+                "Calls to WeChat Pay (each attempt), by endpoint, status and WeChat's error code",
+            ),
+            (
+                "wxgate_upstream_duration_seconds",
+                "Time WeChat Pay took to answer, by endpoint",
+            ),
+            ("wxgate_payments", "Payments by status and integration"),
+            (
+                "wxgate_webhook_deliveries_pending",
+                "Webhook deliveries not yet made",
+            ),
+            (
+                "wxgate_webhook_oldest_pending_seconds",
+                "Age of the oldest pending webhook delivery",
+            ),
+            (
+                "wxgate_sync_due",
+                "Pending payments whose status sync is due",
+            ),
+        ];
+        r.register(help[0].0, help[0].1, self.requests.clone());
+        r.register(help[1].0, help[1].1, self.latency.clone());
+        r.register(help[2].0, help[2].1, self.callbacks.clone());
+        r.register(help[3].0, help[3].1, self.upstream.clone());
+        r.register(help[4].0, help[4].1, self.upstream_latency.clone());
+        r.register(help[5].0, help[5].1, self.payments.clone());
+        r.register(help[6].0, help[6].1, self.deliveries_pending.clone());
+        r.register(help[7].0, help[7].1, self.oldest_delivery_seconds.clone());
+        r.register(help[8].0, help[8].1, self.sync_due.clone());
     }
 }
 
@@ -139,6 +165,28 @@ impl Metrics {
         self.0.callbacks.get_or_create(&labels).inc();
     }
 
+    /// One call to WeChat Pay (an attempt), labelled by its endpoint with ids taken out.
+    pub fn upstream_call(&self, report: &CallReport<'_>) {
+        let endpoint = endpoint_of(report.method, report.path);
+        let labels = UpstreamLabels {
+            endpoint: endpoint.clone(),
+            status: report.status.to_string(),
+            code: report.error_code.unwrap_or("").to_string(),
+        };
+        self.0.upstream.get_or_create(&labels).inc();
+        let endpoint = EndpointLabels { endpoint };
+        self.0
+            .upstream_latency
+            .get_or_create(&endpoint)
+            .observe(report.seconds);
+    }
+
+    /// What the WeChat clients report their calls to.
+    pub fn upstream_observer(&self) -> CallObserver {
+        let metrics = self.clone();
+        CallObserver(Arc::new(move |report| metrics.upstream_call(report)))
+    }
+
     /// The exposition, with the database's figures as they are now.
     pub fn render(&self, ops: &OpsSnapshot) -> String {
         self.0.payments.clear();
@@ -158,5 +206,48 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);
         out
+    }
+}
+
+/// The segments after which WeChat's paths carry an id.
+const ID_BEFORE: [&str; 5] = [
+    "out-trade-no",
+    "id",
+    "out-refund-no",
+    "out-bill-no",
+    "transfer-bill-no",
+];
+
+/// `POST /v3/pay/transactions/out-trade-no/{id}/close`: the method and path, every id replaced,
+/// so the label has a bounded set of values.
+fn endpoint_of(method: &str, path: &str) -> String {
+    let mut out = Vec::new();
+    let mut id_next = false;
+    for segment in path.split('/') {
+        out.push(if id_next { "{id}" } else { segment });
+        id_next = ID_BEFORE.contains(&segment);
+    }
+    format!("{method} {}", out.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoints_carry_no_ids() {
+        assert_eq!(
+            super::endpoint_of("POST", "/v3/pay/transactions/out-trade-no/pay123/close"),
+            "POST /v3/pay/transactions/out-trade-no/{id}/close"
+        );
+        assert_eq!(
+            super::endpoint_of(
+                "GET",
+                "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/po1"
+            ),
+            "GET /v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{id}"
+        );
+        assert_eq!(
+            super::endpoint_of("POST", "/v3/pay/transactions/native"),
+            "POST /v3/pay/transactions/native"
+        );
     }
 }

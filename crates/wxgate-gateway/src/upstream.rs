@@ -60,6 +60,7 @@ impl Upstream {
         merchant: MerchantRow,
         master: &MasterKey,
         timeout: Duration,
+        observer: Option<wechatpay_v3::client::CallObserver>,
     ) -> anyhow::Result<Self> {
         let secrets: SealedSecrets =
             serde_json::from_slice(&master.open(&merchant.secrets_sealed)?)?;
@@ -95,6 +96,7 @@ impl Upstream {
         config.apiv3_key = Some(ApiV3Key::new(&secrets.apiv3_key)?);
         config.wechatpay_serial = sensitive.as_ref().map(|(_, id)| id.clone());
         config.timeout = timeout;
+        config.observer = observer;
         config.retry_backoff = Duration::from_millis(100);
         Ok(Self {
             client: Client::new(config)?,
@@ -364,7 +366,7 @@ impl Upstreams {
         store: &Store,
         master: &MasterKey,
         merchant_id: &str,
-        timeout: Duration,
+        (timeout, observer): (Duration, Option<wechatpay_v3::client::CallObserver>),
     ) -> anyhow::Result<Arc<Upstream>> {
         if let Some(u) = self.open.lock().expect("upstreams lock").get(merchant_id) {
             return Ok(u.clone());
@@ -373,7 +375,7 @@ impl Upstreams {
             .merchant(merchant_id)
             .await?
             .with_context(|| format!("no merchant {merchant_id}"))?;
-        let upstream = Arc::new(Upstream::open(row, master, timeout)?);
+        let upstream = Arc::new(Upstream::open(row, master, timeout, observer)?);
         self.open
             .lock()
             .expect("upstreams lock")

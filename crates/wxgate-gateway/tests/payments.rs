@@ -1256,4 +1256,12 @@ async fn metrics_are_scraped_and_parse(t: TestGateway) {
         "{text}"
     );
     assert!(samples.contains_key("wxgate_sync_due"), "{text}");
+    let prepaid = samples
+        .get(r#"wxgate_upstream_calls_total{endpoint="POST /v3/pay/transactions/native",status="200",code=""}"#)
+        .copied();
+    assert!(prepaid.is_some_and(|n| n >= 1.0), "{text}");
+    assert!(
+        !text.contains("out-trade-no/pay"),
+        "no ids in upstream endpoints"
+    );
 }
