@@ -465,6 +465,8 @@ async fn attempt(
         Err(e) => (None, Some(describe(&e))),
     };
     let latency_ms = started.elapsed().as_millis() as i64;
+    gw.metrics()
+        .delivery(error.is_none(), started.elapsed().as_secs_f64());
     let outcome = outcome(gw, d, error.is_none());
     if outcome == AttemptOutcome::Dead {
         tracing::warn!(event = %event.id, endpoint = %d.endpoint_id, "webhook dead-lettered after its retry schedule");

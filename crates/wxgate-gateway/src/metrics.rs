@@ -69,6 +69,8 @@ struct Inner {
     callbacks: Family<OutcomeLabels, Counter>,
     upstream: Family<UpstreamLabels, Counter>,
     upstream_latency: UpstreamLatency,
+    deliveries: Family<OutcomeLabels, Counter>,
+    delivery_latency: Histogram,
     payments: Family<PaymentLabels, Gauge>,
     deliveries_pending: Gauge,
     oldest_delivery_seconds: Gauge,
@@ -84,6 +86,8 @@ impl Default for Metrics {
             callbacks: Family::default(),
             upstream: Family::default(),
             upstream_latency: Family::new_with_constructor(latency_histogram),
+            deliveries: Family::default(),
+            delivery_latency: latency_histogram(),
             payments: Family::default(),
             deliveries_pending: Gauge::default(),
             oldest_delivery_seconds: Gauge::default(),
@@ -129,6 +133,14 @@ impl Inner {
                 "wxgate_sync_due",
                 "Pending payments whose status sync is due",
             ),
+            (
+                "wxgate_webhook_attempts",
+                "Webhook delivery attempts, by outcome",
+            ),
+            (
+                "wxgate_webhook_attempt_duration_seconds",
+                "Time a webhook endpoint took to answer",
+            ),
         ];
         r.register(help[0].0, help[0].1, self.requests.clone());
         r.register(help[1].0, help[1].1, self.latency.clone());
@@ -139,6 +151,8 @@ impl Inner {
         r.register(help[6].0, help[6].1, self.deliveries_pending.clone());
         r.register(help[7].0, help[7].1, self.oldest_delivery_seconds.clone());
         r.register(help[8].0, help[8].1, self.sync_due.clone());
+        r.register(help[9].0, help[9].1, self.deliveries.clone());
+        r.register(help[10].0, help[10].1, self.delivery_latency.clone());
     }
 }
 
@@ -179,6 +193,16 @@ impl Metrics {
             .upstream_latency
             .get_or_create(&endpoint)
             .observe(report.seconds);
+    }
+
+    /// One webhook attempt: `delivered` or `failed`, and how long the endpoint took.
+    pub fn delivery(&self, delivered: bool, seconds: f64) {
+        let outcome = if delivered { "delivered" } else { "failed" };
+        let labels = OutcomeLabels {
+            outcome: outcome.into(),
+        };
+        self.0.deliveries.get_or_create(&labels).inc();
+        self.0.delivery_latency.observe(seconds);
     }
 
     /// What the WeChat clients report their calls to.

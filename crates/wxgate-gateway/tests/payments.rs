@@ -1205,7 +1205,36 @@ async fn health_readiness_and_request_ids(t: TestGateway) {
 /// `/metrics`, scraped and parsed: requests by route pattern (never an id), payments by status
 /// and integration, the backlogs.
 async fn metrics_are_scraped_and_parse(t: TestGateway) {
+    // An endpoint that refuses every delivery (the gateway's own health check takes no POST).
+    let endpoint = json!({"url": format!("{}/health", t.base), "events": ["payment.succeeded"]});
+    let (status, _) = t
+        .call(
+            reqwest::Method::POST,
+            "/v1/webhook_endpoints",
+            Some(endpoint.to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201);
     let id = t.paid_native(100).await;
+    let mut attempted = false;
+    for _ in 0..5000 {
+        let text = t
+            .http
+            .get(format!("{}/metrics", t.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(r#"wxgate_webhook_attempts_total{outcome="failed"}"#) {
+            attempted = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(attempted, "a failed webhook attempt is counted");
     let res = t
         .http
         .get(format!("{}/metrics", t.base))
