@@ -207,7 +207,7 @@ impl Store {
         };
         insert_event(&mut tx, &event, &attempt.payment_id).await?;
         tx.commit().await?;
-        self.outbox.notify_one();
+        self.events_written();
         Ok(true)
     }
 }

@@ -107,6 +107,9 @@ pub struct Store {
     backend: Backend,
     /// Woken whenever this process writes an event, so delivery need not wait for its poll.
     outbox: Arc<tokio::sync::Notify>,
+    /// Bumped whenever this process writes an event or records a webhook attempt: any number
+    /// of followers (the demo's activity lines) watch it.
+    activity: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -184,7 +187,23 @@ impl Store {
             writer,
             backend,
             outbox: Arc::new(tokio::sync::Notify::new()),
+            activity: Arc::new(tokio::sync::watch::channel(0).0),
         })
+    }
+
+    /// Events were written: the delivery worker wakes, followers see a change.
+    pub(crate) fn events_written(&self) {
+        self.outbox.notify_one();
+        self.activity_changed();
+    }
+
+    fn activity_changed(&self) {
+        self.activity.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever this process writes an event or records a webhook attempt.
+    pub fn activity_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.activity.subscribe()
     }
 
     pub fn backend(&self) -> Backend {

@@ -170,7 +170,7 @@ impl Store {
             };
             tx.commit().await?;
             if Transition::event_type(to).is_some() {
-                self.outbox.notify_one();
+                self.events_written();
             }
             return Ok(TransitionOutcome::Changed {
                 from,

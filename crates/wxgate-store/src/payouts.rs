@@ -202,7 +202,7 @@ impl Store {
                 insert_event(&mut tx, &event, id).await?;
             }
             tx.commit().await?;
-            self.outbox.notify_one();
+            self.events_written();
             return Ok((true, after));
         }
         Err(StoreError::Corrupt(format!(

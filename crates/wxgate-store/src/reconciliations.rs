@@ -192,7 +192,7 @@ impl Store {
             insert_event(&mut tx, &event, &r.id).await?;
         }
         tx.commit().await?;
-        self.outbox.notify_one();
+        self.events_written();
         Ok(true)
     }
 

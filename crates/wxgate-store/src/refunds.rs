@@ -215,7 +215,7 @@ impl Store {
                 insert_event(&mut tx, &event, &current.payment_id).await?;
             }
             tx.commit().await?;
-            self.outbox.notify_one();
+            self.events_written();
             return Ok(RefundTransitionOutcome::Changed {
                 refund: Box::new(refund),
                 payment: Box::new(payment),

@@ -229,6 +229,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.activity_changed();
         Ok(true)
     }
 
@@ -277,7 +278,7 @@ impl Store {
             .rows_affected();
         tx.commit().await?;
         if scheduled > 0 {
-            self.outbox.notify_one();
+            self.events_written();
         }
         Ok(scheduled)
     }

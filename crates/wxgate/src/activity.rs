@@ -1,17 +1,14 @@
 //! The demo's activity beyond requests: each event as it is written and each webhook attempt
 //! as it is made, one readable line each, read through the same application calls as
-//! `GET /v1/events` and `GET /v1/events/{id}`.
+//! `GET /v1/events` and `GET /v1/events/{id}`, whenever the store says something changed.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use wxgate_domain::id::{EventId, MerchantId};
 use wxgate_gateway::Gateway;
 use wxgate_gateway::app::webhooks;
 use wxgate_store::{AttemptRow, EventFilter, EventRow};
 
-/// How often the demo looks for new events and attempts.
-const POLL: Duration = Duration::from_millis(250);
 /// Events looked at per look (the newest).
 const RECENT_EVENTS: i64 = 20;
 /// How long an event's webhook attempts are followed.
@@ -22,8 +19,9 @@ pub async fn follow(gw: Gateway, merchant_id: MerchantId) {
     let since = gw.now_ms();
     let mut seen_events = HashSet::new();
     let mut seen_attempts = HashSet::new();
-    loop {
-        tokio::time::sleep(POLL).await;
+    // Woken by every event written and attempt recorded (coalesced while a look runs).
+    let mut changes = gw.store().activity_signal();
+    while changes.changed().await.is_ok() {
         let filter = EventFilter {
             limit: RECENT_EVENTS,
             ..EventFilter::default()
