@@ -67,26 +67,17 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
 /// One round: claims due payments and syncs each. Returns how many were handled.
 pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
     let due = gw.store().claim_due_syncs(gw.now_ms(), CLAIM_BATCH).await?;
-    let n = due.len();
-    // The batch runs concurrently, so a slow WeChat cannot make it outlast its claim's lease.
-    let mut tasks = tokio::task::JoinSet::new();
-    for p in due {
-        let gw = gw.clone();
-        tasks.spawn(async move {
-            if let Err(e) = sync_one(&gw, &p).await {
-                tracing::warn!(payment = %p.id, error = %e, "status sync failed; will retry");
-                let next = next_due(&gw, &p, gw.now_ms());
-                gw.store()
-                    .reschedule_sync(&p.id, next, p.sync_attempts + 1)
-                    .await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    Ok(n)
+    crate::app::all_at_once(gw, due, |gw, p| async move {
+        if let Err(e) = sync_one(&gw, &p).await {
+            tracing::warn!(payment = %p.id, error = %e, "status sync failed; will retry");
+            let next = next_due(&gw, &p, gw.now_ms());
+            gw.store()
+                .reschedule_sync(&p.id, next, p.sync_attempts + 1)
+                .await?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// When to look again at a pending payment: by the schedule, but never later than its expiry.

@@ -622,28 +622,23 @@ pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
         .store()
         .claim_due_payouts(gw.now_ms(), CLAIM_BATCH)
         .await?;
-    let n = due.len();
-    let mut tasks = tokio::task::JoinSet::new();
-    for p in due {
-        let gw = gw.clone();
-        tasks.spawn(async move {
-            if let Err(e) = sync_one(&gw, &p).await {
-                tracing::warn!(payout = %p.id, error = %e, "payout sync failed; will retry");
-                let now = gw.now_ms();
-                let note = PayoutNote {
-                    maybe_at_wechat: p.maybe_at_wechat.is_set(),
-                    transfer_bill_no: None,
-                    last_error: p.last_error.as_deref(),
-                    next_due: Some(next_due(&gw, &p, p.status, now)),
-                    attempts: p.sync_attempts + 1,
-                    now,
-                };
-                let _ = gw.store().note_payout_attempt(&p.id, &note).await;
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(n)
+    super::all_at_once(gw, due, |gw, p| async move {
+        if let Err(e) = sync_one(&gw, &p).await {
+            tracing::warn!(payout = %p.id, error = %e, "payout sync failed; will retry");
+            let now = gw.now_ms();
+            let note = PayoutNote {
+                maybe_at_wechat: p.maybe_at_wechat.is_set(),
+                transfer_bill_no: None,
+                last_error: p.last_error.as_deref(),
+                next_due: Some(next_due(&gw, &p, p.status, now)),
+                attempts: p.sync_attempts + 1,
+                now,
+            };
+            let _ = gw.store().note_payout_attempt(&p.id, &note).await;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// A claimed payout: sent again when WeChat surely does not hold it; otherwise queried, and

@@ -643,33 +643,23 @@ pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
         .store()
         .claim_due_refunds(gw.now_ms(), CLAIM_BATCH)
         .await?;
-    let n = due.len();
-    let mut tasks = tokio::task::JoinSet::new();
-    for r in due {
-        let gw = gw.clone();
-        tasks.spawn(async move {
-            if let Err(e) = sync_one(&gw, &r).await {
-                tracing::warn!(refund = %r.id, error = %e, "refund sync failed; will retry");
-                let now = gw.now_ms();
-                let _ = gw
-                    .store()
-                    .note_refund_attempt(
-                        &r.id,
-                        &RefundNote {
-                            submitted: false,
-                            wechat_refund_id: None,
-                            last_error: r.last_error.as_deref(),
-                            next_due: Some(next_due(&gw, r.sync_attempts, now)),
-                            attempts: r.sync_attempts + 1,
-                            now,
-                        },
-                    )
-                    .await;
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(n)
+    super::all_at_once(gw, due, |gw, r| async move {
+        if let Err(e) = sync_one(&gw, &r).await {
+            tracing::warn!(refund = %r.id, error = %e, "refund sync failed; will retry");
+            let now = gw.now_ms();
+            let note = RefundNote {
+                submitted: false,
+                wechat_refund_id: None,
+                last_error: r.last_error.as_deref(),
+                next_due: Some(next_due(&gw, r.sync_attempts, now)),
+                attempts: r.sync_attempts + 1,
+                now,
+            };
+            let _ = gw.store().note_refund_attempt(&r.id, &note).await;
+        }
+        Ok(())
+    })
+    .await
 }
 
 async fn sync_one(gw: &Gateway, r: &RefundRow) -> anyhow::Result<()> {
