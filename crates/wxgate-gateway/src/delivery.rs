@@ -192,27 +192,104 @@ struct Lanes {
     lanes: Mutex<HashMap<String, Lane>>,
     /// The events of claimed deliveries, read in one query per claim, taken by their attempts.
     events: Mutex<HashMap<String, EventRow>>,
+    /// Turns true when the node stops: lanes then finish what they hold and claim no more.
+    stop: watch::Receiver<bool>,
+    recorder: Recorder,
+}
+
+/// The most attempts recorded in one transaction.
+const RECORD_BATCH_MAX: usize = 64;
+
+type Recording = (
+    DeliveryRow,
+    AttemptRow,
+    AttemptOutcome,
+    tokio::sync::oneshot::Sender<Result<bool, String>>,
+);
+
+/// Records attempts in groups: the attempts that end while a transaction is being written
+/// are written together in the next one (group commit), so a busy endpoint's deliveries cost
+/// the database one transaction per group instead of one each. Each attempt still waits for
+/// its own record before its lane slot takes the next delivery.
+#[derive(Clone)]
+struct Recorder {
+    queue: tokio::sync::mpsc::UnboundedSender<Recording>,
+}
+
+impl Recorder {
+    fn start(gw: Gateway) -> Self {
+        let (queue, mut waiting) = tokio::sync::mpsc::unbounded_channel::<Recording>();
+        tokio::spawn(async move {
+            let mut group = Vec::with_capacity(RECORD_BATCH_MAX);
+            while waiting.recv_many(&mut group, RECORD_BATCH_MAX).await > 0 {
+                let (rows, replies): (Vec<_>, Vec<_>) = group
+                    .drain(..)
+                    .map(|(d, a, o, reply)| ((d, a, o), reply))
+                    .unzip();
+                match gw.store().record_attempts(&rows).await {
+                    Ok(recorded) => {
+                        for (reply, r) in replies.into_iter().zip(recorded) {
+                            let _ = reply.send(Ok(r));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Records one attempt with the next group; whether it was recorded.
+    async fn record(
+        &self,
+        d: &DeliveryRow,
+        attempt: AttemptRow,
+        outcome: AttemptOutcome,
+    ) -> anyhow::Result<bool> {
+        let (reply, recorded) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((d.clone(), attempt, outcome, reply))
+            .map_err(|_| anyhow::anyhow!("the attempt recorder has stopped"))?;
+        recorded
+            .await
+            .map_err(|_| anyhow::anyhow!("the attempt recorder has stopped"))?
+            .map_err(|e| anyhow::anyhow!("recording the attempt: {e}"))
+    }
 }
 
 #[derive(Default)]
 struct Lane {
     in_flight: usize,
     waiting: std::collections::VecDeque<DeliveryRow>,
+    /// A finished attempt is claiming more of the lane's endpoint's due deliveries.
+    refilling: bool,
+}
+
+/// What an attempt that just ended does next.
+enum Next {
+    /// Takes the next waiting delivery in its slot.
+    Run(Box<DeliveryRow>),
+    /// Gave up its slot, and claims more of its endpoint's due deliveries: as many as the
+    /// lane has room for.
+    Refill(usize),
+    Done,
 }
 
 impl Lanes {
-    /// Endpoints whose lane is full: the next claim leaves them out. (Lanes of payments' own
-    /// notify URLs are kept by host; when one is full, its deliveries are put back instead.)
-    fn full(&self) -> Vec<String> {
+    /// Endpoints with a lane on this node: they claim their own due deliveries as their
+    /// queues empty (see [`Lanes::finish`]), so the node's general claims leave them out.
+    /// (Lanes of payments' own notify URLs are kept by host and do not claim for themselves;
+    /// when one is full, its deliveries are put back instead.)
+    fn self_fed(&self) -> Vec<String> {
         let lanes = self.lanes.lock().expect("lanes lock");
         lanes
-            .iter()
-            .filter(|(key, l)| {
-                !key.starts_with(NOTIFY_LANE)
-                    && l.in_flight >= self.per_endpoint
-                    && l.waiting.len() >= self.per_endpoint
-            })
-            .map(|(id, _)| id.clone())
+            .keys()
+            .filter(|key| !key.starts_with(NOTIFY_LANE))
+            .cloned()
             .collect()
     }
 
@@ -238,19 +315,55 @@ impl Lanes {
     }
 
     /// An attempt in lane `key` ended: the next delivery waiting in it, if any, takes its slot.
-    fn finish(&self, key: &str) -> Option<DeliveryRow> {
+    /// Otherwise the slot is given up, and the first attempt of an endpoint's lane to find the
+    /// queue empty is told to claim more of that endpoint's due deliveries (at most what the
+    /// lane holds), so a busy endpoint stays fed without the node claiming more than it takes.
+    fn finish(&self, key: &str) -> Next {
         let mut lanes = self.lanes.lock().expect("lanes lock");
-        let lane = lanes.get_mut(key)?;
-        match lane.waiting.pop_front() {
-            Some(next) => Some(next),
-            None => {
-                lane.in_flight -= 1;
-                if lane.in_flight == 0 {
-                    lanes.remove(key);
-                }
-                None
+        let Some(lane) = lanes.get_mut(key) else {
+            return Next::Done;
+        };
+        if let Some(next) = lane.waiting.pop_front() {
+            return Next::Run(Box::new(next));
+        }
+        let refill = !key.starts_with(NOTIFY_LANE) && !lane.refilling;
+        lane.refilling |= refill;
+        Self::leave(&mut lanes, key);
+        let busy = lanes.get(key).map_or(0, |l| l.in_flight);
+        match refill {
+            true => Next::Refill(2 * self.per_endpoint - busy),
+            false => Next::Done,
+        }
+    }
+
+    /// The refill of lane `key` is over (what it claimed is admitted next); a lane left with
+    /// nothing in it is forgotten, so general claims take its endpoint again.
+    fn refilled(&self, key: &str) {
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        if let Some(lane) = lanes.get_mut(key) {
+            lane.refilling = false;
+            if lane.in_flight == 0 && lane.waiting.is_empty() {
+                lanes.remove(key);
             }
         }
+    }
+
+    /// An attempt gives up its slot in lane `key`; an empty lane is forgotten.
+    fn leave(lanes: &mut HashMap<String, Lane>, key: &str) {
+        if let Some(lane) = lanes.get_mut(key) {
+            lane.in_flight -= 1;
+            if lane.in_flight == 0 && lane.waiting.is_empty() && !lane.refilling {
+                lanes.remove(key);
+            }
+        }
+    }
+
+    /// Keeps the events of claimed deliveries for their attempts.
+    fn keep_events(&self, events: Vec<EventRow>) {
+        self.events
+            .lock()
+            .expect("events lock")
+            .extend(events.into_iter().map(|e| (e.id.clone(), e)));
     }
 }
 
@@ -289,6 +402,8 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
         per_endpoint: config.webhook_per_endpoint.max(1),
         lanes: Mutex::new(HashMap::new()),
         events: Mutex::new(HashMap::new()),
+        stop: stop.clone(),
+        recorder: Recorder::start(gw.clone()),
     });
     let outbox = gw.store().outbox_signal();
     let freed = Arc::new(tokio::sync::Notify::new());
@@ -334,8 +449,8 @@ pub async fn drain(gw: &Gateway, rounds: usize) -> anyhow::Result<usize> {
     Ok(made)
 }
 
-/// Claims as many due deliveries as there are free slots, leaving out endpoints whose lane is
-/// full, and starts or queues them. Returns how many were claimed.
+/// Claims due deliveries for free slots, leaving out endpoints whose lanes feed themselves,
+/// and starts or queues them. Returns how many were claimed.
 async fn claim_round(
     gw: &Gateway,
     client: &reqwest::Client,
@@ -347,33 +462,34 @@ async fn claim_round(
         return Ok(0);
     }
     let now = gw.now_ms();
+    // At most one lane's worth per claim, so a single endpoint's backlog is not claimed only
+    // to be put back; the loop claims again at once while it finds work.
+    let limit = free.min(2 * lanes.per_endpoint);
     let due = gw
         .store()
-        .claim_due_deliveries(now, lease_ms(gw), free.min(256) as i64, &lanes.full())
+        .claim_due_deliveries(now, lease_ms(gw), limit as i64, &lanes.self_fed())
         .await?;
     let n = due.len();
-    let ids: Vec<String> = due.iter().map(|d| d.event_id.clone()).collect();
-    let events = gw.store().events_by_ids(&ids).await?;
-    lanes
-        .events
-        .lock()
-        .expect("events lock")
-        .extend(events.into_iter().map(|e| (e.id.clone(), e)));
-    for d in due {
+    lanes.keep_events(events_of(gw, &due).await?);
+    admit_all(gw, client, lanes, freed, due).await;
+    Ok(n)
+}
+
+/// Starts or queues claimed deliveries, and gives back those with no room on this node.
+async fn admit_all(
+    gw: &Gateway,
+    client: &reqwest::Client,
+    lanes: &Arc<Lanes>,
+    freed: &Arc<tokio::sync::Notify>,
+    claimed: Vec<DeliveryRow>,
+) {
+    for d in claimed {
         match lanes.admit(d) {
             Admit::Start(d, permit) => start(gw, client, lanes, freed, d, permit),
             Admit::Queued => {}
-            Admit::Release(d) => {
-                lanes
-                    .events
-                    .lock()
-                    .expect("events lock")
-                    .remove(&d.event_id);
-                gw.store().release_delivery(&d, now + DEFER_MS).await?
-            }
+            Admit::Release(d) => release(gw, lanes, vec![d]).await,
         }
     }
-    Ok(n)
 }
 
 /// Runs attempts to one endpoint on one slot: this delivery, then any waiting behind it.
@@ -389,20 +505,86 @@ fn start(
     tokio::spawn(async move {
         let key = lane_key(&first);
         let mut next = Some(first);
+        let mut refill = None;
         while let Some(d) = next {
             let event = lanes
                 .events
                 .lock()
                 .expect("events lock")
                 .remove(&d.event_id);
-            if let Err(e) = attempt(&gw, &client, &d, event).await {
+            let made = async {
+                let (attempt, outcome) = attempt(&gw, &client, &d, event).await?;
+                let recorded = lanes.recorder.record(&d, attempt, outcome).await?;
+                not_recorded(&d, recorded);
+                anyhow::Ok(())
+            };
+            if let Err(e) = made.await {
                 tracing::warn!(event = %d.event_id, endpoint = %d.endpoint_id, error = %e, "webhook delivery failed; its claim will lapse and it will be retried");
             }
-            next = lanes.finish(&key);
+            next = match lanes.finish(&key) {
+                Next::Run(d) => Some(*d),
+                Next::Refill(room) => {
+                    refill = Some((d.endpoint_id, room));
+                    None
+                }
+                Next::Done => None,
+            };
         }
         drop(permit);
+        if let Some((endpoint_id, room)) = refill {
+            let stopping = *lanes.stop.borrow();
+            let claimed = match stopping {
+                false => claim_for_lane(&gw, &lanes, &endpoint_id, room).await,
+                true => Vec::new(),
+            };
+            lanes.refilled(&key);
+            admit_all(&gw, &client, &lanes, &freed, claimed).await;
+        }
         freed.notify_one();
     });
+}
+
+/// The events of claimed deliveries, in one query.
+async fn events_of(gw: &Gateway, due: &[DeliveryRow]) -> anyhow::Result<Vec<EventRow>> {
+    let ids: Vec<String> = due.iter().map(|d| d.event_id.clone()).collect();
+    Ok(gw.store().events_by_ids(&ids).await?)
+}
+
+/// Gives claimed deliveries this node has no room for back, to be claimed again shortly.
+async fn release(gw: &Gateway, lanes: &Lanes, rows: Vec<DeliveryRow>) {
+    let at = gw.now_ms() + DEFER_MS;
+    for d in rows {
+        lanes
+            .events
+            .lock()
+            .expect("events lock")
+            .remove(&d.event_id);
+        if let Err(e) = gw.store().release_delivery(&d, at).await {
+            tracing::warn!(event = %d.event_id, error = %e, "giving a delivery back failed; its claim will lapse");
+        }
+    }
+}
+
+/// Claims up to a lane's worth of its endpoint's due deliveries, with their events; nothing
+/// when none is due or the claim fails (the regular claims pick them up).
+async fn claim_for_lane(
+    gw: &Gateway,
+    lanes: &Lanes,
+    endpoint_id: &str,
+    room: usize,
+) -> Vec<DeliveryRow> {
+    let claimed = async {
+        let due = gw
+            .store()
+            .claim_due_deliveries_of(endpoint_id, gw.now_ms(), lease_ms(gw), room as i64)
+            .await?;
+        lanes.keep_events(events_of(gw, &due).await?);
+        anyhow::Ok(due)
+    };
+    claimed.await.unwrap_or_else(|e| {
+        tracing::warn!(endpoint = %endpoint_id, error = %e, "claiming an endpoint's due deliveries failed");
+        Vec::new()
+    })
 }
 
 /// A claim outlasts its wait in a lane (at most one attempt's timeout) and its own attempt,
@@ -418,16 +600,25 @@ pub async fn deliver(
     client: &reqwest::Client,
     d: &DeliveryRow,
 ) -> anyhow::Result<()> {
-    attempt(gw, client, d, None).await
+    let (attempt, outcome) = attempt(gw, client, d, None).await?;
+    let recorded = gw.store().record_attempt(d, &attempt, outcome).await?;
+    not_recorded(d, recorded);
+    Ok(())
 }
 
-/// One attempt, with the delivery's event when it was read already.
+fn not_recorded(d: &DeliveryRow, recorded: bool) {
+    if !recorded {
+        tracing::info!(event = %d.event_id, endpoint = %d.endpoint_id, "delivery changed while in flight; attempt not recorded");
+    }
+}
+
+/// One attempt, with the delivery's event when it was read already: what to record of it.
 async fn attempt(
     gw: &Gateway,
     client: &reqwest::Client,
     d: &DeliveryRow,
     event: Option<EventRow>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(AttemptRow, AttemptOutcome)> {
     let store = gw.store();
     let event = match event {
         Some(e) => e,
@@ -480,10 +671,7 @@ async fn attempt(
         latency_ms,
         error,
     };
-    if !store.record_attempt(d, &attempt, outcome).await? {
-        tracing::info!(event = %event.id, endpoint = %d.endpoint_id, "delivery changed while in flight; attempt not recorded");
-    }
-    Ok(())
+    Ok((attempt, outcome))
 }
 
 /// A delivery's URL, body and headers: the event, signed with `Wxgate-Signature`.

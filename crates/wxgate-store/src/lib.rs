@@ -148,6 +148,8 @@ impl Store {
             AnyPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(5))
+                // An SQLite connection is a file handle: there is nothing to ping.
+                .test_before_acquire(backend != Backend::Sqlite)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {

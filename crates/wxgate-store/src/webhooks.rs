@@ -142,25 +142,54 @@ impl Store {
         limit: i64,
         skip: &[String],
     ) -> Result<Vec<DeliveryRow>> {
-        let lock = self.skip_locked();
-        let skip_clause = if skip.is_empty() {
-            ""
+        let scope = if skip.is_empty() {
+            ClaimScope::All
         } else {
-            " AND ',' || $4 || ',' NOT LIKE '%,' || endpoint_id || ',%'"
+            ClaimScope::AllBut(skip.join(","))
+        };
+        self.claim_deliveries(now, lease_ms, limit, scope).await
+    }
+
+    /// Claims up to `limit` due deliveries of one endpoint, oldest due first: how a node keeps
+    /// a busy endpoint's lane fed without claiming more than the lane can take.
+    pub async fn claim_due_deliveries_of(
+        &self,
+        endpoint_id: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>> {
+        let scope = ClaimScope::Endpoint(endpoint_id.to_string());
+        self.claim_deliveries(now, lease_ms, limit, scope).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+        scope: ClaimScope,
+    ) -> Result<Vec<DeliveryRow>> {
+        let lock = self.skip_locked();
+        let scope_clause = match scope {
+            ClaimScope::All => "",
+            ClaimScope::AllBut(_) => " AND ',' || $4 || ',' NOT LIKE '%,' || endpoint_id || ',%'",
+            ClaimScope::Endpoint(_) => " AND endpoint_id = $4",
         };
         let sql = format!(
             "UPDATE webhook_deliveries SET claimed_until = $1 WHERE (event_id, endpoint_id) IN \
              (SELECT event_id, endpoint_id FROM webhook_deliveries WHERE next_attempt_at <= $2 \
-             AND (claimed_until IS NULL OR claimed_until < $2){skip_clause} \
+             AND (claimed_until IS NULL OR claimed_until < $2){scope_clause} \
              ORDER BY next_attempt_at LIMIT $3{lock}) RETURNING *"
         );
-        let mut query = sqlx::query_as::<_, DeliveryRow>(&sql)
+        let query = sqlx::query_as::<_, DeliveryRow>(&sql)
             .bind(now + lease_ms)
             .bind(now)
             .bind(limit);
-        if !skip.is_empty() {
-            query = query.bind(skip.join(","));
-        }
+        let query = match scope {
+            ClaimScope::All => query,
+            ClaimScope::AllBut(list) | ClaimScope::Endpoint(list) => query.bind(list),
+        };
         Ok(query.fetch_all(&self.writer).await?)
     }
 
@@ -187,50 +216,55 @@ impl Store {
         attempt: &AttemptRow,
         outcome: AttemptOutcome,
     ) -> Result<bool> {
-        let (status, next_at, delivered_at) = match outcome {
-            AttemptOutcome::Delivered => ("delivered", None, Some(attempt.at)),
-            AttemptOutcome::Retry { next_at } => ("pending", Some(next_at), None),
-            AttemptOutcome::Dead => ("dead", None, None),
-        };
-        let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, delivered_at = $3, \
-             attempts = attempts + 1, round_attempts = round_attempts + 1, claimed_until = NULL, \
-             last_attempt_at = $4, last_status_code = $5, last_error = $6 \
-             WHERE event_id = $7 AND endpoint_id = $8 AND claimed_until = $9 AND status = 'pending'",
-        )
-        .bind(status)
-        .bind(next_at)
-        .bind(delivered_at)
-        .bind(attempt.at)
-        .bind(attempt.status_code)
-        .bind(&attempt.error)
-        .bind(&d.event_id)
-        .bind(&d.endpoint_id)
-        .bind(d.claimed_until)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            tx.rollback().await?;
-            return Ok(false);
+        let recorded = self
+            .record_attempts(&[(d.clone(), attempt.clone(), outcome)])
+            .await?;
+        Ok(recorded.first().copied().unwrap_or(false))
+    }
+
+    /// Logs attempts on claimed deliveries and applies their outcomes, all in one transaction
+    /// of two statements (group commit: a busy node records many attempts for the cost of one).
+    /// For each, in order: whether it was recorded (false when its claim was lost meanwhile or
+    /// the delivery was cancelled; nothing is written for it).
+    pub async fn record_attempts(
+        &self,
+        batch: &[(DeliveryRow, AttemptRow, AttemptOutcome)],
+    ) -> Result<Vec<bool>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
         }
-        sqlx::query(
-            "INSERT INTO webhook_attempts (event_id, endpoint_id, attempt, at, status_code, latency_ms, error) \
-             SELECT event_id, endpoint_id, attempts, $1, $2, $3, $4 FROM webhook_deliveries \
-             WHERE event_id = $5 AND endpoint_id = $6",
-        )
-        .bind(attempt.at)
-        .bind(attempt.status_code)
-        .bind(attempt.latency_ms)
-        .bind(&attempt.error)
-        .bind(&d.event_id)
-        .bind(&d.endpoint_id)
-        .execute(&mut *tx)
-        .await?;
+        let mut tx = self.writer.begin().await?;
+        let mut recorded: Vec<Option<i64>> = vec![None; batch.len()];
+        // One statement applies outcomes to distinct deliveries; the same delivery twice in a
+        // group (a stale claim beside the current one) waits for the next statement.
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        while !pending.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let (round, rest): (Vec<usize>, Vec<usize>) = pending
+                .into_iter()
+                .partition(|&i| seen.insert((&batch[i].0.event_id, &batch[i].0.endpoint_id)));
+            let items: Vec<_> = round.iter().map(|&i| &batch[i]).collect();
+            let applied = apply_outcomes(&mut tx, &items).await?;
+            for i in round {
+                let d = &batch[i].0;
+                recorded[i] = applied
+                    .iter()
+                    .find(|(e, p, _)| *e == d.event_id && *p == d.endpoint_id)
+                    .map(|(.., n)| *n);
+            }
+            pending = rest;
+        }
+        let logged: Vec<(&AttemptRow, i64)> = batch
+            .iter()
+            .zip(&recorded)
+            .filter_map(|((_, a, _), n)| n.map(|n| (a, n)))
+            .collect();
+        if !logged.is_empty() {
+            log_attempts(&mut tx, &logged).await?;
+        }
         tx.commit().await?;
         self.activity_changed();
-        Ok(true)
+        Ok(recorded.iter().map(Option::is_some).collect())
     }
 
     /// Schedules events again, now, to every endpoint subscribed to them (a new round of the
@@ -394,4 +428,104 @@ fn bind_scope<'q>(
             }
         }
     }
+}
+
+/// Which due deliveries a claim may take.
+enum ClaimScope {
+    All,
+    /// All but those of these endpoints (comma-separated ids).
+    AllBut(String),
+    Endpoint(String),
+}
+
+/// Values per row of [`apply_outcomes`]' VALUES list.
+const OUTCOME_COLUMNS: usize = 9;
+
+/// Applies each outcome to its delivery when the delivery is still pending under the same
+/// claim; the deliveries it applied to, with their attempt counts after it.
+async fn apply_outcomes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    batch: &[&(DeliveryRow, AttemptRow, AttemptOutcome)],
+) -> Result<Vec<(String, String, i64)>> {
+    // The VALUES list's columns are column1… on both backends; the casts type the parameters.
+    let rows: Vec<String> = (0..batch.len())
+        .map(|i| {
+            let n = |k: usize| i * OUTCOME_COLUMNS + k;
+            format!(
+                "(CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT), \
+                 CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), \
+                 CAST(${} AS TEXT))",
+                n(1), n(2), n(3), n(4), n(5), n(6), n(7), n(8), n(9)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE webhook_deliveries SET status = v.column4, next_attempt_at = v.column5, \
+         delivered_at = v.column6, attempts = attempts + 1, round_attempts = round_attempts + 1, \
+         claimed_until = NULL, last_attempt_at = v.column7, last_status_code = v.column8, \
+         last_error = v.column9 FROM (VALUES {}) AS v \
+         WHERE webhook_deliveries.event_id = v.column1 AND webhook_deliveries.endpoint_id = v.column2 \
+         AND webhook_deliveries.claimed_until = v.column3 AND webhook_deliveries.status = 'pending' \
+         RETURNING webhook_deliveries.event_id, webhook_deliveries.endpoint_id, webhook_deliveries.attempts",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
+    for (d, attempt, outcome) in batch.iter().copied() {
+        let (status, next_at, delivered_at) = match *outcome {
+            AttemptOutcome::Delivered => ("delivered", None, Some(attempt.at)),
+            AttemptOutcome::Retry { next_at } => ("pending", Some(next_at), None),
+            AttemptOutcome::Dead => ("dead", None, None),
+        };
+        query = query
+            .bind(&d.event_id)
+            .bind(&d.endpoint_id)
+            .bind(d.claimed_until)
+            .bind(status)
+            .bind(next_at)
+            .bind(delivered_at)
+            .bind(attempt.at)
+            .bind(attempt.status_code)
+            .bind(&attempt.error);
+    }
+    Ok(query.fetch_all(&mut **tx).await?)
+}
+
+/// Writes the attempt log's rows, each with its delivery's attempt number.
+async fn log_attempts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    logged: &[(&AttemptRow, i64)],
+) -> Result<()> {
+    let rows: Vec<String> = (0..logged.len())
+        .map(|i| {
+            let n = |k: usize| i * 7 + k;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                n(1),
+                n(2),
+                n(3),
+                n(4),
+                n(5),
+                n(6),
+                n(7)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO webhook_attempts (event_id, endpoint_id, attempt, at, status_code, latency_ms, error) \
+         VALUES {}",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for (a, number) in logged {
+        query = query
+            .bind(&a.event_id)
+            .bind(&a.endpoint_id)
+            .bind(*number)
+            .bind(a.at)
+            .bind(a.status_code)
+            .bind(a.latency_ms)
+            .bind(&a.error);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
 }

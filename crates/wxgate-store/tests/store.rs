@@ -887,19 +887,24 @@ mod checks {
             .await
             .unwrap();
         assert_eq!(again.len(), 2);
+        // Recorded together (one transaction), beside a stale claim that is not recorded.
+        let mut group = vec![(
+            first[1].clone(),
+            attempt(&first[1], 4100, 200),
+            AttemptOutcome::Delivered,
+        )];
         for d in &again {
             let outcome = if d.endpoint_id == "we_all" {
                 AttemptOutcome::Delivered
             } else {
                 AttemptOutcome::Dead
             };
-            assert!(
-                store
-                    .record_attempt(d, &attempt(d, 4100, 200), outcome)
-                    .await
-                    .unwrap()
-            );
+            group.push((d.clone(), attempt(d, 4100, 200), outcome));
         }
+        assert_eq!(
+            store.record_attempts(&group).await.unwrap(),
+            [false, true, true]
+        );
         assert!(
             store
                 .claim_due_deliveries(99_999, 1000, 10, &[])
@@ -936,11 +941,20 @@ mod checks {
             .unwrap();
         assert_eq!(skipping.len(), 1);
         assert_eq!(skipping[0].endpoint_id, "we_paid");
+        // A lane claims its own endpoint's deliveries only.
         let mut round = store
-            .claim_due_deliveries(5000, 1000, 10, &[])
+            .claim_due_deliveries_of("we_all", 5000, 1000, 10)
             .await
             .unwrap();
         assert_eq!(round.len(), 1);
+        assert_eq!(round[0].endpoint_id, "we_all");
+        assert!(
+            store
+                .claim_due_deliveries(5000, 1000, 10, &[])
+                .await
+                .unwrap()
+                .is_empty()
+        );
         round.extend(skipping);
         assert!(
             round

@@ -172,6 +172,52 @@ fn process_cpu_secs(pid: u32) -> anyhow::Result<f64> {
     Ok((user + system) / clock_ticks_per_sec())
 }
 
+/// The machine's CPU time so far, busy and in all (idle included), in clock ticks, from
+/// /proc/stat: how much of the machine a phase kept busy.
+fn machine_ticks() -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().unwrap_or_default();
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    anyhow::ensure!(fields.len() >= 5, "cannot read /proc/stat");
+    // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+    let total: f64 = fields.iter().take(8).sum();
+    Ok((total - fields[3] - fields[4], total))
+}
+
+/// CPU taken during a phase: the gateway's (when its pid is known) and the machine's.
+struct CpuProbe {
+    pid: Option<u32>,
+    gateway: f64,
+    machine: (f64, f64),
+}
+
+impl CpuProbe {
+    fn start(pid: Option<u32>) -> anyhow::Result<Self> {
+        Ok(Self {
+            pid,
+            gateway: pid.map(process_cpu_secs).transpose()?.unwrap_or(0.0),
+            machine: machine_ticks()?,
+        })
+    }
+
+    /// The gateway's CPU seconds since the start (0 without a pid), and the share of the
+    /// machine's CPU that was busy.
+    fn stop(&self) -> anyhow::Result<(f64, f64)> {
+        let gateway = self
+            .pid
+            .map(process_cpu_secs)
+            .transpose()?
+            .map_or(0.0, |now| now - self.gateway);
+        let (busy, total) = machine_ticks()?;
+        let share = (busy - self.machine.0) / (total - self.machine.1).max(1.0);
+        Ok((gateway, share))
+    }
+}
+
 fn clock_ticks_per_sec() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -547,13 +593,37 @@ pub async fn webhooks(args: WebhookBenchArgs) -> anyhow::Result<()> {
     let arrivals: Arc<Arrivals> = Arc::default();
     let hook_url = start_receiver(arrivals.clone()).await?;
 
-    // Throughput: events made with no endpoint listening, then all sent at once.
+    let endpoint_id = throughput(&http, &base, &sim, &args, &arrivals, &hook_url).await?;
+
+    // Latency: the endpoint listens while payments succeed.
+    arrivals.log.lock().expect("arrivals").clear();
+    let made = pay_many(&http, &base, &sim, &args.api_key, args.latency_events, 4).await?;
+    arrivals.wait_for(made, Duration::from_secs(60)).await?;
+    print_delays(&arrivals);
+    let _ = http
+        .delete(format!("{base}/v1/webhook_endpoints/{endpoint_id}"))
+        .bearer_auth(&args.api_key)
+        .send()
+        .await;
+    print_peak_rss(args.pid)
+}
+
+/// Throughput: events made with no endpoint listening, then all sent at once. Returns the
+/// endpoint made for them.
+async fn throughput(
+    http: &reqwest::Client,
+    base: &str,
+    sim: &str,
+    args: &WebhookBenchArgs,
+    arrivals: &Arrivals,
+    hook_url: &str,
+) -> anyhow::Result<String> {
     let started_at =
         time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
     let made = pay_many(
-        &http,
-        &base,
-        &sim,
+        http,
+        base,
+        sim,
         &args.api_key,
         args.events,
         args.concurrency,
@@ -571,6 +641,7 @@ pub async fn webhooks(args: WebhookBenchArgs) -> anyhow::Result<()> {
         .json()
         .await?;
     let t = Instant::now();
+    let probe = CpuProbe::start(args.pid)?;
     let scheduled: serde_json::Value = http
         .post(format!("{base}/v1/events/redeliver"))
         .bearer_auth(&args.api_key)
@@ -585,25 +656,18 @@ pub async fn webhooks(args: WebhookBenchArgs) -> anyhow::Result<()> {
         .wait_for(scheduled, Duration::from_secs(120))
         .await?;
     let elapsed = t.elapsed().as_secs_f64();
+    let (gateway_cpu, busy) = probe.stop()?;
     println!(
         "webhook deliveries: {scheduled} in {elapsed:.2} s: {:.0}/s (scheduled in one call, delivered by the worker)",
         scheduled as f64 / elapsed
     );
+    println!(
+        "  gateway CPU per delivery {:.3} ms; the machine's cores were {:.0} % busy",
+        gateway_cpu / scheduled.max(1) as f64 * 1000.0,
+        busy * 100.0
+    );
 
-    // Latency: the endpoint listens while payments succeed.
-    arrivals.log.lock().expect("arrivals").clear();
-    let made = pay_many(&http, &base, &sim, &args.api_key, args.latency_events, 4).await?;
-    arrivals.wait_for(made, Duration::from_secs(60)).await?;
-    print_delays(&arrivals);
-    let _ = http
-        .delete(format!(
-            "{base}/v1/webhook_endpoints/{}",
-            endpoint["id"].as_str().unwrap_or_default()
-        ))
-        .bearer_auth(&args.api_key)
-        .send()
-        .await;
-    print_peak_rss(args.pid)
+    Ok(endpoint["id"].as_str().unwrap_or_default().to_string())
 }
 
 /// Creates `n` native payments and has the simulator pay each, `concurrency` at a time; waits
