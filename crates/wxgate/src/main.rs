@@ -29,6 +29,21 @@ struct Cli {
     command: Command,
 }
 
+/// Log lines to stderr, filtered by `RUST_LOG` (default `info`): readable text, or with
+/// `WXGATE_LOG_FORMAT=json` one JSON object per line, each carrying its request's span fields
+/// (`request_id`, and where known `merchant_id` and `payment_id`).
+fn init_logs() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match std::env::var("WXGATE_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().flatten_event(true).init(),
+        _ => logs.init(),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the embedded default: gateway + SQLite + simulator, with a sandbox merchant.
@@ -44,7 +59,9 @@ Settings, from the environment or from a TOML file given with --config (the envi
   WXGATE_CONNECT_LISTEN  connect_listen   where the Connect front door listens (its SDKs take no path); off by default\n\
   WXGATE_WEBHOOKS_ALLOW_PRIVATE, WXGATE_WEBHOOK_TIMEOUT_MS, WXGATE_WEBHOOK_RETRY_SCHEDULE_MS,\n\
   WXGATE_WEBHOOK_PER_ENDPOINT\n\
-                         [webhooks] allow_private, timeout_ms, retry_schedule_ms, per_endpoint (default 8)"
+                         [webhooks] allow_private, timeout_ms, retry_schedule_ms, per_endpoint (default 8)\n\
+  WXGATE_LOG_FORMAT      (environment only) text (default) or json: one JSON object per log line,\n\
+                         with the request's request_id, merchant_id and payment_id; RUST_LOG filters"
     )]
     Serve,
     /// Apply the database migrations this binary has and the database lacks.
@@ -440,12 +457,7 @@ fn ensure_sqlite_folder(url: &str) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Logs go to stderr: stdout carries what a command answers (JSON with --json).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logs();
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => run_sim(args).await,

@@ -43,6 +43,15 @@ impl Env {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// The gateway, its log lines written to `log`.
+    fn serve_logging_to(&self, log: &std::path::Path) -> Child {
+        self.command(&["serve"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
     fn serve(&self) -> Child {
         self.command(&["serve"])
             .stdout(Stdio::null())
@@ -392,4 +401,55 @@ async fn a_gateway_killed_mid_delivery_delivers_every_event_after_restart() {
     for id in &delivered {
         assert!(seen.contains(id), "{id} never reached the receiver");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_the_request_merchant_and_payment() {
+    let s = setup(&[
+        ("WXGATE_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,wxgate_gateway::http=debug"),
+    ])
+    .await;
+    let log = s.env.dir.join("gateway.log");
+    let mut gateway = s.env.serve_logging_to(&log);
+    wait_until_listening(&s.http, &s.base).await;
+    let created: Value = s
+        .http
+        .post(format!("{}/v1/payments", s.base))
+        .bearer_auth(&s.key)
+        .header("X-Request-Id", "req_log_test")
+        .json(
+            &json!({"amount": 100, "currency": "CNY", "merchant_order_id": "log-0001",
+            "description": "log", "integration": "native"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let payment_id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
+        .collect();
+    let access = lines
+        .iter()
+        .find(|l| l["span"]["request_id"] == "req_log_test" && l["message"] == "request")
+        .unwrap_or_else(|| panic!("no access line for the request in {lines:?}"));
+    assert_eq!(access["span"]["payment_id"], payment_id);
+    assert!(
+        access["span"]["merchant_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("mch_")
+    );
+    assert_eq!(access["status"], 201);
+    assert_eq!(access["route"], "/v1/payments");
 }

@@ -47,6 +47,7 @@ pub async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> ApiResult<Mercha
     let key = api_key(headers)?;
     let hash = crate::secrets::hash_api_key(key);
     if let Some(merchant) = gw.cached_key(&hash) {
+        tracing::Span::current().record("merchant_id", merchant.id.as_str());
         return Ok(merchant);
     }
     let merchant_id = gw
@@ -60,6 +61,7 @@ pub async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> ApiResult<Mercha
         .await?
         .ok_or_else(ApiError::unauthorized)?;
     gw.cache_key(hash, merchant.clone());
+    tracing::Span::current().record("merchant_id", merchant.id.as_str());
     Ok(merchant)
 }
 

@@ -107,12 +107,22 @@ pub(crate) async fn request_id(request: Request, next: Next) -> Response {
         .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string);
     let id = given.unwrap_or_else(|| wxgate_domain::id::generate("req"));
-    let span = tracing::info_span!("request", request_id = %id);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        merchant_id = tracing::field::Empty,
+        payment_id = tracing::field::Empty
+    );
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// Names the payment a request is about on its log lines (the request's span).
+pub(crate) fn log_payment(id: &str) {
+    tracing::Span::current().record("payment_id", id);
 }
 
 /// Counts every routed request by its route pattern (never its ids), method and status.
@@ -129,8 +139,11 @@ async fn record(
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let seconds = started.elapsed().as_secs_f64();
-    gw.metrics()
-        .request(&route, &method, response.status().as_u16(), seconds);
+    let status = response.status().as_u16();
+    gw.metrics().request(&route, &method, status, seconds);
+    // The access log, inside the request's span (its ids ride along); off unless this
+    // module's debug level is on (`RUST_LOG=info,wxgate_gateway::http=debug`).
+    tracing::debug!(%method, route, status, ms = seconds * 1000.0, "request");
     response
 }
 

@@ -125,6 +125,7 @@ pub async fn create_payment(
         gw.config().webhooks_allow_private,
     )?;
     let created = pay::create(&gw, &merchant, new).await?;
+    super::log_payment(&created.state.payment.id);
     let status = if created.new {
         StatusCode::CREATED
     } else {
@@ -348,6 +349,7 @@ pub async fn get_payment(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
+    super::log_payment(&id);
     let state = pay::get(
         &gw,
         &merchant_id(&merchant),
@@ -460,6 +462,7 @@ pub async fn cancel_payment(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
+    super::log_payment(&id);
     let state = pay::cancel(
         &gw,
         &merchant_id(&merchant),
@@ -497,6 +500,7 @@ pub async fn new_attempt(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<NewAttempt>,
 ) -> ApiResult<Json> {
+    super::log_payment(&id);
     let id = path_id(PaymentId::parse(&id), "payment")?;
     let p = pay::get(&gw, &merchant_id(&merchant), &id).await?.payment;
     let name = match (&req.integration, p.checkout_kind.as_deref()) {
