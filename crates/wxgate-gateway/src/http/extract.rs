@@ -42,6 +42,12 @@ impl FromRequestParts<Gateway> for Authed {
     }
 }
 
+/// Names the payment a request is about on its log lines (the request's span, opened with
+/// its request id; [`authenticate`] names the merchant there).
+pub(crate) fn log_payment(id: &str) {
+    tracing::Span::current().record("payment_id", id);
+}
+
 /// The merchant behind `Authorization: Bearer <key>`, from the cache or the database.
 pub async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> ApiResult<MerchantRow> {
     let key = api_key(headers)?;

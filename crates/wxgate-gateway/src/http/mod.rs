@@ -120,11 +120,6 @@ pub(crate) async fn request_id(request: Request, next: Next) -> Response {
     response
 }
 
-/// Names the payment a request is about on its log lines (the request's span).
-pub(crate) fn log_payment(id: &str) {
-    tracing::Span::current().record("payment_id", id);
-}
-
 /// Counts every routed request by its route pattern (never its ids), method and status.
 async fn record(
     axum::extract::State(gw): axum::extract::State<Gateway>,

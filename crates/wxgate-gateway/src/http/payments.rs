@@ -21,8 +21,8 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json, ok};
 use crate::http::extract::{
-    Authed, JsonBody, Params, check_metadata, check_notify_url, check_text, merchant_id,
-    page_limit, parse_time, path_id,
+    Authed, JsonBody, Params, check_metadata, check_notify_url, check_text, log_payment,
+    merchant_id, page_limit, parse_time, path_id,
 };
 use crate::qr::{Image, SCALE, SVG_DEFAULT};
 use crate::views::{self, ListView, PaymentView};
@@ -125,7 +125,7 @@ pub async fn create_payment(
         gw.config().webhooks_allow_private,
     )?;
     let created = pay::create(&gw, &merchant, new).await?;
-    super::log_payment(&created.state.payment.id);
+    log_payment(&created.state.payment.id);
     let status = if created.new {
         StatusCode::CREATED
     } else {
@@ -349,7 +349,7 @@ pub async fn get_payment(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    super::log_payment(&id);
+    log_payment(&id);
     let state = pay::get(
         &gw,
         &merchant_id(&merchant),
@@ -462,7 +462,7 @@ pub async fn cancel_payment(
     Authed(merchant): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    super::log_payment(&id);
+    log_payment(&id);
     let state = pay::cancel(
         &gw,
         &merchant_id(&merchant),
@@ -500,7 +500,7 @@ pub async fn new_attempt(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<NewAttempt>,
 ) -> ApiResult<Json> {
-    super::log_payment(&id);
+    log_payment(&id);
     let id = path_id(PaymentId::parse(&id), "payment")?;
     let p = pay::get(&gw, &merchant_id(&merchant), &id).await?.payment;
     let name = match (&req.integration, p.checkout_kind.as_deref()) {
