@@ -490,6 +490,9 @@ async fn apply_outcomes(
     Ok(query.fetch_all(&mut **tx).await?)
 }
 
+/// Values per row of [`log_attempts`]' VALUES list.
+const ATTEMPT_COLUMNS: usize = 7;
+
 /// Writes the attempt log's rows, each with its delivery's attempt number.
 async fn log_attempts(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -497,7 +500,7 @@ async fn log_attempts(
 ) -> Result<()> {
     let rows: Vec<String> = (0..logged.len())
         .map(|i| {
-            let n = |k: usize| i * 7 + k;
+            let n = |k: usize| i * ATTEMPT_COLUMNS + k;
             format!(
                 "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
                 n(1),

@@ -34,12 +34,7 @@ pub async fn sim(args: SimBenchArgs) -> anyhow::Result<()> {
     let base = args.url.as_str().trim_end_matches('/').to_string();
     let (client, appid, mchid) = sandbox_client(&base, &args.signing).await?;
 
-    let sign_rate = signing_rate(Duration::from_secs(2));
-    println!(
-        "RSA-2048 signing on all {} cores: {:.0} signatures/s",
-        cores(),
-        sign_rate
-    );
+    let sign_rate = SigningBound::measure()?.rate;
 
     let counter = Arc::new(AtomicU64::new(0));
     let report = load(
@@ -121,58 +116,65 @@ fn cores() -> usize {
         .unwrap_or(1)
 }
 
-/// RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second with every core signing.
-pub fn signing_rate(duration: Duration) -> f64 {
-    let key = Arc::new(PrivateKey::generate().expect("key generation"));
-    let deadline = Instant::now() + duration;
-    let started = Instant::now();
-    let threads: Vec<_> = (0..cores())
-        .map(|_| {
-            let key = key.clone();
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    key.sign(
-                        b"GET\n/v3/certificates\n1554208460\n593BEC0C930BF1AFEB40B4A08C8FB242\n\n",
-                    );
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    let total: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
-    total as f64 / started.elapsed().as_secs_f64()
+/// RSA-2048 PKCS#1 v1.5 SHA-256 signing with every core at it, for two seconds: the bound
+/// of the runs that sign.
+pub struct SigningBound {
+    /// Signatures per second, all cores together.
+    pub rate: f64,
+    /// The CPU one signature costs while every core signs (read from this process's own CPU
+    /// time, so other processes and stolen time do not count; cores that are hyperthreads of
+    /// one physical core slow each other down, as they do under load).
+    pub loaded_cpu_secs: f64,
 }
 
-/// The CPU one RSA-2048 signature costs, in seconds, read from this process's own CPU time
-/// (so other processes and stolen time do not count): with one core signing and the others
-/// idle, and with every core signing at once (as under load; cores that are hyperthreads of
-/// one physical core then slow each other down).
-fn signature_cpu_secs() -> anyhow::Result<(f64, f64)> {
-    const SIGNATURES: u32 = 1_000;
-    let key = Arc::new(PrivateKey::generate().expect("key generation"));
-    let me = std::process::id();
-    let sign = |key: &PrivateKey| {
-        for _ in 0..SIGNATURES {
-            key.sign(b"POST\n/v3/pay/transactions/native\n1554208460\n593BEC0C930BF1AFEB40B4A08C8FB242\n{}\n");
-        }
-    };
-    let before = process_cpu_secs(me)?;
-    sign(&key);
-    let one = (process_cpu_secs(me)? - before) / f64::from(SIGNATURES);
-    let before = process_cpu_secs(me)?;
-    let threads: Vec<_> = (0..cores())
-        .map(|_| {
-            let key = key.clone();
-            std::thread::spawn(move || sign(&key))
-        })
-        .collect();
-    for t in threads {
-        let _ = t.join();
+impl SigningBound {
+    /// Measures the bound and prints it.
+    pub fn measure() -> anyhow::Result<Self> {
+        let key = Arc::new(PrivateKey::generate().expect("key generation"));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let (started, cpu_before) = (Instant::now(), process_cpu_secs(std::process::id())?);
+        let threads: Vec<_> = (0..cores())
+            .map(|_| {
+                let key = key.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        key.sign(SIGNED);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let total: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+        let cpu = process_cpu_secs(std::process::id())? - cpu_before;
+        let bound = Self {
+            rate: total as f64 / started.elapsed().as_secs_f64(),
+            loaded_cpu_secs: cpu / total.max(1) as f64,
+        };
+        println!(
+            "RSA-2048 signing on all {} cores: {:.0} signatures/s",
+            cores(),
+            bound.rate
+        );
+        Ok(bound)
     }
-    let all = (process_cpu_secs(me)? - before) / f64::from(SIGNATURES) / cores() as f64;
-    Ok((one, all))
+}
+
+/// What the signing bounds sign: a request's signing string.
+const SIGNED: &[u8] =
+    b"POST\n/v3/pay/transactions/native\n1554208460\n593BEC0C930BF1AFEB40B4A08C8FB242\n{}\n";
+
+/// The CPU one RSA-2048 signature costs with one core signing and the others idle, in
+/// seconds, from this process's own CPU time.
+fn one_core_signature_cpu_secs() -> anyhow::Result<f64> {
+    const SIGNATURES: u32 = 1_000;
+    let key = PrivateKey::generate().expect("key generation");
+    let before = process_cpu_secs(std::process::id())?;
+    for _ in 0..SIGNATURES {
+        key.sign(SIGNED);
+    }
+    Ok((process_cpu_secs(std::process::id())? - before) / f64::from(SIGNATURES))
 }
 
 /// A process's CPU time so far (user + system), in seconds, from /proc.
@@ -247,37 +249,87 @@ fn clock_ticks_per_sec() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// The gateway's CPU per native create, against one RSA-2048 signature on one core: creates for
-/// 4 s (before their status sync is due, 5 s after each create), then the CPU that sync takes
-/// in the next 8 s, reported separately.
-async fn cpu_per_create(
-    http: &reqwest::Client,
-    base: &str,
-    api_key: &str,
+/// Where creates go, for the runs that make them.
+struct CreateRun<'a> {
+    http: &'a reqwest::Client,
+    base: &'a str,
+    api_key: &'a str,
     concurrency: usize,
+}
+
+/// The gateway's CPU per native create, against one RSA-2048 signature (on one core, and with
+/// every core signing: `loaded_signature`): creates for 4 s, then the CPU their first status
+/// sync takes, reported separately.
+async fn cpu_per_create(
+    run: &CreateRun<'_>,
     pid: u32,
+    loaded_signature: f64,
 ) -> anyhow::Result<()> {
-    let (signature, loaded) = signature_cpu_secs()?;
+    let signature = one_core_signature_cpu_secs()?;
     let before = process_cpu_secs(pid)?;
-    let (run, _) = create_load(http, base, api_key, concurrency, Duration::from_secs(4)).await;
+    let (creates, _) = create_load(
+        run.http,
+        run.base,
+        run.api_key,
+        run.concurrency,
+        Duration::from_secs(4),
+    )
+    .await;
+    let last_create = Instant::now();
     let after = process_cpu_secs(pid)?;
-    let creates = run.latencies_us.len().max(1) as f64;
-    let per_create = (after - before) / creates;
+    let n = creates.latencies_us.len().max(1) as f64;
+    let per_create = (after - before) / n;
     println!(
-        "gateway CPU per native create: {:.3} ms over {creates} creates = {:.2} × one RSA-2048 signature on one core ({:.3} ms), {:.2} × one with every core signing ({:.3} ms)",
+        "gateway CPU per native create: {:.3} ms over {n} creates = {:.2} × one RSA-2048 signature on one core ({:.3} ms), {:.2} × one with every core signing ({:.3} ms)",
         per_create * 1000.0,
         per_create / signature,
         signature * 1000.0,
-        per_create / loaded,
-        loaded * 1000.0
+        per_create / loaded_signature,
+        loaded_signature * 1000.0
     );
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    first_sync_done(run.http, run.base, last_create).await?;
     let synced = process_cpu_secs(pid)?;
     println!(
-        "their status sync in the next 8 s: {:.3} ms of gateway CPU per payment",
-        (synced - after) / creates * 1000.0
+        "their first status sync: {:.3} ms of gateway CPU per payment (done {:.1} s after the last create)",
+        (synced - after) / n * 1000.0,
+        last_create.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// How long after its create a payment's first status sync falls due (the gateway's default
+/// schedule); the next is 10 s after that.
+const FIRST_SYNC: Duration = Duration::from_secs(5);
+/// How often the gateway's sync backlog is read while waiting for it to drain.
+const BACKLOG_POLL: Duration = Duration::from_millis(100);
+
+/// Waits for the first status sync of the payments created up to `last_create`: until it
+/// falls due, then until the gateway's `wxgate_sync_due` gauge reads 0.
+async fn first_sync_done(
+    http: &reqwest::Client,
+    base: &str,
+    last_create: Instant,
+) -> anyhow::Result<()> {
+    tokio::time::sleep_until((last_create + FIRST_SYNC).into()).await;
+    let mut poll = tokio::time::interval(BACKLOG_POLL);
+    loop {
+        poll.tick().await;
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let due = text
+            .lines()
+            .find_map(|l| l.strip_prefix("wxgate_sync_due "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .context("the gateway's /metrics has no wxgate_sync_due")?;
+        if due == 0.0 {
+            return Ok(());
+        }
+    }
 }
 
 /// What a load run measured.
@@ -384,12 +436,7 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     let duration = Duration::from_secs(args.duration_secs);
-    let sign_rate = signing_rate(Duration::from_secs(2));
-    println!(
-        "RSA-2048 signing on all {} cores: {:.0} signatures/s",
-        cores(),
-        sign_rate
-    );
+    let signing = SigningBound::measure()?;
 
     let bare = {
         let (http, base) = (http.clone(), base.clone());
@@ -402,7 +449,13 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
     bare.print("bare HTTP round trip (GET /health)", args.concurrency);
 
     if let Some(pid) = args.pid {
-        cpu_per_create(&http, &base, &args.api_key, args.concurrency, pid).await?;
+        let run = CreateRun {
+            http: &http,
+            base: &base,
+            api_key: &args.api_key,
+            concurrency: args.concurrency,
+        };
+        cpu_per_create(&run, pid, signing.loaded_cpu_secs).await?;
     }
     let (create, ids) = create_load(&http, &base, &args.api_key, args.concurrency, duration).await;
     create.print("create payment (native)", args.concurrency);
@@ -410,13 +463,12 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
     // simulator's answer (and one more verification each way, which is cheap).
     println!(
         "create ratio to the signing bound (signatures/s ÷ 2): {:.2}",
-        create.rate() / (sign_rate / 2.0)
+        create.rate() / (signing.rate / 2.0)
     );
 
-    // The peak run's payments become due for their status sync 5 s after each create: let
-    // that pass, so the paced run sees the steady state (its own payments' sync, from 5 s in)
-    // and not the peak run's backlog.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The paced run sees the steady state (its own payments' sync, from 5 s in), not the peak
+    // run's backlog.
+    first_sync_done(&http, &base, Instant::now()).await?;
     let half = create.rate() / 2.0;
     let paced = paced_creates(&http, &base, &args.api_key, half, duration).await;
     paced.print(
