@@ -74,6 +74,9 @@ impl std::fmt::Debug for CallObserver {
 }
 
 impl ClientConfig {
+    /// Attempts of one call by default: the first and two retries.
+    pub const ATTEMPTS_MAX: u32 = 3;
+
     pub fn new(base_url: url::Url, signer: MerchantSigner, verifier: Verifier) -> Self {
         Self {
             base_url,
@@ -83,7 +86,7 @@ impl ClientConfig {
             wechatpay_serial: None,
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
-            attempts_max: 3,
+            attempts_max: Self::ATTEMPTS_MAX,
             retry_backoff: Duration::from_millis(200),
             observer: None,
         }

@@ -1,9 +1,14 @@
 //! The gateway's configuration: where things are, and every interval, schedule and limit its
 //! workers use.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::secrets::MasterKey;
+
+/// Calls per second per merchant by default: WeChat's published cap on order creation, the
+/// lowest of the order APIs' caps.
+pub const DEFAULT_UPSTREAM_RATE: u32 = 600;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -13,6 +18,9 @@ pub struct GatewayConfig {
     pub public_base_url: String,
     /// How long to wait for WeChat on one attempt.
     pub upstream_timeout: Duration,
+    /// Calls to WeChat per second per merchant from this node (see [`crate::pace`]); with
+    /// several nodes, each takes its part of what WeChat allows.
+    pub upstream_rate: NonZeroU32,
     /// How often the status-sync worker looks for due work.
     pub sync_interval: Duration,
     /// Waits between queries of a pending payment, by how many were made before; the first
@@ -52,6 +60,7 @@ impl GatewayConfig {
             master_key,
             public_base_url: public_base_url.into(),
             upstream_timeout: Duration::from_secs(10),
+            upstream_rate: NonZeroU32::new(DEFAULT_UPSTREAM_RATE).expect("positive"),
             sync_interval: Duration::from_millis(500),
             sync_schedule_ms: vec![
                 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000,

@@ -10,7 +10,7 @@ use wechatpay_v3::{Clock, SystemClock};
 use wxgate_store::{MerchantRow, SchemaStatus, Store};
 
 use crate::config::GatewayConfig;
-use crate::upstream::{Upstream, Upstreams};
+use crate::upstream::{CallSettings, Upstream, Upstreams};
 
 /// Shared state of one gateway process.
 #[derive(Clone)]
@@ -62,16 +62,22 @@ impl Gateway {
     /// A gateway on `clock`: tests advance a [`wechatpay_v3::FixedClock`] instead of
     /// rewriting times in the database.
     pub fn with_clock(store: Store, config: GatewayConfig, clock: Arc<dyn Clock>) -> Self {
+        let metrics = crate::metrics::Metrics::default();
+        let upstreams = Upstreams::new(CallSettings {
+            timeout: config.upstream_timeout,
+            per_second: config.upstream_rate,
+            observer: Some(metrics.upstream_observer()),
+        });
         Self {
             inner: Arc::new(Inner {
                 store,
                 config,
-                upstreams: Upstreams::default(),
+                upstreams,
                 auth_cache: Mutex::new(HashMap::new()),
                 endpoints: Mutex::new(HashMap::new()),
                 webhook_secrets: Mutex::new(HashMap::new()),
                 qr: crate::qr::Cache::default(),
-                metrics: crate::metrics::Metrics::default(),
+                metrics,
                 clock,
             }),
         }
@@ -94,6 +100,14 @@ impl Gateway {
         self.inner.qr.get(data, image)
     }
 
+    /// How long one call to WeChat may take from the moment it asks for its turn: the longest
+    /// wait for a turn (see [`crate::pace`]) and every attempt of the client.
+    pub fn call_window_ms(&self) -> i64 {
+        let attempts = wechatpay_v3::client::ClientConfig::ATTEMPTS_MAX as i64;
+        crate::pace::LONGEST_WAIT.as_millis() as i64
+            + attempts * self.inner.config.upstream_timeout.as_millis() as i64
+    }
+
     /// Now, in Unix milliseconds, by the gateway's clock.
     pub fn now_ms(&self) -> i64 {
         self.inner.clock.now_unix_ms()
@@ -106,10 +120,6 @@ impl Gateway {
                 &self.inner.store,
                 &self.inner.config.master_key,
                 merchant_id,
-                (
-                    self.inner.config.upstream_timeout,
-                    Some(self.inner.metrics.upstream_observer()),
-                ),
             )
             .await
     }

@@ -20,6 +20,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod next_action;
+pub mod pace;
 pub mod qr;
 pub mod secrets;
 pub mod server;

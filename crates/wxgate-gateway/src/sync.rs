@@ -18,56 +18,71 @@ use crate::gateway::Gateway;
 /// How often open reconciliation discrepancies are repaired again (and the front doors'
 /// expired tokens forgotten).
 const REPAIR_SWEEP: std::time::Duration = std::time::Duration::from_secs(300);
-/// Payments claimed per round.
-const CLAIM_BATCH: i64 = 32;
 
 /// Runs until `stop` turns true: payments and refunds, then reconciliations (and once a day,
-/// when configured, requests yesterday's for every merchant).
+/// when configured, requests yesterday's for every merchant). All of it is background work for
+/// the pace of calls to WeChat.
 pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
-    let mut scheduled_on = None;
-    // The first sweep comes one interval after start, like every later one.
-    let mut repaired_at = std::time::Instant::now();
+    let mut rounds = Rounds {
+        scheduled_on: None,
+        // The first sweep comes one interval after start, like every later one.
+        repaired_at: std::time::Instant::now(),
+    };
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = tokio::time::sleep(gw.config().sync_interval) => {}
         }
-        if let Err(e) = sync_due(&gw).await {
+        crate::pace::as_background(rounds.once(&gw)).await;
+    }
+}
+
+/// What the background rounds remember between them.
+struct Rounds {
+    /// The day whose daily reconciliations were last requested.
+    scheduled_on: Option<time::Date>,
+    repaired_at: std::time::Instant,
+}
+
+impl Rounds {
+    async fn once(&mut self, gw: &Gateway) {
+        if let Err(e) = sync_due(gw).await {
             tracing::warn!(error = %e, "status sync round failed");
         }
-        if let Err(e) = crate::app::refunds::sync_due(&gw).await {
+        if let Err(e) = crate::app::refunds::sync_due(gw).await {
             tracing::warn!(error = %e, "refund sync round failed");
         }
-        if let Err(e) = crate::app::payouts::sync_due(&gw).await {
+        if let Err(e) = crate::app::payouts::sync_due(gw).await {
             tracing::warn!(error = %e, "payout sync round failed");
         }
         let today = reconciliation::bill_day(gw.now_ms());
-        if gw.config().reconcile_daily && scheduled_on != Some(today) {
-            match reconciliation::schedule_daily(&gw).await {
-                Ok(true) => scheduled_on = Some(today),
+        if gw.config().reconcile_daily && self.scheduled_on != Some(today) {
+            match reconciliation::schedule_daily(gw).await {
+                Ok(true) => self.scheduled_on = Some(today),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "scheduling daily reconciliations failed"),
             }
         }
-        if let Err(e) = reconciliation::run_due(&gw).await {
+        if let Err(e) = reconciliation::run_due(gw).await {
             tracing::warn!(error = %e, "reconciliation round failed");
         }
-        if repaired_at.elapsed() >= REPAIR_SWEEP {
-            repaired_at = std::time::Instant::now();
-            if let Err(e) = reconciliation::retry_repairs(&gw).await {
+        if self.repaired_at.elapsed() >= REPAIR_SWEEP {
+            self.repaired_at = std::time::Instant::now();
+            if let Err(e) = reconciliation::retry_repairs(gw).await {
                 tracing::warn!(error = %e, "retrying reconciliation repairs failed");
             }
-            if let Err(e) = crate::app::doors::forget_expired_tokens(&gw).await {
+            if let Err(e) = crate::app::doors::forget_expired_tokens(gw).await {
                 tracing::warn!(error = %e, "forgetting expired door tokens failed");
             }
         }
     }
 }
 
-/// One round: claims due payments and syncs each. Returns how many were handled.
+/// One round: claims due payments and syncs each, claiming more as they finish (see
+/// [`work_through`](crate::app::work_through)). Returns how many were handled.
 pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
-    let due = gw.store().claim_due_syncs(gw.now_ms(), CLAIM_BATCH).await?;
-    crate::app::all_at_once(gw, due, |gw, p| async move {
+    let claim = |gw: Gateway, n| async move { Ok(gw.store().claim_due_syncs(gw.now_ms(), n).await?) };
+    crate::app::work_through(gw, claim, |gw, p| async move {
         if let Err(e) = sync_one(&gw, &p).await {
             tracing::warn!(payment = %p.id, error = %e, "status sync failed; will retry");
             let next = next_due(&gw, &p, gw.now_ms());

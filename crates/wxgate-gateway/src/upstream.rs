@@ -2,6 +2,7 @@
 //! opened once per process into a ready client.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use wechatpay_v3::aead::ApiV3Key;
 use wechatpay_v3::auth::MerchantSigner;
-use wechatpay_v3::client::{Client, ClientConfig, ClientError};
+use wechatpay_v3::client::{CallObserver, Client, ClientConfig, ClientError};
 use wechatpay_v3::crypto::{Certificate, PrivateKey, PublicKey};
 use wechatpay_v3::model::{
     GlobalKind, GlobalPrepayRequest, GlobalRefund, GlobalRefundAmountRequest, GlobalRefundRequest,
@@ -19,6 +20,7 @@ use wechatpay_v3::verify::Verifier;
 use wxgate_domain::{Integration, MerchantMode};
 use wxgate_store::{MerchantRow, Store};
 
+use crate::pace::Pace;
 use crate::secrets::MasterKey;
 
 /// What the master key seals.
@@ -43,7 +45,9 @@ pub enum Prepaid {
 /// A merchant's open connection to WeChat Pay.
 pub struct Upstream {
     pub merchant: MerchantRow,
-    pub client: Client,
+    client: Client,
+    /// This merchant's pace of calls from this node.
+    pace: Arc<Pace>,
     app_secret: Option<String>,
     /// For webpage authorization (not WeChat Pay's API).
     http: reqwest::Client,
@@ -59,8 +63,7 @@ impl Upstream {
     pub fn open(
         merchant: MerchantRow,
         master: &MasterKey,
-        timeout: Duration,
-        observer: Option<wechatpay_v3::client::CallObserver>,
+        calls: &CallSettings,
     ) -> anyhow::Result<Self> {
         let secrets: SealedSecrets =
             serde_json::from_slice(&master.open(&merchant.secrets_sealed)?)?;
@@ -95,13 +98,15 @@ impl Upstream {
         );
         config.apiv3_key = Some(ApiV3Key::new(&secrets.apiv3_key)?);
         config.wechatpay_serial = sensitive.as_ref().map(|(_, id)| id.clone());
-        config.timeout = timeout;
-        config.observer = observer;
+        config.timeout = calls.timeout;
+        let pace = Arc::new(Pace::per_second(calls.per_second));
+        config.observer = Some(pace.clone().observer(calls.observer.clone()));
         config.retry_backoff = Duration::from_millis(100);
         Ok(Self {
             client: Client::new(config)?,
             app_secret: secrets.app_secret,
-            http: reqwest::Client::builder().timeout(timeout).build()?,
+            http: reqwest::Client::builder().timeout(calls.timeout).build()?,
+            pace,
             signing_key: PrivateKey::from_pkcs8_pem(&secrets.merchant_private_key)?,
             apiv3_key: ApiV3Key::new(&secrets.apiv3_key)?,
             verifier,
@@ -120,7 +125,23 @@ impl Upstream {
     }
 }
 
+/// How a node calls WeChat for every merchant.
+#[derive(Clone)]
+pub struct CallSettings {
+    pub timeout: Duration,
+    /// Calls per second per merchant from this node (see [`crate::pace`]).
+    pub per_second: NonZeroU32,
+    pub observer: Option<CallObserver>,
+}
+
 impl Upstream {
+    /// The client to WeChat, once this call's turn has come (one call per turn; see
+    /// [`crate::pace`]).
+    pub async fn client(&self) -> &Client {
+        self.pace.turn().await;
+        &self.client
+    }
+
     /// Where webpage authorization happens: WeChat's hosts for a live merchant, the simulator
     /// for a sandbox one.
     fn oauth_bases(&self) -> (String, String) {
@@ -204,7 +225,7 @@ impl Upstream {
         if let Some(mcc) = &self.merchant.merchant_category_code {
             return self.global_prepay(integration, mcc, req).await;
         }
-        let client = &self.client;
+        let client = self.client().await;
         Ok(match integration {
             Integration::Native => Prepaid::Native {
                 code_url: client.prepay_native(&req).await?.code_url,
@@ -252,7 +273,7 @@ impl Upstream {
             scene_info: req.scene_info,
             ..Default::default()
         };
-        let answer = self.client.global_prepay(kind, &global).await?;
+        let answer = self.client().await.global_prepay(kind, &global).await?;
         let field = |name: &str| {
             answer[name]
                 .as_str()
@@ -281,18 +302,18 @@ impl Upstream {
     /// Queries an order by out_trade_no, at the endpoint for the merchant's region.
     pub async fn query(&self, out_trade_no: &str) -> Result<Transaction, ClientError> {
         if self.cross_border() {
-            self.client.global_query_by_out_trade_no(out_trade_no).await
+            self.client().await.global_query_by_out_trade_no(out_trade_no).await
         } else {
-            self.client.query_by_out_trade_no(out_trade_no).await
+            self.client().await.query_by_out_trade_no(out_trade_no).await
         }
     }
 
     /// Closes an order, at the endpoint for the merchant's region.
     pub async fn close(&self, out_trade_no: &str) -> Result<(), ClientError> {
         if self.cross_border() {
-            self.client.global_close(out_trade_no).await
+            self.client().await.global_close(out_trade_no).await
         } else {
-            self.client.close(out_trade_no).await
+            self.client().await.close(out_trade_no).await
         }
     }
 
@@ -300,7 +321,7 @@ impl Upstream {
     /// is read as a domestic one (the fields the gateway checks are the same).
     pub async fn refund(&self, req: &RefundRequest) -> Result<Refund, ClientError> {
         if !self.cross_border() {
-            return self.client.refund(req).await;
+            return self.client().await.refund(req).await;
         }
         let global = GlobalRefundRequest {
             mchid: self.merchant.mchid.clone(),
@@ -316,18 +337,23 @@ impl Upstream {
                 currency: req.amount.currency.clone(),
             },
         };
-        self.client.global_refund(&global).await.map(from_global)
+        self.client()
+            .await
+            .global_refund(&global)
+            .await
+            .map(from_global)
     }
 
     /// Queries a refund by out_refund_no, at the endpoint for the merchant's region.
     pub async fn query_refund(&self, out_refund_no: &str) -> Result<Refund, ClientError> {
         if self.cross_border() {
-            self.client
+            self.client()
+                .await
                 .global_query_refund(out_refund_no)
                 .await
                 .map(from_global)
         } else {
-            self.client.query_refund(out_refund_no).await
+            self.client().await.query_refund(out_refund_no).await
         }
     }
 }
@@ -355,18 +381,24 @@ fn from_global(g: GlobalRefund) -> Refund {
 }
 
 /// Open connections, one per merchant, made on first use.
-#[derive(Default)]
 pub struct Upstreams {
+    calls: CallSettings,
     open: Mutex<HashMap<String, Arc<Upstream>>>,
 }
 
 impl Upstreams {
+    pub fn new(calls: CallSettings) -> Self {
+        Self {
+            calls,
+            open: Mutex::default(),
+        }
+    }
+
     pub async fn get(
         &self,
         store: &Store,
         master: &MasterKey,
         merchant_id: &str,
-        (timeout, observer): (Duration, Option<wechatpay_v3::client::CallObserver>),
     ) -> anyhow::Result<Arc<Upstream>> {
         if let Some(u) = self.open.lock().expect("upstreams lock").get(merchant_id) {
             return Ok(u.clone());
@@ -375,7 +407,7 @@ impl Upstreams {
             .merchant(merchant_id)
             .await?
             .with_context(|| format!("no merchant {merchant_id}"))?;
-        let upstream = Arc::new(Upstream::open(row, master, timeout, observer)?);
+        let upstream = Arc::new(Upstream::open(row, master, &self.calls)?);
         self.open
             .lock()
             .expect("upstreams lock")

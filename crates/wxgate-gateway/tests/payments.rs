@@ -797,7 +797,7 @@ async fn a_crash_between_wechat_and_the_commit_is_repaired(t: TestGateway) {
         },
         ..Default::default()
     };
-    let code = up.client.prepay_native(&prepay).await.unwrap();
+    let code = up.client().await.prepay_native(&prepay).await.unwrap();
     t.pay(json!({"code_url": code.code_url})).await;
     let repaired = t.wait_status(&id, "succeeded").await;
     assert_eq!(repaired["status_history"][1]["source"], "sync");

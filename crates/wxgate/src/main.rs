@@ -1,5 +1,6 @@
 //! `wxgate`: one binary for the gateway and its WeChat Pay simulator.
 
+use std::num::NonZeroU32;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,8 @@ Settings, from the environment or from a TOML file given with --config (the envi
   WXGATE_LISTEN          listen           default 127.0.0.1:8080\n\
   WXGATE_PUBLIC_URL      public_url       how WeChat and shoppers reach this gateway; default http://<listen>\n\
   WXGATE_CONNECT_LISTEN  connect_listen   where the Connect front door listens (its SDKs take no path); off by default\n\
+  WXGATE_UPSTREAM_RATE   upstream_rate    calls to WeChat per second per merchant from this node (default 600);\n\
+                         background work takes at most half; with N nodes give each its share\n\
   WXGATE_WEBHOOKS_ALLOW_PRIVATE, WXGATE_WEBHOOK_TIMEOUT_MS, WXGATE_WEBHOOK_RETRY_SCHEDULE_MS,\n\
   WXGATE_WEBHOOK_PER_ENDPOINT\n\
                          [webhooks] allow_private, timeout_ms, retry_schedule_ms, per_endpoint (default 8)\n\
@@ -296,6 +299,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     public_url: Option<String>,
     connect_listen: Option<SocketAddr>,
+    upstream_rate: Option<NonZeroU32>,
     #[serde(default)]
     webhooks: WebhookSettings,
 }
@@ -324,6 +328,8 @@ struct Settings {
     public_url: String,
     /// Where the Connect front door listens, if anywhere.
     connect_listen: Option<SocketAddr>,
+    /// Calls to WeChat per second per merchant from this node.
+    upstream_rate: Option<NonZeroU32>,
     webhooks: WebhookSettings,
 }
 
@@ -339,6 +345,9 @@ impl Settings {
         }
         if let Some(n) = self.webhooks.per_endpoint {
             config.webhook_per_endpoint = n;
+        }
+        if let Some(rate) = self.upstream_rate {
+            config.upstream_rate = rate;
         }
         if let Some(schedule) = &self.webhooks.retry_schedule_ms {
             config.webhook_retry_schedule_ms = schedule.clone();
@@ -388,12 +397,20 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
         Some(l) => Some(l.parse().context("WXGATE_CONNECT_LISTEN")?),
         None => file.connect_listen,
     };
+    let upstream_rate = match env("WXGATE_UPSTREAM_RATE") {
+        Some(v) => Some(
+            v.parse()
+                .context("WXGATE_UPSTREAM_RATE must be a whole number above 0")?,
+        ),
+        None => file.upstream_rate,
+    };
     Ok(Settings {
         database_url,
         master_key,
         listen,
         public_url,
         connect_listen,
+        upstream_rate,
         webhooks,
     })
 }

@@ -16,38 +16,64 @@ pub mod reports;
 pub mod webhooks;
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use wxgate_domain::id::{MerchantId, PaymentId};
 use wxgate_store::PaymentRow;
 
 use crate::gateway::Gateway;
 
-/// Works on every item of a claimed batch at once, so a slow WeChat cannot make the batch
-/// outlast its claim's lease, and waits for all of them. Returns the batch's size, or the
-/// first error once every item is done.
-pub(crate) async fn all_at_once<T, F, Fut>(
+/// Items of one kind of background work in flight at once.
+pub(crate) const WORK_WIDTH: usize = 32;
+/// A claim is made only when at least this many slots are free, so a busy queue is claimed in
+/// batches rather than one row per finished item.
+const CLAIM_AT_LEAST: usize = WORK_WIDTH / 2;
+/// How long one call keeps claiming before it lets the other kinds of background work run.
+const ROUND_BUDGET: Duration = Duration::from_secs(2);
+
+/// Claims due work and works on it with up to [`WORK_WIDTH`] items in flight, claiming more
+/// as items finish, until nothing more is due or [`ROUND_BUDGET`] has passed. Each item starts
+/// as soon as it is claimed, so one slow answer from WeChat neither holds up the rest nor makes
+/// a claim outlast its lease. `claim(gw, n)` claims at most `n` items. Items run as background
+/// work for the pace of calls to WeChat. Returns how many items
+/// were handled, or the first error once every started item is done.
+pub(crate) async fn work_through<T, C, CF, F, Fut>(
     gw: &Gateway,
-    batch: Vec<T>,
+    mut claim: C,
     work: F,
 ) -> anyhow::Result<usize>
 where
+    C: FnMut(Gateway, i64) -> CF,
+    CF: Future<Output = anyhow::Result<Vec<T>>>,
     F: Fn(Gateway, T) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let n = batch.len();
+    let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for item in batch {
-        tasks.spawn(work(gw.clone(), item));
-    }
-    let mut first_error = None;
-    while let Some(done) = tasks.join_next().await {
+    let (mut handled, mut more_due, mut first_error) = (0, true, None);
+    loop {
+        let room = WORK_WIDTH - tasks.len();
+        if more_due && room >= CLAIM_AT_LEAST && started.elapsed() < ROUND_BUDGET {
+            match claim(gw.clone(), room as i64).await {
+                Ok(batch) => {
+                    more_due = batch.len() == room;
+                    for item in batch {
+                        tasks.spawn(crate::pace::as_background(work(gw.clone(), item)));
+                    }
+                }
+                Err(e) => (more_due, first_error) = (false, first_error.or(Some(e))),
+            }
+        }
+        let Some(done) = tasks.join_next().await else {
+            return first_error.map_or(Ok(handled), Err);
+        };
+        handled += 1;
         let failed = match done {
             Ok(outcome) => outcome.err(),
             Err(join) => Some(join.into()),
         };
         first_error = first_error.or(failed);
     }
-    first_error.map_or(Ok(n), Err)
 }
 
 /// A stored payment's merchant and payment ids, typed.

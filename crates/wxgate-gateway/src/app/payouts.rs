@@ -26,8 +26,6 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::views;
 
-/// Payouts claimed per background round.
-const CLAIM_BATCH: i64 = 32;
 /// Payouts are in CNY: WeChat's transfers move yuan.
 pub const PAYOUT_CURRENCY: &str = "CNY";
 /// The longest payee's name taken, in characters.
@@ -260,9 +258,7 @@ fn new_row(gw: &Gateway, merchant: &MerchantRow, new: NewPayout, scene: &Scene) 
         updated_at: now,
         finished_at: None,
         // Should this process die before WeChat answers, the background work takes it over.
-        sync_due_at: Some(
-            now + first_wait(gw) + 3 * gw.config().upstream_timeout.as_millis() as i64,
-        ),
+        sync_due_at: Some(now + first_wait(gw) + gw.call_window_ms()),
         sync_attempts: 0,
         claimed_until: Some(now + send_window_ms(gw)),
         merchant_payout_id: new.merchant_payout_id,
@@ -312,7 +308,7 @@ async fn submit(gw: &Gateway, p: &PayoutRow, send: Send) -> anyhow::Result<Payou
         None => None,
     };
     let req = transfer_request(gw, p, scene, user_name);
-    match up.client.create_transfer(&req).await {
+    match up.client().await.create_transfer(&req).await {
         Ok(a) => {
             let reported = Reported {
                 out_bill_no: &a.out_bill_no,
@@ -618,11 +614,9 @@ pub async fn apply_notification(
 
 /// One background round: open payouts whose sending or query is due. How many were handled.
 pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
-    let due = gw
-        .store()
-        .claim_due_payouts(gw.now_ms(), CLAIM_BATCH)
-        .await?;
-    super::all_at_once(gw, due, |gw, p| async move {
+    let claim =
+        |gw: Gateway, n| async move { Ok(gw.store().claim_due_payouts(gw.now_ms(), n).await?) };
+    super::work_through(gw, claim, |gw, p| async move {
         if let Err(e) = sync_one(&gw, &p).await {
             tracing::warn!(payout = %p.id, error = %e, "payout sync failed; will retry");
             let now = gw.now_ms();
@@ -649,7 +643,7 @@ async fn sync_one(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
         return submit(gw, p, Send::Fresh).await;
     }
     let up = gw.upstream(&p.merchant_id).await?;
-    match up.client.query_transfer(&p.out_bill_no).await {
+    match up.client().await.query_transfer(&p.out_bill_no).await {
         // A query does not carry the package_info the payee needs; the same create, sent again,
         // answers the existing transfer with it.
         Ok(bill) if bill.state == TransferState::WaitUserConfirm && p.package_info.is_none() => {
@@ -674,7 +668,7 @@ async fn sync_one(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
 /// payout as it is afterwards.
 pub async fn query_and_apply(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
     let up = gw.upstream(&p.merchant_id).await?;
-    let bill = up.client.query_transfer(&p.out_bill_no).await?;
+    let bill = up.client().await.query_transfer(&p.out_bill_no).await?;
     apply_reported(gw, p, &Reported::from(&bill), "reconciliation").await
 }
 
@@ -736,10 +730,10 @@ fn busy() -> ApiError {
     )
 }
 
-/// How long a send may still reach WeChat after it began: every attempt of the client, and a
-/// second to spare.
+/// How long a send may still reach WeChat after it began: its whole call, and a second to
+/// spare.
 fn send_window_ms(gw: &Gateway) -> i64 {
-    3 * gw.config().upstream_timeout.as_millis() as i64 + 1_000
+    gw.call_window_ms() + 1_000
 }
 
 /// Whether WeChat surely holds no transfer for a payout this request has claimed: still
@@ -780,13 +774,13 @@ async fn cancel_at_wechat(gw: &Gateway, p: &PayoutRow) -> ApiResult<PayoutRow> {
             "WeChat Pay did not answer in time; retry the cancel",
         )
     };
-    match up.client.cancel_transfer(&p.out_bill_no).await {
+    match up.client().await.cancel_transfer(&p.out_bill_no).await {
         Ok(_) => {}
         // Not there, or past cancelling: the query below says which.
         Err(ClientError::Api(e)) if e.status < 500 && !e.is_retryable() => {}
         Err(e) => return Err(unclear(e)),
     }
-    let applied = match up.client.query_transfer(&p.out_bill_no).await {
+    let applied = match up.client().await.query_transfer(&p.out_bill_no).await {
         Ok(bill) => apply_reported(gw, p, &Reported::from(&bill), "cancel").await,
         // WeChat has none: cancelled here, unless a send of it may still be on its way.
         Err(ClientError::Api(e)) if e.code == WechatCode::NotFound => {

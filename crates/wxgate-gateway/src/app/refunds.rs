@@ -27,7 +27,8 @@ use crate::gateway::Gateway;
 use crate::secrets::sha256_hex;
 use crate::views;
 
-const CLAIM_BATCH: i64 = 32;
+/// Paid-after-close payments whose automatic refund is started per background round.
+const AUTO_REFUND_BATCH: i64 = 32;
 /// WeChat shows the payer a refund's reason of at most this many characters.
 const REASON_CHARS_MAX: usize = 80;
 
@@ -235,10 +236,8 @@ fn new_row(
         updated_at: now,
         succeeded_at: None,
         // Should this process die before WeChat answers, the background work takes it over;
-        // not before this request's own attempts (three at most) could have ended.
-        sync_due_at: Some(
-            now + first_wait(gw) + 3 * gw.config().upstream_timeout.as_millis() as i64,
-        ),
+        // not before this request's own call could have ended.
+        sync_due_at: Some(now + first_wait(gw) + gw.call_window_ms()),
         sync_attempts: 0,
         claimed_until: None,
         attempt_out_trade_no: attempt,
@@ -634,16 +633,14 @@ pub async fn apply_callback(
 /// One round of background work: refunds to send again or to query, and paid-after-close
 /// payments their merchant wants refunded. Returns how many refunds were handled.
 pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
-    for p in gw.store().paid_after_close_to_refund(CLAIM_BATCH).await? {
+    for p in gw.store().paid_after_close_to_refund(AUTO_REFUND_BATCH).await? {
         if let Err(e) = auto_refund(gw, &p).await {
             tracing::warn!(payment = %p.id, error = ?e, "automatic refund of a paid-after-close payment failed; will retry");
         }
     }
-    let due = gw
-        .store()
-        .claim_due_refunds(gw.now_ms(), CLAIM_BATCH)
-        .await?;
-    super::all_at_once(gw, due, |gw, r| async move {
+    let claim =
+        |gw: Gateway, n| async move { Ok(gw.store().claim_due_refunds(gw.now_ms(), n).await?) };
+    super::work_through(gw, claim, |gw, r| async move {
         if let Err(e) = sync_one(&gw, &r).await {
             tracing::warn!(refund = %r.id, error = %e, "refund sync failed; will retry");
             let now = gw.now_ms();

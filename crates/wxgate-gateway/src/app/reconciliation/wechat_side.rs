@@ -38,10 +38,10 @@ async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>>
         bill_type: Some("ALL".into()),
         tar_type: Some("GZIP".into()),
     };
-    let trade = match up.client.trade_bill(&trade).await? {
+    let trade = match up.client().await.trade_bill(&trade).await? {
         BillOutcome::Creating => return Ok(None),
         BillOutcome::NoStatement => None,
-        BillOutcome::Ready(answer) => Some(up.client.download_bill(&answer, true).await?),
+        BillOutcome::Ready(answer) => Some(up.client().await.download_bill(&answer, true).await?),
     };
     let Some(flow) = fund_flow(up, date, "BASIC").await? else {
         return Ok(None);
@@ -84,10 +84,10 @@ async fn fund_flow(
         account_type: Some(account_type.into()),
         tar_type: Some("GZIP".into()),
     };
-    Ok(match up.client.fund_flow_bill(&req).await? {
+    Ok(match up.client().await.fund_flow_bill(&req).await? {
         BillOutcome::Creating => None,
         BillOutcome::NoStatement => Some(None),
-        BillOutcome::Ready(answer) => Some(Some(up.client.download_bill(&answer, true).await?)),
+        BillOutcome::Ready(answer) => Some(Some(up.client().await.download_bill(&answer, true).await?)),
     })
 }
 
@@ -103,7 +103,7 @@ async fn statement_input(
         date: date.to_string(),
         mchid: up.merchant.mchid.clone(),
     };
-    let csv = match up.client.global_statements(&req).await? {
+    let csv = match up.client().await.global_statements(&req).await? {
         StatementOutcome::Creating => return Ok(None),
         StatementOutcome::NoStatement => Vec::new(),
         StatementOutcome::Ready(csv) => csv,

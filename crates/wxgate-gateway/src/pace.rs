@@ -1,0 +1,193 @@
+//! Polite calls to WeChat: each merchant's calls from this node are paced, and background work
+//! (status sync, refund and payout sync, reconciliation) may use only part of the pace, so it
+//! never starves the calls a merchant or payer is waiting on.
+//!
+//! WeChat caps every merchant's call rate per API (for example 600 orders and 1,800 queries
+//! per second on its published table, 150 refunds) and answers 429 `FREQUENCY_LIMITED` past
+//! it. A call waits for its turn (it is queued, never refused here), at most [`LONGEST_WAIT`]:
+//! past that it goes anyway and WeChat's own answer decides. After WeChat answers 429
+//! the merchant's background calls wait [`CALM_AFTER_LIMITED`] while merchant-facing ones go
+//! on with the client's own backoff.
+//!
+//! Whether a call is background work is known from where it runs: everything under
+//! [`as_background`] is; the background workers run their rounds under it.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+use wechatpay_v3::client::{CallObserver, CallReport};
+
+/// How long a merchant's background calls pause after WeChat said it was calling too often.
+pub const CALM_AFTER_LIMITED: Duration = Duration::from_secs(1);
+/// The longest a call waits for its turn before it goes anyway.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(2);
+/// The share of a merchant's pace that background work may use: one call in this many.
+pub const BACKGROUND_SHARE_DIVISOR: u32 = 2;
+
+tokio::task_local! {
+    static BACKGROUND: ();
+}
+
+/// Runs `work` as background work: its calls to WeChat take the background share.
+pub async fn as_background<F: Future>(work: F) -> F::Output {
+    BACKGROUND.scope((), work).await
+}
+
+fn in_background() -> bool {
+    BACKGROUND.try_with(|_| ()).is_ok()
+}
+
+/// One merchant's pace on this node.
+pub struct Pace {
+    every_call: DefaultDirectRateLimiter,
+    background: DefaultDirectRateLimiter,
+    /// Until when background calls wait, after a 429.
+    calm_until: Mutex<Option<Instant>>,
+}
+
+impl Pace {
+    /// A pace of `per_second` calls, background work taking at most a
+    /// 1/[`BACKGROUND_SHARE_DIVISOR`] of it.
+    pub fn per_second(per_second: NonZeroU32) -> Self {
+        let share = (per_second.get() / BACKGROUND_SHARE_DIVISOR).max(1);
+        Self::with_quotas(
+            Quota::per_second(per_second),
+            Quota::per_second(NonZeroU32::new(share).expect("at least one")),
+        )
+    }
+
+    fn with_quotas(every_call: Quota, background: Quota) -> Self {
+        Self {
+            every_call: RateLimiter::direct(every_call),
+            background: RateLimiter::direct(background),
+            calm_until: Mutex::new(None),
+        }
+    }
+
+    /// Waits until this call may go, at most [`LONGEST_WAIT`]: background work first waits
+    /// out a calm period and its share, then every call waits for the merchant's pace.
+    pub async fn turn(&self) {
+        let _ = tokio::time::timeout(LONGEST_WAIT, self.wait()).await;
+    }
+
+    async fn wait(&self) {
+        if in_background() {
+            let calm = *self.calm_until.lock().expect("pace lock");
+            if let Some(until) = calm {
+                tokio::time::sleep_until(until).await;
+            }
+            self.background.until_ready().await;
+        }
+        self.every_call.until_ready().await;
+    }
+
+    /// WeChat said this merchant calls too often: background calls pause.
+    pub fn limited(&self) {
+        *self.calm_until.lock().expect("pace lock") = Some(Instant::now() + CALM_AFTER_LIMITED);
+    }
+
+    /// An observer of the client's calls that notes WeChat's 429s here, then tells `then`.
+    pub fn observer(self: Arc<Self>, then: Option<CallObserver>) -> CallObserver {
+        CallObserver(Arc::new(move |report| {
+            if says_limited(report) {
+                self.limited();
+            }
+            if let Some(then) = &then {
+                (then.0)(report);
+            }
+        }))
+    }
+}
+
+/// Whether an answer from WeChat says the merchant calls too often.
+fn says_limited(report: &CallReport<'_>) -> bool {
+    report.status == 429
+        || matches!(
+            report.error_code,
+            Some("FREQUENCY_LIMITED" | "RATELIMIT_EXCEEDED")
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pace that refills once an hour, so nothing here depends on how fast the test runs.
+    fn hourly(every_call: u32, background: u32) -> Pace {
+        let q = |n| Quota::per_hour(NonZeroU32::new(n).expect("positive"));
+        Pace::with_quotas(q(every_call), q(background))
+    }
+
+    async fn goes_at_once(pace: &Pace, background: bool) -> bool {
+        let turn = async {
+            if background {
+                as_background(pace.turn()).await
+            } else {
+                pace.turn().await
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(1), turn)
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_work_takes_only_its_share_and_merchant_calls_keep_theirs() {
+        let pace = hourly(4, 2);
+        assert!(goes_at_once(&pace, true).await);
+        assert!(goes_at_once(&pace, true).await);
+        assert!(!goes_at_once(&pace, true).await, "the share is used up");
+        assert!(goes_at_once(&pace, false).await);
+        assert!(goes_at_once(&pace, false).await);
+        assert!(!goes_at_once(&pace, false).await, "the pace is used up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_429_background_calls_wait_and_merchant_calls_do_not() {
+        let pace = hourly(100, 50);
+        pace.limited();
+        assert!(goes_at_once(&pace, false).await);
+        assert!(!goes_at_once(&pace, true).await);
+        tokio::time::advance(CALM_AFTER_LIMITED).await;
+        assert!(goes_at_once(&pace, true).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waits_no_longer_than_the_longest_wait() {
+        let pace = hourly(1, 1);
+        assert!(goes_at_once(&pace, false).await);
+        let mut turn = std::pin::pin!(pace.turn());
+        let almost = LONGEST_WAIT - Duration::from_millis(1);
+        assert!(tokio::time::timeout(almost, &mut turn).await.is_err());
+        let past = Duration::from_millis(2);
+        assert!(tokio::time::timeout(past, &mut turn).await.is_ok());
+    }
+
+    fn report(status: u16, error_code: Option<&'static str>) -> CallReport<'static> {
+        CallReport {
+            method: "GET",
+            path: "/v3/pay/transactions/out-trade-no/o1",
+            status,
+            error_code,
+            seconds: 0.01,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_calms_background_work_on_a_limited_answer_and_passes_reports_on() {
+        let pace = Arc::new(hourly(100, 50));
+        let seen = Arc::new(Mutex::new(0));
+        let counter = seen.clone();
+        let then = CallObserver(Arc::new(move |_| *counter.lock().unwrap() += 1));
+        let observer = pace.clone().observer(Some(then));
+        (observer.0)(&report(500, Some("SYSTEM_ERROR")));
+        assert!(goes_at_once(&pace, true).await, "a 500 is not a limit");
+        (observer.0)(&report(403, Some("FREQUENCY_LIMITED")));
+        assert!(!goes_at_once(&pace, true).await);
+        assert_eq!(*seen.lock().unwrap(), 2);
+    }
+}
