@@ -358,6 +358,16 @@ impl Lanes {
         }
     }
 
+    /// Everything waiting in every lane, taken out: the node is stopping, and attempts that end
+    /// now find nothing more to run.
+    fn take_waiting(&self) -> Vec<DeliveryRow> {
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        lanes
+            .values_mut()
+            .flat_map(|lane| lane.waiting.drain(..))
+            .collect()
+    }
+
     /// Keeps the events of claimed deliveries for their attempts.
     fn keep_events(&self, events: Vec<EventRow>) {
         self.events
@@ -425,6 +435,23 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(config.webhook_poll_interval) => {}
         }
     }
+    wind_down(&gw, &lanes, config.webhook_concurrency).await;
+}
+
+/// The node is stopping: deliveries waiting in its lanes go back at once, for other nodes to
+/// take without waiting out their leases, and the attempts in flight finish and are recorded
+/// (the caller bounds how long that may take; an attempt cut off leaves its claim to lapse).
+async fn wind_down(gw: &Gateway, lanes: &Lanes, slots: usize) {
+    let waiting = lanes.take_waiting();
+    if !waiting.is_empty() {
+        tracing::info!(
+            deliveries = waiting.len(),
+            "stopping: giving back queued webhook deliveries"
+        );
+    }
+    release(gw, lanes, waiting, gw.now_ms()).await;
+    let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+    let _ = lanes.global.acquire_many(slots).await;
 }
 
 /// For tests and tools: claims and makes every due delivery, one at a time, until none is due
@@ -487,7 +514,7 @@ async fn admit_all(
         match lanes.admit(d) {
             Admit::Start(d, permit) => start(gw, client, lanes, freed, d, permit),
             Admit::Queued => {}
-            Admit::Release(d) => release(gw, lanes, vec![d]).await,
+            Admit::Release(d) => release(gw, lanes, vec![d], gw.now_ms() + DEFER_MS).await,
         }
     }
 }
@@ -550,9 +577,8 @@ async fn events_of(gw: &Gateway, due: &[DeliveryRow]) -> anyhow::Result<Vec<Even
     Ok(gw.store().events_by_ids(&ids).await?)
 }
 
-/// Gives claimed deliveries this node has no room for back, to be claimed again shortly.
-async fn release(gw: &Gateway, lanes: &Lanes, rows: Vec<DeliveryRow>) {
-    let at = gw.now_ms() + DEFER_MS;
+/// Gives claimed deliveries back, to be claimed again from `at` (by this node or another).
+async fn release(gw: &Gateway, lanes: &Lanes, rows: Vec<DeliveryRow>, at: i64) {
     for d in rows {
         lanes
             .events

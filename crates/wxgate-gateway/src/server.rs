@@ -1,10 +1,16 @@
 //! [`Application`]: the gateway bound to a listener, serving the HTTP router and running the
 //! background workers until shutdown.
 
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 
 use crate::gateway::Gateway;
 use crate::{delivery, http, sync};
+
+/// How long a stopping node waits for its claimed work (status syncs, webhook attempts) to
+/// finish after it stopped taking requests; what is still running then is left to its leases.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 /// A gateway bound to a listener, ready to run.
 pub struct Application {
@@ -55,7 +61,9 @@ impl Application {
         &self.gateway
     }
 
-    /// Serves the API and runs the workers until `shutdown` completes.
+    /// Serves the API and runs the workers until `shutdown` completes; then stops gracefully:
+    /// no new connections, requests in flight answered, claimed work finished or handed back
+    /// (within [`STOP_DEADLINE`]).
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -88,10 +96,17 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await?;
         let _ = stop_tx.send(true);
-        let _ = worker.await;
-        let _ = deliveries.await;
-        if let Some(connect) = connect {
-            let _ = connect.await;
+        let workers = async {
+            let _ = worker.await;
+            let _ = deliveries.await;
+            if let Some(connect) = connect {
+                let _ = connect.await;
+            }
+        };
+        if tokio::time::timeout(STOP_DEADLINE, workers).await.is_err() {
+            tracing::warn!(
+                "stopping: background work still running after {STOP_DEADLINE:?}; its claims will lapse"
+            );
         }
         Ok(())
     }

@@ -81,7 +81,8 @@ impl Rounds {
 /// One round: claims due payments and syncs each, claiming more as they finish (see
 /// [`work_through`](crate::app::work_through)). Returns how many were handled.
 pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
-    let claim = |gw: Gateway, n| async move { Ok(gw.store().claim_due_syncs(gw.now_ms(), n).await?) };
+    let claim =
+        |gw: Gateway, n| async move { Ok(gw.store().claim_due_syncs(gw.now_ms(), n).await?) };
     crate::app::work_through(gw, claim, |gw, p| async move {
         if let Err(e) = sync_one(&gw, &p).await {
             tracing::warn!(payment = %p.id, error = %e, "status sync failed; will retry");

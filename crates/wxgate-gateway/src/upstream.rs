@@ -302,9 +302,15 @@ impl Upstream {
     /// Queries an order by out_trade_no, at the endpoint for the merchant's region.
     pub async fn query(&self, out_trade_no: &str) -> Result<Transaction, ClientError> {
         if self.cross_border() {
-            self.client().await.global_query_by_out_trade_no(out_trade_no).await
+            self.client()
+                .await
+                .global_query_by_out_trade_no(out_trade_no)
+                .await
         } else {
-            self.client().await.query_by_out_trade_no(out_trade_no).await
+            self.client()
+                .await
+                .query_by_out_trade_no(out_trade_no)
+                .await
         }
     }
 

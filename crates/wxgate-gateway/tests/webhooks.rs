@@ -636,3 +636,109 @@ async fn a_payments_own_notify_url_gets_its_events_signed_with_the_notify_secret
     assert_eq!(seen.len(), 1);
     verify(&seen[0], &rotated).unwrap();
 }
+
+/// A receiver that holds every request until `gate` lets it answer 204; `arrived` counts them.
+async fn held_receiver(gate: Arc<tokio::sync::Semaphore>, arrived: Arc<Mutex<usize>>) -> String {
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let (gate, arrived) = (gate.clone(), arrived.clone());
+            async move {
+                *arrived.lock().unwrap() += 1;
+                gate.acquire().await.unwrap().forget();
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// The deliveries of `events` that are claimed right now.
+async fn claimed(t: &TestGateway, events: &[String]) -> usize {
+    let mut n = 0;
+    for e in events {
+        let deliveries = t.store.deliveries(e).await.unwrap();
+        n += deliveries
+            .iter()
+            .filter(|d| d.claimed_until.is_some())
+            .count();
+    }
+    n
+}
+
+/// A node told to stop answers what it has in flight, finishes the webhook attempt it has
+/// started (and records it), and gives the deliveries queued behind it back at once, so
+/// another node takes them without waiting out their leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_finishes_its_attempts_and_gives_back_queued_deliveries() {
+    for db in testing::all().await {
+        eprintln!("a_stopping_node_finishes_its_attempts… on {:?}", db.backend);
+        let t = TestGateway::spawn_with(&db, |c| {
+            c.webhook_per_endpoint = 1;
+            c.webhook_concurrency = 4;
+        })
+        .await;
+        let (gate, arrived) = (Arc::new(tokio::sync::Semaphore::new(0)), Arc::default());
+        let url = held_receiver(gate.clone(), Arc::clone(&arrived)).await;
+        let (status, _) = t
+            .call(reqwest::Method::POST, "/v1/notify_secret", None, &[])
+            .await;
+        assert_eq!(status, 201);
+        // Three payments whose events go to their own notify_url: that lane is fed by the
+        // node's general claims, so with one attempt held a second delivery waits in it.
+        let mut events = Vec::new();
+        for _ in 0..3 {
+            let mut body = native(&order("stop"), 100);
+            body["notify_url"] = json!(url);
+            let (status, p) = t.create(body).await;
+            assert_eq!(status, 201, "{p}");
+            let id = p["id"].as_str().unwrap();
+            let path = format!("/v1/payments/{id}/cancel");
+            assert_eq!(t.call(reqwest::Method::POST, &path, None, &[]).await.0, 200);
+            events.push(
+                event_of(&t, id, "payment.cancelled").await["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        while *arrived.lock().unwrap() == 0 || claimed(&t, &events).await < 2 {
+            tokio::task::yield_now().await;
+        }
+
+        let stopping = async {
+            // The queued delivery goes back while the attempt in flight is still held.
+            while claimed(&t, &events).await > 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            gate.add_permits(1);
+        };
+        let (stopped, ()) = tokio::join!(t.stop(), stopping);
+        assert!(stopped, "the application stopped cleanly");
+
+        assert_eq!(
+            *arrived.lock().unwrap(),
+            1,
+            "nothing new started while stopping"
+        );
+        let now = t.gateway.now_ms();
+        let (mut statuses, mut due_now) = (Vec::new(), 0);
+        for e in &events {
+            for d in t.store.deliveries(e).await.unwrap() {
+                assert_eq!(d.claimed_until, None, "no claim is left to lapse: {d:?}");
+                if d.status == "pending" {
+                    assert_eq!(d.attempts, 0, "{d:?}");
+                    due_now += usize::from(d.next_attempt_at.unwrap() <= now);
+                }
+                statuses.push(d.status);
+            }
+        }
+        assert!(due_now >= 1, "the queued delivery is due again at once");
+        statuses.sort();
+        assert_eq!(statuses, ["delivered", "pending", "pending"]);
+        db.cleanup().await;
+    }
+}

@@ -1,7 +1,7 @@
 //! `wxgate`: one binary for the gateway and its WeChat Pay simulator.
 
-use std::num::NonZeroU32;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;

@@ -83,8 +83,9 @@ async fn read_trade_bill(gw: &Gateway, merchant_id: &str, day: time::Date) -> an
     let BillOutcome::Ready(answer) = up.client().await.trade_bill(&req).await? else {
         anyhow::bail!("no trade bill for {day}");
     };
-    let bill =
-        wechatpay_v3::bill::TradeBill::parse(&up.client().await.download_bill(&answer, true).await?)?;
+    let bill = wechatpay_v3::bill::TradeBill::parse(
+        &up.client().await.download_bill(&answer, true).await?,
+    )?;
     anyhow::ensure!(!bill.rows.is_empty(), "an empty bill");
     Ok(started.elapsed().as_secs_f64())
 }

@@ -633,7 +633,11 @@ pub async fn apply_callback(
 /// One round of background work: refunds to send again or to query, and paid-after-close
 /// payments their merchant wants refunded. Returns how many refunds were handled.
 pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
-    for p in gw.store().paid_after_close_to_refund(AUTO_REFUND_BATCH).await? {
+    for p in gw
+        .store()
+        .paid_after_close_to_refund(AUTO_REFUND_BATCH)
+        .await?
+    {
         if let Err(e) = auto_refund(gw, &p).await {
             tracing::warn!(payment = %p.id, error = ?e, "automatic refund of a paid-after-close payment failed; will retry");
         }

@@ -25,6 +25,10 @@ pub struct TestGateway {
     pub http: reqwest::Client,
     pub store: Store,
     pub gateway: Gateway,
+    /// Tells the application to stop (see [`TestGateway::stop`]).
+    stop: Arc<tokio::sync::Notify>,
+    /// The running application; it ends `true` when it stopped cleanly.
+    running: std::sync::Mutex<Option<tokio::task::JoinHandle<bool>>>,
 }
 
 impl TestGateway {
@@ -95,7 +99,13 @@ impl TestGateway {
             .await
             .unwrap()
             .with_connect_listener(connect_listener);
-        tokio::spawn(app.run(std::future::pending()));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let signal = stop.clone();
+        let running = tokio::spawn(async move {
+            app.run(async move { signal.notified().await })
+                .await
+                .is_ok()
+        });
         Self {
             base,
             connect,
@@ -107,7 +117,17 @@ impl TestGateway {
             http: reqwest::Client::new(),
             store,
             gateway,
+            stop,
+            running: std::sync::Mutex::new(Some(running)),
         }
+    }
+
+    /// Stops the application as a signal would and waits until it has stopped; whether it
+    /// stopped cleanly.
+    pub async fn stop(&self) -> bool {
+        self.stop.notify_one();
+        let running = self.running.lock().unwrap().take().expect("running");
+        running.await.unwrap()
     }
 
     pub async fn call(

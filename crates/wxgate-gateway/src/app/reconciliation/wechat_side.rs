@@ -87,7 +87,9 @@ async fn fund_flow(
     Ok(match up.client().await.fund_flow_bill(&req).await? {
         BillOutcome::Creating => None,
         BillOutcome::NoStatement => Some(None),
-        BillOutcome::Ready(answer) => Some(Some(up.client().await.download_bill(&answer, true).await?)),
+        BillOutcome::Ready(answer) => {
+            Some(Some(up.client().await.download_bill(&answer, true).await?))
+        }
     })
 }
 
