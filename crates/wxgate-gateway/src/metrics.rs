@@ -1,8 +1,9 @@
 //! `/metrics`: the gateway's counters in Prometheus (OpenMetrics) text. Requests by route,
 //! method and status with their latency; WeChat's callbacks by outcome; and, read from the
 //! database at each scrape, payments by status and integration, the webhook backlog and its
-//! oldest delivery's age, and the status-sync backlog. Labels are bounded: routes are the
-//! router's patterns, never ids.
+//! oldest delivery's age, the status-sync backlog and the connection pools' use; and how long
+//! after WeChat took a payment the gateway knew it. Labels are bounded: routes are the router's
+//! patterns, never ids.
 
 use std::sync::Arc;
 
@@ -45,6 +46,17 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PaymentLabels {
     status: String,
     integration: String,
@@ -52,10 +64,16 @@ struct PaymentLabels {
 
 type Latency = Family<RouteLabels, Histogram, fn() -> Histogram>;
 type UpstreamLatency = Family<EndpointLabels, Histogram, fn() -> Histogram>;
+type Lag = Family<SourceLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 1 ms to about 16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+fn lag_histogram() -> Histogram {
+    // 0.1 s to about 27 minutes: WeChat's times are whole seconds.
+    Histogram::new(exponential_buckets(0.1, 2.0, 15))
 }
 
 /// The gateway's metrics (one per process; cheap to clone).
@@ -75,6 +93,8 @@ struct Inner {
     deliveries_pending: Gauge,
     oldest_delivery_seconds: Gauge,
     sync_due: Gauge,
+    paid_lag: Lag,
+    pool_connections: Family<PoolLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -92,6 +112,8 @@ impl Default for Metrics {
             deliveries_pending: Gauge::default(),
             oldest_delivery_seconds: Gauge::default(),
             sync_due: Gauge::default(),
+            paid_lag: Family::new_with_constructor(lag_histogram),
+            pool_connections: Family::default(),
         };
         inner.register();
         Self(Arc::new(inner))
@@ -141,6 +163,14 @@ impl Inner {
                 "wxgate_webhook_attempt_duration_seconds",
                 "Time a webhook endpoint took to answer",
             ),
+            (
+                "wxgate_payment_paid_lag_seconds",
+                "From WeChat's success_time to the gateway marking the payment succeeded, by how it learned (callback, sync, reconciliation)",
+            ),
+            (
+                "wxgate_db_connections",
+                "Database connections by pool and state (in_use, idle, max)",
+            ),
         ];
         r.register(help[0].0, help[0].1, self.requests.clone());
         r.register(help[1].0, help[1].1, self.latency.clone());
@@ -153,6 +183,8 @@ impl Inner {
         r.register(help[8].0, help[8].1, self.sync_due.clone());
         r.register(help[9].0, help[9].1, self.deliveries.clone());
         r.register(help[10].0, help[10].1, self.delivery_latency.clone());
+        r.register(help[11].0, help[11].1, self.paid_lag.clone());
+        r.register(help[12].0, help[12].1, self.pool_connections.clone());
     }
 }
 
@@ -205,6 +237,17 @@ impl Metrics {
         self.0.delivery_latency.observe(seconds);
     }
 
+    /// A payment became succeeded `seconds` after WeChat's success_time, learned by `source`.
+    pub fn paid(&self, source: &str, seconds: f64) {
+        let labels = SourceLabels {
+            source: source.into(),
+        };
+        self.0
+            .paid_lag
+            .get_or_create(&labels)
+            .observe(seconds.max(0.0));
+    }
+
     /// What the WeChat clients report their calls to.
     pub fn upstream_observer(&self) -> CallObserver {
         let metrics = self.clone();
@@ -226,6 +269,16 @@ impl Metrics {
             .oldest_delivery_seconds
             .set(ops.oldest_delivery_ms / 1000);
         self.0.sync_due.set(ops.sync_due);
+        for pool in &ops.pools {
+            let in_use = pool.open.saturating_sub(pool.idle);
+            for (state, n) in [("in_use", in_use), ("idle", pool.idle), ("max", pool.max)] {
+                let labels = PoolLabels {
+                    pool: pool.name.into(),
+                    state: state.into(),
+                };
+                self.0.pool_connections.get_or_create(&labels).set(n.into());
+            }
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);

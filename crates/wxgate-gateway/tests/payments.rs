@@ -1285,6 +1285,24 @@ async fn metrics_are_scraped_and_parse(t: TestGateway) {
         "{text}"
     );
     assert!(samples.contains_key("wxgate_sync_due"), "{text}");
+    let learned: f64 = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("wxgate_payment_paid_lag_seconds_count{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        learned, 1.0,
+        "the paid payment's lag is counted once: {text}"
+    );
+    let pools: Vec<_> = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("wxgate_db_connections{") && k.contains(r#"state="max""#))
+        .collect();
+    assert!(
+        !pools.is_empty() && pools.iter().all(|(_, v)| **v >= 1.0),
+        "{text}"
+    );
+    dashboard_names_only_known_metrics(&text);
     let prepaid = samples
         .get(r#"wxgate_upstream_calls_total{endpoint="POST /v3/pay/transactions/native",status="200",code=""}"#)
         .copied();
@@ -1293,4 +1311,35 @@ async fn metrics_are_scraped_and_parse(t: TestGateway) {
         !text.contains("out-trade-no/pay"),
         "no ids in upstream endpoints"
     );
+}
+
+/// Every metric the example Grafana dashboard queries is one the gateway exposes.
+fn dashboard_names_only_known_metrics(exposition: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana-dashboard.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("wxgate_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = ["_bucket", "_total"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name);
+                assert!(
+                    exposition.contains(&format!("# TYPE {family} ")),
+                    "the dashboard queries {name}, which the gateway does not expose"
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 10, "the dashboard queries the gateway's metrics");
 }

@@ -1,5 +1,6 @@
 //! What operators watch, counted from the database: payments by status and integration, the
-//! webhook backlog and its oldest delivery, the status-sync backlog.
+//! webhook backlog and its oldest delivery, the status-sync backlog; and the connection pools'
+//! use.
 
 use super::*;
 
@@ -30,6 +31,22 @@ impl Store {
             deliveries_pending: pending,
             oldest_delivery_ms: oldest.map_or(0, |t| (now - t).max(0)),
             sync_due,
+            pools: self.pool_use(),
         })
+    }
+
+    /// Each connection pool's use now: on SQLite the readers' and the one writer's, on
+    /// PostgreSQL the one shared pool.
+    pub fn pool_use(&self) -> Vec<PoolUse> {
+        let of = |name, pool: &AnyPool| PoolUse {
+            name,
+            open: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        };
+        match self.backend {
+            Backend::Sqlite => vec![of("reads", &self.pool), of("writer", &self.writer)],
+            Backend::Postgres => vec![of("shared", &self.pool)],
+        }
     }
 }

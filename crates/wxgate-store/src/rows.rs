@@ -704,4 +704,16 @@ pub struct OpsSnapshot {
     pub oldest_delivery_ms: i64,
     /// Pending payments whose sync is due.
     pub sync_due: i64,
+    pub pools: Vec<PoolUse>,
+}
+
+/// One connection pool's use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolUse {
+    /// `reads`, `writer` (SQLite) or `shared` (PostgreSQL).
+    pub name: &'static str,
+    /// Connections open, idle among them, and the most the pool opens.
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
 }

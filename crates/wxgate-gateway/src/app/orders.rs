@@ -205,6 +205,7 @@ pub async fn apply_paid(
         .await;
     match applied {
         Ok(TransitionOutcome::Changed { payment, .. }) => {
+            gw.metrics().paid(source, (now - paid_at) as f64 / 1000.0);
             after_paid(gw, &payment).await;
             Ok(payment)
         }
