@@ -210,14 +210,14 @@ fn machine_ticks() -> anyhow::Result<(f64, f64)> {
 }
 
 /// CPU taken during a phase: the gateway's (when its pid is known) and the machine's.
-struct CpuProbe {
+pub struct CpuProbe {
     pid: Option<u32>,
     gateway: f64,
     machine: (f64, f64),
 }
 
 impl CpuProbe {
-    fn start(pid: Option<u32>) -> anyhow::Result<Self> {
+    pub fn start(pid: Option<u32>) -> anyhow::Result<Self> {
         Ok(Self {
             pid,
             gateway: pid.map(process_cpu_secs).transpose()?.unwrap_or(0.0),
@@ -227,7 +227,7 @@ impl CpuProbe {
 
     /// The gateway's CPU seconds since the start (0 without a pid), and the share of the
     /// machine's CPU that was busy.
-    fn stop(&self) -> anyhow::Result<(f64, f64)> {
+    pub fn stop(&self) -> anyhow::Result<(f64, f64)> {
         let gateway = self
             .pid
             .map(process_cpu_secs)
@@ -334,7 +334,7 @@ async fn first_sync_done(
 
 /// What a load run measured.
 pub struct Report {
-    latencies_us: Vec<u64>,
+    pub latencies_us: Vec<u64>,
     errors: u64,
     elapsed_secs: f64,
 }
@@ -370,24 +370,61 @@ impl Report {
     }
 }
 
+/// When a load run's workers stop.
+enum Limit {
+    /// At this instant; each call of `op` is given its worker's number.
+    Until(Instant),
+    /// Once every item is done; each call of `op` is given the next item's number.
+    Items(AtomicU64, u64),
+}
+
+impl Limit {
+    /// What the next call of `op` by worker `w` is given, or `None` when the run is over.
+    fn next(&self, w: usize) -> Option<usize> {
+        match self {
+            Self::Until(deadline) => (Instant::now() < *deadline).then_some(w),
+            Self::Items(next, total) => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                (i < *total).then_some(i as usize)
+            }
+        }
+    }
+}
+
 /// Runs `op(worker)` from `concurrency` workers for `duration`; `op` says whether it succeeded.
 pub async fn load<F, Fut>(concurrency: usize, duration: Duration, op: F) -> Report
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let op = Arc::new(op);
+    drive(concurrency, Limit::Until(Instant::now() + duration), op).await
+}
+
+/// Runs `op(item)` once for each of `items` items, from `concurrency` workers.
+pub async fn load_items<F, Fut>(concurrency: usize, items: usize, op: F) -> Report
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    drive(concurrency, Limit::Items(AtomicU64::new(0), items as u64), op).await
+}
+
+async fn drive<F, Fut>(concurrency: usize, limit: Limit, op: F) -> Report
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let (op, limit) = (Arc::new(op), Arc::new(limit));
     let errors = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + duration;
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
-            let (op, errors) = (op.clone(), errors.clone());
+            let (op, errors, limit) = (op.clone(), errors.clone(), limit.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                while Instant::now() < deadline {
+                while let Some(given) = limit.next(w) {
                     let t = Instant::now();
-                    if op(w).await {
+                    if op(given).await {
                         latencies.push(t.elapsed().as_micros() as u64);
                     } else {
                         errors.fetch_add(1, Ordering::Relaxed);

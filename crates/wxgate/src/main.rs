@@ -16,6 +16,7 @@ use wxgate_store::Store;
 
 mod activity;
 mod bench;
+mod callback_bench;
 mod listen;
 mod reconcile;
 mod reconcile_bench;
@@ -113,6 +114,9 @@ enum BenchCommand {
     /// A day of payments and refunds reconciled against the simulator's bills: rows per
     /// second and the memory it took.
     Reconcile(reconcile_bench::ReconcileBenchArgs),
+    /// WeChat's payment callbacks, signed and encrypted, into a running gateway: callbacks per
+    /// second and the gateway's CPU per callback (registers a merchant in its database).
+    Callbacks(callback_bench::CallbackBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -535,6 +539,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Gateway(args)) => bench::gateway(args).await,
         Command::Bench(BenchCommand::Webhooks(args)) => bench::webhooks(args).await,
         Command::Bench(BenchCommand::Reconcile(args)) => reconcile_bench::run(args).await,
+        Command::Bench(BenchCommand::Callbacks(args)) => {
+            let s = settings(cli.config.as_deref())?;
+            let store = wxgate_gateway::open_store(&s.database_url).await?;
+            callback_bench::run(args, store, require_master(&s)?).await
+        }
     }
 }
 
