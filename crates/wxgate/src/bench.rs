@@ -406,7 +406,12 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    drive(concurrency, Limit::Items(AtomicU64::new(0), items as u64), op).await
+    drive(
+        concurrency,
+        Limit::Items(AtomicU64::new(0), items as u64),
+        op,
+    )
+    .await
 }
 
 async fn drive<F, Fut>(concurrency: usize, limit: Limit, op: F) -> Report

@@ -74,7 +74,10 @@ pub async fn run(args: CallbackBenchArgs, store: Store, master: MasterKey) -> an
     let probe = CpuProbe::start(args.pid)?;
     let report = send_all(&http, &url, signed, args.concurrency).await;
     let (cpu, busy) = probe.stop()?;
-    report.print("WeChat payment callbacks (signed, encrypted)", args.concurrency);
+    report.print(
+        "WeChat payment callbacks (signed, encrypted)",
+        args.concurrency,
+    );
     let n = report.latencies_us.len().max(1) as f64;
     println!(
         "callbacks accepted: {} of {}; gateway CPU per callback {:.3} ms; machine {:.0} % busy",

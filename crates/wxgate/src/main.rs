@@ -17,6 +17,7 @@ use wxgate_store::Store;
 mod activity;
 mod bench;
 mod callback_bench;
+mod fault_run;
 mod listen;
 mod reconcile;
 mod reconcile_bench;
@@ -76,6 +77,10 @@ Settings, from the environment or from a TOML file given with --config (the envi
     /// Merchant events and their webhook deliveries.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Many nodes under faults: N gateway nodes on one PostgreSQL database behind HAProxy,
+    /// nodes killed and restarted, the simulator's faults on, a mixed workload; then a checker
+    /// counts every broken promise (see docs/RELIABILITY.md).
+    FaultRun(fault_run::FaultRunArgs),
     /// Run the WeChat Pay API v3 simulator (sandbox).
     Sim(SimArgs),
     /// Receive the demo merchant's webhooks locally and print each one, signature checked.
@@ -529,6 +534,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Listen(args) => listen::run(args).await,
+        Command::FaultRun(args) => fault_run::run(args).await,
         Command::Reconcile(args) => {
             let s = settings(cli.config.as_deref())?;
             let store = wxgate_gateway::open_store(&s.database_url).await?;
@@ -540,11 +546,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Webhooks(args)) => bench::webhooks(args).await,
         Command::Bench(BenchCommand::Reconcile(args)) => reconcile_bench::run(args).await,
         Command::Bench(BenchCommand::Callbacks(args)) => {
-            let s = settings(cli.config.as_deref())?;
-            let store = wxgate_gateway::open_store(&s.database_url).await?;
-            callback_bench::run(args, store, require_master(&s)?).await
+            bench_callbacks(cli.config.as_deref(), args).await
         }
     }
+}
+
+/// The callback bench registers its merchant in the gateway's database.
+async fn bench_callbacks(
+    config: Option<&Path>,
+    args: callback_bench::CallbackBenchArgs,
+) -> anyhow::Result<()> {
+    let s = settings(config)?;
+    let store = wxgate_gateway::open_store(&s.database_url).await?;
+    callback_bench::run(args, store, require_master(&s)?).await
 }
 
 async fn run_serve(s: Settings) -> anyhow::Result<()> {

@@ -1,0 +1,206 @@
+//! The client side of a fault run: workers creating, paying, cancelling, refunding and reading
+//! payments through the balancer, retrying as a careful client does (the same Idempotency-Key
+//! until an answer comes), and writing down what was acknowledged.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use serde_json::{Value, json};
+
+/// Tries of one request before the client gives up on it.
+const TRIES: u32 = 4;
+/// How long a payment stays worth paying: young enough that a lost callback is found by the
+/// gateway's early status syncs.
+const PAYABLE_FOR: Duration = Duration::from_secs(40);
+
+/// A payment the gateway acknowledged.
+#[derive(Clone)]
+pub struct Acked {
+    pub id: String,
+    pub order_id: String,
+    pub amount: i64,
+    code_url: Option<String>,
+    created: Instant,
+}
+
+/// What the client saw.
+#[derive(Default)]
+pub struct Books {
+    pub payments: Mutex<Vec<Acked>>,
+    /// Refunds acknowledged: (refund id, payment id).
+    pub refunds: Mutex<Vec<(String, String)>>,
+    pub operations: AtomicU64,
+    /// Broken promises seen on the spot (an Idempotency-Key answering another payment).
+    pub violations: Mutex<Vec<String>>,
+}
+
+/// The balancer, the simulator and the merchant's key.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub api: String,
+    pub sim: String,
+    pub key: String,
+}
+
+impl Client {
+    /// Sends until an answer that is not a 5xx or 429 comes, with the same body and
+    /// Idempotency-Key each time: (status, body), or `None` when every try failed.
+    async fn send(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+        idem: Option<&str>,
+    ) -> Option<(u16, Value)> {
+        for attempt in 0..TRIES {
+            let mut req = match body {
+                Some(b) => self.http.post(format!("{}{path}", self.api)).json(b),
+                None => self.http.get(format!("{}{path}", self.api)),
+            };
+            req = req.bearer_auth(&self.key);
+            if let Some(k) = idem {
+                req = req.header("Idempotency-Key", k);
+            }
+            if let Ok(res) = req.send().await {
+                let status = res.status().as_u16();
+                let value = res.json().await.unwrap_or(Value::Null);
+                if status < 500 && status != 429 && status != 409 || attempt + 1 == TRIES {
+                    return Some((status, value));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        }
+        None
+    }
+}
+
+/// Runs one worker until `until`.
+pub async fn worker(client: Client, books: &Books, until: Instant) {
+    while Instant::now() < until {
+        let roll = rand::rng().random_range(0..100);
+        match roll {
+            0..30 => create(&client, books).await,
+            30..55 => pay(&client, books).await,
+            55..62 => cancel(&client, books).await,
+            62..82 => refund(&client, books).await,
+            _ => read(&client, books).await,
+        }
+        books.operations.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn pick(books: &Books, young: bool) -> Option<Acked> {
+    let payments = books.payments.lock().expect("payments");
+    let from = if young {
+        payments.partition_point(|p| p.created.elapsed() > PAYABLE_FOR)
+    } else {
+        0
+    };
+    payments[from..].choose(&mut rand::rng()).cloned()
+}
+
+async fn create(client: &Client, books: &Books) {
+    let order_id = format!("fr{}", wechatpay_v3::nonce(16));
+    let amount = rand::rng().random_range(100..10_000);
+    let mut body = json!({"amount": amount, "currency": "CNY", "merchant_order_id": order_id,
+        "description": "fault run", "integration": "native"});
+    if rand::rng().random_bool(0.1) {
+        // Some expire during the run.
+        let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(61);
+        body["expires_at"] = json!(
+            at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        );
+    }
+    let key = wechatpay_v3::nonce(24);
+    let Some((201 | 200, p)) = client.send("/v1/payments", Some(&body), Some(&key)).await else {
+        return;
+    };
+    let id = p["id"].as_str().unwrap_or_default().to_string();
+    if rand::rng().random_bool(0.2) {
+        // The same request again: the same payment, or a broken promise.
+        if let Some((_, again)) = client.send("/v1/payments", Some(&body), Some(&key)).await
+            && again["id"].as_str().is_some_and(|other| other != id)
+        {
+            books.violations.lock().expect("violations").push(format!(
+                "Idempotency-Key {key} answered {} after {id}",
+                again["id"]
+            ));
+        }
+    }
+    books.payments.lock().expect("payments").push(Acked {
+        id,
+        order_id,
+        amount,
+        code_url: p["next_action"]["display_qr_code"]["data"]
+            .as_str()
+            .map(str::to_string),
+        created: Instant::now(),
+    });
+}
+
+async fn pay(client: &Client, books: &Books) {
+    let Some(code_url) = pick(books, true).and_then(|p| p.code_url) else {
+        return;
+    };
+    let _ = client
+        .http
+        .post(format!("{}/sim/payer/pay", client.sim))
+        .json(&json!({"code_url": code_url}))
+        .send()
+        .await;
+}
+
+async fn cancel(client: &Client, books: &Books) {
+    if let Some(p) = pick(books, true) {
+        let path = format!("/v1/payments/{}/cancel", p.id);
+        let _ = client.send(&path, Some(&json!({})), None).await;
+    }
+}
+
+/// A partial refund of a paid payment; sometimes two at once on the same payment.
+async fn refund(client: &Client, books: &Books) {
+    let Some(p) = pick(books, false) else { return };
+    let Some((200, seen)) = client
+        .send(&format!("/v1/payments/{}", p.id), None, None)
+        .await
+    else {
+        return;
+    };
+    if !matches!(
+        seen["status"].as_str(),
+        Some("succeeded" | "paid_after_close")
+    ) {
+        return;
+    }
+    let one = refund_once(client, books, &p);
+    if rand::rng().random_bool(0.3) {
+        tokio::join!(one, refund_once(client, books, &p));
+    } else {
+        one.await;
+    }
+}
+
+async fn refund_once(client: &Client, books: &Books, p: &Acked) {
+    let amount = rand::rng().random_range(1..=(p.amount / 2).max(1));
+    let body = json!({"merchant_refund_id": wechatpay_v3::nonce(16), "amount": amount});
+    let key = wechatpay_v3::nonce(24);
+    let path = format!("/v1/payments/{}/refunds", p.id);
+    if let Some((201 | 200, r)) = client.send(&path, Some(&body), Some(&key)).await
+        && let Some(id) = r["id"].as_str()
+    {
+        let mut refunds = books.refunds.lock().expect("refunds");
+        refunds.push((id.to_string(), p.id.clone()));
+    }
+}
+
+async fn read(client: &Client, books: &Books) {
+    if let Some(p) = pick(books, false) {
+        let _ = client
+            .send(&format!("/v1/payments/{}", p.id), None, None)
+            .await;
+    }
+}
