@@ -453,3 +453,63 @@ async fn json_logs_name_the_request_merchant_and_payment() {
     assert_eq!(access["status"], 201);
     assert_eq!(access["route"], "/v1/payments");
 }
+
+/// SIGTERM stops `wxgate serve` gracefully: a create waiting on WeChat still gets its answer,
+/// and the process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_the_requests_in_flight_then_exits_cleanly() {
+    let s = setup(&[]).await;
+    let mut gateway = s.env.serve();
+    wait_until_listening(&s.http, &s.base).await;
+    s.http
+        .put(format!("{}/sim/merchants/{}/faults", s.sim, s.mchid))
+        .json(&json!({"latency_ms": 1500}))
+        .send()
+        .await
+        .unwrap();
+    let create = {
+        let (http, base, key) = (s.http.clone(), s.base.clone(), s.key.clone());
+        tokio::spawn(async move {
+            http.post(format!("{base}/v1/payments"))
+                .bearer_auth(&key)
+                .json(&json!({"amount": 300, "currency": "CNY", "merchant_order_id": "term-1", "description": "Tea", "integration": "native"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    // The payment is written before WeChat is asked: once it is listed, the create is waiting
+    // on the simulator's latency.
+    loop {
+        let list: Value = s
+            .http
+            .get(format!("{}/v1/payments?merchant_order_id=term-1", s.base))
+            .bearer_auth(&s.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if list["data"][0]["id"].is_string() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &gateway.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_eq!(
+        create.await.unwrap(),
+        201,
+        "the request in flight is answered"
+    );
+    let exit = tokio::task::spawn_blocking(move || gateway.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "a clean exit: {exit:?}");
+    let _ = std::fs::remove_dir_all(&s.env.dir);
+}
