@@ -26,8 +26,9 @@ pub struct GatewayConfig {
     /// Waits between queries of a pending payment, by how many were made before; the first
     /// entry is also the wait before the first query.
     pub sync_schedule_ms: Vec<i64>,
-    /// How often a payout waiting for its payee's confirmation is queried (WeChat's
-    /// notification normally comes first; the payee has a day).
+    /// The longest wait between queries of a payout waiting for its payee's confirmation
+    /// (queried on the sync schedule up to this; WeChat's notification normally comes first,
+    /// and the payee has a day).
     pub payout_confirmation_poll: Duration,
     /// How long one webhook attempt may take.
     pub webhook_timeout: Duration,

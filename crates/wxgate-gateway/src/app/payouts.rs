@@ -274,17 +274,22 @@ fn first_wait(gw: &Gateway) -> i64 {
         .unwrap_or(5_000)
 }
 
-/// When to look at an open payout again: by the sync schedule while it moves, slowly while it
-/// waits for its payee.
+/// When to look at an open payout again: by the sync schedule, and while it waits for its
+/// payee never more than the confirmation poll apart.
 fn next_due(gw: &Gateway, p: &PayoutRow, status: PayoutStatus, now: i64) -> i64 {
-    if status == PayoutStatus::AwaitingConfirmation {
-        return now + gw.config().payout_confirmation_poll.as_millis() as i64;
-    }
     let schedule = &gw.config().sync_schedule_ms;
-    now + schedule
+    let step = schedule
         .get((p.sync_attempts as usize).min(schedule.len().saturating_sub(1)))
         .copied()
-        .unwrap_or(60_000)
+        .unwrap_or(60_000);
+    if status == PayoutStatus::AwaitingConfirmation {
+        // The payee has a day, and WeChat's notification normally says when they answered. On
+        // the same tiered schedule, at most the confirmation poll apart: a lost notification
+        // is found soon after a quick answer, and cheaply after a slow one.
+        let poll = gw.config().payout_confirmation_poll.as_millis() as i64;
+        return now + step.min(poll);
+    }
+    now + step
 }
 
 /// Whether WeChat surely holds no transfer for the payout when it is sent: a first send, or

@@ -8,6 +8,10 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
+use wechatpay_v3::client::ClientError;
+use wechatpay_v3::error::ErrorCode;
+use wechatpay_v3::model::TransferState;
+use wxgate_gateway::Gateway;
 use wxgate_store::{EventFilter, Store};
 
 use super::receiver::Log;
@@ -45,16 +49,39 @@ pub struct Observed {
     pub ledger: Vec<String>,
     /// Broken promises the client saw on the spot.
     pub client: Vec<String>,
+    pub payouts: PayoutFacts,
+}
+
+/// Payouts, both sides: WeChat's operation account pays every transfer it takes and gets back
+/// those that fail, so what left it must be what the gateway's live payouts hold.
+#[derive(Debug, Default)]
+pub struct PayoutFacts {
+    /// The gateway's payouts: (id, amount, status).
+    pub stored: Vec<(String, i64, String)>,
+    /// What WeChat says of each stored payout's transfer, in the gateway's words (`None`: it
+    /// has no such transfer).
+    pub wechat: Vec<Option<&'static str>>,
+    /// Acknowledged payouts the gateway does not hold.
+    pub lost: Vec<String>,
+    /// What left WeChat's operation account during the run.
+    pub wechat_paid_out: i64,
 }
 
 impl Observed {
     /// What was checked, in one line.
     pub fn summary(&self) -> String {
         let paid = self.payments.iter().filter(|p| p.wechat_paid).count();
+        let payouts = self.payouts.stored.len();
+        let paid_out = self
+            .payouts
+            .stored
+            .iter()
+            .filter(|p| p.2 == "succeeded")
+            .count();
         let refunds: usize = self.payments.iter().map(|p| p.refunds.len()).sum();
         let at_wechat: usize = self.payments.iter().map(|p| p.wechat_refunds.len()).sum();
         format!(
-            "checked {} acknowledged payments ({paid} paid at WeChat), {refunds} refunds ({at_wechat} at WeChat), {} events ({} received)",
+            "checked {} acknowledged payments ({paid} paid at WeChat), {refunds} refunds ({at_wechat} at WeChat), {payouts} payouts ({paid_out} succeeded), {} events ({} received)",
             self.payments.len(),
             self.events.len(),
             self.received.len()
@@ -82,7 +109,47 @@ pub fn judge(o: &Observed) -> Vec<String> {
         ));
     }
     v.extend(o.ledger.iter().map(|l| format!("ledger: {l}")));
+    judge_payouts(&o.payouts, &mut v);
     v
+}
+
+fn judge_payouts(p: &PayoutFacts, v: &mut Vec<String>) {
+    v.extend(
+        p.lost
+            .iter()
+            .map(|id| format!("acknowledged payout {id} is lost")),
+    );
+    let unsettled = p.stored.iter().filter(|s| s.2 == "pending");
+    v.extend(unsettled.map(|s| format!("payout {} is still pending", s.0)));
+    for ((id, _, status), wechat) in p.stored.iter().zip(&p.wechat) {
+        let agrees = match wechat {
+            Some(w) => status == w,
+            None => matches!(status.as_str(), "failed" | "cancelled"),
+        };
+        if !agrees {
+            v.push(format!(
+                "payout {id} is {status} but WeChat has it {}",
+                wechat.unwrap_or("not at all")
+            ));
+        }
+    }
+    let held: i64 = p
+        .stored
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.2.as_str(),
+                "awaiting_confirmation" | "processing" | "succeeded"
+            )
+        })
+        .map(|s| s.1)
+        .sum();
+    if held != p.wechat_paid_out {
+        v.push(format!(
+            "WeChat paid out {} but the gateway's payouts hold {held}",
+            p.wechat_paid_out
+        ));
+    }
 }
 
 fn judge_payment(p: &PaymentFacts, v: &mut Vec<String>) {
@@ -151,15 +218,17 @@ fn wechat_refund_status(status: &str) -> &'static str {
     }
 }
 
-/// Gathers [`Observed`] from the database, the simulator and the receiver.
+/// Gathers [`Observed`] from the database, the simulator and the receiver; `balance_at_start`
+/// is WeChat's operation account before the run.
 pub async fn gather(
-    store: &Store,
+    gw: &Gateway,
     sim: &str,
     merchant: (&str, &str),
-    books: &Books,
-    log: &Log,
+    (books, log): (&Books, &Log),
+    balance_at_start: i64,
 ) -> anyhow::Result<Observed> {
     let (merchant_id, mchid) = merchant;
+    let store = gw.store();
     let http = reqwest::Client::new();
     let acked = books.payments.lock().expect("payments").clone();
     let mut payments = Vec::with_capacity(acked.len());
@@ -184,7 +253,10 @@ pub async fn gather(
         .cloned()
         .collect();
     let bad_signatures = *log.bad_signatures.lock().expect("bad");
+    let wechat_paid_out = balance_at_start - operation_balance(&http, sim, mchid).await?;
+    let payouts = payout_facts(gw, merchant_id, books, wechat_paid_out).await?;
     Ok(Observed {
+        payouts,
         payments,
         lost_refunds,
         events,
@@ -233,6 +305,90 @@ async fn payment_facts(
             .refunds
             .push((r.out_refund_no, r.amount, r.status.as_str().into()));
     }
+    Ok(facts)
+}
+
+/// A transfer's state in the gateway's words for a payout.
+fn payout_word(state: TransferState) -> &'static str {
+    match state {
+        TransferState::WaitUserConfirm => "awaiting_confirmation",
+        TransferState::Success => "succeeded",
+        TransferState::Fail => "failed",
+        TransferState::Cancelled => "cancelled",
+        TransferState::Canceling => "cancelling",
+        TransferState::Accepted | TransferState::Processing | TransferState::Transfering => {
+            "processing"
+        }
+    }
+}
+
+/// What WeChat says of each payout's transfer.
+async fn wechat_transfers(
+    gw: &Gateway,
+    merchant_id: &str,
+    out_bill_nos: &[String],
+) -> anyhow::Result<Vec<Option<&'static str>>> {
+    let up = gw.upstream(merchant_id).await?;
+    let mut states = Vec::with_capacity(out_bill_nos.len());
+    for no in out_bill_nos {
+        states.push(match up.client().await.query_transfer(no).await {
+            Ok(bill) => Some(payout_word(bill.state)),
+            Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => None,
+            Err(e) => return Err(e.into()),
+        });
+    }
+    Ok(states)
+}
+
+/// WeChat's operation account for the merchant, at the simulator.
+pub async fn operation_balance(
+    http: &reqwest::Client,
+    sim: &str,
+    mchid: &str,
+) -> anyhow::Result<i64> {
+    let b: serde_json::Value = http
+        .get(format!("{sim}/sim/merchants/{mchid}/operation_balance"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    b["operation_balance"].as_i64().context("operation_balance")
+}
+
+async fn payout_facts(
+    gw: &Gateway,
+    merchant_id: &str,
+    books: &Books,
+    wechat_paid_out: i64,
+) -> anyhow::Result<PayoutFacts> {
+    let mut facts = PayoutFacts {
+        wechat_paid_out,
+        ..Default::default()
+    };
+    let (mut before, mut out_bill_nos) = (None, Vec::new());
+    loop {
+        let filter = wxgate_store::PayoutFilter::default();
+        let page = gw
+            .store()
+            .list_payouts(merchant_id, &filter, before, 500)
+            .await?;
+        let Some(last) = page.last() else { break };
+        before = Some((last.created_at, last.id.clone()));
+        for p in page {
+            out_bill_nos.push(p.out_bill_no);
+            facts
+                .stored
+                .push((p.id, p.amount, p.status.as_str().to_string()));
+        }
+    }
+    facts.wechat = wechat_transfers(gw, merchant_id, &out_bill_nos).await?;
+    let stored: HashSet<&str> = facts.stored.iter().map(|s| s.0.as_str()).collect();
+    let acked = books.payouts.lock().expect("payouts").clone();
+    facts.lost = acked
+        .into_iter()
+        .filter(|id| !stored.contains(id.as_str()))
+        .collect();
     Ok(facts)
 }
 
@@ -303,6 +459,17 @@ mod tests {
         o.lost_refunds.push("re_gone".into());
         o.bad_signatures = 1;
         o.ledger.push("posting p1 unbalanced".into());
+        o.payouts = PayoutFacts {
+            stored: vec![
+                ("po_1".into(), 500, "succeeded".into()),
+                ("po_2".into(), 300, "pending".into()),
+                ("po_3".into(), 0, "awaiting_confirmation".into()),
+            ],
+            wechat: vec![Some("succeeded"), None, Some("failed")],
+            lost: vec!["po_gone".into()],
+            // Sent twice: WeChat paid out 500 more than the gateway holds.
+            wechat_paid_out: 1000,
+        };
         let found = judge(&o);
         for expected in [
             "pay_pending is pending but WeChat has it paid",
@@ -314,6 +481,10 @@ mod tests {
             "refund re_gone is lost",
             "bad signature",
             "posting p1 unbalanced",
+            "payout po_gone is lost",
+            "payout po_2 is still pending",
+            "payout po_3 is awaiting_confirmation but WeChat has it failed",
+            "WeChat paid out 1000 but the gateway's payouts hold 500",
         ] {
             assert!(
                 found.iter().any(|f| f.contains(expected)),

@@ -20,8 +20,11 @@ use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde_json::json;
 use tokio::sync::Mutex;
+use wechatpay_v3::model::SceneReportInfo;
 use wxgate_gateway::app::merchants;
+use wxgate_gateway::app::payouts::Scene;
 use wxgate_gateway::secrets::MasterKey;
+use wxgate_gateway::{Gateway, GatewayConfig};
 
 use cluster::Cluster;
 use workload::{Books, Client};
@@ -119,6 +122,7 @@ async fn run_on(args: &FaultRunArgs) -> anyhow::Result<()> {
     let merchant =
         merchants::create_sandbox_merchant(&store, &master, &cluster.sim_url, "Fault run").await?;
     let (_, key) = merchants::create_api_key(&store, &merchant.id).await?;
+    merchants::set_payout_scene(&store, &merchant.id, Some(&payout_scene())).await?;
     cluster.start_nodes(args.nodes).await?;
     let client = Client {
         http: reqwest::Client::builder()
@@ -130,6 +134,7 @@ async fn run_on(args: &FaultRunArgs) -> anyhow::Result<()> {
     };
     let log = Arc::new(receiver::Log::default());
     endpoint(&client, &log).await?;
+    let balance_at_start = fund_payouts(&client, &merchant.mchid).await?;
     println!(
         "fault run: {} nodes behind {}, logs in {}",
         args.nodes,
@@ -149,7 +154,10 @@ async fn run_on(args: &FaultRunArgs) -> anyhow::Result<()> {
         .await?;
     cluster.lock().await.all_up().await?;
     let merchant_keys = (merchant.id.as_str(), merchant.mchid.as_str());
-    let violations = settle(&store, &client.sim, merchant_keys, &books, &log).await?;
+    let sources = (books.as_ref(), log.as_ref());
+    let config = GatewayConfig::new(database_url, master, cluster.lock().await.lb_url.clone());
+    let gw = Gateway::new(store, config);
+    let violations = settle(&gw, &client.sim, merchant_keys, sources, balance_at_start).await?;
     for v in violations.iter().take(50) {
         println!("violation: {v}");
     }
@@ -163,6 +171,41 @@ async fn run_on(args: &FaultRunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(violations.is_empty(), "the fault run found violations");
     Ok(())
 }
+
+/// The scene every payout of the run is made under.
+fn payout_scene() -> Scene {
+    Scene {
+        id: "1000".into(),
+        report_infos: vec![
+            SceneReportInfo {
+                info_type: "活动名称".into(),
+                info_content: "故障演练".into(),
+            },
+            SceneReportInfo {
+                info_type: "奖励说明".into(),
+                info_content: "演练奖励".into(),
+            },
+        ],
+    }
+}
+
+/// Tops WeChat's operation account up for the run's payouts; its balance then.
+async fn fund_payouts(client: &Client, mchid: &str) -> anyhow::Result<i64> {
+    client
+        .http
+        .post(format!(
+            "{}/sim/merchants/{mchid}/operation_balance",
+            client.sim
+        ))
+        .json(&json!({"amount": PAYOUT_FUNDS}))
+        .send()
+        .await?
+        .error_for_status()?;
+    check::operation_balance(&client.http, &client.sim, mchid).await
+}
+
+/// What WeChat's operation account gets for the run's payouts: 1,000,000.00 CNY.
+const PAYOUT_FUNDS: i64 = 100_000_000;
 
 /// The merchant's webhook endpoint, pointed at the receiver, with its secret handed over.
 async fn endpoint(client: &Client, log: &Arc<receiver::Log>) -> anyhow::Result<()> {
@@ -256,15 +299,15 @@ async fn faulter(client: &Client, until: Instant) -> anyhow::Result<u64> {
 
 /// Checks until the gateway and WeChat agree, or [`SETTLE`] is over: the violations left.
 async fn settle(
-    store: &wxgate_store::Store,
+    gw: &Gateway,
     sim: &str,
     merchant: (&str, &str),
-    books: &Books,
-    log: &receiver::Log,
+    sources: (&Books, &receiver::Log),
+    balance_at_start: i64,
 ) -> anyhow::Result<Vec<String>> {
     let deadline = Instant::now() + SETTLE;
     loop {
-        let observed = check::gather(store, sim, merchant, books, log).await?;
+        let observed = check::gather(gw, sim, merchant, sources, balance_at_start).await?;
         let violations = check::judge(&observed);
         if violations.is_empty() || Instant::now() >= deadline {
             println!("{}", observed.summary());

@@ -32,6 +32,8 @@ pub struct Books {
     pub payments: Mutex<Vec<Acked>>,
     /// Refunds acknowledged: (refund id, payment id).
     pub refunds: Mutex<Vec<(String, String)>>,
+    /// Payouts acknowledged.
+    pub payouts: Mutex<Vec<String>>,
     pub operations: AtomicU64,
     /// Broken promises seen on the spot (an Idempotency-Key answering another payment).
     pub violations: Mutex<Vec<String>>,
@@ -82,10 +84,12 @@ pub async fn worker(client: Client, books: &Books, until: Instant) {
     while Instant::now() < until {
         let roll = rand::rng().random_range(0..100);
         match roll {
-            0..30 => create(&client, books).await,
-            30..55 => pay(&client, books).await,
-            55..62 => cancel(&client, books).await,
-            62..82 => refund(&client, books).await,
+            0..28 => create(&client, books).await,
+            28..50 => pay(&client, books).await,
+            50..56 => cancel(&client, books).await,
+            56..74 => refund(&client, books).await,
+            74..80 => payout(&client, books).await,
+            80..86 => confirm(&client, books).await,
             _ => read(&client, books).await,
         }
         books.operations.fetch_add(1, Ordering::Relaxed);
@@ -203,4 +207,47 @@ async fn read(client: &Client, books: &Books) {
             .send(&format!("/v1/payments/{}", p.id), None, None)
             .await;
     }
+}
+
+/// The payee of every payout.
+const PAYEE: &str = "o-fault-run-payee";
+
+/// A payout to the payee, retried with the same Idempotency-Key.
+async fn payout(client: &Client, books: &Books) {
+    let amount = rand::rng().random_range(100..2_000);
+    let body = json!({"amount": amount, "currency": "CNY", "openid": PAYEE, "remark": "fault run"});
+    let key = wechatpay_v3::nonce(24);
+    if let Some((201 | 200, p)) = client.send("/v1/payouts", Some(&body), Some(&key)).await
+        && let Some(id) = p["id"].as_str()
+    {
+        books.payouts.lock().expect("payouts").push(id.to_string());
+    }
+}
+
+/// The payee answers a payout waiting for them: confirms nine times in ten, declines otherwise.
+async fn confirm(client: &Client, books: &Books) {
+    let id = books
+        .payouts
+        .lock()
+        .expect("payouts")
+        .choose(&mut rand::rng())
+        .cloned();
+    let Some(id) = id else { return };
+    let Some((200, p)) = client.send(&format!("/v1/payouts/{id}"), None, None).await else {
+        return;
+    };
+    let Some(package) = p["confirmation"]["package_info"].as_str() else {
+        return;
+    };
+    let outcome = if rand::rng().random_bool(0.9) {
+        "confirm"
+    } else {
+        "decline"
+    };
+    let _ = client
+        .http
+        .post(format!("{}/sim/payee/confirm", client.sim))
+        .json(&json!({"package_info": package, "outcome": outcome}))
+        .send()
+        .await;
 }
