@@ -50,6 +50,8 @@ pub struct Observed {
     /// Broken promises the client saw on the spot.
     pub client: Vec<String>,
     pub payouts: PayoutFacts,
+    /// The reconciliation asked for and its status.
+    pub reconciliation: Option<(String, String)>,
 }
 
 /// Payouts, both sides: WeChat's operation account pays every transfer it takes and gets back
@@ -110,6 +112,11 @@ pub fn judge(o: &Observed) -> Vec<String> {
     }
     v.extend(o.ledger.iter().map(|l| format!("ledger: {l}")));
     judge_payouts(&o.payouts, &mut v);
+    if let Some((id, status)) = &o.reconciliation
+        && status != "completed"
+    {
+        v.push(format!("reconciliation {id} is {status}"));
+    }
     v
 }
 
@@ -255,7 +262,17 @@ pub async fn gather(
     let bad_signatures = *log.bad_signatures.lock().expect("bad");
     let wechat_paid_out = balance_at_start - operation_balance(&http, sim, mchid).await?;
     let payouts = payout_facts(gw, merchant_id, books, wechat_paid_out).await?;
+    let asked = books.reconciliation.lock().expect("reconciliation").clone();
+    let reconciliation = match asked {
+        Some(id) => {
+            let row = store.reconciliation(merchant_id, &id).await?;
+            let status = row.map_or("missing".into(), |r| r.status.as_str().to_string());
+            Some((id, status))
+        }
+        None => None,
+    };
     Ok(Observed {
+        reconciliation,
         payouts,
         payments,
         lost_refunds,
@@ -470,6 +487,7 @@ mod tests {
             // Sent twice: WeChat paid out 500 more than the gateway holds.
             wechat_paid_out: 1000,
         };
+        o.reconciliation = Some(("rcn_1".into(), "pending".into()));
         let found = judge(&o);
         for expected in [
             "pay_pending is pending but WeChat has it paid",
@@ -485,6 +503,7 @@ mod tests {
             "payout po_2 is still pending",
             "payout po_3 is awaiting_confirmation but WeChat has it failed",
             "WeChat paid out 1000 but the gateway's payouts hold 500",
+            "reconciliation rcn_1 is pending",
         ] {
             assert!(
                 found.iter().any(|f| f.contains(expected)),

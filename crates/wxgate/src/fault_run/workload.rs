@@ -34,6 +34,8 @@ pub struct Books {
     pub refunds: Mutex<Vec<(String, String)>>,
     /// Payouts acknowledged.
     pub payouts: Mutex<Vec<String>>,
+    /// The reconciliation asked for, several times at once through different nodes.
+    pub reconciliation: Mutex<Option<String>>,
     pub operations: AtomicU64,
     /// Broken promises seen on the spot (an Idempotency-Key answering another payment).
     pub violations: Mutex<Vec<String>>,
@@ -250,4 +252,28 @@ async fn confirm(client: &Client, books: &Books) {
         .json(&json!({"package_info": package, "outcome": outcome}))
         .send()
         .await;
+}
+
+/// Asks for the reconciliation of `date` from `times` clients at once: one reconciliation,
+/// whichever node each request reaches.
+pub async fn reconcile(client: &Client, books: &Books, date: &str, times: usize) {
+    let mut asks = tokio::task::JoinSet::new();
+    for _ in 0..times {
+        let (client, body) = (client.clone(), json!({"date": date}));
+        asks.spawn(async move { client.send("/v1/reconciliations", Some(&body), None).await });
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    while let Some(answer) = asks.join_next().await {
+        if let Ok(Some((_, r))) = answer
+            && let Some(id) = r["id"].as_str()
+        {
+            ids.insert(id.to_string());
+        }
+    }
+    if ids.len() != 1 {
+        books.violations.lock().expect("violations").push(format!(
+            "{times} requests for the reconciliation of {date} answered {ids:?}"
+        ));
+    }
+    *books.reconciliation.lock().expect("reconciliation") = ids.into_iter().next();
 }
