@@ -77,18 +77,28 @@ pub async fn sim(args: SimBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A new sandbox merchant at the simulator, and the crate's client for it (one attempt per
-/// request, so the benchmark measures requests, not retries): (client, appid, mchid).
-async fn sandbox_client(base: &str, signing: &str) -> anyhow::Result<(Client, String, String)> {
-    let bundle: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/sim/merchants"))
+/// A new merchant minted at the simulator (`signing`: `public_key` or `certificate`): its
+/// credentials bundle.
+pub async fn mint_at_simulator(
+    http: &reqwest::Client,
+    sim: &str,
+    signing: &str,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(http
+        .post(format!("{sim}/sim/merchants"))
         .json(&serde_json::json!({"signing": signing}))
         .send()
         .await
         .context("is the simulator running?")?
         .error_for_status()?
         .json()
-        .await?;
+        .await?)
+}
+
+/// A new sandbox merchant at the simulator, and the crate's client for it (one attempt per
+/// request, so the benchmark measures requests, not retries): (client, appid, mchid).
+async fn sandbox_client(base: &str, signing: &str) -> anyhow::Result<(Client, String, String)> {
+    let bundle = mint_at_simulator(&reqwest::Client::new(), base, signing).await?;
     let s = |k: &str| bundle[k].as_str().unwrap_or_default().to_string();
     let mut verifier = Verifier::new();
     if signing == "certificate" {

@@ -20,7 +20,7 @@ use wxgate_gateway::app::merchants::{self, NewMerchant};
 use wxgate_gateway::secrets::MasterKey;
 use wxgate_store::Store;
 
-use crate::bench::{CpuProbe, Report, load_items};
+use crate::bench::{CpuProbe, Report, load_items, mint_at_simulator};
 
 #[derive(Debug, clap::Args)]
 pub struct CallbackBenchArgs {
@@ -97,15 +97,7 @@ async fn register(
     store: &Store,
     master: &MasterKey,
 ) -> anyhow::Result<Registered> {
-    let bundle: serde_json::Value = http
-        .post(format!("{sim}/sim/merchants"))
-        .json(&serde_json::json!({"signing": "certificate"}))
-        .send()
-        .await
-        .context("is the simulator running?")?
-        .error_for_status()?
-        .json()
-        .await?;
+    let bundle = mint_at_simulator(http, sim, "certificate").await?;
     let s = |k: &str| bundle[k].as_str().unwrap_or_default().to_string();
     let platform_key = PrivateKey::generate()?;
     let new = NewMerchant {

@@ -62,6 +62,8 @@ Settings, from the environment or from a TOML file given with --config (the envi
   WXGATE_CONNECT_LISTEN  connect_listen   where the Connect front door listens (its SDKs take no path); off by default\n\
   WXGATE_UPSTREAM_RATE   upstream_rate    calls to WeChat per second per merchant from this node (default 600);\n\
                          background work takes at most half; with N nodes give each its share\n\
+  WXGATE_PAYOUT_CONFIRMATION_POLL_SECS  payout_confirmation_poll_secs  the longest wait between\n\
+                         queries of a payout waiting for its payee (default 600)\n\
   WXGATE_WEBHOOKS_ALLOW_PRIVATE, WXGATE_WEBHOOK_TIMEOUT_MS, WXGATE_WEBHOOK_RETRY_SCHEDULE_MS,\n\
   WXGATE_WEBHOOK_PER_ENDPOINT\n\
                          [webhooks] allow_private, timeout_ms, retry_schedule_ms, per_endpoint (default 8)\n\
@@ -309,6 +311,7 @@ struct FileConfig {
     public_url: Option<String>,
     connect_listen: Option<SocketAddr>,
     upstream_rate: Option<NonZeroU32>,
+    payout_confirmation_poll_secs: Option<NonZeroU32>,
     #[serde(default)]
     webhooks: WebhookSettings,
 }
@@ -339,6 +342,8 @@ struct Settings {
     connect_listen: Option<SocketAddr>,
     /// Calls to WeChat per second per merchant from this node.
     upstream_rate: Option<NonZeroU32>,
+    /// The longest wait between queries of a payout waiting for its payee.
+    payout_confirmation_poll_secs: Option<NonZeroU32>,
     webhooks: WebhookSettings,
 }
 
@@ -357,6 +362,9 @@ impl Settings {
         }
         if let Some(rate) = self.upstream_rate {
             config.upstream_rate = rate;
+        }
+        if let Some(secs) = self.payout_confirmation_poll_secs {
+            config.payout_confirmation_poll = std::time::Duration::from_secs(secs.get().into());
         }
         if let Some(schedule) = &self.webhooks.retry_schedule_ms {
             config.webhook_retry_schedule_ms = schedule.clone();
@@ -406,13 +414,18 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
         Some(l) => Some(l.parse().context("WXGATE_CONNECT_LISTEN")?),
         None => file.connect_listen,
     };
-    let upstream_rate = match env("WXGATE_UPSTREAM_RATE") {
-        Some(v) => Some(
-            v.parse()
-                .context("WXGATE_UPSTREAM_RATE must be a whole number above 0")?,
-        ),
-        None => file.upstream_rate,
+    let positive = |name: &str, fallback: Option<NonZeroU32>| match env(name) {
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{name} must be a whole number above 0")),
+        None => Ok(fallback),
     };
+    let upstream_rate = positive("WXGATE_UPSTREAM_RATE", file.upstream_rate)?;
+    let payout_confirmation_poll_secs = positive(
+        "WXGATE_PAYOUT_CONFIRMATION_POLL_SECS",
+        file.payout_confirmation_poll_secs,
+    )?;
     Ok(Settings {
         database_url,
         master_key,
@@ -420,6 +433,7 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
         public_url,
         connect_listen,
         upstream_rate,
+        payout_confirmation_poll_secs,
         webhooks,
     })
 }

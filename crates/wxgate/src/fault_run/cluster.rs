@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+/// The nodes' longest wait between queries of a payout waiting for its payee.
+pub const PAYOUT_CONFIRMATION_POLL_SECS: u64 = 60;
+
 /// How long a process gets to start listening.
 const START_WAIT: Duration = Duration::from_secs(30);
 
@@ -76,6 +79,12 @@ impl Cluster {
                 format!("http://127.0.0.1:{lb_port}"),
             ),
             ("WXGATE_WEBHOOKS_ALLOW_PRIVATE".into(), "1".into()),
+            // A payee's answer whose notification is lost is found within this (see
+            // SETTLE in mod.rs).
+            (
+                "WXGATE_PAYOUT_CONFIRMATION_POLL_SECS".into(),
+                PAYOUT_CONFIRMATION_POLL_SECS.to_string(),
+            ),
             ("RUST_LOG".into(), "warn".into()),
         ];
         Ok(Self {
