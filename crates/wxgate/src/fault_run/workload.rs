@@ -22,7 +22,8 @@ pub struct Acked {
     pub id: String,
     pub order_id: String,
     pub amount: i64,
-    code_url: Option<String>,
+    /// What the payer's side sends the simulator to pay it.
+    payer_request: Option<Value>,
     created: Instant,
 }
 
@@ -108,11 +109,46 @@ fn pick(books: &Books, young: bool) -> Option<Acked> {
     payments[from..].choose(&mut rand::rng()).cloned()
 }
 
+/// Integrations created, native most often.
+const INTEGRATIONS: [&str; 7] = [
+    "native",
+    "native",
+    "native",
+    "h5",
+    "jsapi",
+    "app",
+    "mini_program",
+];
+
+/// What the payer's side sends the simulator to pay, from a create answer's `next_action`
+/// (none for a Mini Program, whose payment needs the appId the mini program adds).
+fn payer_request(action: &Value) -> Option<Value> {
+    match action["type"].as_str()? {
+        "display_qr_code" => Some(json!({"code_url": action["display_qr_code"]["data"]})),
+        "redirect_to_url" => Some(json!({"h5_url": action["redirect_to_url"]["url"]})),
+        "invoke_jsapi" => Some(json!({"jsapi": action["invoke_jsapi"]})),
+        "invoke_app" => Some(json!({"app": action["invoke_app"]})),
+        _ => None,
+    }
+}
+
+/// A create request of a random integration.
+fn create_body(order_id: &str, amount: i64) -> Value {
+    let integration = *INTEGRATIONS.choose(&mut rand::rng()).unwrap_or(&"native");
+    let mut body = json!({"amount": amount, "currency": "CNY", "merchant_order_id": order_id,
+        "description": "fault run", "integration": integration});
+    match integration {
+        "jsapi" | "mini_program" => body["payer"] = json!({"openid": "o-fault-run-payer"}),
+        "h5" => body["client_ip"] = json!("203.0.113.7"),
+        _ => {}
+    }
+    body
+}
+
 async fn create(client: &Client, books: &Books) {
     let order_id = format!("fr{}", wechatpay_v3::nonce(16));
     let amount = rand::rng().random_range(100..10_000);
-    let mut body = json!({"amount": amount, "currency": "CNY", "merchant_order_id": order_id,
-        "description": "fault run", "integration": "native"});
+    let mut body = create_body(&order_id, amount);
     if rand::rng().random_bool(0.1) {
         // Some expire during the run.
         let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(61);
@@ -141,21 +177,19 @@ async fn create(client: &Client, books: &Books) {
         id,
         order_id,
         amount,
-        code_url: p["next_action"]["display_qr_code"]["data"]
-            .as_str()
-            .map(str::to_string),
+        payer_request: payer_request(&p["next_action"]),
         created: Instant::now(),
     });
 }
 
 async fn pay(client: &Client, books: &Books) {
-    let Some(code_url) = pick(books, true).and_then(|p| p.code_url) else {
+    let Some(request) = pick(books, true).and_then(|p| p.payer_request) else {
         return;
     };
     let _ = client
         .http
         .post(format!("{}/sim/payer/pay", client.sim))
-        .json(&json!({"code_url": code_url}))
+        .json(&request)
         .send()
         .await;
 }
