@@ -46,6 +46,11 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ObjectLabels {
+    object: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     source: String,
 }
@@ -95,6 +100,7 @@ struct Inner {
     sync_due: Gauge,
     paid_lag: Lag,
     pool_connections: Family<PoolLabels, Gauge>,
+    quarantined: Family<ObjectLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -114,6 +120,7 @@ impl Default for Metrics {
             sync_due: Gauge::default(),
             paid_lag: Family::new_with_constructor(lag_histogram),
             pool_connections: Family::default(),
+            quarantined: Family::default(),
         };
         inner.register();
         Self(Arc::new(inner))
@@ -171,6 +178,10 @@ impl Inner {
                 "wxgate_db_connections",
                 "Database connections by pool and state (in_use, idle, max)",
             ),
+            (
+                "wxgate_quarantined",
+                "Signed WeChat reports kept for review instead of applied, by what they report on",
+            ),
         ];
         r.register(help[0].0, help[0].1, self.requests.clone());
         r.register(help[1].0, help[1].1, self.latency.clone());
@@ -185,6 +196,7 @@ impl Inner {
         r.register(help[10].0, help[10].1, self.delivery_latency.clone());
         r.register(help[11].0, help[11].1, self.paid_lag.clone());
         r.register(help[12].0, help[12].1, self.pool_connections.clone());
+        r.register(help[13].0, help[13].1, self.quarantined.clone());
     }
 }
 
@@ -246,6 +258,14 @@ impl Metrics {
             .paid_lag
             .get_or_create(&labels)
             .observe(seconds.max(0.0));
+    }
+
+    /// A signed WeChat report about `object` (payment, refund, payout) was quarantined.
+    pub fn quarantined(&self, object: &str) {
+        let labels = ObjectLabels {
+            object: object.into(),
+        };
+        self.0.quarantined.get_or_create(&labels).inc();
     }
 
     /// What the WeChat clients report their calls to.

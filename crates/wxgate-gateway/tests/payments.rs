@@ -342,6 +342,19 @@ async fn duplicate_forged_and_mismatched_callbacks_change_nothing(t: TestGateway
         quarantined[0].reason
     );
     assert_eq!(t.get(&real_id).await["status"], "pending", "never applied");
+    let metrics = t
+        .http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"wxgate_quarantined_total{object="payment"} 1"#),
+        "{metrics}"
+    );
 }
 
 async fn fifty_concurrent_identical_requests_make_one_payment(t: TestGateway) {

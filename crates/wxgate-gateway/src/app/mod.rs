@@ -76,6 +76,42 @@ where
     }
 }
 
+/// What a signed WeChat report is about, when it is quarantined.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum QuarantineOf {
+    Payment,
+    Refund,
+    Payout,
+}
+
+/// Keeps a signed WeChat report that cannot be applied (it contradicts what the gateway holds,
+/// or names nothing it knows) for an operator to review, and counts it in `/metrics`.
+pub(crate) async fn quarantine(
+    gw: &Gateway,
+    about: QuarantineOf,
+    (merchant_id, payment_id): (&str, Option<&str>),
+    reason: String,
+    resource: String,
+) -> anyhow::Result<()> {
+    gw.store()
+        .quarantine(&wxgate_store::QuarantineRow {
+            id: wxgate_domain::id::generate("qtn"),
+            merchant_id: merchant_id.to_string(),
+            payment_id: payment_id.map(str::to_string),
+            reason,
+            resource,
+            received_at: gw.now_ms(),
+        })
+        .await?;
+    let object = match about {
+        QuarantineOf::Payment => "payment",
+        QuarantineOf::Refund => "refund",
+        QuarantineOf::Payout => "payout",
+    };
+    gw.metrics().quarantined(object);
+    Ok(())
+}
+
 /// A stored payment's merchant and payment ids, typed.
 pub fn stored_ids(p: &PaymentRow) -> (MerchantId, PaymentId) {
     (

@@ -8,9 +8,7 @@ use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode;
 use wechatpay_v3::model::{TradeState, Transaction};
 use wxgate_domain::payment::{AttemptStatus, PaymentEvent, PaymentStatus};
-use wxgate_store::{
-    MerchantRow, PaymentRow, QuarantineRow, StoreError, TransitionFacts, TransitionOutcome,
-};
+use wxgate_store::{MerchantRow, PaymentRow, StoreError, TransitionFacts, TransitionOutcome};
 
 use crate::gateway::Gateway;
 use crate::views;
@@ -324,16 +322,9 @@ async fn quarantine(
     source: &str,
 ) -> anyhow::Result<PaymentRow> {
     tracing::error!(payment = %p.id, %reason, source, "signed WeChat transaction cannot be applied; quarantined");
-    gw.store()
-        .quarantine(&QuarantineRow {
-            id: wxgate_domain::id::generate("qtn"),
-            merchant_id: merchant.id.clone(),
-            payment_id: Some(p.id.clone()),
-            reason,
-            resource: serde_json::to_string(tx)?,
-            received_at: gw.now_ms(),
-        })
-        .await?;
+    let ids = (merchant.id.as_str(), Some(p.id.as_str()));
+    let resource = serde_json::to_string(tx)?;
+    super::quarantine(gw, super::QuarantineOf::Payment, ids, reason, resource).await?;
     gw.store()
         .reschedule_sync(&p.id, None, p.sync_attempts)
         .await?;

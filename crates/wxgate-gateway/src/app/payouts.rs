@@ -19,7 +19,7 @@ use wechatpay_v3::model::{
 use wxgate_domain::id::{self, MerchantId, PayoutId};
 use wxgate_domain::payout::{PayoutEvent, PayoutStatus};
 use wxgate_store::{
-    Flag, MerchantRow, PayoutFacts, PayoutFilter, PayoutNote, PayoutRow, QuarantineRow, StoreError,
+    Flag, MerchantRow, PayoutFacts, PayoutFilter, PayoutNote, PayoutRow, StoreError,
 };
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -555,16 +555,17 @@ async fn quarantine(
     source: &str,
 ) -> anyhow::Result<PayoutRow> {
     tracing::error!(payout = %p.id, %reason, source, "signed WeChat transfer report cannot be applied; quarantined");
-    gw.store()
-        .quarantine(&QuarantineRow {
-            id: id::generate("qtn"),
-            merchant_id: p.merchant_id.clone(),
-            payment_id: None,
-            reason: format!("payout {}: {reason}", p.id),
-            resource: json!({"out_bill_no": w.out_bill_no, "transfer_bill_no": w.transfer_bill_no, "transfer_amount": w.amount, "state": w.state}).to_string(),
-            received_at: gw.now_ms(),
-        })
-        .await?;
+    let resource = json!({"out_bill_no": w.out_bill_no, "transfer_bill_no": w.transfer_bill_no, "transfer_amount": w.amount, "state": w.state});
+    let reason = format!("payout {}: {reason}", p.id);
+    let ids = (p.merchant_id.as_str(), None);
+    super::quarantine(
+        gw,
+        super::QuarantineOf::Payout,
+        ids,
+        reason,
+        resource.to_string(),
+    )
+    .await?;
     let note = PayoutNote {
         maybe_at_wechat: true,
         transfer_bill_no: None,
@@ -590,19 +591,13 @@ pub async fn apply_notification(
     let wrong_merchant = n.mch_id.as_deref().is_some_and(|m| m != merchant.mchid);
     let Some(p) = found.filter(|_| !wrong_merchant) else {
         tracing::error!(merchant = %merchant.id, out_bill_no = %n.out_bill_no, "signed transfer notification for no payout of this merchant; quarantined");
-        gw.store()
-            .quarantine(&QuarantineRow {
-                id: id::generate("qtn"),
-                merchant_id: merchant.id.clone(),
-                payment_id: None,
-                reason: format!(
-                    "no payout with out_bill_no {} for mchid {}",
-                    n.out_bill_no, merchant.mchid
-                ),
-                resource: serde_json::to_string(n)?,
-                received_at: gw.now_ms(),
-            })
-            .await?;
+        let reason = format!(
+            "no payout with out_bill_no {} for mchid {}",
+            n.out_bill_no, merchant.mchid
+        );
+        let ids = (merchant.id.as_str(), None);
+        let resource = serde_json::to_string(n)?;
+        super::quarantine(gw, super::QuarantineOf::Payout, ids, reason, resource).await?;
         return Ok(());
     };
     let reported = Reported {

@@ -18,8 +18,8 @@ use wxgate_domain::refund::{
 };
 use wxgate_domain::{PaidAfterClosePolicy, PaymentStatus, id};
 use wxgate_store::{
-    Flag, PaymentRow, QuarantineRow, RefundFacts, RefundNote, RefundRow, RefundTransitionOutcome,
-    ReserveOutcome, StoreError,
+    Flag, PaymentRow, RefundFacts, RefundNote, RefundRow, RefundTransitionOutcome, ReserveOutcome,
+    StoreError,
 };
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -546,16 +546,17 @@ async fn quarantine_report(
     source: &str,
 ) -> anyhow::Result<RefundRow> {
     tracing::error!(refund = %r.id, %reason, source, "signed WeChat refund report cannot be applied; quarantined");
-    gw.store()
-        .quarantine(&QuarantineRow {
-            id: id::generate("qtn"),
-            merchant_id: r.merchant_id.clone(),
-            payment_id: Some(p.id.clone()),
-            reason: format!("refund {}: {reason}", r.id),
-            resource: json!({"out_refund_no": w.out_refund_no, "out_trade_no": w.out_trade_no, "refund_id": w.refund_id, "refund": w.amount, "total": w.total, "status": w.status.as_str()}).to_string(),
-            received_at: gw.now_ms(),
-        })
-        .await?;
+    let resource = json!({"out_refund_no": w.out_refund_no, "out_trade_no": w.out_trade_no, "refund_id": w.refund_id, "refund": w.amount, "total": w.total, "status": w.status.as_str()});
+    let reason = format!("refund {}: {reason}", r.id);
+    let ids = (r.merchant_id.as_str(), Some(p.id.as_str()));
+    super::quarantine(
+        gw,
+        super::QuarantineOf::Refund,
+        ids,
+        reason,
+        resource.to_string(),
+    )
+    .await?;
     gw.store()
         .note_refund_attempt(
             &r.id,
@@ -587,16 +588,16 @@ pub async fn apply_callback(
         .await?
     else {
         tracing::error!(merchant_id, out_refund_no = %n.out_refund_no, "signed refund callback for an unknown refund; quarantined");
-        gw.store()
-            .quarantine(&QuarantineRow {
-                id: id::generate("qtn"),
-                merchant_id: merchant_id.to_string(),
-                payment_id: None,
-                reason: format!("no refund with out_refund_no {}", n.out_refund_no),
-                resource: serde_json::to_string(n)?,
-                received_at: gw.now_ms(),
-            })
-            .await?;
+        let reason = format!("no refund with out_refund_no {}", n.out_refund_no);
+        let resource = serde_json::to_string(n)?;
+        super::quarantine(
+            gw,
+            super::QuarantineOf::Refund,
+            (merchant_id, None),
+            reason,
+            resource,
+        )
+        .await?;
         return Ok(());
     };
     let p = gw
@@ -605,16 +606,10 @@ pub async fn apply_callback(
         .await?
         .ok_or_else(|| anyhow::anyhow!("refund {} has no payment", r.id))?;
     if n.mchid != merchant_mchid {
-        gw.store()
-            .quarantine(&QuarantineRow {
-                id: id::generate("qtn"),
-                merchant_id: merchant_id.to_string(),
-                payment_id: Some(p.id.clone()),
-                reason: format!("refund callback mchid {} is not {merchant_mchid}", n.mchid),
-                resource: serde_json::to_string(n)?,
-                received_at: gw.now_ms(),
-            })
-            .await?;
+        let reason = format!("refund callback mchid {} is not {merchant_mchid}", n.mchid);
+        let ids = (merchant_id, Some(p.id.as_str()));
+        let resource = serde_json::to_string(n)?;
+        super::quarantine(gw, super::QuarantineOf::Refund, ids, reason, resource).await?;
         return Ok(());
     }
     let reported = Reported {

@@ -21,7 +21,6 @@ use wechatpay_v3::notify::{
     EVENT_TRANSACTION_SUCCESS, NotifyError, OpenedNotification,
 };
 use wechatpay_v3::verify::SignatureHeaders;
-use wxgate_store::QuarantineRow;
 
 use crate::gateway::Gateway;
 use crate::upstream::Upstream;
@@ -182,15 +181,11 @@ async fn paid(
         })?;
     let Some(payment) = payment else {
         tracing::error!(merchant_id, out_trade_no = %tx.out_trade_no, "notify: signed callback for an unknown order; quarantined");
-        let row = QuarantineRow {
-            id: wxgate_domain::id::generate("qtn"),
-            merchant_id: merchant_id.to_string(),
-            payment_id: None,
-            reason: format!("no payment with out_trade_no {}", tx.out_trade_no),
-            resource: String::from_utf8_lossy(plaintext).into_owned(),
-            received_at: gw.now_ms(),
-        };
-        return match gw.store().quarantine(&row).await {
+        let reason = format!("no payment with out_trade_no {}", tx.out_trade_no);
+        let resource = String::from_utf8_lossy(plaintext).into_owned();
+        let about = crate::app::QuarantineOf::Payment;
+        return match crate::app::quarantine(gw, about, (merchant_id, None), reason, resource).await
+        {
             Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
             Err(_) => Err(fail(StatusCode::SERVICE_UNAVAILABLE, "try again")),
         };
