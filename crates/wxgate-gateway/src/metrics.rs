@@ -123,6 +123,14 @@ impl Default for Metrics {
             quarantined: Family::default(),
         };
         inner.register();
+        // Every series of a bounded set exists from the start, at 0, so a rate over it is
+        // right from the first report.
+        for object in ["payment", "refund", "payout"] {
+            let labels = ObjectLabels {
+                object: object.into(),
+            };
+            inner.quarantined.get_or_create(&labels);
+        }
         Self(Arc::new(inner))
     }
 }
