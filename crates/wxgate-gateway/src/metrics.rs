@@ -129,7 +129,7 @@ impl Default for Metrics {
             let labels = ObjectLabels {
                 object: object.into(),
             };
-            inner.quarantined.get_or_create(&labels);
+            let _ = inner.quarantined.get_or_create(&labels);
         }
         Self(Arc::new(inner))
     }
