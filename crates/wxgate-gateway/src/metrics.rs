@@ -131,6 +131,12 @@ impl Default for Metrics {
             };
             let _ = inner.quarantined.get_or_create(&labels);
         }
+        for outcome in ["accepted", "refused", "failed"] {
+            let labels = OutcomeLabels {
+                outcome: outcome.into(),
+            };
+            let _ = inner.callbacks.get_or_create(&labels);
+        }
         Self(Arc::new(inner))
     }
 }
@@ -223,7 +229,7 @@ impl Metrics {
         self.0.latency.get_or_create(&route).observe(seconds);
     }
 
-    /// One WeChat callback: `verified`, `refused` (signature or body) or `failed` (not applied).
+    /// One WeChat callback: `accepted`, `refused` (signature or body) or `failed` (not applied).
     pub fn callback(&self, outcome: &str) {
         let labels = OutcomeLabels {
             outcome: outcome.into(),
