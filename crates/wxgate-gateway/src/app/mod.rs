@@ -24,7 +24,7 @@ use wxgate_store::PaymentRow;
 use crate::gateway::Gateway;
 
 /// Items of one kind of background work in flight at once.
-pub(crate) const WORK_WIDTH: usize = 32;
+const WORK_WIDTH: usize = 32;
 /// A claim is made only when at least this many slots are free, so a busy queue is claimed in
 /// batches rather than one row per finished item.
 const CLAIM_AT_LEAST: usize = WORK_WIDTH / 2;
@@ -35,8 +35,8 @@ const ROUND_BUDGET: Duration = Duration::from_secs(2);
 /// as items finish, until nothing more is due or [`ROUND_BUDGET`] has passed. Each item starts
 /// as soon as it is claimed, so one slow answer from WeChat neither holds up the rest nor makes
 /// a claim outlast its lease. `claim(gw, n)` claims at most `n` items. Items run as background
-/// work for the pace of calls to WeChat. Returns how many items
-/// were handled, or the first error once every started item is done.
+/// work for the pace of calls to WeChat. Returns how many items were handled, or the first
+/// error once every started item is done.
 pub(crate) async fn work_through<T, C, CF, F, Fut>(
     gw: &Gateway,
     mut claim: C,
