@@ -342,15 +342,7 @@ async fn duplicate_forged_and_mismatched_callbacks_change_nothing(t: TestGateway
         quarantined[0].reason
     );
     assert_eq!(t.get(&real_id).await["status"], "pending", "never applied");
-    let metrics = t
-        .http
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics().await;
     assert!(
         metrics.contains(r#"wxgate_quarantined_total{object="payment"} 1"#),
         "{metrics}"
@@ -1232,15 +1224,7 @@ async fn metrics_are_scraped_and_parse(t: TestGateway) {
     let id = t.paid_native(100).await;
     let mut attempted = false;
     for _ in 0..5000 {
-        let text = t
-            .http
-            .get(format!("{}/metrics", t.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = t.metrics().await;
         if text.contains(r#"wxgate_webhook_attempts_total{outcome="failed"}"#) {
             attempted = true;
             break;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use wechatpay_v3::aead::ApiV3Key;
 use wechatpay_v3::notify::EncryptedResource;
 
 use crate::faults::roll;
@@ -35,6 +36,29 @@ pub struct CallbackJob {
     pub out_refund_no: Option<String>,
 }
 
+/// A callback's body as WeChat sends it: the envelope of `job`'s event, its resource encrypted
+/// under the merchant's APIv3 key (the original type as associated data), created at `now`
+/// (Unix seconds).
+pub fn notification_body(key: &ApiV3Key, id: &str, now: i64, job: &CallbackJob) -> Vec<u8> {
+    let resource = EncryptedResource::seal(
+        key,
+        job.original_type,
+        job.original_type,
+        &wechatpay_v3::nonce(12),
+        &job.plaintext,
+    )
+    .expect("a 32-byte key and a 12-byte nonce always seal");
+    serde_json::to_vec(&json!({
+        "id": id,
+        "create_time": rfc3339_cst(now),
+        "resource_type": "encrypt-resource",
+        "event_type": job.event_type,
+        "summary": job.summary,
+        "resource": resource,
+    }))
+    .expect("serialisable")
+}
+
 /// Builds the envelope once and hands it to delivery tasks, applying callback faults.
 pub fn send(sim: &Sim, job: CallbackJob) {
     let (merchant, faults) = {
@@ -46,23 +70,7 @@ pub fn send(sim: &Sim, job: CallbackJob) {
     };
     let Some(merchant) = merchant else { return };
     let id = uuid_like();
-    let resource = EncryptedResource::seal(
-        &merchant.apiv3_key,
-        job.original_type,
-        job.original_type,
-        &wechatpay_v3::nonce(12),
-        &job.plaintext,
-    )
-    .expect("a 32-byte key and a 12-byte nonce always seal");
-    let body = serde_json::to_vec(&json!({
-        "id": id,
-        "create_time": rfc3339_cst(sim.now()),
-        "resource_type": "encrypt-resource",
-        "event_type": job.event_type,
-        "summary": job.summary,
-        "resource": resource,
-    }))
-    .expect("serialisable");
+    let body = notification_body(&merchant.apiv3_key, &id, sim.now(), &job);
     let dropped = roll(faults.drop_callback_rate);
     log(sim, &job, &id, dropped);
     if dropped {

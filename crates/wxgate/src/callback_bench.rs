@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::Context;
 use wechatpay_v3::aead::ApiV3Key;
 use wechatpay_v3::crypto::PrivateKey;
-use wechatpay_v3::notify::{EVENT_TRANSACTION_SUCCESS, EncryptedResource};
+use wechatpay_v3::notify::EVENT_TRANSACTION_SUCCESS;
 use wechatpay_v3::verify::response_message;
 use wxgate_gateway::app::merchants::{self, NewMerchant};
 use wxgate_gateway::secrets::MasterKey;
+use wxgate_sim::callbacks::{CallbackJob, notification_body};
 use wxgate_store::Store;
 
 use crate::bench::{CpuProbe, Report, load_items, mint_at_simulator};
@@ -183,8 +184,8 @@ async fn create(
 
 /// The `TRANSACTION.SUCCESS` callback of one order, encrypted and signed as WeChat does.
 fn sign(m: &Registered, out_trade_no: &str, amount: i64) -> anyhow::Result<Signed> {
-    let now = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+8));
-    let success_time = now.format(&time::format_description::well_known::Rfc3339)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let success_time = wxgate_sim::formats::rfc3339_cst(now);
     let transaction = serde_json::json!({
         "appid": m.appid, "mchid": m.mchid, "out_trade_no": out_trade_no,
         "transaction_id": format!("42000{}", wechatpay_v3::nonce(23)),
@@ -193,22 +194,19 @@ fn sign(m: &Registered, out_trade_no: &str, amount: i64) -> anyhow::Result<Signe
         "payer": {"openid": "oBench000000000000000000000"},
         "amount": {"total": amount, "payer_total": amount, "currency": "CNY", "payer_currency": "CNY"},
     });
-    let resource = EncryptedResource::seal(
-        &m.apiv3_key,
-        "transaction",
-        "transaction",
-        &wechatpay_v3::nonce(12),
-        &serde_json::to_vec(&transaction)?,
-    )?;
-    let body = serde_json::to_vec(&serde_json::json!({
-        "id": format!("bench-{}", wechatpay_v3::nonce(16)),
-        "create_time": success_time,
-        "resource_type": "encrypt-resource",
-        "event_type": EVENT_TRANSACTION_SUCCESS,
-        "summary": "支付成功",
-        "resource": resource,
-    }))?;
-    let (timestamp, nonce) = (now.unix_timestamp().to_string(), wechatpay_v3::nonce(32));
+    let job = CallbackJob {
+        mchid: m.mchid.clone(),
+        url: String::new(),
+        event_type: EVENT_TRANSACTION_SUCCESS,
+        summary: "支付成功",
+        original_type: "transaction",
+        plaintext: serde_json::to_vec(&transaction)?,
+        out_trade_no: out_trade_no.to_string(),
+        out_refund_no: None,
+    };
+    let id = format!("bench-{}", wechatpay_v3::nonce(16));
+    let body = notification_body(&m.apiv3_key, &id, now, &job);
+    let (timestamp, nonce) = (now.to_string(), wechatpay_v3::nonce(32));
     let signature = m
         .platform_key
         .sign(&response_message(&timestamp, &nonce, &body));

@@ -71,6 +71,20 @@ async fn wait_until_listening(http: &reqwest::Client, base: &str) {
     panic!("the gateway did not start");
 }
 
+/// The id of the payment made for `order_id`, once the gateway has written it.
+async fn listed(http: &reqwest::Client, base: &str, key: &str, order_id: &str) -> Option<String> {
+    let list: Value = http
+        .get(format!("{base}/v1/payments?merchant_order_id={order_id}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["data"][0]["id"].as_str().map(str::to_string)
+}
+
 /// A simulator in this process, and a migrated database with one sandbox merchant and an API
 /// key, for `wxgate serve` processes to run on.
 struct Setup {
@@ -178,19 +192,8 @@ async fn a_gateway_killed_mid_payment_loses_nothing() {
     let mut code_url = None;
     let mut payment_id = String::new();
     for _ in 0..200_000 {
-        let list: Value = http
-            .get(format!(
-                "{base}/v1/payments?merchant_order_id=crash-order-1"
-            ))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(id) = list["data"][0]["id"].as_str() {
-            payment_id = id.to_string();
+        if let Some(id) = listed(&http, &base, &key, "crash-order-1").await {
+            payment_id = id.clone();
             let order: Value = http
                 .get(format!("{sim}/sim/orders/{mchid}/{id}"))
                 .send()
@@ -481,20 +484,7 @@ async fn sigterm_answers_the_requests_in_flight_then_exits_cleanly() {
     };
     // The payment is written before WeChat is asked: once it is listed, the create is waiting
     // on the simulator's latency.
-    loop {
-        let list: Value = s
-            .http
-            .get(format!("{}/v1/payments?merchant_order_id=term-1", s.base))
-            .bearer_auth(&s.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if list["data"][0]["id"].is_string() {
-            break;
-        }
+    while listed(&s.http, &s.base, &s.key, "term-1").await.is_none() {
         tokio::task::yield_now().await;
     }
     let term = Command::new("kill")

@@ -122,6 +122,12 @@ impl TestGateway {
         }
     }
 
+    /// The `/metrics` exposition as it is now.
+    pub async fn metrics(&self) -> String {
+        let res = self.http.get(format!("{}/metrics", self.base)).send();
+        res.await.unwrap().text().await.unwrap()
+    }
+
     /// Stops the application as a signal would and waits until it has stopped; whether it
     /// stopped cleanly.
     pub async fn stop(&self) -> bool {
