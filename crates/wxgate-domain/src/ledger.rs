@@ -7,10 +7,16 @@
 //! - `reserved`: held for payouts on their way to a payee (moved out of `settled` when the
 //!   payout is made; on to `payouts` when it succeeds, or back when it fails or is cancelled);
 //! - `refunds`, `fees`, `payouts`: what went out, each its own running total;
-//! - `revenue`: the other side of every payment (its balance is minus all payments).
+//! - `revenue`: the other side of every payment (its balance is minus all payments);
+//! - `conversion`: money between currencies, for a merchant WeChat settles in another currency
+//!   than a payment's: the payment leaves `settled` in its own currency into `conversion`, and
+//!   arrives in the settlement currency out of it (and the other way for a refund). Its
+//!   balance in the pricing currency is what was converted away, in the settlement currency
+//!   minus what that became.
 //!
 //! So `available` (the `settled` balance) is settled − refunds − fees + fees returned −
-//! payouts − reserved, and the accounts together hold nothing at every moment.
+//! payouts − reserved (± conversions), and the accounts of each currency together hold nothing
+//! at every moment.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,10 +30,11 @@ pub enum Account {
     Fees,
     Payouts,
     Reserved,
+    Conversion,
 }
 
 impl Account {
-    pub const ALL: [Account; 7] = [
+    pub const ALL: [Account; 8] = [
         Self::Revenue,
         Self::Pending,
         Self::Settled,
@@ -35,6 +42,7 @@ impl Account {
         Self::Fees,
         Self::Payouts,
         Self::Reserved,
+        Self::Conversion,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +54,7 @@ impl Account {
             Self::Fees => "fees",
             Self::Payouts => "payouts",
             Self::Reserved => "reserved",
+            Self::Conversion => "conversion",
         }
     }
 
@@ -76,10 +85,15 @@ pub enum PostingKind {
     /// A payout failed or was cancelled: the held amount is available again (source: the
     /// payout).
     PayoutRelease,
+    /// Settled money left this currency to be converted into another (source: the
+    /// reconciliation and the currency).
+    ConversionOut,
+    /// Converted money arrived in this currency (source: the reconciliation and the currency).
+    ConversionIn,
 }
 
 impl PostingKind {
-    pub const ALL: [PostingKind; 8] = [
+    pub const ALL: [PostingKind; 10] = [
         Self::Payment,
         Self::Settlement,
         Self::Fee,
@@ -88,6 +102,8 @@ impl PostingKind {
         Self::PayoutReserve,
         Self::Payout,
         Self::PayoutRelease,
+        Self::ConversionOut,
+        Self::ConversionIn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +116,8 @@ impl PostingKind {
             Self::PayoutReserve => "payout_reserve",
             Self::Payout => "payout",
             Self::PayoutRelease => "payout_release",
+            Self::ConversionOut => "conversion_out",
+            Self::ConversionIn => "conversion_in",
         }
     }
 
@@ -119,6 +137,8 @@ impl PostingKind {
             Self::PayoutReserve => (Account::Reserved, Account::Settled),
             Self::Payout => (Account::Payouts, Account::Reserved),
             Self::PayoutRelease => (Account::Settled, Account::Reserved),
+            Self::ConversionOut => (Account::Conversion, Account::Settled),
+            Self::ConversionIn => (Account::Settled, Account::Conversion),
         }
     }
 }
@@ -166,6 +186,7 @@ pub struct Balances {
     pub fees: i64,
     pub payouts: i64,
     pub reserved: i64,
+    pub conversion: i64,
 }
 
 impl Balances {
@@ -178,6 +199,7 @@ impl Balances {
             Account::Fees => &mut self.fees,
             Account::Payouts => &mut self.payouts,
             Account::Reserved => &mut self.reserved,
+            Account::Conversion => &mut self.conversion,
         };
         *slot += amount;
     }
@@ -196,6 +218,7 @@ impl Balances {
             + self.fees
             + self.payouts
             + self.reserved
+            + self.conversion
             == 0
     }
 }
@@ -241,6 +264,32 @@ mod tests {
         }
         assert!(b.is_balanced());
         assert_eq!((b.available(), b.reserved, b.payouts), (7_000, 0, 3_000));
+    }
+
+    #[test]
+    fn a_payment_settled_in_another_currency_and_a_refund_converted_back() {
+        // 100.00 HKD paid and settled as 12.81 USD with a 0.08 USD fee; 25.00 HKD refunded,
+        // which took 3.20 USD, 0.02 USD of fee returned.
+        let (mut hkd, mut usd) = (Balances::default(), Balances::default());
+        let post = |b: &mut Balances, kind, amount| {
+            for (account, a) in Posting::new(kind, amount).unwrap().entries {
+                b.add(account, a);
+            }
+        };
+        post(&mut hkd, PostingKind::Payment, 10_000);
+        post(&mut hkd, PostingKind::Settlement, 10_000);
+        post(&mut hkd, PostingKind::ConversionOut, 10_000);
+        post(&mut usd, PostingKind::ConversionIn, 1_281);
+        post(&mut usd, PostingKind::Fee, 8);
+        post(&mut hkd, PostingKind::Refund, 2_500);
+        post(&mut hkd, PostingKind::ConversionIn, 2_500);
+        post(&mut usd, PostingKind::ConversionOut, 320);
+        post(&mut usd, PostingKind::FeeReturn, 2);
+        assert!(hkd.is_balanced() && usd.is_balanced());
+        assert_eq!((hkd.available(), hkd.pending), (0, 0));
+        assert_eq!(hkd.conversion, 7_500);
+        assert_eq!(usd.available(), 1_281 - 8 - 320 + 2);
+        assert_eq!(usd.conversion, -1_281 + 320);
     }
 
     #[test]

@@ -176,9 +176,11 @@ pub struct BillPayment {
     pub amount: i64,
     pub currency: String,
     /// What WeChat settles for it (应结订单金额: less coupons others funded), compared with the
-    /// fund-flow bill.
+    /// fund-flow bill, in minor units of `settlement_currency`.
     pub settlement: i64,
-    /// In fen, as WeChat rounded it.
+    /// `currency`, unless WeChat settles the merchant in another one.
+    pub settlement_currency: String,
+    /// In minor units of `currency`, as WeChat rounded it.
     pub fee: i64,
 }
 
@@ -189,6 +191,11 @@ pub struct BillRefund {
     pub refund_id: String,
     pub amount: i64,
     pub currency: String,
+    /// What the refund took of the merchant's settled money (退款应结订单金额), in minor units
+    /// of `settlement_currency`.
+    pub settlement: i64,
+    /// `currency`, unless WeChat settles the merchant in another one.
+    pub settlement_currency: String,
     pub processing: bool,
 }
 
@@ -355,15 +362,21 @@ impl Finding {
     }
 }
 
-/// What the fund-flow bill settled of the payments and refunds that matched: the day's
-/// settlement, fees and fees returned, posted to the ledger as one posting each (as WeChat
-/// settles: per day). A payment in question is left out, and stays pending.
+/// What the fund-flow bill settled of the payments and refunds that matched, in one currency:
+/// the day's settlement, fees, fees returned and conversions, posted to the ledger as one
+/// posting each (as WeChat settles: per day). A payment in question is left out, and stays
+/// pending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Settled {
     pub payments: u64,
     pub settlement: i64,
     pub fees: i64,
     pub fees_returned: i64,
+    /// Settled in this currency and converted into the merchant's settlement currency
+    /// (payments), or taken from it to pay refunds in another.
+    pub converted_out: i64,
+    /// Arrived in this currency by conversion (payments settled in it, or refunds paid in it).
+    pub converted_in: i64,
 }
 
 impl Settled {
@@ -373,6 +386,8 @@ impl Settled {
             (PostingKind::Settlement, self.settlement),
             (PostingKind::Fee, self.fees),
             (PostingKind::FeeReturn, self.fees_returned),
+            (PostingKind::ConversionOut, self.converted_out),
+            (PostingKind::ConversionIn, self.converted_in),
         ]
         .into_iter()
         .filter(|(_, amount)| *amount > 0)
@@ -409,6 +424,23 @@ pub struct DayResult {
 /// WeChat's fee on `amount` at `rate_bp` basis points, rounded half up to the fen.
 pub fn expected_fee(amount: i64, rate_bp: u32) -> i64 {
     (amount * i64::from(rate_bp) + 5_000) / 10_000
+}
+
+/// `amount` (in a row's pricing currency) at the rate the row's own totals imply, `to` for
+/// `from`, rounded half away from zero: how a fee charged in the pricing currency comes out of
+/// money settled in another. Zero when `from` is zero.
+pub fn at_row_rate(amount: i64, to: i64, from: i64) -> i64 {
+    if from == 0 {
+        return 0;
+    }
+    let (n, d) = (i128::from(amount) * i128::from(to), i128::from(from));
+    let half = d.abs() / 2;
+    let rounded = if (n < 0) == (d < 0) {
+        (n.abs() + half) / d.abs()
+    } else {
+        -((n.abs() + half) / d.abs())
+    };
+    i64::try_from(rounded).unwrap_or(if rounded < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// Rows grouped by a key, in order of first appearance.
@@ -588,10 +620,24 @@ fn settle_payment(
         });
         return;
     }
+    let fees = flows.sum(&row.transaction_id, FlowKind::Fee);
     let sums = result.settled.entry(row.currency.clone()).or_default();
     sums.payments += 1;
-    sums.settlement += settled;
-    sums.fees += flows.sum(&row.transaction_id, FlowKind::Fee);
+    if row.settlement_currency == row.currency {
+        sums.settlement += settled;
+        sums.fees += fees;
+        return;
+    }
+    // Settled in another currency: the payment's amount leaves pending and is converted; what
+    // it became (and the fee taken from it) is in the settlement currency.
+    sums.settlement += row.amount;
+    sums.converted_out += row.amount;
+    let into = result
+        .settled
+        .entry(row.settlement_currency.clone())
+        .or_default();
+    into.converted_in += settled;
+    into.fees += fees;
 }
 
 fn refund_finding(kind: DiscrepancyKind, reference: &str, r: Option<&GatewayRefund>) -> Finding {
@@ -668,10 +714,27 @@ fn match_refunds(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResult
         if !agrees {
             result.findings.push(found(DiscrepancyKind::StatusMismatch));
         }
-        let sums = result.settled.entry(row.currency.clone()).or_default();
-        sums.fees_returned += flows.sum(&row.refund_id, FlowKind::FeeReturn);
+        refund_settled(row, flows.sum(&row.refund_id, FlowKind::FeeReturn), result);
     }
     missing_refunds(input, &groups, result);
+}
+
+/// What a matched refund moved: the fee it returned and, for a merchant settled in another
+/// currency, the settled money converted back to pay it in the payment's currency.
+fn refund_settled(row: &BillRefund, fee_returned: i64, result: &mut DayResult) {
+    if row.settlement_currency == row.currency {
+        let sums = result.settled.entry(row.currency.clone()).or_default();
+        sums.fees_returned += fee_returned;
+        return;
+    }
+    let from = result
+        .settled
+        .entry(row.settlement_currency.clone())
+        .or_default();
+    from.converted_out += row.settlement;
+    from.fees_returned += fee_returned;
+    let into = result.settled.entry(row.currency.clone()).or_default();
+    into.converted_in += row.amount;
 }
 
 /// The gateway's refunds of the day that the bill lacks.
@@ -803,6 +866,7 @@ mod tests {
             amount,
             currency: "CNY".into(),
             settlement: amount,
+            settlement_currency: "CNY".into(),
             fee: expected_fee(amount, 60),
         }
     }
@@ -919,6 +983,8 @@ mod tests {
             refund_id: "50r1".into(),
             amount: 100,
             currency: "CNY".into(),
+            settlement: 100,
+            settlement_currency: "CNY".into(),
             processing: false,
         };
         let mut day = clean_day();
@@ -936,6 +1002,78 @@ mod tests {
         );
         day.bill_refunds.clear();
         assert_eq!(kinds(&reconcile(&day)), [DiscrepancyKind::MissingAtWechat]);
+    }
+
+    #[test]
+    fn a_day_settled_in_another_currency_posts_its_conversions() {
+        // 100.00 HKD paid, settled as 12.81 USD with its 0.60 HKD fee (0.08 USD); 25.00 HKD
+        // refunded, which took 3.20 USD and returned 0.02 USD of fee.
+        let flow = |no: &str, kind, amount| FlowMovement {
+            business_no: no.into(),
+            kind,
+            amount,
+        };
+        let day = DayInput {
+            orders: vec![order("a", 10_000)],
+            refunds: vec![GatewayRefund {
+                out_refund_no: "r1".into(),
+                refund_id: "re_1".into(),
+                payment_id: "pay_a".into(),
+                amount: 2_500,
+                state: RefundState::Succeeded,
+                on_day: true,
+            }],
+            bill_payments: vec![BillPayment {
+                currency: "HKD".into(),
+                settlement: 1_281,
+                settlement_currency: "USD".into(),
+                ..bill("a", 10_000)
+            }],
+            bill_refunds: vec![BillRefund {
+                out_refund_no: "r1".into(),
+                refund_id: "50r1".into(),
+                amount: 2_500,
+                currency: "HKD".into(),
+                settlement: 320,
+                settlement_currency: "USD".into(),
+                processing: false,
+            }],
+            flows: vec![
+                flow("42a", FlowKind::Settlement, 1_281),
+                flow("42a", FlowKind::Fee, at_row_rate(60, 1_281, 10_000)),
+                flow("50r1", FlowKind::FeeReturn, 2),
+            ],
+            fee_rate_bp: 60,
+            ..DayInput::default()
+        };
+        let r = reconcile(&day);
+        assert_eq!(kinds(&r), []);
+        assert_eq!(
+            r.settled["HKD"].postings(),
+            [
+                (PostingKind::Settlement, 10_000),
+                (PostingKind::ConversionOut, 10_000),
+                (PostingKind::ConversionIn, 2_500),
+            ]
+        );
+        assert_eq!(
+            r.settled["USD"].postings(),
+            [
+                (PostingKind::Fee, 8),
+                (PostingKind::FeeReturn, 2),
+                (PostingKind::ConversionOut, 320),
+                (PostingKind::ConversionIn, 1_281),
+            ]
+        );
+    }
+
+    #[test]
+    fn amounts_convert_at_the_rate_a_row_implies() {
+        assert_eq!(at_row_rate(60, 1_281, 10_000), 8);
+        assert_eq!(at_row_rate(-15, 320, 2_500), -2);
+        assert_eq!(at_row_rate(50, 1, 100), 1);
+        assert_eq!(at_row_rate(49, 1, 100), 0);
+        assert_eq!(at_row_rate(7, 3, 0), 0);
     }
 
     #[test]

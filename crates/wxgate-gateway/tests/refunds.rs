@@ -19,8 +19,10 @@ use payouts::{
 mod money;
 use money::{
     a_clean_day_reconciles_and_settles_the_ledger,
-    a_cross_border_day_reconciles_against_the_statement, each_bill_fault_is_found_and_nothing_else,
-    reconciliation_input_is_checked, reports_stream_every_row_of_the_range,
+    a_cross_border_day_reconciles_against_the_statement,
+    a_day_settled_in_another_currency_converts_in_the_ledger,
+    each_bill_fault_is_found_and_nothing_else, reconciliation_input_is_checked,
+    reports_stream_every_row_of_the_range,
 };
 
 on_both!(
@@ -31,6 +33,7 @@ on_both!(
     payout_input_is_checked,
     a_clean_day_reconciles_and_settles_the_ledger,
     a_cross_border_day_reconciles_against_the_statement,
+    a_day_settled_in_another_currency_converts_in_the_ledger,
     each_bill_fault_is_found_and_nothing_else,
     reconciliation_input_is_checked,
     reports_stream_every_row_of_the_range,

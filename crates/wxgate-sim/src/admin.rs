@@ -28,7 +28,10 @@ pub fn routes() -> Router<Sim> {
             get(|| async { Json(json!({"status": "ok"})) }),
         )
         .route("/sim/merchants", post(create_merchant))
-        .route("/sim/merchants/{mchid}", get(get_merchant))
+        .route(
+            "/sim/merchants/{mchid}",
+            get(get_merchant).patch(update_merchant),
+        )
         .route(
             "/sim/faults",
             get(get_global_faults)
@@ -109,6 +112,32 @@ struct CreateMerchant {
     mchid: Option<String>,
     /// Optional: the fee rate in basis points (default 60, that is 0.60 %).
     fee_rate_bp: Option<u32>,
+    /// Optional: the currency its cross-border payments settle in (default: each its own).
+    settlement_currency: Option<String>,
+}
+
+impl CreateMerchant {
+    fn check(&self) -> Result<(), String> {
+        if let Some(m) = &self.mchid
+            && !(8..=10).contains(&m.len()) | !m.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err("mchid must be 8 to 10 digits".into());
+        }
+        if self.fee_rate_bp.is_some_and(|bp| bp > MAX_FEE_RATE_BP) {
+            return Err("fee_rate_bp must be at most 1000 (10 %)".into());
+        }
+        check_settlement_currency(self.settlement_currency.as_deref())
+    }
+}
+
+/// A known settlement currency, or why not.
+fn check_settlement_currency(code: Option<&str>) -> Result<(), String> {
+    match code {
+        Some(c) if crate::ops::exchange_rate(c).is_none() => Err(format!(
+            "settlement_currency {c:?} is not a currency the simulator converts"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The highest fee rate a sandbox merchant may have: 10 %.
@@ -125,13 +154,8 @@ async fn create_merchant(State(sim): State<Sim>, body: Bytes) -> Response {
             Err(e) => return bad_request(format!("body: {e}")),
         }
     };
-    if let Some(m) = &req.mchid
-        && !(8..=10).contains(&m.len()) | !m.bytes().all(|b| b.is_ascii_digit())
-    {
-        return bad_request("mchid must be 8 to 10 digits");
-    }
-    if req.fee_rate_bp.is_some_and(|bp| bp > MAX_FEE_RATE_BP) {
-        return bad_request("fee_rate_bp must be at most 1000 (10 %)");
+    if let Err(e) = req.check() {
+        return bad_request(e);
     }
     let fee_rate_bp = req
         .fee_rate_bp
@@ -167,6 +191,7 @@ async fn create_merchant(State(sim): State<Sim>, body: Bytes) -> Response {
         }
     };
     merchant.fee_rate_bp = fee_rate_bp;
+    merchant.settlement_currency = req.settlement_currency;
     {
         let mut state = sim.state();
         if state.merchants.contains_key(&merchant.mchid) {
@@ -198,8 +223,51 @@ async fn get_merchant(State(sim): State<Sim>, Path(mchid): Path<String>) -> Resp
         "platform_serial_no": m.platform_certificate.serial_no,
         "platform_public_key_id": m.platform_public_key_id,
         "fee_rate_bp": m.fee_rate_bp,
+        "settlement_currency": m.settlement_currency,
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateMerchant {
+    /// The currency its cross-border payments settle in; `null`: each its own.
+    settlement_currency: Option<String>,
+}
+
+/// `PATCH /sim/merchants/{mchid}`: changes a merchant's settlement currency (its contract),
+/// for the statements of days not yet served.
+async fn update_merchant(
+    State(sim): State<Sim>,
+    Path(mchid): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: UpdateMerchant = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("body: {e}")),
+    };
+    if let Err(e) = check_settlement_currency(req.settlement_currency.as_deref()) {
+        return bad_request(e);
+    }
+    let mut state = sim.state();
+    let Some(m) = state.merchants.get(&mchid).cloned() else {
+        return not_found("merchant");
+    };
+    let record = crate::merchant::MerchantRecord {
+        settlement_currency: req.settlement_currency,
+        ..m.record()
+    };
+    match Merchant::from_record(&record) {
+        Ok(updated) => {
+            state.merchants.insert(mchid, Arc::new(updated));
+            state.dirty = true;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not rebuild a merchant");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 fn parse_faults(body: &[u8]) -> Result<Faults, String> {

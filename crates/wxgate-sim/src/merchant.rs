@@ -35,6 +35,8 @@ pub struct Merchant {
     pub platform_public_key: PrivateKey,
     /// The fee WeChat takes on each payment, in basis points (60 = 0.60 %).
     pub fee_rate_bp: u32,
+    /// The currency a cross-border merchant's payments settle in, when not their own.
+    pub settlement_currency: Option<String>,
 }
 
 /// WeChat's usual rate for most merchant categories: 0.60 %.
@@ -75,6 +77,8 @@ pub struct MerchantRecord {
     pub platform_public_key: String,
     #[serde(default = "default_fee_rate")]
     pub fee_rate_bp: u32,
+    #[serde(default)]
+    pub settlement_currency: Option<String>,
 }
 
 impl Merchant {
@@ -110,6 +114,7 @@ impl Merchant {
             platform_public_key,
             mchid,
             fee_rate_bp: DEFAULT_FEE_RATE_BP,
+            settlement_currency: None,
         };
         let bundle = CredentialBundle {
             mchid: merchant.mchid.clone(),
@@ -181,6 +186,7 @@ impl Merchant {
             platform_public_key_id: self.platform_public_key_id.clone(),
             platform_public_key: self.platform_public_key.expose_pkcs8_pem(),
             fee_rate_bp: self.fee_rate_bp,
+            settlement_currency: self.settlement_currency.clone(),
         }
     }
 
@@ -198,6 +204,7 @@ impl Merchant {
             platform_public_key_id: r.platform_public_key_id.clone(),
             platform_public_key: PrivateKey::from_pkcs8_pem(&r.platform_public_key)?,
             fee_rate_bp: r.fee_rate_bp,
+            settlement_currency: r.settlement_currency.clone(),
         })
     }
 }

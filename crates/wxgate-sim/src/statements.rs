@@ -2,6 +2,9 @@
 //! global payments and refunds as CSV in WeChat's 38-column layout, answered directly and
 //! signed over `{"sha1":"<digest>"}` with the digest in `Wechatpay-Statement-Sha1`. Days
 //! become available as domestic bills do (09:00 the next day); there is no summary section.
+//! A merchant with a settlement currency of its own has its rows' settled amounts (应结订单金额,
+//! 退款应结订单金额) converted into it at the simulator's rates; the fee stays in the pricing
+//! currency, like every other amount of the row.
 
 use axum::http::StatusCode;
 use time::Date;
@@ -106,14 +109,18 @@ pub fn global_statements(req: &Request<'_>) -> Result<Answer, WxError> {
         return Err(no_statement("账单不存在"));
     }
     let rate_bp = req.merchant.fee_rate_bp;
+    let settles_in = req.merchant.settlement_currency.as_deref();
     let mut rows: Vec<(i64, Vec<String>)> = orders
         .iter()
-        .map(|o| (o.success_time.unwrap_or_default(), payment_row(o, rate_bp)))
+        .map(|o| {
+            let at = o.success_time.unwrap_or_default();
+            (at, payment_row(o, rate_bp, settles_in))
+        })
         .collect();
     rows.extend(
         refunds
             .iter()
-            .map(|(r, o)| (r.created_at, refund_row(r, o, rate_bp))),
+            .map(|(r, o)| (r.created_at, refund_row(r, o, rate_bp, settles_in))),
     );
     rows.sort_by_key(|(t, _)| *t);
     let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, r)| r).collect();
@@ -171,18 +178,36 @@ fn order_fields(o: &Order, rate_bp: u32) -> Vec<String> {
     f
 }
 
-fn payment_row(o: &Order, rate_bp: u32) -> Vec<String> {
+/// `amount` (minor units of `from`) in minor units of `to`, at the simulator's rates against
+/// CNY, rounded half up; and `to`'s exponent.
+fn converted(amount: i64, from: &str, to: &str) -> (i64, u32) {
+    let (from_rate, from_exp) = exchange_rate(from).unwrap_or((100_000_000, 2));
+    let (to_rate, to_exp) = exchange_rate(to).unwrap_or((100_000_000, 2));
+    let n = i128::from(amount) * i128::from(from_rate) * 10i128.pow(to_exp);
+    let d = i128::from(to_rate) * 10i128.pow(from_exp);
+    (i64::try_from((n + d / 2) / d).unwrap_or(i64::MAX), to_exp)
+}
+
+/// The settlement currency of an order and what `amount` of it settles as there: the
+/// merchant's own settlement currency when it has one, else the order's.
+fn settlement(o: &Order, amount: i64, settles_in: Option<&str>) -> (String, String) {
+    let to = settles_in.unwrap_or(&o.currency);
+    let (settled, exponent) = converted(amount, &o.currency, to);
+    (to.to_string(), major(settled, exponent))
+}
+
+fn payment_row(o: &Order, rate_bp: u32, settles_in: Option<&str>) -> Vec<String> {
     let exponent = exchange_rate(&o.currency).map_or(2, |(_, e)| e);
     let mut f = order_fields(o, rate_bp);
     f[9] = "SUCCESS".into();
     f[21] = major(fee_fen(o.total, rate_bp), exponent);
     f[24] = major(o.total, exponent);
     f[26] = major(payer_cny(o, o.total), 2);
-    f[28] = major(o.total, exponent);
+    (f[27], f[28]) = settlement(o, o.total, settles_in);
     f
 }
 
-fn refund_row(r: &RefundRecord, o: &Order, rate_bp: u32) -> Vec<String> {
+fn refund_row(r: &RefundRecord, o: &Order, rate_bp: u32, settles_in: Option<&str>) -> Vec<String> {
     let exponent = exchange_rate(&o.currency).map_or(2, |(_, e)| e);
     let mut f = order_fields(o, rate_bp);
     f[0] = bill_time(r.created_at);
@@ -204,8 +229,8 @@ fn refund_row(r: &RefundRecord, o: &Order, rate_bp: u32) -> Vec<String> {
     f[31] = major(r.refund, exponent);
     f[32] = "CNY".into();
     f[33] = major(payer_cny(o, r.refund), 2);
-    f[34] = o.currency.clone();
-    f[35] = major(r.refund, exponent);
+    (f[34], f[35]) = settlement(o, r.refund, settles_in);
+    f[27] = f[34].clone();
     f
 }
 
@@ -220,4 +245,18 @@ fn statement_file(rows: &[Vec<String>]) -> Vec<u8> {
         out.push_str("\r\n");
     }
     out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_amounts_convert_through_cny_and_round_half_up() {
+        // HK$100.00 = ¥912.30 = US$12.807…; US$10.00 = ¥71.234 = ¥1,484.04…
+        assert_eq!(converted(10_000, "HKD", "USD"), (1_281, 2));
+        assert_eq!(converted(1_000, "USD", "JPY"), (1_484, 0));
+        assert_eq!(converted(1_999, "USD", "USD"), (1_999, 2));
+        assert_eq!(major(1_484, 0), "1484");
+    }
 }

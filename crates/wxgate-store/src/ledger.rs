@@ -232,6 +232,17 @@ impl Store {
                 .into_iter()
                 .map(|(id,)| format!("posting {id} unbalanced")),
         );
+        // Each currency's accounts hold nothing together, payments or none (a settlement
+        // currency has only conversions, fees and payouts).
+        let uneven: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT merchant_id, currency, CAST(SUM(amount) AS BIGINT) FROM ledger_entries \
+             GROUP BY merchant_id, currency HAVING SUM(amount) <> 0",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        violations.extend(uneven.into_iter().map(|(merchant_id, currency, sum)| {
+            format!("{merchant_id} {currency}: entries sum to {sum}")
+        }));
         let paid: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT p.merchant_id, p.currency, CAST(SUM(p.amount) AS BIGINT) FROM payment_attempts a \
              JOIN payments p ON p.id = a.payment_id WHERE a.status IN ('succeeded', 'duplicate') \

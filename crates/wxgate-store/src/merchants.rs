@@ -7,8 +7,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO merchants (id, name, mode, mchid, appid, mini_program_appid, api_base_url, merchant_serial_no, \
              secrets_sealed, platform_public_key_id, platform_public_key, platform_certificate, currencies, \
-             paid_after_close_policy, created_at, merchant_category_code, fee_rate_bp) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+             paid_after_close_policy, created_at, merchant_category_code, fee_rate_bp, settlement_currency) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         )
         .bind(&m.id)
         .bind(&m.name)
@@ -27,6 +27,7 @@ impl Store {
         .bind(m.created_at)
         .bind(&m.merchant_category_code)
         .bind(m.fee_rate_bp)
+        .bind(&m.settlement_currency)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -59,6 +60,23 @@ impl Store {
         .await?
         .rows_affected()
             == 1)
+    }
+
+    /// The currency WeChat settles the merchant in (`None`: each payment's own).
+    pub async fn set_settlement_currency(
+        &self,
+        merchant_id: &str,
+        currency: Option<&str>,
+    ) -> Result<bool> {
+        Ok(
+            sqlx::query("UPDATE merchants SET settlement_currency = $1 WHERE id = $2")
+                .bind(currency)
+                .bind(merchant_id)
+                .execute(&self.writer)
+                .await?
+                .rows_affected()
+                == 1,
+        )
     }
 
     /// `accept` or `refund`: what happens to a payment that arrives after its order was closed.

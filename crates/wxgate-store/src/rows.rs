@@ -40,6 +40,9 @@ pub struct MerchantRow {
     pub fee_rate_bp: i64,
     /// The default transfer scene of its payouts, as JSON.
     pub payout_scene: Option<String>,
+    /// A cross-border merchant's settlement currency (ISO 4217) when WeChat settles it in
+    /// another currency than it prices in; `None`: each payment settles in its own.
+    pub settlement_currency: Option<String>,
 }
 
 impl MerchantRow {

@@ -62,6 +62,7 @@ mod checks {
             merchant_category_code: None,
             fee_rate_bp: 60,
             payout_scene: None,
+            settlement_currency: None,
         }
     }
 

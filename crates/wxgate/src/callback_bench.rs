@@ -119,6 +119,7 @@ async fn register(
         paid_after_close_policy: wxgate_domain::PaidAfterClosePolicy::Accept,
         merchant_category_code: None,
         fee_rate_bp: merchants::DEFAULT_FEE_RATE_BP,
+        settlement_currency: None,
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     let row = merchants::create_merchant(store, master, new, now).await?;

@@ -169,6 +169,20 @@ enum MerchantCommand {
         #[arg(long, conflicts_with_all = ["scene", "reports"])]
         clear: bool,
     },
+    /// Set (or clear) the currency WeChat settles a cross-border merchant in, when its contract
+    /// settles in another currency than its payments are priced in. Reconciliation then
+    /// posts each payment's conversion into that currency.
+    SettlementCurrency {
+        /// The merchant (mch_...).
+        #[arg(long)]
+        merchant: String,
+        /// An ISO 4217 code, e.g. USD.
+        #[arg(long, required_unless_present = "clear", value_parser = parse_currency)]
+        currency: Option<wxgate_domain::Currency>,
+        /// Each payment settles in its own currency again.
+        #[arg(long, conflicts_with = "currency")]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +274,10 @@ struct MerchantCreateArgs {
     /// reports a bill fee that differs from it.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=1000))]
     fee_rate_bp: u32,
+    /// A cross-border merchant's settlement currency (ISO 4217), when WeChat settles it in
+    /// another currency than it prices in (default: each payment settles in its own).
+    #[arg(long, requires = "merchant_category_code", value_parser = parse_currency)]
+    settlement_currency: Option<wxgate_domain::Currency>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -292,6 +310,10 @@ struct DemoArgs {
     /// Where the Connect front door listens at first start (kept in demo.json afterwards).
     #[arg(long, default_value = "127.0.0.1:0")]
     connect_listen: SocketAddr,
+}
+
+fn parse_currency(s: &str) -> Result<wxgate_domain::Currency, String> {
+    wxgate_domain::Currency::parse(s).map_err(|e| e.to_string())
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -615,6 +637,17 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
             reports,
             clear: _,
         } => set_payout_scene(&store, &merchant, scene, &reports).await?,
+        MerchantCommand::SettlementCurrency {
+            merchant,
+            currency,
+            clear: _,
+        } => {
+            merchants::set_settlement_currency(&store, &merchant, currency).await?;
+            match currency {
+                Some(c) => println!("{merchant} is settled in {}", c.code()),
+                None => println!("{merchant}'s payments each settle in their own currency"),
+            }
+        }
         MerchantCommand::ApiKey(ApiKeyCommand::List { merchant, json }) => {
             list_api_keys(&store, &merchant, json).await?
         }
@@ -774,11 +807,16 @@ async fn list_merchants(store: &Store, json: bool) -> anyhow::Result<()> {
         if json {
             println!(
                 "{}",
-                serde_json::json!({"merchant_id": m.id, "name": m.name, "mchid": m.mchid, "appid": m.appid, "mode": m.mode.as_str(), "currencies": m.currencies})
+                serde_json::json!({"merchant_id": m.id, "name": m.name, "mchid": m.mchid, "appid": m.appid, "mode": m.mode.as_str(), "currencies": m.currencies, "settlement_currency": m.settlement_currency})
             );
         } else {
+            let settles = m
+                .settlement_currency
+                .as_deref()
+                .map(|c| format!("  settles in {c}"))
+                .unwrap_or_default();
             println!(
-                "{}  {}  mchid {}  {}  {}",
+                "{}  {}  mchid {}  {}  {}{settles}",
                 m.id,
                 m.name,
                 m.mchid,
@@ -852,6 +890,7 @@ fn live_merchant(
         paid_after_close_policy: args.paid_after_close,
         merchant_category_code: args.merchant_category_code.clone(),
         fee_rate_bp: args.fee_rate_bp,
+        settlement_currency: args.settlement_currency,
     })
 }
 

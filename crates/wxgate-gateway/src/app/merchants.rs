@@ -34,6 +34,9 @@ pub struct NewMerchant {
     pub merchant_category_code: Option<String>,
     /// WeChat's fee rate for the merchant, basis points (60 = 0.60 %).
     pub fee_rate_bp: u32,
+    /// For a cross-border merchant WeChat settles in another currency than it prices in: that
+    /// currency. `None`: each payment settles in its own.
+    pub settlement_currency: Option<Currency>,
 }
 
 /// WeChat's usual fee rate: 0.60 %.
@@ -85,6 +88,10 @@ pub async fn create_merchant(
         Certificate::from_pem(pem).context("platform certificate")?;
     }
     check_region(&new.currencies, new.merchant_category_code.as_deref())?;
+    check_settlement(
+        new.merchant_category_code.as_deref(),
+        new.settlement_currency,
+    )?;
     anyhow::ensure!(
         new.fee_rate_bp <= MAX_FEE_RATE_BP,
         "the fee rate is at most {MAX_FEE_RATE_BP} basis points (10 %)"
@@ -119,6 +126,7 @@ pub async fn create_merchant(
         merchant_category_code: new.merchant_category_code,
         fee_rate_bp: i64::from(new.fee_rate_bp),
         payout_scene: None,
+        settlement_currency: new.settlement_currency.map(|c| c.code().to_string()),
     };
     store.insert_merchant(&row).await?;
     Ok(row)
@@ -178,6 +186,7 @@ pub async fn create_sandbox_merchant(
         paid_after_close_policy: PaidAfterClosePolicy::Accept,
         merchant_category_code: None,
         fee_rate_bp: DEFAULT_FEE_RATE_BP,
+        settlement_currency: None,
     };
     create_merchant(store, master, new, crate::clock::now_ms()).await
 }
@@ -213,6 +222,36 @@ pub async fn set_region(
     let codes: Vec<&str> = currencies.iter().map(|c| c.code()).collect();
     store
         .set_merchant_region(merchant_id, &codes.join(","), merchant_category_code)
+        .await?;
+    Ok(())
+}
+
+/// Only a cross-border merchant may settle in a currency of its own choosing: a domestic one
+/// settles in CNY.
+fn check_settlement(
+    merchant_category_code: Option<&str>,
+    settlement_currency: Option<Currency>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        settlement_currency.is_none() || merchant_category_code.is_some(),
+        "a domestic merchant settles in CNY; a settlement currency is for a cross-border merchant"
+    );
+    Ok(())
+}
+
+/// Sets (or clears) the currency WeChat settles a cross-border merchant in.
+pub async fn set_settlement_currency(
+    store: &Store,
+    merchant_id: &str,
+    currency: Option<Currency>,
+) -> anyhow::Result<()> {
+    let merchant = store
+        .merchant(merchant_id)
+        .await?
+        .with_context(|| format!("no merchant {merchant_id}"))?;
+    check_settlement(merchant.merchant_category_code.as_deref(), currency)?;
+    store
+        .set_settlement_currency(merchant_id, currency.map(Currency::code))
         .await?;
     Ok(())
 }

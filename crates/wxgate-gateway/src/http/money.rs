@@ -253,7 +253,8 @@ pub(crate) async fn get_balance(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TransactionQuery {
-    /// payment, settlement, fee, fee_return, refund or payout.
+    /// payment, settlement, fee, fee_return, refund, payout_reserve, payout, payout_release,
+    /// conversion_out or conversion_in.
     r#type: Option<String>,
     /// Only this payment's (pay_...).
     payment: Option<String>,

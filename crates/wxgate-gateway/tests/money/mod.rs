@@ -645,6 +645,86 @@ pub async fn a_cross_border_day_reconciles_against_the_statement(t: TestGateway)
     ledger_holds(&t).await;
 }
 
+/// A cross-border merchant WeChat settles in USD while it prices in HKD: the statement's
+/// settled amounts are in USD, and the ledger moves each payment out of HKD and into USD
+/// through its conversion account (and back for a refund), each currency summing to zero.
+pub async fn a_day_settled_in_another_currency_converts_in_the_ledger(t: TestGateway) {
+    let usd = wxgate_domain::Currency::parse("USD").unwrap();
+    let hkd_only = [wxgate_domain::Currency::parse("HKD").unwrap()];
+    let store = &t.store;
+    let refused =
+        wxgate_gateway::app::merchants::set_settlement_currency(store, &t.merchant_id, Some(usd))
+            .await
+            .unwrap_err();
+    assert!(refused.to_string().contains("domestic"), "{refused}");
+    wxgate_gateway::app::merchants::set_region(store, &t.merchant_id, &hkd_only, Some("5411"))
+        .await
+        .unwrap();
+    wxgate_gateway::app::merchants::set_settlement_currency(store, &t.merchant_id, Some(usd))
+        .await
+        .unwrap();
+    let (status, _) = t
+        .sim_call(
+            reqwest::Method::PATCH,
+            &format!("/sim/merchants/{}", t.mchid),
+            Some(json!({"settlement_currency": "USD"})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let body = json!({"amount": 10_000, "currency": "HKD", "merchant_order_id": order("fx"),
+        "description": "Tea set", "integration": "native"});
+    let (status, p) = t.create(body).await;
+    assert_eq!(status, 201, "{p}");
+    let id = p["id"].as_str().unwrap().to_string();
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    t.wait_status(&id, "succeeded").await;
+    refunded(&t, &id, 2_500).await;
+    next_morning(&t).await;
+    let r = reconcile_today(&t).await;
+    assert_eq!(
+        (r["status"].as_str(), r["discrepancy_count"].as_i64()),
+        (Some("completed"), Some(0)),
+        "{r}"
+    );
+    // At the simulator's rates HK$100.00 settles as US$12.81 and HK$25.00 as US$3.20. The fee
+    // (HK$0.60, HK$0.15 returned) comes out of the USD at each row's rate: 8 and 2 cents.
+    let (_, b) = t.call(reqwest::Method::GET, "/v1/balance", None, &[]).await;
+    assert_eq!(
+        b["available"],
+        json!([{"amount": 0, "currency": "HKD"},
+               {"amount": 1_281 - 8 - 320 + 2, "currency": "USD"}]),
+        "{b}"
+    );
+    assert_eq!(
+        b["pending"],
+        json!([{"amount": 0, "currency": "HKD"}, {"amount": 0, "currency": "USD"}]),
+        "{b}"
+    );
+    let (_, list) = t
+        .call(
+            reqwest::Method::GET,
+            "/v1/balance_transactions?type=conversion_in",
+            None,
+            &[],
+        )
+        .await;
+    let mut arrived: Vec<(i64, &str)> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["amount"].as_i64().unwrap(),
+                x["currency"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    arrived.sort();
+    assert_eq!(arrived, [(1_281, "USD"), (2_500, "HKD")], "{list}");
+    ledger_holds(&t).await;
+}
+
 /// A discrepancy left open (its node stopped before repairing it) is repaired by the next
 /// sweep of open discrepancies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

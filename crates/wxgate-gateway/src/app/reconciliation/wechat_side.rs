@@ -128,14 +128,19 @@ async fn statement_input(
     }
 }
 
+/// The exponent of a statement's currency code.
+fn exponent(code: &str) -> anyhow::Result<u32> {
+    Ok(wxgate_domain::Currency::parse(code)
+        .map_err(|e| anyhow::anyhow!("statement currency {code:?}: {e}"))?
+        .exponent())
+}
+
 /// One statement row into the day: a payment (with its settlement and fee) or a refund (with
-/// the fee it returns), amounts in minor units of the row's currency.
+/// the fee it returns). Amounts are in minor units of the row's pricing currency, settled ones
+/// in the settlement currency's. The fee is charged in the pricing currency (手续费, like every
+/// amount of the row but the settled ones); for a merchant settled in another currency it is
+/// taken out of the settlement at the row's own rate.
 fn statement_row(input: &mut DayInput, row: StatementRow) -> anyhow::Result<()> {
-    let exponent = |code: &str| -> anyhow::Result<u32> {
-        Ok(wxgate_domain::Currency::parse(code)
-            .map_err(|e| anyhow::anyhow!("statement currency {code:?}: {e}"))?
-            .exponent())
-    };
     let e = exponent(&row.currency)?;
     let fee = row.fee.minor_units("手续费", e)?;
     let flow = |business_no: &str, kind, amount| FlowMovement {
@@ -143,47 +148,74 @@ fn statement_row(input: &mut DayInput, row: StatementRow) -> anyhow::Result<()> 
         kind,
         amount,
     };
-    anyhow::ensure!(
-        row.trade_state != "SUCCESS" || row.settlement_currency == row.currency,
-        "{} is settled in {} but priced in {}: settlement in another currency is not reconciled yet",
-        row.out_trade_no,
-        row.settlement_currency,
-        row.currency
-    );
     match row.trade_state.as_str() {
         "SUCCESS" => {
+            let amount = row.amount.minor_units("订单金额", e)?;
             let settlement = row
                 .settlement_amount
                 .minor_units("应结订单金额", exponent(&row.settlement_currency)?)?;
+            let settled_fee = if row.settlement_currency == row.currency {
+                fee
+            } else {
+                recon::at_row_rate(fee, settlement, amount)
+            };
             input
                 .flows
                 .push(flow(&row.transaction_id, FlowKind::Settlement, settlement));
             input
                 .flows
-                .push(flow(&row.transaction_id, FlowKind::Fee, fee));
+                .push(flow(&row.transaction_id, FlowKind::Fee, settled_fee));
             input.bill_payments.push(recon::BillPayment {
-                amount: row.amount.minor_units("订单金额", e)?,
+                amount,
                 currency: row.currency,
                 settlement,
+                settlement_currency: row.settlement_currency,
                 fee,
                 out_trade_no: row.out_trade_no,
                 transaction_id: row.transaction_id,
             });
         }
-        "REFUND" => {
-            input
-                .flows
-                .push(flow(&row.refund_id, FlowKind::FeeReturn, -fee));
-            input.bill_refunds.push(recon::BillRefund {
-                amount: row.refund_requested.minor_units("申请退款金额", e)?,
-                currency: row.currency,
-                processing: row.refund_status == "PROCESSING",
-                out_refund_no: row.out_refund_no,
-                refund_id: row.refund_id,
-            });
-        }
+        "REFUND" => statement_refund(input, row, fee, e)?,
         _ => {}
     }
+    Ok(())
+}
+
+/// A statement's refund row: the refund, and the fee it returns (in the settlement currency).
+fn statement_refund(
+    input: &mut DayInput,
+    row: StatementRow,
+    fee: i64,
+    e: u32,
+) -> anyhow::Result<()> {
+    let amount = row.refund_requested.minor_units("申请退款金额", e)?;
+    // A row without a refund settlement currency settles in the pricing one.
+    let settlement_currency = match row.refund_settlement_currency.as_str() {
+        "" => row.currency.clone(),
+        code => code.to_string(),
+    };
+    let settlement = row
+        .refund_settlement_amount
+        .minor_units("退款应结订单金额", exponent(&settlement_currency)?)?;
+    let returned = if settlement_currency == row.currency {
+        -fee
+    } else {
+        recon::at_row_rate(-fee, settlement, amount)
+    };
+    input.flows.push(FlowMovement {
+        business_no: row.refund_id.clone(),
+        kind: FlowKind::FeeReturn,
+        amount: returned,
+    });
+    input.bill_refunds.push(recon::BillRefund {
+        amount,
+        currency: row.currency,
+        settlement,
+        settlement_currency,
+        processing: row.refund_status == "PROCESSING",
+        out_refund_no: row.out_refund_no,
+        refund_id: row.refund_id,
+    });
     Ok(())
 }
 
@@ -199,6 +231,7 @@ fn bill_input(bills: &Bills, fee_rate_bp: i64) -> anyhow::Result<DayInput> {
                 out_trade_no: row.out_trade_no,
                 transaction_id: row.transaction_id,
                 amount: row.order_total.unwrap_or(row.settlement_total),
+                settlement_currency: row.currency.clone(),
                 currency: row.currency,
                 settlement: row.settlement_total,
                 fee: row.fee.fen_rounded(),
@@ -207,6 +240,8 @@ fn bill_input(bills: &Bills, fee_rate_bp: i64) -> anyhow::Result<DayInput> {
                 out_refund_no: part.out_refund_no,
                 refund_id: part.refund_id,
                 amount: part.requested.unwrap_or(part.amount),
+                settlement: part.amount,
+                settlement_currency: row.currency.clone(),
                 currency: row.currency,
                 processing: part.status == BillRefundStatus::Processing,
             }),

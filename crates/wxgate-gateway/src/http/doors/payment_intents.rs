@@ -161,15 +161,23 @@ fn stored_action(p: &wxgate_store::PaymentRow) -> Option<NextAction> {
 fn wxgate_request(merchant: &MerchantRow, req: CreateIntent) -> ApiResult<CreatePayment> {
     let currency = Currency::parse(&req.currency)
         .map_err(|e| ApiError::invalid(ErrorCode::InvalidCurrency, "currency", e.to_string()))?;
+    // WeChat settles by the merchant's contract, not per order: the intent may name only that.
+    let settles_in = merchant
+        .settlement_currency
+        .as_deref()
+        .unwrap_or(&req.currency);
     if req
         .settlement_currency
         .as_deref()
-        .is_some_and(|s| s != req.currency)
+        .is_some_and(|s| s != settles_in)
     {
         return Err(ApiError::invalid(
             ErrorCode::CurrencyNotAllowed,
             "settlement_currency",
-            "settlement is in the payment's own currency only",
+            format!(
+                "this merchant's payments in {} settle in {settles_in}",
+                req.currency
+            ),
         ));
     }
     let amount = currency.parse_major(req.amount.trim()).ok_or_else(|| {
