@@ -9,7 +9,9 @@ use wxgate_domain::payment::{ATTEMPTS_PER_PAYMENT_MAX, AttemptStatus, attempt_ou
 
 use crate::outbox::insert_event;
 use crate::payments::insert_attempt;
-use crate::{AttemptStart, EventRow, PaymentAttemptRow, PaymentRow, Result, Store, StoreError};
+use crate::{
+    AttemptStart, EventRow, PaymentAttemptRow, PaymentRow, RefundRow, Result, Store, StoreError,
+};
 
 impl Store {
     /// Starts a new attempt of a pending payment with `integration` and makes it the current
@@ -157,15 +159,17 @@ impl Store {
     }
 
     /// Records that an attempt was paid although another attempt already paid the payment:
-    /// its status, its transaction, a new payment version and the `payment.duplicate_paid`
-    /// event (carrying that version), in one transaction.
+    /// its status, its transaction, a new payment version, the `payment.duplicate_paid` event
+    /// (carrying that version), its ledger posting and `refund` (the order's refund in full, not
+    /// yet sent: the refund round sends it should the caller not), in one transaction.
     /// False when it was recorded before (the caller then only makes sure of its refund).
     pub async fn mark_duplicate(
         &self,
         attempt: &PaymentAttemptRow,
         transaction_id: &str,
         now: i64,
-        payload: String,
+        (event_id, payload): (String, String),
+        refund: &RefundRow,
     ) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         let marked = sqlx::query(
@@ -197,7 +201,7 @@ impl Store {
         // The money of the second order came in too; its refund takes it out again.
         crate::ledger::post_payment_in(&mut tx, &payment, &attempt.out_trade_no, now).await?;
         let event = EventRow {
-            id: wxgate_domain::id::generate("evt"),
+            id: event_id,
             merchant_id: attempt.merchant_id.clone(),
             event_type: "payment.duplicate_paid".into(),
             object_id: attempt.payment_id.clone(),
@@ -206,6 +210,17 @@ impl Store {
             created_at: now,
         };
         insert_event(&mut tx, &event, &attempt.payment_id).await?;
+        // The order's refund, in the same transaction: no order is marked without it.
+        let (known,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM refunds WHERE merchant_id = $1 AND merchant_refund_id = $2",
+        )
+        .bind(&refund.merchant_id)
+        .bind(&refund.merchant_refund_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if known == 0 {
+            crate::refunds::insert_refund(&mut tx, refund).await?;
+        }
         tx.commit().await?;
         self.events_written();
         Ok(true)

@@ -38,34 +38,7 @@ impl Store {
                 .ok_or_else(|| StoreError::PaymentNotFound(r.payment_id.clone()))?;
             return Ok(ReserveOutcome::Refused(Box::new(payment)));
         }
-        let inserted = sqlx::query(
-            "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_id, out_refund_no, amount, \
-             currency, reason, status, version, fingerprint, submitted, wechat_refund_id, last_error, \
-             created_at, updated_at, succeeded_at, sync_due_at, sync_attempts, claimed_until, attempt_out_trade_no) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, NULL, $20)",
-        )
-        .bind(&r.id)
-        .bind(&r.merchant_id)
-        .bind(&r.payment_id)
-        .bind(&r.merchant_refund_id)
-        .bind(&r.out_refund_no)
-        .bind(r.amount)
-        .bind(&r.currency)
-        .bind(&r.reason)
-        .bind(r.status.as_str())
-        .bind(r.version)
-        .bind(&r.fingerprint)
-        .bind(r.submitted.stored())
-        .bind(&r.wechat_refund_id)
-        .bind(&r.last_error)
-        .bind(r.created_at)
-        .bind(r.updated_at)
-        .bind(r.succeeded_at)
-        .bind(r.sync_due_at)
-        .bind(r.sync_attempts)
-        .bind(&r.attempt_out_trade_no)
-        .execute(&mut *tx)
-        .await;
+        let inserted = insert_refund(&mut tx, r).await;
         match inserted {
             Ok(_) => {
                 tx.commit().await?;
@@ -254,6 +227,42 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Writes a new refund row inside a transaction.
+pub(crate) async fn insert_refund(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    r: &RefundRow,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_id, out_refund_no, amount, \
+         currency, reason, status, version, fingerprint, submitted, wechat_refund_id, last_error, \
+         created_at, updated_at, succeeded_at, sync_due_at, sync_attempts, claimed_until, attempt_out_trade_no) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, NULL, $20)",
+    )
+    .bind(&r.id)
+    .bind(&r.merchant_id)
+    .bind(&r.payment_id)
+    .bind(&r.merchant_refund_id)
+    .bind(&r.out_refund_no)
+    .bind(r.amount)
+    .bind(&r.currency)
+    .bind(&r.reason)
+    .bind(r.status.as_str())
+    .bind(r.version)
+    .bind(&r.fingerprint)
+    .bind(r.submitted.stored())
+    .bind(&r.wechat_refund_id)
+    .bind(&r.last_error)
+    .bind(r.created_at)
+    .bind(r.updated_at)
+    .bind(r.succeeded_at)
+    .bind(r.sync_due_at)
+    .bind(r.sync_attempts)
+    .bind(&r.attempt_out_trade_no)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Reserves a refund's amount on its payment, under WeChat's rules, in one conditional UPDATE:

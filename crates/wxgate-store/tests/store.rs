@@ -33,6 +33,7 @@ on_both!(
     sync_work_is_claimed_once,
     idempotency_keys,
     concurrent_refunds_never_reserve_more_than_was_paid,
+    an_order_paid_twice_is_marked_with_its_refund,
     refund_outcomes_move_the_payments_sums,
     deliveries_fan_out_to_subscribed_endpoints_and_are_claimed_once,
     a_broken_money_invariant_is_refused_not_served,
@@ -664,6 +665,64 @@ mod checks {
             .transition("mch_a", "pay_1", PaymentEvent::Paid, &paid(2000), render)
             .await
             .unwrap();
+    }
+
+    /// The mark of an order paid twice and the refund that returns its money commit together,
+    /// once: no order is ever marked without its refund.
+    pub async fn an_order_paid_twice_is_marked_with_its_refund(store: Store) {
+        store.insert_merchant(&merchant("mch_a")).await.unwrap();
+        let p = payment("pay_1", "mch_a", "o1", 1000);
+        store.insert_payment(&p).await.unwrap();
+        let AttemptStart::Started(second) = store
+            .start_attempt(&p, wxgate_domain::Integration::Native, 1500)
+            .await
+            .unwrap()
+        else {
+            panic!("a second order for a pending payment");
+        };
+        store
+            .transition("mch_a", "pay_1", PaymentEvent::Paid, &paid(2000), render)
+            .await
+            .unwrap();
+        let mut dup = refund("re_dup", "pay_1", 100, 2500);
+        dup.merchant_refund_id = format!("dup_{}", second.out_trade_no);
+        dup.attempt_out_trade_no = Some(second.out_trade_no.clone());
+        let event = || ("evt_dup".to_string(), "{}".to_string());
+        assert!(
+            store
+                .mark_duplicate(&second, "4201", 2500, event(), &dup)
+                .await
+                .unwrap()
+        );
+        let written = store
+            .refund_by_merchant_refund_id("mch_a", &dup.merchant_refund_id)
+            .await
+            .unwrap()
+            .expect("the refund is written with the mark");
+        assert_eq!((written.id.as_str(), written.amount), ("re_dup", 100));
+        // Found again: nothing more is written.
+        let mut again = dup.clone();
+        again.id = "re_dup_2".into();
+        assert!(
+            !store
+                .mark_duplicate(&second, "4201", 2600, event(), &again)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .refunds_for_payment("mch_a", "pay_1")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let p = store.payment("mch_a", "pay_1").await.unwrap().unwrap();
+        assert_eq!(
+            p.amount_reserved, 0,
+            "a twice-paid order's refund is outside the payment's sums"
+        );
+        assert!(store.ledger_violations().await.unwrap().is_empty());
     }
 
     pub async fn concurrent_refunds_never_reserve_more_than_was_paid(store: Store) {

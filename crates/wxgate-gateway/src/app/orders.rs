@@ -303,9 +303,10 @@ async fn record_duplicate(
     };
     let transaction_id = tx.transaction_id.as_deref().unwrap_or_default();
     tracing::warn!(payment = %p.id, out_trade_no = %tx.out_trade_no, "an order of an already paid payment was paid: refunding it");
-    let payload = views::duplicate_payload(p, &attempt.out_trade_no, transaction_id);
+    let event = views::duplicate_event(p, &attempt.out_trade_no, transaction_id);
+    let refund = crate::app::refunds::duplicate_refund(gw, p, &attempt.out_trade_no);
     gw.store()
-        .mark_duplicate(&attempt, transaction_id, gw.now_ms(), payload)
+        .mark_duplicate(&attempt, transaction_id, gw.now_ms(), event, &refund)
         .await?;
     crate::app::refunds::refund_duplicate(gw, p, &attempt.out_trade_no).await?;
     Ok(p.clone())

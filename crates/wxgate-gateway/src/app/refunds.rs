@@ -244,29 +244,44 @@ fn new_row(
     }
 }
 
-/// Refunds, in full, an order of the payment that was paid after another order had already
-/// paid it (the shopper paid twice). Idempotent: the refund's merchant_refund_id is derived
-/// from the order.
-pub async fn refund_duplicate(
-    gw: &Gateway,
-    p: &PaymentRow,
-    out_trade_no: &str,
-) -> anyhow::Result<RefundRow> {
+/// The refund, in full, of an order of the payment that was paid after another order had
+/// already paid it (the shopper paid twice): written with the order's duplicate mark, in one
+/// transaction, so that no order is ever marked without its refund. Its merchant_refund_id is
+/// derived from the order: one refund per order, however often the order is found.
+pub fn duplicate_refund(gw: &Gateway, p: &PaymentRow, out_trade_no: &str) -> RefundRow {
     let merchant_refund_id = format!("dup_{out_trade_no}");
     let fingerprint = sha256_hex(json!([p.id, out_trade_no, p.amount]).to_string().as_bytes());
     let reason = Some("Paid twice: this payment was refunded".to_string());
-    let row = new_row(
+    let order = Some(out_trade_no.to_string());
+    new_row(
         gw,
         p,
         merchant_refund_id,
         p.amount,
         reason,
         fingerprint,
-        Some(out_trade_no.to_string()),
-    );
-    let row = match gw.store().reserve_refund(&row).await? {
+        order,
+    )
+}
+
+/// Sends the refund of a twice-paid order to WeChat, unless it was sent already (the
+/// background round sees a sent one through, and takes over an unsent one if this fails).
+pub async fn refund_duplicate(
+    gw: &Gateway,
+    p: &PaymentRow,
+    out_trade_no: &str,
+) -> anyhow::Result<RefundRow> {
+    let row = match gw
+        .store()
+        .reserve_refund(&duplicate_refund(gw, p, out_trade_no))
+        .await?
+    {
         ReserveOutcome::Reserved(r) => *r,
-        // Made before: the background round sees it through.
+        ReserveOutcome::Existing(existing)
+            if existing.status == RefundStatus::Pending && !existing.submitted.is_set() =>
+        {
+            *existing
+        }
         ReserveOutcome::Existing(existing) => return Ok(*existing),
         ReserveOutcome::Refused(_) => anyhow::bail!("the refund of a twice-paid order was refused"),
     };

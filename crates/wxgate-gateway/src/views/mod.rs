@@ -391,15 +391,19 @@ pub fn event_payload(p: &PaymentRow) -> (String, String) {
     )
 }
 
-/// The `payment.duplicate_paid` event's payload: the payment, and the order paid twice.
-pub fn duplicate_payload(p: &PaymentRow, out_trade_no: &str, transaction_id: &str) -> String {
+/// The `payment.duplicate_paid` event (id, payload): the payment, and the order paid twice.
+pub fn duplicate_event(
+    p: &PaymentRow,
+    out_trade_no: &str,
+    transaction_id: &str,
+) -> (String, String) {
     let mut value = payment(p, None);
     value["duplicate"] = json!({
         "out_trade_no": out_trade_no,
         "transaction_id": transaction_id,
         "refunded": true,
     });
-    value.to_string()
+    (wxgate_domain::id::generate("evt"), value.to_string())
 }
 
 /// The appid a Mini Program's payment is signed for: its own, or the merchant's.

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use wxgate_domain::payment::{AttemptStatus, is_attempt_of};
+
 use super::*;
 
 /// Rounds of draining before a run is said not to settle.
@@ -82,13 +84,22 @@ impl Simulation {
     }
 
     fn check_against_wechat(&self, p: &PaymentRow, refunds: &[RefundRow]) -> Verdict {
-        let order = self.wechat.orders.get(&p.out_trade_no);
-        let paid = order.and_then(|o| o.paid.clone());
+        let of_p = |no: &str| is_attempt_of(&p.id, no);
+        let paid = self
+            .wechat
+            .orders
+            .get(&p.out_trade_no)
+            .and_then(|o| o.paid.clone());
+        let any_paid = self
+            .wechat
+            .orders
+            .iter()
+            .any(|(no, o)| of_p(no) && o.paid.is_some());
         let agrees = match p.status {
             PaymentStatus::Succeeded | PaymentStatus::Refunded | PaymentStatus::PaidAfterClose => {
                 paid.is_some() && paid == p.transaction_id
             }
-            PaymentStatus::Cancelled | PaymentStatus::Expired => paid.is_none(),
+            PaymentStatus::Cancelled | PaymentStatus::Expired => !any_paid,
             PaymentStatus::Pending => true,
             PaymentStatus::Failed => false,
         };
@@ -96,16 +107,15 @@ impl Simulation {
             format!("{} is {} but WeChat's order paid: {paid:?}", p.id, p.status)
         })?;
         let ours: BTreeSet<&str> = refunds.iter().map(|r| r.out_refund_no.as_str()).collect();
-        for (no, r) in self
+        let theirs = self
             .wechat
             .refunds
             .iter()
-            .filter(|(_, r)| r.out_trade_no == p.out_trade_no)
-        {
+            .filter(|(_, r)| of_p(&r.out_trade_no));
+        for (no, _) in theirs {
             ensure(ours.contains(no.as_str()), || {
                 format!("WeChat refunded {no} the gateway lacks")
             })?;
-            let _ = r;
         }
         for r in refunds
             .iter()
@@ -121,8 +131,72 @@ impl Simulation {
         Ok(())
     }
 
-    /// Each status a payment or refund reached was announced exactly once, with versions in
-    /// order.
+    /// What reconciliation's repair does for an order WeChat's bill shows paid and the gateway
+    /// holds open: applies it through the sync path (as a notification would). Whether any
+    /// was found.
+    async fn repair_open_paid_orders(&mut self) -> Result<bool, String> {
+        let paid: Vec<(String, String)> = self
+            .wechat
+            .orders
+            .iter()
+            .filter_map(|(no, o)| Some((no.clone(), o.paid.clone()?)))
+            .collect();
+        let mut any = false;
+        for (no, tx) in paid {
+            let found = self.store.payment_attempt(MERCHANT, &no).await;
+            let open = found.map_err(|e| e.to_string())?;
+            if open.is_some_and(|(a, _)| a.status == AttemptStatus::Open) {
+                any = true;
+                self.tally.repaired += 1;
+                self.continue_with(Op::Notify {
+                    out_trade_no: no,
+                    tx,
+                    payment: None,
+                });
+                self.finish_in_flight().await?;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Every order WeChat paid either paid its payment or, paid twice, was refunded in full
+    /// (or its refund failed at WeChat, in the open).
+    async fn check_paid_orders(&self) -> Verdict {
+        for (no, o) in self.wechat.orders.iter().filter(|(_, o)| o.paid.is_some()) {
+            let p = self.store.payment_by_out_trade_no(MERCHANT, no).await;
+            let p = p
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("order {no} has no payment"))?;
+            let paid_it = matches!(
+                p.status,
+                PaymentStatus::Succeeded | PaymentStatus::Refunded | PaymentStatus::PaidAfterClose
+            ) && p.transaction_id == o.paid;
+            if paid_it {
+                continue;
+            }
+            let refund = self
+                .store
+                .refund_by_merchant_refund_id(MERCHANT, &format!("dup_{no}"))
+                .await;
+            let refund = refund.map_err(|e| e.to_string())?;
+            // Returned in full; or WeChat closed the refund, which the merchant hears of
+            // (refund.failed) and a person settles.
+            let returned = refund.as_ref().is_some_and(|r| {
+                r.amount == o.amount
+                    && (r.status == RefundStatus::Succeeded || r.status == RefundStatus::Failed)
+            });
+            ensure(returned, || {
+                format!(
+                    "order {no} paid {:?}: {} is {} with {:?}, its refund {refund:?}",
+                    o.paid, p.id, p.status, p.transaction_id
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Each status a payment or refund reached was announced exactly once, and each order
+    /// paid twice once, with versions in order.
     async fn check_events(&self, payment_id: &str) -> Verdict {
         let store = &self.store;
         let p = store
@@ -130,28 +204,39 @@ impl Simulation {
             .await
             .map_err(|e| e.to_string())?;
         let Some(p) = p else { return Ok(()) };
-        let mut objects = vec![(p.id.clone(), p.status != PaymentStatus::Pending)];
-        for r in store
-            .refunds_for_payment(MERCHANT, payment_id)
+        let attempts = store
+            .payment_attempts(payment_id)
             .await
-            .map_err(|e| e.to_string())?
-        {
-            objects.push((r.id.clone(), r.status != RefundStatus::Pending));
+            .map_err(|e| e.to_string())?;
+        let twice = attempts
+            .iter()
+            .filter(|a| a.status == AttemptStatus::Duplicate)
+            .count();
+        let mut objects = vec![(p.id.clone(), p.status != PaymentStatus::Pending, twice)];
+        let refunds = store.refunds_for_payment(MERCHANT, payment_id).await;
+        for r in refunds.map_err(|e| e.to_string())? {
+            objects.push((r.id.clone(), r.status != RefundStatus::Pending, 0));
         }
-        for (object, finished) in objects {
+        for (object, finished, twice) in objects {
             let events = store
                 .events_for(MERCHANT, &object)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             let versions: Vec<i64> = events.iter().map(|e| e.object_version).collect();
             let ordered = versions.windows(2).all(|w| w[0] < w[1]);
-            let count = types.len();
-            types.dedup();
-            ensure(
-                ordered && types.len() == count && (finished == (count > 0)),
-                || format!("{object}: events {types:?} at versions {versions:?}"),
-            )?;
+            let mut statuses: Vec<&str> = events
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .filter(|t| *t != "payment.duplicate_paid")
+                .collect();
+            let doubles = events.len() - statuses.len();
+            let count = statuses.len();
+            statuses.sort_unstable();
+            statuses.dedup();
+            let once = statuses.len() == count && doubles == twice;
+            ensure(ordered && once && finished == (count > 0), || {
+                format!("{object}: events {events:?}, {twice} orders paid twice")
+            })?;
         }
         Ok(())
     }
@@ -173,21 +258,7 @@ impl Simulation {
             self.check_payment(id).await?;
             self.check_events(id).await?;
         }
-        for (no, o) in self.wechat.orders.iter().filter(|(_, o)| o.paid.is_some()) {
-            let p = self.store.payment_by_out_trade_no(MERCHANT, no).await;
-            let status = p.map_err(|e| e.to_string())?.map(|p| p.status);
-            let arrived = matches!(
-                status,
-                Some(
-                    PaymentStatus::Succeeded
-                        | PaymentStatus::Refunded
-                        | PaymentStatus::PaidAfterClose
-                )
-            );
-            ensure(arrived, || {
-                format!("order {no} paid {:?} is {status:?} in the store", o.paid)
-            })?;
-        }
+        self.check_paid_orders().await?;
         for (no, w) in &self.wechat.refunds {
             let r = self.store.refund_by_out_refund_no(MERCHANT, no).await;
             let status = r.map_err(|e| e.to_string())?.map(|r| r.status);
@@ -233,11 +304,8 @@ impl Simulation {
                 self.finish_in_flight().await?;
             }
             self.now += DRAIN_TICK_MS;
-            for op in [
-                Op::Sync { claimed: None },
-                Op::RefundSync { claimed: None },
-                Op::Deliver { claimed: None },
-            ] {
+            busy |= self.repair_open_paid_orders().await?;
+            for op in [Op::Sync, Op::RefundSync, Op::Deliver { claimed: None }] {
                 busy |= self.rounds_of(op).await?;
             }
             if !busy {

@@ -51,38 +51,80 @@ fn render_payment(p: &PaymentRow) -> (String, String) {
 }
 
 /// Something the scheduler keeps in flight: an operation part way through its store calls.
+/// An operation that goes on in more store calls of the same task (after a payment, closing
+/// its other orders; refunding an order paid twice; one claimed row of a round) continues as
+/// an operation of its own, which a crash can drop like any other.
 #[derive(Debug, Clone)]
 enum Op {
     Create {
         row: PaymentRow,
         inserted: bool,
     },
+    /// Another order for a pending payment (another device, a fresh credential).
+    NewAttempt {
+        payment_id: String,
+        read: Option<PaymentRow>,
+    },
     Notify {
         out_trade_no: String,
         tx: String,
         payment: Option<PaymentRow>,
     },
-    Sync {
-        claimed: Option<Vec<PaymentRow>>,
+    /// A status-sync round: claims, then each claimed payment is a `SyncOne`.
+    Sync,
+    SyncOne {
+        p: PaymentRow,
+        attempts: Option<Vec<PaymentAttemptRow>>,
     },
     Cancel {
         payment_id: String,
         read: Option<PaymentRow>,
+        attempts: Option<Vec<PaymentAttemptRow>>,
+    },
+    /// A paid payment's other orders, closed at WeChat one by one.
+    CloseOthers {
+        p: PaymentRow,
+        open: Option<Vec<PaymentAttemptRow>>,
+    },
+    /// An order paid after its payment was paid by another: recorded, then refunded.
+    Duplicate {
+        p: PaymentRow,
+        order: String,
+        tx: String,
+        attempt: Option<PaymentAttemptRow>,
     },
     Refund {
         row: RefundRow,
+        payment: Option<PaymentRow>,
         reserved: bool,
     },
     RefundNotify {
         out_refund_no: String,
         refund: Option<RefundRow>,
     },
-    RefundSync {
-        claimed: Option<Vec<RefundRow>>,
+    /// A refund round: claims, then each claimed refund is a `RefundOne`.
+    RefundSync,
+    RefundOne {
+        row: RefundRow,
+        payment: Option<PaymentRow>,
     },
     Deliver {
         claimed: Option<Vec<DeliveryRow>>,
     },
+}
+
+/// A notification of WeChat's, being handled.
+#[derive(Debug, Clone)]
+enum Note {
+    Paid(String, String),
+    Refund(String),
+}
+
+/// An operation in flight, and the notification it answers, if any.
+#[derive(Debug, Clone)]
+struct Task {
+    op: Op,
+    answering: Option<Note>,
 }
 
 /// What a run did, for the report and for comparing two runs of one seed.
@@ -94,6 +136,13 @@ pub struct Tally {
     pub payments: u64,
     pub paid: u64,
     pub refunds: u64,
+    /// Further orders made for pending payments.
+    pub attempts: u64,
+    /// Orders paid after their payment was paid by another, recorded and refunded.
+    pub duplicates: u64,
+    /// Paid orders the gateway still held open once the run drained, applied as
+    /// reconciliation's repair would.
+    pub repaired: u64,
     pub lost_answers: u64,
     pub lost_notes: u64,
     pub deliveries: u64,
@@ -106,7 +155,9 @@ pub struct Simulation {
     store: Store,
     now: i64,
     wechat: WeChat,
-    in_flight: Vec<Op>,
+    in_flight: Vec<Task>,
+    /// The notification the operation being moved answers.
+    answering: Option<Note>,
     /// Payments whose create was answered: the client knows them.
     known: Vec<(String, i64)>,
     faults: bool,
@@ -146,6 +197,7 @@ impl Simulation {
             now,
             wechat: WeChat::default(),
             in_flight: Vec::new(),
+            answering: None,
             known: Vec::new(),
             faults: true,
             next_id: 0,
@@ -218,12 +270,13 @@ impl Simulation {
             }
             10..=17 => Ok(self.payer_pays()),
             18..=25 if !full => self.start_notify().await,
-            26..=30 if !full => self.start(Op::Sync { claimed: None }).await,
-            31..=33 if !full => self.start_cancel().await,
+            26..=30 if !full => self.start(Op::Sync).await,
+            31 if !full => self.start_cancel().await,
+            32..=33 if !full => self.start_new_attempt().await,
             34..=42 if !full => self.start_refund().await,
             43..=48 => Ok(self.wechat_settles_a_refund()),
             49..=54 if !full => self.start_refund_notify().await,
-            55..=58 if !full => self.start(Op::RefundSync { claimed: None }).await,
+            55..=58 if !full => self.start(Op::RefundSync).await,
             59..=64 if !full => self.start(Op::Deliver { claimed: None }).await,
             65..=89 => self.advance_one().await,
             90..=91 => Ok(self.crash_one()),
@@ -241,7 +294,15 @@ impl Simulation {
     }
 
     async fn start(&mut self, op: Op) -> Result<Option<String>, String> {
-        self.in_flight.push(op);
+        // A notification is acknowledged only once everything its handling does is done.
+        let answering = match &op {
+            Op::Notify {
+                out_trade_no, tx, ..
+            } => Some(Note::Paid(out_trade_no.clone(), tx.clone())),
+            Op::RefundNotify { out_refund_no, .. } => Some(Note::Refund(out_refund_no.clone())),
+            _ => None,
+        };
+        self.in_flight.push(Task { op, answering });
         let last = self.in_flight.len() - 1;
         self.advance(last).await
     }
@@ -256,7 +317,8 @@ impl Simulation {
 
     /// Moves operation `i` by one store call; removes it when it is done.
     async fn advance(&mut self, i: usize) -> Result<Option<String>, String> {
-        let mut op = self.in_flight[i].clone();
+        let Task { mut op, answering } = self.in_flight[i].clone();
+        self.answering = answering.clone();
         self.tally.store_calls += 1;
         let (done, touched) = self
             .one_call(&mut op)
@@ -266,21 +328,28 @@ impl Simulation {
         if done {
             self.in_flight.remove(i);
         } else {
-            self.in_flight[i] = op;
+            self.in_flight[i] = Task { op, answering };
         }
         Ok(touched)
     }
 
-    /// A task dies between two store calls. A callback it was handling is sent again by
+    /// The same task goes on with more store calls: as an operation of its own, answering the
+    /// same notification.
+    fn continue_with(&mut self, op: Op) {
+        let answering = self.answering.clone();
+        self.in_flight.push(Task { op, answering });
+    }
+
+    /// A task dies between two store calls. A notification it was handling is sent again by
     /// WeChat, which retries until acknowledged.
     fn crash_one(&mut self) -> Option<String> {
         if self.in_flight.is_empty() || !self.faults {
             return None;
         }
         let i = self.rng.random_range(0..self.in_flight.len());
-        let op = self.in_flight.remove(i);
+        let task = self.in_flight.remove(i);
         self.tally.crashes += 1;
-        self.requeue(op);
+        self.requeue(task.answering);
         None
     }
 
@@ -290,19 +359,17 @@ impl Simulation {
             return None;
         }
         self.tally.crashes += self.in_flight.len() as u64;
-        for op in std::mem::take(&mut self.in_flight) {
-            self.requeue(op);
+        for task in std::mem::take(&mut self.in_flight) {
+            self.requeue(task.answering);
         }
         None
     }
 
-    fn requeue(&mut self, op: Op) {
-        match op {
-            Op::Notify {
-                out_trade_no, tx, ..
-            } => self.wechat.paid_notes.push((out_trade_no, tx)),
-            Op::RefundNotify { out_refund_no, .. } => self.wechat.refund_notes.push(out_refund_no),
-            _ => {}
+    fn requeue(&mut self, note: Option<Note>) {
+        match note {
+            Some(Note::Paid(out_trade_no, tx)) => self.wechat.paid_notes.push((out_trade_no, tx)),
+            Some(Note::Refund(out_refund_no)) => self.wechat.refund_notes.push(out_refund_no),
+            None => {}
         }
     }
 }

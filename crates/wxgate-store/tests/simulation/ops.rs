@@ -1,11 +1,18 @@
-//! The operations the scheduler interleaves, one store call per move, and what WeChat does
-//! between them. Each mirrors the order in which the gateway makes its store calls and its
-//! calls to WeChat.
+//! The payment operations the scheduler interleaves, one store call per move, and what WeChat
+//! does between them. Each makes its store calls and its calls to WeChat in the order the
+//! gateway makes them (`app::payments`, `app::orders`, `sync`).
+
+use wxgate_domain::Integration;
+use wxgate_domain::payment::AttemptStatus;
 
 use super::*;
 
 /// What one move of an operation led to: whether it is done, and the payment it touched.
-type Moved = Result<(bool, Option<String>), String>;
+pub(super) type Moved = Result<(bool, Option<String>), String>;
+
+fn err(e: StoreError) -> String {
+    e.to_string()
+}
 
 impl Simulation {
     pub(super) fn create_op(&mut self) -> Op {
@@ -19,8 +26,8 @@ impl Simulation {
         }
     }
 
-    /// A payer pays one of the open orders; WeChat notifies (or the notification is lost, or
-    /// comes twice).
+    /// A payer pays one of the open orders, any attempt's; WeChat notifies (or the
+    /// notification is lost, or comes twice).
     pub(super) fn payer_pays(&mut self) -> Option<String> {
         let open = self.wechat.open_orders();
         if open.is_empty() {
@@ -40,29 +47,6 @@ impl Simulation {
         None
     }
 
-    /// WeChat finishes one processing refund (rarely it closes it instead) and notifies.
-    pub(super) fn wechat_settles_a_refund(&mut self) -> Option<String> {
-        let processing = self.wechat.processing();
-        if processing.is_empty() {
-            return None;
-        }
-        let no = processing[self.rng.random_range(0..processing.len())].clone();
-        let state = if self.chance(3) {
-            RefundState::Closed
-        } else {
-            RefundState::Success
-        };
-        if let Some(r) = self.wechat.refunds.get_mut(&no) {
-            r.state = state;
-        }
-        if self.chance(10) {
-            self.tally.lost_notes += 1;
-        } else {
-            self.wechat.refund_notes.push(no);
-        }
-        None
-    }
-
     /// A notification arrives: any of those on their way, not necessarily the oldest.
     pub(super) async fn start_notify(&mut self) -> Result<Option<String>, String> {
         if self.wechat.paid_notes.is_empty() {
@@ -78,98 +62,79 @@ impl Simulation {
         .await
     }
 
-    pub(super) async fn start_refund_notify(&mut self) -> Result<Option<String>, String> {
-        if self.wechat.refund_notes.is_empty() {
-            return Ok(None);
+    fn some_known(&mut self) -> Option<(String, i64)> {
+        if self.known.is_empty() {
+            return None;
         }
-        let i = self.rng.random_range(0..self.wechat.refund_notes.len());
-        let out_refund_no = self.wechat.refund_notes.swap_remove(i);
-        self.start(Op::RefundNotify {
-            out_refund_no,
-            refund: None,
+        Some(self.known[self.rng.random_range(0..self.known.len())].clone())
+    }
+
+    pub(super) async fn start_cancel(&mut self) -> Result<Option<String>, String> {
+        let Some((payment_id, _)) = self.some_known() else {
+            return Ok(None);
+        };
+        let (read, attempts) = (None, None);
+        self.start(Op::Cancel {
+            payment_id,
+            read,
+            attempts,
         })
         .await
     }
 
-    pub(super) async fn start_cancel(&mut self) -> Result<Option<String>, String> {
-        if self.known.is_empty() {
+    pub(super) async fn start_new_attempt(&mut self) -> Result<Option<String>, String> {
+        let Some((payment_id, _)) = self.some_known() else {
             return Ok(None);
-        }
-        let (payment_id, _) = self.known[self.rng.random_range(0..self.known.len())].clone();
-        self.start(Op::Cancel {
+        };
+        self.start(Op::NewAttempt {
             payment_id,
             read: None,
         })
         .await
     }
 
-    /// A refund of a payment the client knows, for any amount up to the payment's; now and
-    /// then the same request again (the same merchant_refund_id).
-    pub(super) async fn start_refund(&mut self) -> Result<Option<String>, String> {
-        if self.known.is_empty() {
-            return Ok(None);
-        }
-        let (payment_id, amount) = self.known[self.rng.random_range(0..self.known.len())].clone();
-        let id = self.id("re");
-        let row = RefundRow {
-            id: id.clone(),
-            merchant_id: MERCHANT.into(),
-            payment_id: payment_id.clone(),
-            merchant_refund_id: format!("mr_{id}"),
-            out_refund_no: id,
-            amount: self.rng.random_range(1..=amount),
-            currency: "CNY".into(),
-            reason: None,
-            status: RefundStatus::Pending,
-            version: 1,
-            fingerprint: "f".into(),
-            submitted: Flag::from(false),
-            wechat_refund_id: None,
-            last_error: None,
-            created_at: self.now,
-            updated_at: self.now,
-            succeeded_at: None,
-            sync_due_at: Some(self.now + RETRY_MS),
-            sync_attempts: 0,
-            claimed_until: None,
-            // The sabotage: a refund written outside the payment's reservation.
-            attempt_out_trade_no: self.sabotage.then(|| payment_id.clone()),
-        };
-        self.start(Op::Refund {
-            row,
-            reserved: false,
-        })
-        .await
-    }
-
-    /// One store call of `op` (with the WeChat call before it, where the gateway makes one).
+    /// One store call of `op` (with the WeChat calls before it, where the gateway makes any).
     pub(super) async fn one_call(&mut self, op: &mut Op) -> Moved {
         match op {
             Op::Create { row, inserted } => self.create(row, inserted).await,
+            Op::NewAttempt { payment_id, read } => self.new_attempt(payment_id, read).await,
             Op::Notify {
                 out_trade_no,
                 tx,
                 payment,
             } => self.notify(out_trade_no, tx, payment).await,
-            Op::Sync { claimed } => self.sync(claimed).await,
-            Op::Cancel { payment_id, read } => self.cancel(payment_id, read).await,
-            Op::Refund { row, reserved } => self.refund(row, reserved).await,
+            Op::Sync => self.sync().await,
+            Op::SyncOne { p, attempts } => self.sync_one(p, attempts).await,
+            Op::Cancel {
+                payment_id,
+                read,
+                attempts,
+            } => self.cancel(payment_id, read, attempts).await,
+            Op::CloseOthers { p, open } => self.close_others(p, open).await,
+            Op::Duplicate {
+                p,
+                order,
+                tx,
+                attempt,
+            } => self.duplicate(p, order, tx, attempt).await,
+            Op::Refund {
+                row,
+                payment,
+                reserved,
+            } => self.refund(row, payment, reserved).await,
             Op::RefundNotify {
                 out_refund_no,
                 refund,
             } => self.refund_notify(out_refund_no, refund).await,
-            Op::RefundSync { claimed } => self.refund_sync(claimed).await,
+            Op::RefundSync => self.refund_sync().await,
+            Op::RefundOne { row, payment } => self.refund_one(row, payment).await,
             Op::Deliver { claimed } => self.deliver(claimed).await,
         }
     }
 
     async fn create(&mut self, row: &PaymentRow, inserted: &mut bool) -> Moved {
         if !*inserted {
-            let outcome = self
-                .store
-                .insert_payment(row)
-                .await
-                .map_err(|e| e.to_string())?;
+            let outcome = self.store.insert_payment(row).await.map_err(err)?;
             *inserted = outcome == InsertOutcome::Inserted;
             return Ok((!*inserted, Some(row.id.clone())));
         }
@@ -183,59 +148,117 @@ impl Simulation {
         Ok((true, None))
     }
 
-    async fn paid(&mut self, p: &PaymentRow, tx: &str, source: &str) -> Moved {
+    async fn new_attempt(&mut self, payment_id: &str, read: &mut Option<PaymentRow>) -> Moved {
+        let Some(p) = read.take() else {
+            *read = self
+                .store
+                .payment(MERCHANT, payment_id)
+                .await
+                .map_err(err)?;
+            *read = read.take().filter(|p| p.status == PaymentStatus::Pending);
+            return Ok((read.is_none(), None));
+        };
+        let started = self
+            .store
+            .start_attempt(&p, Integration::Native, self.now)
+            .await;
+        if let AttemptStart::Started(a) = started.map_err(err)? {
+            let fate = self.fate();
+            self.wechat.prepay(&a.out_trade_no, p.amount, fate);
+            self.tally.attempts += 1;
+        }
+        Ok((true, Some(p.id)))
+    }
+
+    /// WeChat says `order` of `p` was paid by `tx`: the payment succeeds (then its other
+    /// orders are closed), or, paid already by another, this order is refunded.
+    async fn paid(&mut self, p: &PaymentRow, order: &str, tx: &str, source: &str) -> Moved {
+        let by_another = |q: &PaymentRow| q.transaction_id.as_deref().is_some_and(|t| t != tx);
+        if by_another(p) {
+            self.continue_with(self.duplicate_op(p, order, tx));
+            return Ok((true, Some(p.id.clone())));
+        }
         let facts = TransitionFacts {
             now: self.now,
             source: source.into(),
             transaction_id: Some(tx.to_string()),
             paid_at: Some(self.now),
-            out_trade_no: Some(p.out_trade_no.clone()),
+            out_trade_no: Some(order.to_string()),
             payer: None,
         };
-        self.transition(p, PaymentEvent::Paid, &facts).await
-    }
-
-    async fn transition(&mut self, p: &PaymentRow, e: PaymentEvent, f: &TransitionFacts) -> Moved {
         let store = &self.store;
-        match store
-            .transition(MERCHANT, &p.id, e, f, render_payment)
-            .await
-        {
-            Ok(outcome) => self.note(matches!(outcome, TransitionOutcome::Changed { .. })),
-            // A cancel and an expiry both closed the order: the first to write wins.
-            Err(StoreError::Transition(_)) if e != PaymentEvent::Paid => self.note("raced"),
-            Err(err) => return Err(format!("{} {e:?}: {err}", p.id)),
+        let outcome = store.transition(MERCHANT, &p.id, PaymentEvent::Paid, &facts, render_payment);
+        match outcome.await.map_err(|e| format!("{} paid: {e}", p.id))? {
+            TransitionOutcome::Changed { payment, .. } => {
+                self.note("paid");
+                self.continue_with(Op::CloseOthers {
+                    p: payment,
+                    open: None,
+                });
+            }
+            TransitionOutcome::Unchanged(now) if by_another(&now) => {
+                self.continue_with(self.duplicate_op(&now, order, tx));
+            }
+            TransitionOutcome::Unchanged(_) => self.note("again"),
         }
         Ok((true, Some(p.id.clone())))
+    }
+
+    fn duplicate_op(&self, p: &PaymentRow, order: &str, tx: &str) -> Op {
+        Op::Duplicate {
+            p: p.clone(),
+            order: order.to_string(),
+            tx: tx.to_string(),
+            attempt: None,
+        }
     }
 
     async fn notify(&mut self, no: &str, tx: &str, payment: &mut Option<PaymentRow>) -> Moved {
         let Some(p) = payment.take() else {
             let found = self.store.payment_by_out_trade_no(MERCHANT, no).await;
-            *payment = found.map_err(|e| e.to_string())?;
+            *payment = found.map_err(err)?;
             return Ok((payment.is_none(), None));
         };
-        self.paid(&p, tx, "callback").await
+        self.paid(&p, no, tx, "callback").await
     }
 
-    async fn sync(&mut self, claimed: &mut Option<Vec<PaymentRow>>) -> Moved {
-        let Some(list) = claimed else {
-            let mut rows = self
-                .store
-                .claim_due_syncs(self.now, CLAIM_BATCH)
-                .await
-                .map_err(|e| e.to_string())?;
-            rows.sort_by(|a, b| a.id.cmp(&b.id));
-            let done = rows.is_empty();
-            *claimed = Some(rows);
-            return Ok((done, None));
+    async fn sync(&mut self) -> Moved {
+        let mut rows = self
+            .store
+            .claim_due_syncs(self.now, CLAIM_BATCH)
+            .await
+            .map_err(err)?;
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        for p in rows {
+            self.continue_with(Op::SyncOne { p, attempts: None });
+        }
+        Ok((true, None))
+    }
+
+    /// One claimed payment: its earlier orders first (one paid wins), then its current one:
+    /// paid, past its time (closed), or looked at again later.
+    async fn sync_one(
+        &mut self,
+        p: &PaymentRow,
+        attempts: &mut Option<Vec<PaymentAttemptRow>>,
+    ) -> Moved {
+        let Some(list) = attempts.take() else {
+            *attempts = Some(self.store.payment_attempts(&p.id).await.map_err(err)?);
+            return Ok((false, None));
         };
-        let p = list.remove(0);
-        let done = list.is_empty();
-        let order = self.wechat.orders.get(&p.out_trade_no).cloned();
-        let (finished, touched) = match order.and_then(|o| o.paid) {
-            Some(tx) => self.paid(&p, &tx, "sync").await?,
-            None if self.now >= p.expires_at => self.close(&p, PaymentEvent::Expired).await?,
+        if let Some((order, tx)) = self.earlier_paid(p, &list) {
+            return self.paid(p, &order, &tx, "sync").await;
+        }
+        let current = self
+            .wechat
+            .orders
+            .get(&p.out_trade_no)
+            .and_then(|o| o.paid.clone());
+        match current {
+            Some(tx) => self.paid(p, &p.out_trade_no.clone(), &tx, "sync").await,
+            None if self.now >= p.expires_at => {
+                self.close_all(p, &list, PaymentEvent::Expired).await
+            }
             None => {
                 let attempts = p.sync_attempts + 1;
                 let next = self.now + RETRY_MS * (1 << attempts.min(5));
@@ -243,50 +266,165 @@ impl Simulation {
                 store
                     .reschedule_sync(&p.id, Some(next), attempts)
                     .await
-                    .map_err(|e| e.to_string())?;
-                (true, Some(p.id.clone()))
+                    .map_err(err)?;
+                Ok((true, Some(p.id.clone())))
             }
-        };
-        Ok((done && finished, touched))
+        }
     }
 
-    /// Closes the order at WeChat, then the payment: or finds it paid and applies that.
-    async fn close(&mut self, p: &PaymentRow, event: PaymentEvent) -> Moved {
-        let fate = self.fate();
-        if fate == Fate::LostBefore {
+    /// An open earlier order of `p` that WeChat has paid.
+    fn earlier_paid(
+        &self,
+        p: &PaymentRow,
+        attempts: &[PaymentAttemptRow],
+    ) -> Option<(String, String)> {
+        attempts
+            .iter()
+            .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no)
+            .find_map(|a| {
+                let order = self.wechat.orders.get(&a.out_trade_no)?;
+                Some((a.out_trade_no.clone(), order.paid.clone()?))
+            })
+    }
+
+    /// Ends a payment: its earlier orders closed at WeChat, then its current one; an order
+    /// found paid wins, else `event` (cancelled or expired) is applied.
+    async fn close_all(
+        &mut self,
+        p: &PaymentRow,
+        attempts: &[PaymentAttemptRow],
+        event: PaymentEvent,
+    ) -> Moved {
+        let earlier = attempts
+            .iter()
+            .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
+        let mut orders: Vec<String> = earlier.map(|a| a.out_trade_no.clone()).collect();
+        orders.push(p.out_trade_no.clone());
+        for order in orders {
+            let fate = self.fate();
+            if fate == Fate::LostBefore {
+                return Ok((true, None));
+            }
+            let closed = self.wechat.close(&order);
+            match (closed, fate) {
+                (Err(tx), Fate::Answered) => return self.paid(p, &order, &tx, "close").await,
+                (Ok(()), Fate::Answered) => {}
+                // The answer was lost: the payment does not end now.
+                _ => return Ok((true, None)),
+            }
+        }
+        let facts = TransitionFacts {
+            now: self.now,
+            source: "close".into(),
+            ..TransitionFacts::default()
+        };
+        let store = &self.store;
+        match store
+            .transition(MERCHANT, &p.id, event, &facts, render_payment)
+            .await
+        {
+            Ok(outcome) => self.note(matches!(outcome, TransitionOutcome::Changed { .. })),
+            // A cancel and an expiry both closed the orders: the first to write wins.
+            Err(StoreError::Transition(_)) => self.note("raced"),
+            Err(e) => return Err(format!("{} {event:?}: {e}", p.id)),
+        }
+        Ok((true, Some(p.id.clone())))
+    }
+
+    async fn cancel(
+        &mut self,
+        payment_id: &str,
+        read: &mut Option<PaymentRow>,
+        attempts: &mut Option<Vec<PaymentAttemptRow>>,
+    ) -> Moved {
+        let Some(p) = read.clone() else {
+            *read = self
+                .store
+                .payment(MERCHANT, payment_id)
+                .await
+                .map_err(err)?;
+            *read = read.take().filter(|p| p.status == PaymentStatus::Pending);
+            return Ok((read.is_none(), None));
+        };
+        let Some(list) = attempts.take() else {
+            *attempts = Some(self.store.payment_attempts(&p.id).await.map_err(err)?);
+            return Ok((false, None));
+        };
+        self.close_all(&p, &list, PaymentEvent::Cancelled).await
+    }
+
+    /// After a payment: each of its other open orders closed at WeChat and then in the store;
+    /// one found paid is the payer paying twice. A lost answer stops the round (the gateway
+    /// logs it and goes on).
+    async fn close_others(
+        &mut self,
+        p: &PaymentRow,
+        open: &mut Option<Vec<PaymentAttemptRow>>,
+    ) -> Moved {
+        let Some(list) = open else {
+            let all = self.store.payment_attempts(&p.id).await.map_err(err)?;
+            let others: Vec<PaymentAttemptRow> = all
+                .into_iter()
+                .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no)
+                .collect();
+            let done = others.is_empty();
+            *open = Some(others);
+            return Ok((done, None));
+        };
+        let a = list.remove(0);
+        let done = list.is_empty();
+        if self.fate() != Fate::Answered {
             return Ok((true, None));
         }
-        let closed = self.wechat.close(&p.out_trade_no);
-        match (closed, fate) {
-            (Err(tx), Fate::Answered) => self.paid(p, &tx, "close").await,
-            (Ok(()), Fate::Answered) => {
-                let facts = TransitionFacts {
-                    now: self.now,
-                    source: "close".into(),
-                    transaction_id: None,
-                    paid_at: None,
-                    out_trade_no: None,
-                    payer: None,
-                };
-                self.transition(p, event, &facts).await
+        match self.wechat.close(&a.out_trade_no) {
+            Ok(()) => {
+                let store = &self.store;
+                store
+                    .close_attempt(MERCHANT, &a.out_trade_no, self.now)
+                    .await
+                    .map_err(err)?;
             }
-            // The answer was lost: the gateway learns nothing now.
-            _ => Ok((true, None)),
+            Err(tx) => self.continue_with(self.duplicate_op(p, &a.out_trade_no, &tx)),
         }
+        Ok((done, Some(p.id.clone())))
     }
 
-    async fn cancel(&mut self, payment_id: &str, read: &mut Option<PaymentRow>) -> Moved {
-        let Some(p) = read.take() else {
-            let p = self.store.payment(MERCHANT, payment_id).await;
-            *read = p.map_err(|e| e.to_string())?;
-            let pending = read
-                .as_ref()
-                .is_some_and(|p| p.status == PaymentStatus::Pending);
-            if !pending {
-                *read = None;
-            }
-            return Ok((!pending, None));
+    /// An order paid twice: its attempt read, then marked with its event and ledger posting,
+    /// and refunded in full (`dup_{order}`: made once, however often it is found).
+    async fn duplicate(
+        &mut self,
+        p: &PaymentRow,
+        order: &str,
+        tx: &str,
+        attempt: &mut Option<PaymentAttemptRow>,
+    ) -> Moved {
+        let store = &self.store;
+        let Some(a) = attempt.take() else {
+            let found = store.payment_attempt(MERCHANT, order).await.map_err(err)?;
+            let Some((a, _)) = found else {
+                return Err(format!("no attempt {order} of {}", p.id));
+            };
+            *attempt = Some(a);
+            return Ok((false, None));
         };
-        self.close(&p, PaymentEvent::Cancelled).await
+        let event = (
+            format!("evt_{order}_dup"),
+            format!("{{\"duplicate\":\"{order}\"}}"),
+        );
+        let row = self.refund_row(&p.id, Some(format!("dup_{order}")), p.amount, Some(order));
+        let marked = self
+            .store
+            .mark_duplicate(&a, tx, self.now, event, &row)
+            .await;
+        if marked.map_err(err)? {
+            self.tally.duplicates += 1;
+        }
+        // Then `refund_duplicate`: the refund found (written with the mark) and sent.
+        self.continue_with(Op::Refund {
+            row,
+            payment: Some(p.clone()),
+            reserved: false,
+        });
+        Ok((true, Some(p.id.clone())))
     }
 }
