@@ -5,22 +5,14 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
+const { PHONE, startDemo } = require('./demo');
 
-const BIN = process.env.WXGATE_BIN || path.join(__dirname, '..', '..', 'target', 'debug', 'wxgate');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = path.join(__dirname, 'screenshots');
-const PHONE = {
-  viewport: { width: 390, height: 844 },
-  userAgent:
-    'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1',
-  isMobile: true,
-  hasTouch: true,
-};
 
 let demo;
 let data;
@@ -31,19 +23,9 @@ let browser;
 before(async () => {
   data = fs.mkdtempSync(path.join(os.tmpdir(), 'wxgate-e2e-'));
   fs.mkdirSync(SHOTS, { recursive: true });
-  demo = spawn(BIN, ['demo', '--data', data, '--listen', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, RUST_LOG: 'warn' },
-  });
-  base = await new Promise((resolve, reject) => {
-    let out = '';
-    demo.on('exit', (code) => reject(new Error(`wxgate demo exited with ${code}`)));
-    demo.stdout.on('data', (chunk) => {
-      out += chunk;
-      const m = out.match(/wxgate demo on (http:\/\/[0-9.:]+)/);
-      if (m) resolve(m[1]);
-    });
-  });
+  const started = startDemo(data);
+  demo = started.demo;
+  base = await started.base;
   key = JSON.parse(fs.readFileSync(path.join(data, 'demo.json'), 'utf8')).api_key;
   browser = await chromium.launch({
     executablePath: CHROMIUM,

@@ -5,45 +5,20 @@
 // checks the pages; this only renders them with a shop's real-looking order.
 'use strict';
 
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
+const { PHONE, startDemo } = require('./demo');
 
 const ROOT = path.join(__dirname, '..', '..');
-const BIN = process.env.WXGATE_BIN || path.join(ROOT, 'target', 'debug', 'wxgate');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const DOCS = path.join(ROOT, 'docs');
 const DESKTOP = { viewport: { width: 1280, height: 800 } };
-const PHONE = {
-  viewport: { width: 390, height: 844 },
-  userAgent:
-    'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1',
-  isMobile: true,
-  hasTouch: true,
-};
 const ORDERS = {
   en: { description: 'Tieguanyin oolong tea, 250 g', amount: 12850 },
   zh: { description: '安溪铁观音 250 克', amount: 12850 },
 };
-
-function startDemo(data) {
-  const demo = spawn(BIN, ['demo', '--data', data, '--listen', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, RUST_LOG: 'warn' },
-  });
-  const base = new Promise((resolve, reject) => {
-    let out = '';
-    demo.on('exit', (code) => reject(new Error(`wxgate demo exited with ${code}`)));
-    demo.stdout.on('data', (chunk) => {
-      out += chunk;
-      const m = out.match(/wxgate demo on (http:\/\/[0-9.:]+)/);
-      if (m) resolve(m[1]);
-    });
-  });
-  return { demo, base };
-}
 
 async function hostedPayment(base, key, lang) {
   const res = await fetch(`${base}/v1/payments`, {

@@ -605,6 +605,28 @@ pub async fn reports_stream_every_row_of_the_range(t: TestGateway) {
     }
 }
 
+/// A native payment of `amount` paid, `refund` of it refunded, and the day reconciled the next
+/// morning with no discrepancy: the reconciliation.
+async fn paid_refunded_and_reconciled(t: &TestGateway, amount: (i64, &str), refund: i64) -> Value {
+    let body = json!({"amount": amount.0, "currency": amount.1, "merchant_order_id": order("xb"),
+        "description": "Tea set", "integration": "native"});
+    let (status, p) = t.create(body).await;
+    assert_eq!(status, 201, "{p}");
+    let id = p["id"].as_str().unwrap().to_string();
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    t.wait_status(&id, "succeeded").await;
+    refunded(t, &id, refund).await;
+    next_morning(t).await;
+    let r = reconcile_today(t).await;
+    assert_eq!(
+        (r["status"].as_str(), r["discrepancy_count"].as_i64()),
+        (Some("completed"), Some(0)),
+        "{r}"
+    );
+    r
+}
+
 pub async fn a_cross_border_day_reconciles_against_the_statement(t: TestGateway) {
     assert!(
         t.store
@@ -612,22 +634,7 @@ pub async fn a_cross_border_day_reconciles_against_the_statement(t: TestGateway)
             .await
             .unwrap()
     );
-    let body = json!({"amount": 1999, "currency": "USD", "merchant_order_id": order("xb"),
-        "description": "Blue mug", "integration": "native"});
-    let (status, p) = t.create(body).await;
-    assert_eq!(status, 201, "{p}");
-    let id = p["id"].as_str().unwrap().to_string();
-    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
-        .await;
-    t.wait_status(&id, "succeeded").await;
-    refunded(&t, &id, 500).await;
-    next_morning(&t).await;
-    let r = reconcile_today(&t).await;
-    assert_eq!(
-        (r["status"].as_str(), r["discrepancy_count"].as_i64()),
-        (Some("completed"), Some(0)),
-        "{r}"
-    );
+    let r = paid_refunded_and_reconciled(&t, (1999, "USD"), 500).await;
     assert_eq!(r["totals"]["wechat_payment_amount"], 1999);
     assert_eq!(r["totals"]["wechat_refund_amount"], 500);
     // Settled in USD, less WeChat's 0.60 % (12 cents), the refund, and the fee it returned (3).
@@ -671,22 +678,7 @@ pub async fn a_day_settled_in_another_currency_converts_in_the_ledger(t: TestGat
         )
         .await;
     assert_eq!(status, 204);
-    let body = json!({"amount": 10_000, "currency": "HKD", "merchant_order_id": order("fx"),
-        "description": "Tea set", "integration": "native"});
-    let (status, p) = t.create(body).await;
-    assert_eq!(status, 201, "{p}");
-    let id = p["id"].as_str().unwrap().to_string();
-    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
-        .await;
-    t.wait_status(&id, "succeeded").await;
-    refunded(&t, &id, 2_500).await;
-    next_morning(&t).await;
-    let r = reconcile_today(&t).await;
-    assert_eq!(
-        (r["status"].as_str(), r["discrepancy_count"].as_i64()),
-        (Some("completed"), Some(0)),
-        "{r}"
-    );
+    paid_refunded_and_reconciled(&t, (10_000, "HKD"), 2_500).await;
     // At the simulator's rates HK$100.00 settles as US$12.81 and HK$25.00 as US$3.20. The fee
     // (HK$0.60, HK$0.15 returned) comes out of the USD at each row's rate: 8 and 2 cents.
     let (_, b) = t.call(reqwest::Method::GET, "/v1/balance", None, &[]).await;
