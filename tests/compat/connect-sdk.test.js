@@ -6,13 +6,11 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const connectSdk = require('connect-sdk-nodejs');
-
-const BIN = process.env.WXGATE_BIN || path.join(__dirname, '..', '..', 'target', 'debug', 'wxgate');
+const { startDemo, stopDemo } = require('../demo');
 
 let demo;
 let data;
@@ -21,28 +19,14 @@ let info;
 
 before(async () => {
   data = fs.mkdtempSync(path.join(os.tmpdir(), 'wxgate-connect-'));
-  demo = spawn(BIN, ['demo', '--data', data, '--listen', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, RUST_LOG: 'warn' },
-  });
-  base = await new Promise((resolve, reject) => {
-    let out = '';
-    demo.on('exit', (code) => reject(new Error(`wxgate demo exited with ${code}`)));
-    demo.stdout.on('data', (chunk) => {
-      out += chunk;
-      const m = out.match(/wxgate demo on (http:\/\/[0-9.:]+)/);
-      if (m) resolve(m[1]);
-    });
-  });
+  const started = startDemo(data);
+  demo = started.demo;
+  base = await started.base;
   info = JSON.parse(fs.readFileSync(path.join(data, 'demo.json'), 'utf8'));
 });
 
 after(async () => {
-  if (demo && demo.exitCode === null) {
-    const exited = new Promise((resolve) => demo.once('exit', resolve));
-    demo.kill('SIGTERM');
-    await exited;
-  }
+  await stopDemo(demo);
   if (data) fs.rmSync(data, { recursive: true, force: true });
 });
 

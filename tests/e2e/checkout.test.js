@@ -9,7 +9,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
-const { PHONE, startDemo } = require('./demo');
+const { PHONE, startDemo, stopDemo } = require('../demo');
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = path.join(__dirname, 'screenshots');
@@ -38,12 +38,7 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close();
-  if (demo && demo.exitCode === null) {
-    // The demo saves the simulator's state as it stops: remove its folder only once it has.
-    const exited = new Promise((resolve) => demo.once('exit', resolve));
-    demo.kill('SIGTERM');
-    await exited;
-  }
+  await stopDemo(demo);
   if (data) fs.rmSync(data, { recursive: true, force: true });
 });
 

@@ -9,7 +9,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
-const { PHONE, startDemo } = require('./demo');
+const { PHONE, startDemo, stopDemo } = require('../demo');
 
 const ROOT = path.join(__dirname, '..', '..');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -66,9 +66,7 @@ async function main() {
     }
   } finally {
     if (browser) await browser.close();
-    const exited = new Promise((resolve) => demo.once('exit', resolve));
-    demo.kill('SIGTERM');
-    await exited;
+    await stopDemo(demo);
     fs.rmSync(data, { recursive: true, force: true });
   }
 }

@@ -210,17 +210,9 @@ impl Store {
             created_at: now,
         };
         insert_event(&mut tx, &event, &attempt.payment_id).await?;
-        // The order's refund, in the same transaction: no order is marked without it.
-        let (known,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM refunds WHERE merchant_id = $1 AND merchant_refund_id = $2",
-        )
-        .bind(&refund.merchant_id)
-        .bind(&refund.merchant_refund_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if known == 0 {
-            crate::refunds::insert_refund(&mut tx, refund).await?;
-        }
+        // The order's refund, in the same transaction: no order is marked without it. An order
+        // is marked once (the UPDATE above), so its refund is new.
+        crate::refunds::insert_refund(&mut tx, refund).await?;
         tx.commit().await?;
         self.events_written();
         Ok(true)

@@ -308,7 +308,7 @@ async fn record_duplicate(
     gw.store()
         .mark_duplicate(&attempt, transaction_id, gw.now_ms(), event, &refund)
         .await?;
-    crate::app::refunds::refund_duplicate(gw, p, &attempt.out_trade_no).await?;
+    crate::app::refunds::refund_duplicate(gw, p, &refund).await?;
     Ok(p.clone())
 }
 

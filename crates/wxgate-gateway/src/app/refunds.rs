@@ -264,18 +264,15 @@ pub fn duplicate_refund(gw: &Gateway, p: &PaymentRow, out_trade_no: &str) -> Ref
     )
 }
 
-/// Sends the refund of a twice-paid order to WeChat, unless it was sent already (the
-/// background round sees a sent one through, and takes over an unsent one if this fails).
+/// Sends the refund of a twice-paid order (`row`, as [`duplicate_refund`] made it for the
+/// order's mark) to WeChat, unless it was sent already (the background round sees a sent one
+/// through, and takes over an unsent one if this fails).
 pub async fn refund_duplicate(
     gw: &Gateway,
     p: &PaymentRow,
-    out_trade_no: &str,
+    row: &RefundRow,
 ) -> anyhow::Result<RefundRow> {
-    let row = match gw
-        .store()
-        .reserve_refund(&duplicate_refund(gw, p, out_trade_no))
-        .await?
-    {
+    let row = match gw.store().reserve_refund(row).await? {
         ReserveOutcome::Reserved(r) => *r,
         ReserveOutcome::Existing(existing)
             if existing.status == RefundStatus::Pending && !existing.submitted.is_set() =>

@@ -14,29 +14,29 @@ const DRAIN_TICK_MS: i64 = 120_000;
 /// Past every payment's expiry (two hours).
 const PAST_EXPIRY_MS: i64 = 3 * 3_600_000;
 
+/// A payment and its refunds, as read for a check.
+pub(super) type Loaded = (PaymentRow, Vec<RefundRow>);
+
 fn ensure(ok: bool, what: impl FnOnce() -> String) -> Verdict {
     if ok { Ok(()) } else { Err(what()) }
 }
 
 impl Simulation {
     /// A payment's sums against its refunds, its status against WeChat's order, and its
-    /// refunds against WeChat's.
-    pub(super) async fn check_payment(&mut self, id: &str) -> Verdict {
-        let Some(p) = self
-            .store
-            .payment(MERCHANT, id)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
+    /// refunds against WeChat's. Returns what it read (none when the payment has no row).
+    pub(super) async fn check_payment(&mut self, id: &str) -> Result<Option<Loaded>, String> {
+        let Some(p) = self.store.payment(MERCHANT, id).await.map_err(err)? else {
             // Only a create that never reached its insert leaves no row; the client was
             // never told of it.
             let told = self.known.iter().any(|(k, _)| k == id);
-            return ensure(!told, || format!("acknowledged payment {id} is missing"));
+            ensure(!told, || format!("acknowledged payment {id} is missing"))?;
+            return Ok(None);
         };
         let refunds = self.store.refunds_for_payment(MERCHANT, id).await;
-        let refunds = refunds.map_err(|e| e.to_string())?;
+        let refunds = refunds.map_err(err)?;
         self.check_sums(&p, &refunds)?;
-        self.check_against_wechat(&p, &refunds)
+        self.check_against_wechat(&p, &refunds)?;
+        Ok(Some((p, refunds)))
     }
 
     fn check_sums(&self, p: &PaymentRow, refunds: &[RefundRow]) -> Verdict {
@@ -144,7 +144,7 @@ impl Simulation {
         let mut any = false;
         for (no, tx) in paid {
             let found = self.store.payment_attempt(MERCHANT, &no).await;
-            let open = found.map_err(|e| e.to_string())?;
+            let open = found.map_err(err)?;
             if open.is_some_and(|(a, _)| a.status == AttemptStatus::Open) {
                 any = true;
                 self.tally.repaired += 1;
@@ -165,7 +165,7 @@ impl Simulation {
         for (no, o) in self.wechat.orders.iter().filter(|(_, o)| o.paid.is_some()) {
             let p = self.store.payment_by_out_trade_no(MERCHANT, no).await;
             let p = p
-                .map_err(|e| e.to_string())?
+                .map_err(err)?
                 .ok_or_else(|| format!("order {no} has no payment"))?;
             let paid_it = matches!(
                 p.status,
@@ -178,7 +178,7 @@ impl Simulation {
                 .store
                 .refund_by_merchant_refund_id(MERCHANT, &format!("dup_{no}"))
                 .await;
-            let refund = refund.map_err(|e| e.to_string())?;
+            let refund = refund.map_err(err)?;
             // Returned in full; or WeChat closed the refund, which the merchant hears of
             // (refund.failed) and a person settles.
             let returned = refund.as_ref().is_some_and(|r| {
@@ -197,31 +197,19 @@ impl Simulation {
 
     /// Each status a payment or refund reached was announced exactly once, and each order
     /// paid twice once, with versions in order.
-    async fn check_events(&self, payment_id: &str) -> Verdict {
+    async fn check_events(&self, (p, refunds): &Loaded) -> Verdict {
         let store = &self.store;
-        let p = store
-            .payment(MERCHANT, payment_id)
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(p) = p else { return Ok(()) };
-        let attempts = store
-            .payment_attempts(payment_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let attempts = store.payment_attempts(&p.id).await.map_err(err)?;
         let twice = attempts
             .iter()
             .filter(|a| a.status == AttemptStatus::Duplicate)
             .count();
         let mut objects = vec![(p.id.clone(), p.status != PaymentStatus::Pending, twice)];
-        let refunds = store.refunds_for_payment(MERCHANT, payment_id).await;
-        for r in refunds.map_err(|e| e.to_string())? {
+        for r in refunds {
             objects.push((r.id.clone(), r.status != RefundStatus::Pending, 0));
         }
         for (object, finished, twice) in objects {
-            let events = store
-                .events_for(MERCHANT, &object)
-                .await
-                .map_err(|e| e.to_string())?;
+            let events = store.events_for(MERCHANT, &object).await.map_err(err)?;
             let versions: Vec<i64> = events.iter().map(|e| e.object_version).collect();
             let ordered = versions.windows(2).all(|w| w[0] < w[1]);
             let mut statuses: Vec<&str> = events
@@ -242,11 +230,7 @@ impl Simulation {
     }
 
     pub(super) async fn check_ledger(&self) -> Verdict {
-        let violations = self
-            .store
-            .ledger_violations()
-            .await
-            .map_err(|e| e.to_string())?;
+        let violations = self.store.ledger_violations().await.map_err(err)?;
         ensure(violations.is_empty(), || format!("ledger: {violations:?}"))
     }
 
@@ -255,13 +239,14 @@ impl Simulation {
     pub(super) async fn check_all(&mut self) -> Verdict {
         let known: Vec<String> = self.known.iter().map(|(id, _)| id.clone()).collect();
         for id in &known {
-            self.check_payment(id).await?;
-            self.check_events(id).await?;
+            if let Some(loaded) = self.check_payment(id).await? {
+                self.check_events(&loaded).await?;
+            }
         }
         self.check_paid_orders().await?;
         for (no, w) in &self.wechat.refunds {
             let r = self.store.refund_by_out_refund_no(MERCHANT, no).await;
-            let status = r.map_err(|e| e.to_string())?.map(|r| r.status);
+            let status = r.map_err(err)?.map(|r| r.status);
             let expected = match w.state {
                 RefundState::Success => RefundStatus::Succeeded,
                 RefundState::Closed => RefundStatus::Failed,
@@ -273,11 +258,9 @@ impl Simulation {
         }
         let far = self.now + 365 * 86_400_000;
         let left = self.store.claim_due_deliveries(far, 1, 1, &[]).await;
-        ensure(left.map_err(|e| e.to_string())?.is_empty(), || {
-            "deliveries left".into()
-        })?;
+        ensure(left.map_err(err)?.is_empty(), || "deliveries left".into())?;
         let left = self.store.claim_due_refunds(far, 1).await;
-        ensure(left.map_err(|e| e.to_string())?.is_empty(), || {
+        ensure(left.map_err(err)?.is_empty(), || {
             "refunds left pending".into()
         })?;
         self.check_ledger().await

@@ -42,6 +42,11 @@ const RETRY_MS: i64 = 10_000;
 const MERCHANT: &str = "mch_sim";
 const ENDPOINT: &str = "we_sim";
 
+/// A store error as the run reports it.
+fn err(e: StoreError) -> String {
+    e.to_string()
+}
+
 /// A payment's event as the store writes it: an id unique per version, and its status.
 fn render_payment(p: &PaymentRow) -> (String, String) {
     (
@@ -164,7 +169,7 @@ pub struct Simulation {
     next_id: u64,
     trace: DefaultHasher,
     pub tally: Tally,
-    /// Test-only sabotage: a refund written outside its payment's reservation, once.
+    /// Test-only sabotage: every refund written outside its payment's reservation.
     pub sabotage: bool,
 }
 
@@ -324,7 +329,7 @@ impl Simulation {
             .one_call(&mut op)
             .await
             .map_err(|e| format!("{op:?}: {e}"))?;
-        self.note(format!("{op:?}").len());
+        self.note((done, &touched));
         if done {
             self.in_flight.remove(i);
         } else {

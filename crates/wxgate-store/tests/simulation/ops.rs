@@ -10,8 +10,14 @@ use super::*;
 /// What one move of an operation led to: whether it is done, and the payment it touched.
 pub(super) type Moved = Result<(bool, Option<String>), String>;
 
-fn err(e: StoreError) -> String {
-    e.to_string()
+/// A payment's open orders other than its current one.
+fn other_open<'a>(
+    p: &'a PaymentRow,
+    attempts: &'a [PaymentAttemptRow],
+) -> impl Iterator<Item = &'a PaymentAttemptRow> {
+    attempts
+        .iter()
+        .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no)
 }
 
 impl Simulation {
@@ -73,11 +79,10 @@ impl Simulation {
         let Some((payment_id, _)) = self.some_known() else {
             return Ok(None);
         };
-        let (read, attempts) = (None, None);
         self.start(Op::Cancel {
             payment_id,
-            read,
-            attempts,
+            read: None,
+            attempts: None,
         })
         .await
     }
@@ -150,13 +155,7 @@ impl Simulation {
 
     async fn new_attempt(&mut self, payment_id: &str, read: &mut Option<PaymentRow>) -> Moved {
         let Some(p) = read.take() else {
-            *read = self
-                .store
-                .payment(MERCHANT, payment_id)
-                .await
-                .map_err(err)?;
-            *read = read.take().filter(|p| p.status == PaymentStatus::Pending);
-            return Ok((read.is_none(), None));
+            return self.read_pending(payment_id, read).await;
         };
         let started = self
             .store
@@ -168,6 +167,18 @@ impl Simulation {
             self.tally.attempts += 1;
         }
         Ok((true, Some(p.id)))
+    }
+
+    /// The first move of an operation on a pending payment: the payment read; the operation
+    /// ends here unless it is still pending.
+    async fn read_pending(&mut self, payment_id: &str, read: &mut Option<PaymentRow>) -> Moved {
+        let found = self
+            .store
+            .payment(MERCHANT, payment_id)
+            .await
+            .map_err(err)?;
+        *read = found.filter(|p| p.status == PaymentStatus::Pending);
+        Ok((read.is_none(), None))
     }
 
     /// WeChat says `order` of `p` was paid by `tx`: the payment succeeds (then its other
@@ -278,13 +289,10 @@ impl Simulation {
         p: &PaymentRow,
         attempts: &[PaymentAttemptRow],
     ) -> Option<(String, String)> {
-        attempts
-            .iter()
-            .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no)
-            .find_map(|a| {
-                let order = self.wechat.orders.get(&a.out_trade_no)?;
-                Some((a.out_trade_no.clone(), order.paid.clone()?))
-            })
+        other_open(p, attempts).find_map(|a| {
+            let order = self.wechat.orders.get(&a.out_trade_no)?;
+            Some((a.out_trade_no.clone(), order.paid.clone()?))
+        })
     }
 
     /// Ends a payment: its earlier orders closed at WeChat, then its current one; an order
@@ -295,9 +303,7 @@ impl Simulation {
         attempts: &[PaymentAttemptRow],
         event: PaymentEvent,
     ) -> Moved {
-        let earlier = attempts
-            .iter()
-            .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
+        let earlier = other_open(p, attempts);
         let mut orders: Vec<String> = earlier.map(|a| a.out_trade_no.clone()).collect();
         orders.push(p.out_trade_no.clone());
         for order in orders {
@@ -338,13 +344,7 @@ impl Simulation {
         attempts: &mut Option<Vec<PaymentAttemptRow>>,
     ) -> Moved {
         let Some(p) = read.clone() else {
-            *read = self
-                .store
-                .payment(MERCHANT, payment_id)
-                .await
-                .map_err(err)?;
-            *read = read.take().filter(|p| p.status == PaymentStatus::Pending);
-            return Ok((read.is_none(), None));
+            return self.read_pending(payment_id, read).await;
         };
         let Some(list) = attempts.take() else {
             *attempts = Some(self.store.payment_attempts(&p.id).await.map_err(err)?);
@@ -363,10 +363,7 @@ impl Simulation {
     ) -> Moved {
         let Some(list) = open else {
             let all = self.store.payment_attempts(&p.id).await.map_err(err)?;
-            let others: Vec<PaymentAttemptRow> = all
-                .into_iter()
-                .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no)
-                .collect();
+            let others: Vec<PaymentAttemptRow> = other_open(p, &all).cloned().collect();
             let done = others.is_empty();
             *open = Some(others);
             return Ok((done, None));

@@ -5,10 +5,6 @@
 use super::ops::Moved;
 use super::*;
 
-fn err(e: StoreError) -> String {
-    e.to_string()
-}
-
 fn render_refund(r: &RefundRow) -> (String, String) {
     (
         format!("evt_{}_{}", r.id, r.version),

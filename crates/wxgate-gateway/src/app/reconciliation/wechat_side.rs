@@ -154,11 +154,8 @@ fn statement_row(input: &mut DayInput, row: StatementRow) -> anyhow::Result<()> 
             let settlement = row
                 .settlement_amount
                 .minor_units("应结订单金额", exponent(&row.settlement_currency)?)?;
-            let settled_fee = if row.settlement_currency == row.currency {
-                fee
-            } else {
-                recon::at_row_rate(fee, settlement, amount)
-            };
+            let converted = row.settlement_currency != row.currency;
+            let settled_fee = in_settlement(fee, (settlement, amount), converted);
             input
                 .flows
                 .push(flow(&row.transaction_id, FlowKind::Settlement, settlement));
@@ -181,6 +178,16 @@ fn statement_row(input: &mut DayInput, row: StatementRow) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// An amount of a row's pricing currency (its fee) in the money the row settled: itself, or
+/// for a merchant settled in another currency, converted at the row's own rate (`settled`
+/// for `priced`).
+fn in_settlement(amount: i64, (settled, priced): (i64, i64), converted: bool) -> i64 {
+    match converted {
+        true => recon::at_row_rate(amount, settled, priced),
+        false => amount,
+    }
+}
+
 /// A statement's refund row: the refund, and the fee it returns (in the settlement currency).
 fn statement_refund(
     input: &mut DayInput,
@@ -197,11 +204,8 @@ fn statement_refund(
     let settlement = row
         .refund_settlement_amount
         .minor_units("退款应结订单金额", exponent(&settlement_currency)?)?;
-    let returned = if settlement_currency == row.currency {
-        -fee
-    } else {
-        recon::at_row_rate(-fee, settlement, amount)
-    };
+    let converted = settlement_currency != row.currency;
+    let returned = in_settlement(-fee, (settlement, amount), converted);
     input.flows.push(FlowMovement {
         business_no: row.refund_id.clone(),
         kind: FlowKind::FeeReturn,

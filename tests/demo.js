@@ -1,11 +1,12 @@
-// What the browser tests and the docs' screenshots share: a phone to browse as, and a fresh
-// `wxgate demo` (gateway + SQLite + simulator) in a temporary folder.
+// What the Node tests (tests/compat, tests/e2e) and the docs' screenshots share: a fresh
+// `wxgate demo` (gateway + SQLite + simulator) started and stopped, and a phone to browse as.
+// Node built-ins only, so each package can require it.
 'use strict';
 
 const { spawn } = require('node:child_process');
 const path = require('node:path');
 
-const BIN = process.env.WXGATE_BIN || path.join(__dirname, '..', '..', 'target', 'debug', 'wxgate');
+const BIN = process.env.WXGATE_BIN || path.join(__dirname, '..', 'target', 'debug', 'wxgate');
 
 const PHONE = {
   viewport: { width: 390, height: 844 },
@@ -33,4 +34,13 @@ function startDemo(data) {
   return { demo, base };
 }
 
-module.exports = { PHONE, startDemo };
+// Stops a demo started by startDemo and waits until it has exited: it saves the simulator's
+// state as it stops, so its folder may be removed only then.
+async function stopDemo(demo) {
+  if (!demo || demo.exitCode !== null) return;
+  const exited = new Promise((resolve) => demo.once('exit', resolve));
+  demo.kill('SIGTERM');
+  await exited;
+}
+
+module.exports = { PHONE, startDemo, stopDemo };
