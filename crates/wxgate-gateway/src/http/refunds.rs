@@ -108,10 +108,7 @@ pub(crate) async fn list_refunds(
         .payment(&merchant.id, &payment_id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment"))?;
-    let rows = gw
-        .store()
-        .refunds_for_payment(&merchant.id, &payment_id)
-        .await?;
+    let rows = crate::app::refunds::of_payment(&gw, &merchant.id, &payment_id).await?;
     // A payment has at most 50 refunds (WeChat's limit): read whole, paged here.
     page_in_memory(rows, &q, |r| &r.id, views::refund)
 }
