@@ -114,7 +114,16 @@ impl Simulation {
         let Some(p) = payment.clone() else {
             let found = self.store.payment(MERCHANT, &row.payment_id).await;
             *payment = found.map_err(err)?;
-            return Ok((payment.is_none(), None));
+            // The gateway refuses a refund of a payment not paid when it reads it
+            // (`refund::check`), before anything is reserved: the order it would refund is
+            // the one that paid, fixed from then on.
+            let paid = payment.as_ref().is_some_and(|p| {
+                matches!(
+                    p.status,
+                    PaymentStatus::Succeeded | PaymentStatus::PaidAfterClose
+                )
+            });
+            return Ok((!paid, None));
         };
         if !*reserved {
             let outcome = self.store.reserve_refund(row).await.map_err(err)?;
