@@ -7,7 +7,8 @@
 use wxgate_domain::Integration;
 use wxgate_domain::payment::{ATTEMPTS_PER_PAYMENT_MAX, AttemptStatus, attempt_out_trade_no};
 
-use crate::outbox::insert_event;
+use crate::batch::Batch;
+use crate::outbox::push_event;
 use crate::payments::insert_attempt;
 use crate::{
     AttemptStart, EventRow, PaymentAttemptRow, PaymentRow, RefundRow, Result, Store, StoreError,
@@ -122,18 +123,22 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         // The attempt's own row, and the payment's while the attempt is its current order.
+        let mut batch = Batch::default();
         for table in ["payment_attempts", "payments"] {
-            sqlx::query(&format!(
-                "UPDATE {table} SET wechat_credential = $1, updated_at = $2 \
-                 WHERE merchant_id = $3 AND out_trade_no = $4"
-            ))
-            .bind(credential)
-            .bind(now)
-            .bind(merchant_id)
-            .bind(out_trade_no)
-            .execute(&mut *tx)
-            .await?;
+            batch.push(
+                format!(
+                    "UPDATE {table} SET wechat_credential = $1, updated_at = $2 \
+                     WHERE merchant_id = $3 AND out_trade_no = $4"
+                ),
+                vec![
+                    credential.into(),
+                    now.into(),
+                    merchant_id.into(),
+                    out_trade_no.into(),
+                ],
+            );
         }
+        batch.run(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -188,18 +193,17 @@ impl Store {
             return Ok(false);
         }
         // The payment gains a fact (an order refunded): a new version, which the event carries.
-        sqlx::query("UPDATE payments SET version = version + 1, updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&attempt.payment_id)
-            .execute(&mut *tx)
-            .await?;
-        let payment = sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE id = $1")
-            .bind(&attempt.payment_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let payment = sqlx::query_as::<_, PaymentRow>(
+            "UPDATE payments SET version = version + 1, updated_at = $1 WHERE id = $2 RETURNING *",
+        )
+        .bind(now)
+        .bind(&attempt.payment_id)
+        .fetch_one(&mut *tx)
+        .await?;
         let version = payment.version;
         // The money of the second order came in too; its refund takes it out again.
-        crate::ledger::post_payment_in(&mut tx, &payment, &attempt.out_trade_no, now).await?;
+        let mut batch = Batch::default();
+        crate::ledger::post_payment(&mut batch, &payment, &attempt.out_trade_no, now)?;
         let event = EventRow {
             id: event_id,
             merchant_id: attempt.merchant_id.clone(),
@@ -209,7 +213,8 @@ impl Store {
             payload,
             created_at: now,
         };
-        insert_event(&mut tx, &event, &attempt.payment_id).await?;
+        push_event(&mut batch, &event, &attempt.payment_id);
+        batch.run(&mut tx).await?;
         // The order's refund, in the same transaction: no order is marked without it. An order
         // is marked once (the UPDATE above), so its refund is new.
         crate::refunds::insert_refund(&mut tx, refund).await?;

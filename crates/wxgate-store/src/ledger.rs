@@ -4,6 +4,7 @@
 use wxgate_domain::ledger::{Account, Balances, Posting, PostingKind};
 
 use super::*;
+use crate::batch::Batch;
 use crate::listing::List;
 
 /// Postings written per transaction by [`Store::post_all`].
@@ -84,9 +85,9 @@ async fn post_rows_in(
     Ok(fresh.len())
 }
 
-/// Within `tx`: posts a WeChat order's payment (once per out_trade_no).
-pub(crate) async fn post_payment_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+/// Adds to `batch` the posting of a WeChat order's payment (once per out_trade_no).
+pub(crate) fn post_payment(
+    batch: &mut Batch,
     payment: &PaymentRow,
     out_trade_no: &str,
     now: i64,
@@ -101,52 +102,54 @@ pub(crate) async fn post_payment_in(
         refund_id: None,
         now,
     };
-    post_in(tx, &posting, &src).await?;
+    post(batch, &posting, &src);
     Ok(())
 }
 
 /// Within `tx`: writes `posting` and its entries, unless this cause was posted before.
-/// True when it was written now.
 pub(crate) async fn post_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     posting: &Posting,
     src: &PostingSource<'_>,
-) -> Result<bool> {
+) -> Result<()> {
+    let mut batch = Batch::default();
+    post(&mut batch, posting, src);
+    batch.run(tx).await
+}
+
+/// Adds `posting` and its entries to `batch`, unless this cause was posted before: the posting
+/// has a fresh id, so its entries go in only if it did.
+pub(crate) fn post(batch: &mut Batch, posting: &Posting, src: &PostingSource<'_>) {
     let id = wxgate_domain::id::PostingId::generate().to_string();
-    let inserted = sqlx::query(
+    batch.push(
         "INSERT INTO ledger_postings (id, merchant_id, currency, kind, source_id, amount, \
          payment_id, refund_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (merchant_id, kind, source_id) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(src.merchant_id)
-    .bind(src.currency)
-    .bind(posting.kind.as_str())
-    .bind(src.source_id)
-    .bind(posting.amount)
-    .bind(src.payment_id)
-    .bind(src.refund_id)
-    .bind(src.now)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(false);
-    }
+        vec![
+            id.as_str().into(),
+            src.merchant_id.into(),
+            src.currency.into(),
+            posting.kind.as_str().into(),
+            src.source_id.into(),
+            posting.amount.into(),
+            src.payment_id.into(),
+            src.refund_id.into(),
+            src.now.into(),
+        ],
+    );
     for (account, amount) in posting.entries {
-        sqlx::query(
+        batch.push(
             "INSERT INTO ledger_entries (posting_id, merchant_id, currency, account, amount) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&id)
-        .bind(src.merchant_id)
-        .bind(src.currency)
-        .bind(account.as_str())
-        .bind(amount)
-        .execute(&mut **tx)
-        .await?;
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM ledger_postings WHERE id = $1)",
+            vec![
+                id.as_str().into(),
+                src.merchant_id.into(),
+                src.currency.into(),
+                account.as_str().into(),
+                amount.into(),
+            ],
+        );
     }
-    Ok(true)
 }
 
 impl Store {

@@ -11,6 +11,7 @@
 //!   `FOR UPDATE SKIP LOCKED`, so many nodes share it without taking the same row.
 
 mod attempts;
+mod batch;
 mod claims;
 mod doors;
 mod idempotency;

@@ -5,6 +5,7 @@
 use sqlx::any::AnyRow;
 
 use super::Result;
+use crate::batch::{Value, arguments};
 
 /// `$first, $first+1, …` for `n` values.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
@@ -12,31 +13,6 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A value bound to a list's statement.
-#[derive(Debug, Clone)]
-pub(crate) enum Value {
-    Text(String),
-    Int(i64),
-}
-
-impl From<String> for Value {
-    fn from(v: String) -> Self {
-        Self::Text(v)
-    }
-}
-
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Self::Text(v.to_string())
-    }
-}
-
-impl From<i64> for Value {
-    fn from(v: i64) -> Self {
-        Self::Int(v)
-    }
 }
 
 /// `SELECT * FROM <table> WHERE <merchant column> = $1`, conditions added one by one, then
@@ -97,14 +73,10 @@ impl List {
             &format!(" ORDER BY {sort} DESC, {id} DESC LIMIT ?"),
             [limit.into()],
         );
-        let mut query = sqlx::query_as::<_, T>(&self.sql);
-        for v in self.values {
-            query = match v {
-                Value::Text(t) => query.bind(t),
-                Value::Int(n) => query.bind(n),
-            };
-        }
-        Ok(query.fetch_all(pool).await?)
+        let args = arguments(self.values)?;
+        Ok(sqlx::query_as_with::<_, T, _>(&self.sql, args)
+            .fetch_all(pool)
+            .await?)
     }
 }
 
@@ -118,7 +90,7 @@ mod tests {
         list.and("e.event_type = ?", Some("payment.succeeded"));
         list.and("e.object_id = ?", None::<String>);
         list.and("e.created_at >= ?", Some(5_i64));
-        list.push(" AND (a, b) < (?, ?)", [Value::Int(1), Value::from("x")]);
+        list.push(" AND (a, b) < (?, ?)", [Value::from(1), Value::from("x")]);
         assert_eq!(
             list.sql,
             "SELECT * FROM events e WHERE e.merchant_id = $1 AND e.event_type = $2 \

@@ -3,6 +3,7 @@
 use wxgate_domain::door::Door;
 
 use super::*;
+use crate::batch::{Batch, Value};
 use crate::listing::placeholders;
 
 /// Writes an outbox event and, in the same transaction, one pending delivery for every
@@ -13,32 +14,39 @@ pub(crate) async fn insert_event(
     e: &EventRow,
     notify_of: &str,
 ) -> Result<()> {
-    sqlx::query(
+    let mut batch = Batch::default();
+    push_event(&mut batch, e, notify_of);
+    batch.run(tx).await
+}
+
+/// [`insert_event`]'s statements, added to `batch`.
+pub(crate) fn push_event(batch: &mut Batch, e: &EventRow, notify_of: &str) {
+    batch.push(
         "INSERT INTO events (id, merchant_id, event_type, object_id, object_version, payload, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&e.id)
-    .bind(&e.merchant_id)
-    .bind(&e.event_type)
-    .bind(&e.object_id)
-    .bind(e.object_version)
-    .bind(&e.payload)
-    .bind(e.created_at)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
+        vec![
+            e.id.as_str().into(),
+            e.merchant_id.as_str().into(),
+            e.event_type.as_str().into(),
+            e.object_id.as_str().into(),
+            e.object_version.into(),
+            e.payload.as_str().into(),
+            e.created_at.into(),
+        ],
+    );
+    batch.push(
         "INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, \
          round_attempts, next_attempt_at, created_at) \
          SELECT $1, id, merchant_id, 'pending', 0, 0, $2, $2 FROM webhook_endpoints \
          WHERE merchant_id = $3 AND deleted_at IS NULL \
          AND (events = '*' OR ',' || events || ',' LIKE $4)",
-    )
-    .bind(&e.id)
-    .bind(e.created_at)
-    .bind(&e.merchant_id)
-    .bind(format!("%,{},%", e.event_type))
-    .execute(&mut **tx)
-    .await?;
+        vec![
+            e.id.as_str().into(),
+            e.created_at.into(),
+            e.merchant_id.as_str().into(),
+            format!("%,{},%", e.event_type).into(),
+        ],
+    );
     // A payment made through a front door notifies in that door's format, and only of the
     // events that door's system knows.
     let doors: Vec<&str> = Door::ALL
@@ -61,14 +69,12 @@ pub(crate) async fn insert_event(
          merchant_id, notify_url, 'pending', 0, 0, $3, $3 FROM payouts \
          WHERE id = $4 AND notify_url IS NOT NULL AND (door IS NULL{door_hears})"
     );
-    let mut query = sqlx::query(&sql)
-        .bind(&e.id)
-        .bind(NOTIFY_URL_ENDPOINT)
-        .bind(e.created_at)
-        .bind(notify_of);
-    for door in doors {
-        query = query.bind(door);
-    }
-    query.execute(&mut **tx).await?;
-    Ok(())
+    let mut values: Vec<Value> = vec![
+        e.id.as_str().into(),
+        NOTIFY_URL_ENDPOINT.into(),
+        e.created_at.into(),
+        notify_of.into(),
+    ];
+    values.extend(doors.into_iter().map(Value::from));
+    batch.push(sql, values);
 }

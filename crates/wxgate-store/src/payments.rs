@@ -2,8 +2,9 @@
 //! write their history row and outbox event in the same transaction.
 
 use super::*;
+use crate::batch::Batch;
 use crate::listing::List;
-use crate::outbox::insert_event;
+use crate::outbox::push_event;
 use wxgate_domain::Integration;
 
 impl Store {
@@ -28,6 +29,7 @@ impl Store {
         }
         // A payment that knows its product has its first WeChat order from the start; a hosted
         // one gets it when its page first opens.
+        let mut batch = Batch::default();
         if let Some(integration) = p.integration.product() {
             let first = PaymentAttemptRow {
                 merchant_id: p.merchant_id.clone(),
@@ -41,16 +43,17 @@ impl Store {
                 created_at: p.created_at,
                 updated_at: p.created_at,
             };
-            insert_attempt(&mut tx, &first).await?;
+            push_attempt(&mut batch, &first);
         }
-        sqlx::query("INSERT INTO payment_status_history (payment_id, version, status, source, at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&p.id)
-            .bind(p.version)
-            .bind(p.status.as_str())
-            .bind("created")
-            .bind(p.created_at)
-            .execute(&mut *tx)
-            .await?;
+        push_history(
+            &mut batch,
+            &p.id,
+            p.version,
+            p.status,
+            "created",
+            p.created_at,
+        );
+        batch.run(&mut tx).await?;
         tx.commit().await?;
         Ok(InsertOutcome::Inserted)
     }
@@ -262,57 +265,53 @@ impl Store {
 
 /// What a payment's status change means for its attempts: the one that paid succeeded; when
 /// the payment ends unpaid, its open orders were closed.
-async fn settle_attempts(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+fn settle_attempts(
+    batch: &mut Batch,
     current: &PaymentRow,
     to: PaymentStatus,
     facts: &TransitionFacts,
-) -> Result<()> {
+) {
     let paid = matches!(to, PaymentStatus::Succeeded | PaymentStatus::PaidAfterClose);
     if let (true, Some(out_trade_no), Some(transaction_id)) =
         (paid, &facts.out_trade_no, &facts.transaction_id)
     {
-        sqlx::query(
+        batch.push(
             "UPDATE payment_attempts SET status = 'succeeded', transaction_id = $1, updated_at = $2 \
              WHERE merchant_id = $3 AND out_trade_no = $4",
-        )
-        .bind(transaction_id)
-        .bind(facts.now)
-        .bind(&current.merchant_id)
-        .bind(out_trade_no)
-        .execute(&mut **tx)
-        .await?;
+            vec![
+                transaction_id.into(),
+                facts.now.into(),
+                (&current.merchant_id).into(),
+                out_trade_no.into(),
+            ],
+        );
     } else if matches!(
         to,
         PaymentStatus::Cancelled | PaymentStatus::Expired | PaymentStatus::Failed
     ) {
-        sqlx::query(
+        batch.push(
             "UPDATE payment_attempts SET status = 'closed', updated_at = $1 \
              WHERE payment_id = $2 AND status = 'open'",
-        )
-        .bind(facts.now)
-        .bind(&current.id)
-        .execute(&mut **tx)
-        .await?;
+            vec![facts.now.into(), (&current.id).into()],
+        );
     }
-    Ok(())
 }
 
 /// The payment's row moved to `to` at `version`, with what `facts` add, if it is still at the
-/// version read: how many rows changed (0 or 1).
+/// version read: the row as it is after, or `None` when someone changed it first.
 async fn update_status(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     current: &PaymentRow,
     to: PaymentStatus,
     facts: &TransitionFacts,
     version: i64,
-) -> Result<u64> {
-    let updated = sqlx::query(
+) -> Result<Option<PaymentRow>> {
+    Ok(sqlx::query_as::<_, PaymentRow>(
         "UPDATE payments SET status = $1, version = $2, updated_at = $3, \
          transaction_id = COALESCE(transaction_id, $4), paid_at = COALESCE(paid_at, $5), \
          sync_due_at = $6, out_trade_no = COALESCE($9, out_trade_no), \
          payer_amount = COALESCE(payer_amount, $10), payer_currency = COALESCE(payer_currency, $11), \
-         exchange_rate = COALESCE(exchange_rate, $12) WHERE id = $7 AND version = $8",
+         exchange_rate = COALESCE(exchange_rate, $12) WHERE id = $7 AND version = $8 RETURNING *",
     )
     .bind(to.as_str())
     .bind(version)
@@ -330,14 +329,14 @@ async fn update_status(
     .bind(facts.payer.as_ref().map(|p| p.amount))
     .bind(facts.payer.as_ref().map(|p| p.currency.clone()))
     .bind(facts.payer.as_ref().and_then(|p| p.exchange_rate))
-    .execute(&mut **tx)
-    .await?;
-    Ok(updated.rows_affected())
+    .fetch_optional(&mut **tx)
+    .await?)
 }
 
 /// Within `tx`: moves `current` to `to`, if its version is still the one read, with its history
 /// row and its outbox event (payload rendered from the row after the change). `None` when
-/// someone changed the payment first.
+/// someone changed the payment first. Two round trips: the conditional update, which answers
+/// the row after, and one batch with everything that follows from it.
 pub(crate) async fn write_payment_transition(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     current: &PaymentRow,
@@ -346,32 +345,27 @@ pub(crate) async fn write_payment_transition(
     render: &(dyn Fn(&PaymentRow) -> (String, String) + Sync),
 ) -> Result<Option<PaymentRow>> {
     let version = current.version + 1;
-    if update_status(tx, current, to, facts, version).await? == 0 {
+    let Some(after) = update_status(tx, current, to, facts, version).await? else {
         return Ok(None);
-    }
-    settle_attempts(tx, current, to, facts).await?;
+    };
+    check_money(&after)?;
+    let mut batch = Batch::default();
+    settle_attempts(&mut batch, current, to, facts);
     if to.is_paid() && !current.status.is_paid() {
         let out_trade_no = facts
             .out_trade_no
             .as_deref()
             .unwrap_or(&current.out_trade_no);
-        crate::ledger::post_payment_in(tx, current, out_trade_no, facts.now).await?;
+        crate::ledger::post_payment(&mut batch, current, out_trade_no, facts.now)?;
     }
-    sqlx::query(
-        "INSERT INTO payment_status_history (payment_id, version, status, source, at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&current.id)
-    .bind(version)
-    .bind(to.as_str())
-    .bind(&facts.source)
-    .bind(facts.now)
-    .execute(&mut **tx)
-    .await?;
-    let after = sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE id = $1")
-        .bind(&current.id)
-        .fetch_one(&mut **tx)
-        .await?;
-    check_money(&after)?;
+    push_history(
+        &mut batch,
+        &current.id,
+        version,
+        to,
+        &facts.source,
+        facts.now,
+    );
     if let Some(event_type) = Transition::event_type(to) {
         let (event_id, payload) = render(&after);
         let event = EventRow {
@@ -383,9 +377,32 @@ pub(crate) async fn write_payment_transition(
             payload,
             created_at: facts.now,
         };
-        insert_event(tx, &event, &current.id).await?;
+        push_event(&mut batch, &event, &current.id);
     }
+    batch.run(tx).await?;
     Ok(Some(after))
+}
+
+/// Adds a payment's status history row to `batch`.
+fn push_history(
+    batch: &mut Batch,
+    payment_id: &str,
+    version: i64,
+    status: PaymentStatus,
+    source: &str,
+    at: i64,
+) {
+    batch.push(
+        "INSERT INTO payment_status_history (payment_id, version, status, source, at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        vec![
+            payment_id.into(),
+            version.into(),
+            status.as_str().into(),
+            source.into(),
+            at.into(),
+        ],
+    );
 }
 
 /// Inserts an attempt inside a transaction.
@@ -393,24 +410,30 @@ pub(crate) async fn insert_attempt(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     a: &PaymentAttemptRow,
 ) -> Result<()> {
-    sqlx::query(
+    let mut batch = Batch::default();
+    push_attempt(&mut batch, a);
+    batch.run(tx).await
+}
+
+/// [`insert_attempt`]'s statement, added to `batch`.
+fn push_attempt(batch: &mut Batch, a: &PaymentAttemptRow) {
+    batch.push(
         "INSERT INTO payment_attempts (merchant_id, out_trade_no, payment_id, seq, integration, status, \
          wechat_credential, transaction_id, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&a.merchant_id)
-    .bind(&a.out_trade_no)
-    .bind(&a.payment_id)
-    .bind(a.seq)
-    .bind(a.integration.as_str())
-    .bind(a.status.as_str())
-    .bind(&a.wechat_credential)
-    .bind(&a.transaction_id)
-    .bind(a.created_at)
-    .bind(a.updated_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+        vec![
+            (&a.merchant_id).into(),
+            (&a.out_trade_no).into(),
+            (&a.payment_id).into(),
+            a.seq.into(),
+            a.integration.as_str().into(),
+            a.status.as_str().into(),
+            (&a.wechat_credential).into(),
+            (&a.transaction_id).into(),
+            a.created_at.into(),
+            a.updated_at.into(),
+        ],
+    );
 }
 
 /// Inserts a payment row unless its merchant_order_id is taken: how many rows went in.

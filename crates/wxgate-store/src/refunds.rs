@@ -8,7 +8,8 @@ use wxgate_domain::refund::{
 };
 use wxgate_domain::{PaymentEvent, PaymentStatus, Transition, payment};
 
-use crate::outbox::insert_event;
+use crate::batch::Batch;
+use crate::outbox::push_event;
 use crate::payments::{check_money, write_payment_transition};
 use crate::{
     CLAIM_LEASE_MS, EventRow, PaymentRow, RefundFacts, RefundNote, RefundRow,
@@ -160,20 +161,16 @@ impl Store {
             };
             let version = current.version + 1;
             let mut tx = self.writer.begin().await?;
-            let updated = write_refund_status(&mut tx, &current, to, facts).await?;
-            if updated == 0 {
+            let Some(refund) = write_refund_status(&mut tx, &current, to, facts).await? else {
                 tx.rollback().await?;
                 continue;
-            }
+            };
             let payment =
                 move_payment_sums(&mut tx, &current, to, facts.now, &render_payment).await?;
+            let mut batch = Batch::default();
             if to == RefundStatus::Succeeded {
-                post_refund_in(&mut tx, &current, facts.now).await?;
+                post_refund(&mut batch, &current, facts.now)?;
             }
-            let refund = sqlx::query_as::<_, RefundRow>("SELECT * FROM refunds WHERE id = $1")
-                .bind(refund_id)
-                .fetch_one(&mut *tx)
-                .await?;
             if let Some(event_type) = to.event_type() {
                 let (event_id, payload) = render_refund(&refund);
                 let event = EventRow {
@@ -185,8 +182,9 @@ impl Store {
                     payload,
                     created_at: facts.now,
                 };
-                insert_event(&mut tx, &event, &current.payment_id).await?;
+                push_event(&mut batch, &event, &current.payment_id);
             }
+            batch.run(&mut tx).await?;
             tx.commit().await?;
             self.events_written();
             return Ok(RefundTransitionOutcome::Changed {
@@ -307,16 +305,14 @@ async fn move_payment_sums(
         RefundStatus::Failed => "amount_reserved = amount_reserved - $1, updated_at = $2",
         _ => "updated_at = $2",
     };
-    sqlx::query(&format!("UPDATE payments SET {sums} WHERE id = $3"))
-        .bind(current.amount)
-        .bind(now)
-        .bind(&current.payment_id)
-        .execute(&mut **tx)
-        .await?;
-    let mut payment = sqlx::query_as::<_, PaymentRow>("SELECT * FROM payments WHERE id = $1")
-        .bind(&current.payment_id)
-        .fetch_one(&mut **tx)
-        .await?;
+    let mut payment = sqlx::query_as::<_, PaymentRow>(&format!(
+        "UPDATE payments SET {sums} WHERE id = $3 RETURNING *"
+    ))
+    .bind(current.amount)
+    .bind(now)
+    .bind(&current.payment_id)
+    .fetch_one(&mut **tx)
+    .await?;
     check_money(&payment)?;
     let payment_status = payment.status;
     let fully_refunded = current.attempt_out_trade_no.is_none()
@@ -343,14 +339,8 @@ async fn move_payment_sums(
     Ok(payment)
 }
 
-/// A refund's new status (and what comes with it), written only if its version is still the
-/// one read: how many rows changed.
-/// Within `tx`: the ledger posting of a succeeded refund (once per refund).
-async fn post_refund_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    refund: &RefundRow,
-    now: i64,
-) -> Result<()> {
+/// Adds to `batch` the ledger posting of a succeeded refund (once per refund).
+fn post_refund(batch: &mut Batch, refund: &RefundRow, now: i64) -> Result<()> {
     use wxgate_domain::ledger::{Posting, PostingKind};
     let posting = Posting::new(PostingKind::Refund, refund.amount)
         .map_err(|e| StoreError::Corrupt(format!("refund {}: {e}", refund.id)))?;
@@ -362,21 +352,23 @@ async fn post_refund_in(
         refund_id: Some(&refund.id),
         now,
     };
-    crate::ledger::post_in(tx, &posting, &src).await?;
+    crate::ledger::post(batch, &posting, &src);
     Ok(())
 }
 
+/// A refund's new status (and what comes with it), written only if its version is still the
+/// one read: the refund after, or `None` when someone changed it first.
 async fn write_refund_status(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     current: &RefundRow,
     to: RefundStatus,
     facts: &RefundFacts,
-) -> Result<u64> {
-    Ok(sqlx::query(
+) -> Result<Option<RefundRow>> {
+    Ok(sqlx::query_as::<_, RefundRow>(
         "UPDATE refunds SET status = $1, version = $2, updated_at = $3, \
          wechat_refund_id = COALESCE(wechat_refund_id, $4), succeeded_at = $5, \
          last_error = $6, submitted = 1, sync_due_at = $9, claimed_until = NULL \
-         WHERE id = $7 AND version = $8",
+         WHERE id = $7 AND version = $8 RETURNING *",
     )
     .bind(to.as_str())
     .bind(current.version + 1)
@@ -392,7 +384,6 @@ async fn write_refund_status(
     .bind(current.version)
     // An abnormal refund is still queried, slowly, until it is resolved.
     .bind((to == RefundStatus::Abnormal).then_some(facts.now + ABNORMAL_QUERY_INTERVAL_MS))
-    .execute(&mut **tx)
-    .await?
-    .rows_affected())
+    .fetch_optional(&mut **tx)
+    .await?)
 }

@@ -64,6 +64,9 @@ Settings, from the environment or from a TOML file given with --config (the envi
                          background work takes at most half; with N nodes give each its share\n\
   WXGATE_PAYOUT_CONFIRMATION_POLL_SECS  payout_confirmation_poll_secs  the longest wait between\n\
                          queries of a payout waiting for its payee (default 600)\n\
+  WXGATE_SYNC_SCHEDULE_MS  sync_schedule_ms  waits before each status query of a pending payment\n\
+                         or refund, in milliseconds, comma-separated (default\n\
+                         5000,10000,15000,30000,60000,120000,300000,600000; the last repeats)\n\
   WXGATE_WEBHOOKS_ALLOW_PRIVATE, WXGATE_WEBHOOK_TIMEOUT_MS, WXGATE_WEBHOOK_RETRY_SCHEDULE_MS,\n\
   WXGATE_WEBHOOK_PER_ENDPOINT\n\
                          [webhooks] allow_private, timeout_ms, retry_schedule_ms, per_endpoint (default 8)\n\
@@ -334,6 +337,7 @@ struct FileConfig {
     connect_listen: Option<SocketAddr>,
     upstream_rate: Option<NonZeroU32>,
     payout_confirmation_poll_secs: Option<NonZeroU32>,
+    sync_schedule_ms: Option<Vec<i64>>,
     #[serde(default)]
     webhooks: WebhookSettings,
 }
@@ -366,6 +370,8 @@ struct Settings {
     upstream_rate: Option<NonZeroU32>,
     /// The longest wait between queries of a payout waiting for its payee.
     payout_confirmation_poll_secs: Option<NonZeroU32>,
+    /// Waits before each status query of pending work.
+    sync_schedule_ms: Option<Vec<i64>>,
     webhooks: WebhookSettings,
 }
 
@@ -387,6 +393,9 @@ impl Settings {
         }
         if let Some(secs) = self.payout_confirmation_poll_secs {
             config.payout_confirmation_poll = std::time::Duration::from_secs(secs.get().into());
+        }
+        if let Some(schedule) = &self.sync_schedule_ms {
+            config.sync_schedule_ms = schedule.clone();
         }
         if let Some(schedule) = &self.webhooks.retry_schedule_ms {
             config.webhook_retry_schedule_ms = schedule.clone();
@@ -448,6 +457,16 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
         "WXGATE_PAYOUT_CONFIRMATION_POLL_SECS",
         file.payout_confirmation_poll_secs,
     )?;
+    let sync_schedule_ms = match env("WXGATE_SYNC_SCHEDULE_MS") {
+        Some(v) => Some(milliseconds(&v).context("WXGATE_SYNC_SCHEDULE_MS")?),
+        None => file.sync_schedule_ms,
+    };
+    if sync_schedule_ms
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.iter().any(|ms| *ms <= 0))
+    {
+        anyhow::bail!("sync_schedule_ms needs at least one wait, each above 0");
+    }
     Ok(Settings {
         database_url,
         master_key,
@@ -456,8 +475,17 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
         connect_listen,
         upstream_rate,
         payout_confirmation_poll_secs,
+        sync_schedule_ms,
         webhooks,
     })
+}
+
+/// `5000,10000` as milliseconds.
+fn milliseconds(list: &str) -> anyhow::Result<Vec<i64>> {
+    Ok(list
+        .split(',')
+        .map(|ms| ms.trim().parse::<i64>())
+        .collect::<Result<_, _>>()?)
 }
 
 /// `[webhooks]` with the environment's settings over the file's, checked.
@@ -470,12 +498,8 @@ fn webhook_settings(mut webhooks: WebhookSettings) -> anyhow::Result<WebhookSett
         webhooks.timeout_ms = Some(v.parse().context("WXGATE_WEBHOOK_TIMEOUT_MS")?);
     }
     if let Some(v) = env("WXGATE_WEBHOOK_RETRY_SCHEDULE_MS") {
-        webhooks.retry_schedule_ms = Some(
-            v.split(',')
-                .map(|ms| ms.trim().parse::<i64>())
-                .collect::<Result<_, _>>()
-                .context("WXGATE_WEBHOOK_RETRY_SCHEDULE_MS")?,
-        );
+        webhooks.retry_schedule_ms =
+            Some(milliseconds(&v).context("WXGATE_WEBHOOK_RETRY_SCHEDULE_MS")?);
     }
     if let Some(v) = env("WXGATE_WEBHOOK_PER_ENDPOINT") {
         webhooks.per_endpoint = Some(v.parse().context("WXGATE_WEBHOOK_PER_ENDPOINT")?);
@@ -1169,6 +1193,23 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// The status-sync schedule comes from the file (or its variable) and is checked.
+    #[test]
+    fn a_sync_schedule_is_read_and_checked() {
+        let file = std::env::temp_dir().join(format!("wxgate-sync-{}.toml", std::process::id()));
+        std::fs::write(&file, "sync_schedule_ms = [1000, 60000]\n").unwrap();
+        let read = super::settings(Some(&file)).unwrap();
+        assert_eq!(read.sync_schedule_ms, Some(vec![1000, 60000]));
+        for bad in ["sync_schedule_ms = []", "sync_schedule_ms = [5000, 0]"] {
+            std::fs::write(&file, bad).unwrap();
+            let refused = super::settings(Some(&file)).err().unwrap().to_string();
+            assert!(refused.contains("sync_schedule_ms"), "{bad}: {refused}");
+        }
+        assert_eq!(super::milliseconds(" 5, 10").unwrap(), vec![5, 10]);
+        assert!(super::milliseconds("5,x").is_err());
+        std::fs::remove_file(&file).unwrap();
+    }
 
     /// The command line is well formed, and every subcommand's help renders.
     #[test]
