@@ -154,21 +154,44 @@ impl Store {
         facts: &TransitionFacts,
         render: impl Fn(&PaymentRow) -> (String, String) + Sync,
     ) -> Result<TransitionOutcome> {
+        let current = self.current(merchant_id, payment_id).await?;
+        self.transition_from(current, event, facts, render).await
+    }
+
+    /// [`Store::transition`] from a row the caller has just read, which saves reading it again.
+    /// A row changed since is found out by the conditional update, and the payment is read
+    /// again; so is a row the event would not change (or may not), so that every answer but a
+    /// change is decided on the payment as it is now.
+    pub async fn transition_from(
+        &self,
+        read: PaymentRow,
+        event: PaymentEvent,
+        facts: &TransitionFacts,
+        render: impl Fn(&PaymentRow) -> (String, String) + Sync,
+    ) -> Result<TransitionOutcome> {
+        let (merchant_id, payment_id) = (read.merchant_id.clone(), read.id.clone());
+        let mut current = read;
+        let mut fresh = false;
         for _ in 0..8 {
-            let current = self
-                .payment(merchant_id, payment_id)
-                .await?
-                .ok_or_else(|| StoreError::PaymentNotFound(payment_id.to_string()))?;
             let from = current.status;
-            let to = match payment::apply(from, event)? {
-                Transition::Unchanged => return Ok(TransitionOutcome::Unchanged(current)),
-                Transition::To(to) => to,
+            let to = match payment::apply(from, event) {
+                Ok(Transition::To(to)) => to,
+                // Nothing to write, or not allowed: decided on the payment as it is now.
+                _ if !fresh => {
+                    current = self.current(&merchant_id, &payment_id).await?;
+                    fresh = true;
+                    continue;
+                }
+                Ok(Transition::Unchanged) => return Ok(TransitionOutcome::Unchanged(current)),
+                Err(e) => return Err(e.into()),
             };
             let mut tx = self.writer.begin().await?;
             let Some(after) =
                 write_payment_transition(&mut tx, &current, to, facts, &render).await?
             else {
                 tx.rollback().await?;
+                current = self.current(&merchant_id, &payment_id).await?;
+                fresh = true;
                 continue;
             };
             tx.commit().await?;
@@ -183,6 +206,13 @@ impl Store {
         Err(StoreError::Corrupt(format!(
             "payment {payment_id} kept changing under a transition"
         )))
+    }
+
+    /// The payment as it is now; an error if it is not there.
+    async fn current(&self, merchant_id: &str, payment_id: &str) -> Result<PaymentRow> {
+        self.payment(merchant_id, payment_id)
+            .await?
+            .ok_or_else(|| StoreError::PaymentNotFound(payment_id.to_string()))
     }
 
     /// A payment with its status history and its WeChat orders, in one round trip (the read

@@ -300,10 +300,12 @@ mod checks {
 
     pub async fn transitions_write_history_and_outbox_once(store: Store) {
         store.insert_merchant(&merchant("mch_a")).await.unwrap();
-        store
-            .insert_payment(&payment("pay_1", "mch_a", "o1", 1000))
-            .await
-            .unwrap();
+        for (id, order) in [("pay_1", "o1"), ("pay_2", "o2")] {
+            store
+                .insert_payment(&payment(id, "mch_a", order, 1000))
+                .await
+                .unwrap();
+        }
         let out = store
             .transition("mch_a", "pay_1", PaymentEvent::Paid, &paid(2000), render)
             .await
@@ -356,6 +358,41 @@ mod checks {
                 .await,
             Err(StoreError::PaymentNotFound(_))
         ));
+        // From a row read before the payment was paid: the stale row is found out, and each
+        // answer is decided on the payment as it is now.
+        let stale = store.payment("mch_a", "pay_2").await.unwrap().unwrap();
+        let first = store
+            .transition_from(stale.clone(), PaymentEvent::Paid, &paid(2000), render)
+            .await
+            .unwrap();
+        assert!(
+            matches!(first, TransitionOutcome::Changed { .. }),
+            "{first:?}"
+        );
+        let again = store
+            .transition_from(stale.clone(), PaymentEvent::Paid, &paid(3000), render)
+            .await
+            .unwrap();
+        let TransitionOutcome::Unchanged(now) = again else {
+            panic!("{again:?}")
+        };
+        assert_eq!((now.status, now.version), (PaymentStatus::Succeeded, 2));
+        let cancelled = store
+            .transition_from(stale.clone(), PaymentEvent::Cancelled, &paid(3500), render)
+            .await;
+        assert!(
+            cancelled.is_err(),
+            "a paid payment cannot be cancelled: {cancelled:?}"
+        );
+        let refunded = store
+            .transition_from(stale, PaymentEvent::FullyRefunded, &paid(4000), render)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&refunded, TransitionOutcome::Changed { payment, .. } if payment.status == PaymentStatus::Refunded),
+            "a stale pending row does not refuse what the paid payment may take: {refunded:?}"
+        );
+        assert_eq!(store.events_for("mch_a", "pay_2").await.unwrap().len(), 2);
     }
 
     pub async fn concurrent_transitions_apply_once(store: Store) {

@@ -28,7 +28,7 @@ pub async fn settle(
     Ok(
         match gw
             .store()
-            .transition(&p.merchant_id, &p.id, event, &facts, views::event_payload)
+            .transition_from(p.clone(), event, &facts, views::event_payload)
             .await?
         {
             TransitionOutcome::Changed { payment, .. } | TransitionOutcome::Unchanged(payment) => {
@@ -193,13 +193,7 @@ pub async fn apply_paid(
     };
     let applied = gw
         .store()
-        .transition(
-            &p.merchant_id,
-            &p.id,
-            PaymentEvent::Paid,
-            &facts,
-            views::event_payload,
-        )
+        .transition_from(p.clone(), PaymentEvent::Paid, &facts, views::event_payload)
         .await;
     match applied {
         Ok(TransitionOutcome::Changed { payment, .. }) => {

@@ -118,8 +118,13 @@ async fn transfer(
     }
 }
 
-/// The merchant's open WeChat connection (its keys verify and decrypt the callback).
+/// The merchant's open WeChat connection (its keys verify and decrypt the callback); an open
+/// one is kept, so only the first callback of a merchant reads the database.
 async fn connection(gw: &Gateway, merchant_id: &str) -> Result<Arc<Upstream>, Response> {
+    let opened = gw.upstream(merchant_id).await;
+    if let Ok(up) = opened {
+        return Ok(up);
+    }
     match gw.store().merchant(merchant_id).await {
         Ok(Some(_)) => {}
         Ok(None) => return Err(fail(StatusCode::NOT_FOUND, "unknown merchant")),
@@ -128,7 +133,7 @@ async fn connection(gw: &Gateway, merchant_id: &str) -> Result<Arc<Upstream>, Re
             return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "try again"));
         }
     }
-    gw.upstream(merchant_id).await.map_err(|e| {
+    opened.map_err(|e| {
         tracing::error!(error = %e, merchant_id, "notify: cannot open the merchant's credentials");
         fail(StatusCode::INTERNAL_SERVER_ERROR, "try again")
     })
