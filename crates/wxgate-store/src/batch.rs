@@ -80,6 +80,9 @@ pub(crate) fn arguments<'q>(values: Vec<Value>) -> Result<AnyArguments<'q>> {
     Ok(args)
 }
 
+/// What sqlx's `Any` driver calls SQLite (`backend_name`).
+const SQLITE: &str = "SQLite";
+
 /// Statements, each with its own `$1`, `$2`, … and their values.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
@@ -97,7 +100,7 @@ impl Batch {
         if self.statements.is_empty() {
             return Ok(());
         }
-        if tx.backend_name() != "SQLite" {
+        if tx.backend_name() != SQLITE {
             for (sql, values) in self.statements {
                 sqlx::query_with(&sql, arguments(values)?)
                     .execute(&mut **tx)

@@ -457,16 +457,7 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
         "WXGATE_PAYOUT_CONFIRMATION_POLL_SECS",
         file.payout_confirmation_poll_secs,
     )?;
-    let sync_schedule_ms = match env("WXGATE_SYNC_SCHEDULE_MS") {
-        Some(v) => Some(milliseconds(&v).context("WXGATE_SYNC_SCHEDULE_MS")?),
-        None => file.sync_schedule_ms,
-    };
-    if sync_schedule_ms
-        .as_ref()
-        .is_some_and(|s| s.is_empty() || s.iter().any(|ms| *ms <= 0))
-    {
-        anyhow::bail!("sync_schedule_ms needs at least one wait, each above 0");
-    }
+    let sync_schedule_ms = sync_schedule(file.sync_schedule_ms)?;
     Ok(Settings {
         database_url,
         master_key,
@@ -478,6 +469,21 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
         sync_schedule_ms,
         webhooks,
     })
+}
+
+/// The status-sync schedule: the environment's over the file's, checked.
+fn sync_schedule(from_file: Option<Vec<i64>>) -> anyhow::Result<Option<Vec<i64>>> {
+    let schedule = match std::env::var("WXGATE_SYNC_SCHEDULE_MS") {
+        Ok(v) if !v.is_empty() => Some(milliseconds(&v).context("WXGATE_SYNC_SCHEDULE_MS")?),
+        _ => from_file,
+    };
+    if schedule
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.iter().any(|ms| *ms <= 0))
+    {
+        anyhow::bail!("sync_schedule_ms needs at least one wait, each above 0");
+    }
+    Ok(schedule)
 }
 
 /// `5000,10000` as milliseconds.
