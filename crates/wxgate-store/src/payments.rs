@@ -155,7 +155,8 @@ impl Store {
         render: impl Fn(&PaymentRow) -> (String, String) + Sync,
     ) -> Result<TransitionOutcome> {
         let current = self.current(merchant_id, payment_id).await?;
-        self.transition_from(current, event, facts, render).await
+        self.transition_loop(current, true, event, facts, &render)
+            .await
     }
 
     /// [`Store::transition`] from a row the caller has just read, which saves reading it again.
@@ -169,9 +170,21 @@ impl Store {
         facts: &TransitionFacts,
         render: impl Fn(&PaymentRow) -> (String, String) + Sync,
     ) -> Result<TransitionOutcome> {
-        let (merchant_id, payment_id) = (read.merchant_id.clone(), read.id.clone());
-        let mut current = read;
-        let mut fresh = false;
+        self.transition_loop(read, false, event, facts, &render)
+            .await
+    }
+
+    /// Applies `event` from `current`, read again when it turns out stale; `fresh` when it was
+    /// read just now by this transition.
+    async fn transition_loop(
+        &self,
+        mut current: PaymentRow,
+        mut fresh: bool,
+        event: PaymentEvent,
+        facts: &TransitionFacts,
+        render: &(dyn Fn(&PaymentRow) -> (String, String) + Sync),
+    ) -> Result<TransitionOutcome> {
+        let (merchant_id, payment_id) = (current.merchant_id.clone(), current.id.clone());
         for _ in 0..8 {
             let from = current.status;
             let to = match payment::apply(from, event) {
@@ -187,7 +200,7 @@ impl Store {
             };
             let mut tx = self.writer.begin().await?;
             let Some(after) =
-                write_payment_transition(&mut tx, &current, to, facts, &render).await?
+                write_payment_transition(&mut tx, &current, to, facts, render).await?
             else {
                 tx.rollback().await?;
                 current = self.current(&merchant_id, &payment_id).await?;
