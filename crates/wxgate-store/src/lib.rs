@@ -14,6 +14,7 @@ mod attempts;
 mod batch;
 mod claims;
 mod doors;
+mod group;
 mod idempotency;
 mod ledger;
 mod links;
@@ -111,6 +112,8 @@ pub struct Store {
     /// Bumped whenever this process writes an event or records a webhook attempt: any number
     /// of followers (the demo's activity lines) watch it.
     activity: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Payment transitions waiting for the SQLite writer, committed together.
+    group: Arc<group::Group>,
 }
 
 impl std::fmt::Debug for Store {
@@ -191,6 +194,7 @@ impl Store {
             backend,
             outbox: Arc::new(tokio::sync::Notify::new()),
             activity: Arc::new(tokio::sync::watch::channel(0).0),
+            group: Arc::default(),
         })
     }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::batch::Batch;
+use crate::group::Render;
 use crate::listing::List;
 use crate::outbox::push_event;
 use wxgate_domain::Integration;
@@ -152,10 +153,10 @@ impl Store {
         payment_id: &str,
         event: PaymentEvent,
         facts: &TransitionFacts,
-        render: impl Fn(&PaymentRow) -> (String, String) + Sync,
+        render: impl Fn(&PaymentRow) -> (String, String) + Send + Sync + 'static,
     ) -> Result<TransitionOutcome> {
         let current = self.current(merchant_id, payment_id).await?;
-        self.transition_loop(current, true, event, facts, &render)
+        self.transition_loop(current, true, event, facts, Arc::new(render))
             .await
     }
 
@@ -168,9 +169,9 @@ impl Store {
         read: PaymentRow,
         event: PaymentEvent,
         facts: &TransitionFacts,
-        render: impl Fn(&PaymentRow) -> (String, String) + Sync,
+        render: impl Fn(&PaymentRow) -> (String, String) + Send + Sync + 'static,
     ) -> Result<TransitionOutcome> {
-        self.transition_loop(read, false, event, facts, &render)
+        self.transition_loop(read, false, event, facts, Arc::new(render))
             .await
     }
 
@@ -182,7 +183,7 @@ impl Store {
         mut fresh: bool,
         event: PaymentEvent,
         facts: &TransitionFacts,
-        render: &(dyn Fn(&PaymentRow) -> (String, String) + Sync),
+        render: Render,
     ) -> Result<TransitionOutcome> {
         let (merchant_id, payment_id) = (current.merchant_id.clone(), current.id.clone());
         for _ in 0..8 {
@@ -198,16 +199,12 @@ impl Store {
                 Ok(Transition::Unchanged) => return Ok(TransitionOutcome::Unchanged(current)),
                 Err(e) => return Err(e.into()),
             };
-            let mut tx = self.writer.begin().await?;
-            let Some(after) =
-                write_payment_transition(&mut tx, &current, to, facts, render).await?
-            else {
-                tx.rollback().await?;
+            let written = self.write_transition(&current, to, facts, &render).await?;
+            let Some(after) = written else {
                 current = self.current(&merchant_id, &payment_id).await?;
                 fresh = true;
                 continue;
             };
-            tx.commit().await?;
             if Transition::event_type(to).is_some() {
                 self.events_written();
             }
@@ -387,28 +384,36 @@ pub(crate) async fn write_payment_transition(
     facts: &TransitionFacts,
     render: &(dyn Fn(&PaymentRow) -> (String, String) + Sync),
 ) -> Result<Option<PaymentRow>> {
+    let mut batch = Batch::default();
+    let after = transition_statements(tx, &mut batch, current, to, facts, render).await?;
+    batch.run(tx).await?;
+    Ok(after)
+}
+
+/// [`write_payment_transition`] with what follows the conditional update added to `batch`,
+/// for the caller to run: several transitions can share one batch and one commit.
+pub(crate) async fn transition_statements(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    batch: &mut Batch,
+    current: &PaymentRow,
+    to: PaymentStatus,
+    facts: &TransitionFacts,
+    render: &(dyn Fn(&PaymentRow) -> (String, String) + Sync),
+) -> Result<Option<PaymentRow>> {
     let version = current.version + 1;
     let Some(after) = update_status(tx, current, to, facts, version).await? else {
         return Ok(None);
     };
     check_money(&after)?;
-    let mut batch = Batch::default();
-    settle_attempts(&mut batch, current, to, facts);
+    settle_attempts(batch, current, to, facts);
     if to.is_paid() && !current.status.is_paid() {
         let out_trade_no = facts
             .out_trade_no
             .as_deref()
             .unwrap_or(&current.out_trade_no);
-        crate::ledger::post_payment(&mut batch, current, out_trade_no, facts.now)?;
+        crate::ledger::post_payment(batch, current, out_trade_no, facts.now)?;
     }
-    push_history(
-        &mut batch,
-        &current.id,
-        version,
-        to,
-        &facts.source,
-        facts.now,
-    );
+    push_history(batch, &current.id, version, to, &facts.source, facts.now);
     if let Some(event_type) = Transition::event_type(to) {
         let (event_id, payload) = render(&after);
         let event = EventRow {
@@ -420,9 +425,8 @@ pub(crate) async fn write_payment_transition(
             payload,
             created_at: facts.now,
         };
-        push_event(&mut batch, &event, &current.id);
+        push_event(batch, &event, &current.id);
     }
-    batch.run(tx).await?;
     Ok(Some(after))
 }
 

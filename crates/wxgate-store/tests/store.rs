@@ -437,6 +437,44 @@ mod checks {
             "{events:?}"
         );
         assert_eq!(history.len(), events.len() + 1);
+        // Many payments at once (on SQLite, committed in groups): each moves once, with its
+        // event, history and posting, and twice-sent events change nothing.
+        for i in 0..24 {
+            let (id, order) = (format!("pay_m{i}"), format!("om{i}"));
+            store
+                .insert_payment(&payment(&id, "mch_a", &order, 1000))
+                .await
+                .unwrap();
+        }
+        let tasks: Vec<_> = (0..48)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let id = format!("pay_m{}", i % 24);
+                    let facts = paid(3000 + i);
+                    store
+                        .transition("mch_a", &id, PaymentEvent::Paid, &facts, render)
+                        .await
+                })
+            })
+            .collect();
+        let mut changed = 0;
+        for t in tasks {
+            match t.await.unwrap().unwrap() {
+                TransitionOutcome::Changed { .. } => changed += 1,
+                TransitionOutcome::Unchanged(p) => assert_eq!(p.status, PaymentStatus::Succeeded),
+            }
+        }
+        assert_eq!(changed, 24, "each payment moved once");
+        for i in 0..24 {
+            let id = format!("pay_m{i}");
+            assert_eq!(store.events_for("mch_a", &id).await.unwrap().len(), 1);
+            assert_eq!(store.history(&id).await.unwrap().len(), 2);
+        }
+        assert_eq!(
+            store.ledger_violations().await.unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     pub async fn listing_filters_and_pages(store: Store) {
