@@ -6,33 +6,12 @@
 //! that fails is written again one transition at a time, so no transition fails another. On
 //! PostgreSQL each transition has its own transaction, as many nodes share the database.
 
-use std::sync::{Arc, Mutex};
-
 use tokio::sync::oneshot;
 use wxgate_domain::payment::PaymentStatus;
 
 use crate::batch::Batch;
 use crate::payments::{transition_statements, write_payment_transition};
-use crate::{Backend, PaymentRow, Result, Store, TransitionFacts};
-
-/// Renders a transition's event (id and payload) from the payment after it.
-pub(crate) type Render = Arc<dyn Fn(&PaymentRow) -> (String, String) + Send + Sync>;
-
-/// One transition waiting for the writer, and where its answer goes.
-struct Waiting {
-    current: PaymentRow,
-    to: PaymentStatus,
-    facts: TransitionFacts,
-    render: Render,
-    answer: oneshot::Sender<Result<Option<PaymentRow>>>,
-}
-
-/// The transitions waiting for the writer, and the right to write them.
-#[derive(Default)]
-pub(crate) struct Group {
-    waiting: Mutex<Vec<Waiting>>,
-    writing: tokio::sync::Mutex<()>,
-}
+use crate::{Backend, PaymentRow, Render, Result, Store, TransitionFacts, Waiting};
 
 impl Store {
     /// Writes `current` moved to `to` (see `write_payment_transition`) and commits: the row

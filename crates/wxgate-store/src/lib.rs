@@ -112,8 +112,27 @@ pub struct Store {
     /// Bumped whenever this process writes an event or records a webhook attempt: any number
     /// of followers (the demo's activity lines) watch it.
     activity: Arc<tokio::sync::watch::Sender<u64>>,
-    /// Payment transitions waiting for the SQLite writer, committed together.
-    group: Arc<group::Group>,
+    /// Payment transitions waiting for the SQLite writer, committed together (`group.rs`).
+    group: Arc<Group>,
+}
+
+/// Renders a transition's event (id and payload) from the payment after it.
+pub(crate) type Render = Arc<dyn Fn(&PaymentRow) -> (String, String) + Send + Sync>;
+
+/// One payment transition waiting for the SQLite writer, and where its answer goes.
+struct Waiting {
+    current: PaymentRow,
+    to: PaymentStatus,
+    facts: TransitionFacts,
+    render: Render,
+    answer: tokio::sync::oneshot::Sender<Result<Option<PaymentRow>>>,
+}
+
+/// The transitions waiting for the writer, and the right to write them.
+#[derive(Default)]
+struct Group {
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {

@@ -2,8 +2,8 @@
 //! write their history row and outbox event in the same transaction.
 
 use super::*;
+use crate::Render;
 use crate::batch::Batch;
-use crate::group::Render;
 use crate::listing::List;
 use crate::outbox::push_event;
 use wxgate_domain::Integration;
