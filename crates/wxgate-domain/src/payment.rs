@@ -249,6 +249,11 @@ impl PaymentStatus {
     pub fn is_pending(self) -> bool {
         self == Self::Pending
     }
+
+    /// Paid and not refunded in full: WeChat takes refunds of it.
+    pub fn is_refundable(self) -> bool {
+        matches!(self, Self::Succeeded | Self::PaidAfterClose)
+    }
 }
 
 /// What can happen to a payment.

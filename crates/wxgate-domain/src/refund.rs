@@ -158,10 +158,7 @@ pub struct Refundable {
 
 /// WeChat's rules for a new refund of `amount`, at `now`.
 pub fn check(r: &Refundable, amount: i64, now: i64) -> Result<(), RefundRefusal> {
-    if !matches!(
-        r.status,
-        PaymentStatus::Succeeded | PaymentStatus::PaidAfterClose
-    ) {
+    if !r.status.is_refundable() {
         return Err(RefundRefusal::PaymentNotRefundable(r.status.as_str()));
     }
     if now - r.paid_at.unwrap_or(now) > REFUND_WINDOW_MS {

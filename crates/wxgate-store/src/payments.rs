@@ -185,14 +185,13 @@ impl Store {
         facts: &TransitionFacts,
         render: Render,
     ) -> Result<TransitionOutcome> {
-        let (merchant_id, payment_id) = (current.merchant_id.clone(), current.id.clone());
         for _ in 0..8 {
             let from = current.status;
             let to = match payment::apply(from, event) {
                 Ok(Transition::To(to)) => to,
                 // Nothing to write, or not allowed: decided on the payment as it is now.
                 _ if !fresh => {
-                    current = self.current(&merchant_id, &payment_id).await?;
+                    current = self.current(&current.merchant_id, &current.id).await?;
                     fresh = true;
                     continue;
                 }
@@ -201,7 +200,7 @@ impl Store {
             };
             let written = self.write_transition(&current, to, facts, &render).await?;
             let Some(after) = written else {
-                current = self.current(&merchant_id, &payment_id).await?;
+                current = self.current(&current.merchant_id, &current.id).await?;
                 fresh = true;
                 continue;
             };
@@ -214,7 +213,8 @@ impl Store {
             });
         }
         Err(StoreError::Corrupt(format!(
-            "payment {payment_id} kept changing under a transition"
+            "payment {} kept changing under a transition",
+            current.id
         )))
     }
 

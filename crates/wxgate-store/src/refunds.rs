@@ -10,7 +10,7 @@ use wxgate_domain::{PaymentEvent, PaymentStatus, Transition, payment};
 
 use crate::batch::Batch;
 use crate::outbox::push_event;
-use crate::payments::{check_money, write_payment_transition};
+use crate::payments::{check_money, transition_statements};
 use crate::{
     CLAIM_LEASE_MS, EventRow, PaymentRow, RefundFacts, RefundNote, RefundRow,
     RefundTransitionOutcome, ReserveOutcome, Result, Store, StoreError, TransitionFacts,
@@ -165,9 +165,16 @@ impl Store {
                 tx.rollback().await?;
                 continue;
             };
-            let payment =
-                move_payment_sums(&mut tx, &current, to, facts.now, &render_payment).await?;
             let mut batch = Batch::default();
+            let payment = move_payment_sums(
+                &mut tx,
+                &mut batch,
+                &current,
+                to,
+                facts.now,
+                &render_payment,
+            )
+            .await?;
             if to == RefundStatus::Succeeded {
                 post_refund(&mut batch, &current, facts.now)?;
             }
@@ -290,9 +297,10 @@ async fn reserve_on_payment(
 /// What a refund's new status does to its payment's sums, in the refund's transaction: success
 /// adds to the refunded sum (and a payment refunded in full becomes `refunded`, with its own
 /// event); failure frees the reserved amount. A twice-paid order's refund moves nothing.
-/// Returns the payment after.
+/// Returns the payment after; what follows from a payment refunded in full goes into `batch`.
 async fn move_payment_sums(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    batch: &mut Batch,
     current: &RefundRow,
     to: RefundStatus,
     now: i64,
@@ -326,8 +334,9 @@ async fn move_payment_sums(
             ..Default::default()
         };
         // The row was just read inside this transaction, so its version holds.
-        payment = write_payment_transition(
+        payment = transition_statements(
             tx,
+            batch,
             &payment,
             PaymentStatus::Refunded,
             &facts,

@@ -457,7 +457,7 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
         "WXGATE_PAYOUT_CONFIRMATION_POLL_SECS",
         file.payout_confirmation_poll_secs,
     )?;
-    let sync_schedule_ms = sync_schedule(file.sync_schedule_ms)?;
+    let sync_schedule_ms = sync_schedule(env("WXGATE_SYNC_SCHEDULE_MS"), file.sync_schedule_ms)?;
     Ok(Settings {
         database_url,
         master_key,
@@ -471,11 +471,14 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
     })
 }
 
-/// The status-sync schedule: the environment's over the file's, checked.
-fn sync_schedule(from_file: Option<Vec<i64>>) -> anyhow::Result<Option<Vec<i64>>> {
-    let schedule = match std::env::var("WXGATE_SYNC_SCHEDULE_MS") {
-        Ok(v) if !v.is_empty() => Some(milliseconds(&v).context("WXGATE_SYNC_SCHEDULE_MS")?),
-        _ => from_file,
+/// The status-sync schedule: the environment's (`from_env`) over the file's, checked.
+fn sync_schedule(
+    from_env: Option<String>,
+    from_file: Option<Vec<i64>>,
+) -> anyhow::Result<Option<Vec<i64>>> {
+    let schedule = match from_env {
+        Some(v) => Some(milliseconds(&v).context("WXGATE_SYNC_SCHEDULE_MS")?),
+        None => from_file,
     };
     if schedule
         .as_ref()

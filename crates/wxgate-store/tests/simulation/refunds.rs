@@ -117,12 +117,7 @@ impl Simulation {
             // The gateway refuses a refund of a payment not paid when it reads it
             // (`refund::check`), before anything is reserved: the order it would refund is
             // the one that paid, fixed from then on.
-            let paid = payment.as_ref().is_some_and(|p| {
-                matches!(
-                    p.status,
-                    PaymentStatus::Succeeded | PaymentStatus::PaidAfterClose
-                )
-            });
+            let paid = payment.as_ref().is_some_and(|p| p.status.is_refundable());
             return Ok((!paid, None));
         };
         if !*reserved {
