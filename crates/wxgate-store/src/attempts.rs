@@ -81,12 +81,11 @@ impl Store {
 
     /// A payment's attempts, oldest first.
     pub async fn payment_attempts(&self, payment_id: &str) -> Result<Vec<PaymentAttemptRow>> {
-        Ok(sqlx::query_as::<_, PaymentAttemptRow>(
+        self.read_rows(
             "SELECT * FROM payment_attempts WHERE payment_id = $1 ORDER BY seq",
+            [payment_id],
         )
-        .bind(payment_id)
-        .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
     /// The attempt with this out_trade_no, and its payment.
@@ -95,13 +94,13 @@ impl Store {
         merchant_id: &str,
         out_trade_no: &str,
     ) -> Result<Option<(PaymentAttemptRow, PaymentRow)>> {
-        let attempt = sqlx::query_as::<_, PaymentAttemptRow>(
-            "SELECT * FROM payment_attempts WHERE merchant_id = $1 AND out_trade_no = $2",
-        )
-        .bind(merchant_id)
-        .bind(out_trade_no)
-        .fetch_optional(&self.pool)
-        .await?;
+        let attempt = self
+            .read_rows::<PaymentAttemptRow, 2>(
+                "SELECT * FROM payment_attempts WHERE merchant_id = $1 AND out_trade_no = $2",
+                [merchant_id, out_trade_no],
+            )
+            .await?
+            .pop();
         let Some(attempt) = attempt else {
             return Ok(None);
         };

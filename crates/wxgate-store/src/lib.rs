@@ -13,6 +13,8 @@
 mod attempts;
 mod batch;
 mod claims;
+mod columns;
+mod direct;
 mod doors;
 mod group;
 mod idempotency;
@@ -55,6 +57,9 @@ pub enum Backend {
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// From a direct SQLite reader (`direct.rs`).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL (use sqlite://… or postgres://…)")]
@@ -74,12 +79,17 @@ pub enum StoreError {
 impl StoreError {
     /// The database could not be reached or was too busy: worth a 503, not a 500.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Self::Database(
+        match self {
+            Self::Database(e) => matches!(
+                e,
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-            )
-        )
+            ),
+            Self::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::CannotOpen)
+            ),
+            _ => false,
+        }
     }
 }
 
@@ -114,6 +124,14 @@ pub struct Store {
     activity: Arc<tokio::sync::watch::Sender<u64>>,
     /// Payment transitions waiting for the SQLite writer, committed together (`group.rs`).
     group: Arc<Group>,
+    /// On an SQLite file, connections that read on the calling thread (`direct.rs`).
+    readers: Option<Arc<Readers>>,
+}
+
+/// Read-only SQLite connections to the store's file, idle until a read takes one.
+struct Readers {
+    path: std::path::PathBuf,
+    idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
 }
 
 /// Renders a transition's event (id and payload) from the payment after it.
@@ -167,6 +185,13 @@ impl Store {
             _ => url.to_string(),
         };
         let options = AnyConnectOptions::from_str(&url)?;
+        let readers = match backend {
+            Backend::Sqlite => {
+                let sqlite = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?;
+                Readers::of(sqlite.get_filename()).map(Arc::new)
+            }
+            Backend::Postgres => None,
+        };
         let open = |connections: u32| {
             AnyPoolOptions::new()
                 .max_connections(connections)
@@ -214,6 +239,7 @@ impl Store {
             outbox: Arc::new(tokio::sync::Notify::new()),
             activity: Arc::new(tokio::sync::watch::channel(0).0),
             group: Arc::default(),
+            readers,
         })
     }
 
@@ -254,6 +280,9 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+        if let Some(readers) = &self.readers {
+            readers.close();
+        }
     }
 
     /// Applies every migration this binary carries.

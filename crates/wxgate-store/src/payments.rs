@@ -4,6 +4,7 @@
 use super::*;
 use crate::Render;
 use crate::batch::Batch;
+use crate::columns::{Columns, Decode};
 use crate::listing::List;
 use crate::outbox::push_event;
 use wxgate_domain::Integration;
@@ -60,15 +61,11 @@ impl Store {
     }
 
     pub async fn payment(&self, merchant_id: &str, id: &str) -> Result<Option<PaymentRow>> {
-        let p = sqlx::query_as::<_, PaymentRow>(
+        self.one_payment(
             "SELECT * FROM payments WHERE merchant_id = $1 AND id = $2",
+            [merchant_id, id],
         )
-        .bind(merchant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        p.as_ref().map(check_money).transpose()?;
-        Ok(p)
+        .await
     }
 
     pub async fn payment_by_order_id(
@@ -76,13 +73,11 @@ impl Store {
         merchant_id: &str,
         merchant_order_id: &str,
     ) -> Result<Option<PaymentRow>> {
-        Ok(sqlx::query_as::<_, PaymentRow>(
+        self.one_payment(
             "SELECT * FROM payments WHERE merchant_id = $1 AND merchant_order_id = $2",
+            [merchant_id, merchant_order_id],
         )
-        .bind(merchant_id)
-        .bind(merchant_order_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .await
     }
 
     pub async fn payment_by_out_trade_no(
@@ -91,14 +86,19 @@ impl Store {
         out_trade_no: &str,
     ) -> Result<Option<PaymentRow>> {
         // Any attempt's order leads to its payment.
-        Ok(sqlx::query_as::<_, PaymentRow>(
+        self.one_payment(
             "SELECT p.* FROM payment_attempts a JOIN payments p ON p.id = a.payment_id \
              WHERE a.merchant_id = $1 AND a.out_trade_no = $2",
+            [merchant_id, out_trade_no],
         )
-        .bind(merchant_id)
-        .bind(out_trade_no)
-        .fetch_optional(&self.pool)
-        .await?)
+        .await
+    }
+
+    /// The payment `sql` finds with `params`, if any.
+    async fn one_payment(&self, sql: &str, params: [&str; 2]) -> Result<Option<PaymentRow>> {
+        let p = self.read_rows::<PaymentRow, 2>(sql, params).await?.pop();
+        p.as_ref().map(check_money).transpose()?;
+        Ok(p)
     }
 
     /// Newest first, `limit` at most, optionally after a cursor (a payment id from a previous
@@ -239,28 +239,38 @@ impl Store {
              WHERE p.merchant_id = $1 AND p.id = $2 ORDER BY h.version",
             self.attempts_json_sql()
         );
-        let rows = sqlx::query(&sql)
-            .bind(merchant_id)
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        let Some(first) = rows.first() else {
+        let detail = match &self.readers {
+            Some(readers) => readers.read(|conn| {
+                let mut statement = conn.prepare_cached(&sql)?;
+                let mut rows = statement.query([merchant_id, id])?;
+                let mut detail = None;
+                while let Some(row) = rows.next()? {
+                    Detail::add(&mut detail, row)?;
+                }
+                Ok(detail)
+            })?,
+            None => {
+                let rows = sqlx::query(&sql)
+                    .bind(merchant_id)
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut detail = None;
+                for row in &rows {
+                    Detail::add(&mut detail, row)?;
+                }
+                detail
+            }
+        };
+        let Some(Detail {
+            payment,
+            history,
+            attempts,
+        }) = detail
+        else {
             return Ok(None);
         };
-        let payment = <PaymentRow as sqlx::FromRow<'_, sqlx::any::AnyRow>>::from_row(first)?;
         check_money(&payment)?;
-        let history = rows
-            .iter()
-            .map(|r| {
-                let status: String = r.try_get("h_status")?;
-                Ok(HistoryRow {
-                    status: PaymentStatus::try_from(status).map_err(StoreError::Corrupt)?,
-                    source: r.try_get("h_source")?,
-                    at: r.try_get("h_at")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let attempts: Option<String> = first.try_get("attempts_json")?;
         let attempts = parse_attempts(&payment, attempts.as_deref().unwrap_or("[]"))?;
         Ok(Some((payment, history, attempts)))
     }
@@ -481,6 +491,31 @@ fn push_attempt(batch: &mut Batch, a: &PaymentAttemptRow) {
             a.updated_at.into(),
         ],
     );
+}
+
+/// A payment with its history, gathered from the rows of [`Store::payment_detail`]'s query
+/// (one per history row, the first also carrying the payment's attempts as JSON).
+struct Detail {
+    payment: PaymentRow,
+    history: Vec<HistoryRow>,
+    attempts: Option<String>,
+}
+
+impl Detail {
+    fn add(detail: &mut Option<Self>, row: &impl Columns) -> Result<()> {
+        let history = HistoryRow::decode_joined(row)?;
+        match detail {
+            Some(d) => d.history.push(history),
+            None => {
+                *detail = Some(Self {
+                    payment: PaymentRow::decode(row)?,
+                    history: vec![history],
+                    attempts: row.get("attempts_json")?,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Inserts a payment row unless its merchant_order_id is taken: how many rows went in.

@@ -52,7 +52,8 @@ impl MerchantRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, sqlx::FromRow)]
+/// Decoded by `PaymentRow::decode` (`columns.rs`), from sqlx's rows and the direct readers'.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PaymentRow {
     pub id: String,
     pub merchant_id: String,
@@ -61,9 +62,7 @@ pub struct PaymentRow {
     pub amount: i64,
     pub currency: String,
     pub description: String,
-    #[sqlx(try_from = "String")]
     pub integration: PaymentIntegration,
-    #[sqlx(try_from = "String")]
     pub status: PaymentStatus,
     pub version: i64,
     pub fingerprint: String,
@@ -175,8 +174,8 @@ pub struct PayerPaid {
     pub exchange_rate: Option<i64>,
 }
 
-/// One WeChat order made for a payment.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// One WeChat order made for a payment. Decoded by `PaymentAttemptRow::decode` (`columns.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentAttemptRow {
     pub merchant_id: String,
     pub out_trade_no: String,
@@ -184,9 +183,7 @@ pub struct PaymentAttemptRow {
     /// 1 for the first order, then 2, 3, …
     pub seq: i64,
     /// The WeChat product: native, h5, jsapi, mini_program, app.
-    #[sqlx(try_from = "String")]
     pub integration: Integration,
-    #[sqlx(try_from = "String")]
     pub status: AttemptStatus,
     pub wechat_credential: Option<String>,
     pub transaction_id: Option<String>,

@@ -1,0 +1,137 @@
+//! Reading a row's columns by name, the same way from sqlx's rows and from the rows of the
+//! direct SQLite readers (`direct.rs`), so that each row type is decoded by one function.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use wxgate_domain::payment::AttemptStatus;
+use wxgate_domain::{Integration, PaymentIntegration, PaymentStatus};
+
+use crate::{HistoryRow, PaymentAttemptRow, PaymentRow, Result, StoreError};
+
+/// A value both drivers can read from a column.
+pub(crate) trait Column:
+    for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any> + rusqlite::types::FromSql
+{
+}
+
+impl<T> Column for T where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any> + rusqlite::types::FromSql
+{
+}
+
+/// A row whose columns are read by name.
+pub(crate) trait Columns {
+    fn get<T: Column>(&self, name: &str) -> Result<T>;
+
+    /// A text column parsed into `T`; text it does not parse is corrupt data.
+    fn parse<T: TryFrom<String, Error = String>>(&self, name: &str) -> Result<T> {
+        T::try_from(self.get::<String>(name)?).map_err(StoreError::Corrupt)
+    }
+}
+
+impl Columns for AnyRow {
+    fn get<T: Column>(&self, name: &str) -> Result<T> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn get<T: Column>(&self, name: &str) -> Result<T> {
+        Ok(rusqlite::Row::get(self, name)?)
+    }
+}
+
+/// A row type read alike through sqlx and through the direct readers.
+pub(crate) trait Decode: Sized {
+    fn decode(r: &impl Columns) -> Result<Self>;
+}
+
+/// A payment, from a row that holds every column of `payments`.
+impl Decode for PaymentRow {
+    fn decode(r: &impl Columns) -> Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            merchant_id: r.get("merchant_id")?,
+            merchant_order_id: r.get("merchant_order_id")?,
+            out_trade_no: r.get("out_trade_no")?,
+            amount: r.get("amount")?,
+            currency: r.get("currency")?,
+            description: r.get("description")?,
+            integration: r.parse::<PaymentIntegration>("integration")?,
+            status: r.parse::<PaymentStatus>("status")?,
+            version: r.get("version")?,
+            fingerprint: r.get("fingerprint")?,
+            payer_openid: r.get("payer_openid")?,
+            client_ip: r.get("client_ip")?,
+            return_url: r.get("return_url")?,
+            cancel_url: r.get("cancel_url")?,
+            attach: r.get("attach")?,
+            metadata: r.get("metadata")?,
+            wechat_credential: r.get("wechat_credential")?,
+            transaction_id: r.get("transaction_id")?,
+            paid_at: r.get("paid_at")?,
+            expires_at: r.get("expires_at")?,
+            created_at: r.get("created_at")?,
+            updated_at: r.get("updated_at")?,
+            sync_due_at: r.get("sync_due_at")?,
+            sync_attempts: r.get("sync_attempts")?,
+            claimed_until: r.get("claimed_until")?,
+            notify_url: r.get("notify_url")?,
+            amount_refunded: r.get("amount_refunded")?,
+            amount_reserved: r.get("amount_reserved")?,
+            refund_count: r.get("refund_count")?,
+            checkout_token: r.get("checkout_token")?,
+            hosted_url: r.get("hosted_url")?,
+            checkout_kind: r.get("checkout_kind")?,
+            payment_link_id: r.get("payment_link_id")?,
+            payer_amount: r.get("payer_amount")?,
+            payer_currency: r.get("payer_currency")?,
+            exchange_rate: r.get("exchange_rate")?,
+            door: r.get("door")?,
+        })
+    }
+}
+
+impl Decode for PaymentAttemptRow {
+    fn decode(r: &impl Columns) -> Result<Self> {
+        Ok(Self {
+            merchant_id: r.get("merchant_id")?,
+            out_trade_no: r.get("out_trade_no")?,
+            payment_id: r.get("payment_id")?,
+            seq: r.get("seq")?,
+            integration: r.parse::<Integration>("integration")?,
+            status: r.parse::<AttemptStatus>("status")?,
+            wechat_credential: r.get("wechat_credential")?,
+            transaction_id: r.get("transaction_id")?,
+            created_at: r.get("created_at")?,
+            updated_at: r.get("updated_at")?,
+        })
+    }
+}
+
+/// sqlx's rows decoded by the same functions, for `query_as`.
+macro_rules! from_any_row {
+    ($($row:ty),*) => {$(
+        impl<'r> sqlx::FromRow<'r, AnyRow> for $row {
+            fn from_row(row: &'r AnyRow) -> sqlx::Result<Self> {
+                Self::decode(row).map_err(|e| match e {
+                    StoreError::Database(e) => e,
+                    other => sqlx::Error::Decode(Box::new(other)),
+                })
+            }
+        }
+    )*};
+}
+
+from_any_row!(PaymentRow, PaymentAttemptRow);
+
+impl HistoryRow {
+    /// A history row joined to its payment, its columns prefixed `h_`.
+    pub(crate) fn decode_joined(r: &impl Columns) -> Result<Self> {
+        Ok(Self {
+            status: r.parse::<PaymentStatus>("h_status")?,
+            source: r.get("h_source")?,
+            at: r.get("h_at")?,
+        })
+    }
+}

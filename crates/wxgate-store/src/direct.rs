@@ -1,0 +1,99 @@
+//! Reads on the calling thread. sqlx hands every SQLite statement to its connection's worker
+//! thread and waits for the answer; for a read of a few indexed rows, that hand-off and the
+//! wake-ups on both sides cost more than the read. The hottest read (a payment by id, for
+//! `GET /v1/payments/{id}` and every create's answer) runs instead on read-only connections
+//! of its own to the same file, where it is called: a few microseconds of SQLite's work on the
+//! async thread. WAL lets these connections read beside the writer, and each read sees every
+//! commit that finished before it began, as a read on sqlx's connections does.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::columns::Decode;
+use crate::{Readers, Result, Store};
+
+/// How many idle direct readers are kept open; more are opened while more read at once.
+const READERS_IDLE_MAX: usize = 4;
+
+/// How long a read waits for a lock, as sqlx's connections do (in WAL a reader is not blocked
+/// but while SQLite recovers the log after a crash).
+const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Readers {
+    /// Readers of the database file at `path`; `None` for an in-memory database, which other
+    /// connections cannot see.
+    pub(crate) fn of(path: &Path) -> Option<Self> {
+        let name = path.to_string_lossy();
+        if name.is_empty() || name.starts_with(":memory:") {
+            return None;
+        }
+        Some(Self {
+            path: path.to_path_buf(),
+            idle: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Runs `read` on an idle reader, or on a new one when none is idle.
+    pub(crate) fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let idle = self.idle.lock().expect("readers lock").pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let answer = read(&conn);
+        let mut idle = self.idle.lock().expect("readers lock");
+        if idle.len() < READERS_IDLE_MAX {
+            idle.push(conn);
+        }
+        answer
+    }
+
+    /// Closes the idle readers.
+    pub(crate) fn close(&self) {
+        self.idle.lock().expect("readers lock").clear();
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        // Opened for writing, then barred from it: a read-only connection could not open the
+        // WAL files should the store's own connections have closed them meanwhile.
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.pragma_update(None, "query_only", true)?;
+        conn.busy_timeout(READER_BUSY_TIMEOUT)?;
+        Ok(conn)
+    }
+}
+
+impl Store {
+    /// The rows `sql` answers for `params`: on a direct reader when the store has them, else
+    /// on sqlx's pool.
+    pub(crate) async fn read_rows<T, const N: usize>(
+        &self,
+        sql: &str,
+        params: [&str; N],
+    ) -> Result<Vec<T>>
+    where
+        T: Decode + for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        if let Some(readers) = &self.readers {
+            return readers.read(|conn| {
+                let mut statement = conn.prepare_cached(sql)?;
+                let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+                let mut found = Vec::new();
+                while let Some(row) = rows.next()? {
+                    found.push(T::decode(row)?);
+                }
+                Ok(found)
+            });
+        }
+        let mut query = sqlx::query_as::<_, T>(sql);
+        for param in params {
+            query = query.bind(param);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+}
