@@ -6,10 +6,11 @@
 //! async thread. WAL lets these connections read beside the writer, and each read sees every
 //! commit that finished before it began, as a read on sqlx's connections does.
 
-use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::columns::Decode;
 use crate::{Readers, Result, Store};
@@ -22,17 +23,19 @@ const READERS_IDLE_MAX: usize = 4;
 const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Readers {
-    /// Readers of the database file at `path`; `None` for an in-memory database, which other
-    /// connections cannot see.
-    pub(crate) fn of(path: &Path) -> Option<Self> {
+    /// Readers of the database file `url` names; `None` for an in-memory database, which
+    /// other connections cannot see.
+    pub(crate) fn of(url: &str) -> Result<Option<Self>> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        let path = options.get_filename();
         let name = path.to_string_lossy();
         if name.is_empty() || name.starts_with(":memory:") {
-            return None;
+            return Ok(None);
         }
-        Some(Self {
+        Ok(Some(Self {
             path: path.to_path_buf(),
             idle: std::sync::Mutex::default(),
-        })
+        }))
     }
 
     /// Runs `read` on an idle reader, or on a new one when none is idle.

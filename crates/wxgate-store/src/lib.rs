@@ -186,10 +186,7 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let readers = match backend {
-            Backend::Sqlite => {
-                let sqlite = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?;
-                Readers::of(sqlite.get_filename()).map(Arc::new)
-            }
+            Backend::Sqlite => Readers::of(&url)?.map(Arc::new),
             Backend::Postgres => None,
         };
         let open = |connections: u32| {
