@@ -18,8 +18,9 @@ pub struct GatewayConfig {
     pub public_base_url: String,
     /// How long to wait for WeChat on one attempt.
     pub upstream_timeout: Duration,
-    /// Calls to WeChat per second per merchant from this node (see [`crate::pace`]); with
-    /// several nodes, each takes its part of what WeChat allows.
+    /// Orders to WeChat per second per merchant from this node, the other APIs paced in
+    /// proportion (see [`crate::pace`]); with several nodes, each takes its part of what WeChat
+    /// allows.
     pub upstream_rate: NonZeroU32,
     /// How often the status-sync worker looks for due work.
     pub sync_interval: Duration,

@@ -1,10 +1,12 @@
-//! Polite calls to WeChat: each merchant's calls from this node are paced, and background work
-//! (status sync, refund and payout sync, reconciliation) may use only part of the pace, so it
-//! never starves the calls a merchant or payer is waiting on.
+//! Polite calls to WeChat: each merchant's calls from this node are paced per API, and
+//! background work (status sync, refund and payout sync, reconciliation) may use only part of
+//! each API's pace, so it never starves the calls a merchant or payer is waiting on.
 //!
 //! WeChat caps every merchant's call rate per API (for example 600 orders and 1,800 queries
-//! per second on its published table, 150 refunds) and answers 429 `FREQUENCY_LIMITED` past
-//! it. A call waits for its turn (it is queued, never refused here), at most [`LONGEST_WAIT`]:
+//! per second on its published table, 150 refunds, 100 transfers) and answers 429
+//! `FREQUENCY_LIMITED` past it. So each [`Api`] has a pace of its own, in those proportions to
+//! the configured order rate: a wave of status queries never takes from creates. A call
+//! waits for its turn (it is queued, never refused here), at most [`LONGEST_WAIT`]:
 //! past that it goes anyway and WeChat's own answer decides. After WeChat answers 429
 //! the merchant's background calls wait [`CALM_AFTER_LIMITED`] while merchant-facing ones go
 //! on with the client's own backoff.
@@ -41,48 +43,101 @@ fn in_background() -> bool {
     BACKGROUND.try_with(|_| ()).is_ok()
 }
 
-/// One merchant's pace on this node.
-pub struct Pace {
+/// The APIs WeChat caps separately, each paced on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// Prepay (every product, domestic and cross-border) and closing an order.
+    Order = 0,
+    /// Querying an order.
+    Query = 1,
+    /// Refunds and their queries.
+    Refund = 2,
+    /// Merchant transfers (payouts): create, query, cancel.
+    Transfer = 3,
+    /// Bills and statements.
+    Bill = 4,
+}
+
+impl Api {
+    const ALL: [Self; 5] = [
+        Self::Order,
+        Self::Query,
+        Self::Refund,
+        Self::Transfer,
+        Self::Bill,
+    ];
+
+    /// This API's cap as a fraction of the order cap (numerator, denominator), after WeChat's
+    /// table: 1,800 queries, 150 refunds and 100 transfers a second against 600 orders.
+    fn scale(self) -> (u32, u32) {
+        match self {
+            Self::Order | Self::Bill => (1, 1),
+            Self::Query => (3, 1),
+            Self::Refund => (1, 4),
+            Self::Transfer => (1, 6),
+        }
+    }
+}
+
+/// One API's pace: every call's, and background work's share of it.
+struct Lane {
     every_call: DefaultDirectRateLimiter,
     background: DefaultDirectRateLimiter,
+}
+
+/// One merchant's pace on this node.
+pub struct Pace {
+    /// Indexed by [`Api`] (`Api::ALL` is in the order of its discriminants).
+    lanes: [Lane; Api::ALL.len()],
     /// Until when background calls wait, after a 429.
     calm_until: Mutex<Option<Instant>>,
 }
 
 impl Pace {
-    /// A pace of `per_second` calls, background work taking at most a
-    /// 1/[`BACKGROUND_SHARE_DIVISOR`] of it.
-    pub fn per_second(per_second: NonZeroU32) -> Self {
-        let share = (per_second.get() / BACKGROUND_SHARE_DIVISOR).max(1);
-        Self::with_quotas(
-            Quota::per_second(per_second),
-            Quota::per_second(NonZeroU32::new(share).expect("at least one")),
-        )
+    /// A pace of `orders` calls a second to the order API, the other APIs in proportion
+    /// ([`Api::scale`], at least one a second), background work taking at most a
+    /// 1/[`BACKGROUND_SHARE_DIVISOR`] of each.
+    pub fn per_second(orders: NonZeroU32) -> Self {
+        Self::with_quotas(|api| {
+            let (times, over) = api.scale();
+            let every_call = (orders.get().saturating_mul(times) / over).max(1);
+            let share = (every_call / BACKGROUND_SHARE_DIVISOR).max(1);
+            let per_second = |n| Quota::per_second(NonZeroU32::new(n).expect("at least one"));
+            (per_second(every_call), per_second(share))
+        })
     }
 
-    fn with_quotas(every_call: Quota, background: Quota) -> Self {
+    /// A pace whose quotas (every call's, background work's) `quotas` gives for each API.
+    fn with_quotas(quotas: impl Fn(Api) -> (Quota, Quota)) -> Self {
+        let lanes = Api::ALL.map(|api| {
+            let (every_call, background) = quotas(api);
+            Lane {
+                every_call: RateLimiter::direct(every_call),
+                background: RateLimiter::direct(background),
+            }
+        });
         Self {
-            every_call: RateLimiter::direct(every_call),
-            background: RateLimiter::direct(background),
+            lanes,
             calm_until: Mutex::new(None),
         }
     }
 
-    /// Waits until this call may go, at most [`LONGEST_WAIT`]: background work first waits
-    /// out a calm period and its share, then every call waits for the merchant's pace.
-    pub async fn turn(&self) {
-        let _ = tokio::time::timeout(LONGEST_WAIT, self.wait()).await;
+    /// Waits until a call to `api` may go, at most [`LONGEST_WAIT`]: background work first
+    /// waits out a calm period and its share, then every call waits for the API's pace.
+    pub async fn turn(&self, api: Api) {
+        let _ = tokio::time::timeout(LONGEST_WAIT, self.wait(api)).await;
     }
 
-    async fn wait(&self) {
+    async fn wait(&self, api: Api) {
+        let lane = &self.lanes[api as usize];
         if in_background() {
             let calm = *self.calm_until.lock().expect("pace lock");
             if let Some(until) = calm {
                 tokio::time::sleep_until(until).await;
             }
-            self.background.until_ready().await;
+            lane.background.until_ready().await;
         }
-        self.every_call.until_ready().await;
+        lane.every_call.until_ready().await;
     }
 
     /// WeChat said this merchant calls too often: background calls pause.
@@ -119,15 +174,19 @@ mod tests {
     /// A pace that refills once an hour, so nothing here depends on how fast the test runs.
     fn hourly(every_call: u32, background: u32) -> Pace {
         let q = |n| Quota::per_hour(NonZeroU32::new(n).expect("positive"));
-        Pace::with_quotas(q(every_call), q(background))
+        Pace::with_quotas(|_| (q(every_call), q(background)))
     }
 
     async fn goes_at_once(pace: &Pace, background: bool) -> bool {
+        goes_at_once_to(pace, Api::Order, background).await
+    }
+
+    async fn goes_at_once_to(pace: &Pace, api: Api, background: bool) -> bool {
         let turn = async {
             if background {
-                as_background(pace.turn()).await
+                as_background(pace.turn(api)).await
             } else {
-                pace.turn().await
+                pace.turn(api).await
             }
         };
         tokio::time::timeout(Duration::from_millis(1), turn)
@@ -160,11 +219,36 @@ mod tests {
     async fn a_call_waits_no_longer_than_the_longest_wait() {
         let pace = hourly(1, 1);
         assert!(goes_at_once(&pace, false).await);
-        let mut turn = std::pin::pin!(pace.turn());
+        let mut turn = std::pin::pin!(pace.turn(Api::Order));
         let almost = LONGEST_WAIT - Duration::from_millis(1);
         assert!(tokio::time::timeout(almost, &mut turn).await.is_err());
         let past = Duration::from_millis(2);
         assert!(tokio::time::timeout(past, &mut turn).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_api_has_its_own_pace_so_queries_never_take_from_orders() {
+        let pace = hourly(2, 1);
+        assert!(goes_at_once_to(&pace, Api::Query, false).await);
+        assert!(goes_at_once_to(&pace, Api::Query, false).await);
+        assert!(
+            !goes_at_once_to(&pace, Api::Query, false).await,
+            "queries used up"
+        );
+        assert!(goes_at_once_to(&pace, Api::Order, false).await);
+        assert!(goes_at_once_to(&pace, Api::Refund, true).await);
+    }
+
+    #[test]
+    fn the_apis_are_paced_in_wechats_proportions_to_the_order_rate() {
+        let per_second = |api: Api| {
+            let (times, over) = api.scale();
+            600 * times / over
+        };
+        assert_eq!(per_second(Api::Order), 600);
+        assert_eq!(per_second(Api::Query), 1_800);
+        assert_eq!(per_second(Api::Refund), 150);
+        assert_eq!(per_second(Api::Transfer), 100);
     }
 
     fn report(status: u16, error_code: Option<&'static str>) -> CallReport<'static> {

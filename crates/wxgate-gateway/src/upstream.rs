@@ -20,7 +20,7 @@ use wechatpay_v3::verify::Verifier;
 use wxgate_domain::{Integration, MerchantMode};
 use wxgate_store::{MerchantRow, Store};
 
-use crate::pace::Pace;
+use crate::pace::{Api, Pace};
 use crate::secrets::MasterKey;
 
 /// What the master key seals.
@@ -129,16 +129,17 @@ impl Upstream {
 #[derive(Clone)]
 pub struct CallSettings {
     pub timeout: Duration,
-    /// Calls per second per merchant from this node (see [`crate::pace`]).
+    /// Orders per second per merchant from this node, the other APIs in proportion (see
+    /// [`crate::pace`]).
     pub per_second: NonZeroU32,
     pub observer: Option<CallObserver>,
 }
 
 impl Upstream {
-    /// The client to WeChat, once this call's turn has come (one call per turn; see
+    /// The client to WeChat, once this call's turn at `api` has come (one call per turn; see
     /// [`crate::pace`]).
-    pub async fn client(&self) -> &Client {
-        self.pace.turn().await;
+    pub async fn client(&self, api: Api) -> &Client {
+        self.pace.turn(api).await;
         &self.client
     }
 
@@ -225,7 +226,7 @@ impl Upstream {
         if let Some(mcc) = &self.merchant.merchant_category_code {
             return self.global_prepay(integration, mcc, req).await;
         }
-        let client = self.client().await;
+        let client = self.client(Api::Order).await;
         Ok(match integration {
             Integration::Native => Prepaid::Native {
                 code_url: client.prepay_native(&req).await?.code_url,
@@ -273,7 +274,11 @@ impl Upstream {
             scene_info: req.scene_info,
             ..Default::default()
         };
-        let answer = self.client().await.global_prepay(kind, &global).await?;
+        let answer = self
+            .client(Api::Order)
+            .await
+            .global_prepay(kind, &global)
+            .await?;
         let field = |name: &str| {
             answer[name]
                 .as_str()
@@ -302,12 +307,12 @@ impl Upstream {
     /// Queries an order by out_trade_no, at the endpoint for the merchant's region.
     pub async fn query(&self, out_trade_no: &str) -> Result<Transaction, ClientError> {
         if self.cross_border() {
-            self.client()
+            self.client(Api::Query)
                 .await
                 .global_query_by_out_trade_no(out_trade_no)
                 .await
         } else {
-            self.client()
+            self.client(Api::Query)
                 .await
                 .query_by_out_trade_no(out_trade_no)
                 .await
@@ -317,9 +322,12 @@ impl Upstream {
     /// Closes an order, at the endpoint for the merchant's region.
     pub async fn close(&self, out_trade_no: &str) -> Result<(), ClientError> {
         if self.cross_border() {
-            self.client().await.global_close(out_trade_no).await
+            self.client(Api::Order)
+                .await
+                .global_close(out_trade_no)
+                .await
         } else {
-            self.client().await.close(out_trade_no).await
+            self.client(Api::Order).await.close(out_trade_no).await
         }
     }
 
@@ -327,7 +335,7 @@ impl Upstream {
     /// is read as a domestic one (the fields the gateway checks are the same).
     pub async fn refund(&self, req: &RefundRequest) -> Result<Refund, ClientError> {
         if !self.cross_border() {
-            return self.client().await.refund(req).await;
+            return self.client(Api::Refund).await.refund(req).await;
         }
         let global = GlobalRefundRequest {
             mchid: self.merchant.mchid.clone(),
@@ -343,7 +351,7 @@ impl Upstream {
                 currency: req.amount.currency.clone(),
             },
         };
-        self.client()
+        self.client(Api::Refund)
             .await
             .global_refund(&global)
             .await
@@ -353,13 +361,16 @@ impl Upstream {
     /// Queries a refund by out_refund_no, at the endpoint for the merchant's region.
     pub async fn query_refund(&self, out_refund_no: &str) -> Result<Refund, ClientError> {
         if self.cross_border() {
-            self.client()
+            self.client(Api::Refund)
                 .await
                 .global_query_refund(out_refund_no)
                 .await
                 .map(from_global)
         } else {
-            self.client().await.query_refund(out_refund_no).await
+            self.client(Api::Refund)
+                .await
+                .query_refund(out_refund_no)
+                .await
         }
     }
 }

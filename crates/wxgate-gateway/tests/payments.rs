@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
+use wxgate_gateway::pace::Api;
 use wxgate_store::testing;
 
 mod common;
@@ -802,7 +803,12 @@ async fn a_crash_between_wechat_and_the_commit_is_repaired(t: TestGateway) {
         },
         ..Default::default()
     };
-    let code = up.client().await.prepay_native(&prepay).await.unwrap();
+    let code = up
+        .client(Api::Order)
+        .await
+        .prepay_native(&prepay)
+        .await
+        .unwrap();
     t.pay(json!({"code_url": code.code_url})).await;
     let repaired = t.wait_status(&id, "succeeded").await;
     assert_eq!(repaired["status_history"][1]["source"], "sync");

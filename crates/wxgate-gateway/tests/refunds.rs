@@ -3,6 +3,7 @@
 //! with them the other money that leaves: payouts (payouts/), and reconciliation (money/).
 
 use std::time::Duration;
+use wxgate_gateway::pace::Api;
 
 use serde_json::{Value, json};
 use wxgate_store::testing;
@@ -471,7 +472,12 @@ async fn a_paid_after_close_payment_is_refunded_by_policy(t: TestGateway) {
         .unwrap();
     set_faults(&t, json!({})).await;
     let up = t.gateway.upstream(&t.merchant_id).await.unwrap();
-    let tx = up.client().await.query_by_out_trade_no(&id).await.unwrap();
+    let tx = up
+        .client(Api::Query)
+        .await
+        .query_by_out_trade_no(&id)
+        .await
+        .unwrap();
     let row = t.store.payment(&t.merchant_id, &id).await.unwrap().unwrap();
     wxgate_gateway::app::orders::apply_paid(&t.gateway, &up.merchant, &row, &tx, "callback")
         .await

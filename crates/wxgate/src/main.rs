@@ -60,8 +60,9 @@ Settings, from the environment or from a TOML file given with --config (the envi
   WXGATE_LISTEN          listen           default 127.0.0.1:8080\n\
   WXGATE_PUBLIC_URL      public_url       how WeChat and shoppers reach this gateway; default http://<listen>\n\
   WXGATE_CONNECT_LISTEN  connect_listen   where the Connect front door listens (its SDKs take no path); off by default\n\
-  WXGATE_UPSTREAM_RATE   upstream_rate    calls to WeChat per second per merchant from this node (default 600);\n\
-                         background work takes at most half; with N nodes give each its share\n\
+  WXGATE_UPSTREAM_RATE   upstream_rate    orders to WeChat per second per merchant from this node (default 600);\n\
+                         queries 3x, refunds 1/4, transfers 1/6 of it, each API paced on its own;\n\
+                         background work takes at most half of each; with N nodes give each its share\n\
   WXGATE_PAYOUT_CONFIRMATION_POLL_SECS  payout_confirmation_poll_secs  the longest wait between\n\
                          queries of a payout waiting for its payee (default 600)\n\
   WXGATE_SYNC_SCHEDULE_MS  sync_schedule_ms  waits before each status query of a pending payment\n\
@@ -366,7 +367,7 @@ struct Settings {
     public_url: String,
     /// Where the Connect front door listens, if anywhere.
     connect_listen: Option<SocketAddr>,
-    /// Calls to WeChat per second per merchant from this node.
+    /// Orders to WeChat per second per merchant from this node (other APIs in proportion).
     upstream_rate: Option<NonZeroU32>,
     /// The longest wait between queries of a payout waiting for its payee.
     payout_confirmation_poll_secs: Option<NonZeroU32>,

@@ -8,6 +8,7 @@
 //! process's memory is the gateway's.
 
 use std::time::Instant;
+use wxgate_gateway::pace::Api;
 
 use anyhow::Context;
 use wxgate_gateway::app::{merchants, reconciliation as recon};
@@ -80,11 +81,14 @@ async fn read_trade_bill(gw: &Gateway, merchant_id: &str, day: time::Date) -> an
         bill_type: Some("ALL".into()),
         tar_type: Some("GZIP".into()),
     };
-    let BillOutcome::Ready(answer) = up.client().await.trade_bill(&req).await? else {
+    let BillOutcome::Ready(answer) = up.client(Api::Bill).await.trade_bill(&req).await? else {
         anyhow::bail!("no trade bill for {day}");
     };
     let bill = wechatpay_v3::bill::TradeBill::parse(
-        &up.client().await.download_bill(&answer, true).await?,
+        &up.client(Api::Bill)
+            .await
+            .download_bill(&answer, true)
+            .await?,
     )?;
     anyhow::ensure!(!bill.rows.is_empty(), "an empty bill");
     Ok(started.elapsed().as_secs_f64())

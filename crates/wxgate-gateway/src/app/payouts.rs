@@ -7,6 +7,7 @@
 //! WeChat says (answer, query, notification) is cross-checked, then applied through the
 //! payout's state machine; the background round settles payouts whose notification never came.
 
+use crate::pace::Api;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -313,7 +314,7 @@ async fn submit(gw: &Gateway, p: &PayoutRow, send: Send) -> anyhow::Result<Payou
         None => None,
     };
     let req = transfer_request(gw, p, scene, user_name);
-    match up.client().await.create_transfer(&req).await {
+    match up.client(Api::Transfer).await.create_transfer(&req).await {
         Ok(a) => {
             let reported = Reported {
                 out_bill_no: &a.out_bill_no,
@@ -643,7 +644,12 @@ async fn sync_one(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
         return submit(gw, p, Send::Fresh).await;
     }
     let up = gw.upstream(&p.merchant_id).await?;
-    match up.client().await.query_transfer(&p.out_bill_no).await {
+    match up
+        .client(Api::Transfer)
+        .await
+        .query_transfer(&p.out_bill_no)
+        .await
+    {
         // A query does not carry the package_info the payee needs; the same create, sent again,
         // answers the existing transfer with it.
         Ok(bill) if bill.state == TransferState::WaitUserConfirm && p.package_info.is_none() => {
@@ -668,7 +674,11 @@ async fn sync_one(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
 /// payout as it is afterwards.
 pub async fn query_and_apply(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
     let up = gw.upstream(&p.merchant_id).await?;
-    let bill = up.client().await.query_transfer(&p.out_bill_no).await?;
+    let bill = up
+        .client(Api::Transfer)
+        .await
+        .query_transfer(&p.out_bill_no)
+        .await?;
     apply_reported(gw, p, &Reported::from(&bill), "reconciliation").await
 }
 
@@ -774,13 +784,23 @@ async fn cancel_at_wechat(gw: &Gateway, p: &PayoutRow) -> ApiResult<PayoutRow> {
             "WeChat Pay did not answer in time; retry the cancel",
         )
     };
-    match up.client().await.cancel_transfer(&p.out_bill_no).await {
+    match up
+        .client(Api::Transfer)
+        .await
+        .cancel_transfer(&p.out_bill_no)
+        .await
+    {
         Ok(_) => {}
         // Not there, or past cancelling: the query below says which.
         Err(ClientError::Api(e)) if e.status < 500 && !e.is_retryable() => {}
         Err(e) => return Err(unclear(e)),
     }
-    let applied = match up.client().await.query_transfer(&p.out_bill_no).await {
+    let applied = match up
+        .client(Api::Transfer)
+        .await
+        .query_transfer(&p.out_bill_no)
+        .await
+    {
         Ok(bill) => apply_reported(gw, p, &Reported::from(&bill), "cancel").await,
         // WeChat has none: cancelled here, unless a send of it may still be on its way.
         Err(ClientError::Api(e)) if e.code == WechatCode::NotFound => {

@@ -6,6 +6,7 @@
 //! ledger balances.
 
 use std::collections::{HashMap, HashSet};
+use wxgate_gateway::pace::Api;
 
 use anyhow::Context;
 use wechatpay_v3::client::ClientError;
@@ -348,11 +349,13 @@ async fn wechat_transfers(
     let up = gw.upstream(merchant_id).await?;
     let mut states = Vec::with_capacity(out_bill_nos.len());
     for no in out_bill_nos {
-        states.push(match up.client().await.query_transfer(no).await {
-            Ok(bill) => Some(payout_word(bill.state)),
-            Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => None,
-            Err(e) => return Err(e.into()),
-        });
+        states.push(
+            match up.client(Api::Transfer).await.query_transfer(no).await {
+                Ok(bill) => Some(payout_word(bill.state)),
+                Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => None,
+                Err(e) => return Err(e.into()),
+            },
+        );
     }
     Ok(states)
 }

@@ -2,6 +2,7 @@
 //! fund-flow bill and operation-account fund-flow bill (its payouts), or a cross-border
 //! merchant's statement (which stands for the first two).
 
+use crate::pace::Api;
 use wechatpay_v3::bill::statement::StatementRow;
 use wechatpay_v3::bill::{BillRefundStatus, FlowDirection, FundFlowBill, TradeBill, TradeRowState};
 use wechatpay_v3::model::{
@@ -38,10 +39,15 @@ async fn fetch_bills(up: &Upstream, date: &str) -> anyhow::Result<Option<Bills>>
         bill_type: Some("ALL".into()),
         tar_type: Some("GZIP".into()),
     };
-    let trade = match up.client().await.trade_bill(&trade).await? {
+    let trade = match up.client(Api::Bill).await.trade_bill(&trade).await? {
         BillOutcome::Creating => return Ok(None),
         BillOutcome::NoStatement => None,
-        BillOutcome::Ready(answer) => Some(up.client().await.download_bill(&answer, true).await?),
+        BillOutcome::Ready(answer) => Some(
+            up.client(Api::Bill)
+                .await
+                .download_bill(&answer, true)
+                .await?,
+        ),
     };
     let Some(flow) = fund_flow(up, date, "BASIC").await? else {
         return Ok(None);
@@ -84,13 +90,18 @@ async fn fund_flow(
         account_type: Some(account_type.into()),
         tar_type: Some("GZIP".into()),
     };
-    Ok(match up.client().await.fund_flow_bill(&req).await? {
-        BillOutcome::Creating => None,
-        BillOutcome::NoStatement => Some(None),
-        BillOutcome::Ready(answer) => {
-            Some(Some(up.client().await.download_bill(&answer, true).await?))
-        }
-    })
+    Ok(
+        match up.client(Api::Bill).await.fund_flow_bill(&req).await? {
+            BillOutcome::Creating => None,
+            BillOutcome::NoStatement => Some(None),
+            BillOutcome::Ready(answer) => Some(Some(
+                up.client(Api::Bill)
+                    .await
+                    .download_bill(&answer, true)
+                    .await?,
+            )),
+        },
+    )
 }
 
 /// A cross-border merchant's day from its statement (`None` while WeChat builds it). The
@@ -105,7 +116,7 @@ async fn statement_input(
         date: date.to_string(),
         mchid: up.merchant.mchid.clone(),
     };
-    let csv = match up.client().await.global_statements(&req).await? {
+    let csv = match up.client(Api::Bill).await.global_statements(&req).await? {
         StatementOutcome::Creating => return Ok(None),
         StatementOutcome::NoStatement => Vec::new(),
         StatementOutcome::Ready(csv) => csv,
