@@ -24,7 +24,8 @@ impl Store {
         now: i64,
     ) -> Result<AttemptStart> {
         for _ in 0..4 {
-            let mut tx = self.writer.begin().await?;
+            let mut writing = self.write().await?;
+            let mut tx = writing.begin().await?;
             let (count,): (i64,) =
                 sqlx::query_as("SELECT COUNT(*) FROM payment_attempts WHERE payment_id = $1")
                     .bind(&p.id)
@@ -120,7 +121,8 @@ impl Store {
         credential: &str,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         // The attempt's own row, and the payment's while the attempt is its current order.
         let mut batch = Batch::default();
         for table in ["payment_attempts", "payments"] {
@@ -156,7 +158,7 @@ impl Store {
         .bind(now)
         .bind(merchant_id)
         .bind(out_trade_no)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?
         .rows_affected()
             == 1)
@@ -175,7 +177,8 @@ impl Store {
         (event_id, payload): (String, String),
         refund: &RefundRow,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         let marked = sqlx::query(
             "UPDATE payment_attempts SET status = 'duplicate', transaction_id = $1, updated_at = $2 \
              WHERE merchant_id = $3 AND out_trade_no = $4 AND status IN ('open', 'closed')",

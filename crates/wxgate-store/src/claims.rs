@@ -16,7 +16,7 @@ impl Store {
             .bind(now + CLAIM_LEASE_MS)
             .bind(now)
             .bind(limit)
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *self.write().await?)
             .await?)
     }
 
@@ -35,7 +35,7 @@ impl Store {
         .bind(next_due)
         .bind(attempts)
         .bind(payment_id)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }

@@ -13,7 +13,7 @@ impl Store {
         .bind(&c.merchant_id)
         .bind(&c.secret_sealed)
         .bind(c.created_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -66,7 +66,7 @@ impl Store {
         .bind(merchant_id)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -76,7 +76,7 @@ impl Store {
         Ok(
             sqlx::query("DELETE FROM door_tokens WHERE expires_at <= $1")
                 .bind(now)
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?
                 .rows_affected(),
         )

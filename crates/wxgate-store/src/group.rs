@@ -71,7 +71,8 @@ impl Store {
     }
 
     async fn write_together(&self, group: &[Waiting]) -> Result<Vec<Option<PaymentRow>>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         let mut batch = Batch::default();
         let mut afters = Vec::with_capacity(group.len());
         for w in group {
@@ -93,7 +94,8 @@ impl Store {
         facts: &TransitionFacts,
         render: &Render,
     ) -> Result<Option<PaymentRow>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         let written = write_payment_transition(&mut tx, current, to, facts, &**render).await?;
         match written {
             Some(_) => tx.commit().await?,

@@ -19,7 +19,7 @@ impl Store {
         .bind(key)
         .bind(request_hash)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         if inserted.rows_affected() == 1 {
             return Ok(IdempotencyStart::Started);
@@ -35,7 +35,7 @@ impl Store {
         .bind(key)
         .bind(request_hash)
         .bind(now - IDEMPOTENCY_LOCK_MS)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         if taken_over.rows_affected() == 1 {
             return Ok(IdempotencyStart::Started);
@@ -80,7 +80,7 @@ impl Store {
         .bind(body)
         .bind(merchant_id)
         .bind(key)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -102,7 +102,7 @@ impl Store {
         sqlx::query("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2 AND status_code IS NULL")
             .bind(merchant_id)
             .bind(key)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }

@@ -159,7 +159,8 @@ impl Store {
     pub async fn post_all(&self, postings: &[(Posting, PostingSource<'_>)]) -> Result<usize> {
         let mut written = 0;
         for batch in postings.chunks(POST_BATCH) {
-            let mut tx = self.writer.begin().await?;
+            let mut writing = self.write().await?;
+            let mut tx = writing.begin().await?;
             for rows in batch.chunks(ROWS_PER_STATEMENT) {
                 written += post_rows_in(&mut tx, rows).await?;
             }

@@ -41,7 +41,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 use wxgate_domain::PaidAfterClosePolicy;
 use wxgate_domain::payment::{self, AttemptStatus, PaymentEvent, PaymentStatus, Transition};
 
@@ -116,6 +117,11 @@ pub struct Store {
     /// Writes: on SQLite one connection, so writers queue instead of fighting for the lock; on
     /// PostgreSQL the same pool as reads.
     writer: AnyPool,
+    /// On SQLite, the writer pool's one connection, taken out of it for good: writes take turns
+    /// on this lock instead, because sqlx pings a connection handed back to its pool (one more
+    /// round trip to its worker thread after every write, while the next write waits). `None`
+    /// inside once the store is closed.
+    sole: Option<Arc<tokio::sync::Mutex<Option<PoolConnection<Any>>>>>,
     backend: Backend,
     /// Woken whenever this process writes an event, so delivery need not wait for its poll.
     outbox: Arc<tokio::sync::Notify>,
@@ -158,6 +164,43 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("backend", &self.backend)
             .finish()
+    }
+}
+
+/// How long a write waits for its turn at the writer before the database counts as busy, as
+/// long as a pool waits for a connection.
+const WRITER_WAIT: Duration = Duration::from_secs(5);
+
+/// The writer's connection, while a write holds it.
+pub(crate) enum Writing {
+    Sole(tokio::sync::OwnedMappedMutexGuard<Option<PoolConnection<Any>>, PoolConnection<Any>>),
+    Pooled(PoolConnection<Any>),
+}
+
+impl Writing {
+    /// A transaction on the writer's connection.
+    pub(crate) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, Any>> {
+        Ok(Connection::begin(&mut **self).await?)
+    }
+}
+
+impl std::ops::Deref for Writing {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            Self::Sole(held) => held,
+            Self::Pooled(pooled) => pooled,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Writing {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            Self::Sole(held) => held,
+            Self::Pooled(pooled) => pooled,
+        }
     }
 }
 
@@ -229,15 +272,36 @@ impl Store {
                 (pool.clone(), pool)
             }
         };
+        let sole = match backend {
+            Backend::Sqlite => Some(Arc::new(tokio::sync::Mutex::new(Some(
+                writer.acquire().await?,
+            )))),
+            Backend::Postgres => None,
+        };
         Ok(Self {
             pool,
             writer,
+            sole,
             backend,
             outbox: Arc::new(tokio::sync::Notify::new()),
             activity: Arc::new(tokio::sync::watch::channel(0).0),
             group: Arc::default(),
             readers,
         })
+    }
+
+    /// The writer's connection, once this write's turn comes: on SQLite the one connection
+    /// (waiting at most [`WRITER_WAIT`], then busy), on PostgreSQL one from the pool.
+    pub(crate) async fn write(&self) -> Result<Writing> {
+        let Some(sole) = &self.sole else {
+            return Ok(Writing::Pooled(self.writer.acquire().await?));
+        };
+        let held = tokio::time::timeout(WRITER_WAIT, sole.clone().lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        let held = tokio::sync::OwnedMutexGuard::try_map(held, Option::as_mut)
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        Ok(Writing::Sole(held))
     }
 
     /// Events were written: the delivery worker wakes, followers see a change.
@@ -270,11 +334,16 @@ impl Store {
 
     /// Runs one statement as is (administration and tests: `CREATE DATABASE`, ...).
     pub async fn execute_raw(&self, sql: &str) -> Result<()> {
-        sqlx::raw_sql(sql).execute(&self.writer).await?;
+        sqlx::raw_sql(sql)
+            .execute(&mut *self.write().await?)
+            .await?;
         Ok(())
     }
 
     pub async fn close(&self) {
+        if let Some(sole) = &self.sole {
+            sole.lock().await.take();
+        }
         self.pool.close().await;
         self.writer.close().await;
         if let Some(readers) = &self.readers {
@@ -289,7 +358,7 @@ impl Store {
             SchemaStatus::Behind { missing } => missing,
             _ => Vec::new(),
         };
-        MIGRATOR.run(&self.writer).await?;
+        MIGRATOR.run(&mut *self.write().await?).await?;
         Ok(MIGRATOR
             .iter()
             .filter(|m| missing.contains(&m.version))

@@ -25,7 +25,7 @@ impl Store {
         .bind(l.active.stored())
         .bind(l.created_at)
         .bind(&l.merchant_reference)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -97,7 +97,7 @@ impl Store {
             sqlx::query("UPDATE payment_links SET active = 0 WHERE merchant_id = $1 AND id = $2")
                 .bind(merchant_id)
                 .bind(id)
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?
                 .rows_affected()
                 == 1,
@@ -112,7 +112,7 @@ impl Store {
         )
         .bind(id)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?
         .rows_affected()
             == 1)

@@ -28,7 +28,7 @@ impl Store {
         .bind(&m.merchant_category_code)
         .bind(m.fee_rate_bp)
         .bind(&m.settlement_currency)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -56,7 +56,7 @@ impl Store {
         .bind(currencies)
         .bind(merchant_category_code)
         .bind(merchant_id)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?
         .rows_affected()
             == 1)
@@ -72,7 +72,7 @@ impl Store {
             sqlx::query("UPDATE merchants SET settlement_currency = $1 WHERE id = $2")
                 .bind(currency)
                 .bind(merchant_id)
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?
                 .rows_affected()
                 == 1,
@@ -89,7 +89,7 @@ impl Store {
             sqlx::query("UPDATE merchants SET paid_after_close_policy = $1 WHERE id = $2")
                 .bind(policy.as_str())
                 .bind(merchant_id)
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?
                 .rows_affected()
                 == 1,
@@ -129,7 +129,7 @@ impl Store {
         .bind(merchant_id)
         .bind(key_hash)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -151,7 +151,7 @@ impl Store {
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now)
                 .bind(id)
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?;
         Ok(done.rows_affected() == 1)
     }

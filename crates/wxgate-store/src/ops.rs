@@ -44,9 +44,18 @@ impl Store {
             idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
             max: pool.options().get_max_connections(),
         };
-        match self.backend {
-            Backend::Sqlite => vec![of("reads", &self.pool), of("writer", &self.writer)],
-            Backend::Postgres => vec![of("shared", &self.pool)],
+        match &self.sole {
+            // The writer's one connection is held by the store; it is idle while nobody writes.
+            Some(sole) => vec![
+                of("reads", &self.pool),
+                PoolUse {
+                    name: "writer",
+                    open: 1,
+                    idle: u32::from(sole.try_lock().is_ok()),
+                    max: 1,
+                },
+            ],
+            None => vec![of("shared", &self.pool)],
         }
     }
 }

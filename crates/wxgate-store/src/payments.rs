@@ -14,7 +14,8 @@ impl Store {
     /// with this `merchant_order_id`, returns that one instead.
     pub async fn insert_payment(&self, p: &PaymentRow) -> Result<InsertOutcome> {
         check_money(p)?;
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         let inserted = insert_payment_row(&mut tx, p).await?;
         if inserted == 0 {
             tx.rollback().await?;
@@ -139,7 +140,7 @@ impl Store {
         .bind(openid)
         .bind(now)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }

@@ -19,7 +19,8 @@ impl Store {
     /// Writes a new payout and reserves its amount in the ledger, in one transaction. False
     /// (nothing written) when its merchant_payout_id is taken.
     pub async fn insert_payout(&self, p: &PayoutRow) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO payouts (id, merchant_id, out_bill_no, mchid, amount, currency, appid, \
              openid, remark, user_name_sealed, scene, notify_url, metadata, status, version, \
@@ -150,7 +151,7 @@ impl Store {
         .bind(note.attempts)
         .bind(note.now)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -176,7 +177,8 @@ impl Store {
                 PayoutTransition::Unchanged => return Ok((false, current)),
                 PayoutTransition::To(to) => to,
             };
-            let mut tx = self.writer.begin().await?;
+            let mut writing = self.write().await?;
+            let mut tx = writing.begin().await?;
             if write_payout_status(&mut tx, &current, to, facts, next_due).await? == 0 {
                 tx.rollback().await?;
                 continue;
@@ -262,7 +264,7 @@ impl Store {
             .bind(now + CLAIM_LEASE_MS)
             .bind(now)
             .bind(limit)
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *self.write().await?)
             .await?)
     }
 
@@ -277,7 +279,7 @@ impl Store {
         .bind(now + CLAIM_LEASE_MS)
         .bind(id)
         .bind(now)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await?)
         .await?)
     }
 
@@ -288,7 +290,7 @@ impl Store {
         ))
         .bind(now)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -301,7 +303,7 @@ impl Store {
              AND transfer_bill_no IS NULL",
         )
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -310,7 +312,7 @@ impl Store {
     pub async fn release_payout_claim(&self, id: &str) -> Result<()> {
         sqlx::query("UPDATE payouts SET claimed_until = NULL WHERE id = $1")
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -321,7 +323,7 @@ impl Store {
             sqlx::query("UPDATE merchants SET payout_scene = $1 WHERE id = $2")
                 .bind(scene)
                 .bind(merchant_id)
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?
                 .rows_affected()
                 == 1,

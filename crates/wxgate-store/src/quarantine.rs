@@ -14,7 +14,7 @@ impl Store {
         .bind(&q.reason)
         .bind(&q.resource)
         .bind(q.received_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }

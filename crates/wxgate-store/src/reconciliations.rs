@@ -31,7 +31,7 @@ impl Store {
         .bind(merchant_id)
         .bind(bill_date)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?
         .rows_affected()
             == 1;
@@ -40,7 +40,7 @@ impl Store {
         )
         .bind(merchant_id)
         .bind(bill_date)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.write().await?)
         .await?;
         Ok((row, made))
     }
@@ -104,7 +104,7 @@ impl Store {
             .bind(now)
             .bind(now + CLAIM_LEASE_MS)
             .bind(limit)
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *self.write().await?)
             .await?)
     }
 
@@ -125,7 +125,7 @@ impl Store {
         .bind(merchant_id)
         .bind(id)
         .bind(now)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await?)
         .await?)
     }
 
@@ -149,7 +149,7 @@ impl Store {
         .bind(error)
         .bind(now)
         .bind(&r.id)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -161,7 +161,8 @@ impl Store {
         r: &ReconciliationRow,
         done: &Completion,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         let version = r.version + 1;
         let updated = sqlx::query(
             "UPDATE reconciliations SET status = 'completed', totals = $1, discrepancy_count = $2, \
@@ -224,7 +225,8 @@ impl Store {
         resolution: &str,
         now: i64,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         let closed = sqlx::query(
             "UPDATE discrepancies SET status = $1, resolution = $2, resolved_at = $3 \
              WHERE id = $4 AND status = 'open'",

@@ -27,7 +27,8 @@ impl Store {
         {
             return Ok(ReserveOutcome::Existing(Box::new(existing)));
         }
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         // The refund of an order paid twice returns that order's money: the payment's own sums
         // and WeChat's per-payment rules are not its business (its merchant_refund_id, derived
         // from the order, makes it once).
@@ -129,7 +130,7 @@ impl Store {
         .bind(note.attempts)
         .bind(note.now)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -160,7 +161,8 @@ impl Store {
                 RefundTransition::To(to) => to,
             };
             let version = current.version + 1;
-            let mut tx = self.writer.begin().await?;
+            let mut writing = self.write().await?;
+            let mut tx = writing.begin().await?;
             let Some(refund) = write_refund_status(&mut tx, &current, to, facts).await? else {
                 tx.rollback().await?;
                 continue;
@@ -217,7 +219,7 @@ impl Store {
             .bind(now + CLAIM_LEASE_MS)
             .bind(now)
             .bind(limit)
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *self.write().await?)
             .await?)
     }
 

@@ -16,7 +16,7 @@ impl Store {
         .bind(&r.token_hash)
         .bind(r.expires_at)
         .bind(r.created_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -53,7 +53,7 @@ impl Store {
             .bind(token_hash)
             .bind(expires_at)
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }

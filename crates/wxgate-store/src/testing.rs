@@ -114,7 +114,7 @@ impl Store {
     pub async fn forget_migration_for_test(&self, version: i64) -> crate::Result<()> {
         sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
             .bind(version)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -129,7 +129,8 @@ impl Store {
         use crate::{PaymentAttemptRow, PaymentRow};
         use wxgate_domain::payment::AttemptStatus;
         use wxgate_domain::{Integration, PaymentIntegration, PaymentStatus};
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         for s in seeds {
             let id = wxgate_domain::id::PaymentId::generate().to_string();
             let payment = PaymentRow {

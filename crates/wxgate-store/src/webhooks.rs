@@ -29,7 +29,7 @@ impl Store {
         .bind(&e.secret_id)
         .bind(&e.secret_sealed)
         .bind(e.created_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -45,7 +45,7 @@ impl Store {
         .bind(&s.secret_id)
         .bind(&s.secret_sealed)
         .bind(s.created_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -97,7 +97,7 @@ impl Store {
         .bind(secret_sealed)
         .bind(id)
         .bind(merchant_id)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?
         .rows_affected()
             == 1)
@@ -110,7 +110,8 @@ impl Store {
         id: &str,
         now: i64,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         let deleted = sqlx::query(
             "UPDATE webhook_endpoints SET deleted_at = $1 WHERE id = $2 AND merchant_id = $3 AND deleted_at IS NULL",
         )
@@ -190,7 +191,7 @@ impl Store {
             ClaimScope::All => query,
             ClaimScope::AllBut(list) | ClaimScope::Endpoint(list) => query.bind(list),
         };
-        Ok(query.fetch_all(&self.writer).await?)
+        Ok(query.fetch_all(&mut *self.write().await?).await?)
     }
 
     /// Gives a claimed delivery back untried, to be picked up again at `next_at`.
@@ -203,7 +204,7 @@ impl Store {
         .bind(&d.event_id)
         .bind(&d.endpoint_id)
         .bind(d.claimed_until)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -233,7 +234,8 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         let mut recorded: Vec<Option<i64>> = vec![None; batch.len()];
         // One statement applies outcomes to distinct deliveries; the same delivery twice in a
         // group (a stale claim beside the current one) waits for the next statement.
@@ -301,7 +303,8 @@ impl Store {
              claimed_until = NULL \
              WHERE (endpoint_id = '{NOTIFY_URL_ENDPOINT}' OR endpoint_id LIKE 'door:%') AND event_id IN (SELECT e.id FROM events e WHERE {in_scope})"
         );
-        let mut tx = self.writer.begin().await?;
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
         let mut scheduled = bind_scope(&to_endpoints, merchant_id, now, scope)
             .execute(&mut *tx)
             .await?

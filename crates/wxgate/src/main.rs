@@ -976,7 +976,15 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .with_activity_log();
     let server = tokio::spawn(app.run(shutdown_signal()));
 
-    let demo = demo_merchant(&gateway, &master, &args.data, &base, &connect_endpoint).await?;
+    let demo = demo_merchant(
+        &gateway,
+        &sim,
+        &master,
+        &args.data,
+        &base,
+        &connect_endpoint,
+    )
+    .await?;
     let key = demo["api_key"].as_str().unwrap_or_default();
     println!("wxgate demo on {base} (data in {})", args.data.display());
     println!(
@@ -1011,6 +1019,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
 /// The demo's merchant, API key and payment link, made on first start and kept in `demo.json`.
 async fn demo_merchant(
     gateway: &Gateway,
+    sim: &Sim,
     master: &MasterKey,
     data: &Path,
     base: &str,
@@ -1060,6 +1069,9 @@ async fn demo_merchant(
             "secret_key": secret_key},
     });
     let demo = serde_json::json!({"api_base": base, "api_key": key, "merchant_id": merchant.id, "simulator_base": base, "payment_link": link.url, "sandbox_openid": openid, "compat": compat});
+    // The simulator's merchants go to disk before demo.json names them (its own persister runs
+    // every half second), so a demo stopped at once still knows them when it starts again.
+    sim.persist()?;
     write_private(&demo_file, &serde_json::to_vec_pretty(&demo)?)?;
     Ok(demo)
 }
