@@ -210,6 +210,40 @@ pub const IDEMPOTENCY_LOCK_MS: i64 = 60_000;
 /// How long a claim on background work lasts before another node may take it over.
 pub const CLAIM_LEASE_MS: i64 = 60_000;
 
+/// What every SQLite connection runs first: WAL lets readers run beside the one writer, and
+/// waiting for a lock beats failing.
+const SQLITE_PRAGMAS: [&str; 4] = [
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA synchronous = NORMAL",
+];
+
+/// A pool of at most `connections` connections to `options`.
+async fn open_pool(
+    options: &AnyConnectOptions,
+    backend: Backend,
+    connections: u32,
+) -> Result<AnyPool> {
+    Ok(AnyPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(5))
+        // An SQLite connection is a file handle: there is nothing to ping.
+        .test_before_acquire(backend != Backend::Sqlite)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    for pragma in SQLITE_PRAGMAS {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options.clone())
+        .await?)
+}
+
 impl Store {
     /// Connects to `sqlite://PATH` (created if missing, WAL) or `postgres://…`.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -232,43 +266,15 @@ impl Store {
             Backend::Sqlite => Readers::of(&url)?.map(Arc::new),
             Backend::Postgres => None,
         };
-        let open = |connections: u32| {
-            AnyPoolOptions::new()
-                .max_connections(connections)
-                .acquire_timeout(Duration::from_secs(5))
-                // An SQLite connection is a file handle: there is nothing to ping.
-                .test_before_acquire(backend != Backend::Sqlite)
-                .after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        if backend == Backend::Sqlite {
-                            // WAL lets readers run beside the one writer; waiting beats failing.
-                            sqlx::query("PRAGMA journal_mode = WAL")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA busy_timeout = 5000")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA foreign_keys = ON")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA synchronous = NORMAL")
-                                .execute(&mut *conn)
-                                .await?;
-                        }
-                        Ok(())
-                    })
-                })
-                .connect_with(options.clone())
-        };
         let (pool, writer) = match backend {
             // SQLite has one writer at a time. Writers queued on one connection take turns in
             // order; several connections would contend for the lock and back off in sleeps.
             Backend::Sqlite => {
-                let writer = open(1).await?;
-                (open(4).await?, writer)
+                let writer = open_pool(&options, backend, 1).await?;
+                (open_pool(&options, backend, 4).await?, writer)
             }
             Backend::Postgres => {
-                let pool = open(16).await?;
+                let pool = open_pool(&options, backend, 16).await?;
                 (pool.clone(), pool)
             }
         };
