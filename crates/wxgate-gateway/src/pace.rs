@@ -249,6 +249,10 @@ mod tests {
         assert_eq!(per_second(Api::Query), 1_800);
         assert_eq!(per_second(Api::Refund), 150);
         assert_eq!(per_second(Api::Transfer), 100);
+        // The lanes are indexed by discriminant, built in the order of `ALL`.
+        for (i, api) in Api::ALL.iter().enumerate() {
+            assert_eq!(*api as usize, i, "{api:?}");
+        }
     }
 
     fn report(status: u16, error_code: Option<&'static str>) -> CallReport<'static> {
