@@ -121,8 +121,6 @@ impl Store {
         credential: &str,
         now: i64,
     ) -> Result<()> {
-        let mut writing = self.write().await?;
-        let mut tx = writing.begin().await?;
         // The attempt's own row, and the payment's while the attempt is its current order.
         let mut batch = Batch::default();
         for table in ["payment_attempts", "payments"] {
@@ -139,8 +137,7 @@ impl Store {
                 ],
             );
         }
-        batch.run(&mut tx).await?;
-        tx.commit().await?;
+        self.write().await?.atomically(batch).await?;
         Ok(())
     }
 

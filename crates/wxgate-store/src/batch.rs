@@ -5,10 +5,11 @@
 //! as they would without it. Either way they run in the caller's transaction and in order, so
 //! a later statement may rely on an earlier one (an entry inserted only if its posting was).
 
+use futures_util::TryStreamExt;
 use sqlx::any::AnyArguments;
-use sqlx::{Any, Arguments};
+use sqlx::{Any, AnyConnection, Arguments, Connection, Executor};
 
-use super::Result;
+use super::{Result, StoreError, Writing};
 
 /// A value bound to a statement.
 #[derive(Debug, Clone)]
@@ -83,6 +84,21 @@ pub(crate) fn arguments<'q>(values: Vec<Value>) -> Result<AnyArguments<'q>> {
 /// What sqlx's `Any` driver calls SQLite (`backend_name`).
 const SQLITE: &str = "SQLite";
 
+/// The insert of one row: the table with its columns (`t (a, b)`), and the row's values in
+/// their order.
+pub(crate) struct Insert {
+    pub(crate) into: &'static str,
+    pub(crate) values: Vec<Value>,
+}
+
+/// `$1, $2, …, $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Statements, each with its own `$1`, `$2`, … and their values.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
@@ -93,6 +109,30 @@ impl Batch {
     /// Adds a statement; its placeholders number its own `values` from `$1`.
     pub(crate) fn push(&mut self, sql: impl Into<String>, values: Vec<Value>) {
         self.statements.push((sql.into(), values));
+    }
+
+    /// Adds the insert of `row`.
+    pub(crate) fn insert(&mut self, row: Insert) {
+        let sql = format!(
+            "INSERT INTO {} VALUES ({})",
+            row.into,
+            placeholders(row.values.len())
+        );
+        self.push(sql, row.values);
+    }
+
+    /// Adds the insert of `row` that inserts only while `condition` holds, its `$0` standing
+    /// for `value`.
+    pub(crate) fn insert_when(&mut self, row: Insert, condition: &str, value: Value) {
+        let mut values = row.values;
+        let selected = placeholders(values.len());
+        values.push(value);
+        let condition = condition.replace("$0", &format!("${}", values.len()));
+        let sql = format!(
+            "INSERT INTO {} SELECT {selected} WHERE {condition}",
+            row.into
+        );
+        self.push(sql, values);
     }
 
     /// Runs every statement in `tx`, in order.
@@ -126,6 +166,64 @@ impl Batch {
         }
         (sql, values)
     }
+}
+
+impl Writing {
+    /// Runs `batch` as a transaction of its own and answers each statement's rows affected. On
+    /// the SQLite writer the transaction goes as one text, BEGIN and COMMIT included: one round
+    /// trip to sqlx's worker thread. Should this write go away before the answer, the
+    /// transaction is in doubt and the next write rolls it back (`Store::write`). On a pooled
+    /// connection (PostgreSQL) the statements run one after another in a transaction.
+    pub(crate) async fn atomically(&mut self, batch: Batch) -> Result<Vec<u64>> {
+        let held = match self {
+            Writing::Sole(held) => held,
+            Writing::Pooled(conn) => {
+                let mut tx = conn.begin().await?;
+                let mut counts = Vec::with_capacity(batch.statements.len());
+                for (sql, values) in batch.statements {
+                    let done = sqlx::query_with(&sql, arguments(values)?)
+                        .execute(&mut *tx)
+                        .await?;
+                    counts.push(done.rows_affected());
+                }
+                tx.commit().await?;
+                return Ok(counts);
+            }
+        };
+        let statements = batch.statements.len();
+        let (sql, values) = batch.joined();
+        let sql = format!("BEGIN;\n{sql}COMMIT;");
+        held.in_doubt = true;
+        let ran = counts(&mut held.conn, &sql, values).await;
+        if ran.is_err() {
+            // A statement failed: the text stopped there, inside its transaction.
+            held.roll_back().await;
+        }
+        held.in_doubt = false;
+        let counts = ran?;
+        // One count for BEGIN, then the batch's, then COMMIT's.
+        if counts.len() != statements + 2 {
+            return Err(StoreError::Corrupt(format!(
+                "a transaction of {statements} statements answered {} counts",
+                counts.len()
+            )));
+        }
+        Ok(counts[1..=statements].to_vec())
+    }
+}
+
+/// The rows each statement of a multi-statement text affected. (SQLite reports the count of
+/// the last statement that changed rows; statements that change none, as BEGIN and COMMIT,
+/// repeat it, so only the counts of INSERT, UPDATE and DELETE statements mean anything.)
+async fn counts(conn: &mut AnyConnection, sql: &str, values: Vec<Value>) -> Result<Vec<u64>> {
+    let mut steps = conn.fetch_many(sqlx::query_with(sql, arguments(values)?));
+    let mut counts = Vec::new();
+    while let Some(step) = steps.try_next().await? {
+        if let Some(done) = step.left() {
+            counts.push(done.rows_affected());
+        }
+    }
+    Ok(counts)
 }
 
 /// `sql` with every `$n` turned into `$(n + by)`. The store's statements carry no `$` inside

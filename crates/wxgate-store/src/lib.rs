@@ -121,7 +121,7 @@ pub struct Store {
     /// on this lock instead, because sqlx pings a connection handed back to its pool (one more
     /// round trip to its worker thread after every write, while the next write waits). `None`
     /// inside once the store is closed.
-    sole: Option<Arc<tokio::sync::Mutex<Option<PoolConnection<Any>>>>>,
+    sole: Option<Arc<tokio::sync::Mutex<Option<Sole>>>>,
     backend: Backend,
     /// Woken whenever this process writes an event, so delivery need not wait for its poll.
     outbox: Arc<tokio::sync::Notify>,
@@ -173,8 +173,25 @@ const WRITER_WAIT: Duration = Duration::from_secs(5);
 
 /// The writer's connection, while a write holds it.
 pub(crate) enum Writing {
-    Sole(tokio::sync::OwnedMappedMutexGuard<Option<PoolConnection<Any>>, PoolConnection<Any>>),
+    Sole(tokio::sync::OwnedMappedMutexGuard<Option<Sole>, Sole>),
     Pooled(PoolConnection<Any>),
+}
+
+/// The SQLite writer's connection, and whether a transaction may still be open on it.
+pub(crate) struct Sole {
+    conn: PoolConnection<Any>,
+    /// Set while a transaction sent as one text (`batch.rs`) has not been seen to end, which
+    /// happens when the write that sent it went away midway: the next write rolls it back.
+    in_doubt: bool,
+}
+
+impl Sole {
+    /// Ends a transaction a text left open. SQLite refuses a ROLLBACK with none open, which
+    /// leaves nothing to do, so its answer does not matter.
+    async fn roll_back(&mut self) {
+        let conn: &mut AnyConnection = &mut self.conn;
+        let _ = sqlx::query("ROLLBACK").execute(conn).await;
+    }
 }
 
 impl Writing {
@@ -189,7 +206,7 @@ impl std::ops::Deref for Writing {
 
     fn deref(&self) -> &AnyConnection {
         match self {
-            Self::Sole(held) => held,
+            Self::Sole(held) => &held.conn,
             Self::Pooled(pooled) => pooled,
         }
     }
@@ -198,7 +215,7 @@ impl std::ops::Deref for Writing {
 impl std::ops::DerefMut for Writing {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match self {
-            Self::Sole(held) => held,
+            Self::Sole(held) => &mut held.conn,
             Self::Pooled(pooled) => pooled,
         }
     }
@@ -279,9 +296,10 @@ impl Store {
             }
         };
         let sole = match backend {
-            Backend::Sqlite => Some(Arc::new(tokio::sync::Mutex::new(Some(
-                writer.acquire().await?,
-            )))),
+            Backend::Sqlite => Some(Arc::new(tokio::sync::Mutex::new(Some(Sole {
+                conn: writer.acquire().await?,
+                in_doubt: false,
+            })))),
             Backend::Postgres => None,
         };
         Ok(Self {
@@ -305,8 +323,14 @@ impl Store {
         let held = tokio::time::timeout(WRITER_WAIT, sole.clone().lock_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
-        let held = tokio::sync::OwnedMutexGuard::try_map(held, Option::as_mut)
+        let mut held = tokio::sync::OwnedMutexGuard::try_map(held, Option::as_mut)
             .map_err(|_| sqlx::Error::PoolClosed)?;
+        if held.in_doubt {
+            // The transaction may have committed or not; either way none may stay open. SQLite
+            // refuses a ROLLBACK with no transaction, which is the committed case.
+            held.roll_back().await;
+            held.in_doubt = false;
+        }
         Ok(Writing::Sole(held))
     }
 

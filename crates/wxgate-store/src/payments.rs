@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::Render;
-use crate::batch::Batch;
+use crate::batch::{Batch, Insert, Value};
 use crate::columns::{Columns, Decode};
 use crate::listing::List;
 use crate::outbox::push_event;
@@ -14,25 +14,13 @@ impl Store {
     /// with this `merchant_order_id`, returns that one instead.
     pub async fn insert_payment(&self, p: &PaymentRow) -> Result<InsertOutcome> {
         check_money(p)?;
-        let mut writing = self.write().await?;
-        let mut tx = writing.begin().await?;
-        let inserted = insert_payment_row(&mut tx, p).await?;
-        if inserted == 0 {
-            tx.rollback().await?;
-            return match self
-                .payment_by_order_id(&p.merchant_id, &p.merchant_order_id)
-                .await?
-            {
-                Some(existing) => Ok(InsertOutcome::Existing(Box::new(existing))),
-                None => Err(StoreError::Corrupt(format!(
-                    "payment {} conflicts but is not there",
-                    p.id
-                ))),
-            };
-        }
-        // A payment that knows its product has its first WeChat order from the start; a hosted
-        // one gets it when its page first opens.
+        let (sql, values) = payment_insert(p);
         let mut batch = Batch::default();
+        batch.push(sql, values);
+        // Its first WeChat order when it knows its product (a hosted payment gets one when its
+        // page first opens), and its first history row: only if the payment went in, which
+        // its fresh id tells.
+        let inserted = "EXISTS (SELECT 1 FROM payments WHERE id = $0)";
         if let Some(integration) = p.integration.product() {
             let first = PaymentAttemptRow {
                 merchant_id: p.merchant_id.clone(),
@@ -46,19 +34,24 @@ impl Store {
                 created_at: p.created_at,
                 updated_at: p.created_at,
             };
-            push_attempt(&mut batch, &first);
+            batch.insert_when(attempt_row(&first), inserted, (&p.id).into());
         }
-        push_history(
-            &mut batch,
-            &p.id,
-            p.version,
-            p.status,
-            "created",
-            p.created_at,
-        );
-        batch.run(&mut tx).await?;
-        tx.commit().await?;
-        Ok(InsertOutcome::Inserted)
+        let history = history_row(&p.id, p.version, p.status, "created", p.created_at);
+        batch.insert_when(history, inserted, (&p.id).into());
+        let counts = self.write().await?.atomically(batch).await?;
+        if counts.first() == Some(&1) {
+            return Ok(InsertOutcome::Inserted);
+        }
+        match self
+            .payment_by_order_id(&p.merchant_id, &p.merchant_order_id)
+            .await?
+        {
+            Some(existing) => Ok(InsertOutcome::Existing(Box::new(existing))),
+            None => Err(StoreError::Corrupt(format!(
+                "payment {} conflicts but is not there",
+                p.id
+            ))),
+        }
     }
 
     pub async fn payment(&self, merchant_id: &str, id: &str) -> Result<Option<PaymentRow>> {
@@ -450,17 +443,26 @@ fn push_history(
     source: &str,
     at: i64,
 ) {
-    batch.push(
-        "INSERT INTO payment_status_history (payment_id, version, status, source, at) \
-         VALUES ($1, $2, $3, $4, $5)",
-        vec![
+    batch.insert(history_row(payment_id, version, status, source, at));
+}
+
+fn history_row(
+    payment_id: &str,
+    version: i64,
+    status: PaymentStatus,
+    source: &str,
+    at: i64,
+) -> Insert {
+    Insert {
+        into: "payment_status_history (payment_id, version, status, source, at)",
+        values: vec![
             payment_id.into(),
             version.into(),
             status.as_str().into(),
             source.into(),
             at.into(),
         ],
-    );
+    }
 }
 
 /// Inserts an attempt inside a transaction.
@@ -475,11 +477,14 @@ pub(crate) async fn insert_attempt(
 
 /// [`insert_attempt`]'s statement, added to `batch`.
 fn push_attempt(batch: &mut Batch, a: &PaymentAttemptRow) {
-    batch.push(
-        "INSERT INTO payment_attempts (merchant_id, out_trade_no, payment_id, seq, integration, status, \
-         wechat_credential, transaction_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        vec![
+    batch.insert(attempt_row(a));
+}
+
+fn attempt_row(a: &PaymentAttemptRow) -> Insert {
+    Insert {
+        into: "payment_attempts (merchant_id, out_trade_no, payment_id, seq, integration, status, \
+         wechat_credential, transaction_id, created_at, updated_at)",
+        values: vec![
             (&a.merchant_id).into(),
             (&a.out_trade_no).into(),
             (&a.payment_id).into(),
@@ -491,7 +496,7 @@ fn push_attempt(batch: &mut Batch, a: &PaymentAttemptRow) {
             a.created_at.into(),
             a.updated_at.into(),
         ],
-    );
+    }
 }
 
 /// A payment with its history, gathered from the rows of [`Store::payment_detail`]'s query
@@ -524,49 +529,56 @@ pub(crate) async fn insert_payment_row(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     p: &PaymentRow,
 ) -> Result<u64> {
-    Ok(sqlx::query(
-        "INSERT INTO payments (id, merchant_id, merchant_order_id, out_trade_no, amount, currency, description, \
+    let (sql, values) = payment_insert(p);
+    Ok(sqlx::query_with(sql, crate::batch::arguments(values)?)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+/// The statement inserting `p` unless its merchant_order_id is taken, with its values.
+fn payment_insert(p: &PaymentRow) -> (&'static str, Vec<Value>) {
+    let sql = "INSERT INTO payments (id, merchant_id, merchant_order_id, out_trade_no, amount, currency, description, \
          integration, status, version, fingerprint, payer_openid, client_ip, return_url, cancel_url, attach, metadata, \
          wechat_credential, transaction_id, paid_at, expires_at, created_at, updated_at, sync_due_at, sync_attempts, \
          claimed_until, notify_url, checkout_token, hosted_url, payment_link_id, door) VALUES ($1, $2, $3, $4, $5, $6, $7, \
          $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, \
          $31) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&p.id)
-    .bind(&p.merchant_id)
-    .bind(&p.merchant_order_id)
-    .bind(&p.out_trade_no)
-    .bind(p.amount)
-    .bind(&p.currency)
-    .bind(&p.description)
-    .bind(p.integration.as_str())
-    .bind(p.status.as_str())
-    .bind(p.version)
-    .bind(&p.fingerprint)
-    .bind(&p.payer_openid)
-    .bind(&p.client_ip)
-    .bind(&p.return_url)
-    .bind(&p.cancel_url)
-    .bind(&p.attach)
-    .bind(&p.metadata)
-    .bind(&p.wechat_credential)
-    .bind(&p.transaction_id)
-    .bind(p.paid_at)
-    .bind(p.expires_at)
-    .bind(p.created_at)
-    .bind(p.updated_at)
-    .bind(p.sync_due_at)
-    .bind(p.sync_attempts)
-    .bind(p.claimed_until)
-    .bind(&p.notify_url)
-    .bind(&p.checkout_token)
-    .bind(&p.hosted_url)
-    .bind(&p.payment_link_id)
-    .bind(&p.door)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected())
+         ON CONFLICT DO NOTHING";
+    let values = vec![
+        (&p.id).into(),
+        (&p.merchant_id).into(),
+        (&p.merchant_order_id).into(),
+        (&p.out_trade_no).into(),
+        p.amount.into(),
+        (&p.currency).into(),
+        (&p.description).into(),
+        p.integration.as_str().into(),
+        p.status.as_str().into(),
+        p.version.into(),
+        (&p.fingerprint).into(),
+        (&p.payer_openid).into(),
+        (&p.client_ip).into(),
+        (&p.return_url).into(),
+        (&p.cancel_url).into(),
+        (&p.attach).into(),
+        (&p.metadata).into(),
+        (&p.wechat_credential).into(),
+        (&p.transaction_id).into(),
+        p.paid_at.into(),
+        p.expires_at.into(),
+        p.created_at.into(),
+        p.updated_at.into(),
+        p.sync_due_at.into(),
+        p.sync_attempts.into(),
+        p.claimed_until.into(),
+        (&p.notify_url).into(),
+        (&p.checkout_token).into(),
+        (&p.hosted_url).into(),
+        (&p.payment_link_id).into(),
+        (&p.door).into(),
+    ];
+    (sql, values)
 }
 
 /// The payment's money invariant, checked where its sums are written (inside the writing

@@ -38,6 +38,7 @@ on_both!(
     deliveries_fan_out_to_subscribed_endpoints_and_are_claimed_once,
     a_broken_money_invariant_is_refused_not_served,
     door_tokens_live_until_they_expire,
+    a_write_that_goes_away_midway_leaves_the_writer_whole,
 );
 
 mod simulation;
@@ -127,6 +128,61 @@ mod checks {
             fee_rate_bp: 60,
             payout_scene: None,
             settlement_currency: None,
+        }
+    }
+
+    /// Writes polled once and dropped (their statements sent, nobody waiting for the answer)
+    /// leave no transaction open and nothing half written: the next writes go through.
+    pub async fn a_write_that_goes_away_midway_leaves_the_writer_whole(store: Store) {
+        use futures_util::FutureExt;
+        store.insert_merchant(&merchant("mch_a")).await.unwrap();
+        let p = payment("pay_1", "mch_a", "order1", 1000);
+        store.insert_payment(&p).await.unwrap();
+        for i in 0..20 {
+            let credential = format!("gone{i}");
+            let _ = store
+                .set_attempt_credential("mch_a", &p.out_trade_no, &credential, 2000 + i)
+                .now_or_never();
+            no_transaction_left_open(&store).await;
+            let order = format!("gone{i}");
+            let _ = store
+                .insert_payment(&payment(&format!("pay_g{i}"), "mch_a", &order, 2000 + i))
+                .now_or_never();
+            no_transaction_left_open(&store).await;
+        }
+        store
+            .set_attempt_credential("mch_a", &p.out_trade_no, "kept", 3000)
+            .await
+            .unwrap();
+        let after = store.payment("mch_a", "pay_1").await.unwrap().unwrap();
+        assert_eq!(after.wechat_credential.as_deref(), Some("kept"));
+        let attempts = store.payment_attempts("pay_1").await.unwrap();
+        assert_eq!(attempts[0].wechat_credential.as_deref(), Some("kept"));
+        let next = payment("pay_2", "mch_a", "order2", 3000);
+        assert_eq!(
+            store.insert_payment(&next).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+        // Each dropped insert went in whole or not at all.
+        for i in 0..20 {
+            let id = format!("pay_g{i}");
+            let there = store.payment("mch_a", &id).await.unwrap().is_some();
+            let history = store.history(&id).await.unwrap().len();
+            let attempts = store.payment_attempts(&id).await.unwrap().len();
+            assert_eq!(
+                (history, attempts),
+                if there { (1, 1) } else { (0, 0) },
+                "{id}"
+            );
+        }
+    }
+
+    /// On SQLite's one writer connection, a transaction can be started: none is open. (Its
+    /// statements run in the order sent, so this follows whatever a dropped write sent.)
+    async fn no_transaction_left_open(store: &Store) {
+        if store.backend() == Backend::Sqlite {
+            store.execute_raw("BEGIN").await.unwrap();
+            store.execute_raw("ROLLBACK").await.unwrap();
         }
     }
 
@@ -266,6 +322,11 @@ mod checks {
             store.insert_payment(&again).await.unwrap(),
             InsertOutcome::Existing(Box::new(p.clone()))
         );
+        // Nothing of the payment that did not go in: no order, no history.
+        assert!(store.payment_attempts("pay_2").await.unwrap().is_empty());
+        assert!(store.history("pay_2").await.unwrap().is_empty());
+        assert_eq!(store.payment_attempts("pay_1").await.unwrap().len(), 1);
+        assert_eq!(store.history("pay_1").await.unwrap().len(), 1);
         assert_eq!(
             store
                 .insert_payment(&payment("pay_3", "mch_b", "order1", 1000))
