@@ -96,7 +96,7 @@ impl Store {
         out_trade_no: &str,
     ) -> Result<Option<(PaymentAttemptRow, PaymentRow)>> {
         let attempt = self
-            .read_rows::<PaymentAttemptRow, 2>(
+            .read_rows::<Vec<PaymentAttemptRow>, 2>(
                 "SELECT * FROM payment_attempts WHERE merchant_id = $1 AND out_trade_no = $2",
                 [merchant_id, out_trade_no],
             )

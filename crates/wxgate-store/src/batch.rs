@@ -141,11 +141,7 @@ impl Batch {
             return Ok(());
         }
         if tx.backend_name() != SQLITE {
-            for (sql, values) in self.statements {
-                sqlx::query_with(&sql, arguments(values)?)
-                    .execute(&mut **tx)
-                    .await?;
-            }
+            one_by_one(tx, self.statements).await?;
             return Ok(());
         }
         let (sql, values) = self.joined();
@@ -179,13 +175,7 @@ impl Writing {
             Writing::Sole(held) => held,
             Writing::Pooled(conn) => {
                 let mut tx = conn.begin().await?;
-                let mut counts = Vec::with_capacity(batch.statements.len());
-                for (sql, values) in batch.statements {
-                    let done = sqlx::query_with(&sql, arguments(values)?)
-                        .execute(&mut *tx)
-                        .await?;
-                    counts.push(done.rows_affected());
-                }
+                let counts = one_by_one(&mut tx, batch.statements).await?;
                 tx.commit().await?;
                 return Ok(counts);
             }
@@ -210,6 +200,21 @@ impl Writing {
         }
         Ok(counts[1..=statements].to_vec())
     }
+}
+
+/// Runs `statements` one after another on `conn`: the rows each affected.
+async fn one_by_one(
+    conn: &mut AnyConnection,
+    statements: Vec<(String, Vec<Value>)>,
+) -> Result<Vec<u64>> {
+    let mut counts = Vec::with_capacity(statements.len());
+    for (sql, values) in statements {
+        let done = sqlx::query_with(&sql, arguments(values)?)
+            .execute(&mut *conn)
+            .await?;
+        counts.push(done.rows_affected());
+    }
+    Ok(counts)
 }
 
 /// The rows each statement of a multi-statement text affected. (SQLite reports the count of

@@ -46,6 +46,19 @@ pub(crate) trait Decode: Sized {
     fn decode(r: &impl Columns) -> Result<Self>;
 }
 
+/// What a read gathers from the rows it answers, one row at a time.
+pub(crate) trait Gather: Default {
+    fn add(&mut self, row: &impl Columns) -> Result<()>;
+}
+
+/// Every row, decoded.
+impl<T: Decode> Gather for Vec<T> {
+    fn add(&mut self, row: &impl Columns) -> Result<()> {
+        self.push(T::decode(row)?);
+        Ok(())
+    }
+}
+
 /// A payment, from a row that holds every column of `payments`.
 impl Decode for PaymentRow {
     fn decode(r: &impl Columns) -> Result<Self> {
@@ -109,21 +122,16 @@ impl Decode for PaymentAttemptRow {
     }
 }
 
-/// sqlx's rows decoded by the same functions, for `query_as`.
-macro_rules! from_any_row {
-    ($($row:ty),*) => {$(
-        impl<'r> sqlx::FromRow<'r, AnyRow> for $row {
-            fn from_row(row: &'r AnyRow) -> sqlx::Result<Self> {
-                Self::decode(row).map_err(|e| match e {
-                    StoreError::Database(e) => e,
-                    other => sqlx::Error::Decode(Box::new(other)),
-                })
-            }
-        }
-    )*};
+/// A payment decoded by the same function from sqlx's rows, for `query_as` (the statements
+/// that answer a payment inside a transaction).
+impl<'r> sqlx::FromRow<'r, AnyRow> for PaymentRow {
+    fn from_row(row: &'r AnyRow) -> sqlx::Result<Self> {
+        Self::decode(row).map_err(|e| match e {
+            StoreError::Database(e) => e,
+            other => sqlx::Error::Decode(Box::new(other)),
+        })
+    }
 }
-
-from_any_row!(PaymentRow, PaymentAttemptRow);
 
 impl HistoryRow {
     /// A history row joined to its payment, its columns prefixed `h_`.

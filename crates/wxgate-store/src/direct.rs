@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use sqlx::sqlite::SqliteConnectOptions;
 
-use crate::columns::Decode;
+use crate::columns::Gather;
 use crate::{Readers, Result, Store};
 
 /// How many idle direct readers are kept open; more are opened while more read at once.
@@ -75,31 +75,31 @@ impl Readers {
 }
 
 impl Store {
-    /// The rows `sql` answers for `params`: on a direct reader when the store has them, else
-    /// on sqlx's pool.
-    pub(crate) async fn read_rows<T, const N: usize>(
+    /// What `G` gathers from the rows `sql` answers for `params`: read on a direct reader when
+    /// the store has them, else on sqlx's pool.
+    pub(crate) async fn read_rows<G: Gather, const N: usize>(
         &self,
         sql: &str,
         params: [&str; N],
-    ) -> Result<Vec<T>>
-    where
-        T: Decode + for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
-    {
+    ) -> Result<G> {
+        let mut gathered = G::default();
         if let Some(readers) = &self.readers {
             return readers.read(|conn| {
                 let mut statement = conn.prepare_cached(sql)?;
                 let mut rows = statement.query(rusqlite::params_from_iter(params))?;
-                let mut found = Vec::new();
                 while let Some(row) = rows.next()? {
-                    found.push(T::decode(row)?);
+                    gathered.add(row)?;
                 }
-                Ok(found)
+                Ok(gathered)
             });
         }
-        let mut query = sqlx::query_as::<_, T>(sql);
+        let mut query = sqlx::query(sql);
         for param in params {
             query = query.bind(param);
         }
-        Ok(query.fetch_all(&self.pool).await?)
+        for row in &query.fetch_all(&self.pool).await? {
+            gathered.add(row)?;
+        }
+        Ok(gathered)
     }
 }

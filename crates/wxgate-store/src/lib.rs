@@ -129,7 +129,7 @@ pub struct Store {
     /// of followers (the demo's activity lines) watch it.
     activity: Arc<tokio::sync::watch::Sender<u64>>,
     /// Payment transitions waiting for the SQLite writer, committed together (`group.rs`).
-    group: Arc<Group>,
+    group: Arc<std::sync::Mutex<Vec<Waiting>>>,
     /// On an SQLite file, connections that read on the calling thread (`direct.rs`).
     readers: Option<Arc<Readers>>,
 }
@@ -143,20 +143,18 @@ struct Readers {
 /// Renders a transition's event (id and payload) from the payment after it.
 pub(crate) type Render = Arc<dyn Fn(&PaymentRow) -> (String, String) + Send + Sync>;
 
-/// One payment transition waiting for the SQLite writer, and where its answer goes.
-struct Waiting {
-    current: PaymentRow,
-    to: PaymentStatus,
-    facts: TransitionFacts,
-    render: Render,
-    answer: tokio::sync::oneshot::Sender<Result<Option<PaymentRow>>>,
+/// A payment transition to write: `current` moved to `to`.
+pub(crate) struct Move {
+    pub(crate) current: PaymentRow,
+    pub(crate) to: PaymentStatus,
+    pub(crate) facts: TransitionFacts,
+    pub(crate) render: Render,
 }
 
-/// The transitions waiting for the writer, and the right to write them.
-#[derive(Default)]
-struct Group {
-    waiting: std::sync::Mutex<Vec<Waiting>>,
-    writing: tokio::sync::Mutex<()>,
+/// One payment transition waiting for the SQLite writer, and where its answer goes.
+struct Waiting {
+    transition: Move,
+    answer: tokio::sync::oneshot::Sender<Result<Option<PaymentRow>>>,
 }
 
 impl std::fmt::Debug for Store {

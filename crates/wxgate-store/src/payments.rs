@@ -4,7 +4,7 @@
 use super::*;
 use crate::Render;
 use crate::batch::{Batch, Insert, Value};
-use crate::columns::{Columns, Decode};
+use crate::columns::{Columns, Decode, Gather};
 use crate::listing::List;
 use crate::outbox::push_event;
 use wxgate_domain::Integration;
@@ -90,7 +90,10 @@ impl Store {
 
     /// The payment `sql` finds with `params`, if any.
     async fn one_payment(&self, sql: &str, params: [&str; 2]) -> Result<Option<PaymentRow>> {
-        let p = self.read_rows::<PaymentRow, 2>(sql, params).await?.pop();
+        let p = self
+            .read_rows::<Vec<PaymentRow>, 2>(sql, params)
+            .await?
+            .pop();
         p.as_ref().map(check_money).transpose()?;
         Ok(p)
     }
@@ -192,7 +195,14 @@ impl Store {
                 Ok(Transition::Unchanged) => return Ok(TransitionOutcome::Unchanged(current)),
                 Err(e) => return Err(e.into()),
             };
-            let written = self.write_transition(&current, to, facts, &render).await?;
+            let written = self
+                .write_transition(Move {
+                    current: current.clone(),
+                    to,
+                    facts: facts.clone(),
+                    render: render.clone(),
+                })
+                .await?;
             let Some(after) = written else {
                 current = self.current(&current.merchant_id, &current.id).await?;
                 fresh = true;
@@ -233,29 +243,7 @@ impl Store {
              WHERE p.merchant_id = $1 AND p.id = $2 ORDER BY h.version",
             self.attempts_json_sql()
         );
-        let detail = match &self.readers {
-            Some(readers) => readers.read(|conn| {
-                let mut statement = conn.prepare_cached(&sql)?;
-                let mut rows = statement.query([merchant_id, id])?;
-                let mut detail = None;
-                while let Some(row) = rows.next()? {
-                    Detail::add(&mut detail, row)?;
-                }
-                Ok(detail)
-            })?,
-            None => {
-                let rows = sqlx::query(&sql)
-                    .bind(merchant_id)
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                let mut detail = None;
-                for row in &rows {
-                    Detail::add(&mut detail, row)?;
-                }
-                detail
-            }
-        };
+        let detail: Option<Detail> = self.read_rows(&sql, [merchant_id, id]).await?;
         let Some(Detail {
             payment,
             history,
@@ -377,25 +365,10 @@ async fn update_status(
     .await?)
 }
 
-/// Within `tx`: moves `current` to `to`, if its version is still the one read, with its history
-/// row and its outbox event (payload rendered from the row after the change). `None` when
-/// someone changed the payment first. Two round trips: the conditional update, which answers
-/// the row after, and one batch with everything that follows from it.
-pub(crate) async fn write_payment_transition(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    current: &PaymentRow,
-    to: PaymentStatus,
-    facts: &TransitionFacts,
-    render: &(dyn Fn(&PaymentRow) -> (String, String) + Sync),
-) -> Result<Option<PaymentRow>> {
-    let mut batch = Batch::default();
-    let after = transition_statements(tx, &mut batch, current, to, facts, render).await?;
-    batch.run(tx).await?;
-    Ok(after)
-}
-
-/// [`write_payment_transition`] with what follows the conditional update added to `batch`,
-/// for the caller to run: several transitions can share one batch and one commit.
+/// Moves `current` to `to` if nobody changed it first (a conditional update, which answers
+/// the row after, or `None`), and adds what follows from it to `batch` for the caller to run:
+/// the orders settled, the ledger posting, the history row and the outbox event (payload
+/// rendered from the row after). Several transitions can share one batch and one commit.
 pub(crate) async fn transition_statements(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     batch: &mut Batch,
@@ -507,13 +480,13 @@ struct Detail {
     attempts: Option<String>,
 }
 
-impl Detail {
-    fn add(detail: &mut Option<Self>, row: &impl Columns) -> Result<()> {
+impl Gather for Option<Detail> {
+    fn add(&mut self, row: &impl Columns) -> Result<()> {
         let history = HistoryRow::decode_joined(row)?;
-        match detail {
+        match self {
             Some(d) => d.history.push(history),
             None => {
-                *detail = Some(Self {
+                *self = Some(Detail {
                     payment: PaymentRow::decode(row)?,
                     history: vec![history],
                     attempts: row.get("attempts_json")?,
