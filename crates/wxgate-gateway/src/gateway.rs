@@ -35,6 +35,8 @@ struct Inner {
     qr: crate::qr::Cache,
     /// The process's counters, exposed at `/metrics`.
     metrics: crate::metrics::Metrics,
+    /// How busy the node is, as background work sees it.
+    pressure: crate::pressure::Pressure,
     /// Business time: creation, expiry, due work. WeChat requests are signed on the system
     /// clock whatever this says, since WeChat checks their timestamps against its own.
     clock: Arc<dyn Clock>,
@@ -78,6 +80,7 @@ impl Gateway {
                 webhook_secrets: Mutex::new(HashMap::new()),
                 qr: crate::qr::Cache::default(),
                 metrics,
+                pressure: Default::default(),
                 clock,
             }),
         }
@@ -85,6 +88,11 @@ impl Gateway {
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.inner.metrics
+    }
+
+    /// How busy the node is, as background work sees it (see [`crate::pressure`]).
+    pub fn pressure(&self) -> &crate::pressure::Pressure {
+        &self.inner.pressure
     }
 
     pub fn store(&self) -> &Store {

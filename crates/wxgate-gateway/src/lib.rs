@@ -21,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod next_action;
 pub mod pace;
+pub mod pressure;
 pub mod qr;
 pub mod secrets;
 pub mod server;

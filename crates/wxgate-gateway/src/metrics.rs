@@ -98,6 +98,7 @@ struct Inner {
     deliveries_pending: Gauge,
     oldest_delivery_seconds: Gauge,
     sync_due: Gauge,
+    background_width: Gauge,
     paid_lag: Lag,
     pool_connections: Family<PoolLabels, Gauge>,
     quarantined: Family<ObjectLabels, Counter>,
@@ -118,6 +119,7 @@ impl Default for Metrics {
             deliveries_pending: Gauge::default(),
             oldest_delivery_seconds: Gauge::default(),
             sync_due: Gauge::default(),
+            background_width: Gauge::default(),
             paid_lag: Family::new_with_constructor(lag_histogram),
             pool_connections: Family::default(),
             quarantined: Family::default(),
@@ -141,62 +143,68 @@ impl Default for Metrics {
     }
 }
 
+/// Every metric's name and help, in the order they are registered.
+const HELP: [(&str, &str); 15] = [
+    (
+        "wxgate_http_requests",
+        "Requests answered, by route, method and status",
+    ),
+    (
+        "wxgate_http_request_duration_seconds",
+        "Time to answer, by route",
+    ),
+    ("wxgate_callbacks", "WeChat Pay callbacks, by outcome"),
+    (
+        "wxgate_upstream_calls",
+        "Calls to WeChat Pay (each attempt), by endpoint, status and WeChat's error code",
+    ),
+    (
+        "wxgate_upstream_duration_seconds",
+        "Time WeChat Pay took to answer, by endpoint",
+    ),
+    ("wxgate_payments", "Payments by status and integration"),
+    (
+        "wxgate_webhook_deliveries_pending",
+        "Webhook deliveries not yet made",
+    ),
+    (
+        "wxgate_webhook_oldest_pending_seconds",
+        "Age of the oldest pending webhook delivery",
+    ),
+    (
+        "wxgate_sync_due",
+        "Pending payments whose status sync is due",
+    ),
+    (
+        "wxgate_webhook_attempts",
+        "Webhook delivery attempts, by outcome",
+    ),
+    (
+        "wxgate_webhook_attempt_duration_seconds",
+        "Time a webhook endpoint took to answer",
+    ),
+    (
+        "wxgate_payment_paid_lag_seconds",
+        "From WeChat's success_time to the gateway marking the payment succeeded, by how it learned (callback, sync, reconciliation)",
+    ),
+    (
+        "wxgate_db_connections",
+        "Database connections by pool and state (in_use, idle, max)",
+    ),
+    (
+        "wxgate_quarantined",
+        "Signed WeChat reports kept for review instead of applied, by what they report on",
+    ),
+    (
+        "wxgate_background_width",
+        "Items of each kind of background work that may be in flight now (fewer while the node is busy)",
+    ),
+];
+
 impl Inner {
     /// Every metric under its name and help.
     fn register(&mut self) {
-        let r = &mut self.registry;
-        let help = [
-            (
-                "wxgate_http_requests",
-                "Requests answered, by route, method and status",
-            ),
-            (
-                "wxgate_http_request_duration_seconds",
-                "Time to answer, by route",
-            ),
-            ("wxgate_callbacks", "WeChat Pay callbacks, by outcome"),
-            (
-                "wxgate_upstream_calls",
-                "Calls to WeChat Pay (each attempt), by endpoint, status and WeChat's error code",
-            ),
-            (
-                "wxgate_upstream_duration_seconds",
-                "Time WeChat Pay took to answer, by endpoint",
-            ),
-            ("wxgate_payments", "Payments by status and integration"),
-            (
-                "wxgate_webhook_deliveries_pending",
-                "Webhook deliveries not yet made",
-            ),
-            (
-                "wxgate_webhook_oldest_pending_seconds",
-                "Age of the oldest pending webhook delivery",
-            ),
-            (
-                "wxgate_sync_due",
-                "Pending payments whose status sync is due",
-            ),
-            (
-                "wxgate_webhook_attempts",
-                "Webhook delivery attempts, by outcome",
-            ),
-            (
-                "wxgate_webhook_attempt_duration_seconds",
-                "Time a webhook endpoint took to answer",
-            ),
-            (
-                "wxgate_payment_paid_lag_seconds",
-                "From WeChat's success_time to the gateway marking the payment succeeded, by how it learned (callback, sync, reconciliation)",
-            ),
-            (
-                "wxgate_db_connections",
-                "Database connections by pool and state (in_use, idle, max)",
-            ),
-            (
-                "wxgate_quarantined",
-                "Signed WeChat reports kept for review instead of applied, by what they report on",
-            ),
-        ];
+        let (r, help) = (&mut self.registry, HELP);
         r.register(help[0].0, help[0].1, self.requests.clone());
         r.register(help[1].0, help[1].1, self.latency.clone());
         r.register(help[2].0, help[2].1, self.callbacks.clone());
@@ -211,6 +219,7 @@ impl Inner {
         r.register(help[11].0, help[11].1, self.paid_lag.clone());
         r.register(help[12].0, help[12].1, self.pool_connections.clone());
         r.register(help[13].0, help[13].1, self.quarantined.clone());
+        r.register(help[14].0, help[14].1, self.background_width.clone());
     }
 }
 
@@ -280,6 +289,11 @@ impl Metrics {
             object: object.into(),
         };
         self.0.quarantined.get_or_create(&labels).inc();
+    }
+
+    /// The background width changed to `width`.
+    pub fn background_width(&self, width: usize) {
+        self.0.background_width.set(width as i64);
     }
 
     /// What the WeChat clients report their calls to.

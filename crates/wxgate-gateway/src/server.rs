@@ -81,6 +81,13 @@ impl Application {
                     .await
             })
         });
+        let pressure = {
+            let (gw, stop) = (self.gateway.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                let changed = |width| gw.metrics().background_width(width);
+                crate::pressure::probe(gw.pressure(), changed, stop).await;
+            })
+        };
         let deliveries = tokio::spawn(delivery::run(self.gateway.clone(), stop_rx));
         let mut router = http::router(self.gateway.clone());
         if let Some(extra) = self.extra {
@@ -99,6 +106,7 @@ impl Application {
         let workers = async {
             let _ = worker.await;
             let _ = deliveries.await;
+            let _ = pressure.await;
             if let Some(connect) = connect {
                 let _ = connect.await;
             }

@@ -23,18 +23,19 @@ use wxgate_store::PaymentRow;
 
 use crate::gateway::Gateway;
 
-/// Items of one kind of background work in flight at once.
-const WORK_WIDTH: usize = 32;
-/// A claim is made only when at least this many slots are free, so a busy queue is claimed in
+/// A claim is made only when at least half the width is free, so a busy queue is claimed in
 /// batches rather than one row per finished item.
-const CLAIM_AT_LEAST: usize = WORK_WIDTH / 2;
+fn claim_at_least(width: usize) -> usize {
+    (width / 2).max(1)
+}
 /// How long one call keeps claiming before it lets the other kinds of background work run.
 const ROUND_BUDGET: Duration = Duration::from_secs(2);
 
-/// Claims due work and works on it with up to [`WORK_WIDTH`] items in flight, claiming more
-/// as items finish, until nothing more is due or [`ROUND_BUDGET`] has passed. Each item starts
-/// as soon as it is claimed, so one slow answer from WeChat neither holds up the rest nor makes
-/// a claim outlast its lease. `claim(gw, n)` claims at most `n` items. Items run as background
+/// Claims due work and works on it with as many items in flight as the node's pressure allows
+/// now ([`crate::pressure`]: fewer, started a little apart, while merchant requests keep the CPU
+/// busy), claiming more as items finish, until nothing more is due or [`ROUND_BUDGET`] has
+/// passed. Each item starts when it is claimed (or its turn comes, on a busy node), so one
+/// slow answer from WeChat neither holds up the rest nor makes a claim outlast its lease. `claim(gw, n)` claims at most `n` items. Items run as background
 /// work for the pace of calls to WeChat. Returns how many items were handled, or the first
 /// error once every started item is done.
 pub(crate) async fn work_through<T, C, CF, F, Fut>(
@@ -52,12 +53,14 @@ where
     let mut tasks = tokio::task::JoinSet::new();
     let (mut handled, mut more_due, mut first_error) = (0, true, None);
     loop {
-        let room = WORK_WIDTH - tasks.len();
-        if more_due && room >= CLAIM_AT_LEAST && started.elapsed() < ROUND_BUDGET {
+        let width = gw.pressure().width();
+        let room = width.saturating_sub(tasks.len());
+        if more_due && room >= claim_at_least(width) && started.elapsed() < ROUND_BUDGET {
             match claim(gw.clone(), room as i64).await {
                 Ok(batch) => {
                     more_due = batch.len() == room;
                     for item in batch {
+                        gw.pressure().turn().await;
                         tasks.spawn(crate::pace::as_background(work(gw.clone(), item)));
                     }
                 }

@@ -300,8 +300,10 @@ async fn expiry_follows_the_injected_clock() {
             "nothing is due while time stands still"
         );
         clock.advance_ms(wxgate_gateway::app::payments::PAYMENT_LIFETIME_MAX_MS + 1_000);
+        // Drained here, unless the background worker claimed it first (then it is expired when
+        // that worker's item ends).
         wxgate_gateway::sync::drain(&t.gateway).await.unwrap();
-        assert_eq!(t.get(id).await["status"], "expired");
+        t.wait_status(id, "expired").await;
         // The webhook: drained synchronously here, unless the background worker took it first
         // (then it arrives as that worker's attempt ends).
         let expired = |got: &[Value]| {
