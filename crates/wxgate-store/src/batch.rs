@@ -5,11 +5,10 @@
 //! as they would without it. Either way they run in the caller's transaction and in order, so
 //! a later statement may rely on an earlier one (an entry inserted only if its posting was).
 
-use futures_util::TryStreamExt;
 use sqlx::any::AnyArguments;
-use sqlx::{Any, AnyConnection, Arguments, Connection, Executor};
+use sqlx::{Any, AnyConnection, Arguments};
 
-use super::{Result, StoreError, Writing};
+use super::Result;
 
 /// A value bound to a statement.
 #[derive(Debug, Clone)]
@@ -67,6 +66,16 @@ impl From<Option<f64>> for Value {
     }
 }
 
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Self::Text(t) => t.to_sql(),
+            Self::Int(n) => n.to_sql(),
+            Self::Real(r) => r.to_sql(),
+        }
+    }
+}
+
 /// `values` as a statement's arguments, in order.
 pub(crate) fn arguments<'q>(values: Vec<Value>) -> Result<AnyArguments<'q>> {
     let mut args = AnyArguments::default();
@@ -99,10 +108,13 @@ fn placeholders(n: usize) -> String {
         .join(", ")
 }
 
+/// A statement with its own `$1`, `$2`, … and their values.
+pub(crate) type Statement = (String, Vec<Value>);
+
 /// Statements, each with its own `$1`, `$2`, … and their values.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    statements: Vec<(String, Vec<Value>)>,
+    statements: Vec<Statement>,
 }
 
 impl Batch {
@@ -135,6 +147,11 @@ impl Batch {
         self.push(sql, values);
     }
 
+    /// The statements, in order.
+    pub(crate) fn into_statements(self) -> Vec<Statement> {
+        self.statements
+    }
+
     /// Runs every statement in `tx`, in order.
     pub(crate) async fn run(self, tx: &mut sqlx::Transaction<'_, Any>) -> Result<()> {
         if self.statements.is_empty() {
@@ -164,48 +181,10 @@ impl Batch {
     }
 }
 
-impl Writing {
-    /// Runs `batch` as a transaction of its own and answers each statement's rows affected. On
-    /// the SQLite writer the transaction goes as one text, BEGIN and COMMIT included: one round
-    /// trip to sqlx's worker thread. Should this write go away before the answer, the
-    /// transaction is in doubt and the next write rolls it back (`Store::write`). On a pooled
-    /// connection (PostgreSQL) the statements run one after another in a transaction.
-    pub(crate) async fn atomically(&mut self, batch: Batch) -> Result<Vec<u64>> {
-        let held = match self {
-            Writing::Sole(held) => held,
-            Writing::Pooled(conn) => {
-                let mut tx = conn.begin().await?;
-                let counts = one_by_one(&mut tx, batch.statements).await?;
-                tx.commit().await?;
-                return Ok(counts);
-            }
-        };
-        let statements = batch.statements.len();
-        let (sql, values) = batch.joined();
-        let sql = format!("BEGIN;\n{sql}COMMIT;");
-        held.in_doubt = true;
-        let ran = counts(&mut held.conn, &sql, values).await;
-        if ran.is_err() {
-            // A statement failed: the text stopped there, inside its transaction.
-            held.roll_back().await;
-        }
-        held.in_doubt = false;
-        let counts = ran?;
-        // One count for BEGIN, then the batch's, then COMMIT's.
-        if counts.len() != statements + 2 {
-            return Err(StoreError::Corrupt(format!(
-                "a transaction of {statements} statements answered {} counts",
-                counts.len()
-            )));
-        }
-        Ok(counts[1..=statements].to_vec())
-    }
-}
-
 /// Runs `statements` one after another on `conn`: the rows each affected.
-async fn one_by_one(
+pub(crate) async fn one_by_one(
     conn: &mut AnyConnection,
-    statements: Vec<(String, Vec<Value>)>,
+    statements: Vec<Statement>,
 ) -> Result<Vec<u64>> {
     let mut counts = Vec::with_capacity(statements.len());
     for (sql, values) in statements {
@@ -213,20 +192,6 @@ async fn one_by_one(
             .execute(&mut *conn)
             .await?;
         counts.push(done.rows_affected());
-    }
-    Ok(counts)
-}
-
-/// The rows each statement of a multi-statement text affected. (SQLite reports the count of
-/// the last statement that changed rows; statements that change none, as BEGIN and COMMIT,
-/// repeat it, so only the counts of INSERT, UPDATE and DELETE statements mean anything.)
-async fn counts(conn: &mut AnyConnection, sql: &str, values: Vec<Value>) -> Result<Vec<u64>> {
-    let mut steps = conn.fetch_many(sqlx::query_with(sql, arguments(values)?));
-    let mut counts = Vec::new();
-    while let Some(step) = steps.try_next().await? {
-        if let Some(done) = step.left() {
-            counts.push(done.rows_affected());
-        }
     }
     Ok(counts)
 }

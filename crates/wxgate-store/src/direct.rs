@@ -1,4 +1,4 @@
-//! Reads on the calling thread. sqlx hands every SQLite statement to its connection's worker
+//! Reads and transactions on the calling thread. sqlx hands every SQLite statement to its connection's worker
 //! thread and waits for the answer; for a read of a few indexed rows, that hand-off and the
 //! wake-ups on both sides cost more than the read. The hottest reads (a payment with its
 //! history and orders, for `GET /v1/payments/{id}` and every create's answer; a payment by id,
@@ -8,18 +8,27 @@
 //! WAL lets these connections read beside the writer, and each read sees every commit that
 //! finished before it began, as a read on sqlx's connections does. Reads that scan (lists,
 //! reports) stay on sqlx's pool, off the async threads.
+//!
+//! The same goes for the transactions whose statements are known in advance (a create's
+//! insert and its credential, `Writing::atomically`): the SQLite writer holds a direct
+//! connection beside sqlx's, and such a transaction runs on it where it is called. A commit
+//! in WAL with `synchronous = NORMAL` appends to the log without waiting for the disk.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use sqlx::sqlite::SqliteConnectOptions;
 
+use crate::batch::{Batch, Statement, Value, one_by_one};
 use crate::columns::Gather;
-use crate::{Readers, Result, Store};
+use crate::{Readers, Result, Store, StoreError, Writing};
 
 /// How many idle direct readers are kept open; more are opened while more read at once.
 const READERS_IDLE_MAX: usize = 4;
+
+/// Statements the direct writer keeps prepared.
+const WRITER_STATEMENTS: usize = 64;
 
 /// How long a read waits for a lock, as sqlx's connections do (in WAL a reader is not blocked
 /// but while SQLite recovers the log after a crash).
@@ -59,6 +68,18 @@ impl Readers {
     /// Closes the idle readers.
     pub(crate) fn close(&self) {
         self.idle.lock().expect("readers lock").clear();
+    }
+
+    /// A connection that writes, for the SQLite writer (`Sole`): the pragmas every store
+    /// connection runs, and room to keep every statement of the store's transactions prepared.
+    pub(crate) fn writer(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch(&crate::SQLITE_PRAGMAS.map(|p| format!("{p};")).concat())?;
+        conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
+        Ok(conn)
     }
 
     fn connect(&self) -> Result<Connection> {
@@ -102,4 +123,58 @@ impl Store {
         }
         Ok(gathered)
     }
+}
+
+impl Writing {
+    /// Runs `batch` as a transaction of its own and answers each statement's rows affected. On
+    /// the SQLite writer it runs on the calling thread, on the writer's direct connection
+    /// (`direct.rs`): no hand-off to sqlx's worker thread at all, and nothing a caller that goes
+    /// away can leave half done, since it runs to its end within one poll. Elsewhere (on
+    /// PostgreSQL, or an SQLite database in memory) the statements run one after another in a
+    /// transaction.
+    pub(crate) async fn atomically(&mut self, batch: Batch) -> Result<Vec<u64>> {
+        if let Writing::Sole(held) = self
+            && let Some(direct) = &mut held.direct
+        {
+            return atomically(direct, &batch.into_statements());
+        }
+        let mut tx = self.begin().await?;
+        let counts = one_by_one(&mut tx, batch.into_statements()).await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+}
+
+/// Runs `statements` in a transaction of their own on `conn`, the SQLite writer's direct
+/// connection, on the calling thread: the rows each affected. A failing statement rolls the
+/// whole back. (Should sqlx's writer connection still hold a transaction its caller dropped,
+/// its worker is rolling it back: `BEGIN IMMEDIATE` waits for that as for any lock.)
+fn atomically(conn: &mut Connection, statements: &[Statement]) -> Result<Vec<u64>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut counts = Vec::with_capacity(statements.len());
+    for (sql, values) in statements {
+        let mut statement = tx.prepare_cached(sql)?;
+        bind_numbered(&mut statement, values)?;
+        counts.push(statement.raw_execute()? as u64);
+    }
+    tx.commit()?;
+    Ok(counts)
+}
+
+/// Binds `$n` to `values[n - 1]` wherever it stands. (SQLite takes `$1` for a name, numbering
+/// parameters in the order they first appear, so binding in order would misplace a statement
+/// whose placeholders come out of order or repeat.)
+fn bind_numbered(statement: &mut rusqlite::Statement<'_>, values: &[Value]) -> Result<()> {
+    for index in 1..=statement.parameter_count() {
+        let name = statement.parameter_name(index).unwrap_or_default();
+        let value = name
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| values.get(n.checked_sub(1)?))
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("statement parameter {name:?} has no value"))
+            })?;
+        statement.raw_bind_parameter(index, value)?;
+    }
+    Ok(())
 }

@@ -175,21 +175,12 @@ pub(crate) enum Writing {
     Pooled(PoolConnection<Any>),
 }
 
-/// The SQLite writer's connection, and whether a transaction may still be open on it.
+/// The SQLite writer's connections: sqlx's, and on a database file one of its own that runs
+/// transactions of statements known in advance on the calling thread (`direct.rs`). Writes
+/// take turns on both together, so they never contend for SQLite's lock.
 pub(crate) struct Sole {
     conn: PoolConnection<Any>,
-    /// Set while a transaction sent as one text (`batch.rs`) has not been seen to end, which
-    /// happens when the write that sent it went away midway: the next write rolls it back.
-    in_doubt: bool,
-}
-
-impl Sole {
-    /// Ends a transaction a text left open. SQLite refuses a ROLLBACK with none open, which
-    /// leaves nothing to do, so its answer does not matter.
-    async fn roll_back(&mut self) {
-        let conn: &mut AnyConnection = &mut self.conn;
-        let _ = sqlx::query("ROLLBACK").execute(conn).await;
-    }
+    direct: Option<rusqlite::Connection>,
 }
 
 impl Writing {
@@ -296,7 +287,7 @@ impl Store {
         let sole = match backend {
             Backend::Sqlite => Some(Arc::new(tokio::sync::Mutex::new(Some(Sole {
                 conn: writer.acquire().await?,
-                in_doubt: false,
+                direct: readers.as_deref().map(Readers::writer).transpose()?,
             })))),
             Backend::Postgres => None,
         };
@@ -321,14 +312,8 @@ impl Store {
         let held = tokio::time::timeout(WRITER_WAIT, sole.clone().lock_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
-        let mut held = tokio::sync::OwnedMutexGuard::try_map(held, Option::as_mut)
+        let held = tokio::sync::OwnedMutexGuard::try_map(held, Option::as_mut)
             .map_err(|_| sqlx::Error::PoolClosed)?;
-        if held.in_doubt {
-            // The transaction may have committed or not; either way none may stay open. SQLite
-            // refuses a ROLLBACK with no transaction, which is the committed case.
-            held.roll_back().await;
-            held.in_doubt = false;
-        }
         Ok(Writing::Sole(held))
     }
 
