@@ -1,6 +1,7 @@
 //! Background status sync: due payments claimed with a lease.
 
 use super::*;
+use crate::batch::Batch;
 
 impl Store {
     /// Claims up to `limit` pending payments whose sync is due, for `CLAIM_LEASE_MS`.
@@ -28,15 +29,13 @@ impl Store {
         next_due: Option<i64>,
         attempts: i64,
     ) -> Result<()> {
-        sqlx::query(
+        let mut batch = Batch::default();
+        batch.push(
             "UPDATE payments SET sync_due_at = CASE WHEN status = 'pending' THEN $1 ELSE NULL END, \
              sync_attempts = $2, claimed_until = NULL WHERE id = $3",
-        )
-        .bind(next_due)
-        .bind(attempts)
-        .bind(payment_id)
-        .execute(&mut *self.write().await?)
-        .await?;
+            vec![next_due.into(), attempts.into(), payment_id.into()],
+        );
+        self.write().await?.atomically(batch).await?;
         Ok(())
     }
 }
