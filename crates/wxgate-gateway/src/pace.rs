@@ -82,8 +82,36 @@ impl Api {
 
 /// One API's pace: every call's, and background work's share of it.
 struct Lane {
-    every_call: DefaultDirectRateLimiter,
-    background: DefaultDirectRateLimiter,
+    every_call: Queue,
+    background: Queue,
+}
+
+/// A rate limit whose waiting calls go in the order they came: the first waits for the
+/// limit, the others for it. (Waiting on the limit alone, every waiter wakes at the next free
+/// moment and one wins; the others sleep again, and a call can lose many times in a row.)
+struct Queue {
+    limit: DefaultDirectRateLimiter,
+    first: tokio::sync::Mutex<()>,
+}
+
+impl Queue {
+    fn new(quota: Quota) -> Self {
+        Self {
+            limit: RateLimiter::direct(quota),
+            first: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Waits until this call may go: its turn in the queue, then the limit, sleeping on the
+    /// runtime's own timer. (The limiter's `until_ready` sleeps on a timer thread of its own:
+    /// two more thread wake-ups per paced call.)
+    async fn ready(&self) {
+        let _first = self.first.lock().await;
+        while let Err(not_until) = self.limit.check() {
+            let wait = not_until.wait_time_from(self.limit.clock().now());
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 /// One merchant's pace on this node.
@@ -113,8 +141,8 @@ impl Pace {
         let lanes = Api::ALL.map(|api| {
             let (every_call, background) = quotas(api);
             Lane {
-                every_call: RateLimiter::direct(every_call),
-                background: RateLimiter::direct(background),
+                every_call: Queue::new(every_call),
+                background: Queue::new(background),
             }
         });
         Self {
@@ -136,9 +164,9 @@ impl Pace {
             if let Some(until) = calm {
                 tokio::time::sleep_until(until).await;
             }
-            ready(&lane.background).await;
+            lane.background.ready().await;
         }
-        ready(&lane.every_call).await;
+        lane.every_call.ready().await;
     }
 
     /// WeChat said this merchant calls too often: background calls pause.
@@ -156,15 +184,6 @@ impl Pace {
                 (then.0)(report);
             }
         }))
-    }
-}
-
-/// Waits until `limiter` lets one call go, sleeping on the runtime's own timer. (The limiter's
-/// `until_ready` sleeps on a timer thread of its own: two more thread wake-ups per paced call.)
-async fn ready(limiter: &DefaultDirectRateLimiter) {
-    while let Err(not_until) = limiter.check() {
-        let wait = not_until.wait_time_from(limiter.clock().now());
-        tokio::time::sleep(wait).await;
     }
 }
 
@@ -247,6 +266,35 @@ mod tests {
         );
         assert!(goes_at_once_to(&pace, Api::Order, false).await);
         assert!(goes_at_once_to(&pace, Api::Refund, true).await);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_call_goes_before_one_that_comes_later() {
+        // One call a millisecond, no burst.
+        let queue = Arc::new(Queue::new(
+            Quota::with_period(Duration::from_millis(1)).expect("positive"),
+        ));
+        let went = Arc::new(Mutex::new(Vec::new()));
+        let call = |i| {
+            let (queue, went) = (queue.clone(), went.clone());
+            tokio::spawn(async move {
+                queue.ready().await;
+                went.lock().unwrap().push(i);
+            })
+        };
+        let first = call(0);
+        tokio::task::yield_now().await;
+        // The second waits for the next millisecond.
+        let second = call(1);
+        tokio::task::yield_now().await;
+        // The test's one thread is held past that millisecond; a third call comes just as the
+        // limit lets one through, before the second has woken.
+        std::thread::sleep(Duration::from_millis(3));
+        let third = call(2);
+        for c in [first, second, third] {
+            c.await.unwrap();
+        }
+        assert_eq!(*went.lock().unwrap(), [0, 1, 2]);
     }
 
     #[test]
