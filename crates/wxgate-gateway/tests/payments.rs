@@ -1288,6 +1288,11 @@ async fn metrics_are_scraped_and_parse(t: TestGateway) {
         "{text}"
     );
     assert!(samples.contains_key("wxgate_sync_due"), "{text}");
+    let width = samples.get("wxgate_background_width").copied();
+    assert!(
+        width.is_some_and(|w| (2.0..=32.0).contains(&w)),
+        "the background width is between its least and its full: {text}"
+    );
     let learned: f64 = samples
         .iter()
         .filter(|(k, _)| k.starts_with("wxgate_payment_paid_lag_seconds_count{"))

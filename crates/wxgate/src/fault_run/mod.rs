@@ -144,11 +144,13 @@ async fn run_on(args: &FaultRunArgs) -> anyhow::Result<()> {
     );
 
     let books = Arc::new(Books::default());
-    let yesterday = time::OffsetDateTime::now_utc()
+    // The day before yesterday (Beijing time): its bills exist at any hour, while yesterday's
+    // exist only from 09:00 (`wxgate_sim::bills::BILL_READY_HOUR`).
+    let billed_day = time::OffsetDateTime::now_utc()
         .to_offset(time::macros::offset!(+8))
         .date()
-        - time::Duration::days(1);
-    workload::reconcile(&client, &books, &yesterday.to_string(), args.nodes * 2).await;
+        - time::Duration::days(2);
+    workload::reconcile(&client, &books, &billed_day.to_string(), args.nodes * 2).await;
     let cluster = Arc::new(Mutex::new(cluster));
     let until = Instant::now() + Duration::from_secs(args.seconds);
     let tally = load(args, &client, &books, &cluster, until).await?;
