@@ -1,16 +1,16 @@
-//! Reads and transactions on the calling thread. sqlx hands every SQLite statement to its connection's worker
-//! thread and waits for the answer; for a read of a few indexed rows, that hand-off and the
-//! wake-ups on both sides cost more than the read. The hottest reads (a payment with its
-//! history and orders, for `GET /v1/payments/{id}` and every create's answer; a payment by id,
-//! order id or out_trade_no and a payment's orders, for callbacks and sync) run instead on
-//! connections of their own to the same file, barred from writing, where they are called: an
-//! indexed read of a few rows from pages SQLite has cached, microseconds on the async thread.
-//! WAL lets these connections read beside the writer, and each read sees every commit that
-//! finished before it began, as a read on sqlx's connections does. Reads that scan (lists,
-//! reports) stay on sqlx's pool, off the async threads.
+//! Reads and transactions on the calling thread. sqlx hands every SQLite statement to its
+//! connection's worker thread and waits for the answer; for a read of a few indexed rows, that
+//! hand-off and the wake-ups on both sides cost more than the read. The hottest reads (a
+//! payment with its history and orders, for `GET /v1/payments/{id}` and every create's answer;
+//! a payment by id, order id or out_trade_no and a payment's orders, for callbacks and sync)
+//! run instead on connections of their own to the same file, barred from writing, where they
+//! are called: an indexed read of a few rows from pages SQLite has cached, microseconds on the
+//! async thread. WAL lets these connections read beside the writer, and each read sees every
+//! commit that finished before it began, as a read on sqlx's connections does. Reads that scan
+//! (lists, reports) stay on sqlx's pool, off the async threads.
 //!
 //! The same goes for the transactions whose statements are known in advance (a create's
-//! insert and its credential, `Writing::atomically`): the SQLite writer holds a direct
+//! insert and its credential, a sync's reschedule: `Writing::atomically`): the SQLite writer holds a direct
 //! connection beside sqlx's, and such a transaction runs on it where it is called. A commit
 //! in WAL with `synchronous = NORMAL` appends to the log without waiting for the disk.
 

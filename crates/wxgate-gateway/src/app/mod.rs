@@ -35,9 +35,10 @@ const ROUND_BUDGET: Duration = Duration::from_secs(2);
 /// now ([`crate::pressure`]: fewer, started a little apart, while merchant requests keep the CPU
 /// busy), claiming more as items finish, until nothing more is due or [`ROUND_BUDGET`] has
 /// passed. Each item starts when it is claimed (or its turn comes, on a busy node), so one
-/// slow answer from WeChat neither holds up the rest nor makes a claim outlast its lease. `claim(gw, n)` claims at most `n` items. Items run as background
-/// work for the pace of calls to WeChat. Returns how many items were handled, or the first
-/// error once every started item is done.
+/// slow answer from WeChat neither holds up the rest nor makes a claim outlast its lease.
+/// `claim(gw, n)` claims at most `n` items. Items run as background work for the pace of calls
+/// to WeChat. Returns how many items were handled, or the first error once every started item
+/// is done.
 pub(crate) async fn work_through<T, C, CF, F, Fut>(
     gw: &Gateway,
     mut claim: C,
