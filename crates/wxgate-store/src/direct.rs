@@ -10,9 +10,10 @@
 //! (lists, reports) stay on sqlx's pool, off the async threads.
 //!
 //! The same goes for the transactions whose statements are known in advance (a create's
-//! insert and its credential, a sync's reschedule: `Writing::atomically`): the SQLite writer holds a direct
-//! connection beside sqlx's, and such a transaction runs on it where it is called. A commit
-//! in WAL with `synchronous = NORMAL` appends to the log without waiting for the disk.
+//! insert and its credential, a sync's reschedule: `Writing::atomically`): the SQLite writer
+//! holds a direct connection beside sqlx's, and such a transaction runs on it where it is
+//! called. A commit in WAL with `synchronous = NORMAL` appends to the log without waiting for
+//! the disk.
 
 use std::str::FromStr;
 use std::time::Duration;
