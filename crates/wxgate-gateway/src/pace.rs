@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::Clock;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 use wechatpay_v3::client::{CallObserver, CallReport};
 
@@ -86,18 +88,34 @@ struct Lane {
     background: Queue,
 }
 
+/// The runtime's clock, as the limits read it: time since the limit was made, on the same
+/// clock the waits sleep on (so a paused runtime in a test moves both).
+#[derive(Debug, Clone, Copy)]
+struct RuntimeClock(Instant);
+
+impl Clock for RuntimeClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+/// A rate limit on the runtime's clock.
+type Limit = RateLimiter<NotKeyed, InMemoryState, RuntimeClock, NoOpMiddleware<Duration>>;
+
 /// A rate limit whose waiting calls go in the order they came: the first waits for the
 /// limit, the others for it. (Waiting on the limit alone, every waiter wakes at the next free
 /// moment and one wins; the others sleep again, and a call can lose many times in a row.)
 struct Queue {
-    limit: DefaultDirectRateLimiter,
+    limit: Limit,
     first: tokio::sync::Mutex<()>,
 }
 
 impl Queue {
     fn new(quota: Quota) -> Self {
         Self {
-            limit: RateLimiter::direct(quota),
+            limit: RateLimiter::direct_with_clock(quota, RuntimeClock(Instant::now())),
             first: tokio::sync::Mutex::new(()),
         }
     }
@@ -268,7 +286,7 @@ mod tests {
         assert!(goes_at_once_to(&pace, Api::Refund, true).await);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_waiting_call_goes_before_one_that_comes_later() {
         // One call a millisecond, no burst.
         let queue = Arc::new(Queue::new(
@@ -287,10 +305,10 @@ mod tests {
         // The second waits for the next millisecond.
         let second = call(1);
         tokio::task::yield_now().await;
-        // The test's one thread is held past that millisecond; a third call comes just as the
-        // limit lets one through, before the second has woken.
-        std::thread::sleep(Duration::from_millis(3));
+        // A third call is ready to run when the clock passes that millisecond, and runs before
+        // the second's timer wakes it.
         let third = call(2);
+        tokio::time::advance(Duration::from_millis(3)).await;
         for c in [first, second, third] {
             c.await.unwrap();
         }

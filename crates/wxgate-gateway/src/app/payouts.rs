@@ -7,7 +7,6 @@
 //! WeChat says (answer, query, notification) is cross-checked, then applied through the
 //! payout's state machine; the background round settles payouts whose notification never came.
 
-use crate::pace::Api;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +24,7 @@ use wxgate_store::{
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
+use crate::pace::Api;
 use crate::views;
 
 /// Payouts are in CNY: WeChat's transfers move yuan.

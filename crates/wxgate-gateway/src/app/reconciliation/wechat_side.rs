@@ -2,7 +2,6 @@
 //! fund-flow bill and operation-account fund-flow bill (its payouts), or a cross-border
 //! merchant's statement (which stands for the first two).
 
-use crate::pace::Api;
 use wechatpay_v3::bill::statement::StatementRow;
 use wechatpay_v3::bill::{BillRefundStatus, FlowDirection, FundFlowBill, TradeBill, TradeRowState};
 use wechatpay_v3::model::{
@@ -10,6 +9,7 @@ use wechatpay_v3::model::{
 };
 use wxgate_domain::reconciliation::{self as recon, DayInput, FlowKind, FlowMovement};
 
+use crate::pace::Api;
 use crate::upstream::Upstream;
 
 /// The day as WeChat has it, in the match's values; `None` while WeChat is still building it.
