@@ -48,6 +48,8 @@ async fn hosted(t: &TestGateway, extra: Value) -> Value {
     }
     let (status, p) = t.create(body).await;
     assert_eq!(status, 201, "{p}");
+    // The create answers from what it wrote; the store holds exactly that.
+    assert_eq!(t.get(p["id"].as_str().unwrap()).await, p);
     p
 }
 

@@ -63,6 +63,8 @@ async fn every_integration_type_end_to_end(t: TestGateway) {
         let (status, p) = t.create(body).await;
         assert_eq!(status, 201, "{integration}: {p}");
         assert!(p["id"].as_str().unwrap().starts_with("pay_"));
+        // The create answers from what it wrote; the store holds exactly that.
+        assert_eq!(t.get(p["id"].as_str().unwrap()).await, p, "{integration}");
         assert_eq!(p["status"], "pending");
         let action = &p["next_action"];
         let pay = match integration {

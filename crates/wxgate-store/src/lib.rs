@@ -34,6 +34,7 @@ mod rows;
 pub mod testing;
 mod webhooks;
 
+pub use payments::first_detail;
 pub use rows::*;
 
 use std::str::FromStr;

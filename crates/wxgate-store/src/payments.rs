@@ -9,6 +9,34 @@ use crate::listing::List;
 use crate::outbox::push_event;
 use wxgate_domain::Integration;
 
+/// What a new payment's detail holds once `insert_payment` has written it: its first history
+/// row and, when it knows its product, its first WeChat order (a hosted payment gets one when
+/// its page first opens). The insert writes exactly these, so a create can answer from them
+/// without reading them back.
+pub fn first_detail(p: &PaymentRow) -> (Vec<HistoryRow>, Vec<PaymentAttemptRow>) {
+    let history = HistoryRow {
+        status: p.status,
+        source: "created".to_string(),
+        at: p.created_at,
+    };
+    let attempt = p
+        .integration
+        .product()
+        .map(|integration| PaymentAttemptRow {
+            merchant_id: p.merchant_id.clone(),
+            out_trade_no: p.out_trade_no.clone(),
+            payment_id: p.id.clone(),
+            seq: 1,
+            integration,
+            status: AttemptStatus::Open,
+            wechat_credential: None,
+            transaction_id: None,
+            created_at: p.created_at,
+            updated_at: p.created_at,
+        });
+    (vec![history], attempt.into_iter().collect())
+}
+
 impl Store {
     /// Inserts a new payment with its first history row; if the merchant already has a payment
     /// with this `merchant_order_id`, returns that one instead.
@@ -17,27 +45,17 @@ impl Store {
         let (sql, values) = payment_insert(p);
         let mut batch = Batch::default();
         batch.push(sql, values);
-        // Its first WeChat order when it knows its product (a hosted payment gets one when its
-        // page first opens), and its first history row: only if the payment went in, which
-        // its fresh id tells.
+        // Its first history row and WeChat order: only if the payment went in, which its fresh
+        // id tells.
         let inserted = "EXISTS (SELECT 1 FROM payments WHERE id = $0)";
-        if let Some(integration) = p.integration.product() {
-            let first = PaymentAttemptRow {
-                merchant_id: p.merchant_id.clone(),
-                out_trade_no: p.out_trade_no.clone(),
-                payment_id: p.id.clone(),
-                seq: 1,
-                integration,
-                status: AttemptStatus::Open,
-                wechat_credential: None,
-                transaction_id: None,
-                created_at: p.created_at,
-                updated_at: p.created_at,
-            };
-            batch.insert_when(attempt_row(&first), inserted, (&p.id).into());
+        let (history, attempts) = first_detail(p);
+        for first in &attempts {
+            batch.insert_when(attempt_row(first), inserted, (&p.id).into());
         }
-        let history = history_row(&p.id, p.version, p.status, "created", p.created_at);
-        batch.insert_when(history, inserted, (&p.id).into());
+        for h in &history {
+            let row = history_row(&p.id, p.version, h.status, &h.source, h.at);
+            batch.insert_when(row, inserted, (&p.id).into());
+        }
         let counts = self.write().await?.atomically(batch).await?;
         if counts.first() == Some(&1) {
             return Ok(InsertOutcome::Inserted);

@@ -82,6 +82,30 @@ pub struct PaymentState {
     pub attempts: Vec<PaymentAttemptRow>,
 }
 
+impl PaymentState {
+    /// The state once `Store::set_attempt_credential` has stored `credential`: on the current
+    /// order and on the payment.
+    fn record(&mut self, credential: Credential) {
+        let current = &self.payment.out_trade_no;
+        for attempt in self
+            .attempts
+            .iter_mut()
+            .filter(|a| &a.out_trade_no == current)
+        {
+            attempt.wechat_credential = Some(credential.stored.clone());
+            attempt.updated_at = credential.at;
+        }
+        self.payment.wechat_credential = Some(credential.stored);
+        self.payment.updated_at = credential.at;
+    }
+}
+
+/// A prepay's answer as stored: the `next_action` built from it, and when it was stored.
+pub struct Credential {
+    stored: String,
+    at: i64,
+}
+
 /// What a create did: made a new payment, or found the one with the same merchant_order_id.
 pub struct Created {
     pub state: PaymentState,
@@ -96,41 +120,56 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> Ap
         require_notify_secret(gw, &merchant.id).await?;
     }
     let row = new_row(gw, merchant, &new, now);
-    let (row, is_new) = match gw.store().insert_payment(&row).await? {
-        InsertOutcome::Inserted => (row, true),
-        InsertOutcome::Existing(existing) => {
-            if existing.fingerprint != row.fingerprint {
-                return Err(ApiError::invalid(
-                    ErrorCode::MerchantOrderIdTaken,
-                    "merchant_order_id",
-                    format!(
-                        "merchant_order_id {} is already used by payment {} with other parameters",
-                        existing.merchant_order_id, existing.id
-                    ),
-                ));
-            }
-            // Finished, already prepaid, or too close to its expiry for WeChat to take it
-            // (status sync will close and expire it): the payment as it is.
-            if existing.status != PaymentStatus::Pending
-                || existing.wechat_credential.is_some()
-                || existing.integration == PaymentIntegration::Hosted
-                || existing.expires_at <= now + PAYMENT_LIFETIME_MIN_MS
-            {
-                let (merchant_id, payment_id) = crate::app::stored_ids(&existing);
-                let state = get(gw, &merchant_id, &payment_id).await?;
-                return Ok(Created { state, new: false });
-            }
-            // A pending payment whose prepay never completed: ask WeChat again (same
-            // out_trade_no).
-            (*existing, false)
-        }
+    if let InsertOutcome::Existing(existing) = gw.store().insert_payment(&row).await? {
+        return create_again(gw, merchant, &row, *existing, now).await;
+    }
+    // A new payment's detail is what the insert wrote: the answer is built from it, not read
+    // back.
+    let (history, attempts) = wxgate_store::first_detail(&row);
+    let mut state = PaymentState {
+        payment: row,
+        history,
+        attempts,
     };
     if let Some(integration) = new.integration.product() {
-        prepay(gw, merchant, &row, integration, now).await?;
+        let credential = prepay(gw, merchant, &state.payment, integration, now).await?;
+        state.record(credential);
     }
-    let (merchant_id, payment_id) = crate::app::stored_ids(&row);
+    Ok(Created { state, new: true })
+}
+
+/// A create whose merchant_order_id the merchant already used for `existing`: the same payment
+/// when the parameters are the same (prepaid again if its prepay never completed), else an
+/// error.
+async fn create_again(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    asked: &PaymentRow,
+    existing: PaymentRow,
+    now: i64,
+) -> ApiResult<Created> {
+    if existing.fingerprint != asked.fingerprint {
+        return Err(ApiError::invalid(
+            ErrorCode::MerchantOrderIdTaken,
+            "merchant_order_id",
+            format!(
+                "merchant_order_id {} is already used by payment {} with other parameters",
+                existing.merchant_order_id, existing.id
+            ),
+        ));
+    }
+    // Unless it is finished, already prepaid, or too close to its expiry for WeChat to take it
+    // (status sync will close and expire it), a pending payment whose prepay never completed
+    // asks WeChat again (same out_trade_no).
+    let unfinished = existing.status == PaymentStatus::Pending
+        && existing.wechat_credential.is_none()
+        && existing.expires_at > now + PAYMENT_LIFETIME_MIN_MS;
+    if unfinished && let Some(integration) = existing.integration.product() {
+        prepay(gw, merchant, &existing, integration, now).await?;
+    }
+    let (merchant_id, payment_id) = crate::app::stored_ids(&existing);
     let state = get(gw, &merchant_id, &payment_id).await?;
-    Ok(Created { state, new: is_new })
+    Ok(Created { state, new: false })
 }
 
 fn new_row(gw: &Gateway, merchant: &MerchantRow, new: &NewPayment, now: i64) -> PaymentRow {
@@ -217,14 +256,14 @@ pub async fn list(
 }
 
 /// Asks WeChat for the payment credential as `integration` and stores the `next_action` built
-/// from it (for a hosted payment, what its checkout page shows).
+/// from it (for a hosted payment, what its checkout page shows); answers what it stored.
 pub async fn prepay(
     gw: &Gateway,
     merchant: &MerchantRow,
     p: &PaymentRow,
     integration: Integration,
     now: i64,
-) -> ApiResult<()> {
+) -> ApiResult<Credential> {
     let up = gw
         .upstream(&merchant.id)
         .await
@@ -270,15 +309,19 @@ pub async fn prepay(
         p.id
     );
     let action = views::next_action(&up, prepaid, p, (now, credential_expires), &api_url);
+    let credential = Credential {
+        stored: action.to_stored(),
+        at: gw.now_ms(),
+    };
     gw.store()
         .set_attempt_credential(
             &p.merchant_id,
             &p.out_trade_no,
-            &action.to_stored(),
-            gw.now_ms(),
+            &credential.stored,
+            credential.at,
         )
         .await?;
-    Ok(())
+    Ok(credential)
 }
 
 /// Makes a new WeChat order for a pending payment as `integration` (another device in the
