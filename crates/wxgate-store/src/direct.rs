@@ -16,13 +16,14 @@
 //! the disk.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::batch::{Batch, Statement, Value, one_by_one};
-use crate::columns::Gather;
+use crate::columns::{ColumnIndex, Gather, IndexedRow};
 use crate::{Readers, Result, Store, StoreError, Writing};
 
 /// How many idle direct readers are kept open; more are opened while more read at once.
@@ -48,6 +49,7 @@ impl Readers {
         Ok(Some(Self {
             path: path.to_path_buf(),
             idle: std::sync::Mutex::default(),
+            columns: std::sync::Mutex::default(),
         }))
     }
 
@@ -64,6 +66,18 @@ impl Readers {
             idle.push(conn);
         }
         answer
+    }
+
+    /// The column positions of `statement`, prepared from `sql`: found the first time that
+    /// text is read, the same on every reader (one schema).
+    fn columns(&self, sql: &str, statement: &rusqlite::Statement<'_>) -> Arc<ColumnIndex> {
+        let mut known = self.columns.lock().expect("column index lock");
+        if let Some(index) = known.get(sql) {
+            return index.clone();
+        }
+        let index = Arc::new(ColumnIndex::of(statement));
+        known.insert(sql.to_string(), index.clone());
+        index
     }
 
     /// Closes the idle readers.
@@ -108,9 +122,15 @@ impl Store {
         if let Some(readers) = &self.readers {
             return readers.read(|conn| {
                 let mut statement = conn.prepare_cached(sql)?;
+                let index = readers.columns(sql, &statement);
                 let mut rows = statement.query(rusqlite::params_from_iter(params))?;
                 while let Some(row) = rows.next()? {
-                    gathered.add(row)?;
+                    let next = std::cell::Cell::new(0);
+                    gathered.add(&IndexedRow {
+                        row,
+                        index: &index,
+                        next,
+                    })?;
                 }
                 Ok(gathered)
             });

@@ -139,6 +139,8 @@ pub struct Store {
 struct Readers {
     path: std::path::PathBuf,
     idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+    /// Each read's column positions, by its statement's text: a few texts, known at build.
+    columns: std::sync::Mutex<std::collections::HashMap<String, Arc<columns::ColumnIndex>>>,
 }
 
 /// Renders a transition's event (id and payload) from the payment after it.

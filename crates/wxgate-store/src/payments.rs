@@ -594,29 +594,37 @@ pub(crate) fn check_money(p: &PaymentRow) -> Result<()> {
 /// A payment's attempts from their JSON aggregate (see `attempts_json_sql`).
 fn parse_attempts(p: &PaymentRow, json: &str) -> Result<Vec<PaymentAttemptRow>> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("payment {}: attempt {what}", p.id));
-    let items: Vec<serde_json::Value> =
-        serde_json::from_str(json).map_err(|_| corrupt("aggregate is not JSON"))?;
+    let items: Vec<AttemptJson> =
+        serde_json::from_str(json).map_err(|e| corrupt(&format!("aggregate: {e}")))?;
     items
-        .iter()
+        .into_iter()
         .map(|a| {
-            let text = |k: &str| a[k].as_str().map(str::to_string);
-            let number = |k: &str| a[k].as_i64().ok_or_else(|| corrupt(k));
             Ok(PaymentAttemptRow {
                 merchant_id: p.merchant_id.clone(),
-                out_trade_no: text("out_trade_no").ok_or_else(|| corrupt("out_trade_no"))?,
+                out_trade_no: a.out_trade_no,
                 payment_id: p.id.clone(),
-                seq: number("seq")?,
-                integration: text("integration")
-                    .and_then(|i| Integration::try_from(i).ok())
-                    .ok_or_else(|| corrupt("integration"))?,
-                status: text("status")
-                    .and_then(|s| AttemptStatus::try_from(s).ok())
-                    .ok_or_else(|| corrupt("status"))?,
-                wechat_credential: text("wechat_credential"),
-                transaction_id: text("transaction_id"),
-                created_at: number("created_at")?,
-                updated_at: number("updated_at")?,
+                seq: a.seq,
+                integration: Integration::try_from(a.integration)
+                    .map_err(|_| corrupt("integration"))?,
+                status: AttemptStatus::try_from(a.status).map_err(|_| corrupt("status"))?,
+                wechat_credential: a.wechat_credential,
+                transaction_id: a.transaction_id,
+                created_at: a.created_at,
+                updated_at: a.updated_at,
             })
         })
         .collect()
+}
+
+/// One attempt as the detail query's JSON aggregate writes it (`attempts_json_sql`).
+#[derive(serde::Deserialize)]
+struct AttemptJson {
+    out_trade_no: String,
+    seq: i64,
+    integration: String,
+    status: String,
+    wechat_credential: Option<String>,
+    transaction_id: Option<String>,
+    created_at: i64,
+    updated_at: i64,
 }

@@ -131,11 +131,12 @@ pub async fn create_payment(
     } else {
         StatusCode::OK
     };
-    let mut value = payment_value(&created.state);
     if inline {
+        let mut value = payment_value(&created.state);
         inline_qr_images(&gw, &mut value);
+        return Ok(Json(status, value).into_response());
     }
-    Ok(Json(status, value).into_response())
+    Ok(json_text(status, payment_text(&created.state)))
 }
 
 /// Puts a native payment's QR images into its answer, from the gateway's cache of rendered
@@ -356,14 +357,17 @@ pub async fn get_payment(
         &path_id(PaymentId::parse(&id), "payment")?,
     )
     .await?;
-    // The read path: serialised straight to text, without an intermediate JSON value.
-    let json = views::payment_json(&state.payment, &state.history, &state.attempts);
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        json,
-    )
-        .into_response())
+    Ok(json_text(StatusCode::OK, payment_text(&state)))
+}
+
+/// A payment's answer serialised straight to text, without an intermediate JSON value (the
+/// hot paths: a read, a create).
+fn payment_text(state: &PaymentState) -> String {
+    views::payment_json(&state.payment, &state.history, &state.attempts)
+}
+
+fn json_text(status: StatusCode, json: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
