@@ -269,15 +269,15 @@ struct CreateRun<'a> {
 
 /// The gateway's CPU per native create, against one RSA-2048 signature (on one core, and with
 /// every core signing: `loaded_signature`): creates for 4 s, then the CPU their first status
-/// sync takes, reported separately.
+/// sync takes, reported separately. Answers the payments it made.
 async fn cpu_per_create(
     run: &CreateRun<'_>,
     pid: u32,
     loaded_signature: f64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let signature = one_core_signature_cpu_secs()?;
     let before = process_cpu_secs(pid)?;
-    let (creates, _) = create_load(
+    let (creates, ids) = create_load(
         run.http,
         run.base,
         run.api_key,
@@ -304,7 +304,50 @@ async fn cpu_per_create(
         (synced - after) / n * 1000.0,
         last_create.elapsed().as_secs_f64()
     );
+    Ok(ids)
+}
+
+/// How long the gateway's CPU per read is measured.
+const CPU_READS: Duration = Duration::from_secs(2);
+
+/// The gateway's CPU per `GET /v1/payments/{id}` of `ids`, read for 2 s while nothing else
+/// runs (their first sync is done, the next is 10 s away).
+/// Set against `bare`, the gateway's CPU per `GET /health` in the bare phase.
+async fn cpu_per_read(
+    run: &CreateRun<'_>,
+    pid: u32,
+    ids: Vec<String>,
+    bare: f64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!ids.is_empty(), "no payment was created");
+    let before = process_cpu_secs(pid)?;
+    let reads = read_load(run, ids, CPU_READS).await;
+    let n = reads.latencies_us.len().max(1) as f64;
+    let per_read = (process_cpu_secs(pid)? - before) / n;
+    println!(
+        "gateway CPU per read (GET /v1/payments/{{id}}, nothing else running): {:.1} µs over {n} reads = {:.2} × the CPU per GET /health ({:.1} µs)",
+        per_read * 1e6,
+        per_read / bare,
+        bare * 1e6
+    );
     Ok(())
+}
+
+/// `GET /v1/payments/{id}` of `ids` in turn, for `duration`.
+async fn read_load(run: &CreateRun<'_>, ids: Vec<String>, duration: Duration) -> Report {
+    let ids = Arc::new(ids);
+    let reads = Arc::new(AtomicU64::new(0));
+    let (http, base, key) = (
+        run.http.clone(),
+        run.base.to_string(),
+        run.api_key.to_string(),
+    );
+    load(run.concurrency, duration, move |_| {
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        let id = ids[(reads.fetch_add(1, Ordering::Relaxed) as usize) % ids.len()].clone();
+        async move { matches!(http.get(format!("{base}/v1/payments/{id}")).bearer_auth(&key).send().await, Ok(r) if r.status() == 200) }
+    })
+    .await
 }
 
 /// How long after its create a payment's first status sync falls due (the gateway's default
@@ -490,6 +533,7 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.duration_secs);
     let signing = SigningBound::measure()?;
 
+    let cpu_before_bare = args.pid.map(process_cpu_secs).transpose()?;
     let bare = {
         let (http, base) = (http.clone(), base.clone());
         load(args.concurrency, duration, move |_| {
@@ -499,15 +543,23 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
         .await
     };
     bare.print("bare HTTP round trip (GET /health)", args.concurrency);
+    // The gateway's CPU per bare request: the bound its CPU per read is set against.
+    let bare_cpu = match (args.pid, cpu_before_bare) {
+        (Some(pid), Some(before)) => {
+            (process_cpu_secs(pid)? - before) / bare.latencies_us.len().max(1) as f64
+        }
+        _ => 0.0,
+    };
 
+    let run = CreateRun {
+        http: &http,
+        base: &base,
+        api_key: &args.api_key,
+        concurrency: args.concurrency,
+    };
     if let Some(pid) = args.pid {
-        let run = CreateRun {
-            http: &http,
-            base: &base,
-            api_key: &args.api_key,
-            concurrency: args.concurrency,
-        };
-        cpu_per_create(&run, pid, signing.loaded_cpu_secs).await?;
+        let ids = cpu_per_create(&run, pid, signing.loaded_cpu_secs).await?;
+        cpu_per_read(&run, pid, ids, bare_cpu).await?;
     }
     let (create, ids) = create_load(&http, &base, &args.api_key, args.concurrency, duration).await;
     create.print("create payment (native)", args.concurrency);
@@ -528,18 +580,7 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
         0,
     );
     anyhow::ensure!(!ids.is_empty(), "no payment was created");
-    let ids = Arc::new(ids);
-    let reads = AtomicU64::new(0);
-    let reads = Arc::new(reads);
-    let get = {
-        let (http, base, key) = (http.clone(), base.clone(), args.api_key.clone());
-        load(args.concurrency, duration, move |_| {
-            let (http, base, key) = (http.clone(), base.clone(), key.clone());
-            let id = ids[(reads.fetch_add(1, Ordering::Relaxed) as usize) % ids.len()].clone();
-            async move { matches!(http.get(format!("{base}/v1/payments/{id}")).bearer_auth(&key).send().await, Ok(r) if r.status() == 200) }
-        })
-        .await
-    };
+    let get = read_load(&run, ids, duration).await;
     get.print("GET /v1/payments/{id}", args.concurrency);
     println!(
         "GET ratio to the bare-HTTP bound: {:.2}",
