@@ -1,7 +1,7 @@
 //! Reads and transactions on the calling thread. sqlx hands every SQLite statement to its
 //! connection's worker thread and waits for the answer; for a read of a few indexed rows, that
 //! hand-off and the wake-ups on both sides cost more than the read. The hottest reads (a
-//! payment with its history and orders, for `GET /v1/payments/{id}` and every create's answer;
+//! payment with its history and orders, for `GET /v1/payments/{id}` and a repeated create;
 //! a payment by id, order id or out_trade_no and a payment's orders, for callbacks and sync)
 //! run instead on connections of their own to the same file, barred from writing, where they
 //! are called: an indexed read of a few rows from pages SQLite has cached, microseconds on the
