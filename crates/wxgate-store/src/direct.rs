@@ -23,7 +23,8 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::batch::{Batch, Statement, Value, one_by_one};
-use crate::columns::{ColumnIndex, Gather, IndexedRow};
+use crate::column_index::ColumnIndex;
+use crate::columns::{Gather, IndexedRow};
 use crate::{Readers, Result, Store, StoreError, Writing};
 
 /// How many idle direct readers are kept open; more are opened while more read at once.

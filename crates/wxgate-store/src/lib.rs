@@ -13,6 +13,7 @@
 mod attempts;
 mod batch;
 mod claims;
+mod column_index;
 mod columns;
 mod direct;
 mod doors;
@@ -34,7 +35,6 @@ mod rows;
 pub mod testing;
 mod webhooks;
 
-pub use payments::first_detail;
 pub use rows::*;
 
 use std::str::FromStr;
@@ -140,7 +140,7 @@ struct Readers {
     path: std::path::PathBuf,
     idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
     /// Each read's column positions, by its statement's text: a few texts, known at build.
-    columns: std::sync::Mutex<std::collections::HashMap<String, Arc<columns::ColumnIndex>>>,
+    columns: std::sync::Mutex<std::collections::HashMap<String, Arc<column_index::ColumnIndex>>>,
 }
 
 /// Renders a transition's event (id and payload) from the payment after it.

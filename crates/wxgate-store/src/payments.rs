@@ -9,34 +9,6 @@ use crate::listing::List;
 use crate::outbox::push_event;
 use wxgate_domain::Integration;
 
-/// What a new payment's detail holds once `insert_payment` has written it: its first history
-/// row and, when it knows its product, its first WeChat order (a hosted payment gets one when
-/// its page first opens). The insert writes exactly these, so a create can answer from them
-/// without reading them back.
-pub fn first_detail(p: &PaymentRow) -> (Vec<HistoryRow>, Vec<PaymentAttemptRow>) {
-    let history = HistoryRow {
-        status: p.status,
-        source: "created".to_string(),
-        at: p.created_at,
-    };
-    let attempt = p
-        .integration
-        .product()
-        .map(|integration| PaymentAttemptRow {
-            merchant_id: p.merchant_id.clone(),
-            out_trade_no: p.out_trade_no.clone(),
-            payment_id: p.id.clone(),
-            seq: 1,
-            integration,
-            status: AttemptStatus::Open,
-            wechat_credential: None,
-            transaction_id: None,
-            created_at: p.created_at,
-            updated_at: p.created_at,
-        });
-    (vec![history], attempt.into_iter().collect())
-}
-
 impl Store {
     /// Inserts a new payment with its first history row; if the merchant already has a payment
     /// with this `merchant_order_id`, returns that one instead.
