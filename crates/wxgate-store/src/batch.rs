@@ -111,16 +111,44 @@ fn placeholders(n: usize) -> String {
 /// A statement with its own `$1`, `$2`, … and their values.
 pub(crate) type Statement = (String, Vec<Value>);
 
-/// Statements, each with its own `$1`, `$2`, … and their values.
+/// Statements, each with its own `$1`, `$2`, … and their values. `run` runs them in order in
+/// the caller's transaction. A batch given to `Writing::atomically` runs on PostgreSQL as one
+/// statement (`one_statement`), whose clauses do not see each other's rows: none of its
+/// statements may read what an earlier one wrote, but through `insert_when`'s guard.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    statements: Vec<Statement>,
+    entries: Vec<Entry>,
+}
+
+/// One statement of a batch, and for a guarded insert the condition (with its value) under
+/// which it runs after the first statement.
+#[derive(Debug)]
+struct Entry {
+    sql: String,
+    values: Vec<Value>,
+    guard: Option<(String, Value)>,
+}
+
+impl Entry {
+    /// The statement as it runs after the ones before it.
+    fn after(self) -> Statement {
+        let Some((condition, value)) = self.guard else {
+            return (self.sql, self.values);
+        };
+        let mut values = self.values;
+        values.push(value);
+        (format!("{} WHERE {condition}", self.sql), values)
+    }
 }
 
 impl Batch {
     /// Adds a statement; its placeholders number its own `values` from `$1`.
     pub(crate) fn push(&mut self, sql: impl Into<String>, values: Vec<Value>) {
-        self.statements.push((sql.into(), values));
+        self.entries.push(Entry {
+            sql: sql.into(),
+            values,
+            guard: None,
+        });
     }
 
     /// Adds the insert of `row`.
@@ -133,32 +161,60 @@ impl Batch {
         self.push(sql, row.values);
     }
 
-    /// Adds the insert of `row` that inserts only while `condition` holds, its `$0` standing
-    /// for `value`.
+    /// Adds the insert of `row` that inserts only if the batch's first statement wrote its
+    /// row. Run after it, `condition` tells (its `$0` standing for `value`); in one statement
+    /// the first statement's own answer does.
     pub(crate) fn insert_when(&mut self, row: Insert, condition: &str, value: Value) {
-        let mut values = row.values;
-        let selected = placeholders(values.len());
-        values.push(value);
-        let condition = condition.replace("$0", &format!("${}", values.len()));
-        let sql = format!(
-            "INSERT INTO {} SELECT {selected} WHERE {condition}",
-            row.into
+        assert!(
+            !self.entries.is_empty(),
+            "a guarded insert follows the first statement"
         );
-        self.push(sql, values);
+        let selected = placeholders(row.values.len());
+        let condition = condition.replace("$0", &format!("${}", row.values.len() + 1));
+        self.entries.push(Entry {
+            sql: format!("INSERT INTO {} SELECT {selected}", row.into),
+            values: row.values,
+            guard: Some((condition, value)),
+        });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// The statements, in order.
     pub(crate) fn into_statements(self) -> Vec<Statement> {
-        self.statements
+        self.entries.into_iter().map(Entry::after).collect()
+    }
+
+    /// The batch as one PostgreSQL statement, one round trip and atomic as any statement:
+    /// each statement a data-modifying `WITH` clause, answering one row with each one's rows
+    /// affected in turn. A guarded insert asks whether the first clause wrote its row, since
+    /// the clauses do not see each other's rows.
+    pub(crate) fn one_statement(self) -> (String, Vec<Value>) {
+        let (mut clauses, mut counts, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, entry) in self.entries.into_iter().enumerate() {
+            let guard = if entry.guard.is_some() {
+                " WHERE EXISTS (SELECT 1 FROM s0)"
+            } else {
+                ""
+            };
+            let sql = shift_placeholders(&entry.sql, values.len());
+            clauses.push(format!("s{i} AS ({sql}{guard} RETURNING 1)"));
+            counts.push(format!("(SELECT count(*) FROM s{i})"));
+            values.extend(entry.values);
+        }
+        let sql = format!("WITH {} SELECT {}", clauses.join(", "), counts.join(", "));
+        (sql, values)
     }
 
     /// Runs every statement in `tx`, in order.
     pub(crate) async fn run(self, tx: &mut sqlx::Transaction<'_, Any>) -> Result<()> {
-        if self.statements.is_empty() {
+        if self.entries.is_empty() {
             return Ok(());
         }
         if tx.backend_name() != SQLITE {
-            one_by_one(tx, self.statements).await?;
+            one_by_one(tx, self.into_statements()).await?;
             return Ok(());
         }
         let (sql, values) = self.joined();
@@ -172,7 +228,7 @@ impl Batch {
     fn joined(self) -> (String, Vec<Value>) {
         let mut sql = String::new();
         let mut values = Vec::new();
-        for (statement, own) in self.statements {
+        for (statement, own) in self.into_statements() {
             sql.push_str(&shift_placeholders(&statement, values.len()));
             sql.push_str(";\n");
             values.extend(own);
@@ -239,6 +295,37 @@ mod tests {
         assert_eq!(
             sql,
             "UPDATE a SET x = $1 WHERE id = $2;\nINSERT INTO b VALUES ($3, $3);\n"
+        );
+        assert_eq!(values.len(), 3);
+    }
+
+    #[test]
+    fn a_guarded_insert_follows_the_first_statement_in_turn_or_in_one() {
+        let batch = || {
+            let mut batch = Batch::default();
+            batch.push(
+                "INSERT INTO a VALUES ($1) ON CONFLICT DO NOTHING",
+                vec!["x".into()],
+            );
+            let row = Insert {
+                into: "b (a, n)",
+                values: vec!["x".into(), 2.into()],
+            };
+            batch.insert_when(row, "EXISTS (SELECT 1 FROM a WHERE id = $0)", "x".into());
+            batch
+        };
+        let statements = batch().into_statements();
+        assert_eq!(
+            statements[1].0,
+            "INSERT INTO b (a, n) SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM a WHERE id = $3)"
+        );
+        assert_eq!(statements[1].1.len(), 3);
+        let (sql, values) = batch().one_statement();
+        assert_eq!(
+            sql,
+            "WITH s0 AS (INSERT INTO a VALUES ($1) ON CONFLICT DO NOTHING RETURNING 1), \
+             s1 AS (INSERT INTO b (a, n) SELECT $2, $3 WHERE EXISTS (SELECT 1 FROM s0) RETURNING 1) \
+             SELECT (SELECT count(*) FROM s0), (SELECT count(*) FROM s1)"
         );
         assert_eq!(values.len(), 3);
     }

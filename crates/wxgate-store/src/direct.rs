@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use sqlx::Row;
 use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::batch::{Batch, Statement, Value, one_by_one};
@@ -151,14 +152,17 @@ impl Writing {
     /// Runs `batch` as a transaction of its own and answers each statement's rows affected. On
     /// the SQLite writer it runs on the calling thread, on the writer's direct connection
     /// (`direct.rs`): no hand-off to sqlx's worker thread at all, and nothing a caller that goes
-    /// away can leave half done, since it runs to its end within one poll. Elsewhere (on
-    /// PostgreSQL, or an SQLite database in memory) the statements run one after another in a
-    /// transaction.
+    /// away can leave half done, since it runs to its end within one poll. On PostgreSQL it
+    /// runs as one statement (`Batch::one_statement`): one round trip, atomic as any statement.
+    /// On an SQLite database in memory the statements run one after another in a transaction.
     pub(crate) async fn atomically(&mut self, batch: Batch) -> Result<Vec<u64>> {
         if let Writing::Sole(held) = self
             && let Some(direct) = &mut held.direct
         {
             return atomically(direct, &batch.into_statements());
+        }
+        if let Writing::Pooled(conn) = self {
+            return one_statement(conn, batch).await;
         }
         let mut tx = self.begin().await?;
         let counts = one_by_one(&mut tx, batch.into_statements()).await?;
@@ -199,4 +203,19 @@ fn bind_numbered(statement: &mut rusqlite::Statement<'_>, values: &[Value]) -> R
         statement.raw_bind_parameter(index, value)?;
     }
     Ok(())
+}
+
+/// Runs `batch` on PostgreSQL as one statement (`Batch::one_statement`): one round trip instead
+/// of one per statement and two for the transaction around them.
+async fn one_statement(conn: &mut sqlx::AnyConnection, batch: Batch) -> Result<Vec<u64>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (sql, values) = batch.one_statement();
+    let row = sqlx::query_with(&sql, crate::batch::arguments(values)?)
+        .fetch_one(conn)
+        .await?;
+    (0..row.len())
+        .map(|i| Ok(u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or_default()))
+        .collect()
 }
