@@ -185,30 +185,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_probe_reads_a_late_wake_up_as_lag_and_stops_when_told() {
         let pressure = std::sync::Arc::new(Pressure::default());
-        let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
         let (stop_tx, stop) = watch::channel(false);
         let probing = {
-            let (pressure, changes) = (pressure.clone(), changes.clone());
+            let pressure = pressure.clone();
             tokio::spawn(async move {
-                probe(&pressure, |w| changes.lock().unwrap().push(w), stop).await;
+                probe(
+                    &pressure,
+                    |w| changed.send(w).expect("the test listens"),
+                    stop,
+                )
+                .await;
             })
         };
-        // Time stands still, so every tick is on time: a calm node stays at full width.
+        let mut seen = vec![changes.recv().await.expect("the width at the start")];
+        // On the paused clock a sleep moves time from timer to timer, so every tick is on
+        // time (`advance` would move past a tick before the probe runs): a calm node stays at
+        // full width.
         tokio::time::sleep(PROBE_EVERY * 5).await;
         assert_eq!(pressure.width(), FULL_WIDTH);
         // The clock jumps past a tick, as when the runtime's threads were held: the probe
-        // wakes late.
+        // wakes late, and reports the new width (waited for on the paused clock).
         tokio::time::advance(PROBE_EVERY + BUSY_LAG).await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        let late = tokio::time::timeout(PROBE_EVERY, changes.recv()).await;
+        seen.extend(late.ok().flatten());
         assert_eq!(
             pressure.width(),
             FULL_WIDTH / 2,
             "a late tick halves the width"
         );
-        assert_eq!(
-            changes.lock().unwrap().as_slice(),
-            [FULL_WIDTH, FULL_WIDTH / 2]
-        );
+        assert_eq!(seen, [FULL_WIDTH, FULL_WIDTH / 2]);
         stop_tx.send(true).unwrap();
         probing.await.unwrap();
     }

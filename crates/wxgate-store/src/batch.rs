@@ -6,7 +6,7 @@
 //! a later statement may rely on an earlier one (an entry inserted only if its posting was).
 
 use sqlx::any::AnyArguments;
-use sqlx::{Any, AnyConnection, Arguments};
+use sqlx::{Any, AnyConnection, Arguments, Row};
 
 use super::Result;
 
@@ -210,7 +210,7 @@ impl Batch {
 
     /// Runs every statement in `tx`, in order.
     pub(crate) async fn run(self, tx: &mut sqlx::Transaction<'_, Any>) -> Result<()> {
-        if self.entries.is_empty() {
+        if self.is_empty() {
             return Ok(());
         }
         if tx.backend_name() != SQLITE {
@@ -235,6 +235,21 @@ impl Batch {
         }
         (sql, values)
     }
+}
+
+/// Runs `batch` on PostgreSQL as one statement (`Batch::one_statement`): one round trip instead
+/// of one per statement and two for the transaction around them.
+pub(crate) async fn in_one_statement(conn: &mut AnyConnection, batch: Batch) -> Result<Vec<u64>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (sql, values) = batch.one_statement();
+    let row = sqlx::query_with(&sql, arguments(values)?)
+        .fetch_one(conn)
+        .await?;
+    (0..row.len())
+        .map(|i| Ok(u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or_default()))
+        .collect()
 }
 
 /// Runs `statements` one after another on `conn`: the rows each affected.

@@ -39,10 +39,20 @@ impl Columns for AnyRow {
 /// A direct reader's row with its statement's [`ColumnIndex`]. Names are looked up as
 /// written, so the store names columns in lower case, as its schema does.
 pub(crate) struct IndexedRow<'a> {
-    pub(crate) row: &'a rusqlite::Row<'a>,
-    pub(crate) index: &'a ColumnIndex,
+    row: &'a rusqlite::Row<'a>,
+    index: &'a ColumnIndex,
     /// Where the next lookup starts: after the column the last one found.
-    pub(crate) next: std::cell::Cell<usize>,
+    next: std::cell::Cell<usize>,
+}
+
+impl<'a> IndexedRow<'a> {
+    pub(crate) fn new(row: &'a rusqlite::Row<'a>, index: &'a ColumnIndex) -> Self {
+        Self {
+            row,
+            index,
+            next: std::cell::Cell::new(0),
+        }
+    }
 }
 
 impl Columns for IndexedRow<'_> {
@@ -171,11 +181,7 @@ mod tests {
         let index = ColumnIndex::of(&statement);
         let mut rows = statement.query([]).unwrap();
         let row = rows.next().unwrap().unwrap();
-        let row = IndexedRow {
-            row,
-            index: &index,
-            next: std::cell::Cell::new(0),
-        };
+        let row = IndexedRow::new(row, &index);
         let read: Vec<i64> = ["c", "a", "b", "a", "c", "c"]
             .iter()
             .map(|name| row.get(name).unwrap())

@@ -20,10 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
-use sqlx::Row;
 use sqlx::sqlite::SqliteConnectOptions;
 
-use crate::batch::{Batch, Statement, Value, one_by_one};
+use crate::batch::{Batch, Statement, Value, in_one_statement, one_by_one};
 use crate::column_index::ColumnIndex;
 use crate::columns::{Gather, IndexedRow};
 use crate::{Readers, Result, Store, StoreError, Writing};
@@ -127,12 +126,7 @@ impl Store {
                 let index = readers.columns(sql, &statement);
                 let mut rows = statement.query(rusqlite::params_from_iter(params))?;
                 while let Some(row) = rows.next()? {
-                    let next = std::cell::Cell::new(0);
-                    gathered.add(&IndexedRow {
-                        row,
-                        index: &index,
-                        next,
-                    })?;
+                    gathered.add(&IndexedRow::new(row, &index))?;
                 }
                 Ok(gathered)
             });
@@ -162,7 +156,7 @@ impl Writing {
             return atomically(direct, &batch.into_statements());
         }
         if let Writing::Pooled(conn) = self {
-            return one_statement(conn, batch).await;
+            return in_one_statement(conn, batch).await;
         }
         let mut tx = self.begin().await?;
         let counts = one_by_one(&mut tx, batch.into_statements()).await?;
@@ -203,19 +197,4 @@ fn bind_numbered(statement: &mut rusqlite::Statement<'_>, values: &[Value]) -> R
         statement.raw_bind_parameter(index, value)?;
     }
     Ok(())
-}
-
-/// Runs `batch` on PostgreSQL as one statement (`Batch::one_statement`): one round trip instead
-/// of one per statement and two for the transaction around them.
-async fn one_statement(conn: &mut sqlx::AnyConnection, batch: Batch) -> Result<Vec<u64>> {
-    if batch.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (sql, values) = batch.one_statement();
-    let row = sqlx::query_with(&sql, crate::batch::arguments(values)?)
-        .fetch_one(conn)
-        .await?;
-    (0..row.len())
-        .map(|i| Ok(u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or_default()))
-        .collect()
 }
