@@ -6,7 +6,7 @@
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rsa::{KeyPair, KeySize};
-use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, UnparsedPublicKey};
+use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
@@ -109,9 +109,8 @@ impl PrivateKey {
             .public_key()
             .as_der()
             .expect("an RSA public key always encodes");
-        PublicKey {
-            spki_der: der.as_ref().to_vec(),
-        }
+        PublicKey::from_spki_der(der.as_ref())
+            .expect("a key pair's own public key parses (its modulus is 2048 bits or more)")
     }
 
     /// Signs `message` with SHA256withRSA and returns the base64 signature.
@@ -125,11 +124,21 @@ impl PrivateKey {
     }
 }
 
-/// An RSA public key (the WeChat Pay public key, or the key inside a platform certificate).
-#[derive(Clone, PartialEq, Eq)]
+/// An RSA public key (the WeChat Pay public key, or the key inside a platform certificate),
+/// parsed once for verifying: a gateway checks every answer WeChat signs with the same key.
+#[derive(Clone)]
 pub struct PublicKey {
     spki_der: Vec<u8>,
+    verifying: ParsedPublicKey,
 }
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.spki_der == other.spki_der
+    }
+}
+
+impl Eq for PublicKey {}
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,8 +156,11 @@ impl PublicKey {
     pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
         let key = aws_lc_rs::rsa::PublicKey::from_der(der).map_err(|_| KeyError::Rejected)?;
         let spki: PublicKeyX509Der<'static> = key.as_der().map_err(|_| KeyError::Rejected)?;
+        let verifying = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, spki.as_ref())
+            .map_err(|_| KeyError::Rejected)?;
         Ok(Self {
             spki_der: spki.as_ref().to_vec(),
+            verifying,
         })
     }
 
@@ -181,8 +193,8 @@ impl PublicKey {
         let signature = B64
             .decode(signature_b64.as_bytes())
             .map_err(|_| SignatureError::Base64)?;
-        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &self.spki_der)
-            .verify(message, &signature)
+        self.verifying
+            .verify_sig(message, &signature)
             .map_err(|_| SignatureError::Mismatch)
     }
 }

@@ -82,6 +82,11 @@ impl StoreError {
     /// The database could not be reached or was too busy: worth a 503, not a 500.
     pub fn is_unavailable(&self) -> bool {
         match self {
+            Self::Database(sqlx::Error::Database(e)) => e.code().is_some_and(|c| {
+                // PostgreSQL's connection exceptions (08…) and operator intervention (57P…:
+                // the server shut down or restarting, this backend terminated).
+                c.starts_with("08") || c.starts_with("57P")
+            }),
             Self::Database(e) => matches!(
                 e,
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
@@ -228,6 +233,10 @@ const SQLITE_PRAGMAS: [&str; 4] = [
     "PRAGMA synchronous = NORMAL",
 ];
 
+/// A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out
+/// (a server restart or a dropped connection is found there, not by the caller's statement).
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// A pool of at most `connections` connections to `options`.
 async fn open_pool(
     options: &AnyConnectOptions,
@@ -237,8 +246,19 @@ async fn open_pool(
     Ok(AnyPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(Duration::from_secs(5))
-        // An SQLite connection is a file handle: there is nothing to ping.
-        .test_before_acquire(backend != Backend::Sqlite)
+        // A ping is a round trip of its own: on every acquire it doubled a read's round trips
+        // to PostgreSQL. Only a connection idle for a while is pinged; one used moments ago
+        // is as alive as a ping would find it. (An SQLite connection is a file handle: there
+        // is nothing to ping.)
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if backend != Backend::Sqlite && meta.idle_for > PING_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {

@@ -21,6 +21,22 @@ impl TestDatabase {
         store
     }
 
+    /// Ends every server connection to this database, as a server restart would (PostgreSQL;
+    /// nothing on SQLite): the store's pooled connections are left broken.
+    pub async fn drop_connections(&self) {
+        let Some((admin_url, name)) = &self.admin else {
+            return;
+        };
+        let admin = Store::connect(admin_url).await.expect("admin connection");
+        admin
+            .execute_raw(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ))
+            .await
+            .expect("pg_terminate_backend");
+        admin.close().await;
+    }
+
     pub async fn cleanup(self) {
         if let Some((admin_url, name)) = self.admin {
             if let Ok(admin) = Store::connect(&admin_url).await {

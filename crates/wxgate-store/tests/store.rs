@@ -88,6 +88,44 @@ async fn a_refund_outside_its_reservation_is_caught() {
     assert!(found.contains("refunds of order"), "{found}");
 }
 
+/// How many connections the store's PostgreSQL pool holds at most (`Store::connect`).
+const POSTGRES_POOL: usize = 16;
+
+/// A pooled PostgreSQL connection the server ended (as a restart does) answers as
+/// unavailable (a 503 for the caller to retry, not a 500) and is replaced: reads work again
+/// within as many tries as the pool has connections. (SQLite has no server to lose.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_ended_is_unavailable_then_replaced() {
+    let Some(db) = testing::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    assert!(
+        store
+            .payment("mch_x", "pay_x")
+            .await
+            .expect("a read")
+            .is_none()
+    );
+    db.drop_connections().await;
+    let mut failed = 0;
+    let answered = loop {
+        match store.payment("mch_x", "pay_x").await {
+            Ok(found) => break found.is_none(),
+            Err(e) => assert!(e.is_unavailable(), "a lost connection read as: {e}"),
+        }
+        failed += 1;
+        assert!(
+            failed <= POSTGRES_POOL,
+            "the lost connections are not replaced"
+        );
+    };
+    assert!(answered);
+    eprintln!("reads that met a lost connection: {failed}");
+    store.close().await;
+    db.cleanup().await;
+}
+
 async fn simulate(
     seed: u64,
     steps: u64,

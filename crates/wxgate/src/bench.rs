@@ -265,6 +265,8 @@ struct CreateRun<'a> {
     base: &'a str,
     api_key: &'a str,
     concurrency: usize,
+    /// The database server's main process, when known (`GatewayBenchArgs::database_pid`).
+    database: Option<u32>,
 }
 
 /// The gateway's CPU per native create, against one RSA-2048 signature (on one core, and with
@@ -276,6 +278,7 @@ async fn cpu_per_create(
     loaded_signature: f64,
 ) -> anyhow::Result<Vec<String>> {
     let signature = one_core_signature_cpu_secs()?;
+    let database = DatabaseCpu::start(run.database)?;
     let before = process_cpu_secs(pid)?;
     let (creates, ids) = create_load(
         run.http,
@@ -297,6 +300,7 @@ async fn cpu_per_create(
         per_create / loaded_signature,
         loaded_signature * 1000.0
     );
+    database.print("create", n)?;
     first_sync_done(run.http, run.base, last_create).await?;
     let synced = process_cpu_secs(pid)?;
     println!(
@@ -320,6 +324,7 @@ async fn cpu_per_read(
     bare: f64,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!ids.is_empty(), "no payment was created");
+    let database = DatabaseCpu::start(run.database)?;
     let before = process_cpu_secs(pid)?;
     let reads = read_load(run, ids, CPU_READS).await;
     let n = reads.latencies_us.len().max(1) as f64;
@@ -330,7 +335,60 @@ async fn cpu_per_read(
         per_read / bare,
         bare * 1e6
     );
-    Ok(())
+    database.print("read", n)
+}
+
+/// The database server's CPU over a phase: its main process and the processes it forked
+/// (PostgreSQL's backends, one per connection, which live as long as the gateway's pool
+/// keeps them). Nothing when its pid is not known.
+struct DatabaseCpu {
+    pid: Option<u32>,
+    before: f64,
+}
+
+impl DatabaseCpu {
+    fn start(pid: Option<u32>) -> anyhow::Result<Self> {
+        let before = pid.map(server_cpu_secs).transpose()?.unwrap_or(0.0);
+        Ok(Self { pid, before })
+    }
+
+    /// Prints the server's CPU per `what` over the phase's `n` requests.
+    fn print(&self, what: &str, n: f64) -> anyhow::Result<()> {
+        if let Some(pid) = self.pid {
+            let spent = server_cpu_secs(pid)? - self.before;
+            println!(
+                "database server CPU per {what}: {:.1} µs (its main process and children)",
+                spent / n * 1e6
+            );
+        }
+        Ok(())
+    }
+}
+
+/// CPU time so far of process `root` and of its children, in seconds.
+fn server_cpu_secs(root: u32) -> anyhow::Result<f64> {
+    let mut total = process_cpu_secs(root)?;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A child may exit between the listing and the reading: it is left out.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let parent = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(root) {
+            total += process_cpu_secs(pid).unwrap_or(0.0);
+        }
+    }
+    Ok(total)
 }
 
 /// `GET /v1/payments/{id}` of `ids` in turn, for `duration`.
@@ -521,6 +579,10 @@ pub struct GatewayBenchArgs {
     /// The gateway's process id, to read its CPU time and peak RSS.
     #[arg(long)]
     pid: Option<u32>,
+    /// The database server's main process (PostgreSQL's postmaster), when it runs on this
+    /// machine: its CPU and its children's is reported beside the gateway's.
+    #[arg(long)]
+    database_pid: Option<u32>,
 }
 
 /// Create-payment (native) and get-payment throughput of a running gateway, each with its
@@ -556,6 +618,7 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
         base: &base,
         api_key: &args.api_key,
         concurrency: args.concurrency,
+        database: args.database_pid,
     };
     if let Some(pid) = args.pid {
         let ids = cpu_per_create(&run, pid, signing.loaded_cpu_secs).await?;
