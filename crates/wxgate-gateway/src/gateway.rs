@@ -207,6 +207,18 @@ impl Gateway {
     }
 }
 
+/// Logs what the database's own settings leave undone that a serving gateway depends on.
+pub async fn warn_of_database_settings(store: &Store) -> anyhow::Result<()> {
+    if store.autovacuum_off().await? {
+        tracing::warn!(
+            "PostgreSQL runs with autovacuum off: its tables get no statistics and keep their dead rows, \
+             so claiming the payments due for a status sync reads every pending one; \
+             turn autovacuum on, or run VACUUM ANALYZE regularly"
+        );
+    }
+    Ok(())
+}
+
 /// Opens the database and refuses to go on when its schema is not this binary's.
 pub async fn open_store(database_url: &str) -> anyhow::Result<Store> {
     let store = Store::connect(database_url)

@@ -31,5 +31,5 @@ pub mod views;
 
 pub use clock::now_ms;
 pub use config::GatewayConfig;
-pub use gateway::{AUTH_CACHE_TTL, Gateway, open_store};
+pub use gateway::{AUTH_CACHE_TTL, Gateway, open_store, warn_of_database_settings};
 pub use server::Application;

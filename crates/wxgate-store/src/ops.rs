@@ -35,6 +35,19 @@ impl Store {
         })
     }
 
+    /// Whether the PostgreSQL server runs without autovacuum (never on SQLite). Without it
+    /// the tables have no statistics and keep their dead rows, and the planner reads every
+    /// pending payment to claim the next few due for sync (docs/BENCHMARKS.md).
+    pub async fn autovacuum_off(&self) -> Result<bool> {
+        if self.backend != Backend::Postgres {
+            return Ok(false);
+        }
+        let (setting,): (String,) = sqlx::query_as("SELECT current_setting('autovacuum')")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(setting == "off")
+    }
+
     /// Each connection pool's use now: on SQLite the readers' and the one writer's, on
     /// PostgreSQL the one shared pool.
     pub fn pool_use(&self) -> Vec<PoolUse> {

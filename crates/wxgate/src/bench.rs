@@ -301,6 +301,7 @@ async fn cpu_per_create(
         loaded_signature * 1000.0
     );
     database.print("create", n)?;
+    let database = DatabaseCpu::start(run.database)?;
     first_sync_done(run.http, run.base, last_create).await?;
     let synced = process_cpu_secs(pid)?;
     println!(
@@ -308,6 +309,7 @@ async fn cpu_per_create(
         (synced - after) / n * 1000.0,
         last_create.elapsed().as_secs_f64()
     );
+    database.print("payment's first sync (and the wait for it)", n)?;
     Ok(ids)
 }
 

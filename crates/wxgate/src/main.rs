@@ -635,6 +635,7 @@ async fn run_serve(s: Settings) -> anyhow::Result<()> {
     let master = require_master(&s)?;
     ensure_sqlite_folder(&s.database_url)?;
     let store = wxgate_gateway::open_store(&s.database_url).await?;
+    wxgate_gateway::warn_of_database_settings(&store).await?;
     let listener = TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
