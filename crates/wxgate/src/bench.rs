@@ -340,6 +340,29 @@ async fn cpu_per_read(
     database.print("read", n)
 }
 
+/// Reads of `ids` for `duration` while the payments made so far are synced, then who had the
+/// machine meanwhile: how busy it was, and how much of it the gateway took.
+async fn reads_beside_sync(
+    run: &CreateRun<'_>,
+    ids: Vec<String>,
+    duration: Duration,
+    pid: Option<u32>,
+) -> anyhow::Result<Report> {
+    let probe = CpuProbe::start(pid)?;
+    let started = Instant::now();
+    let get = read_load(run, ids, duration).await;
+    let (gateway, busy) = probe.stop()?;
+    get.print("GET /v1/payments/{id}", run.concurrency);
+    println!(
+        "while it ran: the machine {:.0} % busy, the gateway {:.2} cores of {} ({:.1} µs of its CPU per read, its syncs included)",
+        busy * 100.0,
+        gateway / started.elapsed().as_secs_f64(),
+        cores(),
+        gateway / get.latencies_us.len().max(1) as f64 * 1e6
+    );
+    Ok(get)
+}
+
 /// The database server's CPU over a phase: its main process and the processes it forked
 /// (PostgreSQL's backends, one per connection, which live as long as the gateway's pool
 /// keeps them). Nothing when its pid is not known.
@@ -645,8 +668,7 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
         0,
     );
     anyhow::ensure!(!ids.is_empty(), "no payment was created");
-    let get = read_load(&run, ids, duration).await;
-    get.print("GET /v1/payments/{id}", args.concurrency);
+    let get = reads_beside_sync(&run, ids, duration, args.pid).await?;
     println!(
         "GET ratio to the bare-HTTP bound: {:.2}",
         get.rate() / bare.rate()
