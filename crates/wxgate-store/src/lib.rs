@@ -243,34 +243,34 @@ async fn open_pool(
     backend: Backend,
     connections: u32,
 ) -> Result<AnyPool> {
-    Ok(AnyPoolOptions::new()
+    let pool = AnyPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(Duration::from_secs(5))
-        // A ping is a round trip of its own: on every acquire it doubled a read's round trips
-        // to PostgreSQL. Only a connection idle for a while is pinged; one used moments ago
-        // is as alive as a ping would find it. (An SQLite connection is a file handle: there
-        // is nothing to ping.)
-        .test_before_acquire(false)
-        .before_acquire(move |conn, meta| {
+        // sqlx's own check is a ping on every acquire; each backend sets its own below.
+        .test_before_acquire(false);
+    let pool = match backend {
+        // An SQLite connection is a file handle: nothing to ping; it runs the pragmas.
+        Backend::Sqlite => pool.after_connect(|conn, _| {
             Box::pin(async move {
-                if backend != Backend::Sqlite && meta.idle_for > PING_IDLE_AFTER {
+                for pragma in SQLITE_PRAGMAS {
+                    sqlx::query(pragma).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        }),
+        // A ping is a round trip of its own: on every acquire it doubled a read's round trips
+        // to PostgreSQL. Only a connection idle for a while is pinged; one used moments ago is
+        // as alive as a ping would find it.
+        Backend::Postgres => pool.before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_IDLE_AFTER {
                     conn.ping().await?;
                 }
                 Ok(true)
             })
-        })
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    for pragma in SQLITE_PRAGMAS {
-                        sqlx::query(pragma).execute(&mut *conn).await?;
-                    }
-                }
-                Ok(())
-            })
-        })
-        .connect_with(options.clone())
-        .await?)
+        }),
+    };
+    Ok(pool.connect_with(options.clone()).await?)
 }
 
 impl Store {

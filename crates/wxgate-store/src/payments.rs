@@ -9,6 +9,22 @@ use crate::listing::List;
 use crate::outbox::push_event;
 use wxgate_domain::Integration;
 
+/// `Store::payment_detail`'s query around `$attempts`, a scalar subquery giving the payment's
+/// (`p`'s) attempts as a JSON array, oldest first: the payment with its history rows, the
+/// attempts on the first of them.
+macro_rules! detail_sql {
+    ($attempts:literal) => {
+        concat!(
+            "SELECT p.*, h.status AS h_status, h.source AS h_source, h.at AS h_at, \
+             CASE WHEN h.version = 1 THEN ",
+            $attempts,
+            " END AS attempts_json \
+             FROM payments p JOIN payment_status_history h ON h.payment_id = p.id \
+             WHERE p.merchant_id = $1 AND p.id = $2 ORDER BY h.version"
+        )
+    };
+}
+
 impl Store {
     /// Inserts a new payment with its first history row; if the merchant already has a payment
     /// with this `merchant_order_id`, returns that one instead.
@@ -226,14 +242,7 @@ impl Store {
         merchant_id: &str,
         id: &str,
     ) -> Result<Option<(PaymentRow, Vec<HistoryRow>, Vec<PaymentAttemptRow>)>> {
-        let sql = format!(
-            "SELECT p.*, h.status AS h_status, h.source AS h_source, h.at AS h_at, \
-             CASE WHEN h.version = 1 THEN {} END AS attempts_json \
-             FROM payments p JOIN payment_status_history h ON h.payment_id = p.id \
-             WHERE p.merchant_id = $1 AND p.id = $2 ORDER BY h.version",
-            self.attempts_json_sql()
-        );
-        let detail: Option<Detail> = self.read_rows(&sql, [merchant_id, id]).await?;
+        let detail: Option<Detail> = self.read_rows(self.detail_sql(), [merchant_id, id]).await?;
         let Some(Detail {
             payment,
             history,
@@ -247,21 +256,22 @@ impl Store {
         Ok(Some((payment, history, attempts)))
     }
 
-    /// A scalar subquery giving a payment's attempts (of `p`) as a JSON array, oldest first.
-    fn attempts_json_sql(&self) -> &'static str {
+    /// `payment_detail`'s query on this backend, written once at build: each backend has its
+    /// own JSON aggregate of the payment's attempts.
+    fn detail_sql(&self) -> &'static str {
         match self.backend {
-            Backend::Sqlite => {
+            Backend::Sqlite => detail_sql!(
                 "(SELECT json_group_array(json_object('out_trade_no', a.out_trade_no, 'seq', a.seq, \
                  'integration', a.integration, 'status', a.status, 'wechat_credential', a.wechat_credential, \
                  'transaction_id', a.transaction_id, 'created_at', a.created_at, 'updated_at', a.updated_at)) \
                  FROM (SELECT * FROM payment_attempts WHERE payment_id = p.id ORDER BY seq) a)"
-            }
-            Backend::Postgres => {
+            ),
+            Backend::Postgres => detail_sql!(
                 "(SELECT COALESCE(json_agg(json_build_object('out_trade_no', a.out_trade_no, 'seq', a.seq, \
                  'integration', a.integration, 'status', a.status, 'wechat_credential', a.wechat_credential, \
                  'transaction_id', a.transaction_id, 'created_at', a.created_at, 'updated_at', a.updated_at) \
                  ORDER BY a.seq), '[]'::json)::text FROM payment_attempts a WHERE a.payment_id = p.id)"
-            }
+            ),
         }
     }
 
@@ -563,7 +573,7 @@ pub(crate) fn check_money(p: &PaymentRow) -> Result<()> {
     }
 }
 
-/// A payment's attempts from their JSON aggregate (see `attempts_json_sql`).
+/// A payment's attempts from their JSON aggregate (see `detail_sql`).
 fn parse_attempts(p: &PaymentRow, json: &str) -> Result<Vec<PaymentAttemptRow>> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("payment {}: attempt {what}", p.id));
     let items: Vec<AttemptJson> =
@@ -588,7 +598,7 @@ fn parse_attempts(p: &PaymentRow, json: &str) -> Result<Vec<PaymentAttemptRow>> 
         .collect()
 }
 
-/// One attempt as the detail query's JSON aggregate writes it (`attempts_json_sql`).
+/// One attempt as the detail query's JSON aggregate writes it (`detail_sql`).
 #[derive(serde::Deserialize)]
 struct AttemptJson {
     out_trade_no: String,

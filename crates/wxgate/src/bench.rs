@@ -219,33 +219,62 @@ fn machine_ticks() -> anyhow::Result<(f64, f64)> {
     Ok((total - fields[3] - fields[4], total))
 }
 
-/// CPU taken during a phase: the gateway's (when its pid is known) and the machine's.
+/// CPU taken during a phase: the gateway's (when its pid is known), the database server's
+/// (when its main process is known: `server_cpu_secs`) and the machine's.
 pub struct CpuProbe {
     pid: Option<u32>,
+    database: Option<u32>,
     gateway: f64,
+    server: f64,
     machine: (f64, f64),
+}
+
+/// What a phase took, from [`CpuProbe::stop`].
+pub struct CpuSpent {
+    /// The gateway's CPU seconds (0 without its pid).
+    pub gateway: f64,
+    /// The database server's CPU seconds, when its pid is known.
+    pub database: Option<f64>,
+    /// The share of the machine's CPU that was busy.
+    pub busy: f64,
 }
 
 impl CpuProbe {
     pub fn start(pid: Option<u32>) -> anyhow::Result<Self> {
+        Self::with_database(pid, None)
+    }
+
+    pub fn with_database(pid: Option<u32>, database: Option<u32>) -> anyhow::Result<Self> {
         Ok(Self {
             pid,
+            database,
             gateway: pid.map(process_cpu_secs).transpose()?.unwrap_or(0.0),
+            server: database.map(server_cpu_secs).transpose()?.unwrap_or(0.0),
             machine: machine_ticks()?,
         })
     }
 
-    /// The gateway's CPU seconds since the start (0 without a pid), and the share of the
-    /// machine's CPU that was busy.
-    pub fn stop(&self) -> anyhow::Result<(f64, f64)> {
-        let gateway = self
-            .pid
-            .map(process_cpu_secs)
-            .transpose()?
-            .map_or(0.0, |now| now - self.gateway);
+    pub fn stop(&self) -> anyhow::Result<CpuSpent> {
+        let gateway = self.pid.map(process_cpu_secs).transpose()?;
+        let database = self.database.map(server_cpu_secs).transpose()?;
         let (busy, total) = machine_ticks()?;
-        let share = (busy - self.machine.0) / (total - self.machine.1).max(1.0);
-        Ok((gateway, share))
+        Ok(CpuSpent {
+            gateway: gateway.map_or(0.0, |now| now - self.gateway),
+            database: database.map(|now| now - self.server),
+            busy: (busy - self.machine.0) / (total - self.machine.1).max(1.0),
+        })
+    }
+}
+
+impl CpuSpent {
+    /// Prints the database server's CPU per `what` over `n` requests, when it was measured.
+    fn print_database(&self, what: &str, n: f64) {
+        if let Some(spent) = self.database {
+            println!(
+                "database server CPU per {what}: {:.1} µs (its main process and children)",
+                spent / n * 1e6
+            );
+        }
     }
 }
 
@@ -278,8 +307,7 @@ async fn cpu_per_create(
     loaded_signature: f64,
 ) -> anyhow::Result<Vec<String>> {
     let signature = one_core_signature_cpu_secs()?;
-    let database = DatabaseCpu::start(run.database)?;
-    let before = process_cpu_secs(pid)?;
+    let probe = CpuProbe::with_database(Some(pid), run.database)?;
     let (creates, ids) = create_load(
         run.http,
         run.base,
@@ -289,9 +317,9 @@ async fn cpu_per_create(
     )
     .await;
     let last_create = Instant::now();
-    let after = process_cpu_secs(pid)?;
+    let spent = probe.stop()?;
     let n = creates.latencies_us.len().max(1) as f64;
-    let per_create = (after - before) / n;
+    let per_create = spent.gateway / n;
     println!(
         "gateway CPU per native create: {:.3} ms over {n} creates = {:.2} × one RSA-2048 signature on one core ({:.3} ms), {:.2} × one with every core signing ({:.3} ms)",
         per_create * 1000.0,
@@ -300,16 +328,16 @@ async fn cpu_per_create(
         per_create / loaded_signature,
         loaded_signature * 1000.0
     );
-    database.print("create", n)?;
-    let database = DatabaseCpu::start(run.database)?;
+    spent.print_database("create", n);
+    let probe = CpuProbe::with_database(Some(pid), run.database)?;
     first_sync_done(run.http, run.base, last_create).await?;
-    let synced = process_cpu_secs(pid)?;
+    let spent = probe.stop()?;
     println!(
         "their first status sync: {:.3} ms of gateway CPU per payment (done {:.1} s after the last create)",
-        (synced - after) / n * 1000.0,
+        spent.gateway / n * 1000.0,
         last_create.elapsed().as_secs_f64()
     );
-    database.print("payment's first sync (and the wait for it)", n)?;
+    spent.print_database("payment's first sync (and the wait for it)", n);
     Ok(ids)
 }
 
@@ -326,18 +354,19 @@ async fn cpu_per_read(
     bare: f64,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!ids.is_empty(), "no payment was created");
-    let database = DatabaseCpu::start(run.database)?;
-    let before = process_cpu_secs(pid)?;
+    let probe = CpuProbe::with_database(Some(pid), run.database)?;
     let reads = read_load(run, ids, CPU_READS).await;
+    let spent = probe.stop()?;
     let n = reads.latencies_us.len().max(1) as f64;
-    let per_read = (process_cpu_secs(pid)? - before) / n;
+    let per_read = spent.gateway / n;
     println!(
         "gateway CPU per read (GET /v1/payments/{{id}}, nothing else running): {:.1} µs over {n} reads = {:.2} × the CPU per GET /health ({:.1} µs)",
         per_read * 1e6,
         per_read / bare,
         bare * 1e6
     );
-    database.print("read", n)
+    spent.print_database("read", n);
+    Ok(())
 }
 
 /// Reads of `ids` for `duration` while the payments made so far are synced, then who had the
@@ -351,46 +380,21 @@ async fn reads_beside_sync(
     let probe = CpuProbe::start(pid)?;
     let started = Instant::now();
     let get = read_load(run, ids, duration).await;
-    let (gateway, busy) = probe.stop()?;
+    let spent = probe.stop()?;
     get.print("GET /v1/payments/{id}", run.concurrency);
     println!(
         "while it ran: the machine {:.0} % busy, the gateway {:.2} cores of {} ({:.1} µs of its CPU per read, its syncs included)",
-        busy * 100.0,
-        gateway / started.elapsed().as_secs_f64(),
+        spent.busy * 100.0,
+        spent.gateway / started.elapsed().as_secs_f64(),
         cores(),
-        gateway / get.latencies_us.len().max(1) as f64 * 1e6
+        spent.gateway / get.latencies_us.len().max(1) as f64 * 1e6
     );
     Ok(get)
 }
 
-/// The database server's CPU over a phase: its main process and the processes it forked
-/// (PostgreSQL's backends, one per connection, which live as long as the gateway's pool
-/// keeps them). Nothing when its pid is not known.
-struct DatabaseCpu {
-    pid: Option<u32>,
-    before: f64,
-}
-
-impl DatabaseCpu {
-    fn start(pid: Option<u32>) -> anyhow::Result<Self> {
-        let before = pid.map(server_cpu_secs).transpose()?.unwrap_or(0.0);
-        Ok(Self { pid, before })
-    }
-
-    /// Prints the server's CPU per `what` over the phase's `n` requests.
-    fn print(&self, what: &str, n: f64) -> anyhow::Result<()> {
-        if let Some(pid) = self.pid {
-            let spent = server_cpu_secs(pid)? - self.before;
-            println!(
-                "database server CPU per {what}: {:.1} µs (its main process and children)",
-                spent / n * 1e6
-            );
-        }
-        Ok(())
-    }
-}
-
-/// CPU time so far of process `root` and of its children, in seconds.
+/// CPU time so far of process `root` and of its children, in seconds: a database server's
+/// main process and the processes it forked (PostgreSQL's backends, one per connection, which
+/// live as long as the gateway's pool keeps them).
 fn server_cpu_secs(root: u32) -> anyhow::Result<f64> {
     let mut total = process_cpu_secs(root)?;
     for entry in std::fs::read_dir("/proc")?.flatten() {
@@ -620,7 +624,7 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.duration_secs);
     let signing = SigningBound::measure()?;
 
-    let cpu_before_bare = args.pid.map(process_cpu_secs).transpose()?;
+    let bare_probe = CpuProbe::start(args.pid)?;
     let bare = {
         let (http, base) = (http.clone(), base.clone());
         load(args.concurrency, duration, move |_| {
@@ -631,12 +635,7 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
     };
     bare.print("bare HTTP round trip (GET /health)", args.concurrency);
     // The gateway's CPU per bare request: the bound its CPU per read is set against.
-    let bare_cpu = match (args.pid, cpu_before_bare) {
-        (Some(pid), Some(before)) => {
-            (process_cpu_secs(pid)? - before) / bare.latencies_us.len().max(1) as f64
-        }
-        _ => 0.0,
-    };
+    let bare_cpu = bare_probe.stop()?.gateway / bare.latencies_us.len().max(1) as f64;
 
     let run = CreateRun {
         http: &http,
@@ -974,7 +973,11 @@ async fn throughput(
         .wait_for(scheduled, Duration::from_secs(120))
         .await?;
     let elapsed = t.elapsed().as_secs_f64();
-    let (gateway_cpu, busy) = probe.stop()?;
+    let CpuSpent {
+        gateway: gateway_cpu,
+        busy,
+        ..
+    } = probe.stop()?;
     println!(
         "webhook deliveries: {scheduled} in {elapsed:.2} s: {:.0}/s (scheduled in one call, delivered by the worker)",
         scheduled as f64 / elapsed

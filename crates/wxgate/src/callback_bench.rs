@@ -21,7 +21,7 @@ use wxgate_gateway::secrets::MasterKey;
 use wxgate_sim::callbacks::{CallbackJob, notification_body};
 use wxgate_store::Store;
 
-use crate::bench::{CpuProbe, Report, load_items, mint_at_simulator};
+use crate::bench::{CpuProbe, CpuSpent, Report, load_items, mint_at_simulator};
 
 #[derive(Debug, clap::Args)]
 pub struct CallbackBenchArgs {
@@ -74,7 +74,9 @@ pub async fn run(args: CallbackBenchArgs, store: Store, master: MasterKey) -> an
     let url = format!("{}/wechatpay/notify/{}", args.url, m.merchant_id);
     let probe = CpuProbe::start(args.pid)?;
     let report = send_all(&http, &url, signed, args.concurrency).await;
-    let (cpu, busy) = probe.stop()?;
+    let CpuSpent {
+        gateway: cpu, busy, ..
+    } = probe.stop()?;
     report.print(
         "WeChat payment callbacks (signed, encrypted)",
         args.concurrency,
