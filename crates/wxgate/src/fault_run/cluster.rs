@@ -10,6 +10,12 @@ use anyhow::Context;
 
 /// The nodes' longest wait between queries of a payout waiting for its payee.
 pub const PAYOUT_CONFIRMATION_POLL_SECS: u64 = 60;
+/// The nodes' waits before each webhook retry. The receiver refuses 5 % of deliveries at
+/// random, so about one run in three has an event refused three times (some 3,000 events ×
+/// 0.05³); with the default schedule its fourth attempt comes 180 s later, after SETTLE
+/// (mod.rs) is over, and an event made late in the run read as lost. Here five attempts fall
+/// within 67 s.
+pub const WEBHOOK_RETRY_SCHEDULE_MS: &str = "2000,5000,10000,20000,30000,30000,30000,30000";
 
 /// How long a process gets to start listening.
 const START_WAIT: Duration = Duration::from_secs(30);
@@ -84,6 +90,10 @@ impl Cluster {
             (
                 "WXGATE_PAYOUT_CONFIRMATION_POLL_SECS".into(),
                 PAYOUT_CONFIRMATION_POLL_SECS.to_string(),
+            ),
+            (
+                "WXGATE_WEBHOOK_RETRY_SCHEDULE_MS".into(),
+                WEBHOOK_RETRY_SCHEDULE_MS.into(),
             ),
             ("RUST_LOG".into(), "warn".into()),
         ];

@@ -59,8 +59,8 @@ pub struct FaultRunArgs {
 /// How long the faults of one phase last.
 const FAULT_PHASE: Duration = Duration::from_secs(8);
 /// The longest wait for the gateway and WeChat to agree after the faults stop: past a claim's
-/// 60 s lease and the nodes' 60 s payout confirmation poll, with room for the status syncs
-/// that follow.
+/// 60 s lease, the nodes' 60 s payout confirmation poll and their first webhook retries
+/// (`cluster::WEBHOOK_RETRY_SCHEDULE_MS`), with room for the status syncs that follow.
 const SETTLE: Duration = Duration::from_secs(150);
 /// How often the checker looks again while settling.
 const RECHECK: Duration = Duration::from_secs(5);
