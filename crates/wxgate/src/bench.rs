@@ -203,6 +203,24 @@ fn process_cpu_secs(pid: u32) -> anyhow::Result<f64> {
     Ok((user + system) / clock_ticks_per_sec())
 }
 
+/// How many times the threads of process `pid` have left the CPU so far (voluntary and
+/// involuntary context switches, summed over its live threads, from /proc): the wake-ups and
+/// hand-offs a request costs beyond its instructions.
+fn process_switches(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
 /// The machine's CPU time so far, busy and in all (idle included), in clock ticks, from
 /// /proc/stat: how much of the machine a phase kept busy.
 fn machine_ticks() -> anyhow::Result<(f64, f64)> {
@@ -225,6 +243,7 @@ pub struct CpuProbe {
     pid: Option<u32>,
     database: Option<u32>,
     gateway: f64,
+    switches: u64,
     server: f64,
     machine: (f64, f64),
 }
@@ -233,6 +252,8 @@ pub struct CpuProbe {
 pub struct CpuSpent {
     /// The gateway's CPU seconds (0 without its pid).
     pub gateway: f64,
+    /// The gateway's context switches (0 without its pid).
+    pub switches: u64,
     /// The database server's CPU seconds, when its pid is known.
     pub database: Option<f64>,
     /// The share of the machine's CPU that was busy.
@@ -249,6 +270,7 @@ impl CpuProbe {
             pid,
             database,
             gateway: pid.map(process_cpu_secs).transpose()?.unwrap_or(0.0),
+            switches: pid.map(process_switches).transpose()?.unwrap_or(0),
             server: database.map(server_cpu_secs).transpose()?.unwrap_or(0.0),
             machine: machine_ticks()?,
         })
@@ -256,10 +278,12 @@ impl CpuProbe {
 
     pub fn stop(&self) -> anyhow::Result<CpuSpent> {
         let gateway = self.pid.map(process_cpu_secs).transpose()?;
+        let switches = self.pid.map(process_switches).transpose()?;
         let database = self.database.map(server_cpu_secs).transpose()?;
         let (busy, total) = machine_ticks()?;
         Ok(CpuSpent {
             gateway: gateway.map_or(0.0, |now| now - self.gateway),
+            switches: switches.map_or(0, |now| now.saturating_sub(self.switches)),
             database: database.map(|now| now - self.server),
             busy: (busy - self.machine.0) / (total - self.machine.1).max(1.0),
         })
@@ -267,6 +291,14 @@ impl CpuProbe {
 }
 
 impl CpuSpent {
+    /// Prints the gateway's context switches per `what` over `n` requests.
+    fn print_switches(&self, what: &str, n: f64) {
+        println!(
+            "gateway context switches per {what}: {:.2}",
+            self.switches as f64 / n
+        );
+    }
+
     /// Prints the database server's CPU per `what` over `n` requests, when it was measured.
     fn print_database(&self, what: &str, n: f64) {
         if let Some(spent) = self.database {
@@ -328,6 +360,7 @@ async fn cpu_per_create(
         per_create / loaded_signature,
         loaded_signature * 1000.0
     );
+    spent.print_switches("create", n);
     spent.print_database("create", n);
     let probe = CpuProbe::with_database(Some(pid), run.database)?;
     first_sync_done(run.http, run.base, last_create).await?;
@@ -365,6 +398,7 @@ async fn cpu_per_read(
         per_read / bare,
         bare * 1e6
     );
+    spent.print_switches("read", n);
     spent.print_database("read", n);
     Ok(())
 }
@@ -635,7 +669,10 @@ pub async fn gateway(args: GatewayBenchArgs) -> anyhow::Result<()> {
     };
     bare.print("bare HTTP round trip (GET /health)", args.concurrency);
     // The gateway's CPU per bare request: the bound its CPU per read is set against.
-    let bare_cpu = bare_probe.stop()?.gateway / bare.latencies_us.len().max(1) as f64;
+    let bare_spent = bare_probe.stop()?;
+    let bare_n = bare.latencies_us.len().max(1) as f64;
+    let bare_cpu = bare_spent.gateway / bare_n;
+    bare_spent.print_switches("GET /health", bare_n);
 
     let run = CreateRun {
         http: &http,
