@@ -12,6 +12,10 @@ use crate::{delivery, http, sync};
 /// finish after it stopped taking requests; what is still running then is left to its leases.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
+/// How often an SQLite store's log is copied into its database file (`Store::checkpoint`):
+/// the most a machine that stops can take with it.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
 /// A gateway bound to a listener, ready to run.
 pub struct Application {
     listener: TcpListener,
@@ -88,6 +92,7 @@ impl Application {
                 crate::pressure::probe(gw.pressure(), changed, stop).await;
             })
         };
+        let checkpoints = tokio::spawn(checkpoints(self.gateway.clone(), stop_rx.clone()));
         let deliveries = tokio::spawn(delivery::run(self.gateway.clone(), stop_rx));
         let mut router = http::router(self.gateway.clone());
         if let Some(extra) = self.extra {
@@ -107,6 +112,7 @@ impl Application {
             let _ = worker.await;
             let _ = deliveries.await;
             let _ = pressure.await;
+            let _ = checkpoints.await;
             if let Some(connect) = connect {
                 let _ = connect.await;
             }
@@ -117,5 +123,21 @@ impl Application {
             );
         }
         Ok(())
+    }
+}
+
+/// Copies an SQLite store's log into its database file every [`CHECKPOINT_EVERY`] until
+/// `stop` turns true (nothing to do on PostgreSQL).
+async fn checkpoints(gw: Gateway, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        match gw.store().checkpoint().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => tracing::warn!(error = %e, "copying the SQLite log into the database failed"),
+        }
     }
 }

@@ -51,6 +51,7 @@ impl Readers {
             path: path.to_path_buf(),
             idle: std::sync::Mutex::default(),
             columns: std::sync::Mutex::default(),
+            checkpointer: std::sync::Mutex::default(),
         }))
     }
 
@@ -81,9 +82,25 @@ impl Readers {
         index
     }
 
-    /// Closes the idle readers.
+    /// Closes the idle readers and the checkpointer.
     pub(crate) fn close(&self) {
         self.idle.lock().expect("readers lock").clear();
+        self.checkpointer.lock().expect("checkpointer lock").take();
+    }
+
+    /// Copies what the log holds into the database file, without waiting for the writer or
+    /// any reader (SQLite's passive checkpoint), on a connection of its own. Blocks while the
+    /// disk syncs: call it off the async threads.
+    pub(crate) fn checkpoint(&self) -> Result<Checkpoint> {
+        let mut held = self.checkpointer.lock().expect("checkpointer lock");
+        let conn = match held.as_mut() {
+            Some(conn) => conn,
+            None => held.insert(self.writer()?),
+        };
+        let (log, copied) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        })?;
+        Ok(Checkpoint { log, copied })
     }
 
     /// A connection that writes, for the SQLite writer (`Sole`): the pragmas every store
@@ -111,7 +128,29 @@ impl Readers {
     }
 }
 
+/// What a checkpoint found: pages in the log, and how many of them are now in the database
+/// file (fewer while a reader still reads an older state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub log: i64,
+    pub copied: i64,
+}
+
 impl Store {
+    /// Copies the SQLite log into the database file (see [`Readers::checkpoint`]). A serving
+    /// node does this every 250 ms, so that commits never wait for it, and a machine that
+    /// stops loses at most the commits of that moment: `synchronous = NORMAL` syncs the log
+    /// at a checkpoint, not at a commit. `None` on PostgreSQL and on an in-memory database.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let Some(readers) = self.readers.clone() else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || readers.checkpoint())
+            .await
+            .map_err(|_| sqlx::Error::WorkerCrashed)?
+            .map(Some)
+    }
+
     /// What `G` gathers from the rows `sql` answers for `params`: read on a direct reader when
     /// the store has them, else on sqlx's pool.
     pub(crate) async fn read_rows<G: Gather, const N: usize>(

@@ -39,6 +39,7 @@ on_both!(
     a_broken_money_invariant_is_refused_not_served,
     door_tokens_live_until_they_expire,
     a_write_that_goes_away_midway_leaves_the_writer_whole,
+    the_log_is_copied_into_the_database_by_the_checkpoint,
 );
 
 mod simulation;
@@ -213,6 +214,29 @@ mod checks {
                 "{id}"
             );
         }
+    }
+
+    /// On an SQLite file, commits leave the log to `checkpoint` (up to the backstop of 10,000
+    /// pages): after 100 creates it holds every page they wrote, and the checkpoint copies all
+    /// of them. PostgreSQL has nothing to copy.
+    pub async fn the_log_is_copied_into_the_database_by_the_checkpoint(store: Store) {
+        store.insert_merchant(&merchant("mch_a")).await.unwrap();
+        for i in 0..100 {
+            let p = payment(&format!("pay_{i}"), "mch_a", &format!("order{i}"), 1000 + i);
+            store.insert_payment(&p).await.unwrap();
+        }
+        let Some(first) = store.checkpoint().await.unwrap() else {
+            assert_eq!(store.backend(), Backend::Postgres);
+            return;
+        };
+        // SQLite's own default would have copied the log at 1,000 pages and started it again.
+        assert!(first.log > 1000, "the commits copied the log: {first:?}");
+        assert_eq!(first.copied, first.log, "no reader holds an older state");
+        let p = payment("pay_last", "mch_a", "order_last", 5000);
+        store.insert_payment(&p).await.unwrap();
+        let next = store.checkpoint().await.unwrap().expect("the same file");
+        assert!(next.copied > 0 && next.copied == next.log, "{next:?}");
+        assert!(store.payment("mch_a", "pay_last").await.unwrap().is_some());
     }
 
     /// On SQLite's one writer connection, a transaction can be started: none is open. (Its
