@@ -336,8 +336,18 @@ impl Lanes {
         }
     }
 
-    /// The refill of lane `key` is over (what it claimed is admitted next); a lane left with
-    /// nothing in it is forgotten, so general claims take its endpoint again.
+    /// Admits what the refill of lane `key` claimed, then ends the refill. The lane stays
+    /// marked as refilling until then, so a slot of it that ends meanwhile does not claim as
+    /// well: two claims together could hold more than the lane, and what overflows it is put
+    /// back for later. What `room` the refill asked for always fits.
+    fn admit_refilled(&self, key: &str, claimed: Vec<DeliveryRow>) -> Vec<Admit> {
+        let admitted = claimed.into_iter().map(|d| self.admit(d)).collect();
+        self.refilled(key);
+        admitted
+    }
+
+    /// The refill of lane `key` is over; a lane left with nothing in it is forgotten, so
+    /// general claims take its endpoint again.
     fn refilled(&self, key: &str) {
         let mut lanes = self.lanes.lock().expect("lanes lock");
         if let Some(lane) = lanes.get_mut(key) {
@@ -510,13 +520,36 @@ async fn admit_all(
     freed: &Arc<tokio::sync::Notify>,
     claimed: Vec<DeliveryRow>,
 ) {
-    for d in claimed {
-        match lanes.admit(d) {
+    let admitted = claimed.into_iter().map(|d| lanes.admit(d)).collect();
+    act_on(gw, client, lanes, freed, admitted).await;
+}
+
+/// Starts what was admitted to run, and gives back what was not. The claims look again when
+/// what was given back falls due, not only at the next poll.
+async fn act_on(
+    gw: &Gateway,
+    client: &reqwest::Client,
+    lanes: &Arc<Lanes>,
+    freed: &Arc<tokio::sync::Notify>,
+    admitted: Vec<Admit>,
+) {
+    let mut back = Vec::new();
+    for admit in admitted {
+        match admit {
             Admit::Start(d, permit) => start(gw, client, lanes, freed, d, permit),
             Admit::Queued => {}
-            Admit::Release(d) => release(gw, lanes, vec![d], gw.now_ms() + DEFER_MS).await,
+            Admit::Release(d) => back.push(d),
         }
     }
+    if back.is_empty() {
+        return;
+    }
+    release(gw, lanes, back, gw.now_ms() + DEFER_MS).await;
+    let freed = freed.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(DEFER_MS.unsigned_abs())).await;
+        freed.notify_one();
+    });
 }
 
 /// Runs attempts to one endpoint on one slot: this delivery, then any waiting behind it.
@@ -564,8 +597,8 @@ fn start(
                 false => claim_for_lane(&gw, &lanes, &endpoint_id, room).await,
                 true => Vec::new(),
             };
-            lanes.refilled(&key);
-            admit_all(&gw, &client, &lanes, &freed, claimed).await;
+            let admitted = lanes.admit_refilled(&key, claimed);
+            act_on(&gw, &client, &lanes, &freed, admitted).await;
         }
         freed.notify_one();
     });
@@ -852,6 +885,78 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lanes of `per_endpoint` slots each on a node of 64, with nothing behind them (the
+    /// bookkeeping alone: no attempt runs, none is recorded).
+    fn lanes(per_endpoint: usize) -> Lanes {
+        Lanes {
+            global: Arc::new(Semaphore::new(64)),
+            per_endpoint,
+            lanes: Mutex::default(),
+            events: Mutex::default(),
+            stop: watch::channel(false).1,
+            recorder: Recorder {
+                queue: tokio::sync::mpsc::unbounded_channel().0,
+            },
+        }
+    }
+
+    fn due(n: usize) -> Vec<DeliveryRow> {
+        (0..n)
+            .map(|i| DeliveryRow {
+                event_id: format!("evt_{i}"),
+                endpoint_id: "we_1".into(),
+                merchant_id: "mch_1".into(),
+                url: None,
+                status: "pending".into(),
+                attempts: 0,
+                round_attempts: 0,
+                next_attempt_at: Some(0),
+                claimed_until: Some(1),
+                last_attempt_at: None,
+                last_status_code: None,
+                last_error: None,
+                created_at: 0,
+                delivered_at: None,
+            })
+            .collect()
+    }
+
+    fn kinds(admitted: &[Admit]) -> (usize, usize, usize) {
+        let count = |f: fn(&Admit) -> bool| admitted.iter().filter(|a| f(a)).count();
+        (
+            count(|a| matches!(a, Admit::Start(..))),
+            count(|a| matches!(a, Admit::Queued)),
+            count(|a| matches!(a, Admit::Release(_))),
+        )
+    }
+
+    /// A lane refills once at a time, and what its refill claimed fits in it, however many of
+    /// its slots ended meanwhile: nothing is given back to wait for a later claim.
+    #[test]
+    fn a_lane_refills_once_at_a_time_and_what_it_claims_fits() {
+        let lanes = lanes(2);
+        let first: Vec<Admit> = due(4).into_iter().map(|d| lanes.admit(d)).collect();
+        assert_eq!(kinds(&first), (2, 2, 0), "two run, two wait");
+        assert!(matches!(lanes.finish("we_1"), Next::Run(_)));
+        assert!(matches!(lanes.finish("we_1"), Next::Run(_)));
+        // The first slot to find nothing waiting claims for the lane; the other, ending while
+        // that claim runs, leaves the lane to it.
+        let Next::Refill(room) = lanes.finish("we_1") else {
+            panic!("the first empty slot refills the lane");
+        };
+        assert_eq!(
+            room, 3,
+            "two slots and two places to wait, one slot still busy"
+        );
+        assert!(matches!(lanes.finish("we_1"), Next::Done));
+        assert_eq!(lanes.self_fed(), vec!["we_1".to_string()]);
+        let refill = lanes.admit_refilled("we_1", due(room));
+        assert_eq!(kinds(&refill), (2, 1, 0), "all of the claim fits");
+        // The refill is over: the next slot to find nothing waiting refills again.
+        assert!(matches!(lanes.finish("we_1"), Next::Run(_)));
+        assert!(matches!(lanes.finish("we_1"), Next::Refill(_)));
+    }
 
     #[test]
     fn urls_are_checked() {
