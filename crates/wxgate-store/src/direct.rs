@@ -25,7 +25,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use crate::batch::{Batch, Statement, Value, in_one_statement, one_by_one};
 use crate::column_index::ColumnIndex;
 use crate::columns::{Gather, IndexedRow};
-use crate::{Readers, Result, Store, StoreError, Writing};
+use crate::{Checkpoint, Readers, Result, Store, StoreError, Writing};
 
 /// How many idle direct readers are kept open; more are opened while more read at once.
 const READERS_IDLE_MAX: usize = 4;
@@ -126,14 +126,6 @@ impl Readers {
         conn.busy_timeout(READER_BUSY_TIMEOUT)?;
         Ok(conn)
     }
-}
-
-/// What a checkpoint found: pages in the log, and how many of them are now in the database
-/// file (fewer while a reader still reads an older state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Checkpoint {
-    pub log: i64,
-    pub copied: i64,
 }
 
 impl Store {

@@ -35,7 +35,6 @@ mod rows;
 pub mod testing;
 mod webhooks;
 
-pub use direct::Checkpoint;
 pub use rows::*;
 
 use std::str::FromStr;
@@ -139,6 +138,14 @@ pub struct Store {
     group: Arc<std::sync::Mutex<Vec<Waiting>>>,
     /// On an SQLite file, connections that read on the calling thread (`direct.rs`).
     readers: Option<Arc<Readers>>,
+}
+
+/// What a checkpoint found (`Store::checkpoint`): pages in the log, and how many of them are
+/// now in the database file (fewer while a reader still reads an older state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub log: i64,
+    pub copied: i64,
 }
 
 /// Read-only SQLite connections to the store's file, idle until a read takes one.
