@@ -234,6 +234,9 @@ pub const IDEMPOTENCY_LOCK_MS: i64 = 60_000;
 /// How long a claim on background work lasts before another node may take it over.
 pub const CLAIM_LEASE_MS: i64 = 60_000;
 
+/// How many connections the store's one PostgreSQL pool holds at most.
+pub const POSTGRES_CONNECTIONS: u32 = 16;
+
 /// What every SQLite connection runs first: WAL lets readers run beside the one writer, and
 /// waiting for a lock beats failing. A commit copies the log into the database itself only
 /// once the log holds 10,000 pages (40 MiB): a serving node copies it every 250 ms off the
@@ -317,7 +320,7 @@ impl Store {
                 (open_pool(&options, backend, 4).await?, writer)
             }
             Backend::Postgres => {
-                let pool = open_pool(&options, backend, 16).await?;
+                let pool = open_pool(&options, backend, POSTGRES_CONNECTIONS).await?;
                 (pool.clone(), pool)
             }
         };

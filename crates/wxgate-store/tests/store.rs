@@ -89,9 +89,6 @@ async fn a_refund_outside_its_reservation_is_caught() {
     assert!(found.contains("refunds of order"), "{found}");
 }
 
-/// How many connections the store's PostgreSQL pool holds at most (`Store::connect`).
-const POSTGRES_POOL: usize = 16;
-
 /// A pooled PostgreSQL connection the server ended (as a restart does) answers as
 /// unavailable (a 503 for the caller to retry, not a 500) and is replaced: reads work again
 /// within as many tries as the pool has connections. (SQLite has no server to lose.)
@@ -109,7 +106,7 @@ async fn a_connection_the_server_ended_is_unavailable_then_replaced() {
             .is_none()
     );
     db.drop_connections().await;
-    let mut failed = 0;
+    let mut failed: u32 = 0;
     let answered = loop {
         match store.payment("mch_x", "pay_x").await {
             Ok(found) => break found.is_none(),
@@ -117,7 +114,7 @@ async fn a_connection_the_server_ended_is_unavailable_then_replaced() {
         }
         failed += 1;
         assert!(
-            failed <= POSTGRES_POOL,
+            failed <= POSTGRES_CONNECTIONS,
             "the lost connections are not replaced"
         );
     };

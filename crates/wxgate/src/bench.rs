@@ -190,17 +190,22 @@ fn one_core_signature_cpu_secs() -> anyhow::Result<f64> {
 /// A process's CPU time so far (user + system), in seconds, from /proc.
 fn process_cpu_secs(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): state is the first, utime the
-    // 12th and stime the 13th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
+    stat_cpu_secs(&stat).with_context(|| format!("cannot read /proc/{pid}/stat"))
+}
+
+/// The fields of a /proc/<pid>/stat line after the command name (which may hold spaces):
+/// state is the first, the parent's pid the second, utime the 12th and stime the 13th.
+fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(") ")
         .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The CPU time (user + system, in seconds) a /proc/<pid>/stat line holds.
+fn stat_cpu_secs(stat: &str) -> Option<f64> {
+    let fields = stat_fields(stat);
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
-        anyhow::bail!("cannot read /proc/{pid}/stat");
-    };
-    Ok((user + system) / clock_ticks_per_sec())
+    Some((ticks(11)? + ticks(12)?) / clock_ticks_per_sec())
 }
 
 /// How many times the threads of process `pid` have left the CPU so far (voluntary and
@@ -310,14 +315,18 @@ impl CpuSpent {
     }
 }
 
+/// The kernel's clock ticks per second (`getconf CLK_TCK`), asked once.
 fn clock_ticks_per_sec() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Where creates go, for the runs that make them.
@@ -443,12 +452,11 @@ fn server_cpu_secs(root: u32) -> anyhow::Result<f64> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        let parent = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        let parent = stat_fields(&stat)
+            .get(1)
             .and_then(|p| p.parse::<u32>().ok());
         if parent == Some(root) {
-            total += process_cpu_secs(pid).unwrap_or(0.0);
+            total += stat_cpu_secs(&stat).unwrap_or(0.0);
         }
     }
     Ok(total)
