@@ -76,6 +76,8 @@ impl std::fmt::Debug for CallObserver {
 impl ClientConfig {
     /// Attempts of one call by default: the first and two retries.
     pub const ATTEMPTS_MAX: u32 = 3;
+    /// How long opening a connection may take, by default.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
     pub fn new(base_url: url::Url, signer: MerchantSigner, verifier: Verifier) -> Self {
         Self {
@@ -85,7 +87,7 @@ impl ClientConfig {
             apiv3_key: None,
             wechatpay_serial: None,
             timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(3),
+            connect_timeout: Self::CONNECT_TIMEOUT,
             attempts_max: Self::ATTEMPTS_MAX,
             retry_backoff: Duration::from_millis(200),
             observer: None,
@@ -157,24 +159,36 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// An HTTP client for calls to WeChat Pay: this library's user agent, and `connect_timeout` to
+/// open a connection. (Each call's own timeout is its [`ClientConfig::timeout`].)
+pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .user_agent(concat!("wechatpay-v3-rust/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ClientError::Transport(e.to_string()))
+}
+
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         Self::with_clock(config, Arc::new(SystemClock))
     }
 
     pub fn with_clock(config: ClientConfig, clock: Arc<dyn Clock>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .user_agent(concat!("wechatpay-v3-rust/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        Ok(Self {
+        let http = http_client(config.connect_timeout)?;
+        Ok(Self::with_http(config, http, clock))
+    }
+
+    /// A client that sends on `http` (from [`http_client`]), which other clients may share:
+    /// building an HTTP client loads the system's root certificates, so a process that calls
+    /// for many merchants builds one. Each call still times out after `config.timeout`.
+    pub fn with_http(config: ClientConfig, http: reqwest::Client, clock: Arc<dyn Clock>) -> Self {
+        Self {
             http,
             verifier: Arc::new(RwLock::new(config.verifier.clone())),
             config: Arc::new(config),
             clock,
-        })
+        }
     }
 
     pub fn mchid(&self) -> &str {
@@ -264,6 +278,7 @@ impl Client {
         let mut request = self
             .http
             .request(method.clone(), url.clone())
+            .timeout(self.config.timeout)
             .header("Authorization", auth.header_value())
             .header("Accept", "application/json");
         if let Some(serial) = &self.config.wechatpay_serial {
@@ -556,6 +571,7 @@ impl Client {
         let response = self
             .http
             .get(url)
+            .timeout(self.config.timeout)
             .header("Authorization", auth.header_value())
             .header("Accept", "application/json")
             .send()

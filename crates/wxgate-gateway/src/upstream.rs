@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
 use wechatpay_v3::aead::ApiV3Key;
 use wechatpay_v3::auth::MerchantSigner;
 use wechatpay_v3::client::{CallObserver, Client, ClientConfig, ClientError};
+use wechatpay_v3::clock::SystemClock;
 use wechatpay_v3::crypto::{Certificate, PrivateKey, PublicKey};
 use wechatpay_v3::model::{
     GlobalKind, GlobalPrepayRequest, GlobalRefund, GlobalRefundAmountRequest, GlobalRefundRequest,
@@ -49,8 +51,9 @@ pub struct Upstream {
     /// This merchant's pace of calls from this node.
     pace: Arc<Pace>,
     app_secret: Option<String>,
-    /// For webpage authorization (not WeChat Pay's API).
+    /// For webpage authorization (not WeChat Pay's API), and how long it may take.
     http: reqwest::Client,
+    timeout: Duration,
     pub signing_key: PrivateKey,
     pub apiv3_key: ApiV3Key,
     pub verifier: Verifier,
@@ -60,10 +63,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Opens `merchant`'s connection, sending on `http` (the node's one client to WeChat).
     pub fn open(
         merchant: MerchantRow,
         master: &MasterKey,
         calls: &CallSettings,
+        http: &reqwest::Client,
     ) -> anyhow::Result<Self> {
         let secrets: SealedSecrets =
             serde_json::from_slice(&master.open(&merchant.secrets_sealed)?)?;
@@ -103,9 +108,10 @@ impl Upstream {
         config.observer = Some(pace.clone().observer(calls.observer.clone()));
         config.retry_backoff = Duration::from_millis(100);
         Ok(Self {
-            client: Client::new(config)?,
+            client: Client::with_http(config, http.clone(), Arc::new(SystemClock)),
             app_secret: secrets.app_secret,
-            http: reqwest::Client::builder().timeout(calls.timeout).build()?,
+            http: http.clone(),
+            timeout: calls.timeout,
             pace,
             signing_key: PrivateKey::from_pkcs8_pem(&secrets.merchant_private_key)?,
             apiv3_key: ApiV3Key::new(&secrets.apiv3_key)?,
@@ -193,6 +199,7 @@ impl Upstream {
         let answer: serde_json::Value = self
             .http
             .get(url)
+            .timeout(self.timeout)
             .send()
             .await
             // The URL carries the AppSecret: never in an error.
@@ -397,16 +404,23 @@ fn from_global(g: GlobalRefund) -> Refund {
     }
 }
 
-/// Open connections, one per merchant, made on first use.
+/// A merchant's connection, once opened.
+type Opened = Arc<OnceCell<Arc<Upstream>>>;
+
+/// Open connections, one per merchant, made on first use: calls that come while it is being
+/// made wait for it rather than make their own. They all send on one HTTP client, made with
+/// the first (making one loads the system's root certificates).
 pub struct Upstreams {
     calls: CallSettings,
-    open: Mutex<HashMap<String, Arc<Upstream>>>,
+    http: OnceCell<reqwest::Client>,
+    open: Mutex<HashMap<String, Opened>>,
 }
 
 impl Upstreams {
     pub fn new(calls: CallSettings) -> Self {
         Self {
             calls,
+            http: OnceCell::new(),
             open: Mutex::default(),
         }
     }
@@ -417,18 +431,33 @@ impl Upstreams {
         master: &MasterKey,
         merchant_id: &str,
     ) -> anyhow::Result<Arc<Upstream>> {
-        if let Some(u) = self.open.lock().expect("upstreams lock").get(merchant_id) {
-            return Ok(u.clone());
-        }
-        let row = store
-            .merchant(merchant_id)
-            .await?
-            .with_context(|| format!("no merchant {merchant_id}"))?;
-        let upstream = Arc::new(Upstream::open(row, master, &self.calls)?);
-        self.open
+        let opened = self
+            .open
             .lock()
             .expect("upstreams lock")
-            .insert(merchant_id.to_string(), upstream.clone());
-        Ok(upstream)
+            .entry(merchant_id.to_string())
+            .or_default()
+            .clone();
+        let upstream = opened
+            .get_or_try_init(|| async {
+                let row = store
+                    .merchant(merchant_id)
+                    .await?
+                    .with_context(|| format!("no merchant {merchant_id}"))?;
+                let http = self
+                    .http
+                    .get_or_try_init(|| async { http_client() })
+                    .await?;
+                anyhow::Ok(Arc::new(Upstream::open(row, master, &self.calls, http)?))
+            })
+            .await?;
+        Ok(upstream.clone())
     }
+}
+
+/// The node's HTTP client to WeChat.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(wechatpay_v3::client::http_client(
+        ClientConfig::CONNECT_TIMEOUT,
+    )?)
 }

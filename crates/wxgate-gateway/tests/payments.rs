@@ -435,6 +435,15 @@ async fn fifty_concurrent_identical_requests_make_one_payment(t: TestGateway) {
             Some("merchant_order_id")
         )
     );
+    // A node's first calls for a merchant, all at once, open one connection to WeChat and
+    // share it (a fresh gateway on the same database: this one's is open already).
+    let fresh = wxgate_gateway::Gateway::new(t.store.clone(), t.gateway.config().clone());
+    let opened =
+        futures_util::future::join_all((0..16).map(|_| fresh.upstream(&t.merchant_id))).await;
+    let first = opened[0].as_ref().unwrap();
+    for other in &opened {
+        assert!(std::sync::Arc::ptr_eq(first, other.as_ref().unwrap()));
+    }
 }
 
 async fn bad_input_gets_a_clear_4xx(t: TestGateway) {
