@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use wechatpay_v3::aead::ApiV3Key;
 use wechatpay_v3::auth::MerchantSigner;
-use wechatpay_v3::client::{CallObserver, Client, ClientConfig, ClientError};
+use wechatpay_v3::client::{CallObserver, Client, ClientConfig, ClientError, http_client};
 use wechatpay_v3::clock::SystemClock;
 use wechatpay_v3::crypto::{Certificate, PrivateKey, PublicKey};
 use wechatpay_v3::model::{
@@ -446,18 +446,11 @@ impl Upstreams {
                     .with_context(|| format!("no merchant {merchant_id}"))?;
                 let http = self
                     .http
-                    .get_or_try_init(|| async { http_client() })
+                    .get_or_try_init(|| async { http_client(ClientConfig::CONNECT_TIMEOUT) })
                     .await?;
                 anyhow::Ok(Arc::new(Upstream::open(row, master, &self.calls, http)?))
             })
             .await?;
         Ok(upstream.clone())
     }
-}
-
-/// The node's HTTP client to WeChat.
-fn http_client() -> anyhow::Result<reqwest::Client> {
-    Ok(wechatpay_v3::client::http_client(
-        ClientConfig::CONNECT_TIMEOUT,
-    )?)
 }
