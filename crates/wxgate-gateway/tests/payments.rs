@@ -345,11 +345,16 @@ async fn duplicate_forged_and_mismatched_callbacks_change_nothing(t: TestGateway
         quarantined[0].reason
     );
     assert_eq!(t.get(&real_id).await["status"], "pending", "never applied");
-    let metrics = t.metrics().await;
-    assert!(
-        metrics.contains(r#"wxgate_quarantined_total{object="payment"} 1"#),
-        "{metrics}"
-    );
+    // The counter moves just after the row is written: read it until it has.
+    let counted = r#"wxgate_quarantined_total{object="payment"} 1"#;
+    let mut metrics = t.metrics().await;
+    for _ in 0..1000 {
+        if metrics.contains(counted) {
+            break;
+        }
+        metrics = t.metrics().await;
+    }
+    assert!(metrics.contains(counted), "{metrics}");
 }
 
 async fn fifty_concurrent_identical_requests_make_one_payment(t: TestGateway) {
