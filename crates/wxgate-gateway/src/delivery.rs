@@ -508,20 +508,9 @@ async fn claim_round(
         .await?;
     let n = due.len();
     lanes.keep_events(events_of(gw, &due).await?);
-    admit_all(gw, client, lanes, freed, due).await;
-    Ok(n)
-}
-
-/// Starts or queues claimed deliveries, and gives back those with no room on this node.
-async fn admit_all(
-    gw: &Gateway,
-    client: &reqwest::Client,
-    lanes: &Arc<Lanes>,
-    freed: &Arc<tokio::sync::Notify>,
-    claimed: Vec<DeliveryRow>,
-) {
-    let admitted = claimed.into_iter().map(|d| lanes.admit(d)).collect();
+    let admitted = due.into_iter().map(|d| lanes.admit(d)).collect();
     act_on(gw, client, lanes, freed, admitted).await;
+    Ok(n)
 }
 
 /// Starts what was admitted to run, and gives back what was not. The claims look again when

@@ -431,13 +431,14 @@ impl Upstreams {
         master: &MasterKey,
         merchant_id: &str,
     ) -> anyhow::Result<Arc<Upstream>> {
-        let opened = self
-            .open
-            .lock()
-            .expect("upstreams lock")
-            .entry(merchant_id.to_string())
-            .or_default()
-            .clone();
+        let opened = {
+            let mut open = self.open.lock().expect("upstreams lock");
+            // Every call looks its merchant up; only the first makes the key.
+            match open.get(merchant_id) {
+                Some(opened) => opened.clone(),
+                None => open.entry(merchant_id.to_string()).or_default().clone(),
+            }
+        };
         let upstream = opened
             .get_or_try_init(|| async {
                 let row = store
