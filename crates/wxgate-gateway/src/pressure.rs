@@ -2,15 +2,23 @@
 //! runs many items at once so that WeChat's latency does not bound how fast it drains; but
 //! when the node's CPU is busy, each of those items takes a turn on the same threads as the
 //! requests a merchant or payer is waiting on. So background work follows how busy the node
-//! is: a probe measures how late the runtime wakes a timer (the lag every task meets before it
-//! runs). While the lag is high, background work narrows (its width halves at each busy
-//! reading) and starts its items one per [`PROBE_EVERY`] instead of all at once; when the lag
-//! is gone it widens a step at a time.
+//! is, while requests are coming in: a probe reads, every [`PROBE_EVERY`], how late the runtime woke it (the lag every task
+//! meets before it runs) and, where the kernel keeps it (Linux's pressure stall information),
+//! for how much of that time some thread on the node waited for a CPU (which the runtime's lag
+//! alone does not show when other processes on the node take the cores). While either is
+//! high, background work narrows (its width halves at each busy reading) and starts its items
+//! one per [`PROBE_EVERY`] instead of all at once; when both are low it widens a step at a
+//! time, but only while more is due than the width lets run (a width nobody fills says
+//! nothing about whether a wider one would keep the node calm). So a wave of background work
+//! that comes due after a quiet spell starts at the width the last one ended at, not in a
+//! burst at full width. While no request comes in, the node is background work's alone, and
+//! it widens whatever the lag (one node syncing a backlog may use all its cores).
 //!
 //! Against WeChat's real latency an item mostly waits on the network, the CPU stays idle and
 //! background work keeps its full width; on a busy node, requests meet at most a few
 //! background items ahead of them, and background work still moves.
 
+use std::io::{Read, Seek};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -29,6 +37,35 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(10);
 pub const BUSY_LAG: Duration = Duration::from_millis(3);
 /// A wake-up earlier than this means the node is calm: background work widens by one.
 pub const CALM_LAG: Duration = Duration::from_millis(2);
+/// Some thread waiting for a CPU this share of the time means the node is busy. (Merchant
+/// requests at half the rate a two-core node can sign kept it near 0.15; a status-sync wave
+/// beside them took it to 0.5.)
+pub const BUSY_STALL: f64 = 0.3;
+/// Threads waiting for a CPU less than this share of the time (and a calm lag) mean the node
+/// is calm.
+pub const CALM_STALL: f64 = 0.15;
+
+/// One reading of the probe.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    /// How late the runtime woke the probe.
+    pub lag: Duration,
+    /// The share of the time since the last reading in which some thread on the node waited
+    /// for a CPU (0 where the kernel does not say).
+    pub stall: f64,
+    /// Whether a request came in since the last reading.
+    pub serving: bool,
+}
+
+impl Reading {
+    fn busy(&self) -> bool {
+        self.serving && (self.lag >= BUSY_LAG || self.stall >= BUSY_STALL)
+    }
+
+    fn calm(&self) -> bool {
+        !self.serving || (self.lag < CALM_LAG && self.stall < CALM_STALL)
+    }
+}
 
 /// How busy this node is, as background work sees it; shared by every kind of it.
 #[derive(Debug)]
@@ -36,6 +73,10 @@ pub struct Pressure {
     width: AtomicUsize,
     /// Whether the last reading was calm.
     calm: AtomicBool,
+    /// Rounds of background work that have more due than the width lets run, now.
+    held_back: AtomicUsize,
+    /// Whether a request came in since the last reading.
+    serving: AtomicBool,
 }
 
 impl Default for Pressure {
@@ -43,6 +84,8 @@ impl Default for Pressure {
         Self {
             width: AtomicUsize::new(FULL_WIDTH),
             calm: AtomicBool::new(true),
+            held_back: AtomicUsize::new(0),
+            serving: AtomicBool::new(false),
         }
     }
 }
@@ -69,21 +112,55 @@ impl Pressure {
         tokio::time::sleep(wait).await;
     }
 
-    /// Follows one reading of the runtime's lag; answers the new width.
-    pub fn observe(&self, lag: Duration) -> usize {
-        self.calm.store(lag < CALM_LAG, Ordering::Relaxed);
-        let next = next_width(self.width(), lag);
+    /// A request came in (one a merchant, a payer or WeChat waits on: not a health check or a
+    /// metrics scrape).
+    pub fn request_arrived(&self) {
+        // Read first: between readings, only the first request writes the shared flag.
+        if !self.serving.load(Ordering::Relaxed) {
+            self.serving.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a request came in since the last call.
+    fn served_since_last(&self) -> bool {
+        self.serving.swap(false, Ordering::Relaxed)
+    }
+
+    /// Marks a round of background work as held back by the width (more is due than it lets
+    /// run) until the answer is dropped: only then does a calm node widen.
+    pub fn held_back(&self) -> HeldBack<'_> {
+        self.held_back.fetch_add(1, Ordering::Relaxed);
+        HeldBack(self)
+    }
+
+    /// Follows one reading of the probe; answers the new width.
+    pub fn observe(&self, reading: Reading) -> usize {
+        self.calm.store(reading.calm(), Ordering::Relaxed);
+        let wanted = self.held_back.load(Ordering::Relaxed) > 0;
+        let next = next_width(self.width(), reading, wanted);
         self.width.store(next, Ordering::Relaxed);
         next
     }
 }
 
-/// The width after a reading of `lag` at width `now`: halved when busy, one wider when calm,
-/// kept in between; always within [`LEAST_WIDTH`]..=[`FULL_WIDTH`].
-pub fn next_width(now: usize, lag: Duration) -> usize {
-    let next = if lag >= BUSY_LAG {
+/// A round of background work held back by the width, while it lives (see
+/// [`Pressure::held_back`]).
+#[derive(Debug)]
+pub struct HeldBack<'a>(&'a Pressure);
+
+impl Drop for HeldBack<'_> {
+    fn drop(&mut self) {
+        self.0.held_back.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The width after `reading` at width `now`: halved when busy; one wider when calm and
+/// background work `wanted` more; kept otherwise; always within
+/// [`LEAST_WIDTH`]..=[`FULL_WIDTH`].
+pub fn next_width(now: usize, reading: Reading, wanted: bool) -> usize {
+    let next = if reading.busy() {
         now / 2
-    } else if lag < CALM_LAG {
+    } else if reading.calm() && wanted {
         now + 1
     } else {
         now
@@ -91,10 +168,84 @@ pub fn next_width(now: usize, lag: Duration) -> usize {
     next.clamp(LEAST_WIDTH, FULL_WIDTH)
 }
 
-/// Reads the runtime's lag every [`PROBE_EVERY`] into `pressure` (and tells `on_change` of the
-/// width at the start and of each new one) until `stop` turns true.
+/// The kernel's running total of time in which some thread waited for a CPU (pressure stall
+/// information): for this process's cgroup where it has its own, else for the whole system.
+pub struct CpuStall {
+    file: std::fs::File,
+    /// The total and when it was read, at the last reading.
+    last: Option<(std::time::Instant, Duration)>,
+}
+
+impl CpuStall {
+    /// Opens this node's count, or answers `None` where the kernel keeps none.
+    pub fn of_this_node() -> Option<Self> {
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|groups| cgroup_v2_path(&groups).map(str::to_string))
+            .map(|path| format!("/sys/fs/cgroup{path}/cpu.pressure"));
+        let file = own
+            .and_then(|path| std::fs::File::open(path).ok())
+            .or_else(|| std::fs::File::open("/proc/pressure/cpu").ok())?;
+        Some(Self { file, last: None })
+    }
+
+    /// The share of the time since the last call in which some thread waited for a CPU (0 on
+    /// the first call, or when the count cannot be read). A read of a kernel file: a few
+    /// microseconds, never a wait on a disk.
+    fn share_since_last(&mut self) -> f64 {
+        let now = std::time::Instant::now();
+        let Some(total) = self.read_total() else {
+            return 0.0;
+        };
+        let share = self.last.map_or(0.0, |(at, before)| {
+            let period = now.duration_since(at).as_secs_f64();
+            if period > 0.0 {
+                total.saturating_sub(before).as_secs_f64() / period
+            } else {
+                0.0
+            }
+        });
+        self.last = Some((now, total));
+        share
+    }
+
+    fn read_total(&mut self) -> Option<Duration> {
+        let mut text = String::with_capacity(STALL_FILE_SIZE);
+        self.file.rewind().ok()?;
+        self.file.read_to_string(&mut text).ok()?;
+        some_total(&text)
+    }
+}
+
+/// Room for a pressure file (two lines of about 70 characters).
+const STALL_FILE_SIZE: usize = 256;
+
+/// The cgroup (v2) this process is in, from `/proc/self/cgroup`; `None` at the root (where the
+/// system's own count is the one) or without cgroup v2.
+fn cgroup_v2_path(groups: &str) -> Option<&str> {
+    groups
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .filter(|path| *path != "/")
+}
+
+/// The `some` line's `total=` (microseconds) of a pressure file.
+fn some_total(text: &str) -> Option<Duration> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    let micros = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("total="))?
+        .parse()
+        .ok()?;
+    Some(Duration::from_micros(micros))
+}
+
+/// Reads the runtime's lag (and the node's CPU stall, from `stall` when there is one) every
+/// [`PROBE_EVERY`] into `pressure`, and tells `on_change` of the width at the start and of each
+/// new one, until `stop` turns true.
 pub async fn probe(
     pressure: &Pressure,
+    mut stall: Option<CpuStall>,
     on_change: impl Fn(usize),
     mut stop: watch::Receiver<bool>,
 ) {
@@ -107,7 +258,12 @@ pub async fn probe(
             _ = stop.changed() => break,
             due = every.tick() => {
                 let before = pressure.width();
-                let after = pressure.observe(Instant::now().saturating_duration_since(due));
+                let reading = Reading {
+                    lag: Instant::now().saturating_duration_since(due),
+                    stall: stall.as_mut().map_or(0.0, CpuStall::share_since_last),
+                    serving: pressure.served_since_last(),
+                };
+                let after = pressure.observe(reading);
                 if after != before {
                     on_change(after);
                 }
@@ -120,8 +276,20 @@ pub async fn probe(
 mod tests {
     use super::*;
 
-    const BUSY: Duration = BUSY_LAG;
-    const CALM: Duration = Duration::from_micros(500);
+    const BUSY: Reading = lagging(BUSY_LAG);
+    const CALM: Reading = lagging(Duration::from_micros(500));
+
+    const fn lagging(lag: Duration) -> Reading {
+        Reading {
+            lag,
+            stall: 0.0,
+            serving: true,
+        }
+    }
+
+    fn stalled(stall: f64) -> Reading {
+        Reading { stall, ..CALM }
+    }
 
     #[test]
     fn a_busy_node_halves_the_width_down_to_the_least() {
@@ -132,25 +300,75 @@ mod tests {
     }
 
     #[test]
-    fn a_calm_node_widens_one_step_at_a_time_up_to_full() {
+    fn a_calm_node_widens_one_step_at_a_time_up_to_full_while_more_is_due() {
         let pressure = Pressure::default();
         for _ in 0..5 {
             pressure.observe(BUSY);
         }
+        assert_eq!(pressure.observe(CALM), LEAST_WIDTH, "nothing held back");
+        let held = pressure.held_back();
         assert_eq!(pressure.observe(CALM), LEAST_WIDTH + 1);
         assert_eq!(pressure.observe(CALM), LEAST_WIDTH + 2);
         for _ in 0..FULL_WIDTH {
             pressure.observe(CALM);
         }
         assert_eq!(pressure.width(), FULL_WIDTH);
+        drop(held);
+        pressure.observe(BUSY);
+        assert_eq!(
+            pressure.observe(CALM),
+            FULL_WIDTH / 2,
+            "held back no longer"
+        );
     }
 
     #[test]
     fn a_lag_between_calm_and_busy_keeps_the_width() {
-        assert_eq!(next_width(10, CALM_LAG), 10);
-        assert_eq!(next_width(10, BUSY_LAG - Duration::from_micros(1)), 10);
-        assert_eq!(next_width(10, BUSY_LAG), 5);
-        assert_eq!(next_width(10, CALM_LAG - Duration::from_micros(1)), 11);
+        let micro = Duration::from_micros(1);
+        assert_eq!(next_width(10, lagging(CALM_LAG), true), 10);
+        assert_eq!(next_width(10, lagging(BUSY_LAG - micro), true), 10);
+        assert_eq!(next_width(10, lagging(BUSY_LAG), true), 5);
+        assert_eq!(next_width(10, lagging(BUSY_LAG), false), 5);
+        assert_eq!(next_width(10, lagging(CALM_LAG - micro), true), 11);
+        assert_eq!(next_width(10, lagging(CALM_LAG - micro), false), 10);
+    }
+
+    #[test]
+    fn threads_waiting_for_a_cpu_make_a_node_busy_whatever_its_lag() {
+        assert_eq!(next_width(10, stalled(BUSY_STALL), true), 5);
+        assert_eq!(next_width(10, stalled(BUSY_STALL - 0.01), true), 10);
+        assert_eq!(next_width(10, stalled(CALM_STALL), true), 10);
+        assert_eq!(next_width(10, stalled(CALM_STALL - 0.01), true), 11);
+    }
+
+    #[test]
+    fn without_requests_the_node_is_background_works_whatever_its_load() {
+        let idle = |r: Reading| Reading {
+            serving: false,
+            ..r
+        };
+        assert_eq!(next_width(10, idle(BUSY), true), 11);
+        assert_eq!(next_width(10, idle(stalled(1.0)), true), 11);
+        assert_eq!(next_width(10, idle(BUSY), false), 10);
+        let pressure = Pressure::default();
+        pressure.request_arrived();
+        assert!(pressure.served_since_last());
+        assert!(!pressure.served_since_last(), "one reading per arrival");
+    }
+
+    #[test]
+    fn the_stall_count_is_read_from_the_kernels_pressure_file() {
+        let file = "some avg10=0.38 avg60=9.24 avg300=16.66 total=294550952\n\
+                    full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(some_total(file), Some(Duration::from_micros(294_550_952)));
+        assert_eq!(some_total("full avg10=0.00 total=5\n"), None);
+        assert_eq!(some_total("some avg10=0.00 total=x\n"), None);
+        assert_eq!(cgroup_v2_path("1:cpu:/\n0::/\n"), None);
+        assert_eq!(
+            cgroup_v2_path("0::/system.slice/wxgate.service\n"),
+            Some("/system.slice/wxgate.service")
+        );
+        assert_eq!(cgroup_v2_path("4:memory:/x\n"), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -159,7 +377,7 @@ mod tests {
         let started = Instant::now();
         pressure.turn().await;
         assert_eq!(started.elapsed(), Duration::ZERO);
-        pressure.observe(CALM_LAG);
+        pressure.observe(lagging(CALM_LAG));
         pressure.turn().await;
         assert_eq!(
             started.elapsed(),
@@ -170,6 +388,7 @@ mod tests {
         pressure.turn().await;
         assert_eq!(started.elapsed(), PROBE_EVERY, "calm at full width");
         pressure.observe(BUSY);
+        let _held = pressure.held_back();
         pressure.observe(CALM);
         assert_eq!(pressure.width(), FULL_WIDTH / 2 + 1);
         pressure.turn().await;
@@ -183,7 +402,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_probe_reads_a_late_wake_up_as_lag_and_stops_when_told() {
+    async fn the_probe_reads_a_late_wake_up_as_lag_while_requests_come_in_and_stops_when_told() {
         let pressure = std::sync::Arc::new(Pressure::default());
         let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
         let (stop_tx, stop) = watch::channel(false);
@@ -192,6 +411,7 @@ mod tests {
             tokio::spawn(async move {
                 probe(
                     &pressure,
+                    None,
                     |w| changed.send(w).expect("the test listens"),
                     stop,
                 )
@@ -205,7 +425,14 @@ mod tests {
         tokio::time::sleep(PROBE_EVERY * 5).await;
         assert_eq!(pressure.width(), FULL_WIDTH);
         // The clock jumps past a tick, as when the runtime's threads were held: the probe
-        // wakes late, and reports the new width (waited for on the paused clock).
+        // wakes late. With no request in, background work has the node: the width stays.
+        tokio::time::advance(PROBE_EVERY + BUSY_LAG).await;
+        let quiet = tokio::time::timeout(PROBE_EVERY, changes.recv()).await;
+        assert!(quiet.is_err(), "no request came in: {quiet:?}");
+        assert_eq!(pressure.width(), FULL_WIDTH);
+        // With a request in, the late wake-up halves the width, and the probe reports it
+        // (waited for on the paused clock).
+        pressure.request_arrived();
         tokio::time::advance(PROBE_EVERY + BUSY_LAG).await;
         let late = tokio::time::timeout(PROBE_EVERY, changes.recv()).await;
         seen.extend(late.ok().flatten());

@@ -89,7 +89,8 @@ impl Application {
             let (gw, stop) = (self.gateway.clone(), stop_rx.clone());
             tokio::spawn(async move {
                 let changed = |width| gw.metrics().background_width(width);
-                crate::pressure::probe(gw.pressure(), changed, stop).await;
+                let stall = crate::pressure::CpuStall::of_this_node();
+                crate::pressure::probe(gw.pressure(), stall, changed, stop).await;
             })
         };
         let checkpoints = tokio::spawn(checkpoints(self.gateway.clone(), stop_rx.clone()));

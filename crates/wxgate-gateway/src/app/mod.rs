@@ -53,6 +53,8 @@ where
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let (mut handled, mut more_due, mut first_error) = (0, true, None);
+    // Held back by the width until nothing more is due or the budget is spent.
+    let mut held = Some(gw.pressure().held_back());
     loop {
         let width = gw.pressure().width();
         let room = width.saturating_sub(tasks.len());
@@ -67,6 +69,9 @@ where
                 }
                 Err(e) => (more_due, first_error) = (false, first_error.or(Some(e))),
             }
+        }
+        if !more_due || started.elapsed() >= ROUND_BUDGET {
+            drop(held.take());
         }
         let Some(done) = tasks.join_next().await else {
             return first_error.map_or(Ok(handled), Err);
@@ -122,4 +127,69 @@ pub fn stored_ids(p: &PaymentRow) -> (MerchantId, PaymentId) {
         MerchantId::stored(p.merchant_id.as_str()),
         PaymentId::stored(p.id.as_str()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::pressure::{LEAST_WIDTH, Reading};
+
+    /// A reading of a node with requests in, neither lagging nor stalled.
+    const CALM: Reading = Reading {
+        lag: Duration::ZERO,
+        stall: 0.0,
+        serving: true,
+    };
+
+    /// Works through `due` items with the width at its least; each item reads the node as
+    /// calm. Answers the width after the round, and after one more calm reading.
+    async fn round_at_least_width(due: usize) -> (usize, usize) {
+        let db = wxgate_store::testing::sqlite();
+        let config = crate::GatewayConfig::new(
+            "sqlite::memory:",
+            crate::secrets::MasterKey::generate(),
+            "http://127.0.0.1",
+        );
+        let gw = Gateway::new(db.store().await, config);
+        let busy = Reading {
+            lag: crate::pressure::BUSY_LAG,
+            ..CALM
+        };
+        while gw.pressure().width() > LEAST_WIDTH {
+            gw.pressure().observe(busy);
+        }
+        let source = Arc::new(Mutex::new((0..due).collect::<Vec<_>>()));
+        let claim = |_gw: Gateway, n: i64| {
+            let source = source.clone();
+            async move {
+                let mut left = source.lock().unwrap();
+                let at = left.len().saturating_sub(n as usize);
+                Ok(left.split_off(at))
+            }
+        };
+        let handled = work_through(&gw, claim, |gw, _item| async move {
+            gw.pressure().observe(CALM);
+            Ok(())
+        })
+        .await
+        .expect("the items succeed");
+        assert_eq!(handled, due);
+        let after_round = gw.pressure().width();
+        (after_round, gw.pressure().observe(CALM))
+    }
+
+    #[tokio::test]
+    async fn a_calm_node_widens_while_more_is_due_than_the_width_lets_run_and_not_after() {
+        let (during, after) = round_at_least_width(12).await;
+        assert!(during > LEAST_WIDTH, "held back, the width grew: {during}");
+        assert_eq!(after, during, "the round is over: nothing is held back");
+    }
+
+    #[tokio::test]
+    async fn a_round_the_width_holds_whole_does_not_widen_it() {
+        let (during, after) = round_at_least_width(1).await;
+        assert_eq!((during, after), (LEAST_WIDTH, LEAST_WIDTH));
+    }
 }

@@ -130,6 +130,12 @@ async fn record(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    if !matches!(
+        route.as_str(),
+        "/health" | "/healthz" | "/readyz" | "/metrics"
+    ) {
+        gw.pressure().request_arrived();
+    }
     let method = request.method().to_string();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
