@@ -169,7 +169,8 @@ pub fn next_width(now: usize, reading: Reading, wanted: bool) -> usize {
 }
 
 /// The kernel's running total of time in which some thread waited for a CPU (pressure stall
-/// information): for this process's cgroup where it has its own, else for the whole system.
+/// information): for this process's cgroup where the kernel keeps one for it, else for the
+/// whole system.
 pub struct CpuStall {
     file: std::fs::File,
     /// The total and when it was read, at the last reading.
@@ -182,7 +183,7 @@ impl CpuStall {
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .ok()
             .and_then(|groups| cgroup_v2_path(&groups).map(str::to_string))
-            .map(|path| format!("/sys/fs/cgroup{path}/cpu.pressure"));
+            .map(|path| format!("/sys/fs/cgroup{}/cpu.pressure", path.trim_end_matches('/')));
         let file = own
             .and_then(|path| std::fs::File::open(path).ok())
             .or_else(|| std::fs::File::open("/proc/pressure/cpu").ok())?;
@@ -220,13 +221,10 @@ impl CpuStall {
 /// Room for a pressure file (two lines of about 70 characters).
 const STALL_FILE_SIZE: usize = 256;
 
-/// The cgroup (v2) this process is in, from `/proc/self/cgroup`; `None` at the root (where the
-/// system's own count is the one) or without cgroup v2.
+/// The cgroup (v2) this process is in, from `/proc/self/cgroup` (`/` in a container's own
+/// cgroup namespace); `None` without cgroup v2.
 fn cgroup_v2_path(groups: &str) -> Option<&str> {
-    groups
-        .lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .filter(|path| *path != "/")
+    groups.lines().find_map(|line| line.strip_prefix("0::"))
 }
 
 /// The `some` line's `total=` (microseconds) of a pressure file.
@@ -363,7 +361,7 @@ mod tests {
         assert_eq!(some_total(file), Some(Duration::from_micros(294_550_952)));
         assert_eq!(some_total("full avg10=0.00 total=5\n"), None);
         assert_eq!(some_total("some avg10=0.00 total=x\n"), None);
-        assert_eq!(cgroup_v2_path("1:cpu:/\n0::/\n"), None);
+        assert_eq!(cgroup_v2_path("1:cpu:/\n0::/\n"), Some("/"));
         assert_eq!(
             cgroup_v2_path("0::/system.slice/wxgate.service\n"),
             Some("/system.slice/wxgate.service")
