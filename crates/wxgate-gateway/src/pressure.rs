@@ -2,17 +2,17 @@
 //! runs many items at once so that WeChat's latency does not bound how fast it drains; but
 //! when the node's CPU is busy, each of those items takes a turn on the same threads as the
 //! requests a merchant or payer is waiting on. So background work follows how busy the node
-//! is, while requests are coming in: a probe reads, every [`PROBE_EVERY`], how late the runtime woke it (the lag every task
-//! meets before it runs) and, where the kernel keeps it (Linux's pressure stall information),
-//! for how much of that time some thread on the node waited for a CPU (which the runtime's lag
-//! alone does not show when other processes on the node take the cores). While either is
-//! high, background work narrows (its width halves at each busy reading) and starts its items
-//! one per [`PROBE_EVERY`] instead of all at once; when both are low it widens a step at a
-//! time, but only while more is due than the width lets run (a width nobody fills says
-//! nothing about whether a wider one would keep the node calm). So a wave of background work
-//! that comes due after a quiet spell starts at the width the last one ended at, not in a
-//! burst at full width. While no request comes in, the node is background work's alone, and
-//! it widens whatever the lag (one node syncing a backlog may use all its cores).
+//! is while requests come in. A probe reads, every [`PROBE_EVERY`], how late the runtime woke
+//! it (the lag every task meets before it runs) and, where the kernel keeps it (Linux's
+//! pressure stall information), for how much of that time some thread on the node waited for
+//! a CPU (which the lag alone does not show when other processes on the node take the cores).
+//! While either is high, background work narrows (its width halves at each busy reading) and
+//! starts its items one per [`PROBE_EVERY`] instead of all at once. When both are low it
+//! widens a step at a time, but only while more is due than the width lets run (a width nobody
+//! fills says nothing about whether a wider one would keep the node calm), so a wave of
+//! background work that comes due after a quiet spell starts at the width the last one ended
+//! at, not in a burst at full width. While no request comes in, the node is background work's
+//! alone: it widens whatever the lag (a node syncing a backlog may use all its cores).
 //!
 //! Against WeChat's real latency an item mostly waits on the network, the CPU stays idle and
 //! background work keeps its full width; on a busy node, requests meet at most a few
@@ -46,7 +46,7 @@ pub const BUSY_STALL: f64 = 0.3;
 pub const CALM_STALL: f64 = 0.15;
 
 /// One reading of the probe.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Reading {
     /// How late the runtime woke the probe.
     pub lag: Duration,

@@ -177,7 +177,9 @@ mod tests {
         .expect("the items succeed");
         assert_eq!(handled, due);
         let after_round = gw.pressure().width();
-        (after_round, gw.pressure().observe(CALM))
+        let widths = (after_round, gw.pressure().observe(CALM));
+        db.cleanup().await;
+        widths
     }
 
     #[tokio::test]

@@ -120,6 +120,10 @@ pub(crate) async fn request_id(request: Request, next: Next) -> Response {
     response
 }
 
+/// Routes nobody waits on (health checks and metrics scrapes): they do not make background
+/// work yield (see [`crate::pressure`]).
+const UNWAITED_ROUTES: [&str; 4] = ["/health", "/healthz", "/readyz", "/metrics"];
+
 /// Counts every routed request by its route pattern (never its ids), method and status.
 async fn record(
     axum::extract::State(gw): axum::extract::State<Gateway>,
@@ -130,10 +134,7 @@ async fn record(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    if !matches!(
-        route.as_str(),
-        "/health" | "/healthz" | "/readyz" | "/metrics"
-    ) {
+    if !UNWAITED_ROUTES.contains(&route.as_str()) {
         gw.pressure().request_arrived();
     }
     let method = request.method().to_string();
