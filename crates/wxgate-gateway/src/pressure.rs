@@ -175,6 +175,8 @@ pub struct CpuStall {
     file: std::fs::File,
     /// The total and when it was read, at the last reading.
     last: Option<(std::time::Instant, Duration)>,
+    /// The file's text at the last reading.
+    text: String,
 }
 
 impl CpuStall {
@@ -187,7 +189,11 @@ impl CpuStall {
         let file = own
             .and_then(|path| std::fs::File::open(path).ok())
             .or_else(|| std::fs::File::open("/proc/pressure/cpu").ok())?;
-        Some(Self { file, last: None })
+        Some(Self {
+            file,
+            last: None,
+            text: String::with_capacity(STALL_FILE_SIZE),
+        })
     }
 
     /// The share of the time since the last call in which some thread waited for a CPU (0 on
@@ -198,23 +204,22 @@ impl CpuStall {
         let Some(total) = self.read_total() else {
             return 0.0;
         };
-        let share = self.last.map_or(0.0, |(at, before)| {
-            let period = now.duration_since(at).as_secs_f64();
-            if period > 0.0 {
-                total.saturating_sub(before).as_secs_f64() / period
-            } else {
-                0.0
+        let share = match self.last {
+            Some((at, before)) if now > at => {
+                total.saturating_sub(before).as_secs_f64() / now.duration_since(at).as_secs_f64()
             }
-        });
+            _ => 0.0,
+        };
         self.last = Some((now, total));
         share
     }
 
+    /// Reads the file again into the buffer kept for it (no allocation per reading).
     fn read_total(&mut self) -> Option<Duration> {
-        let mut text = String::with_capacity(STALL_FILE_SIZE);
+        self.text.clear();
         self.file.rewind().ok()?;
-        self.file.read_to_string(&mut text).ok()?;
-        some_total(&text)
+        self.file.read_to_string(&mut self.text).ok()?;
+        some_total(&self.text)
     }
 }
 

@@ -347,13 +347,7 @@ async fn duplicate_forged_and_mismatched_callbacks_change_nothing(t: TestGateway
     assert_eq!(t.get(&real_id).await["status"], "pending", "never applied");
     // The counter moves just after the row is written: read it until it has.
     let counted = r#"wxgate_quarantined_total{object="payment"} 1"#;
-    let mut metrics = t.metrics().await;
-    for _ in 0..1000 {
-        if metrics.contains(counted) {
-            break;
-        }
-        metrics = t.metrics().await;
-    }
+    let metrics = t.wait_metrics(|m| m.contains(counted)).await;
     assert!(metrics.contains(counted), "{metrics}");
 }
 

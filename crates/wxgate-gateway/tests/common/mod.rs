@@ -128,6 +128,19 @@ impl TestGateway {
         res.await.unwrap().text().await.unwrap()
     }
 
+    /// Reads `/metrics` until `done` holds for it (each read a round trip that lets the
+    /// gateway's tasks run), at most 1,000 times; the last exposition read.
+    pub async fn wait_metrics(&self, done: impl Fn(&str) -> bool) -> String {
+        let mut metrics = self.metrics().await;
+        for _ in 0..1000 {
+            if done(&metrics) {
+                break;
+            }
+            metrics = self.metrics().await;
+        }
+        metrics
+    }
+
     /// Stops the application as a signal would and waits until it has stopped; whether it
     /// stopped cleanly.
     pub async fn stop(&self) -> bool {
