@@ -25,7 +25,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use crate::batch::{Batch, Statement, Value, in_one_statement, one_by_one};
 use crate::column_index::ColumnIndex;
 use crate::columns::{Gather, IndexedRow};
-use crate::{Checkpoint, Readers, Result, Store, StoreError, Writing};
+use crate::{Checkpoint, LOG_START_OVER_PAGES, Readers, Result, Store, StoreError, Writing};
 
 /// How many idle direct readers are kept open; more are opened while more read at once.
 const READERS_IDLE_MAX: usize = 4;
@@ -133,14 +133,35 @@ impl Store {
     /// node does this every 250 ms, so that commits never wait for it, and a machine that
     /// stops loses at most the commits of that moment: `synchronous = NORMAL` syncs the log
     /// at a checkpoint, not at a commit. `None` on PostgreSQL and on an in-memory database.
+    ///
+    /// The log starts over at the first commit after a checkpoint has copied all of it; under
+    /// a steady stream of commits one always lands while the copy runs, so it never does, and
+    /// it would grow to the backstop (`wal_autocheckpoint`), where each commit runs a
+    /// checkpoint itself and waits for the disk on the thread that called it. So once the log
+    /// holds [`LOG_START_OVER_PAGES`], the checkpoint copies what came in meanwhile, and syncs
+    /// the log and the database file, with the writer's turn held (on its own thread: writes
+    /// wait for their turn meanwhile without holding one).
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>> {
         let Some(readers) = self.readers.clone() else {
             return Ok(None);
         };
-        tokio::task::spawn_blocking(move || readers.checkpoint())
-            .await
-            .map_err(|_| sqlx::Error::WorkerCrashed)?
-            .map(Some)
+        let turn = self.sole.clone();
+        tokio::task::spawn_blocking(move || {
+            let copied = readers.checkpoint()?;
+            if copied.log < LOG_START_OVER_PAGES {
+                return Ok(Some(copied));
+            }
+            let Some(turn) = turn else {
+                return Ok(Some(copied));
+            };
+            let held = turn.blocking_lock();
+            if held.is_none() {
+                return Ok(Some(copied));
+            }
+            readers.checkpoint().map(Some)
+        })
+        .await
+        .map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 
     /// What `G` gathers from the rows `sql` answers for `params`: read on a direct reader when

@@ -234,6 +234,10 @@ pub const IDEMPOTENCY_LOCK_MS: i64 = 60_000;
 /// How long a claim on background work lasts before another node may take it over.
 pub const CLAIM_LEASE_MS: i64 = 60_000;
 
+/// How large the SQLite log may grow (in pages of 4 KiB: 4 MiB, SQLite's own default for
+/// `wal_autocheckpoint`) before a checkpoint makes sure it starts over (`Store::checkpoint`).
+pub const LOG_START_OVER_PAGES: i64 = 1000;
+
 /// How many connections the store's one PostgreSQL pool holds at most.
 pub const POSTGRES_CONNECTIONS: u32 = 16;
 

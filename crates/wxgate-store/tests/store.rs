@@ -40,6 +40,7 @@ on_both!(
     door_tokens_live_until_they_expire,
     a_write_that_goes_away_midway_leaves_the_writer_whole,
     the_log_is_copied_into_the_database_by_the_checkpoint,
+    a_log_written_to_without_pause_still_starts_over,
 );
 
 mod simulation;
@@ -234,6 +235,47 @@ mod checks {
         let next = store.checkpoint().await.unwrap().expect("the same file");
         assert!(next.copied > 0 && next.copied == next.log, "{next:?}");
         assert!(store.payment("mch_a", "pay_last").await.unwrap().is_some());
+    }
+
+    /// A commit lands while almost every checkpoint of a busy log copies it, so the log would
+    /// not start over by itself. Once it holds `LOG_START_OVER_PAGES`, the checkpoint ends
+    /// with the writer's turn held, and the commit after it starts the log over.
+    pub async fn a_log_written_to_without_pause_still_starts_over(store: Store) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        store.insert_merchant(&merchant("mch_a")).await.unwrap();
+        if store.checkpoint().await.unwrap().is_none() {
+            assert_eq!(store.backend(), Backend::Postgres);
+            return;
+        }
+        let writing = Arc::new(AtomicBool::new(true));
+        let writer = tokio::spawn({
+            let (store, writing) = (store.clone(), writing.clone());
+            async move {
+                let mut i = 0;
+                while writing.load(Ordering::Relaxed) {
+                    let order = format!("order{i}");
+                    let p = payment(&format!("pay_{i}"), "mch_a", &order, i);
+                    store.insert_payment(&p).await.unwrap();
+                    i += 1;
+                }
+            }
+        });
+        let mut full = None;
+        for _ in 0..1_000_000 {
+            let copied = store.checkpoint().await.unwrap().expect("a file");
+            if copied.log >= LOG_START_OVER_PAGES {
+                full = Some(copied);
+                break;
+            }
+        }
+        let full = full.expect("the log grew");
+        let next = store.checkpoint().await.unwrap().expect("a file");
+        writing.store(false, Ordering::Relaxed);
+        writer.await.unwrap();
+        assert!(
+            next.log < full.log,
+            "the log went on: {full:?}, then {next:?}"
+        );
     }
 
     /// On SQLite's one writer connection, a transaction can be started: none is open. (Its
