@@ -148,17 +148,15 @@ impl Store {
         let turn = self.sole.clone();
         tokio::task::spawn_blocking(move || {
             let copied = readers.checkpoint()?;
-            if copied.log < LOG_START_OVER_PAGES {
-                return Ok(Some(copied));
-            }
-            let Some(turn) = turn else {
-                return Ok(Some(copied));
+            let held = match &turn {
+                Some(turn) if copied.log >= LOG_START_OVER_PAGES => turn.blocking_lock(),
+                _ => return Ok(Some(copied)),
             };
-            let held = turn.blocking_lock();
-            if held.is_none() {
-                return Ok(Some(copied));
+            // A closed store (`None` inside) writes no more.
+            match *held {
+                Some(_) => readers.checkpoint().map(Some),
+                None => Ok(Some(copied)),
             }
-            readers.checkpoint().map(Some)
         })
         .await
         .map_err(|_| sqlx::Error::WorkerCrashed)?
