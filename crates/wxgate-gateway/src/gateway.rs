@@ -212,7 +212,7 @@ pub async fn warn_of_database_settings(store: &Store) -> anyhow::Result<()> {
     if store.autovacuum_off().await? {
         tracing::warn!(
             "PostgreSQL runs with autovacuum off: its tables get no statistics and keep their dead rows, \
-             so claiming the payments due for a status sync reads every pending one; \
+             so every status sync and every read walks past more dead index entries as payments change; \
              turn autovacuum on, or run VACUUM ANALYZE regularly"
         );
     }

@@ -36,8 +36,9 @@ impl Store {
     }
 
     /// Whether the PostgreSQL server runs without autovacuum (never on SQLite). Without it
-    /// the tables have no statistics and keep their dead rows, and the planner reads every
-    /// pending payment to claim the next few due for sync (docs/BENCHMARKS.md).
+    /// the tables have no statistics and keep their dead rows: each status sync leaves a dead
+    /// entry in the index of pending payments, which every later claim walks past
+    /// (docs/BENCHMARKS.md).
     pub async fn autovacuum_off(&self) -> Result<bool> {
         if self.backend != Backend::Postgres {
             return Ok(false);
