@@ -6,14 +6,7 @@ use crate::batch::Batch;
 impl Store {
     /// Claims up to `limit` pending payments whose sync is due, for `CLAIM_LEASE_MS`.
     pub async fn claim_due_syncs(&self, now: i64, limit: i64) -> Result<Vec<PaymentRow>> {
-        let select = format!(
-            "SELECT id FROM payments WHERE status = 'pending' AND sync_due_at <= $2 \
-             AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3{}",
-            self.skip_locked()
-        );
-        let sql =
-            format!("UPDATE payments SET claimed_until = $1 WHERE id IN ({select}) RETURNING *");
-        Ok(sqlx::query_as::<_, PaymentRow>(&sql)
+        Ok(sqlx::query_as::<_, PaymentRow>(&self.claim_due_syncs_sql())
             .bind(now + CLAIM_LEASE_MS)
             .bind(now)
             .bind(limit)
@@ -37,5 +30,16 @@ impl Store {
         );
         self.write().await?.atomically(batch).await?;
         Ok(())
+    }
+
+    /// The claim: up to `$3` pending payments due at `$2`, leased until `$1`, answered whole.
+    /// It reads the index of pending payments by due time (migration 0015).
+    pub(crate) fn claim_due_syncs_sql(&self) -> String {
+        let select = format!(
+            "SELECT id FROM payments WHERE status = 'pending' AND sync_due_at <= $2 \
+             AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3{}",
+            self.skip_locked()
+        );
+        format!("UPDATE payments SET claimed_until = $1 WHERE id IN ({select}) RETURNING *")
     }
 }

@@ -135,6 +135,26 @@ impl Store {
         Ok(())
     }
 
+    /// How the database plans the status sync's claim, one step a line: PostgreSQL's
+    /// `EXPLAIN`, SQLite's `EXPLAIN QUERY PLAN`.
+    pub async fn claim_plan_for_test(&self) -> crate::Result<String> {
+        let (explain, column) = match self.backend {
+            crate::Backend::Postgres => ("EXPLAIN", 0),
+            crate::Backend::Sqlite => ("EXPLAIN QUERY PLAN", 3),
+        };
+        let sql = format!("{explain} {}", self.claim_due_syncs_sql());
+        let rows = sqlx::query(&sql)
+            .bind(2_i64)
+            .bind(1_i64)
+            .bind(2_i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let steps = rows
+            .iter()
+            .map(|row| sqlx::Row::try_get::<String, _>(row, column));
+        Ok(steps.collect::<Result<Vec<_>, _>>()?.join("\n"))
+    }
+
     /// Loads a merchant's history of paid payments and succeeded refunds in one transaction,
     /// for load tests of what reads them (reconciliation); the ledger is not posted.
     pub async fn seed_paid_payments(
