@@ -208,19 +208,26 @@ impl Store {
 
     /// Claims up to `limit` pending (or abnormal) refunds whose submission or query is due.
     pub async fn claim_due_refunds(&self, now: i64, limit: i64) -> Result<Vec<RefundRow>> {
+        Ok(
+            sqlx::query_as::<_, RefundRow>(&self.claim_due_refunds_sql())
+                .bind(now + CLAIM_LEASE_MS)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *self.write().await?)
+                .await?,
+        )
+    }
+
+    /// The claim: up to `$3` open refunds due at `$2`, leased until `$1`. Its condition is the
+    /// one the index of open refunds is made under (migration 0016), so it reads that index.
+    pub(crate) fn claim_due_refunds_sql(&self) -> String {
         let lock = self.skip_locked();
-        let sql = format!(
+        format!(
             "UPDATE refunds SET claimed_until = $1 WHERE id IN (SELECT id FROM refunds \
              WHERE status IN ('pending', 'abnormal') AND sync_due_at <= $2 \
              AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3{lock}) \
              RETURNING *"
-        );
-        Ok(sqlx::query_as::<_, RefundRow>(&sql)
-            .bind(now + CLAIM_LEASE_MS)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *self.write().await?)
-            .await?)
+        )
     }
 
     /// Paid-after-close payments of merchants whose policy is to refund them, not yet refunded.

@@ -135,15 +135,23 @@ impl Store {
         Ok(())
     }
 
-    /// How the database plans the status sync's claim, one step a line: PostgreSQL's
-    /// `EXPLAIN`, SQLite's `EXPLAIN QUERY PLAN`.
-    pub async fn claim_plan_for_test(&self) -> crate::Result<String> {
+    /// How the database plans each background claim (payments, refunds, payouts, in that
+    /// order), one step a line: PostgreSQL's `EXPLAIN`, SQLite's `EXPLAIN QUERY PLAN`.
+    pub async fn claim_plans_for_test(&self) -> crate::Result<[String; 3]> {
+        Ok([
+            self.plan_for_test(&self.claim_due_syncs_sql()).await?,
+            self.plan_for_test(&self.claim_due_refunds_sql()).await?,
+            self.plan_for_test(&self.claim_due_payouts_sql()).await?,
+        ])
+    }
+
+    /// How the database plans `sql`, a claim with its three numbers bound.
+    async fn plan_for_test(&self, sql: &str) -> crate::Result<String> {
         let (explain, column) = match self.backend {
             crate::Backend::Postgres => ("EXPLAIN", 0),
             crate::Backend::Sqlite => ("EXPLAIN QUERY PLAN", 3),
         };
-        let sql = format!("{explain} {}", self.claim_due_syncs_sql());
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&format!("{explain} {sql}"))
             .bind(2_i64)
             .bind(1_i64)
             .bind(2_i64)

@@ -41,7 +41,7 @@ on_both!(
     a_write_that_goes_away_midway_leaves_the_writer_whole,
     the_log_is_copied_into_the_database_by_the_checkpoint,
     a_log_written_to_without_pause_still_starts_over,
-    the_sync_claim_reads_the_index_of_pending_payments,
+    each_claim_reads_the_index_of_its_open_rows,
 );
 
 mod simulation;
@@ -351,12 +351,19 @@ mod checks {
         }
     }
 
-    /// The status sync's claim reads the index of pending payments by due time, on a new
-    /// database whose tables have no statistics yet; neither a scan of every payment nor the
-    /// old index of every payment's due time.
-    pub async fn the_sync_claim_reads_the_index_of_pending_payments(store: Store) {
-        let plan = store.claim_plan_for_test().await.unwrap();
-        assert!(plan.contains("payments_pending_sync_due"), "{plan}");
+    /// Each background claim (payments, refunds, payouts) reads the index of its open rows by
+    /// due time, on a new database whose tables have no statistics yet: neither a scan of
+    /// every row nor an index of every row's due time.
+    pub async fn each_claim_reads_the_index_of_its_open_rows(store: Store) {
+        let plans = store.claim_plans_for_test().await.unwrap();
+        let indexes = [
+            "payments_pending_sync_due",
+            "refunds_open_sync_due",
+            "payouts_open_sync_due",
+        ];
+        for (plan, index) in plans.iter().zip(indexes) {
+            assert!(plan.contains(index), "{index}: {plan}");
+        }
     }
 
     pub async fn migrations_are_current(store: Store) {
