@@ -253,26 +253,13 @@ impl Store {
 
     /// Claims up to `limit` open payouts whose sending or query is due.
     pub async fn claim_due_payouts(&self, now: i64, limit: i64) -> Result<Vec<PayoutRow>> {
-        Ok(
-            sqlx::query_as::<_, PayoutRow>(&self.claim_due_payouts_sql())
-                .bind(now + CLAIM_LEASE_MS)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(&mut *self.write().await?)
-                .await?,
-        )
+        self.claim_rows(&self.claim_due_payouts_sql(), now, limit)
+            .await
     }
 
-    /// The claim: up to `$3` open payouts due at `$2`, leased until `$1`. Its condition is the
-    /// one the index of open payouts is made under (migration 0016), so it reads that index.
+    /// The claim: up to `$3` open payouts due at `$2`, leased until `$1`.
     pub(crate) fn claim_due_payouts_sql(&self) -> String {
-        let lock = self.skip_locked();
-        format!(
-            "UPDATE payouts SET claimed_until = $1 WHERE id IN (SELECT id FROM payouts \
-             WHERE status IN {OPEN} AND sync_due_at <= $2 \
-             AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3{lock}) \
-             RETURNING *"
-        )
+        self.claim_sql("payouts", &format!("status IN {OPEN}"))
     }
 
     /// Claims one payout that can still be cancelled for this request (a cancel), unless

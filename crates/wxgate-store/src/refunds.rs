@@ -12,8 +12,8 @@ use crate::batch::Batch;
 use crate::outbox::push_event;
 use crate::payments::{check_money, transition_statements};
 use crate::{
-    CLAIM_LEASE_MS, EventRow, PaymentRow, RefundFacts, RefundNote, RefundRow,
-    RefundTransitionOutcome, ReserveOutcome, Result, Store, StoreError, TransitionFacts,
+    EventRow, PaymentRow, RefundFacts, RefundNote, RefundRow, RefundTransitionOutcome,
+    ReserveOutcome, Result, Store, StoreError, TransitionFacts,
 };
 
 impl Store {
@@ -208,26 +208,13 @@ impl Store {
 
     /// Claims up to `limit` pending (or abnormal) refunds whose submission or query is due.
     pub async fn claim_due_refunds(&self, now: i64, limit: i64) -> Result<Vec<RefundRow>> {
-        Ok(
-            sqlx::query_as::<_, RefundRow>(&self.claim_due_refunds_sql())
-                .bind(now + CLAIM_LEASE_MS)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(&mut *self.write().await?)
-                .await?,
-        )
+        self.claim_rows(&self.claim_due_refunds_sql(), now, limit)
+            .await
     }
 
-    /// The claim: up to `$3` open refunds due at `$2`, leased until `$1`. Its condition is the
-    /// one the index of open refunds is made under (migration 0016), so it reads that index.
+    /// The claim: up to `$3` open refunds due at `$2`, leased until `$1`.
     pub(crate) fn claim_due_refunds_sql(&self) -> String {
-        let lock = self.skip_locked();
-        format!(
-            "UPDATE refunds SET claimed_until = $1 WHERE id IN (SELECT id FROM refunds \
-             WHERE status IN ('pending', 'abnormal') AND sync_due_at <= $2 \
-             AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY sync_due_at LIMIT $3{lock}) \
-             RETURNING *"
-        )
+        self.claim_sql("refunds", "status IN ('pending', 'abnormal')")
     }
 
     /// Paid-after-close payments of merchants whose policy is to refund them, not yet refunded.
