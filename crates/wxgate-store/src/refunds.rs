@@ -16,6 +16,10 @@ use crate::{
     ReserveOutcome, Result, Store, StoreError, TransitionFacts,
 };
 
+/// The statuses of a refund still open: submitted or queried by its sync. The index the claim
+/// reads is made under this condition (migration 0016).
+const OPEN: &str = "('pending', 'abnormal')";
+
 impl Store {
     /// Writes a new refund and reserves its amount on the payment, in one transaction and only
     /// if WeChat's rules allow it given every refund made so far, so that concurrent refunds
@@ -117,12 +121,12 @@ impl Store {
     /// Releases any claim. A refund that is no longer pending (a callback settled it
     /// meanwhile) is left as it is.
     pub async fn note_refund_attempt(&self, id: &str, note: &RefundNote<'_>) -> Result<()> {
-        sqlx::query(
+        sqlx::query(&format!(
             "UPDATE refunds SET submitted = CASE WHEN $1 = 1 THEN 1 ELSE submitted END, \
              wechat_refund_id = COALESCE(wechat_refund_id, $2), last_error = $3, \
              sync_due_at = $4, sync_attempts = $5, \
-             claimed_until = NULL, updated_at = $6 WHERE id = $7 AND status IN ('pending', 'abnormal')",
-        )
+             claimed_until = NULL, updated_at = $6 WHERE id = $7 AND status IN {OPEN}",
+        ))
         .bind(i64::from(note.submitted))
         .bind(note.wechat_refund_id)
         .bind(note.last_error)
@@ -214,7 +218,7 @@ impl Store {
 
     /// The claim: up to `$3` open refunds due at `$2`, leased until `$1`.
     pub(crate) fn claim_due_refunds_sql(&self) -> String {
-        self.claim_sql("refunds", "status IN ('pending', 'abnormal')")
+        self.claim_sql("refunds", &format!("status IN {OPEN}"))
     }
 
     /// Paid-after-close payments of merchants whose policy is to refund them, not yet refunded.

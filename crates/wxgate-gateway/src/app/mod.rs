@@ -53,12 +53,14 @@ where
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let (mut handled, mut more_due, mut first_error) = (0, true, None);
-    // Held back by the width until nothing more is due or the budget is spent.
+    // The round claims again while more is due and its budget lasts; until then it counts as
+    // held back by the width.
+    let claims_again = |more_due: bool| more_due && started.elapsed() < ROUND_BUDGET;
     let mut held = Some(gw.pressure().held_back());
     loop {
         let width = gw.pressure().width();
         let room = width.saturating_sub(tasks.len());
-        if more_due && room >= claim_at_least(width) && started.elapsed() < ROUND_BUDGET {
+        if claims_again(more_due) && room >= claim_at_least(width) {
             match claim(gw.clone(), room as i64).await {
                 Ok(batch) => {
                     more_due = batch.len() == room;
@@ -70,7 +72,7 @@ where
                 Err(e) => (more_due, first_error) = (false, first_error.or(Some(e))),
             }
         }
-        if !more_due || started.elapsed() >= ROUND_BUDGET {
+        if !claims_again(more_due) {
             drop(held.take());
         }
         let Some(done) = tasks.join_next().await else {
@@ -148,7 +150,7 @@ mod tests {
     async fn round_at_least_width(due: usize) -> (usize, usize) {
         let db = wxgate_store::testing::sqlite();
         let config = crate::GatewayConfig::new(
-            "sqlite::memory:",
+            &db.url,
             crate::secrets::MasterKey::generate(),
             "http://127.0.0.1",
         );
