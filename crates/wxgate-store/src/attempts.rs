@@ -7,12 +7,20 @@
 use wxgate_domain::Integration;
 use wxgate_domain::payment::{ATTEMPTS_PER_PAYMENT_MAX, AttemptStatus, attempt_out_trade_no};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Value};
 use crate::outbox::push_event;
 use crate::payments::insert_attempt;
 use crate::{
     AttemptStart, EventRow, PaymentAttemptRow, PaymentRow, RefundRow, Result, Store, StoreError,
 };
+
+/// An attempt's credential, by the attempt's primary key (`$3` its merchant).
+pub(crate) const ATTEMPT_CREDENTIAL_SQL: &str = "UPDATE payment_attempts SET wechat_credential = $1, \
+     updated_at = $2 WHERE merchant_id = $3 AND out_trade_no = $4";
+
+/// A payment's credential (`$3` its id) while `$4` is its current order.
+pub(crate) const PAYMENT_CREDENTIAL_SQL: &str = "UPDATE payments SET wechat_credential = $1, \
+     updated_at = $2 WHERE id = $3 AND out_trade_no = $4";
 
 impl Store {
     /// Starts a new attempt of a pending payment with `integration` and makes it the current
@@ -112,31 +120,33 @@ impl Store {
         Ok(Some((attempt, payment)))
     }
 
-    /// Records what WeChat answered to an attempt's prepay; it is also the payment's credential
-    /// while the attempt is the current one.
+    /// Records what WeChat answered to an attempt's prepay (the attempt `out_trade_no` of
+    /// payment `payment_id`); it is also the payment's credential while the attempt is the
+    /// current one.
+    ///
+    /// Each row is found by a key only one index has: the attempt by its primary key, the
+    /// payment by its id. A condition on the payment's merchant too would let PostgreSQL plan
+    /// the merchant's `(merchant_id, created_at)` index, which costs the same on a new, empty
+    /// table, and keep that plan: a scan of every payment of the merchant at each create.
     pub async fn set_attempt_credential(
         &self,
         merchant_id: &str,
+        payment_id: &str,
         out_trade_no: &str,
         credential: &str,
         now: i64,
     ) -> Result<()> {
-        // The attempt's own row, and the payment's while the attempt is its current order.
         let mut batch = Batch::default();
-        for table in ["payment_attempts", "payments"] {
-            batch.push(
-                format!(
-                    "UPDATE {table} SET wechat_credential = $1, updated_at = $2 \
-                     WHERE merchant_id = $3 AND out_trade_no = $4"
-                ),
-                vec![
-                    credential.into(),
-                    now.into(),
-                    merchant_id.into(),
-                    out_trade_no.into(),
-                ],
-            );
-        }
+        let values = |key: &str| -> Vec<Value> {
+            vec![
+                credential.into(),
+                now.into(),
+                key.into(),
+                out_trade_no.into(),
+            ]
+        };
+        batch.push(ATTEMPT_CREDENTIAL_SQL, values(merchant_id));
+        batch.push(PAYMENT_CREDENTIAL_SQL, values(payment_id));
         self.write().await?.atomically(batch).await?;
         Ok(())
     }

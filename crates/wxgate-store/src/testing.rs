@@ -136,31 +136,74 @@ impl Store {
     }
 
     /// How the database plans each background claim (payments, refunds, payouts, in that
-    /// order), one step a line: PostgreSQL's `EXPLAIN`, SQLite's `EXPLAIN QUERY PLAN`.
+    /// order), one step a line: see [`Store::plan_for_test`].
     pub async fn claim_plans_for_test(&self) -> crate::Result<[String; 3]> {
+        let claim = || vec![2_i64.into(), 1_i64.into(), 2_i64.into()];
         Ok([
-            self.plan_for_test(&self.claim_due_syncs_sql()).await?,
-            self.plan_for_test(&self.claim_due_refunds_sql()).await?,
-            self.plan_for_test(&self.claim_due_payouts_sql()).await?,
+            self.plan_for_test(&self.claim_due_syncs_sql(), claim())
+                .await?,
+            self.plan_for_test(&self.claim_due_refunds_sql(), claim())
+                .await?,
+            self.plan_for_test(&self.claim_due_payouts_sql(), claim())
+                .await?,
         ])
     }
 
-    /// How the database plans `sql`, a claim with its three numbers bound.
-    async fn plan_for_test(&self, sql: &str) -> crate::Result<String> {
-        let (explain, column) = match self.backend {
-            crate::Backend::Postgres => ("EXPLAIN", 0),
-            crate::Backend::Sqlite => ("EXPLAIN QUERY PLAN", 3),
+    /// How the database plans the lookups of one row on the create and read paths (a
+    /// payment's detail, an attempt's credential, the payment's credential, in that order).
+    pub async fn lookup_plans_for_test(&self) -> crate::Result<[String; 3]> {
+        let credential = || vec!["c".into(), 1_i64.into(), "k".into(), "o".into()];
+        Ok([
+            self.plan_for_test(self.detail_sql(), vec!["pay_1".into()])
+                .await?,
+            self.plan_for_test(crate::attempts::ATTEMPT_CREDENTIAL_SQL, credential())
+                .await?,
+            self.plan_for_test(crate::attempts::PAYMENT_CREDENTIAL_SQL, credential())
+                .await?,
+        ])
+    }
+
+    /// How the database plans `sql`, one step a line. SQLite: `EXPLAIN QUERY PLAN` with
+    /// `values` bound. PostgreSQL: the generic plan, the one a pooled connection keeps for a
+    /// statement it has prepared once it has run it a few times; on a new database its tables
+    /// have neither rows nor statistics, where a wrong choice costs nothing yet and is kept.
+    async fn plan_for_test(
+        &self,
+        sql: &str,
+        values: Vec<crate::batch::Value>,
+    ) -> crate::Result<String> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = match self.backend {
+            crate::Backend::Sqlite => {
+                sqlx::query_with(
+                    &format!("EXPLAIN QUERY PLAN {sql}"),
+                    crate::batch::arguments(values)?,
+                )
+                .fetch_all(&mut *conn)
+                .await
+            }
+            crate::Backend::Postgres => {
+                let nulls = vec!["NULL"; values.len()].join(", ");
+                let setup = format!(
+                    "SET plan_cache_mode = force_generic_plan; PREPARE plan_probe AS {sql}"
+                );
+                sqlx::raw_sql(&setup).execute(&mut *conn).await?;
+                sqlx::query(&format!("EXPLAIN EXECUTE plan_probe({nulls})"))
+                    .fetch_all(&mut *conn)
+                    .await
+            }
         };
-        let rows = sqlx::query(&format!("{explain} {sql}"))
-            .bind(2_i64)
-            .bind(1_i64)
-            .bind(2_i64)
-            .fetch_all(&self.pool)
-            .await?;
-        let steps = rows
+        // Not given back to the pool: it plans unlike the others now.
+        conn.detach();
+        let column = match self.backend {
+            crate::Backend::Sqlite => 3,
+            crate::Backend::Postgres => 0,
+        };
+        let steps = rows?
             .iter()
-            .map(|row| sqlx::Row::try_get::<String, _>(row, column));
-        Ok(steps.collect::<Result<Vec<_>, _>>()?.join("\n"))
+            .map(|row| sqlx::Row::try_get::<String, _>(row, column))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(steps.join("\n"))
     }
 
     /// Loads a merchant's history of paid payments and succeeded refunds in one transaction,

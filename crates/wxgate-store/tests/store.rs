@@ -42,6 +42,7 @@ on_both!(
     the_log_is_copied_into_the_database_by_the_checkpoint,
     a_log_written_to_without_pause_still_starts_over,
     each_claim_reads_the_index_of_its_open_rows,
+    each_lookup_reads_its_row_by_its_key,
 );
 
 mod simulation;
@@ -179,7 +180,7 @@ mod checks {
         for i in 0..20 {
             let credential = format!("gone{i}");
             let _ = store
-                .set_attempt_credential("mch_a", &p.out_trade_no, &credential, 2000 + i)
+                .set_attempt_credential("mch_a", "pay_1", &p.out_trade_no, &credential, 2000 + i)
                 .now_or_never();
             no_transaction_left_open(&store).await;
             let order = format!("gone{i}");
@@ -189,7 +190,7 @@ mod checks {
             no_transaction_left_open(&store).await;
         }
         store
-            .set_attempt_credential("mch_a", &p.out_trade_no, "kept", 3000)
+            .set_attempt_credential("mch_a", "pay_1", &p.out_trade_no, "kept", 3000)
             .await
             .unwrap();
         let after = store.payment("mch_a", "pay_1").await.unwrap().unwrap();
@@ -363,6 +364,24 @@ mod checks {
         ];
         for (plan, index) in plans.iter().zip(indexes) {
             assert!(plan.contains(index), "{index}: {plan}");
+        }
+    }
+
+    /// The create's and the read's lookups of one row use the index of the key they are given
+    /// (the payment's id, the attempt's primary key), on a new database too: never the
+    /// merchant's `(merchant_id, created_at)` index, which would read every payment of the
+    /// merchant once the table fills.
+    pub async fn each_lookup_reads_its_row_by_its_key(store: Store) {
+        let plans = store.lookup_plans_for_test().await.unwrap();
+        // Each lookup's index, as PostgreSQL and SQLite name it.
+        let payment = ["payments_pkey", "sqlite_autoindex_payments_1 (id=?)"];
+        let attempt = [
+            "payment_attempts_pkey",
+            "sqlite_autoindex_payment_attempts_1 (merchant_id=? AND out_trade_no=?)",
+        ];
+        for (plan, index) in plans.iter().zip([payment, attempt, payment]) {
+            assert!(index.iter().any(|i| plan.contains(i)), "{index:?}: {plan}");
+            assert!(!plan.contains("merchant_created"), "{plan}");
         }
     }
 

@@ -316,6 +316,7 @@ pub async fn prepay(
     gw.store()
         .set_attempt_credential(
             &p.merchant_id,
+            &p.id,
             &p.out_trade_no,
             &credential.stored,
             credential.at,
