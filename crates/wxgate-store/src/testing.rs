@@ -135,16 +135,26 @@ impl Store {
         Ok(())
     }
 
-    /// How the database plans each background claim (payments, refunds, payouts, in that
-    /// order), one step a line: see [`Store::plan_for_test`].
-    pub async fn claim_plans_for_test(&self) -> crate::Result<[String; 3]> {
+    /// How the database plans each background claim (payments, refunds, payouts, then
+    /// webhook deliveries: all, all but some endpoints', one endpoint's), one step a line:
+    /// see [`Store::plan_for_test`].
+    pub async fn claim_plans_for_test(&self) -> crate::Result<[String; 6]> {
+        use crate::webhooks::ClaimScope;
         let claim = || vec![2_i64.into(), 1_i64.into(), 2_i64.into()];
+        let scoped = || vec![2_i64.into(), 1_i64.into(), 2_i64.into(), "we_1".into()];
+        let deliveries = |scope| self.claim_deliveries_sql(&scope);
         Ok([
             self.plan_for_test(&self.claim_due_syncs_sql(), claim())
                 .await?,
             self.plan_for_test(&self.claim_due_refunds_sql(), claim())
                 .await?,
             self.plan_for_test(&self.claim_due_payouts_sql(), claim())
+                .await?,
+            self.plan_for_test(&deliveries(ClaimScope::All), claim())
+                .await?,
+            self.plan_for_test(&deliveries(ClaimScope::AllBut("we_1".into())), scoped())
+                .await?,
+            self.plan_for_test(&deliveries(ClaimScope::Endpoint("we_1".into())), scoped())
                 .await?,
         ])
     }

@@ -352,18 +352,26 @@ mod checks {
         }
     }
 
-    /// Each background claim (payments, refunds, payouts) reads the index of its open rows by
-    /// due time, on a new database whose tables have no statistics yet: neither a scan of
-    /// every row nor an index of every row's due time.
+    /// Each background claim (payments, refunds, payouts, webhook deliveries) reads the index
+    /// of its open rows by due time, on a new database whose tables have no statistics yet:
+    /// neither a scan of every row nor an index of every row's due time.
     pub async fn each_claim_reads_the_index_of_its_open_rows(store: Store) {
         let plans = store.claim_plans_for_test().await.unwrap();
         let indexes = [
             "payments_pending_sync_due",
             "refunds_open_sync_due",
             "payouts_open_sync_due",
+            "webhook_deliveries_pending_due",
+            "webhook_deliveries_pending_due",
+            "webhook_deliveries_pending_due",
         ];
         for (plan, index) in plans.iter().zip(indexes) {
             assert!(plan.contains(index), "{index}: {plan}");
+            // PostgreSQL's and SQLite's words for reading every row of a table.
+            assert!(
+                !plan.contains("Seq Scan") && !plan.contains("SCAN "),
+                "{plan}"
+            );
         }
     }
 
