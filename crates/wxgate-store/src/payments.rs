@@ -7,6 +7,7 @@ use crate::batch::{Batch, Insert, Value};
 use crate::columns::{Columns, Decode, Gather};
 use crate::listing::List;
 use crate::outbox::push_event;
+use crate::rows::{OfMerchant, of_merchant};
 use wxgate_domain::Integration;
 
 /// `Store::payment_detail`'s query around `$attempts`, a scalar subquery giving the payment's
@@ -24,6 +25,9 @@ macro_rules! detail_sql {
         )
     };
 }
+
+/// A payment by its id (see [`OfMerchant`] for why not by its merchant too).
+pub(crate) const PAYMENT_BY_ID_SQL: &str = "SELECT * FROM payments WHERE id = $1";
 
 impl Store {
     /// Inserts a new payment with its first history row; if the merchant already has a payment
@@ -61,11 +65,8 @@ impl Store {
     }
 
     pub async fn payment(&self, merchant_id: &str, id: &str) -> Result<Option<PaymentRow>> {
-        self.one_payment(
-            "SELECT * FROM payments WHERE merchant_id = $1 AND id = $2",
-            [merchant_id, id],
-        )
-        .await
+        let p = self.one_payment(PAYMENT_BY_ID_SQL, [id]).await?;
+        Ok(of_merchant(p, merchant_id))
     }
 
     pub async fn payment_by_order_id(
@@ -95,9 +96,13 @@ impl Store {
     }
 
     /// The payment `sql` finds with `params`, if any.
-    async fn one_payment(&self, sql: &str, params: [&str; 2]) -> Result<Option<PaymentRow>> {
+    async fn one_payment<const N: usize>(
+        &self,
+        sql: &str,
+        params: [&str; N],
+    ) -> Result<Option<PaymentRow>> {
         let p = self
-            .read_rows::<Vec<PaymentRow>, 2>(sql, params)
+            .read_rows::<Vec<PaymentRow>, N>(sql, params)
             .await?
             .pop();
         p.as_ref().map(check_money).transpose()?;
@@ -242,16 +247,12 @@ impl Store {
         merchant_id: &str,
         id: &str,
     ) -> Result<Option<(PaymentRow, Vec<HistoryRow>, Vec<PaymentAttemptRow>)>> {
-        // Found by id alone, the merchant's own checked on the row: with the merchant in the
-        // condition PostgreSQL may plan the merchant's `(merchant_id, created_at)` index, which
-        // costs the same as the primary key on a new, empty table, and keep that plan: a read
-        // of every payment of the merchant at each read of one.
         let detail: Option<Detail> = self.read_rows(self.detail_sql(), [id]).await?;
         let Some(Detail {
             payment,
             history,
             attempts,
-        }) = detail.filter(|d| d.payment.merchant_id == merchant_id)
+        }) = of_merchant(detail, merchant_id)
         else {
             return Ok(None);
         };
@@ -482,6 +483,12 @@ struct Detail {
     payment: PaymentRow,
     history: Vec<HistoryRow>,
     attempts: Option<String>,
+}
+
+impl OfMerchant for Detail {
+    fn merchant_id(&self) -> &str {
+        &self.payment.merchant_id
+    }
 }
 
 impl Gather for Option<Detail> {

@@ -159,16 +159,23 @@ impl Store {
         ])
     }
 
-    /// How the database plans the lookups of one row on the create and read paths (a
-    /// payment's detail, an attempt's credential, the payment's credential, in that order).
-    pub async fn lookup_plans_for_test(&self) -> crate::Result<[String; 3]> {
+    /// How the database plans the lookups of one row by its key (a payment's detail, an
+    /// attempt's credential, the payment's credential, a payment, a refund, a payout, in that
+    /// order).
+    pub async fn lookup_plans_for_test(&self) -> crate::Result<[String; 6]> {
         let credential = || vec!["c".into(), 1_i64.into(), "k".into(), "o".into()];
+        let id = || vec!["id_1".into()];
         Ok([
-            self.plan_for_test(self.detail_sql(), vec!["pay_1".into()])
-                .await?,
+            self.plan_for_test(self.detail_sql(), id()).await?,
             self.plan_for_test(crate::attempts::ATTEMPT_CREDENTIAL_SQL, credential())
                 .await?,
             self.plan_for_test(crate::attempts::PAYMENT_CREDENTIAL_SQL, credential())
+                .await?,
+            self.plan_for_test(crate::payments::PAYMENT_BY_ID_SQL, id())
+                .await?,
+            self.plan_for_test(crate::refunds::REFUND_BY_ID_SQL, id())
+                .await?,
+            self.plan_for_test(crate::payouts::PAYOUT_BY_ID_SQL, id())
                 .await?,
         ])
     }
