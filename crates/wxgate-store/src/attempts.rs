@@ -125,9 +125,7 @@ impl Store {
     /// current one.
     ///
     /// Each row is found by a key only one index has: the attempt by its primary key, the
-    /// payment by its id. A condition on the payment's merchant too would let PostgreSQL plan
-    /// the merchant's `(merchant_id, created_at)` index, which costs the same on a new, empty
-    /// table, and keep that plan: a scan of every payment of the merchant at each create.
+    /// payment by its id (why not by its merchant too: `OfMerchant`).
     pub async fn set_attempt_credential(
         &self,
         merchant_id: &str,

@@ -495,6 +495,14 @@ mod checks {
             None,
             "merchants never see each other's payments"
         );
+        assert!(
+            store
+                .payment_detail("mch_b", "pay_1")
+                .await
+                .unwrap()
+                .is_none(),
+            "nor their details"
+        );
         assert_eq!(
             store.payment_by_order_id("mch_a", "order1").await.unwrap(),
             Some(p.clone())
@@ -1149,6 +1157,11 @@ mod checks {
                 .unwrap(),
             ReserveOutcome::Reserved(_)
         ));
+        assert!(store.refund("mch_a", "re_d").await.unwrap().is_some());
+        assert!(
+            store.refund("mch_b", "re_d").await.unwrap().is_none(),
+            "merchants never see each other's refunds"
+        );
         match apply("re_d", RefundEvent::Succeeded).await {
             RefundTransitionOutcome::Changed { payment, refund } => {
                 assert_eq!(
