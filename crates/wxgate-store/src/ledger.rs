@@ -192,13 +192,7 @@ impl Store {
     }
 
     pub async fn posting(&self, merchant_id: &str, id: &str) -> Result<Option<PostingRow>> {
-        Ok(sqlx::query_as::<_, PostingRow>(
-            "SELECT * FROM ledger_postings WHERE merchant_id = $1 AND id = $2",
-        )
-        .bind(merchant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.merchant_row("ledger_postings", merchant_id, id).await
     }
 
     pub async fn list_postings(

@@ -12,6 +12,7 @@
 
 mod attempts;
 mod batch;
+mod by_id;
 mod claims;
 mod column_index;
 mod columns;

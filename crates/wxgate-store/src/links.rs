@@ -35,13 +35,7 @@ impl Store {
         merchant_id: &str,
         id: &str,
     ) -> Result<Option<PaymentLinkRow>> {
-        Ok(sqlx::query_as::<_, PaymentLinkRow>(
-            "SELECT * FROM payment_links WHERE merchant_id = $1 AND id = $2",
-        )
-        .bind(merchant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.merchant_row("payment_links", merchant_id, id).await
     }
 
     /// The merchant's link with this reference.

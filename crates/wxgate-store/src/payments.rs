@@ -4,10 +4,10 @@
 use super::*;
 use crate::Render;
 use crate::batch::{Batch, Insert, Value};
+use crate::by_id::{OfMerchant, of_merchant};
 use crate::columns::{Columns, Decode, Gather};
 use crate::listing::List;
 use crate::outbox::push_event;
-use crate::rows::{OfMerchant, of_merchant};
 use wxgate_domain::Integration;
 
 /// `Store::payment_detail`'s query around `$attempts`, a scalar subquery giving the payment's
@@ -25,9 +25,6 @@ macro_rules! detail_sql {
         )
     };
 }
-
-/// A payment by its id (see [`OfMerchant`] for why not by its merchant too).
-pub(crate) const PAYMENT_BY_ID_SQL: &str = "SELECT * FROM payments WHERE id = $1";
 
 impl Store {
     /// Inserts a new payment with its first history row; if the merchant already has a payment
@@ -65,7 +62,9 @@ impl Store {
     }
 
     pub async fn payment(&self, merchant_id: &str, id: &str) -> Result<Option<PaymentRow>> {
-        let p = self.one_payment(PAYMENT_BY_ID_SQL, [id]).await?;
+        let p = self
+            .one_payment(&crate::by_id::by_id_sql("payments"), [id])
+            .await?;
         Ok(of_merchant(p, merchant_id))
     }
 

@@ -15,9 +15,6 @@ use crate::{
 /// Statuses the background work still looks at.
 const OPEN: &str = "('pending', 'awaiting_confirmation', 'processing')";
 
-/// A payout by its id (see `OfMerchant` for why not by its merchant too).
-pub(crate) const PAYOUT_BY_ID_SQL: &str = "SELECT * FROM payouts WHERE id = $1";
-
 impl Store {
     /// Writes a new payout and reserves its amount in the ledger, in one transaction. False
     /// (nothing written) when its merchant_payout_id is taken.
@@ -72,11 +69,7 @@ impl Store {
     }
 
     pub async fn payout(&self, merchant_id: &str, id: &str) -> Result<Option<PayoutRow>> {
-        let p = sqlx::query_as::<_, PayoutRow>(PAYOUT_BY_ID_SQL)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(crate::rows::of_merchant(p, merchant_id))
+        self.merchant_row("payouts", merchant_id, id).await
     }
 
     pub async fn payout_by_out_bill_no(

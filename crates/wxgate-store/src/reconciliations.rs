@@ -50,13 +50,7 @@ impl Store {
         merchant_id: &str,
         id: &str,
     ) -> Result<Option<ReconciliationRow>> {
-        Ok(sqlx::query_as::<_, ReconciliationRow>(
-            "SELECT * FROM reconciliations WHERE merchant_id = $1 AND id = $2",
-        )
-        .bind(merchant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.merchant_row("reconciliations", merchant_id, id).await
     }
 
     pub async fn list_reconciliations(
@@ -207,13 +201,7 @@ impl Store {
     }
 
     pub async fn discrepancy(&self, merchant_id: &str, id: &str) -> Result<Option<DiscrepancyRow>> {
-        Ok(sqlx::query_as::<_, DiscrepancyRow>(
-            "SELECT * FROM discrepancies WHERE merchant_id = $1 AND id = $2",
-        )
-        .bind(merchant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.merchant_row("discrepancies", merchant_id, id).await
     }
 
     /// Closes an open discrepancy as repaired or resolved, with why. False when it was not

@@ -20,9 +20,6 @@ use crate::{
 /// reads is made under this condition (migration 0016).
 const OPEN: &str = "('pending', 'abnormal')";
 
-/// A refund by its id (see `OfMerchant` for why not by its merchant too).
-pub(crate) const REFUND_BY_ID_SQL: &str = "SELECT * FROM refunds WHERE id = $1";
-
 impl Store {
     /// Writes a new refund and reserves its amount on the payment, in one transaction and only
     /// if WeChat's rules allow it given every refund made so far, so that concurrent refunds
@@ -67,11 +64,7 @@ impl Store {
     }
 
     pub async fn refund(&self, merchant_id: &str, id: &str) -> Result<Option<RefundRow>> {
-        let r = sqlx::query_as::<_, RefundRow>(REFUND_BY_ID_SQL)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(crate::rows::of_merchant(r, merchant_id))
+        self.merchant_row("refunds", merchant_id, id).await
     }
 
     pub async fn refund_by_merchant_refund_id(

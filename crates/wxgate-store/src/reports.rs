@@ -22,13 +22,7 @@ impl Store {
     }
 
     pub async fn report(&self, merchant_id: &str, id: &str) -> Result<Option<ReportRow>> {
-        Ok(sqlx::query_as::<_, ReportRow>(
-            "SELECT * FROM reports WHERE merchant_id = $1 AND id = $2",
-        )
-        .bind(merchant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.merchant_row("reports", merchant_id, id).await
     }
 
     /// The report a download link names, by its id and token hash.

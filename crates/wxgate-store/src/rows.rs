@@ -10,31 +10,6 @@ use wxgate_domain::{
     Integration, MerchantMode, PaidAfterClosePolicy, PaymentIntegration, PaymentStatus,
 };
 
-/// A row that belongs to one merchant. A merchant's single row is looked up by its id alone and
-/// its merchant checked on the row ([`of_merchant`]): with the merchant in the condition too,
-/// PostgreSQL may plan the merchant's `(merchant_id, created_at)` index, which costs the same
-/// as the primary key on a new, empty table, and keep that plan, which then reads every row of
-/// the merchant at each lookup.
-pub(crate) trait OfMerchant {
-    fn merchant_id(&self) -> &str;
-}
-
-/// `row`, if it is `merchant_id`'s.
-pub(crate) fn of_merchant<R: OfMerchant>(row: Option<R>, merchant_id: &str) -> Option<R> {
-    row.filter(|r| r.merchant_id() == merchant_id)
-}
-
-macro_rules! of_merchant_by_field {
-    ($($row:ty),*) => {
-        $(impl OfMerchant for $row {
-            fn merchant_id(&self) -> &str {
-                &self.merchant_id
-            }
-        })*
-    };
-}
-of_merchant_by_field!(PaymentRow, RefundRow, PayoutRow);
-
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MerchantRow {
     pub id: String,

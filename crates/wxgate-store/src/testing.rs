@@ -124,6 +124,20 @@ pub struct SeedPayment {
     pub refund: Option<(String, i64, i64)>,
 }
 
+/// The tables whose rows the store looks up one at a time by id, for a merchant
+/// (`Store::merchant_row`, and `Store::payment` for payments).
+pub const BY_ID_TABLES: [&str; 9] = [
+    "payments",
+    "refunds",
+    "payouts",
+    "reports",
+    "payment_links",
+    "ledger_postings",
+    "events",
+    "reconciliations",
+    "discrepancies",
+];
+
 impl Store {
     /// Removes the record of one applied migration (its tables stay), so the schema reads as
     /// behind this binary: for tests of what refuses such a database.
@@ -159,25 +173,24 @@ impl Store {
         ])
     }
 
-    /// How the database plans the lookups of one row by its key (a payment's detail, an
-    /// attempt's credential, the payment's credential, a payment, a refund, a payout, in that
-    /// order).
-    pub async fn lookup_plans_for_test(&self) -> crate::Result<[String; 6]> {
+    /// How the database plans the lookups of one row by its key: a payment's detail, an
+    /// attempt's credential, the payment's credential, then one row by its id from each of
+    /// [`BY_ID_TABLES`], in that order.
+    pub async fn lookup_plans_for_test(&self) -> crate::Result<Vec<String>> {
         let credential = || vec!["c".into(), 1_i64.into(), "k".into(), "o".into()];
         let id = || vec!["id_1".into()];
-        Ok([
+        let mut plans = vec![
             self.plan_for_test(self.detail_sql(), id()).await?,
             self.plan_for_test(crate::attempts::ATTEMPT_CREDENTIAL_SQL, credential())
                 .await?,
             self.plan_for_test(crate::attempts::PAYMENT_CREDENTIAL_SQL, credential())
                 .await?,
-            self.plan_for_test(crate::payments::PAYMENT_BY_ID_SQL, id())
-                .await?,
-            self.plan_for_test(crate::refunds::REFUND_BY_ID_SQL, id())
-                .await?,
-            self.plan_for_test(crate::payouts::PAYOUT_BY_ID_SQL, id())
-                .await?,
-        ])
+        ];
+        for table in BY_ID_TABLES {
+            let sql = crate::by_id::by_id_sql(table);
+            plans.push(self.plan_for_test(&sql, id()).await?);
+        }
+        Ok(plans)
     }
 
     /// How the database plans `sql`, one step a line. SQLite: `EXPLAIN QUERY PLAN` with

@@ -342,15 +342,7 @@ impl Store {
     }
 
     pub async fn event(&self, merchant_id: &str, id: &str) -> Result<Option<EventRow>> {
-        Ok(
-            sqlx::query_as::<_, EventRow>(
-                "SELECT * FROM events WHERE merchant_id = $1 AND id = $2",
-            )
-            .bind(merchant_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?,
-        )
+        self.merchant_row("events", merchant_id, id).await
     }
 
     /// An event by id, whoever it belongs to (delivery workers).
