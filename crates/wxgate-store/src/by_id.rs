@@ -15,49 +15,57 @@ pub(crate) trait OfMerchant {
     fn merchant_id(&self) -> &str;
 }
 
+/// A row a merchant asks for by its id: its table's lookup by primary key.
+pub(crate) trait ById:
+    OfMerchant + for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin
+{
+    const BY_ID_SQL: &'static str;
+}
+
 /// `row`, if it is `merchant_id`'s.
 pub(crate) fn of_merchant<R: OfMerchant>(row: Option<R>, merchant_id: &str) -> Option<R> {
     row.filter(|r| r.merchant_id() == merchant_id)
 }
 
-macro_rules! of_merchant_by_field {
-    ($($row:ty),*) => {
-        $(impl OfMerchant for $row {
-            fn merchant_id(&self) -> &str {
-                &self.merchant_id
+/// Each row type with its table, named once: its `OfMerchant` and `ById`, and [`BY_ID`].
+macro_rules! by_id {
+    ($($row:ty => $table:literal),* $(,)?) => {
+        $(
+            impl OfMerchant for $row {
+                fn merchant_id(&self) -> &str {
+                    &self.merchant_id
+                }
             }
-        })*
+            impl ById for $row {
+                const BY_ID_SQL: &'static str =
+                    concat!("SELECT * FROM ", $table, " WHERE id = $1");
+            }
+        )*
+        /// Every table whose rows are looked up by id, with its lookup (for the plan test).
+        pub const BY_ID: &[(&str, &str)] = &[$(($table, <$row as ById>::BY_ID_SQL)),*];
     };
 }
-of_merchant_by_field!(
-    PaymentRow,
-    RefundRow,
-    PayoutRow,
-    ReportRow,
-    PaymentLinkRow,
-    PostingRow,
-    EventRow,
-    ReconciliationRow,
-    DiscrepancyRow
+
+by_id!(
+    PaymentRow => "payments",
+    RefundRow => "refunds",
+    PayoutRow => "payouts",
+    ReportRow => "reports",
+    PaymentLinkRow => "payment_links",
+    PostingRow => "ledger_postings",
+    EventRow => "events",
+    ReconciliationRow => "reconciliations",
+    DiscrepancyRow => "discrepancies",
 );
 
-/// The lookup of one row of `table` by its id (its primary key), for [`of_merchant`].
-pub(crate) fn by_id_sql(table: &str) -> String {
-    format!("SELECT * FROM {table} WHERE id = $1")
-}
-
 impl Store {
-    /// The row of `table` with this id, if it is `merchant_id`'s (see [`OfMerchant`]).
-    pub(crate) async fn merchant_row<R>(
+    /// The `R` with this id, if it is `merchant_id`'s (see [`OfMerchant`]).
+    pub(crate) async fn merchant_row<R: ById>(
         &self,
-        table: &str,
         merchant_id: &str,
         id: &str,
-    ) -> Result<Option<R>>
-    where
-        R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + OfMerchant + Send + Unpin,
-    {
-        let row = sqlx::query_as::<_, R>(&by_id_sql(table))
+    ) -> Result<Option<R>> {
+        let row = sqlx::query_as::<_, R>(R::BY_ID_SQL)
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;

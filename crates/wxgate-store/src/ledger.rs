@@ -192,7 +192,7 @@ impl Store {
     }
 
     pub async fn posting(&self, merchant_id: &str, id: &str) -> Result<Option<PostingRow>> {
-        self.merchant_row("ledger_postings", merchant_id, id).await
+        self.merchant_row(merchant_id, id).await
     }
 
     pub async fn list_postings(

@@ -35,7 +35,7 @@ impl Store {
         merchant_id: &str,
         id: &str,
     ) -> Result<Option<PaymentLinkRow>> {
-        self.merchant_row("payment_links", merchant_id, id).await
+        self.merchant_row(merchant_id, id).await
     }
 
     /// The merchant's link with this reference.

@@ -4,7 +4,7 @@
 use super::*;
 use crate::Render;
 use crate::batch::{Batch, Insert, Value};
-use crate::by_id::{OfMerchant, of_merchant};
+use crate::by_id::{ById, OfMerchant, of_merchant};
 use crate::columns::{Columns, Decode, Gather};
 use crate::listing::List;
 use crate::outbox::push_event;
@@ -62,9 +62,7 @@ impl Store {
     }
 
     pub async fn payment(&self, merchant_id: &str, id: &str) -> Result<Option<PaymentRow>> {
-        let p = self
-            .one_payment(&crate::by_id::by_id_sql("payments"), [id])
-            .await?;
+        let p = self.one_payment(PaymentRow::BY_ID_SQL, [id]).await?;
         Ok(of_merchant(p, merchant_id))
     }
 

@@ -69,7 +69,7 @@ impl Store {
     }
 
     pub async fn payout(&self, merchant_id: &str, id: &str) -> Result<Option<PayoutRow>> {
-        self.merchant_row("payouts", merchant_id, id).await
+        self.merchant_row(merchant_id, id).await
     }
 
     pub async fn payout_by_out_bill_no(

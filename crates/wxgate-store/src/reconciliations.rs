@@ -50,7 +50,7 @@ impl Store {
         merchant_id: &str,
         id: &str,
     ) -> Result<Option<ReconciliationRow>> {
-        self.merchant_row("reconciliations", merchant_id, id).await
+        self.merchant_row(merchant_id, id).await
     }
 
     pub async fn list_reconciliations(
@@ -201,7 +201,7 @@ impl Store {
     }
 
     pub async fn discrepancy(&self, merchant_id: &str, id: &str) -> Result<Option<DiscrepancyRow>> {
-        self.merchant_row("discrepancies", merchant_id, id).await
+        self.merchant_row(merchant_id, id).await
     }
 
     /// Closes an open discrepancy as repaired or resolved, with why. False when it was not

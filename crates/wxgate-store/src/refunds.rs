@@ -64,7 +64,7 @@ impl Store {
     }
 
     pub async fn refund(&self, merchant_id: &str, id: &str) -> Result<Option<RefundRow>> {
-        self.merchant_row("refunds", merchant_id, id).await
+        self.merchant_row(merchant_id, id).await
     }
 
     pub async fn refund_by_merchant_refund_id(

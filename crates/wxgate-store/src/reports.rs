@@ -22,7 +22,7 @@ impl Store {
     }
 
     pub async fn report(&self, merchant_id: &str, id: &str) -> Result<Option<ReportRow>> {
-        self.merchant_row("reports", merchant_id, id).await
+        self.merchant_row(merchant_id, id).await
     }
 
     /// The report a download link names, by its id and token hash.

@@ -124,19 +124,9 @@ pub struct SeedPayment {
     pub refund: Option<(String, i64, i64)>,
 }
 
-/// The tables whose rows the store looks up one at a time by id, for a merchant
-/// (`Store::merchant_row`, and `Store::payment` for payments).
-pub const BY_ID_TABLES: [&str; 9] = [
-    "payments",
-    "refunds",
-    "payouts",
-    "reports",
-    "payment_links",
-    "ledger_postings",
-    "events",
-    "reconciliations",
-    "discrepancies",
-];
+/// Every table whose rows the store looks up one at a time by id, for a merchant, with its
+/// lookup (`Store::merchant_row`, and `Store::payment` for payments).
+pub use crate::by_id::BY_ID;
 
 impl Store {
     /// Removes the record of one applied migration (its tables stay), so the schema reads as
@@ -175,7 +165,7 @@ impl Store {
 
     /// How the database plans the lookups of one row by its key: a payment's detail, an
     /// attempt's credential, the payment's credential, then one row by its id from each of
-    /// [`BY_ID_TABLES`], in that order.
+    /// [`BY_ID`]'s tables, in that order.
     pub async fn lookup_plans_for_test(&self) -> crate::Result<Vec<String>> {
         let credential = || vec!["c".into(), 1_i64.into(), "k".into(), "o".into()];
         let id = || vec!["id_1".into()];
@@ -186,9 +176,8 @@ impl Store {
             self.plan_for_test(crate::attempts::PAYMENT_CREDENTIAL_SQL, credential())
                 .await?,
         ];
-        for table in BY_ID_TABLES {
-            let sql = crate::by_id::by_id_sql(table);
-            plans.push(self.plan_for_test(&sql, id()).await?);
+        for (_, sql) in BY_ID {
+            plans.push(self.plan_for_test(sql, id()).await?);
         }
         Ok(plans)
     }
@@ -203,14 +192,11 @@ impl Store {
         values: Vec<crate::batch::Value>,
     ) -> crate::Result<String> {
         let mut conn = self.pool.acquire().await?;
-        let rows = match self.backend {
+        let (rows, column) = match self.backend {
             crate::Backend::Sqlite => {
-                sqlx::query_with(
-                    &format!("EXPLAIN QUERY PLAN {sql}"),
-                    crate::batch::arguments(values)?,
-                )
-                .fetch_all(&mut *conn)
-                .await
+                let explained = format!("EXPLAIN QUERY PLAN {sql}");
+                let query = sqlx::query_with(&explained, crate::batch::arguments(values)?);
+                (query.fetch_all(&mut *conn).await, 3)
             }
             crate::Backend::Postgres => {
                 let nulls = vec!["NULL"; values.len()].join(", ");
@@ -218,17 +204,12 @@ impl Store {
                     "SET plan_cache_mode = force_generic_plan; PREPARE plan_probe AS {sql}"
                 );
                 sqlx::raw_sql(&setup).execute(&mut *conn).await?;
-                sqlx::query(&format!("EXPLAIN EXECUTE plan_probe({nulls})"))
-                    .fetch_all(&mut *conn)
-                    .await
+                let explained = format!("EXPLAIN EXECUTE plan_probe({nulls})");
+                (sqlx::query(&explained).fetch_all(&mut *conn).await, 0)
             }
         };
         // Not given back to the pool: it plans unlike the others now.
         conn.detach();
-        let column = match self.backend {
-            crate::Backend::Sqlite => 3,
-            crate::Backend::Postgres => 0,
-        };
         let steps = rows?
             .iter()
             .map(|row| sqlx::Row::try_get::<String, _>(row, column))

@@ -342,7 +342,7 @@ impl Store {
     }
 
     pub async fn event(&self, merchant_id: &str, id: &str) -> Result<Option<EventRow>> {
-        self.merchant_row("events", merchant_id, id).await
+        self.merchant_row(merchant_id, id).await
     }
 
     /// An event by id, whoever it belongs to (delivery workers).
