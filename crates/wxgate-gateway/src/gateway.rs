@@ -132,6 +132,11 @@ impl Gateway {
             .await
     }
 
+    /// How many merchants' WeChat connections this node keeps (see [`Upstreams`]).
+    pub fn upstreams_kept(&self) -> usize {
+        self.inner.upstreams.kept()
+    }
+
     pub fn cached_key(&self, key_hash: &str) -> Option<MerchantRow> {
         let cache = self.inner.auth_cache.lock().expect("auth cache lock");
         cache

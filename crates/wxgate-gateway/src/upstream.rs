@@ -451,7 +451,30 @@ impl Upstreams {
                     .await?;
                 anyhow::Ok(Arc::new(Upstream::open(row, master, &self.calls, http)?))
             })
-            .await?;
-        Ok(upstream.clone())
+            .await;
+        match upstream {
+            Ok(upstream) => Ok(upstream.clone()),
+            Err(e) => {
+                self.forget_unopened(merchant_id, &opened);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes back the place made for `merchant_id` if it is still `opened` and nothing opened
+    /// it: an id that names no merchant (callbacks name theirs in a public URL) keeps nothing.
+    fn forget_unopened(&self, merchant_id: &str, opened: &Opened) {
+        let mut open = self.open.lock().expect("upstreams lock");
+        if open
+            .get(merchant_id)
+            .is_some_and(|kept| Arc::ptr_eq(kept, opened) && kept.get().is_none())
+        {
+            open.remove(merchant_id);
+        }
+    }
+
+    /// How many merchants have a place here, opened or being opened.
+    pub fn kept(&self) -> usize {
+        self.open.lock().expect("upstreams lock").len()
     }
 }

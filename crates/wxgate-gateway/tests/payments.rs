@@ -310,14 +310,20 @@ async fn duplicate_forged_and_mismatched_callbacks_change_nothing(t: TestGateway
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
-    let unknown = t
-        .http
-        .post(format!("{}/wechatpay/notify/mch_nobody", t.base))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
+    // Callbacks for merchants that do not exist (the URL is public) are refused, and the
+    // node keeps nothing for them.
+    let kept = t.gateway.upstreams_kept();
+    for i in 0..20 {
+        let unknown = t
+            .http
+            .post(format!("{}/wechatpay/notify/mch_nobody{i}", t.base))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 404);
+    }
+    assert_eq!(t.gateway.upstreams_kept(), kept);
 
     // Mismatched: WeChat signs a transaction whose amount differs from the stored payment's.
     // The gateway's row says 100 fen; the order at WeChat is for 999.

@@ -121,12 +121,14 @@ pub(crate) struct Batch {
 }
 
 /// One statement of a batch, and for a guarded insert the condition (with its value) under
-/// which it runs after the first statement.
+/// which it runs after the first statement, and what follows the condition (an upsert's
+/// `ON CONFLICT` clause).
 #[derive(Debug)]
 struct Entry {
     sql: String,
     values: Vec<Value>,
     guard: Option<(String, Value)>,
+    tail: &'static str,
 }
 
 impl Entry {
@@ -137,7 +139,10 @@ impl Entry {
         };
         let mut values = self.values;
         values.push(value);
-        (format!("{} WHERE {condition}", self.sql), values)
+        (
+            format!("{} WHERE {condition}{}", self.sql, self.tail),
+            values,
+        )
     }
 }
 
@@ -148,6 +153,7 @@ impl Batch {
             sql: sql.into(),
             values,
             guard: None,
+            tail: "",
         });
     }
 
@@ -165,6 +171,17 @@ impl Batch {
     /// row. Run after it, `condition` tells (its `$0` standing for `value`); in one statement
     /// the first statement's own answer does.
     pub(crate) fn insert_when(&mut self, row: Insert, condition: &str, value: Value) {
+        self.upsert_when(row, "", condition, value);
+    }
+
+    /// `insert_when` with `tail` after the condition: an upsert's `ON CONFLICT` clause.
+    pub(crate) fn upsert_when(
+        &mut self,
+        row: Insert,
+        tail: &'static str,
+        condition: &str,
+        value: Value,
+    ) {
         assert!(
             !self.entries.is_empty(),
             "a guarded insert follows the first statement"
@@ -175,6 +192,7 @@ impl Batch {
             sql: format!("INSERT INTO {} SELECT {selected}", row.into),
             values: row.values,
             guard: Some((condition, value)),
+            tail,
         });
     }
 
@@ -200,7 +218,7 @@ impl Batch {
                 ""
             };
             let sql = shift_placeholders(&entry.sql, values.len());
-            clauses.push(format!("s{i} AS ({sql}{guard} RETURNING 1)"));
+            clauses.push(format!("s{i} AS ({sql}{guard}{} RETURNING 1)", entry.tail));
             counts.push(format!("(SELECT count(*) FROM s{i})"));
             values.extend(entry.values);
         }

@@ -16,6 +16,7 @@ mod by_id;
 mod claims;
 mod column_index;
 mod columns;
+mod counts;
 mod direct;
 mod doors;
 mod group;

@@ -7,12 +7,9 @@ use super::*;
 impl Store {
     /// The figures of `/metrics` as they are at `now` (Unix ms).
     pub async fn ops_snapshot(&self, now: i64) -> Result<OpsSnapshot> {
-        let payments: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT status, integration, CAST(COUNT(*) AS BIGINT) FROM payments \
-             GROUP BY status, integration ORDER BY status, integration",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let payments: Vec<(String, String, i64)> = sqlx::query_as(crate::counts::COUNTS_SQL)
+            .fetch_all(&self.pool)
+            .await?;
         let (pending, oldest): (i64, Option<i64>) = sqlx::query_as(
             "SELECT CAST(COUNT(*) AS BIGINT), MIN(created_at) FROM webhook_deliveries \
              WHERE status = 'pending'",

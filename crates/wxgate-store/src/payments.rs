@@ -26,6 +26,9 @@ macro_rules! detail_sql {
     };
 }
 
+/// Whether the payment whose id `$0` stands for went in: its fresh id tells.
+const INSERTED: &str = "EXISTS (SELECT 1 FROM payments WHERE id = $0)";
+
 impl Store {
     /// Inserts a new payment with its first history row; if the merchant already has a payment
     /// with this `merchant_order_id`, returns that one instead.
@@ -34,17 +37,16 @@ impl Store {
         let (sql, values) = payment_insert(p);
         let mut batch = Batch::default();
         batch.push(sql, values);
-        // Its first history row and WeChat order: only if the payment went in, which its fresh
-        // id tells.
-        let inserted = "EXISTS (SELECT 1 FROM payments WHERE id = $0)";
+        // Its first history row and WeChat order, and its count: only if the payment went in.
         let (history, attempts) = first_detail(p);
         for first in &attempts {
-            batch.insert_when(attempt_row(first), inserted, (&p.id).into());
+            batch.insert_when(attempt_row(first), INSERTED, (&p.id).into());
         }
         for h in &history {
             let row = history_row(&p.id, p.version, h.status, &h.source, h.at);
-            batch.insert_when(row, inserted, (&p.id).into());
+            batch.insert_when(row, INSERTED, (&p.id).into());
         }
+        crate::counts::count_new(&mut batch, p, INSERTED, (&p.id).into());
         let counts = self.write().await?.atomically(batch).await?;
         if counts.first() == Some(&1) {
             return Ok(InsertOutcome::Inserted);
@@ -384,6 +386,7 @@ pub(crate) async fn transition_statements(
         return Ok(None);
     };
     check_money(&after)?;
+    crate::counts::count_move(batch, current, to);
     settle_attempts(batch, current, to, facts);
     if to.is_paid() && !current.status.is_paid() {
         let out_trade_no = facts
@@ -505,16 +508,16 @@ impl Gather for Option<Detail> {
     }
 }
 
-/// Inserts a payment row unless its merchant_order_id is taken: how many rows went in.
+/// Inserts a payment row, and counts it, unless its merchant_order_id is taken.
 pub(crate) async fn insert_payment_row(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     p: &PaymentRow,
-) -> Result<u64> {
+) -> Result<()> {
     let (sql, values) = payment_insert(p);
-    Ok(sqlx::query_with(sql, crate::batch::arguments(values)?)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected())
+    let mut batch = Batch::default();
+    batch.push(sql, values);
+    crate::counts::count_new(&mut batch, p, INSERTED, (&p.id).into());
+    batch.run(tx).await
 }
 
 /// The statement inserting `p` unless its merchant_order_id is taken, with its values.

@@ -139,6 +139,28 @@ impl Store {
         Ok(())
     }
 
+    /// Drops `table`: with `forget_migration_for_test`, a database as it was before the
+    /// migration that made it.
+    pub async fn drop_table_for_test(&self, table: &str) -> crate::Result<()> {
+        sqlx::query(&format!("DROP TABLE {table}"))
+            .execute(&mut *self.write().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Payments by status and integration counted from their rows, as `ops_snapshot` gives
+    /// them from the counts the writes keep (ordered, none zero): the two must agree.
+    pub async fn payment_counts_from_rows_for_test(
+        &self,
+    ) -> crate::Result<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT status, integration, CAST(COUNT(*) AS BIGINT) FROM payments \
+             GROUP BY status, integration ORDER BY status, integration",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// How the database plans each background claim (payments, refunds, payouts, then
     /// webhook deliveries: all, all but some endpoints', one endpoint's), one step a line:
     /// see [`Store::plan_for_test`].

@@ -25,6 +25,7 @@ macro_rules! on_both {
 
 on_both!(
     migrations_are_current,
+    payments_made_before_their_counts_are_counted_by_the_migration,
     merchants_and_api_keys,
     payments_are_unique_per_merchant_order_id,
     transitions_write_history_and_outbox_once,
@@ -289,6 +290,15 @@ mod checks {
         }
     }
 
+    /// Payments by status and integration as `/metrics` reads them (the counts the writes
+    /// keep), checked against a count of the rows themselves.
+    pub async fn counts_agree(store: &Store) -> Vec<(String, String, i64)> {
+        let kept = store.ops_snapshot(0).await.unwrap().payments;
+        let counted = store.payment_counts_from_rows_for_test().await.unwrap();
+        assert_eq!(kept, counted, "the counts kept are the rows' counts");
+        kept
+    }
+
     pub fn payment(id: &str, merchant_id: &str, order: &str, created_at: i64) -> PaymentRow {
         PaymentRow {
             id: id.into(),
@@ -415,6 +425,29 @@ mod checks {
         );
     }
 
+    pub async fn payments_made_before_their_counts_are_counted_by_the_migration(store: Store) {
+        store.insert_merchant(&merchant("mch_a")).await.unwrap();
+        for i in 0..3 {
+            let (id, order) = (format!("pay_{i}"), format!("o{i}"));
+            let p = payment(&id, "mch_a", &order, 1000);
+            store.insert_payment(&p).await.unwrap();
+        }
+        store
+            .transition("mch_a", "pay_0", PaymentEvent::Paid, &paid(2000), render)
+            .await
+            .unwrap();
+        store.drop_table_for_test("payment_counts").await.unwrap();
+        store.forget_migration_for_test(18).await.unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(
+            counts_agree(&store).await,
+            [
+                ("pending".to_string(), "native".to_string(), 2),
+                ("succeeded".to_string(), "native".to_string(), 1)
+            ]
+        );
+    }
+
     pub async fn door_tokens_live_until_they_expire(store: Store) {
         store.insert_merchant(&merchant("mch_t")).await.unwrap();
         store
@@ -521,6 +554,11 @@ mod checks {
         let history = store.history("pay_1").await.unwrap();
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].status, PaymentStatus::Pending);
+        // Counted once each; the payment that did not go in, not at all.
+        assert_eq!(
+            counts_agree(&store).await,
+            [("pending".to_string(), "native".to_string(), 2)]
+        );
     }
 
     pub async fn transitions_write_history_and_outbox_once(store: Store) {
@@ -696,6 +734,15 @@ mod checks {
             assert_eq!(store.events_for("mch_a", &id).await.unwrap().len(), 1);
             assert_eq!(store.history(&id).await.unwrap().len(), 2);
         }
+        // Every move counted once, the lost races not at all.
+        let counts = counts_agree(&store).await;
+        let succeeded: i64 = counts
+            .iter()
+            .filter(|(status, _, _)| status == "succeeded")
+            .map(|(_, _, n)| n)
+            .sum();
+        assert!((24..=25).contains(&succeeded), "{counts:?}");
+        assert_eq!(counts.iter().map(|(_, _, n)| n).sum::<i64>(), 25);
         assert_eq!(
             store.ledger_violations().await.unwrap(),
             Vec::<String>::new()
@@ -1200,6 +1247,10 @@ mod checks {
                 .unwrap(),
             ReserveOutcome::Refused(_)
         ));
+        assert_eq!(
+            counts_agree(&store).await,
+            [("refunded".to_string(), "native".to_string(), 1)]
+        );
     }
 
     pub async fn deliveries_fan_out_to_subscribed_endpoints_and_are_claimed_once(store: Store) {

@@ -256,6 +256,17 @@ impl Simulation {
                 format!("refund {no} is {status:?}, WeChat {w:?}")
             })?;
         }
+        let kept = self
+            .store
+            .ops_snapshot(self.now)
+            .await
+            .map_err(err)?
+            .payments;
+        let counted = self.store.payment_counts_from_rows_for_test().await;
+        let counted = counted.map_err(err)?;
+        ensure(kept == counted, || {
+            format!("payments counted {kept:?}, in rows {counted:?}")
+        })?;
         let far = self.now + 365 * 86_400_000;
         let left = self.store.claim_due_deliveries(far, 1, 1, &[]).await;
         ensure(left.map_err(err)?.is_empty(), || "deliveries left".into())?;

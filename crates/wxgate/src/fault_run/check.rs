@@ -48,6 +48,9 @@ pub struct Observed {
     pub bad_signatures: u32,
     /// The store's ledger invariants that do not hold.
     pub ledger: Vec<String>,
+    /// Payments by status and integration: as `/metrics` reads them (the counts the writes
+    /// keep), and counted from the rows.
+    pub payment_counts: [Vec<(String, String, i64)>; 2],
     /// Broken promises the client saw on the spot.
     pub client: Vec<String>,
     pub payouts: PayoutFacts,
@@ -112,6 +115,12 @@ pub fn judge(o: &Observed) -> Vec<String> {
         ));
     }
     v.extend(o.ledger.iter().map(|l| format!("ledger: {l}")));
+    let [kept, counted] = &o.payment_counts;
+    if kept != counted {
+        v.push(format!(
+            "payments counted {kept:?} for /metrics, {counted:?} in rows"
+        ));
+    }
     judge_payouts(&o.payouts, &mut v);
     if let Some((id, status)) = &o.reconciliation
         && status != "completed"
@@ -253,6 +262,10 @@ pub async fn gather(
     // The events first, then what the receiver has: an event delivered in between counts.
     let events = events(store, merchant_id).await?;
     let ledger = store.ledger_violations().await?;
+    let payment_counts = [
+        store.ops_snapshot(0).await?.payments,
+        store.payment_counts_from_rows_for_test().await?,
+    ];
     let received = log
         .accepted
         .lock()
@@ -281,6 +294,7 @@ pub async fn gather(
         received,
         bad_signatures,
         ledger,
+        payment_counts,
         client: books.violations.lock().expect("violations").clone(),
     })
 }
@@ -491,6 +505,7 @@ mod tests {
             wechat_paid_out: 1000,
         };
         o.reconciliation = Some(("rcn_1".into(), "pending".into()));
+        o.payment_counts[0].push(("pending".into(), "native".into(), 1));
         let found = judge(&o);
         for expected in [
             "pay_pending is pending but WeChat has it paid",
@@ -507,6 +522,7 @@ mod tests {
             "payout po_3 is awaiting_confirmation but WeChat has it failed",
             "WeChat paid out 1000 but the gateway's payouts hold 500",
             "reconciliation rcn_1 is pending",
+            r#"payments counted [("pending", "native", 1)] for /metrics, [] in rows"#,
         ] {
             assert!(
                 found.iter().any(|f| f.contains(expected)),
