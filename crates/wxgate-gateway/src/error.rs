@@ -126,6 +126,8 @@ error_codes! {
     InvalidTransactionType = "invalid_transaction_type", 400, "Not a balance transaction type.";
     InvalidReportType = "invalid_report_type", 400, "Not one of payments, refunds, balance_transactions, reconciliation.";
     ReportLinkExpired = "report_link_expired", 404, "The download link is unknown or expired; GET the report for a new one.";
+    // Hosted pages.
+    AuthorizationCodeRefused = "authorization_code_refused", 400, "WeChat refused the webpage authorization code (made up, expired or used already); reopen the page.";
     // WeChat Pay and the gateway itself.
     UpstreamRejected = "upstream_rejected", 502, "WeChat Pay refused the request.";
     AuthorizationFailed = "authorization_failed", 502, "WeChat's webpage authorization failed.";

@@ -343,13 +343,21 @@ const ID_BEFORE: [&str; 5] = [
     "transfer-bill-no",
 ];
 
-/// `POST /v3/pay/transactions/out-trade-no/{id}/close`: the method and path, every id replaced,
-/// so the label has a bounded set of values.
+/// Whether `segment` may be a word of WeChat's paths, which are lower-case words joined by
+/// hyphens (and `v3`). The ids the gateway puts in paths never are: they carry an underscore.
+fn is_word(segment: &str) -> bool {
+    segment == "v3" || segment.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+}
+
+/// `POST /v3/pay/transactions/out-trade-no/{id}/close`: the method and path, every id replaced
+/// (a segment after one that names an id, and any segment that is not a word), so the label
+/// has a bounded set of values whatever path WeChat's API adds.
 fn endpoint_of(method: &str, path: &str) -> String {
     let mut out = Vec::new();
     let mut id_next = false;
     for segment in path.split('/') {
-        out.push(if id_next { "{id}" } else { segment });
+        let id = id_next || !is_word(segment);
+        out.push(if id { "{id}" } else { segment });
         id_next = ID_BEFORE.contains(&segment);
     }
     format!("{method} {}", out.join("/"))
@@ -373,6 +381,19 @@ mod tests {
         assert_eq!(
             super::endpoint_of("POST", "/v3/pay/transactions/native"),
             "POST /v3/pay/transactions/native"
+        );
+        // A refund's query names it right after `refunds`, which a create ends with.
+        assert_eq!(
+            super::endpoint_of("GET", "/v3/refund/domestic/refunds/re_01HZX3"),
+            "GET /v3/refund/domestic/refunds/{id}"
+        );
+        assert_eq!(
+            super::endpoint_of("POST", "/v3/refund/domestic/refunds"),
+            "POST /v3/refund/domestic/refunds"
+        );
+        assert_eq!(
+            super::endpoint_of("GET", "/v3/merchant/fund/balance/BASIC"),
+            "GET /v3/merchant/fund/balance/{id}"
         );
     }
 }

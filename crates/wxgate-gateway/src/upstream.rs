@@ -207,15 +207,14 @@ impl Upstream {
             .json()
             .await
             .map_err(|e| anyhow::anyhow!("webpage authorization failed: {}", e.without_url()))?;
-        answer["openid"]
-            .as_str()
-            .map(str::to_string)
-            .with_context(|| {
-                format!(
-                    "WeChat did not give an openid (errcode {})",
-                    answer["errcode"]
-                )
-            })
+        if let Some(openid) = answer["openid"].as_str() {
+            return Ok(openid.to_string());
+        }
+        let errcode = answer["errcode"].as_i64().unwrap_or_default();
+        if CODE_REFUSED.contains(&errcode) {
+            return Err(CodeRefused(errcode).into());
+        }
+        anyhow::bail!("WeChat did not give an openid (errcode {errcode})")
     }
 
     /// Whether this merchant goes through WeChat's cross-border (`/v3/global/`) endpoints.
@@ -403,6 +402,16 @@ fn from_global(g: GlobalRefund) -> Refund {
         ..Default::default()
     }
 }
+
+/// WeChat's errcodes for a webpage-authorization code it will not take: invalid (made up or
+/// expired) and used already.
+const CODE_REFUSED: [i64; 2] = [40029, 40163];
+
+/// WeChat refused the webpage-authorization code itself (the caller's fault, not the
+/// merchant's set-up or the call's): `openid_for_code`'s error then downcasts to this.
+#[derive(Debug, thiserror::Error)]
+#[error("WeChat refused the authorization code (errcode {0})")]
+pub struct CodeRefused(pub i64);
 
 /// A merchant's connection, once opened.
 type Opened = Arc<OnceCell<Arc<Upstream>>>;

@@ -287,6 +287,10 @@ async fn inside_wechat_the_js_api_pays_after_webpage_authorization(t: TestGatewa
         "{authorize}"
     );
     assert!(authorize.contains("scope=snsapi_base"));
+    // A made-up code is WeChat's refusal of the caller's code, not a failure of WeChat's.
+    let (status, body, _) = open(&format!("{url}/oauth?code=made-up"), WECHAT, None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("authorization_code_refused"), "{body}");
     let (status, _, back) = open(&authorize, WECHAT, None).await;
     assert!((300..400).contains(&status), "{status}");
     let back = back.unwrap();
@@ -301,6 +305,9 @@ async fn inside_wechat_the_js_api_pays_after_webpage_authorization(t: TestGatewa
     );
     let payer = t.get(p["id"].as_str().unwrap()).await["payer"]["openid"].clone();
     assert!(payer.as_str().is_some_and(|o| o.len() == 28), "{payer}");
+    // Once the payer is known, a code (even a used one) is not taken to WeChat again.
+    let (status, _, _) = open(&back, WECHAT, None).await;
+    assert_eq!(status, 303);
 
     // Then the JS API, with parameters signed for WeixinJSBridge.
     let (status, page, _) = open(&url, WECHAT, Some("en")).await;

@@ -24,6 +24,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::next_action::NextAction;
 use crate::qr;
+use crate::upstream::CodeRefused;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -695,7 +696,9 @@ async fn oauth_return(
         return ApiError::not_found("checkout").into_response();
     };
     let page = format!("/checkout/{token}");
-    let Some(code) = q.code.filter(|c| !c.is_empty() && c.len() <= 128) else {
+    let code = q.code.filter(|c| !c.is_empty() && c.len() <= 128);
+    // Only a payment still waiting for its payer asks WeChat who that is.
+    let Some(code) = code.filter(|_| p.status.is_pending() && p.payer_openid.is_none()) else {
         return Redirect::to(&page).into_response();
     };
     let learnt = async {
@@ -709,11 +712,19 @@ async fn oauth_return(
     .await;
     if let Err(e) = learnt {
         tracing::warn!(payment = %p.id, error = %e, "webpage authorization failed");
-        return ApiError::new(
-            ErrorCode::AuthorizationFailed,
-            "WeChat did not confirm who is paying; reopen the page",
-        )
-        .into_response();
+        return authorization_refused(&e, "WeChat did not confirm who is paying; reopen the page")
+            .into_response();
     }
     Redirect::to(&page).into_response()
+}
+
+/// Why webpage authorization gave no openid, as the payer's browser is answered: the code
+/// itself refused (400), or the merchant's set-up or the call failed (502).
+pub(super) fn authorization_refused(e: &anyhow::Error, message: &str) -> ApiError {
+    let code = if e.downcast_ref::<CodeRefused>().is_some() {
+        ErrorCode::AuthorizationCodeRefused
+    } else {
+        ErrorCode::AuthorizationFailed
+    };
+    ApiError::new(code, message)
 }

@@ -232,24 +232,33 @@ async fn refuse_control_characters(
     request: Request,
     next: Next,
 ) -> Response {
-    let Ok(params) = params else {
-        return ApiError::new(ErrorCode::InvalidCharacters, "the path is not valid UTF-8")
-            .into_response();
-    };
-    for (name, value) in &params {
-        if let Err(e) = extract::check_text(name, value) {
-            return e.into_response();
-        }
-    }
-    let query = request.uri().query().unwrap_or("");
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let checked =
-            extract::check_text("query", &name).and_then(|()| extract::check_text(&name, &value));
-        if let Err(e) = checked {
-            return e.into_response();
-        }
+    if let Err(e) = check_characters(&params, request.uri()) {
+        return e.into_response();
     }
     next.run(request).await
+}
+
+/// The refusal of the first path id or query parameter (name or value) that holds a control
+/// character, or of a path that is not UTF-8.
+fn check_characters(
+    params: &Result<RawPathParams, RawPathParamsRejection>,
+    uri: &axum::http::Uri,
+) -> Result<(), ApiError> {
+    let Ok(params) = params else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidCharacters,
+            "the path is not valid UTF-8",
+        ));
+    };
+    for (name, value) in params {
+        extract::check_text(name, value)?;
+    }
+    let query = uri.query().unwrap_or("");
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        extract::check_text("query", &name)?;
+        extract::check_text(&name, &value)?;
+    }
+    Ok(())
 }
 
 /// Headers every hosted page answers with (the CSP itself is set by the page, which knows

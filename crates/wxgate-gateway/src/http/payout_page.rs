@@ -16,7 +16,7 @@ use wxgate_domain::payout::PayoutStatus;
 use wxgate_store::PayoutRow;
 
 use crate::app::payouts;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::gateway::Gateway;
 use crate::http::checkout::{Device, Lang, PageQuery, device, esc, html, language, notice, t};
 
@@ -211,8 +211,8 @@ async fn oauth_return(
         ),
         Err(e) => {
             tracing::warn!(payout = %p.id, error = %e, "webpage authorization failed");
-            ApiError::new(
-                ErrorCode::AuthorizationFailed,
+            super::checkout::authorization_refused(
+                &e,
                 "WeChat did not confirm who is receiving; reopen the page",
             )
             .into_response()

@@ -737,6 +737,19 @@ async fn connect_hosted_and_refusals(t: &TestGateway, auth: (&str, &str)) {
     .await;
     assert_eq!(status, 404, "{e}");
     assert!(e["errorId"].is_string());
+    // A control character in an id is refused in the system's envelope, naming the id,
+    // before the database sees it.
+    let hosted_nul = format!("/v1/{}/hostedcheckouts/%00", t.merchant_id);
+    let (status, e) = connect_call(t, auth, reqwest::Method::GET, &hosted_nul, None).await;
+    assert_eq!(
+        (status, e["errors"][0]["propertyName"].as_str()),
+        (400, Some("id")),
+        "{e}"
+    );
+    // A body past the gateway's limit is refused before it is read whole.
+    let big = json!({"order": {"references": {"descriptor": "x".repeat(100_000)}}});
+    let (status, _) = connect_call(t, auth, reqwest::Method::POST, &payments, Some(big)).await;
+    assert_eq!(status, 413);
 }
 
 /// A call of the open API door: `param` signed SHA256withRSA with the merchant's key.

@@ -5,8 +5,10 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawPathParams, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -39,9 +41,28 @@ pub fn router(gw: Gateway) -> axum::Router {
         )
         .route("/v1/{merchant}/hostedcheckouts", post(create_hosted))
         .route("/v1/{merchant}/hostedcheckouts/{id}", get(get_hosted))
-        .layer(axum::middleware::from_fn(crate::http::request_id))
+        .route_layer(axum::middleware::from_fn(refuse_control_characters))
+        .route_layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            crate::http::record,
+        ))
         .fallback(|| async { refusal(404, "1002", "UNKNOWN_RESOURCE", "no such resource", None) })
+        .layer(DefaultBodyLimit::max(crate::http::BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn(crate::http::request_id))
         .with_state(gw)
+}
+
+/// The gateway's check of path ids and query parameters for control characters, refused in
+/// the system's envelope.
+async fn refuse_control_characters(
+    params: Result<RawPathParams, RawPathParamsRejection>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Err(e) = crate::http::check_characters(&params, request.uri()) {
+        return Refusal::from(e).into_response();
+    }
+    next.run(request).await
 }
 
 /// An answer in the system's error envelope.
