@@ -19,7 +19,7 @@ on_both!(
     mobile_opens_the_h5_cashier,
     inside_wechat_the_js_api_pays_after_webpage_authorization,
     cancel_expiry_and_unknown_tokens,
-    payment_links_make_a_payment_per_visit,
+    payment_links_make_a_payment_each_time_their_form_is_sent,
     a_device_switch_makes_a_second_order_and_the_first_paid_wins,
     a_shopper_who_pays_twice_is_refunded_once,
     a_fresh_credential_is_a_new_order,
@@ -115,9 +115,19 @@ async fn desktop_shows_the_qr_and_goes_to_return_url_once_paid(t: TestGateway) {
     assert_eq!(p["next_action"]["type"], "redirect_to_url");
     assert_eq!(p["next_action"]["redirect_to_url"]["url"], url.as_str());
     let id = p["id"].as_str().unwrap();
+    // No order at WeChat yet, so nothing to ask it before the payment expires.
+    let row = || async { t.store.payment(&t.merchant_id, id).await.unwrap().unwrap() };
+    let made = row().await;
+    assert_eq!(made.sync_due_at, Some(made.expires_at));
 
     let (status, page, _) = open(&url, DESKTOP, Some("en-US,en;q=0.9")).await;
     assert_eq!(status, 200, "{page}");
+    // Its first order at WeChat brings the status sync forward.
+    let ordered = row().await;
+    assert!(
+        ordered.sync_due_at.is_some_and(|due| due < made.expires_at),
+        "{ordered:?}"
+    );
     assert!(page.contains("Scan the QR code with WeChat"), "{page}");
     assert!(page.contains("¥19.99"));
     assert!(page.contains("<p class=\"shop\">Test shop</p>"), "{page}");
@@ -343,7 +353,7 @@ async fn create_link(t: &TestGateway, body: Value) -> (u16, Value) {
     .await
 }
 
-async fn payment_links_make_a_payment_per_visit(t: TestGateway) {
+async fn payment_links_make_a_payment_each_time_their_form_is_sent(t: TestGateway) {
     let create = |body: Value| create_link(&t, body);
     for (body, code) in [
         (
@@ -378,18 +388,34 @@ async fn payment_links_make_a_payment_per_visit(t: TestGateway) {
     assert!(url.starts_with(&format!("{}/pay/pl_", t.base)), "{url}");
     assert!(link["qr"]["image_svg"].as_str().unwrap().contains("<svg"));
 
-    // Each visit, a new payment and its checkout; then the link is used up.
+    // Opening the link shows its amount and makes nothing (a link preview or a prefetch
+    // neither uses it up nor makes a payment); each payer who sends its form gets a new
+    // payment and its checkout; then the link is used up.
+    for _ in 0..3 {
+        let (status, page, _) = open(&url, DESKTOP, Some("en")).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("¥5.00") && page.contains(">Pay<"), "{page}");
+    }
+    let send = || async {
+        browser()
+            .post(&url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .send()
+            .await
+            .unwrap()
+    };
     let mut checkouts = Vec::new();
     for _ in 0..2 {
-        let (status, _, location) = open(&url, DESKTOP, None).await;
-        assert_eq!(status, 303);
-        checkouts.push(location.unwrap());
+        let made = send().await;
+        assert_eq!(made.status(), 303);
+        checkouts.push(made.headers()["location"].to_str().unwrap().to_string());
     }
     assert_ne!(checkouts[0], checkouts[1]);
     assert!(checkouts[0].contains("/checkout/cs_"), "{checkouts:?}");
     let (status, page, _) = open(&url, DESKTOP, Some("en")).await;
     assert_eq!(status, 410);
     assert!(page.contains("used up"), "{page}");
+    assert_eq!(send().await.status(), 410);
     let id = link["id"].as_str().unwrap();
     let (_, made) = t
         .call(

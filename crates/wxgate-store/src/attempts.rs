@@ -24,12 +24,14 @@ pub(crate) const PAYMENT_CREDENTIAL_SQL: &str = "UPDATE payments SET wechat_cred
 
 impl Store {
     /// Starts a new attempt of a pending payment with `integration` and makes it the current
-    /// one, in one transaction. Concurrent starts get distinct out_trade_nos.
+    /// one, in one transaction, its status sync due by `sync_by` at the latest (an order at
+    /// WeChat is something to ask about). Concurrent starts get distinct out_trade_nos.
     pub async fn start_attempt(
         &self,
         p: &PaymentRow,
         integration: Integration,
         now: i64,
+        sync_by: i64,
     ) -> Result<AttemptStart> {
         for _ in 0..4 {
             let mut writing = self.write().await?;
@@ -67,12 +69,14 @@ impl Store {
             inserted?;
             let current = sqlx::query(
                 "UPDATE payments SET out_trade_no = $1, wechat_credential = NULL, checkout_kind = $2, \
-                 updated_at = $3 WHERE id = $4 AND status = 'pending'",
+                 updated_at = $3, sync_due_at = CASE WHEN sync_due_at IS NULL OR sync_due_at > $5 \
+                 THEN $5 ELSE sync_due_at END WHERE id = $4 AND status = 'pending'",
             )
             .bind(&row.out_trade_no)
             .bind(integration.as_str())
             .bind(now)
             .bind(&p.id)
+            .bind(sync_by)
             .execute(&mut *tx)
             .await?;
             if current.rows_affected() == 0 {

@@ -97,6 +97,22 @@ impl Store {
         Ok(row.and_then(|(body,)| body))
     }
 
+    /// Forgets up to `IDEMPOTENCY_PURGE_BATCH` keys made before `before`, oldest first, in
+    /// one statement: how many. (The caller repeats while a whole batch goes, so a large
+    /// backlog never holds the writer long.)
+    pub async fn purge_idempotency_keys(&self, before: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM idempotency_keys WHERE (merchant_id, idempotency_key) IN \
+             (SELECT merchant_id, idempotency_key FROM idempotency_keys WHERE created_at < $1 \
+             ORDER BY created_at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(IDEMPOTENCY_PURGE_BATCH)
+        .execute(&mut *self.write().await?)
+        .await?
+        .rows_affected())
+    }
+
     /// Forgets a key whose request failed in a way the merchant may retry.
     pub async fn abandon_idempotent(&self, merchant_id: &str, key: &str) -> Result<()> {
         sqlx::query("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2 AND status_code IS NULL")

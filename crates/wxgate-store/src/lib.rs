@@ -232,6 +232,8 @@ impl std::ops::DerefMut for Writing {
 
 /// How long an unfinished idempotent request holds its key before a retry may take it over.
 pub const IDEMPOTENCY_LOCK_MS: i64 = 60_000;
+/// How many idempotency keys one purge statement forgets at most.
+pub const IDEMPOTENCY_PURGE_BATCH: i64 = 5_000;
 
 /// How long a claim on background work lasts before another node may take it over.
 pub const CLAIM_LEASE_MS: i64 = 60_000;

@@ -966,6 +966,32 @@ mod checks {
                 .unwrap(),
             IdempotencyStart::Started
         );
+        // Keys are forgotten by age, a batch at a time; a forgotten key starts afresh.
+        for i in 0..3 {
+            let key = format!("late{i}");
+            store
+                .begin_idempotent("mch_a", &key, "h", 3_000_000)
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.purge_idempotency_keys(3_000_000).await.unwrap(), 3);
+        assert_eq!(store.purge_idempotency_keys(3_000_000).await.unwrap(), 0);
+        assert_eq!(
+            store
+                .begin_idempotent("mch_a", "k1", "h2", 3_000_001)
+                .await
+                .unwrap(),
+            IdempotencyStart::Started,
+            "k1 was forgotten, so another request may use it"
+        );
+        assert_eq!(
+            store
+                .begin_idempotent("mch_a", "late0", "other", 3_000_001)
+                .await
+                .unwrap(),
+            IdempotencyStart::Mismatch,
+            "a newer key is kept"
+        );
     }
 
     fn refund(id: &str, payment_id: &str, amount: i64, now: i64) -> RefundRow {
@@ -1021,7 +1047,7 @@ mod checks {
         let p = payment("pay_1", "mch_a", "o1", 1000);
         store.insert_payment(&p).await.unwrap();
         let AttemptStart::Started(second) = store
-            .start_attempt(&p, wxgate_domain::Integration::Native, 1500)
+            .start_attempt(&p, wxgate_domain::Integration::Native, 1500, 6500)
             .await
             .unwrap()
         else {

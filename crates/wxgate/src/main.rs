@@ -993,7 +993,9 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         demo["merchant_id"].as_str().unwrap_or_default()
     );
     if let Some(link) = demo["payment_link"].as_str() {
-        println!("  checkout: {link}  (open it in a browser: each visit makes a hosted payment)");
+        println!(
+            "  checkout: {link}  (open it in a browser: each time it is paid, a hosted payment)"
+        );
     }
     println!("  simulator payer page: {base}/sim/payer");
     println!("  try it:");

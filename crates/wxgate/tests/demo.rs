@@ -83,14 +83,21 @@ async fn the_demo_takes_a_payment_and_keeps_it_across_a_restart() {
     assert_eq!(info["simulator_base"], base.as_str());
     let key = info["api_key"].as_str().unwrap().to_string();
     assert!(info["merchant_id"].as_str().unwrap().starts_with("mch_"));
-    // The printed checkout link opens a hosted checkout.
+    // The printed checkout link shows its Pay form, which opens a hosted checkout.
     let link = info["payment_link"].as_str().unwrap();
     assert!(link.starts_with(&format!("{base}/pay/")), "{info}");
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let visit = no_redirects.get(link).send().await.unwrap();
+    let page = no_redirects.get(link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let visit = no_redirects
+        .post(link)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
     assert!(visit.status().is_redirection(), "{}", visit.status());
     let to = visit.headers()["location"].to_str().unwrap();
     assert!(to.contains("/checkout/cs_"), "{to}");

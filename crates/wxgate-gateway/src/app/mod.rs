@@ -4,6 +4,7 @@
 //! [`ApiError`](crate::error::ApiError) with a stable code.
 
 pub mod doors;
+pub mod idempotency;
 pub mod links;
 pub mod merchants;
 pub mod operations;

@@ -172,15 +172,21 @@ async fn create_again(
     Ok(Created { state, new: false })
 }
 
+/// When a payment's status sync first looks at WeChat, `now` being when its order is made.
+fn first_sync_at(gw: &Gateway, now: i64, expires_at: i64) -> i64 {
+    let first = gw.config().sync_schedule_ms.first().copied();
+    (now + first.unwrap_or(5_000)).min(expires_at)
+}
+
 fn new_row(gw: &Gateway, merchant: &MerchantRow, new: &NewPayment, now: i64) -> PaymentRow {
     let id = wxgate_domain::id::generate("pay");
     let checkout_token = wxgate_domain::id::generate("cs");
-    let first_sync = gw
-        .config()
-        .sync_schedule_ms
-        .first()
-        .copied()
-        .unwrap_or(5_000);
+    // A hosted payment has no order at WeChat until its payer chooses a device (which brings
+    // its sync forward, `start_attempt`): until then there is nothing to ask but its expiry.
+    let sync_due_at = match new.integration {
+        PaymentIntegration::Hosted => new.expires_at,
+        PaymentIntegration::Product(_) => first_sync_at(gw, now, new.expires_at),
+    };
     PaymentRow {
         out_trade_no: id.clone(),
         id,
@@ -202,7 +208,7 @@ fn new_row(gw: &Gateway, merchant: &MerchantRow, new: &NewPayment, now: i64) -> 
         expires_at: new.expires_at,
         created_at: now,
         updated_at: now,
-        sync_due_at: Some((now + first_sync).min(new.expires_at)),
+        sync_due_at: Some(sync_due_at),
         notify_url: new.notify_url.clone(),
         hosted_url: Some(format!(
             "{}/checkout/{checkout_token}",
@@ -354,7 +360,12 @@ pub async fn start_attempt(
             .await?
             .ok_or_else(|| ApiError::not_found("payment"));
     }
-    let attempt = match gw.store().start_attempt(p, integration, now).await? {
+    let sync_by = first_sync_at(gw, now, p.expires_at);
+    let attempt = match gw
+        .store()
+        .start_attempt(p, integration, now, sync_by)
+        .await?
+    {
         AttemptStart::Started(a) => a,
         AttemptStart::NotPending => {
             return Err(ApiError::new(

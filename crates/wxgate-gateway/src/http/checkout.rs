@@ -115,6 +115,7 @@ fn checkout_words(key: &str) -> Option<(&'static str, &'static str)> {
         "switch" => ("English", "中文"),
         "enter_amount" => ("请输入金额", "Enter the amount"),
         "continue" => ("继续", "Continue"),
+        "pay_now" => ("去支付", "Pay"),
         "link_closed" => ("此收款码已停用", "This payment link is closed"),
         "link_closed_hint" => (
             "它已停用、已过期或已达到使用次数上限。",
@@ -179,11 +180,11 @@ pub(crate) fn esc(s: &str) -> String {
 }
 
 /// The amount as a shopper reads it: `¥128.50` in yuan, `12.34 USD` or `1000 JPY` otherwise.
-fn amount(p: &PaymentRow) -> String {
-    match Currency::parse(&p.currency) {
-        Ok(Currency::CNY) => format!("¥{}", Currency::CNY.format_minor(p.amount)),
-        Ok(c) => format!("{} {}", c.format_minor(p.amount), p.currency),
-        Err(_) => format!("{} {}", p.amount, p.currency),
+pub(super) fn amount(minor: i64, currency: &str) -> String {
+    match Currency::parse(currency) {
+        Ok(Currency::CNY) => format!("¥{}", Currency::CNY.format_minor(minor)),
+        Ok(c) => format!("{} {currency}", c.format_minor(minor)),
+        Err(_) => format!("{minor} {currency}"),
     }
 }
 
@@ -535,7 +536,7 @@ fn render(
         esc(shop),
         esc(&p.description),
         p.amount,
-        esc(&amount(p))
+        esc(&amount(p.amount, &p.currency))
     );
     let countdown = format!(
         "<p class=\"muted\">{} <span id=\"left\" data-expires-at=\"{}\"></span></p>",
@@ -671,12 +672,12 @@ mod tests {
             currency: "CNY".into(),
             ..PaymentRow::default()
         };
-        assert_eq!(amount(&p), "¥19.99");
+        assert_eq!(amount(p.amount, &p.currency), "¥19.99");
         p.currency = "JPY".into();
-        assert_eq!(amount(&p), "1999 JPY");
+        assert_eq!(amount(p.amount, &p.currency), "1999 JPY");
         p.currency = "USD".into();
         p.amount = 5;
-        assert_eq!(amount(&p), "0.05 USD");
+        assert_eq!(amount(p.amount, &p.currency), "0.05 USD");
     }
 }
 

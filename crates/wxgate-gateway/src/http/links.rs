@@ -254,8 +254,9 @@ pub(crate) async fn link_payments(
     Ok(page(rows, limit, |p| views::payment(p, None)))
 }
 
-/// The link as a shopper reaches it: a fixed amount goes straight to a new checkout; otherwise
-/// a form asks for the amount.
+/// The link as a shopper reaches it: a form that makes its payment when sent, showing a fixed
+/// amount or asking for one. Opening the link makes nothing, so link previews, prefetches and
+/// crawlers neither use it up nor make payments.
 async fn visit(
     State(gw): State<Gateway>,
     Path(token): Path<String>,
@@ -268,10 +269,7 @@ async fn visit(
         Ok(link) => link,
         Err(page) => return *page,
     };
-    match link.amount {
-        Some(amount) => pay(&gw, &link, amount, lang, &here).await,
-        None => amount_form(&link, lang, &here, None),
-    }
+    amount_form(&link, lang, &here, None)
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,18 +344,31 @@ fn amount_form(
         link.amount_min.unwrap_or(1),
         link.amount_max.unwrap_or(AMOUNT_MAX),
     );
+    let (asked, button) = match link.amount {
+        Some(amount) => (
+            format!(
+                "<p class=\"amount\">{}</p>",
+                esc(&checkout::amount(amount, &link.currency))
+            ),
+            t(lang, "pay_now"),
+        ),
+        None => (
+            format!(
+                "<p><label for=\"amount\">{} ({} – {} {})</label></p>\
+                 <p><input id=\"amount\" name=\"amount\" inputmode=\"decimal\" required \
+                 class=\"amount-input\"></p>",
+                t(lang, "enter_amount"),
+                major(min),
+                major(max),
+                esc(&link.currency),
+            ),
+            t(lang, "continue"),
+        ),
+    };
     let body = format!(
-        "<p class=\"desc\">{}</p><form method=\"post\" action=\"{here}\">\
-         <p><label for=\"amount\">{} ({} – {} {})</label></p>\
-         <p><input id=\"amount\" name=\"amount\" inputmode=\"decimal\" required \
-         class=\"amount-input\"></p>\
-         <button class=\"button\" type=\"submit\">{}</button></form>",
+        "<p class=\"desc\">{}</p><form method=\"post\" action=\"{here}\">{asked}\
+         <button class=\"button\" type=\"submit\">{button}</button></form>",
         esc(&link.description),
-        t(lang, "enter_amount"),
-        major(min),
-        major(max),
-        esc(&link.currency),
-        t(lang, "continue"),
     );
     html(status.unwrap_or(StatusCode::OK), lang, here, &body, "")
 }

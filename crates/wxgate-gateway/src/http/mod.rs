@@ -73,7 +73,12 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/metrics", get(metrics))
         .route(
             "/openapi.json",
-            get(|| async { axum::Json(openapi::document()) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    openapi::served(),
+                )
+            }),
         )
         .route_layer(middleware::from_fn(refuse_control_characters))
         .route_layer(middleware::from_fn_with_state(gateway.clone(), record))

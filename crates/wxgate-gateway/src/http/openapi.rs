@@ -40,6 +40,13 @@ impl utoipa::Modify for ApiKeyAuth {
     }
 }
 
+/// The OpenAPI document as `/openapi.json` serves it: made once, on the first request.
+pub fn served() -> &'static str {
+    static SERVED: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| document().to_string());
+    &SERVED
+}
+
 /// The OpenAPI document, as JSON.
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");

@@ -69,6 +69,24 @@ async fn pay_hosted(t: &TestGateway, url: &str) {
     t.pay(json!({"code_url": code_url})).await;
 }
 
+/// Pays through a payment link (`/pay/{token}`) the way a shopper does: its Pay button, then
+/// the checkout it opens.
+async fn pay_link(t: &TestGateway, url: &str) {
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "{url}");
+    let checkout = res.headers()["location"].to_str().unwrap();
+    assert!(checkout.starts_with(&t.base), "{checkout}");
+    pay_hosted(t, checkout).await;
+}
+
 /// Steps 0–3 of the payment-intents document (system 001) with its own example requests.
 pub async fn payment_intents_as_documented(t: TestGateway) {
     assert!(
@@ -1027,7 +1045,7 @@ async fn open_api_codes(t: &TestGateway, me: (&str, &wechatpay_v3::crypto::Priva
     )
     .await;
     assert_eq!(again["code"], 21007, "{again}");
-    pay_hosted(t, &url).await;
+    pay_link(t, &url).await;
     let mut list = Value::Null;
     for _ in 0..5000 {
         list = call(

@@ -159,7 +159,7 @@ impl Simulation {
         };
         let started = self
             .store
-            .start_attempt(&p, Integration::Native, self.now)
+            .start_attempt(&p, Integration::Native, self.now, self.now + RETRY_MS)
             .await;
         if let AttemptStart::Started(a) = started.map_err(err)? {
             let fate = self.fate();
