@@ -207,8 +207,9 @@ fn in_words(message: &str) -> String {
     format!("must be {wanted}")
 }
 
-/// Refuses NUL and every other control character in a JSON value's strings and keys.
-fn refuse_control_characters(value: &Value, path: &str) -> ApiResult<()> {
+/// Refuses NUL and every other control character in a JSON value's strings and keys (`path`
+/// names the value, `""` for a whole body).
+pub fn refuse_control_characters(value: &Value, path: &str) -> ApiResult<()> {
     let join = |key: &str| {
         if path.is_empty() {
             key.to_string()

@@ -496,6 +496,9 @@ async fn two_checkout_refusals(t: &TestGateway, session: &str) {
     );
     let unknown = rpc(t, "getOrder", json!([session, "999999999999"])).await;
     assert_eq!(unknown["error"]["code"], "INVALID_REFERENCE", "{unknown}");
+    // A control character never reaches a lookup (PostgreSQL cannot hold NUL).
+    let nul = rpc(t, "getOrder", json!([session, "9999\u{0}9999"])).await;
+    assert_eq!(nul["error"]["code"], -32602, "{nul}");
     let method = rpc(t, "deleteEverything", json!([])).await;
     assert_eq!(method["error"]["code"], -32601, "{method}");
 }
@@ -1013,6 +1016,16 @@ async fn open_api_more(
         open_api(t, "/open-api/payment/query", me, param).await["code"],
         21006
     );
+    let nul = open_api(
+        t,
+        "/open-api/payment/query",
+        me,
+        json!({"timestamp": now_ms(), "mchOrderId": "a\u{0}b"}),
+    )
+    .await;
+    assert_eq!(nul["code"], 21002, "{nul}");
+    let said = nul["message"].as_str().unwrap();
+    assert!(said.contains("mchOrderId"), "{nul}");
     let pigeon = open_api(
         t,
         "/open-api/payment/generate",

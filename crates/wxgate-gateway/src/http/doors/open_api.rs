@@ -124,6 +124,8 @@ async fn unwrap(gw: &Gateway, body: &[u8]) -> Result<(MerchantRow, Value), Refus
         .ok()
         .filter(Value::is_object)
         .ok_or_else(|| refuse(21002, "Request param error: param is not a JSON object"))?;
+    crate::http::extract::refuse_control_characters(&param, "")
+        .map_err(|e| refuse(21002, format!("Request param error: {}", e.message)))?;
     let ts = match &param["timestamp"] {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.parse().ok(),

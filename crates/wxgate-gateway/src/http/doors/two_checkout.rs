@@ -100,6 +100,9 @@ async fn rpc(State(gw): State<Gateway>, body: Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<RpcRequest>(&body) else {
         return axum::Json(view::error(&Value::Null, -32700, "Parse error")).into_response();
     };
+    if let Err(e) = crate::http::extract::refuse_control_characters(&req.params, "params") {
+        return axum::Json(view::error(&req.id, -32602, &e.message)).into_response();
+    }
     let answer = match req.method.as_deref() {
         Some("login") => login(&gw, &req.params).await,
         Some("placeOrder") => place_order(&gw, &req.params).await,
