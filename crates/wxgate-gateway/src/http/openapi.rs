@@ -215,10 +215,22 @@ fn front_door_paths() -> Vec<(String, Value)> {
             }
             items
                 .entry((*path).to_string())
-                .or_insert_with(|| serde_json::json!({}))[*method] = operation;
+                .or_insert_with(|| serde_json::json!({"parameters": path_parameters(path)}))
+                [*method] = operation;
         }
     }
     items.into_iter().collect()
+}
+
+/// Each `{name}` in `path`, as the required text parameter it is.
+fn path_parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            serde_json::json!({"name": name, "in": "path", "required": true,
+                "schema": {"type": "string"}})
+        })
+        .collect()
 }
 
 /// The answers every route of its kind can give, whatever the handler: 401 behind an API key,
