@@ -52,6 +52,8 @@ const AUTH_CACHE_MAX: usize = 10_000;
 pub const ENDPOINT_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Entries the endpoint cache holds at most; it is cleared when full.
 const ENDPOINT_CACHE_MAX: usize = 10_000;
+/// The most opened signing secrets kept (a rotated secret stays until the cache is cleared).
+const SECRET_CACHE_MAX: usize = 10_000;
 
 /// Where a webhook goes and what signs it: (URL, secret id, sealed secret).
 pub type Destination = (String, String, String);
@@ -147,10 +149,12 @@ impl Gateway {
 
     pub fn cache_key(&self, key_hash: String, merchant: MerchantRow) {
         let mut cache = self.inner.auth_cache.lock().expect("auth cache lock");
-        if cache.len() >= AUTH_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key_hash, (merchant, Instant::now()));
+        insert_capped(
+            &mut cache,
+            AUTH_CACHE_MAX,
+            key_hash,
+            (merchant, Instant::now()),
+        );
     }
 
     pub fn cached_endpoint(&self, endpoint_id: &str) -> Option<Destination> {
@@ -163,10 +167,13 @@ impl Gateway {
 
     pub fn cache_endpoint(&self, endpoint_id: &str, destination: Destination) {
         let mut cache = self.inner.endpoints.lock().expect("endpoint cache lock");
-        if cache.len() >= ENDPOINT_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(endpoint_id.to_string(), (destination, Instant::now()));
+        let entry = (destination, Instant::now());
+        insert_capped(
+            &mut cache,
+            ENDPOINT_CACHE_MAX,
+            endpoint_id.to_string(),
+            entry,
+        );
     }
 
     /// Forgets an endpoint's destination (it was deleted or its secret rotated).
@@ -196,11 +203,13 @@ impl Gateway {
             .open(sealed)
             .context("cannot open a webhook secret (wrong master key?)")?;
         let secret = String::from_utf8(opened).context("a webhook secret is not UTF-8")?;
-        self.inner
-            .webhook_secrets
-            .lock()
-            .expect("secrets lock")
-            .insert(secret_id.to_string(), secret.clone());
+        let mut secrets = self.inner.webhook_secrets.lock().expect("secrets lock");
+        insert_capped(
+            &mut secrets,
+            SECRET_CACHE_MAX,
+            secret_id.to_string(),
+            secret.clone(),
+        );
         Ok(secret)
     }
 
@@ -210,6 +219,15 @@ impl Gateway {
             self.inner.config.public_base_url.trim_end_matches('/')
         )
     }
+}
+
+/// Inserts into a cache that holds at most `max` entries: a full one is cleared first (its
+/// entries are read again on their next use).
+fn insert_capped<V>(cache: &mut HashMap<String, V>, max: usize, key: String, value: V) {
+    if cache.len() >= max {
+        cache.clear();
+    }
+    cache.insert(key, value);
 }
 
 /// Logs what the database's own settings leave undone that a serving gateway depends on.

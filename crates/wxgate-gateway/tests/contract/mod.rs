@@ -393,6 +393,10 @@ pub async fn generated_bad_input_never_meets_a_5xx(t: TestGateway) {
     let auth = format!("Bearer {}", t.key);
     for (path, operations) in doc["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {
+            if method == "parameters" {
+                // The path's own parameters, shared by its operations.
+                continue;
+            }
             if operation.get("x-wxgate-door").is_some() {
                 // A front door answers in its own system's envelope: never a 5xx.
                 door_never_meets_a_5xx(&t, path, method, operation, &mut rng).await;
