@@ -9,6 +9,7 @@ use anyhow::Context;
 use wechatpay_v3::{Clock, SystemClock};
 use wxgate_store::{MerchantRow, SchemaStatus, Store};
 
+use crate::capped::insert_capped;
 use crate::config::GatewayConfig;
 use crate::upstream::{CallSettings, Upstream, Upstreams};
 
@@ -219,15 +220,6 @@ impl Gateway {
             self.inner.config.public_base_url.trim_end_matches('/')
         )
     }
-}
-
-/// Inserts into a cache that holds at most `max` entries: a full one is cleared first (its
-/// entries are read again on their next use).
-fn insert_capped<V>(cache: &mut HashMap<String, V>, max: usize, key: String, value: V) {
-    if cache.len() >= max {
-        cache.clear();
-    }
-    cache.insert(key, value);
 }
 
 /// Logs what the database's own settings leave undone that a serving gateway depends on.

@@ -12,6 +12,7 @@
 //! gateway on port 0 against their own database and simulator.
 
 pub mod app;
+pub mod capped;
 pub mod clock;
 pub mod config;
 pub mod delivery;

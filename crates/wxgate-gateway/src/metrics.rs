@@ -343,10 +343,17 @@ const ID_BEFORE: [&str; 5] = [
     "transfer-bill-no",
 ];
 
-/// Whether `segment` may be a word of WeChat's paths, which are lower-case words joined by
-/// hyphens (and `v3`). The ids the gateway puts in paths never are: they carry an underscore.
+/// Whether `segment` may be a word of WeChat's paths (`v3`, `h5`, `out-trade-no`): a
+/// lower-case letter, then lower-case letters, digits and hyphens. The ids the gateway puts
+/// in paths never are (they carry an underscore, or follow a segment in `ID_BEFORE`), nor are
+/// WeChat's own (digits).
 fn is_word(segment: &str) -> bool {
-    segment == "v3" || segment.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+    // The empty segment is the one before the path's leading slash.
+    segment.is_empty()
+        || segment.starts_with(|c: char| c.is_ascii_lowercase())
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// `POST /v3/pay/transactions/out-trade-no/{id}/close`: the method and path, every id replaced
@@ -381,6 +388,17 @@ mod tests {
         assert_eq!(
             super::endpoint_of("POST", "/v3/pay/transactions/native"),
             "POST /v3/pay/transactions/native"
+        );
+        assert_eq!(
+            super::endpoint_of("POST", "/v3/pay/transactions/h5"),
+            "POST /v3/pay/transactions/h5"
+        );
+        assert_eq!(
+            super::endpoint_of(
+                "GET",
+                "/v3/pay/transactions/id/4200000000202412310000000001"
+            ),
+            "GET /v3/pay/transactions/id/{id}"
         );
         // A refund's query names it right after `refunds`, which a create ends with.
         assert_eq!(

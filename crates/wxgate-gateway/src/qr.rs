@@ -48,10 +48,7 @@ impl Cache {
             Image::Svg(size) => svg_sized(data, size).into_bytes().into(),
         };
         let mut images = self.images.lock().expect("qr cache lock");
-        if images.len() >= CACHE_ENTRIES_MAX {
-            images.clear();
-        }
-        images.insert(key, rendered.clone());
+        crate::capped::insert_capped(&mut images, CACHE_ENTRIES_MAX, key, rendered.clone());
         rendered
     }
 }

@@ -100,7 +100,8 @@ pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
 }
 
 /// When to look again at a pending payment: by the schedule, but never later than its expiry.
-/// Creation used the schedule's first entry; after the n-th query comes entry n.
+/// The first order at WeChat used the schedule's first entry (a payment's creation, or a
+/// hosted payment's first device, `Store::start_attempt`); after the n-th query comes entry n.
 fn next_due(gw: &Gateway, p: &PaymentRow, now: i64) -> Option<i64> {
     let schedule = &gw.config().sync_schedule_ms;
     let step = schedule

@@ -354,32 +354,8 @@ async fn create_link(t: &TestGateway, body: Value) -> (u16, Value) {
 }
 
 async fn payment_links_make_a_payment_each_time_their_form_is_sent(t: TestGateway) {
+    links_are_checked_when_made(&t).await;
     let create = |body: Value| create_link(&t, body);
-    for (body, code) in [
-        (
-            json!({"amount": 500, "amount_min": 1, "amount_max": 9, "currency": "CNY", "description": "x"}),
-            "invalid_amount",
-        ),
-        (
-            json!({"currency": "CNY", "description": "x"}),
-            "invalid_amount",
-        ),
-        (
-            json!({"amount": 500, "currency": "USD", "description": "x"}),
-            "currency_not_allowed",
-        ),
-        (
-            json!({"amount": 500, "currency": "CNY", "description": "x", "max_uses": 0}),
-            "invalid_max_uses",
-        ),
-    ] {
-        let (status, e) = create(body.clone()).await;
-        assert_eq!(
-            (status, e["error"]["code"].as_str()),
-            (400, Some(code)),
-            "{body}"
-        );
-    }
     let (status, link) =
         create(json!({"amount": 500, "currency": "CNY", "description": "Coffee", "max_uses": 2}))
             .await;
@@ -388,34 +364,7 @@ async fn payment_links_make_a_payment_each_time_their_form_is_sent(t: TestGatewa
     assert!(url.starts_with(&format!("{}/pay/pl_", t.base)), "{url}");
     assert!(link["qr"]["image_svg"].as_str().unwrap().contains("<svg"));
 
-    // Opening the link shows its amount and makes nothing (a link preview or a prefetch
-    // neither uses it up nor makes a payment); each payer who sends its form gets a new
-    // payment and its checkout; then the link is used up.
-    for _ in 0..3 {
-        let (status, page, _) = open(&url, DESKTOP, Some("en")).await;
-        assert_eq!(status, 200);
-        assert!(page.contains("¥5.00") && page.contains(">Pay<"), "{page}");
-    }
-    let send = || async {
-        browser()
-            .post(&url)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .send()
-            .await
-            .unwrap()
-    };
-    let mut checkouts = Vec::new();
-    for _ in 0..2 {
-        let made = send().await;
-        assert_eq!(made.status(), 303);
-        checkouts.push(made.headers()["location"].to_str().unwrap().to_string());
-    }
-    assert_ne!(checkouts[0], checkouts[1]);
-    assert!(checkouts[0].contains("/checkout/cs_"), "{checkouts:?}");
-    let (status, page, _) = open(&url, DESKTOP, Some("en")).await;
-    assert_eq!(status, 410);
-    assert!(page.contains("used up"), "{page}");
-    assert_eq!(send().await.status(), 410);
+    a_link_is_used_by_its_form_not_by_opening(&url).await;
     let id = link["id"].as_str().unwrap();
     let (_, made) = t
         .call(
@@ -491,4 +440,65 @@ async fn payment_links_make_a_payment_each_time_their_form_is_sent(t: TestGatewa
             .0,
         404
     );
+}
+
+/// A link with amount and currency out of the rules is refused, with the field's code.
+async fn links_are_checked_when_made(t: &TestGateway) {
+    let create = |body: Value| create_link(t, body);
+    for (body, code) in [
+        (
+            json!({"amount": 500, "amount_min": 1, "amount_max": 9, "currency": "CNY", "description": "x"}),
+            "invalid_amount",
+        ),
+        (
+            json!({"currency": "CNY", "description": "x"}),
+            "invalid_amount",
+        ),
+        (
+            json!({"amount": 500, "currency": "USD", "description": "x"}),
+            "currency_not_allowed",
+        ),
+        (
+            json!({"amount": 500, "currency": "CNY", "description": "x", "max_uses": 0}),
+            "invalid_max_uses",
+        ),
+    ] {
+        let (status, e) = create(body.clone()).await;
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+}
+
+/// A fixed-amount link, `max_uses` 2, at `url`: opening it shows its amount and makes nothing
+/// (a link preview or a prefetch neither uses it up nor makes a payment); each payer who sends
+/// its form gets a new payment and its checkout; then the link is used up.
+async fn a_link_is_used_by_its_form_not_by_opening(url: &str) {
+    for _ in 0..3 {
+        let (status, page, _) = open(url, DESKTOP, Some("en")).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("¥5.00") && page.contains(">Pay<"), "{page}");
+    }
+    let send = || async {
+        browser()
+            .post(url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut checkouts = Vec::new();
+    for _ in 0..2 {
+        let made = send().await;
+        assert_eq!(made.status(), 303);
+        checkouts.push(made.headers()["location"].to_str().unwrap().to_string());
+    }
+    assert_ne!(checkouts[0], checkouts[1]);
+    assert!(checkouts[0].contains("/checkout/cs_"), "{checkouts:?}");
+    let (status, page, _) = open(url, DESKTOP, Some("en")).await;
+    assert_eq!(status, 410);
+    assert!(page.contains("used up"), "{page}");
+    assert_eq!(send().await.status(), 410);
 }

@@ -689,36 +689,7 @@ async fn openapi_document_lists_the_payments_api(t: TestGateway) {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
-    // Every `{name}` of every path, the front doors' included, is a defined path parameter of
-    // each of its operations (else generated clients and schema checkers refuse the document).
-    let defined = |params: &Value| -> Vec<String> {
-        params
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["in"] == "path" && p["required"] == true)
-            .filter_map(|p| p["name"].as_str().map(str::to_string))
-            .collect()
-    };
-    for (path, item) in doc["paths"].as_object().unwrap() {
-        let named = path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'));
-        let named: Vec<&str> = named.collect();
-        for (method, operation) in item.as_object().unwrap() {
-            if method == "parameters" {
-                continue;
-            }
-            let mut known = defined(&item["parameters"]);
-            known.extend(defined(&operation["parameters"]));
-            for name in &named {
-                assert!(
-                    known.iter().any(|k| k == name),
-                    "{method} {path}: {{{name}}} undefined"
-                );
-            }
-        }
-    }
+    every_path_parameter_is_defined(&doc);
     let schemas = &doc["components"]["schemas"];
     for schema in [
         "Payment",
@@ -779,6 +750,39 @@ async fn openapi_document_lists_the_payments_api(t: TestGateway) {
         (status, bad["error"]["code"].as_str()),
         (400, Some("invalid_status"))
     );
+}
+
+/// Every `{name}` of every path, the front doors' included, is a defined path parameter of
+/// each of its operations (else generated clients and schema checkers refuse the document).
+fn every_path_parameter_is_defined(doc: &Value) {
+    let defined = |params: &Value| -> Vec<String> {
+        params
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "path" && p["required"] == true)
+            .filter_map(|p| p["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let named = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'));
+        let named: Vec<&str> = named.collect();
+        for (method, operation) in item.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            let mut known = defined(&item["parameters"]);
+            known.extend(defined(&operation["parameters"]));
+            for name in &named {
+                assert!(
+                    known.iter().any(|k| k == name),
+                    "{method} {path}: {{{name}}} undefined"
+                );
+            }
+        }
+    }
 }
 
 /// The process dies after WeChat created (and the shopper paid) the order but before the

@@ -53,7 +53,10 @@ pub(crate) fn count_new(batch: &mut Batch, p: &PaymentRow, condition: &str, valu
 
 /// Adds to `batch` the move of `current` (as it was read, and as the batch's transaction has
 /// just changed it) to `to`. Its two rows are written in one order, by status, in every
-/// transaction, so two transactions never each hold a row the other waits for.
+/// transaction, so two transactions never each hold a row the other waits for. That rests on
+/// a PostgreSQL transaction moving one payment at most (group commit is SQLite's, whose one
+/// writer waits on nobody); one that moved several would need all its rows in one sorted
+/// statement.
 pub(crate) fn count_move(batch: &mut Batch, current: &PaymentRow, to: PaymentStatus) {
     let from = current.status;
     if from == to {

@@ -1,4 +1,4 @@
-//! Payment links: permanent URLs whose every visit makes a new payment.
+//! Payment links: permanent URLs whose Pay button makes a new payment each time.
 
 use crate::{PaymentLinkRow, PaymentRow, Result, Store};
 

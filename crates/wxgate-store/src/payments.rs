@@ -386,7 +386,6 @@ pub(crate) async fn transition_statements(
         return Ok(None);
     };
     check_money(&after)?;
-    crate::counts::count_move(batch, current, to);
     settle_attempts(batch, current, to, facts);
     if to.is_paid() && !current.status.is_paid() {
         let out_trade_no = facts
@@ -409,6 +408,8 @@ pub(crate) async fn transition_statements(
         };
         push_event(batch, &event, &current.id);
     }
+    // Last: on PostgreSQL the shared count's row is locked until the commit, so as late as can be.
+    crate::counts::count_move(batch, current, to);
     Ok(Some(after))
 }
 

@@ -150,9 +150,7 @@ impl Store {
 
     /// Payments by status and integration counted from their rows, as `ops_snapshot` gives
     /// them from the counts the writes keep (ordered, none zero): the two must agree.
-    pub async fn payment_counts_from_rows_for_test(
-        &self,
-    ) -> crate::Result<Vec<(String, String, i64)>> {
+    pub async fn payment_counts_from_rows(&self) -> crate::Result<Vec<(String, String, i64)>> {
         Ok(sqlx::query_as(
             "SELECT status, integration, CAST(COUNT(*) AS BIGINT) FROM payments \
              GROUP BY status, integration ORDER BY status, integration",

@@ -33,6 +33,7 @@ on_both!(
     listing_filters_and_pages,
     sync_work_is_claimed_once,
     idempotency_keys,
+    old_idempotency_keys_are_forgotten,
     concurrent_refunds_never_reserve_more_than_was_paid,
     an_order_paid_twice_is_marked_with_its_refund,
     refund_outcomes_move_the_payments_sums,
@@ -294,7 +295,7 @@ mod checks {
     /// keep), checked against a count of the rows themselves.
     pub async fn counts_agree(store: &Store) -> Vec<(String, String, i64)> {
         let kept = store.ops_snapshot(0).await.unwrap().payments;
-        let counted = store.payment_counts_from_rows_for_test().await.unwrap();
+        let counted = store.payment_counts_from_rows().await.unwrap();
         assert_eq!(kept, counted, "the counts kept are the rows' counts");
         kept
     }
@@ -966,6 +967,16 @@ mod checks {
                 .unwrap(),
             IdempotencyStart::Started
         );
+    }
+
+    pub async fn old_idempotency_keys_are_forgotten(store: Store) {
+        store.insert_merchant(&merchant("mch_a")).await.unwrap();
+        for (key, at) in [("k1", 1), ("k2", 1), ("k3", 61_001)] {
+            store
+                .begin_idempotent("mch_a", key, "h1", at)
+                .await
+                .unwrap();
+        }
         // Keys are forgotten by age, a batch at a time; a forgotten key starts afresh.
         for i in 0..3 {
             let key = format!("late{i}");

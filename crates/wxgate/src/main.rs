@@ -994,7 +994,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     if let Some(link) = demo["payment_link"].as_str() {
         println!(
-            "  checkout: {link}  (open it in a browser: each time it is paid, a hosted payment)"
+            "  checkout: {link}  (open it in a browser: each press of Pay makes a hosted payment)"
         );
     }
     println!("  simulator payer page: {base}/sim/payer");

@@ -1,4 +1,4 @@
-//! Payment links: permanent URLs whose every visit makes a new hosted payment.
+//! Payment links: permanent URLs whose Pay button makes a new hosted payment each time.
 
 use wxgate_domain::id::{LinkId, MerchantId};
 use wxgate_domain::{Currency, Money, PaymentIntegration, id};

@@ -531,6 +531,42 @@ pub async fn by_merchant_order_id(
         .await?)
 }
 
+/// Learns a hosted payment's payer from a webpage-authorization `code`. Only a payment still
+/// pending and not yet knowing its payer asks WeChat; for any other the code is not used.
+pub async fn learn_payer(gw: &Gateway, p: &PaymentRow, code: &str) -> ApiResult<()> {
+    if !p.status.is_pending() || p.payer_openid.is_some() {
+        return Ok(());
+    }
+    let refused = "WeChat did not confirm who is paying; reopen the page";
+    let openid = authorized_openid(gw, &p.merchant_id, code, refused).await?;
+    gw.store()
+        .set_payer_openid(&p.id, &openid, gw.now_ms())
+        .await?;
+    Ok(())
+}
+
+/// The openid WeChat gives for a webpage-authorization `code` of the merchant's app: a code
+/// WeChat refuses (made up, expired, used) is the caller's 400 `authorization_code_refused`;
+/// any other failure (the merchant's set-up, the call) a 502 `authorization_failed`; either
+/// says `refused` to the browser.
+pub async fn authorized_openid(
+    gw: &Gateway,
+    merchant_id: &str,
+    code: &str,
+    refused: &str,
+) -> ApiResult<String> {
+    let asked = async { gw.upstream(merchant_id).await?.openid_for_code(code).await }.await;
+    asked.map_err(|e| {
+        tracing::warn!(merchant_id, error = %e, "webpage authorization failed");
+        let code = if e.downcast_ref::<crate::upstream::CodeRefused>().is_some() {
+            ErrorCode::AuthorizationCodeRefused
+        } else {
+            ErrorCode::AuthorizationFailed
+        };
+        ApiError::new(code, refused)
+    })
+}
+
 /// The payment behind a hosted checkout page's token.
 pub async fn by_checkout_token(gw: &Gateway, token: &str) -> ApiResult<Option<PaymentRow>> {
     Ok(gw.store().payment_by_checkout_token(token).await?)

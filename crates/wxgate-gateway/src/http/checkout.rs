@@ -24,7 +24,6 @@ use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
 use crate::next_action::NextAction;
 use crate::qr;
-use crate::upstream::CodeRefused;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -693,39 +692,15 @@ async fn oauth_return(
     Path(token): Path<String>,
     Query(q): Query<OauthReturn>,
 ) -> Response {
-    let Ok(Some(p)) = gw.store().payment_by_checkout_token(&token).await else {
+    let Ok(Some(p)) = pay::by_checkout_token(&gw, &token).await else {
         return ApiError::not_found("checkout").into_response();
     };
     let page = format!("/checkout/{token}");
-    let code = q.code.filter(|c| !c.is_empty() && c.len() <= 128);
-    // Only a payment still waiting for its payer asks WeChat who that is.
-    let Some(code) = code.filter(|_| p.status.is_pending() && p.payer_openid.is_none()) else {
+    let Some(code) = q.code.filter(|c| !c.is_empty() && c.len() <= 128) else {
         return Redirect::to(&page).into_response();
     };
-    let learnt = async {
-        let up = gw.upstream(&p.merchant_id).await?;
-        let openid = up.openid_for_code(&code).await?;
-        gw.store()
-            .set_payer_openid(&p.id, &openid, gw.now_ms())
-            .await?;
-        anyhow::Ok(())
+    match pay::learn_payer(&gw, &p, &code).await {
+        Ok(()) => Redirect::to(&page).into_response(),
+        Err(e) => e.into_response(),
     }
-    .await;
-    if let Err(e) = learnt {
-        tracing::warn!(payment = %p.id, error = %e, "webpage authorization failed");
-        return authorization_refused(&e, "WeChat did not confirm who is paying; reopen the page")
-            .into_response();
-    }
-    Redirect::to(&page).into_response()
-}
-
-/// Why webpage authorization gave no openid, as the payer's browser is answered: the code
-/// itself refused (400), or the merchant's set-up or the call failed (502).
-pub(super) fn authorization_refused(e: &anyhow::Error, message: &str) -> ApiError {
-    let code = if e.downcast_ref::<CodeRefused>().is_some() {
-        ErrorCode::AuthorizationCodeRefused
-    } else {
-        ErrorCode::AuthorizationFailed
-    };
-    ApiError::new(code, message)
 }

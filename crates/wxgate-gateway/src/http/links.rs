@@ -1,7 +1,7 @@
 //! Payment links: `POST/GET /v1/payment_links`, `GET /v1/payment_links/{id}`,
 //! `POST /v1/payment_links/{id}/deactivate`, `GET /v1/payment_links/{id}/payments`, and the
-//! public `GET/POST /pay/{token}`: every visit makes a new hosted payment (for an amount the
-//! payer enters, within the link's bounds, when the link has no fixed amount) and goes to its
+//! public `GET/POST /pay/{token}`: the page shows the amount (or asks for one, within the
+//! link's bounds) with a Pay button, whose POST makes a new hosted payment and goes to its
 //! checkout page.
 
 use axum::Form;
@@ -88,7 +88,7 @@ fn link_json(l: &PaymentLinkRow) -> Value {
     })
 }
 
-/// Create a payment link: a permanent URL (and QR) whose every visit makes a new hosted payment.
+/// Create a payment link: a permanent URL (and QR) whose Pay button makes a new hosted payment each time.
 #[utoipa::path(post, path = "/v1/payment_links", request_body = CreateLink,
     responses((status = 201, description = "The link, with its `url` and `qr` images"), (status = 400, body = ErrorEnvelope)),
     security(("api_key" = [])))]

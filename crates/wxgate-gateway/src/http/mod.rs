@@ -80,7 +80,7 @@ pub fn router(gateway: Gateway) -> Router {
                 )
             }),
         )
-        .route_layer(middleware::from_fn(refuse_control_characters))
+        .route_layer(middleware::from_fn(refuse_control_characters::<ApiError>))
         .route_layer(middleware::from_fn_with_state(gateway.clone(), record))
         .fallback(|| async {
             ApiError::new(ErrorCode::RouteNotFound, "no such route; see /openapi.json")
@@ -231,14 +231,15 @@ pub fn activity_line(method: &str, path: &str, status: u16, ms: u128) -> Option<
 }
 
 /// Path ids and query parameters are text: NUL and other control characters are refused with
-/// the parameter's name before any handler (or the database) sees them.
-async fn refuse_control_characters(
+/// the parameter's name before any handler (or the database) sees them, in the listener's
+/// envelope `E` (the gateway's own, or a front door's).
+pub(crate) async fn refuse_control_characters<E: From<ApiError> + IntoResponse>(
     params: Result<RawPathParams, RawPathParamsRejection>,
     request: Request,
     next: Next,
 ) -> Response {
     if let Err(e) = check_characters(&params, request.uri()) {
-        return e.into_response();
+        return E::from(e).into_response();
     }
     next.run(request).await
 }

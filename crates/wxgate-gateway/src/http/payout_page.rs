@@ -195,11 +195,8 @@ async fn oauth_return(
     let Some(code) = q.code.filter(|c| !c.is_empty() && c.len() <= 128) else {
         return Redirect::to(&here(&token)).into_response();
     };
-    let learnt = async {
-        let up = gw.upstream(&p.merchant_id).await?;
-        up.openid_for_code(&code).await
-    }
-    .await;
+    let refused = "WeChat did not confirm who is receiving; reopen the page";
+    let learnt = crate::app::payments::authorized_openid(&gw, &p.merchant_id, &code, refused).await;
     match learnt {
         Ok(openid) if openid == p.openid => render(&p, &token, lang, true),
         Ok(_) => notice(
@@ -209,14 +206,7 @@ async fn oauth_return(
             "not_payee",
             "not_payee_hint",
         ),
-        Err(e) => {
-            tracing::warn!(payout = %p.id, error = %e, "webpage authorization failed");
-            super::checkout::authorization_refused(
-                &e,
-                "WeChat did not confirm who is receiving; reopen the page",
-            )
-            .into_response()
-        }
+        Err(e) => e.into_response(),
     }
 }
 

@@ -262,7 +262,7 @@ impl Simulation {
             .await
             .map_err(err)?
             .payments;
-        let counted = self.store.payment_counts_from_rows_for_test().await;
+        let counted = self.store.payment_counts_from_rows().await;
         let counted = counted.map_err(err)?;
         ensure(kept == counted, || {
             format!("payments counted {kept:?}, in rows {counted:?}")

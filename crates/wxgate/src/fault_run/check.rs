@@ -264,7 +264,7 @@ pub async fn gather(
     let ledger = store.ledger_violations().await?;
     let payment_counts = [
         store.ops_snapshot(0).await?.payments,
-        store.payment_counts_from_rows_for_test().await?,
+        store.payment_counts_from_rows().await?,
     ];
     let received = log
         .accepted

@@ -5,10 +5,8 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{DefaultBodyLimit, Path, RawPathParams, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -41,7 +39,9 @@ pub fn router(gw: Gateway) -> axum::Router {
         )
         .route("/v1/{merchant}/hostedcheckouts", post(create_hosted))
         .route("/v1/{merchant}/hostedcheckouts/{id}", get(get_hosted))
-        .route_layer(axum::middleware::from_fn(refuse_control_characters))
+        .route_layer(axum::middleware::from_fn(
+            crate::http::refuse_control_characters::<Refusal>,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             crate::http::record,
@@ -50,19 +50,6 @@ pub fn router(gw: Gateway) -> axum::Router {
         .layer(DefaultBodyLimit::max(crate::http::BODY_LIMIT_BYTES))
         .layer(axum::middleware::from_fn(crate::http::request_id))
         .with_state(gw)
-}
-
-/// The gateway's check of path ids and query parameters for control characters, refused in
-/// the system's envelope.
-async fn refuse_control_characters(
-    params: Result<RawPathParams, RawPathParamsRejection>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Err(e) = crate::http::check_characters(&params, request.uri()) {
-        return Refusal::from(e).into_response();
-    }
-    next.run(request).await
 }
 
 /// An answer in the system's error envelope.

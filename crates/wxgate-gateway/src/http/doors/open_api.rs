@@ -330,8 +330,8 @@ async fn account_balance(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
     Ok(list.into())
 }
 
-// Static payment codes: a payment link, named by the merchant's order id. Every scan makes a
-// hosted payment of the link.
+// Static payment codes: a payment link, named by the merchant's order id. A scan shows its Pay
+// button, which makes a hosted payment of the link.
 
 async fn code_generate(State(gw): State<Gateway>, body: Bytes) -> Response {
     answer(create_code(&gw, &body).await)
