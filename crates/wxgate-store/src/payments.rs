@@ -193,6 +193,19 @@ impl Store {
         render: Render,
     ) -> Result<TransitionOutcome> {
         for _ in 0..8 {
+            if facts
+                .closed_order
+                .as_ref()
+                .is_some_and(|closed| *closed != current.out_trade_no)
+            {
+                if !fresh {
+                    current = self.current(&current.merchant_id, &current.id).await?;
+                    fresh = true;
+                    continue;
+                }
+                // An order was started after the caller closed the one it knew: it stays.
+                return Ok(TransitionOutcome::Unchanged(current));
+            }
             let from = current.status;
             let to = match payment::apply(from, event) {
                 Ok(Transition::To(to)) => to,
@@ -347,7 +360,8 @@ async fn update_status(
          transaction_id = COALESCE(transaction_id, $4), paid_at = COALESCE(paid_at, $5), \
          sync_due_at = $6, out_trade_no = COALESCE($9, out_trade_no), \
          payer_amount = COALESCE(payer_amount, $10), payer_currency = COALESCE(payer_currency, $11), \
-         exchange_rate = COALESCE(exchange_rate, $12) WHERE id = $7 AND version = $8 RETURNING *",
+         exchange_rate = COALESCE(exchange_rate, $12) WHERE id = $7 AND version = $8 \
+         AND ($13 IS NULL OR out_trade_no = $13) RETURNING *",
     )
     .bind(to.as_str())
     .bind(version)
@@ -365,6 +379,7 @@ async fn update_status(
     .bind(facts.payer.as_ref().map(|p| p.amount))
     .bind(facts.payer.as_ref().map(|p| p.currency.clone()))
     .bind(facts.payer.as_ref().and_then(|p| p.exchange_rate))
+    .bind(&facts.closed_order)
     .fetch_optional(&mut **tx)
     .await?)
 }

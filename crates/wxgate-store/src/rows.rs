@@ -163,6 +163,11 @@ pub struct TransitionFacts {
     pub out_trade_no: Option<String>,
     /// What the payer paid and the rate applied, when WeChat says.
     pub payer: Option<PayerPaid>,
+    /// For a payment ending unpaid: its current order, which the caller closed (or found
+    /// closed or missing) at WeChat. The payment ends only while that is still its current
+    /// order; if another was started meanwhile (a device switch), the transition answers
+    /// `Unchanged` and the caller closes that one too.
+    pub closed_order: Option<String>,
 }
 
 /// What a payer paid, as WeChat reports it with a successful payment.

@@ -30,6 +30,7 @@ on_both!(
     payments_are_unique_per_merchant_order_id,
     transitions_write_history_and_outbox_once,
     concurrent_transitions_apply_once,
+    a_payment_ends_unpaid_only_while_its_closed_order_is_current,
     listing_filters_and_pages,
     sync_work_is_claimed_once,
     idempotency_keys,
@@ -360,6 +361,7 @@ mod checks {
             paid_at: Some(now),
             out_trade_no: None,
             payer: None,
+            closed_order: None,
         }
     }
 
@@ -657,6 +659,42 @@ mod checks {
             "a stale pending row does not refuse what the paid payment may take: {refunded:?}"
         );
         assert_eq!(store.events_for("mch_a", "pay_2").await.unwrap().len(), 2);
+    }
+
+    pub async fn a_payment_ends_unpaid_only_while_its_closed_order_is_current(store: Store) {
+        store.insert_merchant(&merchant("mch_a")).await.unwrap();
+        let p = payment("pay_1", "mch_a", "o1", 1000);
+        store.insert_payment(&p).await.unwrap();
+        // A cancel closed the order it read; the payer started another meanwhile.
+        let native = wxgate_domain::Integration::Native;
+        let started = store.start_attempt(&p, native, 1500, 6500).await.unwrap();
+        assert!(matches!(started, AttemptStart::Started(_)));
+        let closed = |order: &str| TransitionFacts {
+            now: 2000,
+            source: "close".into(),
+            closed_order: Some(order.to_string()),
+            ..TransitionFacts::default()
+        };
+        let event = PaymentEvent::Cancelled;
+        let kept = store
+            .transition_from(p.clone(), event, &closed(&p.out_trade_no), render)
+            .await
+            .unwrap();
+        let TransitionOutcome::Unchanged(now) = kept else {
+            panic!("a payment with an order still open ended: {kept:?}");
+        };
+        assert_eq!(now.status, PaymentStatus::Pending);
+        let attempts = store.payment_attempts("pay_1").await.unwrap();
+        assert!(attempts.iter().all(|a| a.status.as_str() == "open"));
+        // Its new order closed too, it ends.
+        let ended = store
+            .transition_from(now.clone(), event, &closed(&now.out_trade_no), render)
+            .await
+            .unwrap();
+        assert!(
+            matches!(ended, TransitionOutcome::Changed { .. }),
+            "{ended:?}"
+        );
     }
 
     pub async fn concurrent_transitions_apply_once(store: Store) {

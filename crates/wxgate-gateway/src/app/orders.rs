@@ -13,7 +13,13 @@ use wxgate_store::{MerchantRow, PaymentRow, StoreError, TransitionFacts, Transit
 use crate::gateway::Gateway;
 use crate::views;
 
-/// Applies a status event that needs no WeChat facts.
+/// How many times a payment's end is tried again when its payer started a new order while the
+/// last one closed (each round closes the new one).
+const CLOSE_ROUNDS_MAX: usize = 4;
+
+/// Applies an unpaid end (`event`: cancelled, expired or failed) decided on what WeChat says of
+/// `p`'s current order: it happens only while that is still the payment's current order
+/// (`TransitionFacts::closed_order`), so an order started meanwhile is never left open.
 pub async fn settle(
     gw: &Gateway,
     p: &PaymentRow,
@@ -23,6 +29,7 @@ pub async fn settle(
     let facts = TransitionFacts {
         now: gw.now_ms(),
         source: source.into(),
+        closed_order: Some(p.out_trade_no.clone()),
         ..Default::default()
     };
     Ok(
@@ -38,9 +45,29 @@ pub async fn settle(
     )
 }
 
-/// Closes the order at WeChat, then queries once more: a payment that slipped in wins;
-/// otherwise `event` (cancelled or expired) is applied. Returns the payment after.
+/// Closes the payment's orders at WeChat, then `event` (cancelled or expired) is applied; a
+/// payment that slipped in wins. An order the payer started meanwhile is closed in another
+/// round. Returns the payment after.
 pub async fn close_and_settle(
+    gw: &Gateway,
+    merchant_id: &str,
+    p: &PaymentRow,
+    event: PaymentEvent,
+) -> anyhow::Result<PaymentRow> {
+    let mut p = p.clone();
+    for _ in 0..CLOSE_ROUNDS_MAX {
+        let after = close_once_and_settle(gw, merchant_id, &p, event).await?;
+        if !(after.status.is_pending() && after.out_trade_no != p.out_trade_no) {
+            return Ok(after);
+        }
+        p = after;
+    }
+    Ok(p)
+}
+
+/// Closes the current order at WeChat (and the earlier open ones), then queries once more: a
+/// payment that slipped in wins; otherwise `event` is applied, unless a new order was started.
+async fn close_once_and_settle(
     gw: &Gateway,
     merchant_id: &str,
     p: &PaymentRow,
@@ -190,6 +217,7 @@ pub async fn apply_paid(
         paid_at: Some(paid_at),
         out_trade_no: Some(tx.out_trade_no.clone()),
         payer: payer_paid(tx),
+        closed_order: None,
     };
     let applied = gw
         .store()

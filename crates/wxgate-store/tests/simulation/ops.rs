@@ -196,6 +196,7 @@ impl Simulation {
             paid_at: Some(self.now),
             out_trade_no: Some(order.to_string()),
             payer: None,
+            closed_order: None,
         };
         let store = &self.store;
         let outcome = store.transition(MERCHANT, &p.id, PaymentEvent::Paid, &facts, render_payment);
@@ -322,6 +323,7 @@ impl Simulation {
         let facts = TransitionFacts {
             now: self.now,
             source: "close".into(),
+            closed_order: Some(p.out_trade_no.clone()),
             ..TransitionFacts::default()
         };
         let store = &self.store;
@@ -329,6 +331,18 @@ impl Simulation {
             .transition(MERCHANT, &p.id, event, &facts, render_payment)
             .await
         {
+            // The payer started another order meanwhile: a cancel closes that one too (an
+            // expiry is met again by the next sync).
+            Ok(TransitionOutcome::Unchanged(now)) if now.status.is_pending() => {
+                self.note("reopened");
+                if event == PaymentEvent::Cancelled {
+                    self.continue_with(Op::Cancel {
+                        payment_id: p.id.clone(),
+                        read: None,
+                        attempts: None,
+                    });
+                }
+            }
             Ok(outcome) => self.note(matches!(outcome, TransitionOutcome::Changed { .. })),
             // A cancel and an expiry both closed the orders: the first to write wins.
             Err(StoreError::Transition(_)) => self.note("raced"),
