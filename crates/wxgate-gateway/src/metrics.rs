@@ -374,44 +374,49 @@ fn endpoint_of(method: &str, path: &str) -> String {
 mod tests {
     #[test]
     fn endpoints_carry_no_ids() {
-        assert_eq!(
-            super::endpoint_of("POST", "/v3/pay/transactions/out-trade-no/pay123/close"),
-            "POST /v3/pay/transactions/out-trade-no/{id}/close"
-        );
-        assert_eq!(
-            super::endpoint_of(
-                "GET",
-                "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/po1"
+        for (method, path, endpoint) in [
+            (
+                "POST",
+                "/v3/pay/transactions/out-trade-no/pay123/close",
+                "/v3/pay/transactions/out-trade-no/{id}/close",
             ),
-            "GET /v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{id}"
-        );
-        assert_eq!(
-            super::endpoint_of("POST", "/v3/pay/transactions/native"),
-            "POST /v3/pay/transactions/native"
-        );
-        assert_eq!(
-            super::endpoint_of("POST", "/v3/pay/transactions/h5"),
-            "POST /v3/pay/transactions/h5"
-        );
-        assert_eq!(
-            super::endpoint_of(
+            (
                 "GET",
-                "/v3/pay/transactions/id/4200000000202412310000000001"
+                "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/po1",
+                "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{id}",
             ),
-            "GET /v3/pay/transactions/id/{id}"
-        );
-        // A refund's query names it right after `refunds`, which a create ends with.
-        assert_eq!(
-            super::endpoint_of("GET", "/v3/refund/domestic/refunds/re_01HZX3"),
-            "GET /v3/refund/domestic/refunds/{id}"
-        );
-        assert_eq!(
-            super::endpoint_of("POST", "/v3/refund/domestic/refunds"),
-            "POST /v3/refund/domestic/refunds"
-        );
-        assert_eq!(
-            super::endpoint_of("GET", "/v3/merchant/fund/balance/BASIC"),
-            "GET /v3/merchant/fund/balance/{id}"
-        );
+            (
+                "POST",
+                "/v3/pay/transactions/native",
+                "/v3/pay/transactions/native",
+            ),
+            ("POST", "/v3/pay/transactions/h5", "/v3/pay/transactions/h5"),
+            (
+                "GET",
+                "/v3/pay/transactions/id/4200000000202412310000000001",
+                "/v3/pay/transactions/id/{id}",
+            ),
+            // A refund's query names it right after `refunds`, which a create ends with.
+            (
+                "GET",
+                "/v3/refund/domestic/refunds/re_01HZX3",
+                "/v3/refund/domestic/refunds/{id}",
+            ),
+            (
+                "POST",
+                "/v3/refund/domestic/refunds",
+                "/v3/refund/domestic/refunds",
+            ),
+            (
+                "GET",
+                "/v3/merchant/fund/balance/BASIC",
+                "/v3/merchant/fund/balance/{id}",
+            ),
+        ] {
+            assert_eq!(
+                super::endpoint_of(method, path),
+                format!("{method} {endpoint}")
+            );
+        }
     }
 }

@@ -193,30 +193,25 @@ impl Store {
         render: Render,
     ) -> Result<TransitionOutcome> {
         for _ in 0..8 {
-            if facts
+            let from = current.status;
+            // An unpaid end needs the order its closer closed to be current still.
+            let closed_is_current = facts
                 .closed_order
                 .as_ref()
-                .is_some_and(|closed| *closed != current.out_trade_no)
-            {
-                if !fresh {
-                    current = self.current(&current.merchant_id, &current.id).await?;
-                    fresh = true;
-                    continue;
-                }
-                // An order was started after the caller closed the one it knew: it stays.
-                return Ok(TransitionOutcome::Unchanged(current));
-            }
-            let from = current.status;
-            let to = match payment::apply(from, event) {
-                Ok(Transition::To(to)) => to,
-                // Nothing to write, or not allowed: decided on the payment as it is now.
+                .is_none_or(|closed| *closed == current.out_trade_no);
+            let to = match (closed_is_current, payment::apply(from, event)) {
+                (true, Ok(Transition::To(to))) => to,
+                // Nothing to write, not allowed, or an order started after the caller closed
+                // the one it knew: decided on the payment as it is now.
                 _ if !fresh => {
                     current = self.current(&current.merchant_id, &current.id).await?;
                     fresh = true;
                     continue;
                 }
-                Ok(Transition::Unchanged) => return Ok(TransitionOutcome::Unchanged(current)),
-                Err(e) => return Err(e.into()),
+                (false, _) | (true, Ok(Transition::Unchanged)) => {
+                    return Ok(TransitionOutcome::Unchanged(current));
+                }
+                (true, Err(e)) => return Err(e.into()),
             };
             let written = self
                 .write_transition(Move {
