@@ -416,6 +416,13 @@ pub struct CodeRefused(pub i64);
 /// A merchant's connection, once opened.
 type Opened = Arc<OnceCell<Arc<Upstream>>>;
 
+/// `Upstreams::get`'s error when no merchant has the id: a request naming it is refused as
+/// unknown, not retried. Its other errors are the store's (`StoreError`: try again) or the
+/// merchant's credentials failing to open.
+#[derive(Debug, thiserror::Error)]
+#[error("no merchant {0}")]
+pub struct NoMerchant(pub String);
+
 /// Open connections, one per merchant, made on first use: calls that come while it is being
 /// made wait for it rather than make their own. They all send on one HTTP client, made with
 /// the first (making one loads the system's root certificates).
@@ -453,7 +460,7 @@ impl Upstreams {
                 let row = store
                     .merchant(merchant_id)
                     .await?
-                    .with_context(|| format!("no merchant {merchant_id}"))?;
+                    .ok_or_else(|| NoMerchant(merchant_id.to_string()))?;
                 let http = self
                     .http
                     .get_or_try_init(|| async { http_client(ClientConfig::CONNECT_TIMEOUT) })

@@ -38,18 +38,18 @@ impl Store {
         let mut batch = Batch::default();
         batch.push(sql, values);
         // Its first history row and WeChat order, and its count: only if the payment went in.
-        let (history, attempts) = first_detail(p);
-        for first in &attempts {
+        let detail = first_detail(p);
+        for first in &detail.attempts {
             batch.insert_when(attempt_row(first), INSERTED, (&p.id).into());
         }
-        for h in &history {
+        for h in &detail.history {
             let row = history_row(&p.id, p.version, h.status, &h.source, h.at);
             batch.insert_when(row, INSERTED, (&p.id).into());
         }
         crate::counts::count_new(&mut batch, p, INSERTED, (&p.id).into());
         let counts = self.write().await?.atomically(batch).await?;
         if counts.first() == Some(&1) {
-            return Ok(InsertOutcome::Inserted);
+            return Ok(InsertOutcome::Inserted(detail));
         }
         match self
             .payment_by_order_id(&p.merchant_id, &p.merchant_order_id)

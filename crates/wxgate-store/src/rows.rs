@@ -136,7 +136,8 @@ pub struct QuarantineRow {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertOutcome {
-    Inserted,
+    /// It went in, with the detail its insert wrote beside it.
+    Inserted(FirstDetail),
     /// The merchant already has a payment with this merchant_order_id.
     Existing(Box<PaymentRow>),
 }
@@ -725,9 +726,15 @@ pub struct PoolUse {
 
 /// What a new payment's detail holds once `insert_payment` has written it: its first history
 /// row and, when it knows its product, its first WeChat order (a hosted payment gets one when
-/// its page first opens). The insert writes exactly these, so a create can answer from them
-/// without reading them back.
-pub fn first_detail(p: &PaymentRow) -> (Vec<HistoryRow>, Vec<PaymentAttemptRow>) {
+/// its page first opens). The insert writes exactly these and answers with them, so a create
+/// can answer from them without reading them back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstDetail {
+    pub history: Vec<HistoryRow>,
+    pub attempts: Vec<PaymentAttemptRow>,
+}
+
+pub(crate) fn first_detail(p: &PaymentRow) -> FirstDetail {
     let history = HistoryRow {
         status: p.status,
         source: "created".to_string(),
@@ -748,5 +755,8 @@ pub fn first_detail(p: &PaymentRow) -> (Vec<HistoryRow>, Vec<PaymentAttemptRow>)
             created_at: p.created_at,
             updated_at: p.created_at,
         });
-    (vec![history], attempt.into_iter().collect())
+    FirstDetail {
+        history: vec![history],
+        attempts: attempt.into_iter().collect(),
+    }
 }

@@ -201,10 +201,10 @@ mod checks {
         let attempts = store.payment_attempts("pay_1").await.unwrap();
         assert_eq!(attempts[0].wechat_credential.as_deref(), Some("kept"));
         let next = payment("pay_2", "mch_a", "order2", 3000);
-        assert_eq!(
+        assert!(matches!(
             store.insert_payment(&next).await.unwrap(),
-            InsertOutcome::Inserted
-        );
+            InsertOutcome::Inserted(_)
+        ));
         // Each dropped insert went in whole or not at all.
         for i in 0..20 {
             let id = format!("pay_g{i}");
@@ -505,10 +505,15 @@ mod checks {
         store.insert_merchant(&merchant("mch_a")).await.unwrap();
         store.insert_merchant(&merchant("mch_b")).await.unwrap();
         let p = payment("pay_1", "mch_a", "order1", 1000);
+        // The insert answers with exactly the detail it wrote.
+        let InsertOutcome::Inserted(detail) = store.insert_payment(&p).await.unwrap() else {
+            panic!("pay_1 is new");
+        };
         assert_eq!(
-            store.insert_payment(&p).await.unwrap(),
-            InsertOutcome::Inserted
+            detail.attempts,
+            store.payment_attempts("pay_1").await.unwrap()
         );
+        assert_eq!(detail.history, store.history("pay_1").await.unwrap());
         let again = payment("pay_2", "mch_a", "order1", 2000);
         assert_eq!(
             store.insert_payment(&again).await.unwrap(),
@@ -519,13 +524,13 @@ mod checks {
         assert!(store.history("pay_2").await.unwrap().is_empty());
         assert_eq!(store.payment_attempts("pay_1").await.unwrap().len(), 1);
         assert_eq!(store.history("pay_1").await.unwrap().len(), 1);
-        assert_eq!(
+        assert!(matches!(
             store
                 .insert_payment(&payment("pay_3", "mch_b", "order1", 1000))
                 .await
                 .unwrap(),
-            InsertOutcome::Inserted
-        );
+            InsertOutcome::Inserted(_)
+        ));
         assert_eq!(
             store.payment("mch_a", "pay_1").await.unwrap(),
             Some(p.clone())

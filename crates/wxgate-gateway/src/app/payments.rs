@@ -120,16 +120,18 @@ pub async fn create(gw: &Gateway, merchant: &MerchantRow, new: NewPayment) -> Ap
         require_notify_secret(gw, &merchant.id).await?;
     }
     let row = new_row(gw, merchant, &new, now);
-    if let InsertOutcome::Existing(existing) = gw.store().insert_payment(&row).await? {
-        return create_again(gw, merchant, &row, *existing, now).await;
-    }
     // A new payment's detail is what the insert wrote: the answer is built from it, not read
     // back.
-    let (history, attempts) = wxgate_store::first_detail(&row);
+    let detail = match gw.store().insert_payment(&row).await? {
+        InsertOutcome::Inserted(detail) => detail,
+        InsertOutcome::Existing(existing) => {
+            return create_again(gw, merchant, &row, *existing, now).await;
+        }
+    };
     let mut state = PaymentState {
         payment: row,
-        history,
-        attempts,
+        history: detail.history,
+        attempts: detail.attempts,
     };
     if let Some(integration) = new.integration.product() {
         let credential = prepay(gw, merchant, &state.payment, integration, now).await?;

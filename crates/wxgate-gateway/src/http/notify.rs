@@ -23,7 +23,8 @@ use wechatpay_v3::notify::{
 use wechatpay_v3::verify::SignatureHeaders;
 
 use crate::gateway::Gateway;
-use crate::upstream::Upstream;
+use crate::upstream::{NoMerchant, Upstream};
+use wxgate_store::StoreError;
 
 fn fail(status: StatusCode, message: &str) -> Response {
     (
@@ -121,19 +122,14 @@ async fn transfer(
 /// The merchant's open WeChat connection (its keys verify and decrypt the callback); an open
 /// one is kept, so only the first callback of a merchant reads the database.
 async fn connection(gw: &Gateway, merchant_id: &str) -> Result<Arc<Upstream>, Response> {
-    let opened = gw.upstream(merchant_id).await;
-    if let Ok(up) = opened {
-        return Ok(up);
-    }
-    match gw.store().merchant(merchant_id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(fail(StatusCode::NOT_FOUND, "unknown merchant")),
-        Err(e) => {
-            tracing::error!(error = %e, "notify: database");
-            return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "try again"));
+    gw.upstream(merchant_id).await.map_err(|e| {
+        if e.is::<NoMerchant>() {
+            return fail(StatusCode::NOT_FOUND, "unknown merchant");
         }
-    }
-    opened.map_err(|e| {
+        if e.is::<StoreError>() {
+            tracing::error!(error = %e, "notify: database");
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "try again");
+        }
         tracing::error!(error = %e, merchant_id, "notify: cannot open the merchant's credentials");
         fail(StatusCode::INTERNAL_SERVER_ERROR, "try again")
     })

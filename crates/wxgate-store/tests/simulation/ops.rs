@@ -140,7 +140,7 @@ impl Simulation {
     async fn create(&mut self, row: &PaymentRow, inserted: &mut bool) -> Moved {
         if !*inserted {
             let outcome = self.store.insert_payment(row).await.map_err(err)?;
-            *inserted = outcome == InsertOutcome::Inserted;
+            *inserted = matches!(outcome, InsertOutcome::Inserted(_));
             return Ok((!*inserted, Some(row.id.clone())));
         }
         // The prepay; the client knows the payment once its answer arrives.
