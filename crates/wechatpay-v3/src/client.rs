@@ -113,6 +113,12 @@ pub enum ClientError {
     Bill(#[from] BillError),
     #[error("certificates: {0}")]
     Certificates(String),
+    /// WeChat refused a request that changes something after an earlier attempt of it got no
+    /// clear answer (a timeout, a broken connection, a 5xx). That attempt may have been
+    /// applied, so the refusal does not show that nothing was done: ask WeChat before acting
+    /// on it.
+    #[error("WeChat Pay refused a retry whose earlier attempt may have been applied: {0}")]
+    RefusedAfterUnclear(ApiError),
 }
 
 impl ClientError {
@@ -120,6 +126,16 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Api(e) => e.is_retryable(),
+            Self::Timeout | Self::Transport(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether WeChat may have applied the request this error answered: it timed out, its
+    /// connection broke, or WeChat failed inside (5xx).
+    fn may_have_applied(&self) -> bool {
+        match self {
+            Self::Api(e) => e.status >= 500,
             Self::Timeout | Self::Transport(_) => true,
             _ => false,
         }
@@ -217,15 +233,21 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<RawAnswer, ClientError> {
         let mut attempt = 1;
+        // Whether an earlier attempt of a request that changes something may have been applied.
+        let mut unclear = false;
         loop {
             let started = std::time::Instant::now();
             let result = self.send_once(&method, &url, body.as_deref()).await;
             self.report(&method, &url, &result, started.elapsed().as_secs_f64());
             match result {
                 Err(e) if e.is_retryable() && attempt < self.config.attempts_max => {
+                    unclear |= method != Method::GET && e.may_have_applied();
                     let backoff = self.config.retry_backoff * 2u32.pow(attempt - 1);
                     tokio::time::sleep(backoff).await;
                     attempt += 1;
+                }
+                Err(ClientError::Api(e)) if unclear && !e.is_retryable() => {
+                    return Err(ClientError::RefusedAfterUnclear(e));
                 }
                 other => return other,
             }

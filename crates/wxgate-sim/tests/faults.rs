@@ -349,3 +349,66 @@ async fn fault_settings_are_validated() {
     assert_eq!(status, 204);
     sim.stop().await;
 }
+
+/// A stand-in for WeChat that fails its first `failures` requests inside (500) and refuses
+/// every later one with `then` (status, code): its base URL.
+async fn fails_then_refuses(failures: usize, then: (u16, &'static str)) -> String {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().fallback(move || {
+        let seen = seen.clone();
+        async move {
+            let (status, code) = if seen.fetch_add(1, Ordering::SeqCst) < failures {
+                (500, "SYSTEM_ERROR")
+            } else {
+                then
+            };
+            let status = axum::http::StatusCode::from_u16(status).unwrap();
+            (status, axum::Json(json!({"code": code, "message": code})))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+#[tokio::test]
+async fn a_refusal_after_an_unclear_attempt_does_not_say_nothing_was_done() {
+    let sim = TestSim::start().await;
+    let m = sim.merchant("public_key").await;
+    let client = |base: &str| Merchant::client_with(base, &m.bundle, m.verifier.clone(), |_| {});
+    let refund = || Some(br#"{"out_refund_no":"r1"}"#.to_vec());
+    const REFUNDS: &str = "/v3/refund/domestic/refunds";
+    // A request that changes something: its first attempt may have been applied.
+    let base = fails_then_refuses(1, (403, "NOT_ENOUGH")).await;
+    let err = client(&base)
+        .execute(Method::POST, REFUNDS, refund())
+        .await
+        .unwrap_err();
+    let ClientError::RefusedAfterUnclear(refusal) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(refusal.code, ErrorCode::NotEnough);
+    assert!(err.api().is_none() && !err.is_retryable());
+    // Refused at once: a plain refusal.
+    let base = fails_then_refuses(0, (403, "NOT_ENOUGH")).await;
+    let err = client(&base)
+        .execute(Method::POST, REFUNDS, refund())
+        .await
+        .unwrap_err();
+    assert_eq!(err.api().unwrap().code, ErrorCode::NotEnough, "{err:?}");
+    // A read changes nothing: its answer after a 500 is the plain answer.
+    let base = fails_then_refuses(1, (404, "ORDER_NOT_EXIST")).await;
+    let err = client(&base)
+        .execute(
+            Method::GET,
+            "/v3/pay/transactions/out-trade-no/o1?mchid=1",
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.api().unwrap().code, ErrorCode::OrderNotExist, "{err:?}");
+    sim.stop().await;
+}

@@ -26,9 +26,9 @@ impl Store {
              openid, remark, user_name_sealed, scene, notify_url, metadata, status, version, \
              maybe_at_wechat, transfer_bill_no, package_info, failure_code, last_error, \
              confirmation_token, created_at, updated_at, finished_at, sync_due_at, \
-             sync_attempts, claimed_until, merchant_payout_id, door) VALUES ($1, $2, $3, $4, $5, \
-             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, NULL, NULL, NULL, $17, $18, \
-             $19, NULL, $20, 0, $21, $22, $23)",
+             sync_attempts, claimed_until, merchant_payout_id, door, idempotency_key) VALUES ($1, \
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, NULL, NULL, \
+             NULL, $17, $18, $19, NULL, $20, 0, $21, $22, $23, $24)",
         )
         .bind(&p.id)
         .bind(&p.merchant_id)
@@ -53,6 +53,7 @@ impl Store {
         .bind(p.claimed_until)
         .bind(&p.merchant_payout_id)
         .bind(&p.door)
+        .bind(&p.idempotency_key)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -97,6 +98,24 @@ impl Store {
         )
         .bind(merchant_id)
         .bind(merchant_payout_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The merchant's latest payout made under this Idempotency-Key since `since` (Unix ms).
+    pub async fn payout_by_idempotency_key(
+        &self,
+        merchant_id: &str,
+        key: &str,
+        since: i64,
+    ) -> Result<Option<PayoutRow>> {
+        Ok(sqlx::query_as::<_, PayoutRow>(
+            "SELECT * FROM payouts WHERE merchant_id = $1 AND idempotency_key = $2 \
+             AND created_at >= $3 ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(merchant_id)
+        .bind(key)
+        .bind(since)
         .fetch_optional(&self.pool)
         .await?)
     }

@@ -655,6 +655,8 @@ pub struct PayoutRow {
     pub merchant_payout_id: Option<String>,
     /// The front door it was made through, if any (its notify_url hears that door's format).
     pub door: Option<String>,
+    /// The Idempotency-Key it was made under, if any: a retry that runs again finds it.
+    pub idempotency_key: Option<String>,
 }
 
 /// What WeChat said about a payout, applied with its new status.

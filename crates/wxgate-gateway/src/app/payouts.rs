@@ -63,6 +63,10 @@ pub struct NewPayout {
     /// The front door it is made through: its notify_url hears that door's notification,
     /// signed with the door's credential (not the notify secret).
     pub door: Option<wxgate_domain::door::Door>,
+    /// The Idempotency-Key the request came with. Without a merchant_payout_id, it is what
+    /// finds the payout an earlier run of the same request wrote (that run answered a 5xx or
+    /// never answered, so the key let the request run again).
+    pub idempotency_key: Option<String>,
 }
 
 /// Checks a payout, writes it with its amount reserved, and sends it to WeChat: the payout as it
@@ -105,32 +109,41 @@ pub async fn create(
     Ok((after, true))
 }
 
-/// The payout made before under the same merchant_payout_id, if it is the same payout;
-/// another payout under it is a named refusal.
+/// The payout made before under the same merchant_payout_id (or, without one, under the same
+/// Idempotency-Key within the key's day), if it is the same payout; another payout under it is
+/// a named refusal.
 async fn existing(
     gw: &Gateway,
     merchant: &MerchantRow,
     new: &NewPayout,
 ) -> ApiResult<Option<PayoutRow>> {
-    let Some(id) = &new.merchant_payout_id else {
-        return Ok(None);
+    let store = gw.store();
+    let found = match (&new.merchant_payout_id, &new.idempotency_key) {
+        (Some(id), _) => store.payout_by_merchant_payout_id(&merchant.id, id).await?,
+        (None, Some(key)) => {
+            let since = gw.now_ms() - crate::app::idempotency::IDEMPOTENCY_KEY_KEPT_MS;
+            store
+                .payout_by_idempotency_key(&merchant.id, key, since)
+                .await?
+        }
+        (None, None) => None,
     };
-    let Some(p) = gw
-        .store()
-        .payout_by_merchant_payout_id(&merchant.id, id)
-        .await?
-    else {
+    let Some(p) = found else {
         return Ok(None);
     };
     let same = p.amount == new.amount && p.openid == new.openid && p.remark == new.remark;
-    if !same {
-        return Err(ApiError::invalid(
+    match (same, &new.merchant_payout_id) {
+        (true, _) => Ok(Some(p)),
+        (false, Some(_)) => Err(ApiError::invalid(
             ErrorCode::MerchantPayoutIdTaken,
             "merchant_payout_id",
             "this merchant_payout_id was used for another payout",
-        ));
+        )),
+        (false, None) => Err(ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was used with a different request",
+        )),
     }
-    Ok(Some(p))
 }
 
 /// The fields of a written payout that tell it apart (for comparing a racing request's).
@@ -146,6 +159,7 @@ fn new_of(p: &PayoutRow) -> NewPayout {
         metadata: BTreeMap::new(),
         merchant_payout_id: p.merchant_payout_id.clone(),
         door: None,
+        idempotency_key: p.idempotency_key.clone(),
     }
 }
 
@@ -264,6 +278,7 @@ fn new_row(gw: &Gateway, merchant: &MerchantRow, new: NewPayout, scene: &Scene) 
         claimed_until: Some(now + send_window_ms(gw)),
         merchant_payout_id: new.merchant_payout_id,
         door: new.door.map(|d| d.as_str().to_string()),
+        idempotency_key: new.idempotency_key,
     }
 }
 

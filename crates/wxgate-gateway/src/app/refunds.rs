@@ -732,8 +732,12 @@ pub async fn by_merchant_refund_id(
 }
 
 /// Asks WeChat about a refund and applies its answer (reconciliation's repair): the refund as
-/// it is afterwards.
-pub async fn query_and_apply(gw: &Gateway, r: &RefundRow) -> anyhow::Result<RefundRow> {
+/// it is afterwards, and the status WeChat gave (an answer the refund cannot take is
+/// quarantined and leaves it as it was).
+pub async fn query_and_apply(
+    gw: &Gateway,
+    r: &RefundRow,
+) -> anyhow::Result<(RefundRow, wechatpay_v3::model::RefundStatus)> {
     let p = gw
         .store()
         .payment(&r.merchant_id, &r.payment_id)
@@ -741,7 +745,8 @@ pub async fn query_and_apply(gw: &Gateway, r: &RefundRow) -> anyhow::Result<Refu
         .ok_or_else(|| anyhow::anyhow!("refund {} has no payment", r.id))?;
     let up = gw.upstream(&r.merchant_id).await?;
     let answer = up.query_refund(&r.out_refund_no).await?;
-    apply_answer(gw, &p, r, &answer, "reconciliation").await
+    let after = apply_answer(gw, &p, r, &answer, "reconciliation").await?;
+    Ok((after, answer.status))
 }
 
 /// Refunds a paid-after-close payment in full, when its merchant's policy says so. Idempotent:

@@ -30,6 +30,11 @@ pub const PAGE_LIMIT_MAX: i64 = 100;
 #[derive(Debug, Clone)]
 pub struct Authed(pub MerchantRow);
 
+/// The Idempotency-Key a request runs under, when it has one (the idempotency layer puts it in
+/// the request's extensions): `Option<Extension<IdempotencyKey>>` in a handler.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub String);
+
 impl FromRequestParts<Gateway> for Authed {
     type Rejection = ApiError;
 

@@ -15,7 +15,7 @@ use wxgate_store::IdempotencyStart;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::Gateway;
-use crate::http::extract::{Authed, BODY_LIMIT_BYTES, authenticate, body_error};
+use crate::http::extract::{Authed, BODY_LIMIT_BYTES, IdempotencyKey, authenticate, body_error};
 
 /// The longest key kept.
 const KEY_MAX_CHARS: usize = 255;
@@ -78,6 +78,7 @@ async fn run_once(
         IdempotencyStart::Started => {
             let merchant_id = merchant.id.clone();
             parts.extensions.insert(Authed(merchant));
+            parts.extensions.insert(IdempotencyKey(key.to_string()));
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await;

@@ -21,10 +21,10 @@ use wechatpay_v3::notify::{
     EVENT_TRANSACTION_SUCCESS, NotifyError, OpenedNotification,
 };
 use wechatpay_v3::verify::SignatureHeaders;
+use wxgate_store::StoreError;
 
 use crate::gateway::Gateway;
 use crate::upstream::{NoMerchant, Upstream};
-use wxgate_store::StoreError;
 
 fn fail(status: StatusCode, message: &str) -> Response {
     (

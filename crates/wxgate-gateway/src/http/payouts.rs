@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -17,8 +18,8 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json, ok};
 use crate::http::extract::{
-    Authed, JsonBody, Params, check_metadata, check_notify_url, merchant_id, page, page_limit,
-    parse_time, path_id,
+    Authed, IdempotencyKey, JsonBody, Params, check_metadata, check_notify_url, merchant_id, page,
+    page_limit, parse_time, path_id,
 };
 use crate::views::{self, payouts::PayoutView};
 
@@ -75,6 +76,7 @@ pub struct CreatePayout {
 pub(crate) async fn create_payout(
     State(gw): State<Gateway>,
     Authed(merchant): Authed,
+    key: Option<Extension<IdempotencyKey>>,
     JsonBody(req): JsonBody<CreatePayout>,
 ) -> ApiResult<Json> {
     check_notify_url(
@@ -103,6 +105,7 @@ pub(crate) async fn create_payout(
         metadata,
         merchant_payout_id: req.merchant_payout_id,
         door: None,
+        idempotency_key: key.map(|Extension(IdempotencyKey(k))| k),
     };
     let (p, made) = payouts::create(&gw, &merchant, new).await?;
     let status = if made {

@@ -367,6 +367,28 @@ pub async fn lost_and_doubled_answers_make_one_transfer(t: TestGateway) {
     assert_eq!(balance(&t).await, (-650, 0));
 }
 
+/// A request whose Idempotency-Key let it run again (its first run answered a 5xx or its node
+/// stopped, so the key was given up or taken over) finds the payout the first run wrote: one
+/// transfer, without a merchant_payout_id.
+pub async fn a_payout_run_again_under_its_key_is_the_same_payout(t: TestGateway) {
+    with_default_scene(&t).await;
+    let (status, first) = payout(&t, body(300), Some("payout-key-1")).await;
+    assert_eq!(status, 201, "{first}");
+    // The key's stored answer is gone, as after a 5xx: the request runs again.
+    t.store.purge_idempotency_keys(i64::MAX).await.unwrap();
+    let (status, again) = payout(&t, body(300), Some("payout-key-1")).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    t.store.purge_idempotency_keys(i64::MAX).await.unwrap();
+    let (status, other) = payout(&t, body(301), Some("payout-key-1")).await;
+    assert_eq!(
+        (status, other["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{other}"
+    );
+    let (_, list) = t.call(reqwest::Method::GET, "/v1/payouts", None, &[]).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+}
+
 pub async fn payout_input_is_checked(t: TestGateway) {
     let code = |v: &Value| v["error"]["code"].as_str().map(str::to_string);
     // No scene, and no default one.

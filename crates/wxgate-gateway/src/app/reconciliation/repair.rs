@@ -1,6 +1,7 @@
 //! Repairs: what a query to WeChat can settle about a discrepancy, applied through the normal
 //! sync path, at completion and again later for those still open.
 
+use wechatpay_v3::model::RefundStatus as WeChatRefundStatus;
 use wxgate_domain::reconciliation::{self as recon, DiscrepancyStatus};
 use wxgate_domain::refund::RefundStatus;
 use wxgate_store::DiscrepancyRow;
@@ -119,7 +120,7 @@ async fn repair_refund(
     let Some(before) = gw.store().refund(&up.merchant.id, refund_id).await? else {
         return Ok(None);
     };
-    let after = crate::app::refunds::query_and_apply(gw, &before).await?;
+    let (after, at_wechat) = crate::app::refunds::query_and_apply(gw, &before).await?;
     if after.status != before.status {
         return Ok(Some((
             DiscrepancyStatus::Repaired,
@@ -130,7 +131,10 @@ async fn repair_refund(
             ),
         )));
     }
-    Ok((after.status == RefundStatus::Succeeded).then(|| {
+    // Resolved only when both say the money went back; anything else WeChat says of a refund
+    // the gateway counts as succeeded was quarantined and stays open for a person.
+    let agree = after.status == RefundStatus::Succeeded && at_wechat == WeChatRefundStatus::Success;
+    Ok(agree.then(|| {
         (
             DiscrepancyStatus::Resolved,
             "WeChat's query says SUCCESS, as the gateway does: the bill was written while the refund was in flight".to_string(),

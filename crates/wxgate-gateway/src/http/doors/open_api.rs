@@ -447,6 +447,7 @@ async fn create_transfer(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
         metadata: Default::default(),
         merchant_payout_id: Some(required(&param, "mchOrderId")?.to_string()),
         door: Some(DOOR),
+        idempotency_key: None,
     };
     let (p, _) = payouts::create(gw, &merchant, new).await?;
     Ok(view::disbursement(&p))
