@@ -13,7 +13,7 @@ use common::{TestGateway, native, order};
 mod payouts;
 use payouts::{
     a_confirmed_payout_succeeds_once_and_leaves_the_ledger,
-    a_payout_run_again_under_its_key_is_the_same_payout,
+    a_payout_run_again_under_its_key_is_the_same_payout, a_send_starts_only_within_its_claim,
     declined_ignored_and_cancelled_payouts_release_their_reserve,
     lost_and_doubled_answers_make_one_transfer, not_enough_waits_then_goes_through_once_topped_up,
     payout_input_is_checked,
@@ -30,6 +30,7 @@ use money::{
 on_both!(
     a_confirmed_payout_succeeds_once_and_leaves_the_ledger,
     a_payout_run_again_under_its_key_is_the_same_payout,
+    a_send_starts_only_within_its_claim,
     declined_ignored_and_cancelled_payouts_release_their_reserve,
     lost_and_doubled_answers_make_one_transfer,
     not_enough_waits_then_goes_through_once_topped_up,

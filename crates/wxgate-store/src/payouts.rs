@@ -290,16 +290,29 @@ impl Store {
         .await?)
     }
 
-    /// Before a send: WeChat may hold the transfer from here on (an open payout only).
-    pub async fn mark_payout_maybe_at_wechat(&self, id: &str, now: i64) -> Result<()> {
-        sqlx::query(&format!(
-            "UPDATE payouts SET maybe_at_wechat = 1, updated_at = $1 WHERE id = $2 AND status IN {OPEN}"
+    /// A send starts: WeChat may hold the transfer from here on, the send's start is the
+    /// payout's `updated_at`, and the sender's claim (the `claimed_until` it holds, `held`) is
+    /// stretched to `until`, past the send's whole window. `false`, with nothing written, when
+    /// the payout is no longer open or another holds it (the sender's claim lapsed and was
+    /// taken): nothing may be sent then.
+    pub async fn start_payout_send(
+        &self,
+        id: &str,
+        held: i64,
+        now: i64,
+        until: i64,
+    ) -> Result<bool> {
+        let started = sqlx::query(&format!(
+            "UPDATE payouts SET maybe_at_wechat = 1, updated_at = $1, claimed_until = $2 \
+             WHERE id = $3 AND status IN {OPEN} AND claimed_until = $4"
         ))
         .bind(now)
+        .bind(until)
         .bind(id)
+        .bind(held)
         .execute(&mut *self.write().await?)
         .await?;
-        Ok(())
+        Ok(started.rows_affected() == 1)
     }
 
     /// WeChat definitely refused a fresh send (NOT_ENOUGH): it holds no transfer, and the next
@@ -315,10 +328,13 @@ impl Store {
         Ok(())
     }
 
-    /// Gives up a claim taken with [`claim_payout`](Self::claim_payout), nothing changed.
-    pub async fn release_payout_claim(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE payouts SET claimed_until = NULL WHERE id = $1")
+    /// Gives up a claim taken with [`claim_payout`](Self::claim_payout), nothing changed: only
+    /// while it is still the one held (`held`), so a claim that lapsed and was taken by another
+    /// stays theirs.
+    pub async fn release_payout_claim(&self, id: &str, held: i64) -> Result<()> {
+        sqlx::query("UPDATE payouts SET claimed_until = NULL WHERE id = $1 AND claimed_until = $2")
             .bind(id)
+            .bind(held)
             .execute(&mut *self.write().await?)
             .await?;
         Ok(())

@@ -329,6 +329,10 @@ async fn submit(gw: &Gateway, p: &PayoutRow, send: Send) -> anyhow::Result<Payou
         None => None,
     };
     let req = transfer_request(gw, p, scene, user_name);
+    if !start_send(gw, p).await? {
+        tracing::warn!(payout = %p.id, "payout: its claim lapsed before the send; not sent");
+        return reread(gw, p).await;
+    }
     match up.client(Api::Transfer).await.create_transfer(&req).await {
         Ok(a) => {
             let reported = Reported {
@@ -655,7 +659,6 @@ pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
 /// sent again (the same out_bill_no) only when WeChat says it has no such transfer.
 async fn sync_one(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<PayoutRow> {
     if !p.maybe_at_wechat.is_set() {
-        mark_maybe_at_wechat(gw, p).await?;
         return submit(gw, p, Send::Fresh).await;
     }
     let up = gw.upstream(&p.merchant_id).await?;
@@ -697,12 +700,20 @@ pub async fn query_and_apply(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<Payo
     apply_reported(gw, p, &Reported::from(&bill), "reconciliation").await
 }
 
-/// Before a send: WeChat may hold the transfer from here on (the claim stays held).
-async fn mark_maybe_at_wechat(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<()> {
-    gw.store()
-        .mark_payout_maybe_at_wechat(&p.id, gw.now_ms())
-        .await?;
-    Ok(())
+/// Before a send, from within its claim: WeChat may hold the transfer from here on, and the
+/// claim is stretched over the whole send (its turn in the pace, every attempt), which starts
+/// now (`updated_at`), so a cancel cannot take the payout while the send may still land.
+/// `false` when the claim lapsed and another took it, or the payout ended: nothing is sent.
+async fn start_send(gw: &Gateway, p: &PayoutRow) -> anyhow::Result<bool> {
+    let Some(held) = p.claimed_until else {
+        return Ok(false);
+    };
+    let now = gw.now_ms();
+    let until = now + send_window_ms(gw);
+    Ok(gw
+        .store()
+        .start_payout_send(&p.id, held, now, until)
+        .await?)
 }
 
 /// Cancels a payout the payee has not confirmed: at WeChat when WeChat may hold it, here
@@ -735,7 +746,9 @@ pub async fn cancel(gw: &Gateway, merchant_id: &MerchantId, id: &PayoutId) -> Ap
     let after = match after {
         Ok(after) => after,
         Err(e) => {
-            gw.store().release_payout_claim(&p.id).await?;
+            if let Some(held) = p.claimed_until {
+                gw.store().release_payout_claim(&p.id, held).await?;
+            }
             return Err(e);
         }
     };

@@ -389,6 +389,52 @@ pub async fn a_payout_run_again_under_its_key_is_the_same_payout(t: TestGateway)
     assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
 }
 
+/// A send starts only from within its sender's claim and stretches it over the whole send; a
+/// sender whose claim lapsed and was taken (by a cancel) sends nothing, and gives up nothing.
+pub async fn a_send_starts_only_within_its_claim(t: TestGateway) {
+    with_default_scene(&t).await;
+    set_faults(&t, json!({"error_500_rate": 1.0})).await;
+    let (status, p) = payout(&t, body(200), None).await;
+    assert_eq!(
+        (status, p["status"].as_str()),
+        (201, Some("pending")),
+        "{p}"
+    );
+    set_faults(&t, json!({})).await;
+    let id = p["id"].as_str().unwrap();
+    let now = wxgate_gateway::now_ms();
+    // A cancel holds it now; an earlier sender's lapsed claim is another value.
+    let held = t.store.claim_payout(id, now).await.unwrap().unwrap();
+    let mine = held.claimed_until.unwrap();
+    let lapsed = mine - 1;
+    assert!(
+        !t.store
+            .start_payout_send(id, lapsed, now, now + 1)
+            .await
+            .unwrap()
+    );
+    t.store.release_payout_claim(id, lapsed).await.unwrap();
+    assert!(
+        t.store.claim_payout(id, now).await.unwrap().is_none(),
+        "still held"
+    );
+    let merchant_id = t.merchant_id.as_str();
+    let unchanged = t.store.payout(merchant_id, id).await.unwrap().unwrap();
+    assert_eq!(unchanged.claimed_until, Some(mine));
+    // The holder starts its send: marked, begun now, held to the send's end.
+    let later = now + 1_000;
+    assert!(
+        t.store
+            .start_payout_send(id, mine, later, later + 40_000)
+            .await
+            .unwrap()
+    );
+    let sending = t.store.payout(merchant_id, id).await.unwrap().unwrap();
+    assert_eq!(sending.updated_at, later);
+    assert_eq!(sending.claimed_until, Some(later + 40_000));
+    assert!(sending.maybe_at_wechat.is_set());
+}
+
 pub async fn payout_input_is_checked(t: TestGateway) {
     let code = |v: &Value| v["error"]["code"].as_str().map(str::to_string);
     // No scene, and no default one.
