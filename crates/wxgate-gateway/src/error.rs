@@ -92,7 +92,7 @@ error_codes! {
     InvalidScale = "invalid_scale", 400, "`scale` must be from 1 to 20.";
     InvalidSize = "invalid_size", 400, "`size` must be from 100 to 1000.";
     // Refunds.
-    InvalidMerchantRefundId = "invalid_merchant_refund_id", 400, "Does not fit WeChat's out_refund_no rule.";
+    InvalidMerchantRefundId = "invalid_merchant_refund_id", 400, "Does not fit WeChat's out_refund_no rule, or begins with `dup_` or `pac_` (the gateway's own refunds).";
     InvalidReason = "invalid_reason", 400, "At most 80 characters.";
     PaymentNotRefundable = "payment_not_refundable", 409, "Only a succeeded (or partly refunded) payment can be refunded.";
     RefundWindowClosed = "refund_window_closed", 409, "WeChat refunds a payment within a year of it.";

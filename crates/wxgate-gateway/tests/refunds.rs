@@ -166,11 +166,15 @@ async fn full_partial_and_refused_refunds(t: TestGateway) {
     );
     let (status, zero) = refund(&t, &id, json!({"amount": 0, "merchant_refund_id": "r2"})).await;
     assert_eq!((status, error(&zero)), (400, ("invalid_amount", "amount")));
-    let (status, bad) = refund(&t, &id, json!({"merchant_refund_id": "r 2"})).await;
-    assert_eq!(
-        (status, error(&bad)),
-        (400, ("invalid_merchant_refund_id", "merchant_refund_id"))
-    );
+    // Not taken as the merchant's: spaces, and the prefixes of the gateway's own refunds.
+    for taken in ["r 2", "dup_pay_1", "pac_pay_1"] {
+        let (status, bad) = refund(&t, &id, json!({"merchant_refund_id": taken})).await;
+        assert_eq!(
+            (status, error(&bad)),
+            (400, ("invalid_merchant_refund_id", "merchant_refund_id")),
+            "{taken}"
+        );
+    }
     let (status, bad) = refund(
         &t,
         &id,

@@ -76,9 +76,40 @@ fn refundable(p: &PaymentRow) -> Refundable {
     }
 }
 
-/// Checks, reserves and submits a refund. 201 with a new refund; 200 with the existing one when
-/// the merchant_refund_id was used before with the same parameters.
+/// How the merchant_refund_ids of the gateway's own refunds begin: the refund of an order paid
+/// twice, and of a payment made after its order closed. A merchant's own id may not begin so,
+/// so that the two never meet (one taken first would stop the other from being written).
+const DUPLICATE_REFUND_PREFIX: &str = "dup_";
+const PAID_AFTER_CLOSE_REFUND_PREFIX: &str = "pac_";
+
+/// A merchant's refund (whichever door it comes through): checked, reserved and submitted.
+/// 201 with a new refund; 200 with the existing one when the merchant_refund_id was used
+/// before with the same parameters.
 pub async fn create(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    payment_id: &PaymentId,
+    new: NewRefund,
+) -> ApiResult<(Made, RefundRow)> {
+    let id = &new.merchant_refund_id;
+    if [DUPLICATE_REFUND_PREFIX, PAID_AFTER_CLOSE_REFUND_PREFIX]
+        .iter()
+        .any(|prefix| id.starts_with(prefix))
+    {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidMerchantRefundId,
+            "merchant_refund_id",
+            format!(
+                "merchant_refund_id may not begin with {DUPLICATE_REFUND_PREFIX} or \
+                 {PAID_AFTER_CLOSE_REFUND_PREFIX}: those are the gateway's own refunds"
+            ),
+        ));
+    }
+    make(gw, merchant_id, payment_id, new).await
+}
+
+/// Checks, reserves and submits a refund, the merchant's or the gateway's own.
+async fn make(
     gw: &Gateway,
     merchant_id: &MerchantId,
     payment_id: &PaymentId,
@@ -249,7 +280,7 @@ fn new_row(
 /// transaction, so that no order is ever marked without its refund. Its merchant_refund_id is
 /// derived from the order: one refund per order, however often the order is found.
 pub fn duplicate_refund(gw: &Gateway, p: &PaymentRow, out_trade_no: &str) -> RefundRow {
-    let merchant_refund_id = format!("dup_{out_trade_no}");
+    let merchant_refund_id = format!("{DUPLICATE_REFUND_PREFIX}{out_trade_no}");
     let fingerprint = sha256_hex(json!([p.id, out_trade_no, p.amount]).to_string().as_bytes());
     let reason = Some("Paid twice: this payment was refunded".to_string());
     let order = Some(out_trade_no.to_string());
@@ -764,11 +795,11 @@ pub async fn auto_refund(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
     }
     let new = NewRefund {
         amount: Some(p.amount),
-        merchant_refund_id: format!("pac_{}", p.id),
+        merchant_refund_id: format!("{PAID_AFTER_CLOSE_REFUND_PREFIX}{}", p.id),
         reason: Some("Paid after the order was closed".into()),
     };
     let (merchant_id, payment_id) = crate::app::stored_ids(p);
-    create(gw, &merchant_id, &payment_id, new)
+    make(gw, &merchant_id, &payment_id, new)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
     Ok(())

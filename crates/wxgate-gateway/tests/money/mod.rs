@@ -798,3 +798,100 @@ async fn an_open_discrepancy_is_repaired_by_a_later_sweep() {
         db.cleanup().await;
     }
 }
+
+/// A refund's status mismatch is resolved only when WeChat's query says the money went back:
+/// a refund the gateway counts as succeeded that WeChat reports closed stays open for a person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_mismatch_wechat_does_not_confirm_stays_open() {
+    use wxgate_domain::reconciliation::{DiscrepancyKind, DiscrepancyStatus};
+    use wxgate_domain::refund::RefundEvent;
+    for db in wxgate_store::testing::all().await {
+        eprintln!(
+            "a_refund_mismatch_wechat_does_not_confirm_stays_open on {:?}",
+            db.backend
+        );
+        let t = TestGateway::spawn_with(&db, |c| c.sync_schedule_ms = vec![86_400_000]).await;
+        let payment = t.paid_native(500).await;
+        let faults = json!({"drop_callback_rate": 1.0, "refund_outcome": "closed"});
+        let path = format!("/sim/merchants/{}/faults", t.mchid);
+        t.sim_call(reqwest::Method::PUT, &path, Some(faults)).await;
+        let (status, r) = t
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/payments/{payment}/refunds"),
+                Some(json!({"amount": 200, "merchant_refund_id": "mm1"}).to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            (status, r["status"].as_str()),
+            (201, Some("pending")),
+            "{r}"
+        );
+        let refund_id = r["id"].as_str().unwrap().to_string();
+        // The gateway came to count it as succeeded (say, from a report WeChat later denies).
+        let now = wxgate_gateway::now_ms();
+        let facts = wxgate_store::RefundFacts {
+            now,
+            succeeded_at: Some(now),
+            ..Default::default()
+        };
+        let event = || {
+            (
+                wxgate_domain::id::EventId::generate().to_string(),
+                "{}".to_string(),
+            )
+        };
+        t.store
+            .refund_transition(
+                &t.merchant_id,
+                &refund_id,
+                RefundEvent::Succeeded,
+                &facts,
+                |_: &wxgate_store::RefundRow| event(),
+                |_: &wxgate_store::PaymentRow| event(),
+            )
+            .await
+            .unwrap();
+        let (rec, _) = t
+            .store
+            .request_reconciliation(&t.merchant_id, &bill_today(), now)
+            .await
+            .unwrap();
+        let mismatch = wxgate_store::DiscrepancyRow {
+            id: wxgate_domain::id::DiscrepancyId::generate().to_string(),
+            reconciliation_id: rec.id.clone(),
+            merchant_id: t.merchant_id.clone(),
+            kind: DiscrepancyKind::StatusMismatch,
+            reference: refund_id.clone(),
+            payment_id: Some(payment.clone()),
+            refund_id: Some(refund_id.clone()),
+            payout_id: None,
+            gateway_side: None,
+            wechat_side: None,
+            status: DiscrepancyStatus::Open,
+            resolution: None,
+            created_at: now,
+            resolved_at: None,
+        };
+        let done = wxgate_store::Completion {
+            totals: "{}".into(),
+            discrepancies: vec![mismatch.clone()],
+            events: vec![],
+            now,
+        };
+        assert!(t.store.complete_reconciliation(&rec, &done).await.unwrap());
+        let tried = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
+            .await
+            .unwrap();
+        assert_eq!(tried, 1);
+        let d = t
+            .store
+            .discrepancy(&t.merchant_id, &mismatch.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.status, DiscrepancyStatus::Open, "{d:?}");
+        db.cleanup().await;
+    }
+}
