@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use wxgate_domain::id::{MerchantId, PaymentId};
 use wxgate_store::PaymentRow;
 
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 
 /// A claim is made only when at least half the width is free, so a busy queue is claimed in
@@ -197,4 +198,18 @@ mod tests {
         let (during, after) = round_at_least_width(1).await;
         assert_eq!((during, after), (LEAST_WIDTH, LEAST_WIDTH));
     }
+}
+
+/// A `notify_url`: a public http(s) URL (loopback and private addresses only when allowed).
+pub fn check_notify_url(url: Option<&str>, allow_private: bool) -> ApiResult<()> {
+    if let Some(url) = url {
+        crate::delivery::check_url(url, allow_private).map_err(|m| {
+            ApiError::invalid(
+                ErrorCode::InvalidNotifyUrl,
+                "notify_url",
+                m.replacen("url", "notify_url", 1),
+            )
+        })?;
+    }
+    Ok(())
 }

@@ -77,6 +77,8 @@ pub async fn create(
     merchant: &MerchantRow,
     new: NewPayout,
 ) -> ApiResult<(PayoutRow, bool)> {
+    let allow_private = gw.config().webhooks_allow_private;
+    super::check_notify_url(new.notify_url.as_deref(), allow_private)?;
     if new.notify_url.is_some() && new.door.is_none() {
         crate::app::payments::require_notify_secret(gw, &merchant.id).await?;
     }

@@ -378,16 +378,4 @@ pub fn check_metadata(metadata: &std::collections::BTreeMap<String, String>) -> 
     Ok(())
 }
 
-/// A `notify_url`: a public http(s) URL (loopback and private addresses only when allowed).
-pub fn check_notify_url(url: Option<&str>, allow_private: bool) -> ApiResult<()> {
-    if let Some(url) = url {
-        crate::delivery::check_url(url, allow_private).map_err(|m| {
-            ApiError::invalid(
-                ErrorCode::InvalidNotifyUrl,
-                "notify_url",
-                m.replacen("url", "notify_url", 1),
-            )
-        })?;
-    }
-    Ok(())
-}
+pub use crate::app::check_notify_url;

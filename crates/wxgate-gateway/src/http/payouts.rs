@@ -18,8 +18,8 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json, ok};
 use crate::http::extract::{
-    Authed, IdempotencyKey, JsonBody, Params, check_metadata, check_notify_url, merchant_id, page,
-    page_limit, parse_time, path_id,
+    Authed, IdempotencyKey, JsonBody, Params, check_metadata, merchant_id, page, page_limit,
+    parse_time, path_id,
 };
 use crate::views::{self, payouts::PayoutView};
 
@@ -79,10 +79,6 @@ pub(crate) async fn create_payout(
     key: Option<Extension<IdempotencyKey>>,
     JsonBody(req): JsonBody<CreatePayout>,
 ) -> ApiResult<Json> {
-    check_notify_url(
-        req.notify_url.as_deref(),
-        gw.config().webhooks_allow_private,
-    )?;
     let metadata = req.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
     if let Some(id) = &req.merchant_payout_id {

@@ -1058,6 +1058,21 @@ async fn open_api_codes(t: &TestGateway, me: (&str, &wechatpay_v3::crypto::Priva
     )
     .await;
     assert_eq!(again["code"], 21007, "{again}");
+    // An amount that is not a whole number of minor units is refused, never read as "any
+    // amount"; so is an expiry in the past or beyond a year.
+    for (amount, expire) in [
+        (json!("800"), json!(60)),
+        (json!(8.5), json!(60)),
+        (json!(800), json!(-100_000_000_000_i64)),
+    ] {
+        let refused = call(
+            "/open-api/qr/generate",
+            json!({"timestamp": now_ms(), "mchOrderId": "code0002", "amount": amount,
+            "currency": "CNY", "expireSeconds": expire}),
+        )
+        .await;
+        assert_eq!(refused["code"], 21002, "{amount} {expire}: {refused}");
+    }
     pay_link(t, &url).await;
     let mut list = Value::Null;
     for _ in 0..5000 {
@@ -1149,6 +1164,19 @@ async fn open_api_disbursement(
     )
     .await;
     assert_eq!(card["code"], 21013, "{card}");
+    // The door's notifyUrl is held to the same rule as the API's notify_url.
+    let nowhere = call(
+        "/open-api/disbursement/transfer",
+        json!({"timestamp": now_ms(), "mchOrderId": "payout0003", "amount": 300,
+        "accountNo": "o-open-api-payee-0000000001", "payMethodCode": "WECHAT",
+        "notifyUrl": "file:///etc/passwd"}),
+    )
+    .await;
+    assert_eq!(nowhere["code"], 21002, "{nowhere}");
+    assert!(
+        nowhere["message"].as_str().unwrap().contains("notify_url"),
+        "{nowhere}"
+    );
 }
 
 /// The payment statement of today, downloaded through its link.

@@ -341,8 +341,17 @@ async fn create_code(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
     let (merchant, param) = unwrap(gw, body).await?;
     let reference = required(&param, "mchOrderId")?.to_string();
     let expires_at = expires_at(gw, &param)?;
-    // A fixed amount, or (none given) any amount the payer enters.
-    let amount = param["amount"].as_i64();
+    // A fixed amount, or (none given) any amount the payer enters; anything else given is
+    // refused, never read as "any amount".
+    let amount = match &param["amount"] {
+        Value::Null => None,
+        given => Some(given.as_i64().ok_or_else(|| {
+            refuse(
+                21002,
+                "Request param error: amount must be a whole number, in minor units",
+            )
+        })?),
+    };
     let request = CreateLink {
         amount,
         amount_min: amount.is_none().then_some(1),
@@ -511,13 +520,19 @@ async fn list_refunds(gw: &Gateway, body: &[u8]) -> Result<Value, Refusal> {
     Ok(list.iter().map(refund_view).collect::<Vec<_>>().into())
 }
 
+/// The longest `expireSeconds` taken: a year.
+const EXPIRE_SECONDS_MAX: i64 = 366 * 24 * 3600;
+
 /// `expireSeconds` from now, as RFC 3339 (none given: the default).
 fn expires_at(gw: &Gateway, param: &Value) -> Result<Option<String>, Refusal> {
     let Some(s) = param["expireSeconds"].as_i64() else {
         return Ok(None);
     };
-    s.checked_mul(1000)
-        .and_then(|ms| gw.now_ms().checked_add(ms))
-        .map(|at| Some(crate::views::rfc3339(at)))
-        .ok_or_else(|| refuse(21002, "Request param error: expireSeconds is out of range"))
+    if !(1..=EXPIRE_SECONDS_MAX).contains(&s) {
+        return Err(refuse(
+            21002,
+            format!("Request param error: expireSeconds must be 1 to {EXPIRE_SECONDS_MAX}"),
+        ));
+    }
+    Ok(Some(crate::views::rfc3339(gw.now_ms() + s * 1000)))
 }
