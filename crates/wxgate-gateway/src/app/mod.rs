@@ -133,6 +133,20 @@ pub fn stored_ids(p: &PaymentRow) -> (MerchantId, PaymentId) {
     )
 }
 
+/// A `notify_url`: a public http(s) URL (loopback and private addresses only when allowed).
+pub fn check_notify_url(url: Option<&str>, allow_private: bool) -> ApiResult<()> {
+    if let Some(url) = url {
+        crate::delivery::check_url(url, allow_private).map_err(|m| {
+            ApiError::invalid(
+                ErrorCode::InvalidNotifyUrl,
+                "notify_url",
+                m.replacen("url", "notify_url", 1),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -198,18 +212,4 @@ mod tests {
         let (during, after) = round_at_least_width(1).await;
         assert_eq!((during, after), (LEAST_WIDTH, LEAST_WIDTH));
     }
-}
-
-/// A `notify_url`: a public http(s) URL (loopback and private addresses only when allowed).
-pub fn check_notify_url(url: Option<&str>, allow_private: bool) -> ApiResult<()> {
-    if let Some(url) = url {
-        crate::delivery::check_url(url, allow_private).map_err(|m| {
-            ApiError::invalid(
-                ErrorCode::InvalidNotifyUrl,
-                "notify_url",
-                m.replacen("url", "notify_url", 1),
-            )
-        })?;
-    }
-    Ok(())
 }
