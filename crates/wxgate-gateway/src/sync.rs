@@ -14,6 +14,7 @@ use wxgate_store::PaymentRow;
 use crate::app::orders::{apply_paid, close_and_settle, earlier_attempt_paid, settle};
 use crate::app::reconciliation;
 use crate::gateway::Gateway;
+use crate::upstream::Upstream;
 
 /// How often open reconciliation discrepancies are repaired again (and the front doors'
 /// expired tokens forgotten).
@@ -128,7 +129,7 @@ async fn sync_one(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
                 apply_paid(gw, &up.merchant, p, &tx, "sync").await?;
             }
             Some(TradeState::Payerror | TradeState::Revoked) => {
-                settle(gw, p, PaymentEvent::Failed, "sync").await?;
+                end_unpaid(gw, &up, p, PaymentEvent::Failed).await?;
             }
             Some(TradeState::Closed) => {
                 let event = if expired {
@@ -136,7 +137,7 @@ async fn sync_one(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
                 } else {
                     PaymentEvent::Cancelled
                 };
-                settle(gw, p, event, "sync").await?;
+                end_unpaid(gw, &up, p, event).await?;
             }
             _ if expired => {
                 close_and_settle(gw, &p.merchant_id, p, PaymentEvent::Expired).await?;
@@ -150,7 +151,7 @@ async fn sync_one(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
         Err(ClientError::Api(e)) if e.code == ErrorCode::OrderNotExist => {
             // The prepay never reached WeChat. Nothing can be paid; it ends at expiry.
             if expired {
-                settle(gw, p, PaymentEvent::Expired, "sync").await?;
+                end_unpaid(gw, &up, p, PaymentEvent::Expired).await?;
             } else {
                 gw.store()
                     .reschedule_sync(&p.id, next_due(gw, p, now), p.sync_attempts + 1)
@@ -158,6 +159,21 @@ async fn sync_one(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
             }
         }
         Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// Ends a payment unpaid once its current order can no longer be paid: its other open orders
+/// (an earlier device of its hosted checkout) are closed at WeChat first, so none stays payable
+/// on an ended payment; one found paid pays the payment instead.
+async fn end_unpaid(
+    gw: &Gateway,
+    up: &Upstream,
+    p: &PaymentRow,
+    event: PaymentEvent,
+) -> anyhow::Result<()> {
+    if earlier_attempt_paid(gw, up, p, true).await?.is_none() {
+        settle(gw, p, event, "sync").await?;
     }
     Ok(())
 }

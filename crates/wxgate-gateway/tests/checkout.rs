@@ -11,6 +11,7 @@ mod attempts;
 use attempts::{
     a_device_switch_makes_a_second_order_and_the_first_paid_wins,
     a_fresh_credential_is_a_new_order, a_prepay_wechat_never_answered_is_asked_again_not_replaced,
+    a_refused_second_device_leaves_the_first_order_payable,
     a_shopper_who_pays_twice_is_refunded_once,
 };
 
@@ -24,6 +25,7 @@ on_both!(
     a_shopper_who_pays_twice_is_refunded_once,
     a_fresh_credential_is_a_new_order,
     a_prepay_wechat_never_answered_is_asked_again_not_replaced,
+    a_refused_second_device_leaves_the_first_order_payable,
 );
 
 const DESKTOP: &str =
@@ -501,4 +503,40 @@ async fn a_link_is_used_by_its_form_not_by_opening(url: &str) {
     assert_eq!(status, 410);
     assert!(page.contains("used up"), "{page}");
     assert_eq!(send().await.status(), 410);
+}
+
+/// A hosted payment whose second device's order never reached WeChat (its prepay got a 500)
+/// expires with its first order closed at WeChat, not left payable on an expired payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_closes_the_earlier_orders_when_the_current_one_never_reached_wechat() {
+    for db in testing::all().await {
+        let clock = std::sync::Arc::new(wechatpay_v3::FixedClock::at_ms(wxgate_gateway::now_ms()));
+        let t = TestGateway::spawn_on_clock(&db, |_| {}, clock.clone()).await;
+        let p = hosted(&t, json!({})).await;
+        let (id, url) = (p["id"].as_str().unwrap(), p["hosted_url"].as_str().unwrap());
+        open(url, DESKTOP, Some("en")).await;
+        let faults = format!("/sim/merchants/{}/faults", t.mchid);
+        t.sim_call(
+            reqwest::Method::PUT,
+            &faults,
+            Some(json!({"error_500_rate": 1.0})),
+        )
+        .await;
+        open(url, PHONE, Some("en")).await;
+        t.sim_call(reqwest::Method::PUT, &faults, Some(json!({})))
+            .await;
+        let stored = t.store.payment(&t.merchant_id, id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.out_trade_no,
+            format!("{id}_2"),
+            "the phone's order is current"
+        );
+        clock.advance_ms(stored.expires_at - wxgate_gateway::now_ms() + 1_000);
+        wxgate_gateway::sync::drain(&t.gateway).await.unwrap();
+        assert_eq!(t.get(id).await["status"], "expired");
+        let first = format!("/sim/orders/{}/{id}", t.mchid);
+        let (_, order) = t.sim_call(reqwest::Method::GET, &first, None).await;
+        assert_eq!(order["transaction"]["trade_state"], "CLOSED", "{order}");
+        db.cleanup().await;
+    }
 }

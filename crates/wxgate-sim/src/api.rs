@@ -504,6 +504,13 @@ fn new_order(
 /// Creates the order, or answers a re-submission the way WeChat does: the same parameters
 /// give the current credentials, different ones are refused, a paid or closed order says so.
 fn prepay(req: &Request<'_>, new: NewOrder) -> Result<Answer, WxError> {
+    if req.faults.refuse_trade_type.as_deref() == Some(new.trade_type) {
+        return Err(WxError::new(
+            StatusCode::FORBIDDEN,
+            "NO_AUTH",
+            "商户号该产品权限未开通，请前往商户平台>产品中心检查后重试",
+        ));
+    }
     let now = req.sim.now();
     let expires_at = match &new.time_expire {
         Some(t) => wechatpay_v3::validate::rfc3339("/time_expire", t)

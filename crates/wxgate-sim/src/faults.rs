@@ -35,6 +35,9 @@ pub struct Faults {
     pub refund_outcome: Option<RefundOutcome>,
     /// Refund creation answers 403 NOT_ENOUGH (merchant balance too low).
     pub refund_not_enough: bool,
+    /// Prepays of this trade type (`NATIVE`, `JSAPI`, `APP`, `MWEB`) answer 403 NO_AUTH, as
+    /// for a merchant whose WeChat Pay product is not enabled.
+    pub refuse_trade_type: Option<String>,
     /// What the day's bills get wrong, for reconciliation tests.
     pub bill: BillFaults,
 }

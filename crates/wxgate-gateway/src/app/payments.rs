@@ -407,8 +407,9 @@ fn wechat_time(ms: i64) -> String {
         .expect("a valid time formats")
 }
 
-/// WeChat did not give a credential. A refusal fails the payment; anything that may succeed
-/// later leaves it pending (status sync will find out what WeChat has) and says so.
+/// WeChat did not give a credential. A refusal ends the order it refused (see
+/// [`refused_order`]); anything that may succeed later leaves the payment pending (status sync
+/// will find out what WeChat has) and says so.
 async fn upstream_failure(
     gw: &Gateway,
     merchant: &MerchantRow,
@@ -421,31 +422,19 @@ async fn upstream_failure(
         && !matches!(api.code, WechatCode::OrderPaid | WechatCode::OrderClosed)
     {
         tracing::warn!(payment = %p.id, code = %api.code, message = %api.message, "WeChat refused a prepay");
-        let facts = TransitionFacts {
-            now,
-            source: "prepay_refused".into(),
-            ..Default::default()
+        let still_payable = match refused_order(gw, merchant, p, now).await {
+            Ok(still_payable) => still_payable,
+            Err(e) => return e,
         };
-        let failed = gw
-            .store()
-            .transition(
-                &merchant.id,
-                &p.id,
-                PaymentEvent::Failed,
-                &facts,
-                crate::views::event_payload,
-            )
-            .await;
-        // A payment that moved on meanwhile keeps its state; anything else is a storage failure.
-        if let Err(store_error) = failed
-            && !matches!(store_error, StoreError::Transition(_))
-        {
-            return ApiError::from(store_error);
-        }
+        let after = if still_payable {
+            "; the payment stays pending, payable by its other WeChat orders"
+        } else {
+            ""
+        };
         return ApiError::new(
             ErrorCode::UpstreamRejected,
             format!(
-                "WeChat Pay refused the payment: {} {}",
+                "WeChat Pay refused the payment: {} {}{after}",
                 api.code, api.message
             ),
         );
@@ -458,6 +447,50 @@ async fn upstream_failure(
             p.id
         ),
     )
+}
+
+/// WeChat refused the prepay of the payment's current order, so it holds no such order. While
+/// the payment has other open orders (an earlier device of its hosted checkout), only this one
+/// is closed and the payment stays payable by them (`true`): failing it would leave those
+/// payable at WeChat on a failed payment. Otherwise the payment fails (`false`).
+async fn refused_order(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    p: &PaymentRow,
+    now: i64,
+) -> Result<bool, ApiError> {
+    let attempts = gw.store().payment_attempts(&p.id).await?;
+    let others_open = attempts
+        .iter()
+        .any(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
+    if others_open {
+        gw.store()
+            .close_attempt(&p.merchant_id, &p.out_trade_no, now)
+            .await?;
+        return Ok(true);
+    }
+    let facts = TransitionFacts {
+        now,
+        source: "prepay_refused".into(),
+        ..Default::default()
+    };
+    let failed = gw
+        .store()
+        .transition(
+            &merchant.id,
+            &p.id,
+            PaymentEvent::Failed,
+            &facts,
+            crate::views::event_payload,
+        )
+        .await;
+    // A payment that moved on meanwhile keeps its state; anything else is a storage failure.
+    match failed {
+        Err(store_error) if !matches!(store_error, StoreError::Transition(_)) => {
+            Err(ApiError::from(store_error))
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Cancels a pending payment: closed at WeChat first, then confirmed by a query.
