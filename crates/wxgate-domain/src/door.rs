@@ -41,12 +41,15 @@ impl Door {
     /// The gateway events this door's system notifies a payment's `notify_url` of.
     pub fn notified_events(self) -> &'static [&'static str] {
         match self {
-            Self::PaymentIntents => &["payment.succeeded"],
+            // A payment made after its order closed took the shopper's money too: notified as
+            // a success, as WeChat's own late callback would be.
+            Self::PaymentIntents => &["payment.succeeded", "payment.paid_after_close"],
             // Its orders are followed by getOrder and the shopper's return; no notification.
             Self::TwoCheckout | Self::Connect => &[],
             // Its unified notification: a payment that completed or failed.
             Self::OpenApi => &[
                 "payment.succeeded",
+                "payment.paid_after_close",
                 "payment.failed",
                 "payment.expired",
                 "payment.cancelled",
@@ -81,5 +84,17 @@ mod tests {
             assert_eq!(Door::of_delivery_endpoint(&d.delivery_endpoint()), Some(d));
         }
         assert_eq!(Door::of_delivery_endpoint("notify_url"), None);
+    }
+
+    /// A door that tells its merchant of a payment's success also tells of a payment made after
+    /// its order closed: either way the shopper's money was taken.
+    #[test]
+    fn every_payment_that_took_money_is_notified() {
+        for d in Door::ALL {
+            let events = d.notified_events();
+            if events.contains(&"payment.succeeded") {
+                assert!(events.contains(&"payment.paid_after_close"), "{d:?}");
+            }
+        }
     }
 }
