@@ -179,12 +179,17 @@ pub async fn visit(gw: &Gateway, token: &str) -> ApiResult<Visit> {
     let Some(link) = gw.store().payment_link_by_token(token).await? else {
         return Ok(Visit::Missing);
     };
-    let used_up = link.max_uses.is_some_and(|m| link.uses >= m);
-    let expired = link.expires_at.is_some_and(|e| e <= gw.now_ms());
-    if !link.active.is_set() || used_up || expired {
+    if !is_open(gw, &link) {
         return Ok(Visit::Closed);
     }
     Ok(Visit::Open(Box::new(link)))
+}
+
+/// Whether a link still takes payments: active, not used up, not expired.
+pub fn is_open(gw: &Gateway, link: &PaymentLinkRow) -> bool {
+    let used_up = link.max_uses.is_some_and(|m| link.uses >= m);
+    let expired = link.expires_at.is_some_and(|e| e <= gw.now_ms());
+    link.active.is_set() && !used_up && !expired
 }
 
 /// The link's currency (checked when the link was made).

@@ -489,6 +489,23 @@ async fn two_checkout_refusals(t: &TestGateway, session: &str) {
     catalog["Items"] = json!([{"Code": link["id"], "Quantity": 3}]);
     let placed = rpc(t, "placeOrder", json!([session, catalog])).await;
     assert_eq!(placed["result"]["GrossPrice"], json!(15.0), "{placed}");
+    // `IsDynamic: 0` is a catalog product: its price is the link's, not the caller's.
+    catalog["Items"] = json!([{"Code": link["id"], "Quantity": 1, "IsDynamic": 0,
+        "Price": {"Amount": 0.01}}]);
+    let placed = rpc(t, "placeOrder", json!([session, catalog])).await;
+    assert_eq!(placed["result"]["GrossPrice"], json!(5.0), "{placed}");
+    // A link that no longer takes payments sells nothing.
+    let off = format!(
+        "/v1/payment_links/{}/deactivate",
+        link["id"].as_str().unwrap()
+    );
+    let (status, _) = t.call(reqwest::Method::POST, &off, None, &[]).await;
+    assert_eq!(status, 200);
+    let refused = rpc(t, "placeOrder", json!([session, catalog])).await;
+    assert_eq!(
+        refused["error"]["code"], "ORDER_PRODUCT_CODE_INVALID",
+        "{refused}"
+    );
     let expired = rpc(t, "placeOrder", json!(["0123456789abcdef", order])).await;
     assert_eq!(
         expired["error"]["code"], "AUTHENTICATION_ERROR",

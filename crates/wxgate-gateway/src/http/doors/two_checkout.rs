@@ -395,11 +395,11 @@ async fn priced(
             "No products have been provided.",
         ));
     }
-    let dynamic = |i: &ItemIn| {
-        matches!(
-            &i.is_dynamic,
-            Some(Value::Bool(true)) | Some(Value::Number(_))
-        )
+    // `IsDynamic` comes as a boolean or as 0/1.
+    let dynamic = |i: &ItemIn| match &i.is_dynamic {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_i64() != Some(0),
+        _ => false,
     };
     if items.iter().any(dynamic) && !items.iter().all(dynamic) {
         return Err(refuse(
@@ -491,8 +491,13 @@ async fn catalog_price(
     let link = crate::app::links::get(gw, &merchant_id, &id)
         .await
         .map_err(|_| not_found())?;
+    // A product is on sale only while its link takes payments.
     match link.amount {
-        Some(amount) if link.currency == currency.code() => Ok((amount, link.description)),
+        Some(amount)
+            if link.currency == currency.code() && crate::app::links::is_open(gw, &link) =>
+        {
+            Ok((amount, link.description))
+        }
         _ => Err(not_found()),
     }
 }
