@@ -506,32 +506,36 @@ async fn claim_round(
         .store()
         .claim_due_deliveries(now, lease_ms(gw), limit as i64, &lanes.self_fed())
         .await?;
-    let n = due.len();
     lanes.keep_events(events_of(gw, &due).await?);
     let admitted = due.into_iter().map(|d| lanes.admit(d)).collect();
-    act_on(gw, client, lanes, freed, admitted).await;
-    Ok(n)
+    Ok(act_on(gw, client, lanes, freed, admitted).await)
 }
 
-/// Starts what was admitted to run, and gives back what was not. The claims look again when
-/// what was given back falls due, not only at the next poll.
+/// Starts what was admitted to run, and gives back what was not: how many were taken (started
+/// or queued). The claims look again when what was given back falls due, not only at the next
+/// poll; a round that took nothing (every lane it claimed for was full) does not claim again at
+/// once, so full lanes are not claimed and given back in a tight loop.
 async fn act_on(
     gw: &Gateway,
     client: &reqwest::Client,
     lanes: &Arc<Lanes>,
     freed: &Arc<tokio::sync::Notify>,
     admitted: Vec<Admit>,
-) {
+) -> usize {
     let mut back = Vec::new();
+    let mut taken = 0;
     for admit in admitted {
         match admit {
-            Admit::Start(d, permit) => start(gw, client, lanes, freed, d, permit),
-            Admit::Queued => {}
+            Admit::Start(d, permit) => {
+                taken += 1;
+                start(gw, client, lanes, freed, d, permit);
+            }
+            Admit::Queued => taken += 1,
             Admit::Release(d) => back.push(d),
         }
     }
     if back.is_empty() {
-        return;
+        return taken;
     }
     release(gw, lanes, back, gw.now_ms() + DEFER_MS).await;
     let freed = freed.clone();
@@ -539,6 +543,7 @@ async fn act_on(
         tokio::time::sleep(Duration::from_millis(DEFER_MS.unsigned_abs())).await;
         freed.notify_one();
     });
+    taken
 }
 
 /// Runs attempts to one endpoint on one slot: this delivery, then any waiting behind it.

@@ -399,11 +399,16 @@ impl Store {
         .await?)
     }
 
-    pub async fn attempts(&self, event_id: &str) -> Result<Vec<AttemptRow>> {
+    /// The latest `limit` attempts at an event's deliveries (an event sent again and again to
+    /// a failing endpoint gathers many), by endpoint and attempt.
+    pub async fn attempts(&self, event_id: &str, limit: i64) -> Result<Vec<AttemptRow>> {
         Ok(sqlx::query_as::<_, AttemptRow>(
-            "SELECT * FROM webhook_attempts WHERE event_id = $1 ORDER BY endpoint_id, attempt",
+            "SELECT * FROM (SELECT * FROM webhook_attempts WHERE event_id = $1 \
+             ORDER BY at DESC, endpoint_id, attempt DESC LIMIT $2) latest \
+             ORDER BY endpoint_id, attempt",
         )
         .bind(event_id)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?)
     }

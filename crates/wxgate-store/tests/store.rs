@@ -1471,8 +1471,18 @@ mod checks {
                 .unwrap()
                 .is_empty()
         );
-        let attempts = store.attempts(event_id).await.unwrap();
+        let attempts = store.attempts(event_id, 100).await.unwrap();
         assert_eq!(attempts.len(), 4);
+        // At most the latest `limit`, still by endpoint and attempt.
+        let latest = store.attempts(event_id, 2).await.unwrap();
+        assert_eq!(latest.len(), 2);
+        let newest = attempts.iter().map(|a| a.at).max().unwrap();
+        assert!(latest.iter().any(|a| a.at == newest), "{latest:?}");
+        assert!(
+            latest
+                .windows(2)
+                .all(|w| (&w[0].endpoint_id, w[0].attempt) <= (&w[1].endpoint_id, w[1].attempt))
+        );
         let dead = store
             .list_events(
                 "mch_a",

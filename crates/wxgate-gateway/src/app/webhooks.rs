@@ -154,6 +154,10 @@ pub struct EventDetail {
     pub attempts: Vec<AttemptRow>,
 }
 
+/// How many of an event's attempts its detail shows at most: the latest (each delivery still
+/// counts all of its own in `attempts`).
+pub const EVENT_ATTEMPTS_SHOWN: i64 = 100;
+
 pub async fn event(gw: &Gateway, merchant_id: &MerchantId, id: &EventId) -> ApiResult<EventDetail> {
     let event = gw
         .store()
@@ -161,7 +165,7 @@ pub async fn event(gw: &Gateway, merchant_id: &MerchantId, id: &EventId) -> ApiR
         .await?
         .ok_or_else(|| ApiError::not_found("event"))?;
     let deliveries = gw.store().deliveries(&event.id).await?;
-    let attempts = gw.store().attempts(&event.id).await?;
+    let attempts = gw.store().attempts(&event.id, EVENT_ATTEMPTS_SHOWN).await?;
     Ok(EventDetail {
         event,
         deliveries,
