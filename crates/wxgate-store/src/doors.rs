@@ -49,6 +49,35 @@ impl Store {
         .await?)
     }
 
+    /// Revokes a door's credential, in one transaction with the merchant's tokens and sessions
+    /// of that door (a token does not say which credential issued it, so all of them end; the
+    /// door's callers log in again with a credential still active). False when no active
+    /// credential has the id.
+    pub async fn revoke_door_credential(&self, door: &str, key_id: &str, now: i64) -> Result<bool> {
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
+        let revoked: Option<(String,)> = sqlx::query_as(
+            "UPDATE door_credentials SET revoked_at = $1 WHERE door = $2 AND key_id = $3 \
+             AND revoked_at IS NULL RETURNING merchant_id",
+        )
+        .bind(now)
+        .bind(door)
+        .bind(key_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((merchant_id,)) = revoked else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        sqlx::query("DELETE FROM door_tokens WHERE door = $1 AND merchant_id = $2")
+            .bind(door)
+            .bind(&merchant_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Keeps a token a door issued (its hash), until `expires_at`.
     pub async fn insert_door_token(
         &self,

@@ -474,6 +474,60 @@ mod checks {
         assert_eq!(found("h1", "connect", 100).await, None, "expired");
         assert_eq!(store.purge_expired_door_tokens(150).await.unwrap(), 1);
         assert_eq!(found("h2", "connect", 150).await.as_deref(), Some("mch_t"));
+        // Revoking a credential ends it and the merchant's tokens of its door, nothing else.
+        let credential = |door: &str, key_id: &str| DoorCredentialRow {
+            door: door.into(),
+            key_id: key_id.into(),
+            merchant_id: "mch_t".into(),
+            secret_sealed: "sealed".into(),
+            created_at: 0,
+            revoked_at: None,
+        };
+        store
+            .insert_door_credential(&credential("connect", "k1"))
+            .await
+            .unwrap();
+        store
+            .insert_door_credential(&credential("connect", "k2"))
+            .await
+            .unwrap();
+        store
+            .insert_door_token("h3", "open_api", "mch_t", (0, 500))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .revoke_door_credential("connect", "k1", 160)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .revoke_door_credential("connect", "k1", 161)
+                .await
+                .unwrap(),
+            "once"
+        );
+        assert!(
+            store
+                .door_credential("connect", "k1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .door_credential("connect", "k2")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            found("h2", "connect", 160).await,
+            None,
+            "its door's tokens end"
+        );
+        assert_eq!(found("h3", "open_api", 160).await.as_deref(), Some("mch_t"));
     }
 
     pub async fn merchants_and_api_keys(store: Store) {

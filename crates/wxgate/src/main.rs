@@ -156,6 +156,20 @@ enum MerchantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke a front door's credential (a leaked secret or key): it authenticates nothing
+    /// more, and the merchant's tokens and sessions of that door end.
+    #[command(name = "door-credential-revoke")]
+    DoorCredentialRevoke {
+        /// The front door: payment_intents, two_checkout, connect or open_api.
+        #[arg(long)]
+        door: String,
+        /// The credential's id, as `door-credential` printed it.
+        #[arg(long)]
+        key_id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set (or clear) the default transfer scene of a merchant's payouts, used when a payout
     /// names none.
     PayoutScene {
@@ -666,6 +680,9 @@ async fn run_merchant(s: Settings, cmd: MerchantCommand) -> anyhow::Result<()> {
             door,
             json,
         } => door_credential(&store, &s, &merchant, &door, json).await?,
+        MerchantCommand::DoorCredentialRevoke { door, key_id, json } => {
+            revoke_door_credential(&store, &door, &key_id, json).await?
+        }
         MerchantCommand::PayoutScene {
             merchant,
             scene,
@@ -762,6 +779,31 @@ async fn create_merchant(
             merchant.mchid,
             merchant.mode.as_str()
         );
+    }
+    Ok(())
+}
+
+/// `wxgate merchant door-credential-revoke`.
+async fn revoke_door_credential(
+    store: &Store,
+    door: &str,
+    key_id: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let door = wxgate_domain::door::Door::parse(door).with_context(|| {
+        format!("no front door {door:?} (payment_intents, two_checkout, connect, open_api)")
+    })?;
+    let now = wxgate_gateway::now_ms();
+    let revoked = wxgate_gateway::app::doors::revoke_credential(store, door, key_id, now).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"door": door.as_str(), "key_id": key_id, "revoked": revoked})
+        );
+    } else if revoked {
+        println!("revoked {} credential {key_id}", door.as_str());
+    } else {
+        anyhow::bail!("no active {} credential {key_id}", door.as_str());
     }
     Ok(())
 }

@@ -163,6 +163,20 @@ async fn merchant(gw: &Gateway, id: &str) -> ApiResult<MerchantRow> {
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the merchant is gone"))
 }
 
+/// Revokes a door's credential (a leaked secret or key): it authenticates nothing from now on,
+/// and the merchant's tokens and sessions of that door end with it. False when no active
+/// credential of the door has the id.
+pub async fn revoke_credential(
+    store: &Store,
+    door: Door,
+    key_id: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
+    Ok(store
+        .revoke_door_credential(door.as_str(), key_id, now)
+        .await?)
+}
+
 /// Forgets the doors' expired tokens and sessions (the background round does, every few
 /// minutes).
 pub async fn forget_expired_tokens(gw: &Gateway) -> anyhow::Result<u64> {
