@@ -717,11 +717,60 @@ pub async fn a_day_settled_in_another_currency_converts_in_the_ledger(t: TestGat
     ledger_holds(&t).await;
 }
 
+/// Today's reconciliation, completed with one open status mismatch of the payment (or of its
+/// refund), as a node that stopped before repairing it leaves it: the discrepancy.
+async fn left_open(
+    t: &TestGateway,
+    payment_id: &str,
+    refund_id: Option<&str>,
+) -> wxgate_store::DiscrepancyRow {
+    use wxgate_domain::reconciliation::{DiscrepancyKind, DiscrepancyStatus};
+    let now = wxgate_gateway::now_ms();
+    let (r, _) = t
+        .store
+        .request_reconciliation(&t.merchant_id, &bill_today(), now)
+        .await
+        .unwrap();
+    let open = wxgate_store::DiscrepancyRow {
+        id: wxgate_domain::id::DiscrepancyId::generate().to_string(),
+        reconciliation_id: r.id.clone(),
+        merchant_id: t.merchant_id.clone(),
+        kind: DiscrepancyKind::StatusMismatch,
+        reference: refund_id.unwrap_or(payment_id).to_string(),
+        payment_id: Some(payment_id.to_string()),
+        refund_id: refund_id.map(str::to_string),
+        payout_id: None,
+        gateway_side: None,
+        wechat_side: None,
+        status: DiscrepancyStatus::Open,
+        resolution: None,
+        created_at: now,
+        resolved_at: None,
+    };
+    let completed = wxgate_store::EventRow {
+        id: wxgate_domain::id::EventId::generate().to_string(),
+        merchant_id: t.merchant_id.clone(),
+        event_type: "reconciliation.completed".into(),
+        object_id: r.id.clone(),
+        object_version: 0,
+        payload: "{}".into(),
+        created_at: now,
+    };
+    let done = wxgate_store::Completion {
+        totals: "{}".into(),
+        discrepancies: vec![open.clone()],
+        events: vec![completed],
+        now,
+    };
+    assert!(t.store.complete_reconciliation(&r, &done).await.unwrap());
+    open
+}
+
 /// A discrepancy left open (its node stopped before repairing it) is repaired by the next
 /// sweep of open discrepancies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_discrepancy_is_repaired_by_a_later_sweep() {
-    use wxgate_domain::reconciliation::{DiscrepancyKind, DiscrepancyStatus};
+    use wxgate_domain::reconciliation::DiscrepancyStatus;
     for db in wxgate_store::testing::all().await {
         eprintln!(
             "an_open_discrepancy_is_repaired_by_a_later_sweep on {:?}",
@@ -738,44 +787,7 @@ async fn an_open_discrepancy_is_repaired_by_a_later_sweep() {
         let id = p["id"].as_str().unwrap().to_string();
         t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
             .await;
-        let now = wxgate_gateway::now_ms();
-        let (r, _) = t
-            .store
-            .request_reconciliation(&t.merchant_id, &bill_today(), now)
-            .await
-            .unwrap();
-        let left_open = wxgate_store::DiscrepancyRow {
-            id: wxgate_domain::id::DiscrepancyId::generate().to_string(),
-            reconciliation_id: r.id.clone(),
-            merchant_id: t.merchant_id.clone(),
-            kind: DiscrepancyKind::StatusMismatch,
-            reference: id.clone(),
-            payment_id: Some(id.clone()),
-            refund_id: None,
-            payout_id: None,
-            gateway_side: None,
-            wechat_side: None,
-            status: DiscrepancyStatus::Open,
-            resolution: None,
-            created_at: now,
-            resolved_at: None,
-        };
-        let completed = wxgate_store::EventRow {
-            id: wxgate_domain::id::EventId::generate().to_string(),
-            merchant_id: t.merchant_id.clone(),
-            event_type: "reconciliation.completed".into(),
-            object_id: r.id.clone(),
-            object_version: 0,
-            payload: "{}".into(),
-            created_at: now,
-        };
-        let done = wxgate_store::Completion {
-            totals: "{}".into(),
-            discrepancies: vec![left_open.clone()],
-            events: vec![completed],
-            now,
-        };
-        assert!(t.store.complete_reconciliation(&r, &done).await.unwrap());
+        let left_open = left_open(&t, &id, None).await;
         assert_eq!(t.get(&id).await["status"], "pending");
 
         let tried = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
@@ -803,7 +815,7 @@ async fn an_open_discrepancy_is_repaired_by_a_later_sweep() {
 /// a refund the gateway counts as succeeded that WeChat reports closed stays open for a person.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_mismatch_wechat_does_not_confirm_stays_open() {
-    use wxgate_domain::reconciliation::{DiscrepancyKind, DiscrepancyStatus};
+    use wxgate_domain::reconciliation::DiscrepancyStatus;
     use wxgate_domain::refund::RefundEvent;
     for db in wxgate_store::testing::all().await {
         eprintln!(
@@ -853,34 +865,7 @@ async fn a_refund_mismatch_wechat_does_not_confirm_stays_open() {
             )
             .await
             .unwrap();
-        let (rec, _) = t
-            .store
-            .request_reconciliation(&t.merchant_id, &bill_today(), now)
-            .await
-            .unwrap();
-        let mismatch = wxgate_store::DiscrepancyRow {
-            id: wxgate_domain::id::DiscrepancyId::generate().to_string(),
-            reconciliation_id: rec.id.clone(),
-            merchant_id: t.merchant_id.clone(),
-            kind: DiscrepancyKind::StatusMismatch,
-            reference: refund_id.clone(),
-            payment_id: Some(payment.clone()),
-            refund_id: Some(refund_id.clone()),
-            payout_id: None,
-            gateway_side: None,
-            wechat_side: None,
-            status: DiscrepancyStatus::Open,
-            resolution: None,
-            created_at: now,
-            resolved_at: None,
-        };
-        let done = wxgate_store::Completion {
-            totals: "{}".into(),
-            discrepancies: vec![mismatch.clone()],
-            events: vec![],
-            now,
-        };
-        assert!(t.store.complete_reconciliation(&rec, &done).await.unwrap());
+        let mismatch = left_open(&t, &payment, Some(&refund_id)).await;
         let tried = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
             .await
             .unwrap();
