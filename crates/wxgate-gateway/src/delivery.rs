@@ -96,10 +96,12 @@ pub fn ip_allowed(ip: IpAddr, allow_private: bool) -> bool {
                 v6.is_loopback()
                     || v6.is_unique_local()
                     || v6.is_unicast_link_local()
-                    // ::a.b.c.d (IPv4-compatible), 64:ff9b::/96 (NAT64) and 2002::/16 (6to4)
-                    // carry an IPv4 address that could be anything.
+                    // ::a.b.c.d (IPv4-compatible), 64:ff9b::/96 (NAT64), 64:ff9b:1::/48
+                    // (local-use NAT64) and 2002::/16 (6to4) carry an IPv4 address that could
+                    // be anything.
                     || s[..6] == [0; 6]
                     || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                    || s[..3] == [0x64, 0xff9b, 1]
                     || s[0] == 0x2002,
             )
         }
@@ -972,6 +974,7 @@ mod tests {
             "http://198.18.0.1/hook",
             "http://250.1.2.3/hook",
             "http://[64:ff9b::7f00:1]/hook",
+            "http://[64:ff9b:1::a00:1]/hook",
             "http://[2002:7f00:1::1]/hook",
             "http://[::10.0.0.1]/hook",
             "http://0.0.0.0/hook",

@@ -16,6 +16,7 @@ on_both!(
     a_receiver_down_for_the_whole_schedule_is_dead_lettered_then_redelivered,
     endpoints_filter_events_and_can_be_deleted,
     a_payments_own_notify_url_gets_its_events_signed_with_the_notify_secret,
+    concurrent_creates_never_pass_the_endpoint_limit,
 );
 
 /// What a receiver saw: the signature header, the event id, the body, and its answer.
@@ -741,4 +742,33 @@ async fn a_stopping_node_finishes_its_attempts_and_gives_back_queued_deliveries(
         assert_eq!(statuses, ["delivered", "pending", "pending"]);
         db.cleanup().await;
     }
+}
+
+/// Twenty endpoints created at once: exactly the limit (16) go in, the rest are refused.
+async fn concurrent_creates_never_pass_the_endpoint_limit(t: TestGateway) {
+    let body = json!({"url": "https://shop.example/hooks", "events": ["*"]}).to_string();
+    let creates = (0..20).map(|_| {
+        t.call(
+            reqwest::Method::POST,
+            "/v1/webhook_endpoints",
+            Some(body.clone()),
+            &[],
+        )
+    });
+    let answers = futures_util::future::join_all(creates).await;
+    let made = answers.iter().filter(|(s, _)| *s == 201).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, e)| *s == 409 && e["error"]["code"] == "too_many_webhook_endpoints")
+        .count();
+    assert_eq!((made, refused), (16, 4), "{answers:?}");
+    let (_, list) = t
+        .call(
+            reqwest::Method::GET,
+            "/v1/webhook_endpoints?limit=100",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 16, "{list}");
 }

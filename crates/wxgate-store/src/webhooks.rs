@@ -17,10 +17,23 @@ impl Store {
         self.outbox.clone()
     }
 
-    pub async fn insert_webhook_endpoint(&self, e: &WebhookEndpointRow) -> Result<()> {
-        sqlx::query(
+    /// Adds an endpoint unless the merchant already has `max` live ones: false then, nothing
+    /// written. The count and the insert are one transaction, and on PostgreSQL the merchant's
+    /// row is locked first, so concurrent creates cannot pass `max` together (SQLite has one
+    /// writer).
+    pub async fn insert_webhook_endpoint(&self, e: &WebhookEndpointRow, max: i64) -> Result<bool> {
+        let mut writing = self.write().await?;
+        let mut tx = writing.begin().await?;
+        if self.backend == crate::Backend::Postgres {
+            sqlx::query("SELECT id FROM merchants WHERE id = $1 FOR UPDATE")
+                .bind(&e.merchant_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let inserted = sqlx::query(
             "INSERT INTO webhook_endpoints (id, merchant_id, url, events, secret_id, secret_sealed, created_at, deleted_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+             SELECT $1, $2, $3, $4, $5, $6, $7, NULL WHERE (SELECT COUNT(*) FROM webhook_endpoints \
+             WHERE merchant_id = $2 AND deleted_at IS NULL) < $8",
         )
         .bind(&e.id)
         .bind(&e.merchant_id)
@@ -29,9 +42,12 @@ impl Store {
         .bind(&e.secret_id)
         .bind(&e.secret_sealed)
         .bind(e.created_at)
-        .execute(&mut *self.write().await?)
-        .await?;
-        Ok(())
+        .bind(max)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
     }
 
     /// Sets the merchant's notify secret, replacing any earlier one.

@@ -1405,11 +1405,22 @@ mod checks {
             endpoint("we_refunds", "refund.succeeded,refund.failed"),
             endpoint("we_gone", "*"),
         ] {
-            store.insert_webhook_endpoint(&e).await.unwrap();
+            assert!(store.insert_webhook_endpoint(&e, 4).await.unwrap());
         }
+        // At most `max` live endpoints: a fifth is refused, and writes nothing.
+        let fifth = endpoint("we_fifth", "*");
+        assert!(!store.insert_webhook_endpoint(&fifth, 4).await.unwrap());
         assert!(
             store
                 .delete_webhook_endpoint("mch_a", "we_gone", 2)
+                .await
+                .unwrap()
+        );
+        // A deleted one frees its place.
+        assert!(store.insert_webhook_endpoint(&fifth, 4).await.unwrap());
+        assert!(
+            store
+                .delete_webhook_endpoint("mch_a", "we_fifth", 3)
                 .await
                 .unwrap()
         );

@@ -11,7 +11,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 
 /// Endpoints one merchant may have at once.
-pub const ENDPOINTS_MAX: usize = 16;
+pub const ENDPOINTS_MAX: i64 = 16;
 /// Events one redelivery by time range may cover (it runs as one transaction).
 pub const REDELIVER_RANGE_MAX: i64 = 10_000;
 
@@ -28,12 +28,12 @@ pub async fn create_endpoint(
     url: &str,
     events: String,
 ) -> ApiResult<WithSecret<WebhookEndpointRow>> {
-    if gw.store().webhook_endpoints(merchant_id).await?.len() >= ENDPOINTS_MAX {
-        return Err(ApiError::new(
+    let too_many = || {
+        ApiError::new(
             ErrorCode::TooManyWebhookEndpoints,
             format!("a merchant may have at most {ENDPOINTS_MAX} webhook endpoints"),
-        ));
-    }
+        )
+    };
     let secret = delivery::new_secret();
     let row = WebhookEndpointRow {
         id: wxgate_domain::id::generate("we"),
@@ -45,7 +45,13 @@ pub async fn create_endpoint(
         created_at: gw.now_ms(),
         deleted_at: None,
     };
-    gw.store().insert_webhook_endpoint(&row).await?;
+    if !gw
+        .store()
+        .insert_webhook_endpoint(&row, ENDPOINTS_MAX)
+        .await?
+    {
+        return Err(too_many());
+    }
     Ok(WithSecret { row, secret })
 }
 

@@ -184,16 +184,19 @@ impl Simulation {
             .await
             .unwrap();
         store
-            .insert_webhook_endpoint(&WebhookEndpointRow {
-                id: ENDPOINT.into(),
-                merchant_id: MERCHANT.into(),
-                url: "http://shop.invalid/hooks".into(),
-                events: "*".into(),
-                secret_id: "whsec_1".into(),
-                secret_sealed: "sealed".into(),
-                created_at: now,
-                deleted_at: None,
-            })
+            .insert_webhook_endpoint(
+                &WebhookEndpointRow {
+                    id: ENDPOINT.into(),
+                    merchant_id: MERCHANT.into(),
+                    url: "http://shop.invalid/hooks".into(),
+                    events: "*".into(),
+                    secret_id: "whsec_1".into(),
+                    secret_sealed: "sealed".into(),
+                    created_at: now,
+                    deleted_at: None,
+                },
+                1,
+            )
             .await
             .unwrap();
         Self {
