@@ -295,7 +295,8 @@ impl Store {
         Ok(found)
     }
 
-    /// The gateway's refunds sent to WeChat that were made in [from, to) (Unix ms).
+    /// The gateway's refunds WeChat took in [from, to) (Unix ms): the day WeChat's bill puts
+    /// them in.
     pub async fn refunds_made_between(
         &self,
         merchant_id: &str,
@@ -303,8 +304,8 @@ impl Store {
         to: i64,
     ) -> Result<Vec<DayRefundRow>> {
         Ok(sqlx::query_as::<_, DayRefundRow>(
-            "SELECT out_refund_no, id, payment_id, amount, status, created_at FROM refunds \
-             WHERE merchant_id = $1 AND submitted = 1 AND created_at >= $2 AND created_at < $3",
+            "SELECT out_refund_no, id, payment_id, amount, status, submitted_at FROM refunds \
+             WHERE merchant_id = $1 AND submitted_at >= $2 AND submitted_at < $3",
         )
         .bind(merchant_id)
         .bind(from)
@@ -321,7 +322,7 @@ impl Store {
         let mut found = Vec::new();
         for chunk in out_refund_nos.chunks(LOOKUP_CHUNK) {
             let sql = format!(
-                "SELECT out_refund_no, id, payment_id, amount, status, created_at FROM refunds \
+                "SELECT out_refund_no, id, payment_id, amount, status, submitted_at FROM refunds \
                  WHERE merchant_id = $1 AND out_refund_no IN ({})",
                 placeholders(2, chunk.len())
             );

@@ -117,6 +117,7 @@ impl Store {
     pub async fn note_refund_attempt(&self, id: &str, note: &RefundNote<'_>) -> Result<()> {
         sqlx::query(&format!(
             "UPDATE refunds SET submitted = CASE WHEN $1 = 1 THEN 1 ELSE submitted END, \
+             submitted_at = CASE WHEN $1 = 1 THEN COALESCE(submitted_at, $6) ELSE submitted_at END, \
              wechat_refund_id = COALESCE(wechat_refund_id, $2), last_error = $3, \
              sync_due_at = $4, sync_attempts = $5, \
              claimed_until = NULL, updated_at = $6 WHERE id = $7 AND status IN {OPEN}",
@@ -236,8 +237,9 @@ pub(crate) async fn insert_refund(
     sqlx::query(
         "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_id, out_refund_no, amount, \
          currency, reason, status, version, fingerprint, submitted, wechat_refund_id, last_error, \
-         created_at, updated_at, succeeded_at, sync_due_at, sync_attempts, claimed_until, attempt_out_trade_no) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, NULL, $20)",
+         created_at, updated_at, succeeded_at, sync_due_at, sync_attempts, claimed_until, attempt_out_trade_no, \
+         submitted_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, NULL, $20, $21)",
     )
     .bind(&r.id)
     .bind(&r.merchant_id)
@@ -259,6 +261,7 @@ pub(crate) async fn insert_refund(
     .bind(r.sync_due_at)
     .bind(r.sync_attempts)
     .bind(&r.attempt_out_trade_no)
+    .bind(r.submitted.is_set().then_some(r.created_at))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -370,7 +373,8 @@ async fn write_refund_status(
     Ok(sqlx::query_as::<_, RefundRow>(
         "UPDATE refunds SET status = $1, version = $2, updated_at = $3, \
          wechat_refund_id = COALESCE(wechat_refund_id, $4), succeeded_at = $5, \
-         last_error = $6, submitted = 1, sync_due_at = $9, claimed_until = NULL \
+         last_error = $6, submitted = 1, submitted_at = COALESCE(submitted_at, $3), \
+         sync_due_at = $9, claimed_until = NULL \
          WHERE id = $7 AND version = $8 RETURNING *",
     )
     .bind(to.as_str())

@@ -566,7 +566,8 @@ pub struct DayRefundRow {
     pub amount: i64,
     #[sqlx(try_from = "String")]
     pub status: wxgate_domain::refund::RefundStatus,
-    pub created_at: i64,
+    /// When WeChat took it (none: never yet).
+    pub submitted_at: Option<i64>,
 }
 
 /// What a finished reconciliation writes in one go.

@@ -288,8 +288,8 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_id, out_refund_no, \
                      amount, currency, status, version, fingerprint, submitted, created_at, updated_at, \
-                     succeeded_at, sync_attempts) \
-                     VALUES ($1, $2, $3, $4, $4, $5, 'CNY', 'succeeded', 2, '', 1, $6, $6, $6, 0)",
+                     succeeded_at, sync_attempts, submitted_at) \
+                     VALUES ($1, $2, $3, $4, $4, $5, 'CNY', 'succeeded', 2, '', 1, $6, $6, $6, 0, $6)",
                 )
                 .bind(wxgate_domain::id::RefundId::generate().to_string())
                 .bind(merchant_id)

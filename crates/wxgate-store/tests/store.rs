@@ -38,6 +38,7 @@ on_both!(
     concurrent_refunds_never_reserve_more_than_was_paid,
     an_order_paid_twice_is_marked_with_its_refund,
     refund_outcomes_move_the_payments_sums,
+    refunds_fall_in_the_day_wechat_took_them,
     deliveries_fan_out_to_subscribed_endpoints_and_are_claimed_once,
     a_broken_money_invariant_is_refused_not_served,
     door_tokens_live_until_they_expire,
@@ -1272,6 +1273,53 @@ mod checks {
             store.payment("mch_a", "pay_1").await,
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    /// Reconciliation reads a day's refunds by when WeChat took them (its bill's day), not by
+    /// when they were made here: a refund sent again later falls in the later day.
+    pub async fn refunds_fall_in_the_day_wechat_took_them(store: Store) {
+        paid_payment(&store).await;
+        for id in ["re_late", "re_done", "re_never"] {
+            let outcome = store
+                .reserve_refund(&refund(id, "pay_1", 10, 3000))
+                .await
+                .unwrap();
+            assert!(matches!(outcome, ReserveOutcome::Reserved(_)));
+        }
+        let taken = |now| RefundNote {
+            submitted: true,
+            now,
+            ..Default::default()
+        };
+        store
+            .note_refund_attempt("re_late", &taken(9000))
+            .await
+            .unwrap();
+        // Taken once: a later note does not move it.
+        store
+            .note_refund_attempt("re_late", &taken(12_000))
+            .await
+            .unwrap();
+        let facts = RefundFacts {
+            now: 5000,
+            ..Default::default()
+        };
+        let event = wxgate_domain::refund::RefundEvent::Succeeded;
+        store
+            .refund_transition("mch_a", "re_done", event, &facts, render_refund, render)
+            .await
+            .unwrap();
+        let day = |from, to| {
+            let store = store.clone();
+            async move {
+                let rows = store.refunds_made_between("mch_a", from, to).await.unwrap();
+                rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+            }
+        };
+        assert!(day(0, 4000).await.is_empty(), "made then, taken later");
+        assert_eq!(day(4000, 6000).await, ["re_done"]);
+        assert_eq!(day(8000, 10_000).await, ["re_late"]);
+        assert!(day(10_000, 20_000).await.is_empty());
     }
 
     pub async fn refund_outcomes_move_the_payments_sums(store: Store) {

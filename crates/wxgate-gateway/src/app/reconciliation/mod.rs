@@ -350,7 +350,7 @@ fn gateway_refund(r: &DayRefundRow, from: i64, to: i64) -> GatewayRefund {
             RefundStatus::Failed => RefundState::Failed,
             _ => RefundState::Pending,
         },
-        on_day: (from..to).contains(&r.created_at),
+        on_day: r.submitted_at.is_some_and(|t| (from..to).contains(&t)),
     }
 }
 
