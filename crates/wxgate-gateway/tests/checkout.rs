@@ -540,3 +540,55 @@ async fn expiry_closes_the_earlier_orders_when_the_current_one_never_reached_wec
         db.cleanup().await;
     }
 }
+
+/// An order whose prepay lands after its payment ended (a cancel that met no order at WeChat
+/// yet) is closed at WeChat, not left payable, and its credential is not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_made_after_its_payment_ended_is_closed_at_wechat() {
+    for db in testing::all().await {
+        let t = TestGateway::spawn(&db).await;
+        let p = hosted(&t, json!({})).await;
+        let id = p["id"].as_str().unwrap();
+        let (status, cancelled) = t
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/payments/{id}/cancel"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(
+            (status, cancelled["status"].as_str()),
+            (200, Some("cancelled")),
+            "{cancelled}"
+        );
+        // The prepay of an order the cancel could not see, landing now.
+        let merchant = t.store.merchant(&t.merchant_id).await.unwrap().unwrap();
+        let ended = t.store.payment(&t.merchant_id, id).await.unwrap().unwrap();
+        let late = wxgate_store::PaymentRow {
+            out_trade_no: format!("{id}_2"),
+            ..ended
+        };
+        let now = wxgate_gateway::now_ms();
+        let integration = wxgate_domain::Integration::Native;
+        let refused =
+            wxgate_gateway::app::payments::prepay(&t.gateway, &merchant, &late, integration, now)
+                .await
+                .err()
+                .expect("an ended payment takes no credential");
+        assert_eq!(
+            refused.code.as_str(),
+            "payment_not_pending",
+            "{}",
+            refused.message
+        );
+        let order = format!("/sim/orders/{}/{id}_2", t.mchid);
+        let (_, at_wechat) = t.sim_call(reqwest::Method::GET, &order, None).await;
+        assert_eq!(
+            at_wechat["transaction"]["trade_state"], "CLOSED",
+            "{at_wechat}"
+        );
+        assert_eq!(t.get(id).await["status"], "cancelled");
+        db.cleanup().await;
+    }
+}

@@ -14,9 +14,11 @@ use crate::{
     AttemptStart, EventRow, PaymentAttemptRow, PaymentRow, RefundRow, Result, Store, StoreError,
 };
 
-/// An attempt's credential, by the attempt's primary key (`$3` its merchant).
+/// An attempt's credential, by the attempt's primary key (`$3` its merchant), while the attempt
+/// is open and its payment (`$5`) pending.
 pub(crate) const ATTEMPT_CREDENTIAL_SQL: &str = "UPDATE payment_attempts SET wechat_credential = $1, \
-     updated_at = $2 WHERE merchant_id = $3 AND out_trade_no = $4";
+     updated_at = $2 WHERE merchant_id = $3 AND out_trade_no = $4 AND status = 'open' \
+     AND EXISTS (SELECT 1 FROM payments WHERE id = $5 AND status = 'pending')";
 
 /// A payment's credential (`$3` its id) while `$4` is its current order.
 pub(crate) const PAYMENT_CREDENTIAL_SQL: &str = "UPDATE payments SET wechat_credential = $1, \
@@ -130,6 +132,10 @@ impl Store {
     ///
     /// Each row is found by a key only one index has: the attempt by its primary key, the
     /// payment by its id (why not by its merchant too: `OfMerchant`).
+    ///
+    /// False, with nothing written, when the payment is no longer pending or the attempt no
+    /// longer open (the payment ended, or another order paid it, while this one was being
+    /// made at WeChat): the caller closes the order there.
     pub async fn set_attempt_credential(
         &self,
         merchant_id: &str,
@@ -137,7 +143,7 @@ impl Store {
         out_trade_no: &str,
         credential: &str,
         now: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut batch = Batch::default();
         let values = |key: &str| -> Vec<Value> {
             vec![
@@ -147,10 +153,12 @@ impl Store {
                 out_trade_no.into(),
             ]
         };
-        batch.push(ATTEMPT_CREDENTIAL_SQL, values(merchant_id));
+        let mut attempt = values(merchant_id);
+        attempt.push(payment_id.into());
+        batch.push(ATTEMPT_CREDENTIAL_SQL, attempt);
         batch.push(PAYMENT_CREDENTIAL_SQL, values(payment_id));
-        self.write().await?.atomically(batch).await?;
-        Ok(())
+        let counts = self.write().await?.atomically(batch).await?;
+        Ok(counts.first() == Some(&1))
     }
 
     /// Marks an open attempt closed (its order was closed at WeChat). False if it was not open.

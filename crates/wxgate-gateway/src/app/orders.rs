@@ -94,7 +94,7 @@ async fn close_once_and_settle(
 
 /// Closes an order at WeChat; one that is not there, already closed, or paid needs no close
 /// (the query that follows says which).
-async fn close_order(
+pub(crate) async fn close_order(
     up: &crate::upstream::Upstream,
     out_trade_no: &str,
 ) -> Result<(), ClientError> {

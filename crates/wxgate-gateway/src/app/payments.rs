@@ -19,6 +19,7 @@ use wxgate_store::{
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::next_action::NextAction;
+use crate::upstream::Upstream;
 use crate::views;
 
 /// A payment's WeChat credentials (code_url, prepay_id) work for two hours; so does a payment.
@@ -276,11 +277,53 @@ pub async fn prepay(
         .upstream(&merchant.id)
         .await
         .map_err(|e| ApiError::internal("cannot open the merchant's WeChat connection", e))?;
+    let req = prepay_request(gw, merchant, p, integration);
+    let prepaid = match up.prepay(integration, req).await {
+        Ok(prepaid) => prepaid,
+        Err(e) => return Err(upstream_failure(gw, merchant, p, e, now).await),
+    };
+    let credential_expires = match integration {
+        Integration::H5 => (now + H5_URL_LIFETIME_MS).min(p.expires_at),
+        _ => p.expires_at,
+    };
+    let api_url = format!(
+        "{}/v1/payments/{}",
+        gw.config().public_base_url.trim_end_matches('/'),
+        p.id
+    );
+    let action = views::next_action(&up, prepaid, p, (now, credential_expires), &api_url);
+    let credential = Credential {
+        stored: action.to_stored(),
+        at: gw.now_ms(),
+    };
+    let stored = gw
+        .store()
+        .set_attempt_credential(
+            &p.merchant_id,
+            &p.id,
+            &p.out_trade_no,
+            &credential.stored,
+            credential.at,
+        )
+        .await?;
+    if !stored {
+        return Err(ended_meanwhile(gw, &up, p, now).await);
+    }
+    Ok(credential)
+}
+
+/// What WeChat is asked to make for order `p.out_trade_no` as `integration`.
+fn prepay_request(
+    gw: &Gateway,
+    merchant: &MerchantRow,
+    p: &PaymentRow,
+    integration: Integration,
+) -> PrepayRequest {
     let appid = match integration {
         Integration::MiniProgram => merchant.mini_program_appid_or_own().to_string(),
         _ => merchant.appid.clone(),
     };
-    let req = PrepayRequest {
+    PrepayRequest {
         appid,
         mchid: merchant.mchid.clone(),
         description: p.description.clone(),
@@ -302,35 +345,27 @@ pub async fn prepay(
             ..Default::default()
         }),
         ..Default::default()
-    };
-    let prepaid = match up.prepay(integration, req).await {
-        Ok(prepaid) => prepaid,
-        Err(e) => return Err(upstream_failure(gw, merchant, p, e, now).await),
-    };
-    let credential_expires = match integration {
-        Integration::H5 => (now + H5_URL_LIFETIME_MS).min(p.expires_at),
-        _ => p.expires_at,
-    };
-    let api_url = format!(
-        "{}/v1/payments/{}",
-        gw.config().public_base_url.trim_end_matches('/'),
-        p.id
-    );
-    let action = views::next_action(&up, prepaid, p, (now, credential_expires), &api_url);
-    let credential = Credential {
-        stored: action.to_stored(),
-        at: gw.now_ms(),
-    };
-    gw.store()
-        .set_attempt_credential(
-            &p.merchant_id,
-            &p.id,
-            &p.out_trade_no,
-            &credential.stored,
-            credential.at,
-        )
-        .await?;
-    Ok(credential)
+    }
+}
+
+/// The payment ended (cancelled, expired, or paid by another of its orders) while this order
+/// was being made at WeChat: the order is closed there, so it is not left payable on an ended
+/// payment, and the caller told so.
+async fn ended_meanwhile(gw: &Gateway, up: &Upstream, p: &PaymentRow, now: i64) -> ApiError {
+    if let Err(e) = crate::app::orders::close_order(up, &p.out_trade_no).await {
+        tracing::warn!(payment = %p.id, out_trade_no = %p.out_trade_no, error = %e, "an order made after its payment ended could not be closed; if it is paid, its callback or the day's reconciliation shows it");
+    }
+    if let Err(e) = gw
+        .store()
+        .close_attempt(&p.merchant_id, &p.out_trade_no, now)
+        .await
+    {
+        return ApiError::from(e);
+    }
+    ApiError::new(
+        ErrorCode::PaymentNotPending,
+        "the payment ended while its WeChat order was being made; that order was closed",
+    )
 }
 
 /// Makes a new WeChat order for a pending payment as `integration` (another device in the
