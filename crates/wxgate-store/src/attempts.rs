@@ -15,14 +15,16 @@ use crate::{
 };
 
 /// An attempt's credential, by the attempt's primary key (`$3` its merchant), while the attempt
-/// is open and its payment (`$5`) pending.
+/// is open (an ended payment's attempts are closed in the transaction that ends it).
 pub(crate) const ATTEMPT_CREDENTIAL_SQL: &str = "UPDATE payment_attempts SET wechat_credential = $1, \
-     updated_at = $2 WHERE merchant_id = $3 AND out_trade_no = $4 AND status = 'open' \
-     AND EXISTS (SELECT 1 FROM payments WHERE id = $5 AND status = 'pending')";
+     updated_at = $2 WHERE merchant_id = $3 AND out_trade_no = $4 AND status = 'open'";
 
-/// A payment's credential (`$3` its id) while `$4` is its current order.
+/// A payment's credential (`$3` its id) while `$4` is its current order and still open (`$5`
+/// its merchant). Its status is not asked directly: on a new PostgreSQL table the planner would
+/// keep the pending payments' partial index for `status = 'pending'`.
 pub(crate) const PAYMENT_CREDENTIAL_SQL: &str = "UPDATE payments SET wechat_credential = $1, \
-     updated_at = $2 WHERE id = $3 AND out_trade_no = $4";
+     updated_at = $2 WHERE id = $3 AND out_trade_no = $4 AND EXISTS (SELECT 1 FROM \
+     payment_attempts WHERE merchant_id = $5 AND out_trade_no = $4 AND status = 'open')";
 
 impl Store {
     /// Starts a new attempt of a pending payment with `integration` and makes it the current
@@ -133,9 +135,9 @@ impl Store {
     /// Each row is found by a key only one index has: the attempt by its primary key, the
     /// payment by its id (why not by its merchant too: `OfMerchant`).
     ///
-    /// False, with nothing written, when the payment is no longer pending or the attempt no
-    /// longer open (the payment ended, or another order paid it, while this one was being
-    /// made at WeChat): the caller closes the order there.
+    /// False, with nothing written, when the attempt is no longer open (the payment ended, or
+    /// another order paid it and its other orders were closed, while this one was being made
+    /// at WeChat): the caller closes the order there.
     pub async fn set_attempt_credential(
         &self,
         merchant_id: &str,
@@ -153,10 +155,10 @@ impl Store {
                 out_trade_no.into(),
             ]
         };
-        let mut attempt = values(merchant_id);
-        attempt.push(payment_id.into());
-        batch.push(ATTEMPT_CREDENTIAL_SQL, attempt);
-        batch.push(PAYMENT_CREDENTIAL_SQL, values(payment_id));
+        let mut payment = values(payment_id);
+        payment.push(merchant_id.into());
+        batch.push(ATTEMPT_CREDENTIAL_SQL, values(merchant_id));
+        batch.push(PAYMENT_CREDENTIAL_SQL, payment);
         let counts = self.write().await?.atomically(batch).await?;
         Ok(counts.first() == Some(&1))
     }

@@ -191,14 +191,14 @@ impl Store {
         let id = || vec!["id_1".into()];
         let mut plans = vec![
             self.plan_for_test(self.detail_sql(), id()).await?,
-            self.plan_for_test(crate::attempts::ATTEMPT_CREDENTIAL_SQL, {
+            self.plan_for_test(crate::attempts::ATTEMPT_CREDENTIAL_SQL, credential())
+                .await?,
+            self.plan_for_test(crate::attempts::PAYMENT_CREDENTIAL_SQL, {
                 let mut values = credential();
-                values.push("id_1".into());
+                values.push("m".into());
                 values
             })
             .await?,
-            self.plan_for_test(crate::attempts::PAYMENT_CREDENTIAL_SQL, credential())
-                .await?,
         ];
         for (_, sql) in BY_ID {
             plans.push(self.plan_for_test(sql, id()).await?);
