@@ -688,28 +688,8 @@ async fn attempt(
         Some(door) => door_request(gw, d, door, &event, at).await?,
         None => signed_event(gw, d, &event, at).await?,
     };
-    let mut request = client
-        .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json");
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    let sent = request.body(body).send().await;
-    let (status_code, error) = match sent {
-        Ok(response) => {
-            let status = response.status();
-            if status.is_success() {
-                (Some(status.as_u16() as i64), None)
-            } else {
-                let snippet = body_start(response).await;
-                (
-                    Some(status.as_u16() as i64),
-                    Some(format!("HTTP {}: {snippet}", status.as_u16())),
-                )
-            }
-        }
-        Err(e) => (None, Some(describe(&e))),
-    };
+    let allow_private = gw.config().webhooks_allow_private;
+    let (status_code, error) = post(client, &url, body, headers, allow_private).await;
     let latency_ms = started.elapsed().as_millis() as i64;
     gw.metrics()
         .delivery(error.is_none(), started.elapsed().as_secs_f64());
@@ -727,6 +707,43 @@ async fn attempt(
         error,
     };
     Ok((attempt, outcome))
+}
+
+/// Posts `body` to `url`: the answer's status code, and what went wrong if it was not a 2xx.
+/// The URL is held to the address rules again first: an endpoint given as an IP literal never
+/// meets the resolver's check, and the operator may have stopped allowing private targets
+/// since it was registered.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+    headers: Vec<(&'static str, String)>,
+    allow_private: bool,
+) -> (Option<i64>, Option<String>) {
+    if let Err(why) = check_url(url, allow_private) {
+        return (None, Some(format!("not sent: {why}")));
+    }
+    let mut request = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    match request.body(body).send().await {
+        Ok(response) => {
+            let status = response.status();
+            if status.is_success() {
+                (Some(status.as_u16() as i64), None)
+            } else {
+                let snippet = body_start(response).await;
+                (
+                    Some(status.as_u16() as i64),
+                    Some(format!("HTTP {}: {snippet}", status.as_u16())),
+                )
+            }
+        }
+        Err(e) => (None, Some(describe(&e))),
+    }
 }
 
 /// A delivery's URL, body and headers: the event, signed with `Wxgate-Signature`.

@@ -772,3 +772,43 @@ async fn concurrent_creates_never_pass_the_endpoint_limit(t: TestGateway) {
         .await;
     assert_eq!(list["data"].as_array().unwrap().len(), 16, "{list}");
 }
+
+/// An endpoint on a private address, registered while such targets were allowed, gets nothing
+/// once the operator stops allowing them: each attempt is refused before it is sent, recorded,
+/// and the delivery ends dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_endpoint_is_not_called_once_private_targets_are_refused() {
+    for db in testing::all().await {
+        let t = TestGateway::spawn_with(&db, |c| c.webhooks_allow_private = false).await;
+        let receiver = Receiver::start(0).await;
+        let endpoint = wxgate_store::WebhookEndpointRow {
+            id: "we_private".into(),
+            merchant_id: t.merchant_id.clone(),
+            url: receiver.url.clone(),
+            events: "*".into(),
+            secret_id: "whs_private".into(),
+            secret_sealed: t.gateway.config().master_key.seal(b"whsec_private"),
+            created_at: wxgate_gateway::now_ms(),
+            deleted_at: None,
+        };
+        assert!(
+            t.store
+                .insert_webhook_endpoint(&endpoint, 16)
+                .await
+                .unwrap()
+        );
+        let id = paid_payment(&t).await;
+        let event = event_of(&t, &id, "payment.succeeded").await;
+        let dead = wait_deliveries(&t, event["id"].as_str().unwrap(), "dead").await;
+        let log = dead["deliveries"][0]["attempt_log"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(!log.is_empty(), "{dead}");
+        for a in &log {
+            assert!(a["error"].as_str().unwrap().starts_with("not sent:"), "{a}");
+        }
+        assert!(receiver.seen(event["id"].as_str().unwrap()).is_empty());
+        db.cleanup().await;
+    }
+}
