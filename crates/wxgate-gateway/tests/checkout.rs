@@ -515,16 +515,9 @@ async fn expiry_closes_the_earlier_orders_when_the_current_one_never_reached_wec
         let p = hosted(&t, json!({})).await;
         let (id, url) = (p["id"].as_str().unwrap(), p["hosted_url"].as_str().unwrap());
         open(url, DESKTOP, Some("en")).await;
-        let faults = format!("/sim/merchants/{}/faults", t.mchid);
-        t.sim_call(
-            reqwest::Method::PUT,
-            &faults,
-            Some(json!({"error_500_rate": 1.0})),
-        )
-        .await;
+        t.set_faults(json!({"error_500_rate": 1.0})).await;
         open(url, PHONE, Some("en")).await;
-        t.sim_call(reqwest::Method::PUT, &faults, Some(json!({})))
-            .await;
+        t.set_faults(json!({})).await;
         let stored = t.store.payment(&t.merchant_id, id).await.unwrap().unwrap();
         assert_eq!(
             stored.out_trade_no,
@@ -549,14 +542,7 @@ async fn an_order_made_after_its_payment_ended_is_closed_at_wechat() {
         let t = TestGateway::spawn(&db).await;
         let p = hosted(&t, json!({})).await;
         let id = p["id"].as_str().unwrap();
-        let (status, cancelled) = t
-            .call(
-                reqwest::Method::POST,
-                &format!("/v1/payments/{id}/cancel"),
-                None,
-                &[],
-            )
-            .await;
+        let (status, cancelled) = t.cancel(id).await;
         assert_eq!(
             (status, cancelled["status"].as_str()),
             (200, Some("cancelled")),

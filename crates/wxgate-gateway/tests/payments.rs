@@ -204,27 +204,13 @@ async fn unpaid_payments_expire_and_are_closed_at_wechat(t: TestGateway) {
 async fn cancel_closes_at_wechat_and_catches_a_payment_that_slipped_in(t: TestGateway) {
     let (_, p) = t.create(native(&order("cxl"), 500)).await;
     let id = p["id"].as_str().unwrap();
-    let (status, cancelled) = t
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/payments/{id}/cancel"),
-            None,
-            &[],
-        )
-        .await;
+    let (status, cancelled) = t.cancel(id).await;
     assert_eq!(
         (status, cancelled["status"].as_str()),
         (200, Some("cancelled")),
         "{cancelled}"
     );
-    let (status, again) = t
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/payments/{id}/cancel"),
-            None,
-            &[],
-        )
-        .await;
+    let (status, again) = t.cancel(id).await;
     assert_eq!(
         (status, again["error"]["code"].as_str()),
         (409, Some("payment_not_cancellable"))
@@ -239,14 +225,7 @@ async fn cancel_closes_at_wechat_and_catches_a_payment_that_slipped_in(t: TestGa
     .await;
     let (_, p) = t.create(native(&order("race"), 500)).await;
     let id = p["id"].as_str().unwrap();
-    let (status, answer) = t
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/payments/{id}/cancel"),
-            None,
-            &[],
-        )
-        .await;
+    let (status, answer) = t.cancel(id).await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (409, Some("payment_not_cancellable")),

@@ -91,17 +91,6 @@ async fn refunds_at_wechat(t: &TestGateway, payment_id: &str) -> Vec<Value> {
     order["refunds"].as_array().unwrap().clone()
 }
 
-async fn set_faults(t: &TestGateway, faults: Value) {
-    let (status, body) = t
-        .sim_call(
-            reqwest::Method::PUT,
-            &format!("/sim/merchants/{}/faults", t.mchid),
-            Some(faults),
-        )
-        .await;
-    assert!(status < 300, "{status} {body}");
-}
-
 fn error(body: &Value) -> (&str, &str) {
     (
         body["error"]["code"].as_str().unwrap_or(""),
@@ -323,7 +312,7 @@ async fn wechat_faults_end_in_the_right_state_with_one_refund_at_wechat(t: TestG
     // WeChat answers 500 every time: the refund waits, visibly, and goes through once WeChat
     // is back.
     let id = t.paid_native(100).await;
-    set_faults(&t, json!({"error_500_rate": 1.0})).await;
+    t.set_faults(json!({"error_500_rate": 1.0})).await;
     let (status, r) = refund(&t, &id, json!({"merchant_refund_id": "e500"})).await;
     assert_eq!(
         (status, r["status"].as_str()),
@@ -337,21 +326,21 @@ async fn wechat_faults_end_in_the_right_state_with_one_refund_at_wechat(t: TestG
             .contains("500 SYSTEM_ERROR"),
         "{r}"
     );
-    set_faults(&t, json!({})).await;
+    t.set_faults(json!({})).await;
     wait_refund(&t, r["id"].as_str().unwrap(), "succeeded").await;
     assert_eq!(refunds_at_wechat(&t, &id).await.len(), 1);
 
     // The refund callback is lost: the query finds the outcome.
     let id = t.paid_native(100).await;
-    set_faults(&t, json!({"drop_callback_rate": 1.0})).await;
+    t.set_faults(json!({"drop_callback_rate": 1.0})).await;
     let (_, r) = refund(&t, &id, json!({"merchant_refund_id": "drop"})).await;
     wait_refund(&t, r["id"].as_str().unwrap(), "succeeded").await;
-    set_faults(&t, json!({})).await;
+    t.set_faults(json!({})).await;
     assert_eq!(refunds_at_wechat(&t, &id).await.len(), 1);
 
     // NOT_ENOUGH: pending, saying why, and sent again until the balance allows it.
     let id = t.paid_native(100).await;
-    set_faults(&t, json!({"refund_not_enough": true})).await;
+    t.set_faults(json!({"refund_not_enough": true})).await;
     let (status, r) = refund(&t, &id, json!({"merchant_refund_id": "poor"})).await;
     assert_eq!(
         (status, r["status"].as_str()),
@@ -377,7 +366,7 @@ async fn wechat_faults_end_in_the_right_state_with_one_refund_at_wechat(t: TestG
     assert!(tried_again);
     assert_eq!(get_refund(&t, &rid).await["status"], "pending");
     assert!(refunds_at_wechat(&t, &id).await.is_empty());
-    set_faults(&t, json!({})).await;
+    t.set_faults(json!({})).await;
     let done = wait_refund(&t, &rid, "succeeded").await;
     assert!(done["last_error"].is_null(), "{done}");
     assert_eq!(refunds_at_wechat(&t, &id).await.len(), 1);
@@ -385,12 +374,12 @@ async fn wechat_faults_end_in_the_right_state_with_one_refund_at_wechat(t: TestG
 
 async fn closed_and_abnormal_refunds(t: TestGateway) {
     let id = t.paid_native(100).await;
-    set_faults(&t, json!({"refund_outcome": "closed"})).await;
+    t.set_faults(json!({"refund_outcome": "closed"})).await;
     let (_, r) = refund(&t, &id, json!({"merchant_refund_id": "x1"})).await;
     let closed = wait_refund(&t, r["id"].as_str().unwrap(), "failed").await;
     assert!(closed["last_error"].is_string());
     // A failed refund frees its amount.
-    set_faults(&t, json!({"refund_outcome": "abnormal"})).await;
+    t.set_faults(json!({"refund_outcome": "abnormal"})).await;
     let (status, r) = refund(&t, &id, json!({"merchant_refund_id": "x2"})).await;
     assert_eq!((status, r["amount"].as_i64()), (201, Some(100)), "{r}");
     let rid = r["id"].as_str().unwrap().to_string();
@@ -404,7 +393,7 @@ async fn closed_and_abnormal_refunds(t: TestGateway) {
     // An abnormal refund still holds its amount.
     let (status, held) = refund(&t, &id, json!({"merchant_refund_id": "x3"})).await;
     assert_eq!((status, error(&held).0), (409, "refund_exceeds_payment"));
-    set_faults(&t, json!({})).await;
+    t.set_faults(json!({})).await;
     assert_eq!(t.event_types(&rid).await, ["refund.abnormal"]);
 
     // A signed report that money went back on the refund that failed cannot be applied: it is
@@ -458,7 +447,7 @@ async fn a_paid_after_close_payment_is_refunded_by_policy(t: TestGateway) {
     );
     // The gateway closed the order and believes it cancelled; the payer's money arrived anyway
     // (the simulator pays, its callback lost), and WeChat's report then reaches the gateway.
-    set_faults(&t, json!({"drop_callback_rate": 1.0})).await;
+    t.set_faults(json!({"drop_callback_rate": 1.0})).await;
     let (_, p) = t.create(native(&order("late"), 250)).await;
     let id = p["id"].as_str().unwrap().to_string();
     t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
@@ -477,7 +466,7 @@ async fn a_paid_after_close_payment_is_refunded_by_policy(t: TestGateway) {
         )
         .await
         .unwrap();
-    set_faults(&t, json!({})).await;
+    t.set_faults(json!({})).await;
     let up = t.gateway.upstream(&t.merchant_id).await.unwrap();
     let tx = up
         .client(Api::Query)
@@ -535,8 +524,7 @@ async fn a_refund_whose_answer_is_lost_is_found_by_query() {
         let t =
             TestGateway::spawn_with(&db, |c| c.upstream_timeout = Duration::from_millis(300)).await;
         let id = t.paid_native(100).await;
-        set_faults(
-            &t,
+        t.set_faults(
             json!({"timeout_after_commit_rate": 1.0, "hang_ms": 1_000, "drop_callback_rate": 1.0}),
         )
         .await;
@@ -551,7 +539,7 @@ async fn a_refund_whose_answer_is_lost_is_found_by_query() {
             r["last_error"].as_str().unwrap().contains("did not answer"),
             "{r}"
         );
-        set_faults(&t, json!({})).await;
+        t.set_faults(json!({})).await;
         wait_refund(&t, r["id"].as_str().unwrap(), "succeeded").await;
         assert_eq!(refunds_at_wechat(&t, &id).await.len(), 1);
         db.cleanup().await;

@@ -444,13 +444,7 @@ async fn endpoints_filter_events_and_can_be_deleted(t: TestGateway) {
     );
     let (_, p) = t.create(native(&order("whd"), 300)).await;
     let id = p["id"].as_str().unwrap();
-    t.call(
-        reqwest::Method::POST,
-        &format!("/v1/payments/{id}/cancel"),
-        None,
-        &[],
-    )
-    .await;
+    t.cancel(id).await;
     let e = event_of(&t, id, "payment.cancelled").await;
     let detail = wait_deliveries(&t, e["id"].as_str().unwrap(), "delivered").await;
     assert_eq!(detail["deliveries"][0]["endpoint_id"], b["id"]);
@@ -494,14 +488,7 @@ async fn a_silent_endpoint_does_not_stall_the_others() {
         for i in 0..N {
             let (_, p) = t.create(native(&order(&format!("slow{i}")), 100)).await;
             let id = p["id"].as_str().unwrap();
-            let (status, _) = t
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/v1/payments/{id}/cancel"),
-                    None,
-                    &[],
-                )
-                .await;
+            let (status, _) = t.cancel(id).await;
             assert_eq!(status, 200);
         }
         for _ in 0..20_000 {

@@ -232,12 +232,6 @@ pub async fn a_prepay_wechat_never_answered_is_asked_again_not_replaced(t: TestG
     assert_eq!(orders[0]["out_trade_no"], id);
 }
 
-async fn set_faults(t: &TestGateway, faults: Value) {
-    let path = format!("/sim/merchants/{}/faults", t.mchid);
-    let (status, body) = t.sim_call(Method::PUT, &path, Some(faults)).await;
-    assert_eq!(status, 200, "{body}");
-}
-
 /// WeChat refuses the product of the shopper's second device (not enabled for the merchant):
 /// only that order ends; the payment stays pending and its first order still pays it.
 pub async fn a_refused_second_device_leaves_the_first_order_payable(t: TestGateway) {
@@ -245,10 +239,10 @@ pub async fn a_refused_second_device_leaves_the_first_order_payable(t: TestGatew
     let (id, url) = (p["id"].as_str().unwrap(), p["hosted_url"].as_str().unwrap());
     let (_, desktop, _) = open(url, DESKTOP, Some("en")).await;
     let code_url = attribute(&desktop, "data-code-url");
-    set_faults(&t, json!({"refuse_trade_type": "MWEB"})).await;
+    t.set_faults(json!({"refuse_trade_type": "MWEB"})).await;
     let (status, _, _) = open(url, PHONE, Some("en")).await;
     assert!(status >= 400, "the phone gets no H5 cashier: {status}");
-    set_faults(&t, json!({})).await;
+    t.set_faults(json!({})).await;
     assert_eq!(t.get(id).await["status"], "pending");
     wait_attempts(&t, id, &["open", "closed"]).await;
     t.pay(json!({"code_url": code_url})).await;

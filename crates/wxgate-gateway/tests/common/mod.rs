@@ -299,6 +299,21 @@ impl TestGateway {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// Sets the merchant's faults at the simulator (`{}` clears them).
+    pub async fn set_faults(&self, faults: Value) {
+        let path = format!("/sim/merchants/{}/faults", self.mchid);
+        let (status, body) = self
+            .sim_call(reqwest::Method::PUT, &path, Some(faults))
+            .await;
+        assert!(status < 300, "{status} {body}");
+    }
+
+    /// `POST /v1/payments/{id}/cancel`.
+    pub async fn cancel(&self, id: &str) -> (u16, Value) {
+        let path = format!("/v1/payments/{id}/cancel");
+        self.call(reqwest::Method::POST, &path, None, &[]).await
+    }
+
     pub async fn pay(&self, body: Value) {
         let (status, answer) = self
             .sim_call(reqwest::Method::POST, "/sim/payer/pay", Some(body))

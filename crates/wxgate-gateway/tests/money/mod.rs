@@ -824,9 +824,8 @@ async fn a_refund_mismatch_wechat_does_not_confirm_stays_open() {
         );
         let t = TestGateway::spawn_with(&db, |c| c.sync_schedule_ms = vec![86_400_000]).await;
         let payment = t.paid_native(500).await;
-        let faults = json!({"drop_callback_rate": 1.0, "refund_outcome": "closed"});
-        let path = format!("/sim/merchants/{}/faults", t.mchid);
-        t.sim_call(reqwest::Method::PUT, &path, Some(faults)).await;
+        t.set_faults(json!({"drop_callback_rate": 1.0, "refund_outcome": "closed"}))
+            .await;
         let (status, r) = t
             .call(
                 reqwest::Method::POST,

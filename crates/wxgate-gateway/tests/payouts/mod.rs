@@ -87,17 +87,6 @@ async fn top_up(t: &TestGateway, amount: i64) {
     assert_eq!(status, 200, "{b}");
 }
 
-async fn set_faults(t: &TestGateway, faults: Value) {
-    let (status, body) = t
-        .sim_call(
-            reqwest::Method::PUT,
-            &format!("/sim/merchants/{}/faults", t.mchid),
-            Some(faults),
-        )
-        .await;
-    assert!(status < 300, "{status} {body}");
-}
-
 /// (available, reserved) in CNY.
 async fn balance(t: &TestGateway) -> (i64, i64) {
     let (_, b) = t.call(reqwest::Method::GET, "/v1/balance", None, &[]).await;
@@ -328,14 +317,14 @@ pub async fn lost_and_doubled_answers_make_one_transfer(t: TestGateway) {
     with_default_scene(&t).await;
     let opening = operation_balance(&t).await;
     // WeChat answers 500 without doing anything: pending, then made on a later round.
-    set_faults(&t, json!({"error_500_rate": 1.0})).await;
+    t.set_faults(json!({"error_500_rate": 1.0})).await;
     let (status, p) = payout(&t, body(400), None).await;
     assert_eq!(
         (status, p["status"].as_str()),
         (201, Some("pending")),
         "{p}"
     );
-    set_faults(&t, json!({"drop_callback_rate": 1.0})).await;
+    t.set_faults(json!({"drop_callback_rate": 1.0})).await;
     let id = p["id"].as_str().unwrap().to_string();
     let p = wait_payout(&t, &id, "awaiting_confirmation").await;
     // Its notification is lost: the query settles it.
@@ -348,7 +337,7 @@ pub async fn lost_and_doubled_answers_make_one_transfer(t: TestGateway) {
     wait_payout(&t, &id, "succeeded").await;
 
     // Doubled notifications are applied once.
-    set_faults(&t, json!({"duplicate_callback_rate": 1.0})).await;
+    t.set_faults(json!({"duplicate_callback_rate": 1.0})).await;
     let (_, p) = payout(&t, body(250), None).await;
     let twice = p["id"].as_str().unwrap().to_string();
     payee(
@@ -358,7 +347,7 @@ pub async fn lost_and_doubled_answers_make_one_transfer(t: TestGateway) {
     )
     .await;
     wait_payout(&t, &twice, "succeeded").await;
-    set_faults(&t, json!({})).await;
+    t.set_faults(json!({})).await;
     assert_eq!(
         events_of(&t, &twice).await,
         ["payout.awaiting_confirmation", "payout.succeeded"]
@@ -393,14 +382,14 @@ pub async fn a_payout_run_again_under_its_key_is_the_same_payout(t: TestGateway)
 /// sender whose claim lapsed and was taken (by a cancel) sends nothing, and gives up nothing.
 pub async fn a_send_starts_only_within_its_claim(t: TestGateway) {
     with_default_scene(&t).await;
-    set_faults(&t, json!({"error_500_rate": 1.0})).await;
+    t.set_faults(json!({"error_500_rate": 1.0})).await;
     let (status, p) = payout(&t, body(200), None).await;
     assert_eq!(
         (status, p["status"].as_str()),
         (201, Some("pending")),
         "{p}"
     );
-    set_faults(&t, json!({})).await;
+    t.set_faults(json!({})).await;
     let id = p["id"].as_str().unwrap();
     let now = wxgate_gateway::now_ms();
     // A cancel holds it now; an earlier sender's lapsed claim is another value.
@@ -558,11 +547,8 @@ async fn a_payout_whose_answer_is_lost_is_found_by_query() {
         .await;
         with_default_scene(&t).await;
         let opening = operation_balance(&t).await;
-        set_faults(
-            &t,
-            json!({"timeout_after_commit_rate": 1.0, "hang_ms": 1_000}),
-        )
-        .await;
+        t.set_faults(json!({"timeout_after_commit_rate": 1.0, "hang_ms": 1_000}))
+            .await;
         let (status, p) = payout(&t, body(800), None).await;
         assert_eq!(
             (status, p["status"].as_str()),
@@ -570,7 +556,7 @@ async fn a_payout_whose_answer_is_lost_is_found_by_query() {
             "{p}"
         );
         assert!(p["last_error"].as_str().unwrap().contains("queried"), "{p}");
-        set_faults(&t, json!({})).await;
+        t.set_faults(json!({})).await;
         let id = p["id"].as_str().unwrap().to_string();
         let p = wait_payout(&t, &id, "awaiting_confirmation").await;
         assert_eq!(operation_balance(&t).await, opening - 800);
@@ -604,7 +590,7 @@ async fn payouts_are_reconciled_against_the_operation_account() {
         let mut ids = Vec::new();
         for (amount, outcome) in [(500, "confirm"), (300, "decline"), (200, "decline")] {
             if ids.len() == 2 {
-                set_faults(&t, json!({"drop_callback_rate": 1.0})).await;
+                t.set_faults(json!({"drop_callback_rate": 1.0})).await;
             }
             let (_, p) = payout(&t, body(amount), None).await;
             let package = p["confirmation"]["package_info"].as_str().unwrap();
@@ -613,7 +599,7 @@ async fn payouts_are_reconciled_against_the_operation_account() {
         }
         wait_payout(&t, &ids[0], "succeeded").await;
         wait_payout(&t, &ids[1], "failed").await;
-        set_faults(&t, json!({})).await;
+        t.set_faults(json!({})).await;
         assert_eq!(
             t.wait_for(&format!("/v1/payouts/{}", ids[2]), |_| true)
                 .await["status"],
