@@ -7,14 +7,13 @@
 use tokio::sync::watch;
 use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode;
-use wechatpay_v3::model::TradeState;
+use wechatpay_v3::model::{TradeState, Transaction};
 use wxgate_domain::payment::PaymentEvent;
 use wxgate_store::PaymentRow;
 
 use crate::app::orders::{apply_paid, close_and_settle, earlier_attempt_paid, settle};
 use crate::app::reconciliation;
 use crate::gateway::Gateway;
-use crate::upstream::Upstream;
 
 /// How often open reconciliation discrepancies are repaired again (and the front doors'
 /// expired tokens forgotten).
@@ -90,10 +89,7 @@ pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
     crate::app::work_through(gw, claim, |gw, p| async move {
         if let Err(e) = sync_one(&gw, &p).await {
             tracing::warn!(payment = %p.id, error = %e, "status sync failed; will retry");
-            let next = next_due(&gw, &p, gw.now_ms());
-            gw.store()
-                .reschedule_sync(&p.id, next, p.sync_attempts + 1)
-                .await?;
+            reschedule(&gw, &p, gw.now_ms()).await?;
         }
         Ok(())
     })
@@ -119,62 +115,66 @@ fn next_due(gw: &Gateway, p: &PaymentRow, now: i64) -> Option<i64> {
 async fn sync_one(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
     let now = gw.now_ms();
     let up = gw.upstream(&p.merchant_id).await?;
-    if earlier_attempt_paid(gw, &up, p, false).await?.is_some() {
+    let expired = now >= p.expires_at;
+    let current = up.query(&p.out_trade_no).await;
+    // When the current order can no longer be paid, the payment's other open orders (an
+    // earlier device) are closed at WeChat as they are looked at, so none stays payable on an
+    // ended payment. One found paid pays the payment instead.
+    let end = unpaid_end(&current, expired);
+    if earlier_attempt_paid(gw, &up, p, end.is_some())
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
-    let expired = now >= p.expires_at;
-    match up.query(&p.out_trade_no).await {
-        Ok(tx) => match tx.state() {
-            Some(TradeState::Success | TradeState::Refund) => {
-                apply_paid(gw, &up.merchant, p, &tx, "sync").await?;
-            }
-            Some(TradeState::Payerror | TradeState::Revoked) => {
-                end_unpaid(gw, &up, p, PaymentEvent::Failed).await?;
-            }
-            Some(TradeState::Closed) => {
-                let event = if expired {
-                    PaymentEvent::Expired
-                } else {
-                    PaymentEvent::Cancelled
-                };
-                end_unpaid(gw, &up, p, event).await?;
-            }
-            _ if expired => {
-                close_and_settle(gw, &p.merchant_id, p, PaymentEvent::Expired).await?;
-            }
-            _ => {
-                gw.store()
-                    .reschedule_sync(&p.id, next_due(gw, p, now), p.sync_attempts + 1)
-                    .await?;
-            }
-        },
+    if let Some(event) = end {
+        settle(gw, p, event, "sync").await?;
+        return Ok(());
+    }
+    match current {
+        Ok(tx) if matches!(tx.state(), Some(TradeState::Success | TradeState::Refund)) => {
+            apply_paid(gw, &up.merchant, p, &tx, "sync").await?;
+        }
+        Ok(_) if expired => {
+            close_and_settle(gw, &p.merchant_id, p, PaymentEvent::Expired).await?;
+        }
+        Ok(_) => reschedule(gw, p, now).await?,
+        // The prepay never reached WeChat: nothing can be paid yet (at expiry it ends, above).
         Err(ClientError::Api(e)) if e.code == ErrorCode::OrderNotExist => {
-            // The prepay never reached WeChat. Nothing can be paid; it ends at expiry.
-            if expired {
-                end_unpaid(gw, &up, p, PaymentEvent::Expired).await?;
-            } else {
-                gw.store()
-                    .reschedule_sync(&p.id, next_due(gw, p, now), p.sync_attempts + 1)
-                    .await?;
-            }
+            reschedule(gw, p, now).await?
         }
         Err(e) => return Err(e.into()),
     }
     Ok(())
 }
 
-/// Ends a payment unpaid once its current order can no longer be paid: its other open orders
-/// (an earlier device of its hosted checkout) are closed at WeChat first, so none stays payable
-/// on an ended payment; one found paid pays the payment instead.
-async fn end_unpaid(
-    gw: &Gateway,
-    up: &Upstream,
-    p: &PaymentRow,
-    event: PaymentEvent,
-) -> anyhow::Result<()> {
-    if earlier_attempt_paid(gw, up, p, true).await?.is_none() {
-        settle(gw, p, event, "sync").await?;
+/// How a payment ends when its current order, as WeChat answered about it, can no longer be
+/// paid: failed; closed (cancelled, or expired once past its time); or, past its time, never
+/// made at WeChat. `None` while it may still be paid (or WeChat did not answer).
+fn unpaid_end(current: &Result<Transaction, ClientError>, expired: bool) -> Option<PaymentEvent> {
+    let lapsed = if expired {
+        PaymentEvent::Expired
+    } else {
+        PaymentEvent::Cancelled
+    };
+    match current {
+        Ok(tx) => match tx.state() {
+            Some(TradeState::Payerror | TradeState::Revoked) => Some(PaymentEvent::Failed),
+            Some(TradeState::Closed) => Some(lapsed),
+            _ => None,
+        },
+        Err(ClientError::Api(e)) if e.code == ErrorCode::OrderNotExist && expired => {
+            Some(PaymentEvent::Expired)
+        }
+        Err(_) => None,
     }
+}
+
+/// A pending payment is asked about again later.
+async fn reschedule(gw: &Gateway, p: &PaymentRow, now: i64) -> anyhow::Result<()> {
+    gw.store()
+        .reschedule_sync(&p.id, next_due(gw, p, now), p.sync_attempts + 1)
+        .await?;
     Ok(())
 }
 

@@ -8,7 +8,9 @@ use wechatpay_v3::client::ClientError;
 use wechatpay_v3::error::ErrorCode;
 use wechatpay_v3::model::{TradeState, Transaction};
 use wxgate_domain::payment::{AttemptStatus, PaymentEvent, PaymentStatus};
-use wxgate_store::{MerchantRow, PaymentRow, StoreError, TransitionFacts, TransitionOutcome};
+use wxgate_store::{
+    MerchantRow, PaymentAttemptRow, PaymentRow, StoreError, TransitionFacts, TransitionOutcome,
+};
 
 use crate::gateway::Gateway;
 use crate::views;
@@ -120,11 +122,7 @@ pub async fn earlier_attempt_paid(
     p: &PaymentRow,
     close: bool,
 ) -> anyhow::Result<Option<PaymentRow>> {
-    let attempts = gw.store().payment_attempts(&p.id).await?;
-    let earlier = attempts
-        .iter()
-        .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
-    for a in earlier {
+    for a in other_open_attempts(gw, p).await? {
         if close {
             close_order(up, &a.out_trade_no)
                 .await
@@ -273,13 +271,21 @@ async fn after_paid(gw: &Gateway, payment: &PaymentRow) {
     }
 }
 
+/// The payment's open WeChat orders other than its current one (an earlier device or
+/// credential), oldest first.
+pub(crate) async fn other_open_attempts(
+    gw: &Gateway,
+    p: &PaymentRow,
+) -> wxgate_store::Result<Vec<PaymentAttemptRow>> {
+    let mut attempts = gw.store().payment_attempts(&p.id).await?;
+    attempts.retain(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
+    Ok(attempts)
+}
+
 /// Closes, at WeChat, every open order of the payment but the one that paid it. An order found
 /// paid meanwhile is the shopper paying twice, and is refunded.
 pub async fn close_other_attempts(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
-    let attempts = gw.store().payment_attempts(&p.id).await?;
-    let open = attempts
-        .iter()
-        .filter(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
+    let open = other_open_attempts(gw, p).await?;
     let up = gw.upstream(&p.merchant_id).await?;
     for a in open {
         match up.close(&a.out_trade_no).await {

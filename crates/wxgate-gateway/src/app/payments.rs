@@ -307,7 +307,7 @@ pub async fn prepay(
         )
         .await?;
     if !stored {
-        return Err(ended_meanwhile(gw, &up, p, now).await);
+        return Err(ended_meanwhile(&up, p).await);
     }
     Ok(credential)
 }
@@ -351,16 +351,9 @@ fn prepay_request(
 /// The payment ended (cancelled, expired, or paid by another of its orders) while this order
 /// was being made at WeChat: the order is closed there, so it is not left payable on an ended
 /// payment, and the caller told so.
-async fn ended_meanwhile(gw: &Gateway, up: &Upstream, p: &PaymentRow, now: i64) -> ApiError {
+async fn ended_meanwhile(up: &Upstream, p: &PaymentRow) -> ApiError {
     if let Err(e) = crate::app::orders::close_order(up, &p.out_trade_no).await {
         tracing::warn!(payment = %p.id, out_trade_no = %p.out_trade_no, error = %e, "an order made after its payment ended could not be closed; if it is paid, its callback or the day's reconciliation shows it");
-    }
-    if let Err(e) = gw
-        .store()
-        .close_attempt(&p.merchant_id, &p.out_trade_no, now)
-        .await
-    {
-        return ApiError::from(e);
     }
     ApiError::new(
         ErrorCode::PaymentNotPending,
@@ -494,10 +487,9 @@ async fn refused_order(
     p: &PaymentRow,
     now: i64,
 ) -> Result<bool, ApiError> {
-    let attempts = gw.store().payment_attempts(&p.id).await?;
-    let others_open = attempts
-        .iter()
-        .any(|a| a.status == AttemptStatus::Open && a.out_trade_no != p.out_trade_no);
+    let others_open = !crate::app::orders::other_open_attempts(gw, p)
+        .await?
+        .is_empty();
     if others_open {
         gw.store()
             .close_attempt(&p.merchant_id, &p.out_trade_no, now)

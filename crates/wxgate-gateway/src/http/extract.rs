@@ -377,5 +377,3 @@ pub fn check_metadata(metadata: &std::collections::BTreeMap<String, String>) -> 
     }
     Ok(())
 }
-
-pub use crate::app::check_notify_url;

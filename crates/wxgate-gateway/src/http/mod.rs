@@ -54,7 +54,7 @@ pub fn router(gateway: Gateway) -> Router {
         .merge(links::page_routes())
         .merge(payout_page::routes())
         .layer(middleware::map_response(page_headers));
-    Router::new()
+    let routes = Router::new()
         .merge(api)
         .merge(pages)
         .merge(doors::payment_intents::routes())
@@ -79,21 +79,40 @@ pub fn router(gateway: Gateway) -> Router {
                     openapi::served(),
                 )
             }),
-        )
-        .route_layer(middleware::from_fn(refuse_control_characters::<ApiError>))
-        .route_layer(middleware::from_fn_with_state(gateway.clone(), record))
-        .fallback(|| async {
-            ApiError::new(ErrorCode::RouteNotFound, "no such route; see /openapi.json")
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                ErrorCode::MethodNotAllowed,
-                "this route does not take this method; see /openapi.json",
-            )
-        })
+        );
+    let routes = guarded::<ApiError>(routes, &gateway);
+    framed(
+        routes
+            .fallback(|| async {
+                ApiError::new(ErrorCode::RouteNotFound, "no such route; see /openapi.json")
+            })
+            .method_not_allowed_fallback(|| async {
+                ApiError::new(
+                    ErrorCode::MethodNotAllowed,
+                    "this route does not take this method; see /openapi.json",
+                )
+            }),
+    )
+    .with_state(gateway)
+}
+
+/// What every listener's routes go through, its refusals in its own envelope `E`: control
+/// characters refused before any lookup, then the request metrics.
+pub(crate) fn guarded<E: From<ApiError> + IntoResponse + 'static>(
+    routes: Router<Gateway>,
+    gw: &Gateway,
+) -> Router<Gateway> {
+    routes
+        .route_layer(middleware::from_fn(refuse_control_characters::<E>))
+        .route_layer(middleware::from_fn_with_state(gw.clone(), record))
+}
+
+/// What every listener puts around all it answers, its fallbacks included: the body limit
+/// (read before authentication) and the request id.
+pub(crate) fn framed(router: Router<Gateway>) -> Router<Gateway> {
+    router
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(request_id))
-        .with_state(gateway)
 }
 
 /// The header that names a request, echoed on every answer.

@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use wxgate_domain::{Integration, Money, MoneyError, PaymentIntegration, PaymentStatus};
 use wxgate_store::{MerchantRow, PaymentFilter};
 
+use crate::app::check_notify_url;
 use crate::app::payments::{
     self as pay, NewPayment, PAYMENT_LIFETIME_MAX_MS, PAYMENT_LIFETIME_MIN_MS, PaymentState,
 };
@@ -21,8 +22,8 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gateway::Gateway;
 use crate::http::answer::{ErrorEnvelope, Json, ok};
 use crate::http::extract::{
-    Authed, JsonBody, Params, check_metadata, check_notify_url, check_text, log_payment,
-    merchant_id, page_limit, parse_time, path_id,
+    Authed, JsonBody, Params, check_metadata, check_text, log_payment, merchant_id, page_limit,
+    parse_time, path_id,
 };
 use crate::qr::{Image, SCALE, SVG_DEFAULT};
 use crate::views::{self, ListView, PaymentView};

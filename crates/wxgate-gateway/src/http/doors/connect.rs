@@ -5,7 +5,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,7 +30,7 @@ const DATE_SKEW_SECS: u64 = 15 * 60;
 
 /// The door's own router, served at the root of its listener.
 pub fn router(gw: Gateway) -> axum::Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/{merchant}/payments", post(create_payment))
         .route("/v1/{merchant}/payments/{id}", get(get_payment))
         .route(
@@ -38,18 +38,10 @@ pub fn router(gw: Gateway) -> axum::Router {
             get(third_party_status),
         )
         .route("/v1/{merchant}/hostedcheckouts", post(create_hosted))
-        .route("/v1/{merchant}/hostedcheckouts/{id}", get(get_hosted))
-        .route_layer(axum::middleware::from_fn(
-            crate::http::refuse_control_characters::<Refusal>,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            gw.clone(),
-            crate::http::record,
-        ))
-        .fallback(|| async { refusal(404, "1002", "UNKNOWN_RESOURCE", "no such resource", None) })
-        .layer(DefaultBodyLimit::max(crate::http::BODY_LIMIT_BYTES))
-        .layer(axum::middleware::from_fn(crate::http::request_id))
-        .with_state(gw)
+        .route("/v1/{merchant}/hostedcheckouts/{id}", get(get_hosted));
+    let routes = crate::http::guarded::<Refusal>(routes, &gw)
+        .fallback(|| async { refusal(404, "1002", "UNKNOWN_RESOURCE", "no such resource", None) });
+    crate::http::framed(routes).with_state(gw)
 }
 
 /// An answer in the system's error envelope.
