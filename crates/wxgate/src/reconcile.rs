@@ -4,7 +4,7 @@
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use time::Date;
-use wxgate_domain::id::MerchantId;
+use wxgate_domain::id::{MerchantId, ReconciliationId};
 use wxgate_gateway::Gateway;
 use wxgate_gateway::app::reconciliation as recon;
 use wxgate_store::ReconciliationRow;
@@ -59,8 +59,8 @@ pub async fn run(gw: &Gateway, args: ReconcileArgs) -> anyhow::Result<()> {
         let (r, _) = recon::request(gw, &merchant, day)
             .await
             .map_err(|e| anyhow::anyhow!("{day}: {}: {}", e.code, e.message))?;
-        let after = recon::run_now(gw, &merchant, &r.id).await?;
-        done.push(after.unwrap_or(r));
+        let id = ReconciliationId::stored(&r.id);
+        done.push(recon::run_now(gw, &merchant, &id).await?);
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -114,7 +114,7 @@ struct Prepared {
     gw: Gateway,
     merchant_id: wxgate_domain::id::MerchantId,
     day: time::Date,
-    reconciliation_id: String,
+    reconciliation_id: wxgate_domain::id::ReconciliationId,
     folder: std::path::PathBuf,
     _sim: SimProcess,
 }
@@ -178,7 +178,7 @@ async fn prepare(args: &ReconcileBenchArgs) -> anyhow::Result<Prepared> {
         gw,
         merchant_id,
         day: today,
-        reconciliation_id: requested.id,
+        reconciliation_id: wxgate_domain::id::ReconciliationId::stored(&requested.id),
         folder,
         _sim: sim,
     })
@@ -226,9 +226,7 @@ pub async fn run(args: ReconcileBenchArgs) -> anyhow::Result<()> {
     std::fs::write("/proc/self/clear_refs", "5").context("resetting the peak RSS")?;
     let (before, _) = memory_kib()?;
     let started = Instant::now();
-    let done = recon::run_now(&p.gw, &p.merchant_id, &p.reconciliation_id)
-        .await?
-        .context("the reconciliation was not run")?;
+    let done = recon::run_now(&p.gw, &p.merchant_id, &p.reconciliation_id).await?;
     let secs = started.elapsed().as_secs_f64();
     let (_, peak) = memory_kib()?;
     let rows = args.payments + args.refunds;

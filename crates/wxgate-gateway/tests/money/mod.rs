@@ -879,3 +879,62 @@ async fn a_refund_mismatch_wechat_does_not_confirm_stays_open() {
         db.cleanup().await;
     }
 }
+
+/// `wxgate reconcile` runs a day now even while another node holds it: it waits for that node
+/// to finish or let go, and runs the day itself when it was let go unfinished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_a_day_now_waits_for_the_node_that_holds_it() {
+    use wxgate_domain::id::{MerchantId, ReconciliationId};
+    use wxgate_domain::reconciliation::ReconciliationStatus;
+    for db in wxgate_store::testing::all().await {
+        eprintln!(
+            "running_a_day_now_waits_for_the_node_that_holds_it on {:?}",
+            db.backend
+        );
+        // No background rounds: this test plays the other node.
+        let t = TestGateway::spawn_with(&db, |c| {
+            c.sync_interval = std::time::Duration::from_secs(3600)
+        })
+        .await;
+        t.paid_native(300).await;
+        next_morning(&t).await;
+        let now = wxgate_gateway::now_ms();
+        let (r, made) = t
+            .store
+            .request_reconciliation(&t.merchant_id, &bill_today(), now)
+            .await
+            .unwrap();
+        assert!(made);
+        let held = t
+            .store
+            .claim_reconciliation(&t.merchant_id, &r.id, now)
+            .await
+            .unwrap()
+            .expect("the other node's claim");
+        let (gw, merchant) = (t.gateway.clone(), MerchantId::stored(&t.merchant_id));
+        let id = ReconciliationId::stored(&r.id);
+        let running = tokio::spawn(async move {
+            wxgate_gateway::app::reconciliation::run_now(&gw, &merchant, &id).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!running.is_finished(), "it did not wait for the other node");
+        // The other node's attempt ends in an error, to be tried again at once.
+        t.store
+            .defer_reconciliation(
+                &held,
+                ReconciliationStatus::Pending,
+                Some(now),
+                Some("stopped"),
+                now,
+            )
+            .await
+            .unwrap();
+        let done = running.await.unwrap().unwrap();
+        assert_eq!(
+            (done.status, done.attempts),
+            (ReconciliationStatus::Completed, 2),
+            "{done:?}"
+        );
+        db.cleanup().await;
+    }
+}

@@ -7,6 +7,8 @@
 
 use std::collections::HashSet;
 
+use anyhow::Context;
+
 use time::{Date, OffsetDateTime, UtcOffset};
 use wxgate_domain::id::{DiscrepancyId, MerchantId, ReconciliationId};
 use wxgate_domain::ledger::{Posting, PostingKind};
@@ -45,6 +47,8 @@ pub const ERROR_RETRY_MS: i64 = 5 * 60 * 1000;
 pub const MAX_ATTEMPTS: i64 = 96;
 /// Reconciliations claimed per round.
 const CLAIM_BATCH: i64 = 4;
+/// How often [`run_now`] looks again at a reconciliation another node is running.
+const HELD_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// The daily run for yesterday starts from this hour, Beijing time (WeChat: fetch after 10:00).
 pub const DAILY_HOUR: u8 = 10;
 
@@ -156,22 +160,38 @@ pub async fn run_due(gw: &Gateway) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-/// Runs one reconciliation now, whatever its schedule (the CLI): it as it is afterwards.
-/// `None` when it is finished already or another node holds it.
+/// Runs one reconciliation now, whatever its schedule (the CLI): it as it is afterwards. While
+/// another node runs it, waits for that node to finish or let go (at most one claim's lease),
+/// and runs it itself if it was let go unfinished.
 pub async fn run_now(
     gw: &Gateway,
     merchant_id: &MerchantId,
-    id: &str,
-) -> anyhow::Result<Option<ReconciliationRow>> {
-    let claimed = gw
-        .store()
-        .claim_reconciliation(merchant_id, id, gw.now_ms())
-        .await?;
-    let Some(r) = claimed else {
-        return Ok(None);
-    };
-    run_claimed(gw, &r).await?;
-    Ok(gw.store().reconciliation(merchant_id, id).await?)
+    id: &ReconciliationId,
+) -> anyhow::Result<ReconciliationRow> {
+    let lease = std::time::Duration::from_millis(wxgate_store::CLAIM_LEASE_MS.unsigned_abs());
+    let give_up = tokio::time::Instant::now() + lease + HELD_POLL;
+    loop {
+        let claimed = gw
+            .store()
+            .claim_reconciliation(merchant_id, id, gw.now_ms())
+            .await?;
+        if let Some(r) = &claimed {
+            run_claimed(gw, r).await?;
+        }
+        let now = gw
+            .store()
+            .reconciliation(merchant_id, id)
+            .await?
+            .context("no such reconciliation")?;
+        let open = matches!(
+            now.status,
+            ReconciliationStatus::Pending | ReconciliationStatus::WaitingForBill
+        );
+        if claimed.is_some() || !open || tokio::time::Instant::now() >= give_up {
+            return Ok(now);
+        }
+        tokio::time::sleep(HELD_POLL).await;
+    }
 }
 
 /// Runs a claimed reconciliation; an error is recorded on it and retried later (or, after
