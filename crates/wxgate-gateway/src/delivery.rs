@@ -668,34 +668,32 @@ fn not_recorded(d: &DeliveryRow, recorded: bool) {
 }
 
 /// One attempt, with the delivery's event when it was read already: what to record of it.
+/// What stops a request from being made at all (the event or endpoint gone, a secret that
+/// does not open, a door credential revoked) is an attempt too, recorded as not sent, so the
+/// delivery runs its schedule and ends dead instead of being retried unseen for ever; only the
+/// database failing is no attempt (its claim lapses and it is tried again).
 async fn attempt(
     gw: &Gateway,
     client: &reqwest::Client,
     d: &DeliveryRow,
     event: Option<EventRow>,
 ) -> anyhow::Result<(AttemptRow, AttemptOutcome)> {
-    let store = gw.store();
-    let event = match event {
-        Some(e) => e,
-        None => store
-            .event_by_id(&d.event_id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("event {} is gone", d.event_id))?,
-    };
     let started = Instant::now();
     let at = gw.now_ms();
-    let (url, body, headers) = match Door::of_delivery_endpoint(&d.endpoint_id) {
-        Some(door) => door_request(gw, d, door, &event, at).await?,
-        None => signed_event(gw, d, &event, at).await?,
+    let (status_code, error) = match request(gw, d, event, at).await {
+        Ok((url, body, headers)) => {
+            let allow_private = gw.config().webhooks_allow_private;
+            post(client, &url, body, headers, allow_private).await
+        }
+        Err(e) if e.downcast_ref::<wxgate_store::StoreError>().is_some() => return Err(e),
+        Err(e) => (None, Some(format!("not sent: {e:#}"))),
     };
-    let allow_private = gw.config().webhooks_allow_private;
-    let (status_code, error) = post(client, &url, body, headers, allow_private).await;
     let latency_ms = started.elapsed().as_millis() as i64;
     gw.metrics()
         .delivery(error.is_none(), started.elapsed().as_secs_f64());
     let outcome = outcome(gw, d, error.is_none());
     if outcome == AttemptOutcome::Dead {
-        tracing::warn!(event = %event.id, endpoint = %d.endpoint_id, "webhook dead-lettered after its retry schedule");
+        tracing::warn!(event = %d.event_id, endpoint = %d.endpoint_id, "webhook dead-lettered after its retry schedule");
     }
     let attempt = AttemptRow {
         event_id: d.event_id.clone(),
@@ -707,6 +705,27 @@ async fn attempt(
         error,
     };
     Ok((attempt, outcome))
+}
+
+/// The request a delivery makes: its URL, body and headers.
+async fn request(
+    gw: &Gateway,
+    d: &DeliveryRow,
+    event: Option<EventRow>,
+    at: i64,
+) -> anyhow::Result<(String, String, Vec<(&'static str, String)>)> {
+    let event = match event {
+        Some(e) => e,
+        None => gw
+            .store()
+            .event_by_id(&d.event_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("event {} is gone", d.event_id))?,
+    };
+    match Door::of_delivery_endpoint(&d.endpoint_id) {
+        Some(door) => door_request(gw, d, door, &event, at).await,
+        None => signed_event(gw, d, &event, at).await,
+    }
 }
 
 /// Posts `body` to `url`: the answer's status code, and what went wrong if it was not a 2xx.

@@ -767,35 +767,57 @@ async fn concurrent_creates_never_pass_the_endpoint_limit(t: TestGateway) {
 async fn a_private_endpoint_is_not_called_once_private_targets_are_refused() {
     for db in testing::all().await {
         let t = TestGateway::spawn_with(&db, |c| c.webhooks_allow_private = false).await;
-        let receiver = Receiver::start(0).await;
-        let endpoint = wxgate_store::WebhookEndpointRow {
-            id: "we_private".into(),
-            merchant_id: t.merchant_id.clone(),
-            url: receiver.url.clone(),
-            events: "*".into(),
-            secret_id: "whs_private".into(),
-            secret_sealed: t.gateway.config().master_key.seal(b"whsec_private"),
-            created_at: wxgate_gateway::now_ms(),
-            deleted_at: None,
-        };
-        assert!(
-            t.store
-                .insert_webhook_endpoint(&endpoint, 16)
-                .await
-                .unwrap()
-        );
-        let id = paid_payment(&t).await;
-        let event = event_of(&t, &id, "payment.succeeded").await;
-        let dead = wait_deliveries(&t, event["id"].as_str().unwrap(), "dead").await;
-        let log = dead["deliveries"][0]["attempt_log"]
-            .as_array()
-            .unwrap()
-            .clone();
-        assert!(!log.is_empty(), "{dead}");
-        for a in &log {
-            assert!(a["error"].as_str().unwrap().starts_with("not sent:"), "{a}");
-        }
-        assert!(receiver.seen(event["id"].as_str().unwrap()).is_empty());
+        let sealed = t.gateway.config().master_key.seal(b"whsec_private");
+        never_sent(&t, sealed, "not sent: ").await;
         db.cleanup().await;
     }
+}
+
+/// An endpoint whose signing secret does not open (sealed under another master key) cannot be
+/// signed for: each attempt is recorded as not sent, saying why, and the delivery ends dead
+/// rather than being retried unseen for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_whose_secret_does_not_open_is_recorded_and_ends_dead() {
+    for db in testing::all().await {
+        let t = TestGateway::spawn(&db).await;
+        let other = wxgate_gateway::secrets::MasterKey::generate();
+        let sealed = other.seal(b"whsec_elsewhere");
+        never_sent(&t, sealed, "not sent: cannot open a webhook secret").await;
+        db.cleanup().await;
+    }
+}
+
+/// Registers an endpoint on a live receiver with `sealed` as its secret, pays, and requires the
+/// payment's event to end dead there, every attempt recorded with an error starting `why`, and
+/// nothing received.
+async fn never_sent(t: &TestGateway, sealed: String, why: &str) {
+    let receiver = Receiver::start(0).await;
+    let endpoint = wxgate_store::WebhookEndpointRow {
+        id: "we_never".into(),
+        merchant_id: t.merchant_id.clone(),
+        url: receiver.url.clone(),
+        events: "*".into(),
+        secret_id: "whs_never".into(),
+        secret_sealed: sealed,
+        created_at: wxgate_gateway::now_ms(),
+        deleted_at: None,
+    };
+    assert!(
+        t.store
+            .insert_webhook_endpoint(&endpoint, 16)
+            .await
+            .unwrap()
+    );
+    let id = paid_payment(t).await;
+    let event = event_of(t, &id, "payment.succeeded").await;
+    let dead = wait_deliveries(t, event["id"].as_str().unwrap(), "dead").await;
+    let log = dead["deliveries"][0]["attempt_log"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!log.is_empty(), "{dead}");
+    for a in &log {
+        assert!(a["error"].as_str().unwrap().starts_with(why), "{a}");
+    }
+    assert!(receiver.seen(event["id"].as_str().unwrap()).is_empty());
 }
