@@ -71,6 +71,9 @@ impl Rounds {
             if let Err(e) = reconciliation::retry_repairs(gw).await {
                 tracing::warn!(error = %e, "retrying reconciliation repairs failed");
             }
+            if let Err(e) = crate::app::orders::close_orders_left_open(gw).await {
+                tracing::warn!(error = %e, "closing orders paid payments left open failed");
+            }
             if let Err(e) = crate::app::doors::forget_expired_tokens(gw).await {
                 tracing::warn!(error = %e, "forgetting expired door tokens failed");
             }

@@ -535,6 +535,53 @@ async fn expiry_closes_the_earlier_orders_when_the_current_one_never_reached_wec
     }
 }
 
+/// A paid payment whose other order could not be closed when it paid (WeChat answered 500)
+/// has it closed by a later sweep, once the payment has been still for a while, so the
+/// shopper cannot pay it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_a_paid_payment_left_open_is_closed_by_a_later_sweep() {
+    use wxgate_gateway::app::orders::{LEFT_OPEN_AFTER_MS, close_orders_left_open};
+    for db in testing::all().await {
+        let clock = std::sync::Arc::new(wechatpay_v3::FixedClock::at_ms(wxgate_gateway::now_ms()));
+        // No background rounds and no callbacks: the test runs the sync and the sweep.
+        let slow = |c: &mut wxgate_gateway::GatewayConfig| {
+            c.sync_interval = std::time::Duration::from_secs(3600)
+        };
+        let t = TestGateway::spawn_on_clock(&db, slow, clock.clone()).await;
+        t.set_faults(json!({"drop_callback_rate": 1.0})).await;
+        let p = hosted(&t, json!({})).await;
+        let (id, url) = (p["id"].as_str().unwrap(), p["hosted_url"].as_str().unwrap());
+        let (_, desktop, _) = open(url, DESKTOP, Some("en")).await;
+        open(url, PHONE, Some("en")).await;
+        t.pay(json!({"code_url": attribute(&desktop, "data-code-url")}))
+            .await;
+        t.set_faults(json!({"drop_callback_rate": 1.0, "fail_close": true}))
+            .await;
+        clock.advance_ms(1_000);
+        wxgate_gateway::sync::drain(&t.gateway).await.unwrap();
+        let paid = t.get(id).await;
+        assert_eq!(paid["status"], "succeeded", "{paid}");
+        let statuses = |p: &Value| -> Vec<String> {
+            let list = p["attempts"].as_array().unwrap();
+            list.iter()
+                .map(|a| a["status"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(statuses(&paid), ["succeeded", "open"], "the close failed");
+        t.set_faults(json!({})).await;
+        // Its own close may still be under way: a payment changed just now is left alone.
+        assert_eq!(close_orders_left_open(&t.gateway).await.unwrap(), 0);
+        clock.advance_ms(LEFT_OPEN_AFTER_MS + 1_000);
+        assert_eq!(close_orders_left_open(&t.gateway).await.unwrap(), 1);
+        assert_eq!(statuses(&t.get(id).await), ["succeeded", "closed"]);
+        let phone = format!("/sim/orders/{}/{id}_2", t.mchid);
+        let (_, order) = t.sim_call(reqwest::Method::GET, &phone, None).await;
+        assert_eq!(order["transaction"]["trade_state"], "CLOSED", "{order}");
+        assert_eq!(close_orders_left_open(&t.gateway).await.unwrap(), 0);
+        db.cleanup().await;
+    }
+}
+
 /// An order whose prepay lands after its payment ended (a cancel that met no order at WeChat
 /// yet) is closed at WeChat, not left payable, and its credential is not kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

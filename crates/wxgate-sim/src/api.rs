@@ -620,6 +620,13 @@ fn close(req: &Request<'_>, family: Family, by: &str, id: &str) -> Result<Answer
         return Err(WxError::invalid("mchid与Authorization中的商户号不一致"));
     }
     let key = find_order_key(req, family, by, id)?;
+    if req.faults.fail_close {
+        return Err(WxError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "系统错误",
+        ));
+    }
     if req.faults.paid_after_close && ops::pay_order(req.sim, &key, None).is_ok() {
         // A payment slipped in just before the close: the order is paid, close still says 204.
         return Ok(Answer::NoContent);

@@ -31,6 +31,8 @@ pub struct Faults {
     /// While set, closing an unpaid order lets a payment slip in first: the order is paid
     /// (and its callback sent) and close still answers 204.
     pub paid_after_close: bool,
+    /// Closing an order answers 500 SYSTEM_ERROR without doing anything.
+    pub fail_close: bool,
     /// How refunds end: `success` (default), `closed` or `abnormal`.
     pub refund_outcome: Option<RefundOutcome>,
     /// Refund creation answers 403 NOT_ENOUGH (merchant balance too low).

@@ -105,6 +105,24 @@ impl Store {
         .await
     }
 
+    /// Payments no longer pending that keep an open WeChat order (a paid payment's other
+    /// order whose close failed or never ran), unchanged since `before`, oldest first.
+    pub async fn payments_with_orders_left_open(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<PaymentRow>> {
+        Ok(sqlx::query_as::<_, PaymentRow>(
+            "SELECT * FROM payments WHERE id IN \
+             (SELECT payment_id FROM payment_attempts WHERE status = 'open') \
+             AND status <> 'pending' AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The attempt with this out_trade_no, and its payment.
     pub async fn payment_attempt(
         &self,

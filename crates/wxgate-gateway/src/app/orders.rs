@@ -18,6 +18,10 @@ use crate::views;
 /// How many times a payment's end is tried again when its payer started a new order while the
 /// last one closed (each round closes the new one).
 const CLOSE_ROUNDS_MAX: usize = 4;
+/// How long a paid payment is left to close its other orders itself before the sweep does.
+pub const LEFT_OPEN_AFTER_MS: i64 = 60_000;
+/// Payments whose left-open orders one sweep closes.
+const LEFT_OPEN_BATCH: i64 = 100;
 
 /// Applies an unpaid end (`event`: cancelled, expired or failed) decided on what WeChat says of
 /// `p`'s current order: it happens only while that is still the payment's current order
@@ -313,6 +317,29 @@ pub async fn close_other_attempts(gw: &Gateway, p: &PaymentRow) -> anyhow::Resul
             .await?;
     }
     Ok(())
+}
+
+/// Closes the orders paid payments left open: their close after the payment failed (WeChat
+/// unreachable) or never ran (the node stopped). Until closed, a shopper could pay one too
+/// (then refunded as paid twice); WeChat ends them itself only at their expiry. A payment is
+/// taken once it has been still for `LEFT_OPEN_AFTER_MS`, so its own close goes first. Returns
+/// how many payments it closed orders of; one that fails is tried again at the next sweep.
+pub async fn close_orders_left_open(gw: &Gateway) -> anyhow::Result<usize> {
+    let before = gw.now_ms() - LEFT_OPEN_AFTER_MS;
+    let left = gw
+        .store()
+        .payments_with_orders_left_open(before, LEFT_OPEN_BATCH)
+        .await?;
+    let mut closed = 0;
+    for p in &left {
+        match close_other_attempts(gw, p).await {
+            Ok(()) => closed += 1,
+            Err(e) => {
+                tracing::warn!(payment = %p.id, error = ?e, "closing an order a paid payment left open failed; the next sweep tries again");
+            }
+        }
+    }
+    Ok(closed)
 }
 
 /// An order of a payment that another order already paid: recorded with its
