@@ -106,7 +106,8 @@ impl Store {
     }
 
     /// Payments no longer pending that keep an open WeChat order (a paid payment's other
-    /// order whose close failed or never ran), unchanged since `before`, oldest first.
+    /// order whose close failed or never ran), unchanged since `before`, oldest first. A
+    /// payment with a quarantined report waits for a person instead.
     pub async fn payments_with_orders_left_open(
         &self,
         before: i64,
@@ -115,7 +116,9 @@ impl Store {
         Ok(sqlx::query_as::<_, PaymentRow>(
             "SELECT * FROM payments WHERE id IN \
              (SELECT payment_id FROM payment_attempts WHERE status = 'open') \
-             AND status <> 'pending' AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+             AND status <> 'pending' AND updated_at < $1 AND id NOT IN \
+             (SELECT payment_id FROM quarantined_callbacks WHERE payment_id IS NOT NULL) \
+             ORDER BY updated_at LIMIT $2",
         )
         .bind(before)
         .bind(limit)
