@@ -49,6 +49,9 @@ pub struct GatewayConfig {
     /// Whether each merchant's yesterday is reconciled against WeChat's bills every day
     /// (from 10:00 Asia/Shanghai); reconciliations asked for through the API run either way.
     pub reconcile_daily: bool,
+    /// How long events, their deliveries and attempts are kept once no delivery of them is
+    /// pending.
+    pub event_retention: Duration,
 }
 
 impl GatewayConfig {
@@ -76,6 +79,7 @@ impl GatewayConfig {
             webhooks_allow_private: false,
             client_ip_header: None,
             reconcile_daily: true,
+            event_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }

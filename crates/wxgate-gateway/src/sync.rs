@@ -77,6 +77,9 @@ impl Rounds {
             if let Err(e) = crate::app::doors::forget_expired_tokens(gw).await {
                 tracing::warn!(error = %e, "forgetting expired door tokens failed");
             }
+            if let Err(e) = crate::app::webhooks::forget_old_events(gw).await {
+                tracing::warn!(error = %e, "forgetting old events failed");
+            }
             if let Err(e) = crate::app::idempotency::forget_old_keys(gw).await {
                 tracing::warn!(error = %e, "forgetting old idempotency keys failed");
             }

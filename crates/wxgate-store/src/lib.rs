@@ -33,10 +33,12 @@ mod quarantine;
 mod reconciliations;
 mod refunds;
 mod reports;
+mod retention;
 mod rows;
 pub mod testing;
 mod webhooks;
 
+pub use retention::EVENT_PURGE_BATCH;
 pub use rows::*;
 
 use std::str::FromStr;

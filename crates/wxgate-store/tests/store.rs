@@ -40,6 +40,7 @@ on_both!(
     refund_outcomes_move_the_payments_sums,
     refunds_fall_in_the_day_wechat_took_them,
     deliveries_fan_out_to_subscribed_endpoints_and_are_claimed_once,
+    old_events_are_forgotten_with_their_delivery_logs,
     a_broken_money_invariant_is_refused_not_served,
     door_tokens_live_until_they_expire,
     a_write_that_goes_away_midway_leaves_the_writer_whole,
@@ -1433,6 +1434,89 @@ mod checks {
             counts_agree(&store).await,
             [("refunded".to_string(), "native".to_string(), 1)]
         );
+    }
+
+    /// Old events are forgotten with their deliveries and attempts, unless a delivery of
+    /// them is still pending; newer ones stay.
+    pub async fn old_events_are_forgotten_with_their_delivery_logs(store: Store) {
+        store.insert_merchant(&merchant("mch_a")).await.unwrap();
+        let endpoint = WebhookEndpointRow {
+            id: "we_all".into(),
+            merchant_id: "mch_a".into(),
+            url: "https://shop.example/all".into(),
+            events: "*".into(),
+            secret_id: "whs_all".into(),
+            secret_sealed: "sealed".into(),
+            created_at: 1,
+            deleted_at: None,
+        };
+        assert!(store.insert_webhook_endpoint(&endpoint, 4).await.unwrap());
+        for (id, at) in [("pay_1", 2000), ("pay_2", 2100), ("pay_3", 8000)] {
+            store
+                .insert_payment(&payment(id, "mch_a", id, at - 500))
+                .await
+                .unwrap();
+            store
+                .transition("mch_a", id, PaymentEvent::Paid, &paid(at), render)
+                .await
+                .unwrap();
+        }
+        let (delivered, retried) = ("evt_pay_1_2", "evt_pay_2_2");
+        let claimed = store
+            .claim_due_deliveries(2200, 1000, 10, &[])
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        for d in &claimed {
+            let outcome = match d.event_id.as_str() {
+                id if id == delivered => AttemptOutcome::Delivered,
+                _ => AttemptOutcome::Retry { next_at: 9000 },
+            };
+            let attempt = AttemptRow {
+                event_id: d.event_id.clone(),
+                endpoint_id: d.endpoint_id.clone(),
+                attempt: 1,
+                at: 2300,
+                status_code: Some(200),
+                latency_ms: 5,
+                error: None,
+            };
+            assert!(store.record_attempt(d, &attempt, outcome).await.unwrap());
+        }
+        let kept = |id: &'static str| {
+            let store = store.clone();
+            async move { store.event_by_id(id).await.unwrap().is_some() }
+        };
+        assert_eq!(store.forget_events("mch_a", 1000).await.unwrap(), 0);
+        store.forget_events("mch_a", 5000).await.unwrap();
+        assert!(!kept(delivered).await, "delivered and old: forgotten");
+        assert!(store.deliveries(delivered).await.unwrap().is_empty());
+        assert!(store.attempts(delivered, 100).await.unwrap().is_empty());
+        assert!(kept(retried).await, "a pending delivery keeps its event");
+        assert_eq!(store.attempts(retried, 100).await.unwrap().len(), 1);
+        assert!(kept("evt_pay_3_2").await, "newer than the cut: kept");
+        // Once its delivery ends (here dead), the old event goes too.
+        let again = store
+            .claim_due_deliveries(9000, 1000, 10, &[])
+            .await
+            .unwrap();
+        let d = again.iter().find(|d| d.event_id == retried).unwrap();
+        let attempt = AttemptRow {
+            attempt: 2,
+            at: 9000,
+            status_code: Some(500),
+            ..store.attempts(retried, 1).await.unwrap()[0].clone()
+        };
+        assert!(
+            store
+                .record_attempt(d, &attempt, AttemptOutcome::Dead)
+                .await
+                .unwrap()
+        );
+        store.forget_events("mch_a", 5000).await.unwrap();
+        assert!(!kept(retried).await);
+        assert!(store.attempts(retried, 100).await.unwrap().is_empty());
+        assert!(kept("evt_pay_3_2").await);
     }
 
     pub async fn deliveries_fan_out_to_subscribed_endpoints_and_are_claimed_once(store: Store) {

@@ -68,6 +68,8 @@ Settings, from the environment or from a TOML file given with --config (the envi
   WXGATE_SYNC_SCHEDULE_MS  sync_schedule_ms  waits before each status query of a pending payment\n\
                          or refund, in milliseconds, comma-separated (default\n\
                          5000,10000,15000,30000,60000,120000,300000,600000; the last repeats)\n\
+  WXGATE_EVENT_RETENTION_DAYS  event_retention_days  how long events and their webhook delivery\n\
+                         logs are kept once none of their deliveries is pending (default 30)\n\
   WXGATE_WEBHOOKS_ALLOW_PRIVATE, WXGATE_WEBHOOK_TIMEOUT_MS, WXGATE_WEBHOOK_RETRY_SCHEDULE_MS,\n\
   WXGATE_WEBHOOK_PER_ENDPOINT\n\
                          [webhooks] allow_private, timeout_ms, retry_schedule_ms, per_endpoint (default 8)\n\
@@ -353,6 +355,7 @@ struct FileConfig {
     upstream_rate: Option<NonZeroU32>,
     payout_confirmation_poll_secs: Option<NonZeroU32>,
     sync_schedule_ms: Option<Vec<i64>>,
+    event_retention_days: Option<NonZeroU32>,
     #[serde(default)]
     webhooks: WebhookSettings,
 }
@@ -387,6 +390,8 @@ struct Settings {
     payout_confirmation_poll_secs: Option<NonZeroU32>,
     /// Waits before each status query of pending work.
     sync_schedule_ms: Option<Vec<i64>>,
+    /// How many days events and their delivery logs are kept.
+    event_retention_days: Option<NonZeroU32>,
     webhooks: WebhookSettings,
 }
 
@@ -411,6 +416,9 @@ impl Settings {
         }
         if let Some(schedule) = &self.sync_schedule_ms {
             config.sync_schedule_ms = schedule.clone();
+        }
+        if let Some(days) = self.event_retention_days {
+            config.event_retention = std::time::Duration::from_secs(u64::from(days.get()) * 86_400);
         }
         if let Some(schedule) = &self.webhooks.retry_schedule_ms {
             config.webhook_retry_schedule_ms = schedule.clone();
@@ -473,6 +481,7 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
         file.payout_confirmation_poll_secs,
     )?;
     let sync_schedule_ms = sync_schedule(env("WXGATE_SYNC_SCHEDULE_MS"), file.sync_schedule_ms)?;
+    let event_retention_days = positive("WXGATE_EVENT_RETENTION_DAYS", file.event_retention_days)?;
     Ok(Settings {
         database_url,
         master_key,
@@ -482,6 +491,7 @@ fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
         upstream_rate,
         payout_confirmation_poll_secs,
         sync_schedule_ms,
+        event_retention_days,
         webhooks,
     })
 }

@@ -232,3 +232,22 @@ pub async fn redeliver_range(
         .redeliver(merchant_id, &scope, gw.now_ms())
         .await?)
 }
+
+/// Forgets every merchant's events older than the configured retention, with their delivery
+/// logs, a batch at a time (the background round does, every few minutes); an event with a
+/// pending delivery stays until it ends. How many events.
+pub async fn forget_old_events(gw: &Gateway) -> anyhow::Result<u64> {
+    let kept_ms = i64::try_from(gw.config().event_retention.as_millis()).unwrap_or(i64::MAX);
+    let before = gw.now_ms().saturating_sub(kept_ms);
+    let mut forgotten = 0;
+    for m in gw.store().merchants().await? {
+        loop {
+            let n = gw.store().forget_events(&m.id, before).await?;
+            forgotten += n;
+            if n < wxgate_store::EVENT_PURGE_BATCH as u64 {
+                break;
+            }
+        }
+    }
+    Ok(forgotten)
+}
