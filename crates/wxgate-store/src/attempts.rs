@@ -115,7 +115,7 @@ impl Store {
     ) -> Result<Vec<PaymentRow>> {
         Ok(sqlx::query_as::<_, PaymentRow>(
             "SELECT * FROM payments WHERE id IN \
-             (SELECT payment_id FROM payment_attempts WHERE status = 'open') \
+             (SELECT payment_id FROM payment_attempts WHERE status = 'open' AND transaction_id IS NULL) \
              AND status <> 'pending' AND updated_at < $1 AND id NOT IN \
              (SELECT payment_id FROM quarantined_callbacks WHERE payment_id IS NOT NULL) \
              ORDER BY updated_at LIMIT $2",
