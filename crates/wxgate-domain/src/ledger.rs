@@ -7,6 +7,10 @@
 //! - `reserved`: held for payouts on their way to a payee (moved out of `settled` when the
 //!   payout is made; on to `payouts` when it succeeds, or back when it fails or is cancelled);
 //! - `refunds`, `fees`, `payouts`: what went out, each its own running total;
+//! - `discounts`: what merchant-funded coupons (免充值券) took off payments, so WeChat never
+//!   settled it: moved out of `pending` when the bill shows a payment settled for less than its
+//!   amount, and back into `settled` for the coupon's share of a refund, which WeChat does not
+//!   take from the merchant;
 //! - `revenue`: the other side of every payment (its balance is minus all payments);
 //! - `conversion`: money between currencies, for a merchant WeChat settles in another currency
 //!   than a payment's: the payment leaves `settled` in its own currency into `conversion`, and
@@ -31,10 +35,11 @@ pub enum Account {
     Payouts,
     Reserved,
     Conversion,
+    Discounts,
 }
 
 impl Account {
-    pub const ALL: [Account; 8] = [
+    pub const ALL: [Account; 9] = [
         Self::Revenue,
         Self::Pending,
         Self::Settled,
@@ -43,6 +48,7 @@ impl Account {
         Self::Payouts,
         Self::Reserved,
         Self::Conversion,
+        Self::Discounts,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +61,7 @@ impl Account {
             Self::Payouts => "payouts",
             Self::Reserved => "reserved",
             Self::Conversion => "conversion",
+            Self::Discounts => "discounts",
         }
     }
 
@@ -90,10 +97,16 @@ pub enum PostingKind {
     ConversionOut,
     /// Converted money arrived in this currency (source: the reconciliation and the currency).
     ConversionIn,
+    /// Merchant-funded coupons took this off the day's payments: WeChat settled that much less
+    /// (source: the reconciliation and the currency).
+    Discount,
+    /// The coupons' share of the day's refunds: the refund took that much less of the settled
+    /// money (source: the reconciliation and the currency).
+    DiscountReturn,
 }
 
 impl PostingKind {
-    pub const ALL: [PostingKind; 10] = [
+    pub const ALL: [PostingKind; 12] = [
         Self::Payment,
         Self::Settlement,
         Self::Fee,
@@ -104,6 +117,8 @@ impl PostingKind {
         Self::PayoutRelease,
         Self::ConversionOut,
         Self::ConversionIn,
+        Self::Discount,
+        Self::DiscountReturn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +133,8 @@ impl PostingKind {
             Self::PayoutRelease => "payout_release",
             Self::ConversionOut => "conversion_out",
             Self::ConversionIn => "conversion_in",
+            Self::Discount => "discount",
+            Self::DiscountReturn => "discount_return",
         }
     }
 
@@ -139,6 +156,8 @@ impl PostingKind {
             Self::PayoutRelease => (Account::Settled, Account::Reserved),
             Self::ConversionOut => (Account::Conversion, Account::Settled),
             Self::ConversionIn => (Account::Settled, Account::Conversion),
+            Self::Discount => (Account::Discounts, Account::Pending),
+            Self::DiscountReturn => (Account::Settled, Account::Discounts),
         }
     }
 }
@@ -187,6 +206,7 @@ pub struct Balances {
     pub payouts: i64,
     pub reserved: i64,
     pub conversion: i64,
+    pub discounts: i64,
 }
 
 impl Balances {
@@ -200,6 +220,7 @@ impl Balances {
             Account::Payouts => &mut self.payouts,
             Account::Reserved => &mut self.reserved,
             Account::Conversion => &mut self.conversion,
+            Account::Discounts => &mut self.discounts,
         };
         *slot += amount;
     }
@@ -219,6 +240,7 @@ impl Balances {
             + self.payouts
             + self.reserved
             + self.conversion
+            + self.discounts
             == 0
     }
 }
@@ -245,6 +267,30 @@ mod tests {
         assert_eq!(b.pending, 0);
         assert_eq!(b.available(), 10_000 - 60 - 2_500 + 15);
         assert_eq!((b.refunds, b.fees, b.revenue), (2_500, 45, -10_000));
+    }
+
+    #[test]
+    fn a_payment_with_a_merchant_funded_coupon_and_a_partial_refund() {
+        // 100.00 paid, 10.00 of it by a 免充值 coupon: WeChat settles 90.00 (fee 0.54); half
+        // refunded, 5.00 of which goes back to the coupon, not out of the settled money.
+        let mut b = Balances::default();
+        for (kind, amount) in [
+            (PostingKind::Payment, 10_000),
+            (PostingKind::Settlement, 9_000),
+            (PostingKind::Discount, 1_000),
+            (PostingKind::Fee, 54),
+            (PostingKind::Refund, 5_000),
+            (PostingKind::DiscountReturn, 500),
+            (PostingKind::FeeReturn, 27),
+        ] {
+            for (account, a) in Posting::new(kind, amount).unwrap().entries {
+                b.add(account, a);
+            }
+        }
+        assert!(b.is_balanced());
+        assert_eq!(b.pending, 0);
+        assert_eq!(b.available(), 9_000 - 54 - 4_500 + 27);
+        assert_eq!((b.refunds, b.discounts), (5_000, 500));
     }
 
     #[test]

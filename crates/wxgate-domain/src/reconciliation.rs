@@ -184,6 +184,24 @@ pub struct BillPayment {
     pub fee: i64,
 }
 
+impl BillPayment {
+    /// In one currency, WeChat settles at most the amount (less only coupons' shares).
+    pub fn settles_within_amount(&self) -> bool {
+        self.settlement_currency != self.currency || (0..=self.amount).contains(&self.settlement)
+    }
+
+    /// What WeChat's fee is charged on: the money it settles (a merchant-funded coupon's share
+    /// is never settled, so never charged), or the order's amount when it settles in another
+    /// currency.
+    pub fn fee_base(&self) -> i64 {
+        if self.settlement_currency == self.currency {
+            self.settlement
+        } else {
+            self.amount
+        }
+    }
+}
+
 /// A refund row of the trade bill.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillRefund {
@@ -197,6 +215,13 @@ pub struct BillRefund {
     /// `currency`, unless WeChat settles the merchant in another one.
     pub settlement_currency: String,
     pub processing: bool,
+}
+
+impl BillRefund {
+    /// In one currency, a refund takes at most its amount of the settled money.
+    pub fn settles_within_amount(&self) -> bool {
+        self.settlement_currency != self.currency || (0..=self.amount).contains(&self.settlement)
+    }
 }
 
 /// What a fund-flow movement is, from its business type.
@@ -377,6 +402,12 @@ pub struct Settled {
     pub converted_out: i64,
     /// Arrived in this currency by conversion (payments settled in it, or refunds paid in it).
     pub converted_in: i64,
+    /// What merchant-funded coupons took off the payments: their amount less what WeChat
+    /// settled (订单金额 − 应结订单金额).
+    pub discounts: i64,
+    /// The coupons' share of the refunds: their amount less what they took of the settled money
+    /// (申请退款金额 − 退款金额).
+    pub discounts_returned: i64,
 }
 
 impl Settled {
@@ -388,6 +419,8 @@ impl Settled {
             (PostingKind::FeeReturn, self.fees_returned),
             (PostingKind::ConversionOut, self.converted_out),
             (PostingKind::ConversionIn, self.converted_in),
+            (PostingKind::Discount, self.discounts),
+            (PostingKind::DiscountReturn, self.discounts_returned),
         ]
         .into_iter()
         .filter(|(_, amount)| *amount > 0)
@@ -571,14 +604,14 @@ fn match_payments(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResul
                 .push(found(DiscrepancyKind::MissingInGateway));
             continue;
         };
-        if order.amount != row.amount {
+        if order.amount != row.amount || !row.settles_within_amount() {
             result.findings.push(found(DiscrepancyKind::AmountMismatch));
             continue;
         }
         if order.state != OrderState::Paid {
             result.findings.push(found(DiscrepancyKind::StatusMismatch));
         }
-        if row.fee != expected_fee(row.amount, input.fee_rate_bp) {
+        if row.fee != expected_fee(row.fee_base(), input.fee_rate_bp) {
             result.findings.push(found(DiscrepancyKind::FeeUnexpected));
         }
         settle_payment(order, row, flows, result);
@@ -625,6 +658,7 @@ fn settle_payment(
     sums.payments += 1;
     if row.settlement_currency == row.currency {
         sums.settlement += settled;
+        sums.discounts += row.amount - settled;
         sums.fees += fees;
         return;
     }
@@ -703,7 +737,7 @@ fn match_refunds(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResult
                 .push(found(DiscrepancyKind::MissingInGateway));
             continue;
         };
-        if refund.amount != row.amount {
+        if refund.amount != row.amount || !row.settles_within_amount() {
             result.findings.push(found(DiscrepancyKind::AmountMismatch));
             continue;
         }
@@ -725,6 +759,7 @@ fn refund_settled(row: &BillRefund, fee_returned: i64, result: &mut DayResult) {
     if row.settlement_currency == row.currency {
         let sums = result.settled.entry(row.currency.clone()).or_default();
         sums.fees_returned += fee_returned;
+        sums.discounts_returned += row.amount - row.settlement;
         return;
     }
     let from = result
@@ -1002,6 +1037,57 @@ mod tests {
         );
         day.bill_refunds.clear();
         assert_eq!(kinds(&reconcile(&day)), [DiscrepancyKind::MissingAtWechat]);
+    }
+
+    #[test]
+    fn a_merchant_funded_coupon_is_a_discount_and_its_share_of_a_refund_comes_back() {
+        // 10.00 paid, 1.00 of it by a 免充值 coupon: 9.00 settled, the fee on that; 5.00
+        // refunded, 0.50 of it the coupon's share, so 4.50 left the settled money.
+        let mut day = clean_day();
+        day.orders = vec![order("a", 1_000)];
+        day.bill_payments = vec![BillPayment {
+            settlement: 900,
+            fee: expected_fee(900, 60),
+            ..bill("a", 1_000)
+        }];
+        day.flows = settled("a", 900);
+        day.refunds = vec![GatewayRefund {
+            out_refund_no: "r1".into(),
+            refund_id: "re_1".into(),
+            payment_id: "pay_a".into(),
+            amount: 500,
+            state: RefundState::Succeeded,
+            on_day: true,
+        }];
+        let refund_row = BillRefund {
+            out_refund_no: "r1".into(),
+            refund_id: "50r1".into(),
+            amount: 500,
+            currency: "CNY".into(),
+            settlement: 450,
+            settlement_currency: "CNY".into(),
+            processing: false,
+        };
+        day.bill_refunds = vec![refund_row.clone()];
+        let r = reconcile(&day);
+        assert_eq!(kinds(&r), []);
+        assert_eq!(
+            r.settled["CNY"].postings(),
+            [
+                (PostingKind::Settlement, 900),
+                (PostingKind::Fee, 5),
+                (PostingKind::Discount, 100),
+                (PostingKind::DiscountReturn, 50),
+            ]
+        );
+        // Settled for more than the amount, or a refund taking more than itself: in question.
+        let mut more = day.clone();
+        more.bill_payments[0].settlement = 1_001;
+        more.flows = settled("a", 1_001);
+        assert_eq!(kinds(&reconcile(&more)), [DiscrepancyKind::AmountMismatch]);
+        let mut more = day.clone();
+        more.bill_refunds[0].settlement = 501;
+        assert_eq!(kinds(&reconcile(&more)), [DiscrepancyKind::AmountMismatch]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod money;
 use money::{
     a_clean_day_reconciles_and_settles_the_ledger,
     a_cross_border_day_reconciles_against_the_statement,
-    a_day_settled_in_another_currency_converts_in_the_ledger,
+    a_day_settled_in_another_currency_converts_in_the_ledger, coupons_are_settled_as_the_bills_say,
     each_bill_fault_is_found_and_nothing_else, reconciliation_input_is_checked,
     reports_stream_every_row_of_the_range,
 };
@@ -39,6 +39,7 @@ on_both!(
     a_cross_border_day_reconciles_against_the_statement,
     a_day_settled_in_another_currency_converts_in_the_ledger,
     each_bill_fault_is_found_and_nothing_else,
+    coupons_are_settled_as_the_bills_say,
     reconciliation_input_is_checked,
     reports_stream_every_row_of_the_range,
     full_partial_and_refused_refunds,

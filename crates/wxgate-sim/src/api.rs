@@ -498,6 +498,7 @@ fn new_order(
         code_token: (new.trade_type == "NATIVE").then(new_code_token),
         h5_package: (new.trade_type == "MWEB").then(|| digits(10)),
         h5_issued_at: now,
+        coupon: None,
     }
 }
 
@@ -627,7 +628,7 @@ fn close(req: &Request<'_>, family: Family, by: &str, id: &str) -> Result<Answer
             "系统错误",
         ));
     }
-    if req.faults.paid_after_close && ops::pay_order(req.sim, &key, None).is_ok() {
+    if req.faults.paid_after_close && ops::pay_order(req.sim, &key, None, None).is_ok() {
         // A payment slipped in just before the close: the order is paid, close still says 204.
         return Ok(Answer::NoContent);
     }
@@ -765,6 +766,8 @@ fn create_refund(
             created_at: now,
             success_time: None,
             state: RefundState::Processing,
+            order_coupon: order.coupon_amount(),
+            order_nocash: order.nocash_amount(),
         };
         state.insert_refund(record.clone());
         record

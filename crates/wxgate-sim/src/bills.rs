@@ -164,6 +164,9 @@ struct PaymentItem {
     order: Order,
     /// What the bills say was paid (a fault may make it differ from the order).
     amount: i64,
+    /// What WeChat settles of it (应结订单金额): less a merchant-funded coupon.
+    settlement: i64,
+    /// Charged on the settlement.
     fee: i64,
     /// Printed twice in the trade bill.
     doubled: bool,
@@ -198,7 +201,8 @@ impl Day {
             .map(|o| PaymentItem {
                 order: o.clone(),
                 amount: o.total,
-                fee: fee_fen(o.total, rate_bp),
+                settlement: o.settlement_total(),
+                fee: fee_fen(o.settlement_total(), rate_bp),
                 doubled: false,
             })
             .collect();
@@ -213,7 +217,7 @@ impl Day {
                     .orders
                     .get(&crate::state::State::order_key(mchid, &r.out_trade_no))
                     .cloned(),
-                fee_returned: fee_fen(r.refund, rate_bp),
+                fee_returned: fee_fen(r.settlement_refund(), rate_bp),
                 status: match r.state {
                     RefundState::Success => "SUCCESS",
                     _ => "PROCESSING",
@@ -240,6 +244,7 @@ impl Day {
         self.payments.drain(..missing);
         for p in self.payments.iter_mut().take(n(faults.amount_off_rows)) {
             p.amount += 1;
+            p.settlement += 1;
         }
         for p in self.payments.iter_mut().take(n(faults.duplicate_rows)) {
             p.doubled = true;
@@ -272,9 +277,11 @@ impl Day {
         order.transaction_id = Some(format!("4200009999{:08}{i:06}", date.to_julian_day()));
         order.success_time = Some(noon.unix_timestamp() + i64::from(i));
         let amount = 100 + i64::from(i);
+        order.coupon = None;
         PaymentItem {
             order,
             amount,
+            settlement: amount,
             fee: fee_fen(amount, self.rate_bp),
             doubled: false,
         }
@@ -298,8 +305,8 @@ fn payment_row(p: &PaymentItem, rate: &str) -> Vec<String> {
         "SUCCESS".into(),
         "OTHERS".into(),
         o.currency.clone(),
-        yuan(p.amount),
-        "0.00".into(),
+        yuan(p.settlement),
+        yuan(o.coupon_amount()),
         "0".into(),
         "0".into(),
         "0.00".into(),
@@ -340,8 +347,8 @@ fn refund_row(item: &RefundItem, rate: &str) -> Vec<String> {
         "0.00".into(),
         r.refund_id.clone(),
         r.out_refund_no.clone(),
-        yuan(r.refund),
-        "0.00".into(),
+        yuan(r.settlement_refund()),
+        yuan(r.coupon_refund() - r.nocash_refund()),
         "ORIGINAL".into(),
         item.status.into(),
         order.map(|o| o.description.clone()).unwrap_or_default(),
@@ -407,18 +414,24 @@ pub fn apply_trade_bill(req: &Request<'_>) -> Result<Answer, WxError> {
 #[derive(Default)]
 struct TradeTotals {
     settled: i64,
+    ordered: i64,
     refunded: i64,
+    cash_coupon_refunded: i64,
+    requested: i64,
     fees: i64,
 }
 
 impl TradeTotals {
     fn payment(&mut self, p: &PaymentItem) {
-        self.settled += p.amount;
+        self.settled += p.settlement;
+        self.ordered += p.amount;
         self.fees += p.fee;
     }
 
     fn refund(&mut self, r: &RefundItem) {
-        self.refunded += r.refund.refund;
+        self.refunded += r.refund.settlement_refund();
+        self.cash_coupon_refunded += r.refund.coupon_refund() - r.refund.nocash_refund();
+        self.requested += r.refund.refund;
         self.fees -= r.fee_returned;
     }
 
@@ -428,10 +441,10 @@ impl TradeTotals {
             count.to_string(),
             yuan(self.settled),
             yuan(self.refunded),
-            "0.00".into(),
+            yuan(self.cash_coupon_refunded),
             Fee::from_fen(self.fees).to_bill_text(),
-            yuan(self.settled),
-            yuan(self.refunded),
+            yuan(self.ordered),
+            yuan(self.requested),
         ]
     }
 }
@@ -604,7 +617,15 @@ fn fund_entries(day: &Day) -> Vec<FundEntry> {
     for p in &day.payments {
         let (o, time) = (&p.order, p.order.success_time.unwrap_or_default());
         let tx = o.transaction_id.as_deref().unwrap_or_default();
-        push(time, tx, &o.out_trade_no, "交易", "交易", true, p.amount);
+        push(
+            time,
+            tx,
+            &o.out_trade_no,
+            "交易",
+            "交易",
+            true,
+            p.settlement,
+        );
         push(
             time,
             tx,
@@ -624,7 +645,7 @@ fn fund_entries(day: &Day) -> Vec<FundEntry> {
             "退款",
             "退款",
             false,
-            rf.refund,
+            rf.settlement_refund(),
         );
         let fee = r.fee_returned;
         push(

@@ -13,7 +13,7 @@ use crate::callbacks::{self, CallbackJob};
 use crate::faults::RefundOutcome;
 use crate::formats::{cst_compact, digits, rfc3339_cst};
 use crate::sim::Sim;
-use crate::state::{Family, Order, OrderState, RefundRecord, RefundState};
+use crate::state::{Coupon, CouponKind, Family, Order, OrderState, RefundRecord, RefundState};
 
 /// CNY per major unit, scaled by 10^8, and the currency's decimal places.
 pub fn exchange_rate(currency: &str) -> Option<(i64, u32)> {
@@ -65,7 +65,7 @@ pub fn transaction_view(order: &Order) -> Transaction {
         payer: order.paid_openid.clone().map(|openid| Payer { openid }),
         amount: Some(TransactionAmount {
             total: Some(order.total),
-            payer_total: paid.then(|| payer_cny(order, order.total)),
+            payer_total: paid.then(|| payer_cny(order, order.total - order.coupon_amount())),
             currency: Some(order.currency.clone()),
             payer_currency: paid.then(|| "CNY".to_string()),
             exchange_rate: (global && paid).then(|| ExchangeRate {
@@ -74,9 +74,30 @@ pub fn transaction_view(order: &Order) -> Transaction {
             }),
         }),
         scene_info: None,
-        promotion_detail: paid.then(Vec::new),
+        promotion_detail: paid.then(|| order.coupon.iter().map(|c| promotion(order, c)).collect()),
         merchant_category_code: order.merchant_category_code.clone(),
     }
+}
+
+/// A coupon as `promotion_detail` shows it.
+fn promotion(order: &Order, c: &Coupon) -> serde_json::Value {
+    let (wechat, merchant) = match c.kind {
+        CouponKind::Cash => (c.amount, 0),
+        CouponKind::Nocash => (0, c.amount),
+    };
+    let tail = order.transaction_id.as_deref().unwrap_or_default();
+    serde_json::json!({
+        "coupon_id": format!("9{}", &tail[tail.len().saturating_sub(10)..]),
+        "name": if c.kind == CouponKind::Cash { "代金券" } else { "免充值券" },
+        "scope": "GLOBAL",
+        "type": if c.kind == CouponKind::Cash { "CASH" } else { "NOCASH" },
+        "amount": c.amount,
+        "stock_id": "8000001",
+        "wechatpay_contribute": wechat,
+        "merchant_contribute": merchant,
+        "other_contribute": 0,
+        "currency": "CNY",
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +105,8 @@ pub enum PayError {
     NotFound,
     Paid,
     Closed,
+    /// A coupon on a cross-border order, or one not below the order's total.
+    Coupon,
 }
 
 /// The payer pays: NOTPAY → SUCCESS, with a 28-digit transaction id, and the callback goes out.
@@ -91,6 +114,7 @@ pub fn pay_order(
     sim: &Sim,
     key: &(String, String),
     openid: Option<String>,
+    coupon: Option<Coupon>,
 ) -> Result<Order, PayError> {
     let now = sim.now();
     let order = {
@@ -102,6 +126,12 @@ pub fn pay_order(
             OrderState::Closed => return Err(PayError::Closed),
             OrderState::Notpay => {}
         }
+        if coupon.is_some_and(|c| {
+            order.family != Family::Domestic || !(1..order.total).contains(&c.amount)
+        }) {
+            return Err(PayError::Coupon);
+        }
+        order.coupon = coupon;
         let transaction_id = format!("42000{}{}", cst_compact(now, false), digits(15));
         order.state = OrderState::Success;
         order.transaction_id = Some(transaction_id.clone());
@@ -147,11 +177,11 @@ pub fn refund_view(refund: &RefundRecord) -> Refund {
         amount: RefundAmount {
             total: refund.total,
             refund: refund.refund,
-            payer_total: Some(refund.total),
-            payer_refund: Some(refund.refund),
-            settlement_refund: Some(refund.refund),
-            settlement_total: Some(refund.total),
-            discount_refund: Some(0),
+            payer_total: Some(refund.total - refund.order_coupon),
+            payer_refund: Some(refund.refund - refund.coupon_refund()),
+            settlement_refund: Some(refund.settlement_refund()),
+            settlement_total: Some(refund.total - refund.order_nocash),
+            discount_refund: Some(refund.coupon_refund()),
             currency: Some(refund.currency.clone()),
             from: Some(Vec::new()),
         },
@@ -384,6 +414,7 @@ pub fn import_paid_orders(sim: &Sim, mchid: &str, orders: &[ImportedOrder]) -> b
             code_token: None,
             h5_package: None,
             h5_issued_at: 0,
+            coupon: None,
         });
         if let Some(r) = &o.refund {
             state.insert_refund(RefundRecord {
@@ -402,6 +433,8 @@ pub fn import_paid_orders(sim: &Sim, mchid: &str, orders: &[ImportedOrder]) -> b
                 created_at: r.at,
                 success_time: Some(r.at),
                 state: RefundState::Success,
+                order_coupon: 0,
+                order_nocash: 0,
             });
         }
     }

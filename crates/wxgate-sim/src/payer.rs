@@ -47,6 +47,8 @@ pub struct PayRequest {
     pub openid: Option<String>,
     #[serde(default)]
     pub outcome: Outcome,
+    /// A coupon paying part of a domestic order: `{"type": "CASH" | "NOCASH", "amount": fen}`.
+    pub coupon: Option<crate::state::Coupon>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +229,7 @@ async fn pay(State(sim): State<Sim>, Json(req): Json<PayRequest>) -> Response {
             .into_response()
     };
     match req.outcome {
-        Outcome::Pay => match ops::pay_order(&sim, &key, req.openid.clone()) {
+        Outcome::Pay => match ops::pay_order(&sim, &key, req.openid.clone(), req.coupon) {
             Ok(order) => view(&order, "paid"),
             Err(PayError::Paid) => {
                 refuse(StatusCode::CONFLICT, "ORDERPAID", "订单已支付").into_response()
@@ -238,6 +240,12 @@ async fn pay(State(sim): State<Sim>, Json(req): Json<PayRequest>) -> Response {
             Err(PayError::NotFound) => {
                 refuse(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在").into_response()
             }
+            Err(PayError::Coupon) => refuse(
+                StatusCode::BAD_REQUEST,
+                "PARAM_ERROR",
+                "coupon: a domestic order's coupon pays from 1 fen to 1 fen below its total",
+            )
+            .into_response(),
         },
         outcome => {
             let now = sim.now();

@@ -51,6 +51,27 @@ impl OrderState {
     }
 }
 
+/// What kind of coupon a payer used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CouponKind {
+    /// 充值券: funded ahead (by WeChat or another party); the merchant is settled the whole
+    /// amount.
+    Cash,
+    /// 免充值券: funded by the merchant; its amount is never settled to the merchant.
+    Nocash,
+}
+
+/// A coupon that paid part of a domestic order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Coupon {
+    #[serde(rename = "type")]
+    pub kind: CouponKind,
+    /// In fen, below the order's total (the payer pays at least a fen).
+    pub amount: i64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Order {
     pub family: Family,
@@ -82,6 +103,28 @@ pub struct Order {
     pub code_token: Option<String>,
     pub h5_package: Option<String>,
     pub h5_issued_at: i64,
+    /// The coupon the payer used, if any.
+    #[serde(default)]
+    pub coupon: Option<Coupon>,
+}
+
+impl Order {
+    /// What coupons paid of it.
+    pub fn coupon_amount(&self) -> i64 {
+        self.coupon.map_or(0, |c| c.amount)
+    }
+
+    /// What a merchant-funded coupon took off it: never settled to the merchant.
+    pub fn nocash_amount(&self) -> i64 {
+        self.coupon
+            .filter(|c| c.kind == CouponKind::Nocash)
+            .map_or(0, |c| c.amount)
+    }
+
+    /// What WeChat settles for it (应结订单金额).
+    pub fn settlement_total(&self) -> i64 {
+        self.total - self.nocash_amount()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +164,29 @@ pub struct RefundRecord {
     pub created_at: i64,
     pub success_time: Option<i64>,
     pub state: RefundState,
+    /// What coupons paid of the refunded order, and what of that a merchant-funded one did.
+    #[serde(default)]
+    pub order_coupon: i64,
+    #[serde(default)]
+    pub order_nocash: i64,
+}
+
+impl RefundRecord {
+    /// The coupons' share of this refund, in proportion to the order, rounded down: it goes
+    /// back to the coupon, not to the payer.
+    pub fn coupon_refund(&self) -> i64 {
+        self.order_coupon * self.refund / self.total.max(1)
+    }
+
+    /// The merchant-funded coupon's share: never taken from the merchant's settled money.
+    pub fn nocash_refund(&self) -> i64 {
+        self.order_nocash * self.refund / self.total.max(1)
+    }
+
+    /// What the refund takes of the merchant's settled money (退款金额 in the bill).
+    pub fn settlement_refund(&self) -> i64 {
+        self.refund - self.nocash_refund()
+    }
 }
 
 /// What a sandbox merchant's operation account holds at first: 100,000.00 CNY.

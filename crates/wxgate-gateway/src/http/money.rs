@@ -254,7 +254,7 @@ pub(crate) async fn get_balance(
 #[into_params(parameter_in = Query)]
 pub struct TransactionQuery {
     /// payment, settlement, fee, fee_return, refund, payout_reserve, payout, payout_release,
-    /// conversion_out or conversion_in.
+    /// conversion_out, conversion_in, discount or discount_return.
     r#type: Option<String>,
     /// Only this payment's (pay_...).
     payment: Option<String>,

@@ -219,6 +219,52 @@ pub async fn a_clean_day_reconciles_and_settles_the_ledger(t: TestGateway) {
     );
 }
 
+/// Pays `amount` with a coupon of `kind` (`CASH` or `NOCASH`) covering `coupon` of it.
+async fn paid_with_coupon(t: &TestGateway, amount: i64, kind: &str, coupon: i64) -> String {
+    let (status, p) = t.create(native(&order("cpn"), amount)).await;
+    assert_eq!(status, 201, "{p}");
+    let code_url = &p["next_action"]["display_qr_code"]["data"];
+    t.pay(json!({"code_url": code_url, "coupon": {"type": kind, "amount": coupon}}))
+        .await;
+    let id = p["id"].as_str().unwrap().to_string();
+    t.wait_status(&id, "succeeded").await;
+    id
+}
+
+/// A merchant-funded (免充值) coupon is never settled to the merchant: the bill's 应结 is the
+/// amount less the coupon, which the ledger moves from pending to discounts; its share of a
+/// refund goes back to the coupon, not out of the settled money. A WeChat-funded (CASH) coupon
+/// changes nothing the merchant holds.
+pub async fn coupons_are_settled_as_the_bills_say(t: TestGateway) {
+    let nocash = paid_with_coupon(&t, 1000, "NOCASH", 100).await;
+    paid_with_coupon(&t, 300, "CASH", 50).await;
+    refunded(&t, &nocash, 500).await;
+    assert_eq!(balance(&t).await, (-500, 1300));
+    next_morning(&t).await;
+    let done = reconcile_today(&t).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(kinds(&done), BTreeMap::new(), "{done}");
+    // 900 settled (fee 5), 300 settled (fee 2); the refund took 450 and returned a fee of 3.
+    assert_eq!(balance(&t).await, (900 - 5 + 300 - 2 - 450 + 3, 0));
+    let (_, txns) = t
+        .call(
+            reqwest::Method::GET,
+            "/v1/balance_transactions?limit=100",
+            None,
+            &[],
+        )
+        .await;
+    let amount_of = |kind: &str| -> Vec<i64> {
+        let list = txns["data"].as_array().unwrap();
+        let of = list.iter().filter(|x| x["type"] == kind);
+        of.map(|x| x["amount"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(amount_of("discount"), [100], "{txns}");
+    assert_eq!(amount_of("discount_return"), [50], "{txns}");
+    assert_eq!(amount_of("settlement"), [1200], "{txns}");
+    ledger_holds(&t).await;
+}
+
 pub async fn each_bill_fault_is_found_and_nothing_else(t: TestGateway) {
     let first = t.paid_native(101).await;
     t.paid_native(250).await;
