@@ -748,18 +748,24 @@ fn match_refunds(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResult
         if !agrees {
             result.findings.push(found(DiscrepancyKind::StatusMismatch));
         }
-        refund_settled(row, flows.sum(&row.refund_id, FlowKind::FeeReturn), result);
+        let succeeded = refund.state == RefundState::Succeeded;
+        let fee_returned = flows.sum(&row.refund_id, FlowKind::FeeReturn);
+        refund_settled(row, fee_returned, succeeded, result);
     }
     missing_refunds(input, &groups, result);
 }
 
 /// What a matched refund moved: the fee it returned and, for a merchant settled in another
-/// currency, the settled money converted back to pay it in the payment's currency.
-fn refund_settled(row: &BillRefund, fee_returned: i64, result: &mut DayResult) {
+/// currency, the settled money converted back to pay it in the payment's currency. A coupon's
+/// share of it comes back to `settled` only once the gateway has the refund succeeded (its
+/// refund posting took the whole amount); one still in question moves none.
+fn refund_settled(row: &BillRefund, fee_returned: i64, succeeded: bool, result: &mut DayResult) {
     if row.settlement_currency == row.currency {
         let sums = result.settled.entry(row.currency.clone()).or_default();
         sums.fees_returned += fee_returned;
-        sums.discounts_returned += row.amount - row.settlement;
+        if succeeded {
+            sums.discounts_returned += row.amount - row.settlement;
+        }
         return;
     }
     let from = result
@@ -1080,6 +1086,14 @@ mod tests {
                 (PostingKind::DiscountReturn, 50),
             ]
         );
+        // A refund the gateway does not have succeeded (WeChat's bill says PROCESSING, and it
+        // may yet fail) gives no coupon share back: its refund posting is not there either.
+        let mut open = day.clone();
+        open.refunds[0].state = RefundState::Pending;
+        open.bill_refunds[0].processing = true;
+        let r = reconcile(&open);
+        assert_eq!(kinds(&r), []);
+        assert_eq!(r.settled["CNY"].discounts_returned, 0);
         // Settled for more than the amount, or a refund taking more than itself: in question.
         let mut more = day.clone();
         more.bill_payments[0].settlement = 1_001;

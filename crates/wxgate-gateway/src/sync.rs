@@ -27,6 +27,7 @@ pub async fn run(gw: Gateway, mut stop: watch::Receiver<bool>) {
         scheduled_on: None,
         // The first sweep comes one interval after start, like every later one.
         repaired_at: std::time::Instant::now(),
+        left_open: crate::app::orders::LeftOpenSweep::default(),
     };
     loop {
         tokio::select! {
@@ -42,6 +43,8 @@ struct Rounds {
     /// The day whose daily reconciliations were last requested.
     scheduled_on: Option<time::Date>,
     repaired_at: std::time::Instant,
+    /// Where the sweep of orders left open goes on from.
+    left_open: crate::app::orders::LeftOpenSweep,
 }
 
 impl Rounds {
@@ -71,7 +74,7 @@ impl Rounds {
             if let Err(e) = reconciliation::retry_repairs(gw).await {
                 tracing::warn!(error = %e, "retrying reconciliation repairs failed");
             }
-            if let Err(e) = crate::app::orders::close_orders_left_open(gw).await {
+            if let Err(e) = self.left_open.run(gw).await {
                 tracing::warn!(error = %e, "closing orders paid payments left open failed");
             }
             if let Err(e) = crate::app::doors::forget_expired_tokens(gw).await {

@@ -540,7 +540,7 @@ async fn expiry_closes_the_earlier_orders_when_the_current_one_never_reached_wec
 /// shopper cannot pay it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_a_paid_payment_left_open_is_closed_by_a_later_sweep() {
-    use wxgate_gateway::app::orders::{LEFT_OPEN_AFTER_MS, close_orders_left_open};
+    use wxgate_gateway::app::orders::{LEFT_OPEN_AFTER_MS, LeftOpenSweep};
     for db in testing::all().await {
         let clock = std::sync::Arc::new(wechatpay_v3::FixedClock::at_ms(wxgate_gateway::now_ms()));
         // No background rounds and no callbacks: the test runs the sync and the sweep.
@@ -570,14 +570,14 @@ async fn an_order_a_paid_payment_left_open_is_closed_by_a_later_sweep() {
         assert_eq!(statuses(&paid), ["succeeded", "open"], "the close failed");
         t.set_faults(json!({})).await;
         // Its own close may still be under way: a payment changed just now is left alone.
-        assert_eq!(close_orders_left_open(&t.gateway).await.unwrap(), 0);
+        assert_eq!(LeftOpenSweep::default().run(&t.gateway).await.unwrap(), 0);
         clock.advance_ms(LEFT_OPEN_AFTER_MS + 1_000);
-        assert_eq!(close_orders_left_open(&t.gateway).await.unwrap(), 1);
+        assert_eq!(LeftOpenSweep::default().run(&t.gateway).await.unwrap(), 1);
         assert_eq!(statuses(&t.get(id).await), ["succeeded", "closed"]);
         let phone = format!("/sim/orders/{}/{id}_2", t.mchid);
         let (_, order) = t.sim_call(reqwest::Method::GET, &phone, None).await;
         assert_eq!(order["transaction"]["trade_state"], "CLOSED", "{order}");
-        assert_eq!(close_orders_left_open(&t.gateway).await.unwrap(), 0);
+        assert_eq!(LeftOpenSweep::default().run(&t.gateway).await.unwrap(), 0);
         db.cleanup().await;
     }
 }

@@ -23,7 +23,9 @@ use crate::formats::{cst_compact, digits, rfc3339_cst};
 use crate::merchant::Merchant;
 use crate::ops;
 use crate::sim::Sim;
-use crate::state::{Family, Order, OrderState, RefundRecord, RefundState, State as SimState};
+use crate::state::{
+    Family, Order, OrderState, RefundRecord, RefundState, State as SimState, coupon_share,
+};
 use crate::wire::{
     Answer, DEFAULT_ORDER_LIFETIME_SECS, PREPAY_VALID_SECS, REFUND_WINDOW_SECS,
     REFUNDS_PER_ORDER_MAX, Request, WxError, json_body, request_id,
@@ -750,6 +752,8 @@ fn create_refund(
             ));
         }
         check_refund(&state, &order, &new, now)?;
+        let before = state.refunded_of(&mchid, &order.out_trade_no);
+        let share = |coupon| coupon_share(coupon, order.total, before, new.refund);
         let record = RefundRecord {
             family,
             mchid: mchid.clone(),
@@ -768,6 +772,8 @@ fn create_refund(
             state: RefundState::Processing,
             order_coupon: order.coupon_amount(),
             order_nocash: order.nocash_amount(),
+            coupon_refund: share(order.coupon_amount()),
+            nocash_refund: share(order.nocash_amount()),
         };
         state.insert_refund(record.clone());
         record
@@ -820,11 +826,7 @@ fn check_refund(state: &SimState, order: &Order, new: &NewRefund, now: i64) -> R
     if existing.len() >= REFUNDS_PER_ORDER_MAX {
         return Err(WxError::invalid("该订单的退款次数已达上限（50次）"));
     }
-    let committed: i64 = existing
-        .iter()
-        .filter(|r| r.state != RefundState::Closed)
-        .map(|r| r.refund)
-        .sum();
+    let committed = state.refunded_of(&order.mchid, &order.out_trade_no);
     if committed + new.refund > order.total {
         return Err(WxError::invalid(format!(
             "申请退款金额超过订单可退金额（可退 {}）",

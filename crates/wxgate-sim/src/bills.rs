@@ -348,7 +348,7 @@ fn refund_row(item: &RefundItem, rate: &str) -> Vec<String> {
         r.refund_id.clone(),
         r.out_refund_no.clone(),
         yuan(r.settlement_refund()),
-        yuan(r.coupon_refund() - r.nocash_refund()),
+        yuan(r.coupon_refund - r.nocash_refund),
         "ORIGINAL".into(),
         item.status.into(),
         order.map(|o| o.description.clone()).unwrap_or_default(),
@@ -430,7 +430,7 @@ impl TradeTotals {
 
     fn refund(&mut self, r: &RefundItem) {
         self.refunded += r.refund.settlement_refund();
-        self.cash_coupon_refunded += r.refund.coupon_refund() - r.refund.nocash_refund();
+        self.cash_coupon_refunded += r.refund.coupon_refund - r.refund.nocash_refund;
         self.requested += r.refund.refund;
         self.fees -= r.fee_returned;
     }
@@ -512,8 +512,8 @@ fn operation_entries(req: &Request<'_>, date: Date) -> (Vec<FundEntry>, i64) {
     (entries, opening)
 }
 
-/// The basic account's balance at the start of `date`: every earlier payment less its fee,
-/// every earlier refund less the fee it returned.
+/// The basic account's balance at the start of `date`: what every earlier payment settled less
+/// its fee, less what every earlier refund took less the fee it returned.
 fn opening_balance(req: &Request<'_>, date: Date) -> i64 {
     let rate_bp = req.merchant.fee_rate_bp;
     let state = req.sim.state();
@@ -524,14 +524,14 @@ fn opening_balance(req: &Request<'_>, date: Date) -> i64 {
         .values()
         .filter(|o| &o.mchid == mchid && o.state.is_paid())
         .filter(|o| o.success_time.is_some_and(before))
-        .map(|o| o.total - fee_fen(o.total, rate_bp))
+        .map(|o| o.settlement_total() - fee_fen(o.settlement_total(), rate_bp))
         .sum();
     let refunded: i64 = state
         .refunds
         .values()
         .filter(|r| &r.mchid == mchid && before(r.created_at))
         .filter(|r| matches!(r.state, RefundState::Success | RefundState::Processing))
-        .map(|r| r.refund - fee_fen(r.refund, rate_bp))
+        .map(|r| r.settlement_refund() - fee_fen(r.settlement_refund(), rate_bp))
         .sum();
     paid - refunded
 }

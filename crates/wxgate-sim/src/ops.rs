@@ -178,10 +178,10 @@ pub fn refund_view(refund: &RefundRecord) -> Refund {
             total: refund.total,
             refund: refund.refund,
             payer_total: Some(refund.total - refund.order_coupon),
-            payer_refund: Some(refund.refund - refund.coupon_refund()),
+            payer_refund: Some(refund.refund - refund.coupon_refund),
             settlement_refund: Some(refund.settlement_refund()),
             settlement_total: Some(refund.total - refund.order_nocash),
-            discount_refund: Some(refund.coupon_refund()),
+            discount_refund: Some(refund.coupon_refund),
             currency: Some(refund.currency.clone()),
             from: Some(Vec::new()),
         },
@@ -289,8 +289,8 @@ pub fn settle_refund(sim: &Sim, key: &(String, String), outcome: RefundOutcome) 
         amount: RefundAmount {
             total: refund.total,
             refund: refund.refund,
-            payer_total: Some(refund.total),
-            payer_refund: Some(refund.refund),
+            payer_total: Some(refund.total - refund.order_coupon),
+            payer_refund: Some(refund.refund - refund.coupon_refund),
             ..Default::default()
         },
     };
@@ -435,6 +435,8 @@ pub fn import_paid_orders(sim: &Sim, mchid: &str, orders: &[ImportedOrder]) -> b
                 state: RefundState::Success,
                 order_coupon: 0,
                 order_nocash: 0,
+                coupon_refund: 0,
+                nocash_refund: 0,
             });
         }
     }

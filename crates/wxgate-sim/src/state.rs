@@ -169,24 +169,30 @@ pub struct RefundRecord {
     pub order_coupon: i64,
     #[serde(default)]
     pub order_nocash: i64,
+    /// The coupons' share of this refund (it goes back to the coupon, not to the payer), and
+    /// the merchant-funded one's (never taken from the merchant's settled money).
+    #[serde(default)]
+    pub coupon_refund: i64,
+    #[serde(default)]
+    pub nocash_refund: i64,
 }
 
 impl RefundRecord {
-    /// The coupons' share of this refund, in proportion to the order, rounded down: it goes
-    /// back to the coupon, not to the payer.
-    pub fn coupon_refund(&self) -> i64 {
-        self.order_coupon * self.refund / self.total.max(1)
-    }
-
-    /// The merchant-funded coupon's share: never taken from the merchant's settled money.
-    pub fn nocash_refund(&self) -> i64 {
-        self.order_nocash * self.refund / self.total.max(1)
-    }
-
     /// What the refund takes of the merchant's settled money (退款金额 in the bill).
     pub fn settlement_refund(&self) -> i64 {
-        self.refund - self.nocash_refund()
+        self.refund - self.nocash_refund
     }
+}
+
+/// A coupon of `coupon` on an order of `total`: its share of a refund of `refund` after
+/// `before` was refunded, in proportion, rounded down on the running sum, so the shares of
+/// refunds that add up to the total add up to the coupon.
+pub fn coupon_share(coupon: i64, total: i64, before: i64, refund: i64) -> i64 {
+    let upto = |refunded: i64| {
+        let share = i128::from(coupon) * i128::from(refunded) / i128::from(total.max(1));
+        i64::try_from(share).unwrap_or(coupon)
+    };
+    upto(before + refund) - upto(before)
 }
 
 /// What a sandbox merchant's operation account holds at first: 100,000.00 CNY.
@@ -302,6 +308,16 @@ impl State {
         self.dirty = true;
     }
 
+    /// What the refunds of a merchant's order that WeChat did not close asked back.
+    pub fn refunded_of(&self, mchid: &str, out_trade_no: &str) -> i64 {
+        self.refunds
+            .values()
+            .filter(|r| r.mchid == mchid && r.out_trade_no == out_trade_no)
+            .filter(|r| r.state != RefundState::Closed)
+            .map(|r| r.refund)
+            .sum()
+    }
+
     pub fn insert_refund(&mut self, refund: RefundRecord) {
         let key = Self::order_key(&refund.mchid, &refund.out_refund_no);
         self.by_refund_id
@@ -373,5 +389,25 @@ impl State {
         state.merchant_faults = snapshot.merchant_faults;
         state.dirty = false;
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod coupon_tests {
+    use super::coupon_share;
+
+    #[test]
+    fn coupon_shares_of_refunds_add_up_to_the_coupon() {
+        // 10.00 paid, 9.99 of it by a coupon: two halves give back 4.99 and 5.00 of it.
+        assert_eq!(coupon_share(999, 1000, 0, 500), 499);
+        assert_eq!(coupon_share(999, 1000, 500, 500), 500);
+        // A thousand 1-fen refunds give back the whole coupon and the payer's 1 fen, no more.
+        let shares: i64 = (0..1000).map(|k| coupon_share(999, 1000, k, 1)).sum();
+        assert_eq!(shares, 999);
+        assert_eq!(coupon_share(0, 1000, 0, 1000), 0);
+        assert_eq!(
+            coupon_share(i64::MAX / 2, i64::MAX, 0, i64::MAX),
+            i64::MAX / 2
+        );
     }
 }

@@ -106,21 +106,26 @@ impl Store {
     }
 
     /// Payments no longer pending that keep an open WeChat order (a paid payment's other
-    /// order whose close failed or never ran), unchanged since `before`, oldest first. A
-    /// payment with a quarantined report waits for a person instead.
+    /// order whose close failed or never ran), unchanged since `before`, in (updated_at, id)
+    /// order after `after`. A payment with a quarantined report waits for a person instead.
     pub async fn payments_with_orders_left_open(
         &self,
         before: i64,
+        after: Option<(i64, &str)>,
         limit: i64,
     ) -> Result<Vec<PaymentRow>> {
+        let (after_at, after_id) = after.unwrap_or((i64::MIN, ""));
         Ok(sqlx::query_as::<_, PaymentRow>(
             "SELECT * FROM payments WHERE id IN \
              (SELECT payment_id FROM payment_attempts WHERE status = 'open' AND transaction_id IS NULL) \
-             AND status <> 'pending' AND updated_at < $1 AND id NOT IN \
+             AND status <> 'pending' AND updated_at < $1 \
+             AND (updated_at > $2 OR (updated_at = $2 AND id > $3)) AND id NOT IN \
              (SELECT payment_id FROM quarantined_callbacks WHERE payment_id IS NOT NULL) \
-             ORDER BY updated_at LIMIT $2",
+             ORDER BY updated_at, id LIMIT $4",
         )
         .bind(before)
+        .bind(after_at)
+        .bind(after_id)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)

@@ -38,7 +38,6 @@ mod rows;
 pub mod testing;
 mod webhooks;
 
-pub use retention::EVENT_PURGE_BATCH;
 pub use rows::*;
 
 use std::str::FromStr;
@@ -236,6 +235,8 @@ impl std::ops::DerefMut for Writing {
 pub const IDEMPOTENCY_LOCK_MS: i64 = 60_000;
 /// How many idempotency keys one purge statement forgets at most.
 pub const IDEMPOTENCY_PURGE_BATCH: i64 = 5_000;
+/// Events one transaction forgets at most.
+pub const EVENT_PURGE_BATCH: i64 = 500;
 
 /// How long a claim on background work lasts before another node may take it over.
 pub const CLAIM_LEASE_MS: i64 = 60_000;

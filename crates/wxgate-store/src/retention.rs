@@ -2,10 +2,7 @@
 //! their deliveries is pending.
 
 use crate::listing::placeholders;
-use crate::{Result, Store};
-
-/// Events forgotten per transaction.
-pub const EVENT_PURGE_BATCH: i64 = 500;
+use crate::{EVENT_PURGE_BATCH, Result, Store};
 
 impl Store {
     /// Forgets up to `EVENT_PURGE_BATCH` of a merchant's events made before `before` that no

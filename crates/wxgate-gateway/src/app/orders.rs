@@ -20,8 +20,9 @@ use crate::views;
 const CLOSE_ROUNDS_MAX: usize = 4;
 /// How long a paid payment is left to close its other orders itself before the sweep does.
 pub const LEFT_OPEN_AFTER_MS: i64 = 60_000;
-/// Payments whose left-open orders one sweep closes.
-const LEFT_OPEN_BATCH: i64 = 100;
+/// Payments whose left-open orders one sweep closes, and how many it closes at once.
+const LEFT_OPEN_BATCH: i64 = 64;
+const LEFT_OPEN_CONCURRENCY: usize = 8;
 
 /// Applies an unpaid end (`event`: cancelled, expired or failed) decided on what WeChat says of
 /// `p`'s current order: it happens only while that is still the payment's current order
@@ -319,27 +320,46 @@ pub async fn close_other_attempts(gw: &Gateway, p: &PaymentRow) -> anyhow::Resul
     Ok(())
 }
 
-/// Closes the orders paid payments left open: their close after the payment failed (WeChat
-/// unreachable) or never ran (the node stopped). Until closed, a shopper could pay one too
-/// (then refunded as paid twice); WeChat ends them itself only at their expiry. A payment is
-/// taken once it has been still for `LEFT_OPEN_AFTER_MS`, so its own close goes first. Returns
-/// how many payments it closed orders of; one that fails is tried again at the next sweep.
-pub async fn close_orders_left_open(gw: &Gateway) -> anyhow::Result<usize> {
-    let before = gw.now_ms() - LEFT_OPEN_AFTER_MS;
-    let left = gw
-        .store()
-        .payments_with_orders_left_open(before, LEFT_OPEN_BATCH)
-        .await?;
-    let mut closed = 0;
-    for p in &left {
-        match close_other_attempts(gw, p).await {
-            Ok(()) => closed += 1,
-            Err(e) => {
-                tracing::warn!(payment = %p.id, error = ?e, "closing an order a paid payment left open failed; the next sweep tries again");
-            }
-        }
+/// The sweep of the orders paid payments left open: their close after the payment failed
+/// (WeChat unreachable) or never ran (the node stopped). Until closed, a shopper could pay one
+/// too (then refunded as paid twice); WeChat ends them itself only at their expiry. A payment
+/// is taken once it has been still for `LEFT_OPEN_AFTER_MS`, so its own close goes first. Each
+/// sweep takes the next `LEFT_OPEN_BATCH` after where the last one stopped (starting over at
+/// the end), so payments whose close keeps failing never hold up the others.
+#[derive(Debug, Default)]
+pub struct LeftOpenSweep {
+    after: Option<(i64, String)>,
+}
+
+impl LeftOpenSweep {
+    /// One sweep, `LEFT_OPEN_CONCURRENCY` closes at a time: how many payments it closed orders
+    /// of (one that fails is tried again when the sweep comes round to it).
+    pub async fn run(&mut self, gw: &Gateway) -> anyhow::Result<usize> {
+        use futures_util::StreamExt;
+        let before = gw.now_ms() - LEFT_OPEN_AFTER_MS;
+        let after = self.after.as_ref().map(|(at, id)| (*at, id.as_str()));
+        let left = gw
+            .store()
+            .payments_with_orders_left_open(before, after, LEFT_OPEN_BATCH)
+            .await?;
+        self.after = match left.last() {
+            Some(p) if left.len() as i64 == LEFT_OPEN_BATCH => Some((p.updated_at, p.id.clone())),
+            _ => None,
+        };
+        let closes = futures_util::stream::iter(left)
+            .map(|p| close_left_open(gw.clone(), p))
+            .buffer_unordered(LEFT_OPEN_CONCURRENCY);
+        Ok(closes.filter(|ok| std::future::ready(*ok)).count().await)
     }
-    Ok(closed)
+}
+
+/// Closes one payment's orders left open: whether it did.
+async fn close_left_open(gw: Gateway, p: PaymentRow) -> bool {
+    let closed = close_other_attempts(&gw, &p).await;
+    if let Err(e) = &closed {
+        tracing::warn!(payment = %p.id, error = ?e, "closing an order a paid payment left open failed; a later sweep tries again");
+    }
+    closed.is_ok()
 }
 
 /// An order of a payment that another order already paid: recorded with its

@@ -12,6 +12,8 @@ use crate::gateway::Gateway;
 
 /// Endpoints one merchant may have at once.
 pub const ENDPOINTS_MAX: i64 = 16;
+/// Batches of old events one call of `forget_old_events` forgets per merchant at most.
+const EVENT_PURGE_BATCHES: usize = 20;
 /// Events one redelivery by time range may cover (it runs as one transaction).
 pub const REDELIVER_RANGE_MAX: i64 = 10_000;
 
@@ -234,14 +236,16 @@ pub async fn redeliver_range(
 }
 
 /// Forgets every merchant's events older than the configured retention, with their delivery
-/// logs, a batch at a time (the background round does, every few minutes); an event with a
-/// pending delivery stays until it ends. How many events.
+/// logs, a batch at a time and at most `EVENT_PURGE_BATCHES` batches per merchant per call (the
+/// background round calls it every few minutes, so a large backlog goes over several rounds
+/// without holding up the others' work); an event with a pending delivery stays until it ends.
+/// How many events.
 pub async fn forget_old_events(gw: &Gateway) -> anyhow::Result<u64> {
     let kept_ms = i64::try_from(gw.config().event_retention.as_millis()).unwrap_or(i64::MAX);
     let before = gw.now_ms().saturating_sub(kept_ms);
     let mut forgotten = 0;
     for m in gw.store().merchants().await? {
-        loop {
+        for _ in 0..EVENT_PURGE_BATCHES {
             let n = gw.store().forget_events(&m.id, before).await?;
             forgotten += n;
             if n < wxgate_store::EVENT_PURGE_BATCH as u64 {
