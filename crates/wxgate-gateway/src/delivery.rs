@@ -284,8 +284,8 @@ enum Next {
 impl Lanes {
     /// Endpoints with a lane on this node: they claim their own due deliveries as their
     /// queues empty (see [`Lanes::finish`]), so the node's general claims leave them out.
-    /// (Lanes of payments' own notify URLs are kept by host and do not claim for themselves;
-    /// when one is full, its deliveries are put back instead.)
+    /// (Lanes of payments' own notify URLs are kept by merchant and host and do not claim for
+    /// themselves; when one is full, its deliveries are put back instead.)
     fn self_fed(&self) -> Vec<String> {
         let lanes = self.lanes.lock().expect("lanes lock");
         lanes
@@ -393,8 +393,8 @@ impl Lanes {
 const NOTIFY_LANE: &str = "notify_url:";
 
 /// The lane a delivery runs in: its endpoint, or for a payment's own notify_url (in wxgate's
-/// format or a front door's), its host (so one merchant's slow notify URLs do not hold up
-/// another's).
+/// format or a front door's), its merchant and host (so one merchant's slow notify URLs do not
+/// hold up another's, even on a host they share; the node's cap bounds them all).
 fn lane_key(d: &DeliveryRow) -> String {
     if d.url.is_some() {
         let host = d
@@ -403,7 +403,7 @@ fn lane_key(d: &DeliveryRow) -> String {
             .and_then(|u| url::Url::parse(u).ok())
             .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_default();
-        format!("{NOTIFY_LANE}{host}")
+        format!("{NOTIFY_LANE}{}/{host}", d.merchant_id)
     } else {
         d.endpoint_id.clone()
     }
