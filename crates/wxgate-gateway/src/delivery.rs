@@ -954,6 +954,21 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn notify_url_lanes_are_a_merchants_host() {
+        let notify = |merchant: &str, url: &str| DeliveryRow {
+            endpoint_id: NOTIFY_URL_ENDPOINT.into(),
+            merchant_id: merchant.into(),
+            url: Some(url.into()),
+            ..due(1).remove(0)
+        };
+        let a = lane_key(&notify("mch_a", "https://shop.example/a"));
+        assert_eq!(a, lane_key(&notify("mch_a", "https://shop.example/other")));
+        assert_ne!(a, lane_key(&notify("mch_b", "https://shop.example/a")));
+        assert_ne!(a, lane_key(&notify("mch_a", "https://else.example/a")));
+        assert_eq!(lane_key(&due(1).remove(0)), "we_1");
+    }
+
     fn kinds(admitted: &[Admit]) -> (usize, usize, usize) {
         let count = |f: fn(&Admit) -> bool| admitted.iter().filter(|a| f(a)).count();
         (
