@@ -7,10 +7,13 @@
 //!   attempt of a payment); a refund row by out_refund_no.
 //! - Each row's amount must equal the gateway's; a payment row must find the gateway's order
 //!   paid, a refund row the refund succeeded (a bill's `PROCESSING` is a refund in flight).
-//! - A payment's fee must be the merchant's rate of its amount, rounded half up to the fen.
-//! - The fund-flow bill must settle each matched payment's amount; only then do its settlement
-//!   and fee count in the day's settlement and fee postings (a payment in question stays
-//!   pending).
+//! - A payment's fee must be the merchant's rate of what WeChat settles of it (its amount less
+//!   a merchant-funded coupon), rounded half up to the fen.
+//! - The fund-flow bill must settle each matched payment's 应结 amount; only then do its
+//!   settlement, fee and coupon discount count in the day's postings (a payment in question
+//!   stays pending). One WeChat paid that the gateway does not have paid has put nothing in
+//!   pending: its settlement is held with its finding, for the repair to post once the gateway
+//!   has the payment paid.
 //! - What the gateway has on the day that the bill lacks is `missing_at_wechat`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -306,6 +309,13 @@ pub struct Side {
     pub fee: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<usize>,
+    /// For a payment WeChat paid that the gateway does not have paid: what the fund-flow bill
+    /// settled of it and the fee it took, held out of the day's postings until the gateway has
+    /// the payment paid (the repair posts them then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settled: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settled_fee: Option<i64>,
     /// Which record: `gateway`, `trade_bill` or `fund_flow_bill`.
     pub source: &'static str,
 }
@@ -608,13 +618,25 @@ fn match_payments(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResul
             result.findings.push(found(DiscrepancyKind::AmountMismatch));
             continue;
         }
-        if order.state != OrderState::Paid {
-            result.findings.push(found(DiscrepancyKind::StatusMismatch));
-        }
         if row.fee != expected_fee(row.fee_base(), input.fee_rate_bp) {
             result.findings.push(found(DiscrepancyKind::FeeUnexpected));
         }
-        settle_payment(order, row, flows, result);
+        if order.state == OrderState::Paid || row.settlement_currency != row.currency {
+            if order.state != OrderState::Paid {
+                result.findings.push(found(DiscrepancyKind::StatusMismatch));
+            }
+            settle_payment(order, row, flows, result);
+            continue;
+        }
+        // Paid at WeChat, not here: its settlement is held with the finding, since no payment
+        // posting has put its amount in pending yet (one may never: a report that cannot be
+        // applied is quarantined).
+        let mut mismatch = found(DiscrepancyKind::StatusMismatch);
+        if let Some((settled, fee)) = flow_settled(order, row, flows, result) {
+            let held = mismatch.wechat.as_mut().expect("a bill row's side");
+            (held.settled, held.settled_fee) = (Some(settled), Some(fee));
+        }
+        result.findings.push(mismatch);
     }
     let in_bill: HashSet<&str> = groups.iter().map(|(no, _)| *no).collect();
     for o in input.orders.iter().filter(|o| o.paid_on_day) {
@@ -630,14 +652,14 @@ fn match_payments(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResul
     }
 }
 
-/// Checks the fund-flow bill settled a matched payment; if it did, posts the settlement and
-/// the fee it shows.
-fn settle_payment(
+/// What the fund-flow bill settled of a matched payment and the fee it took, when it settled
+/// what the trade bill says (else the difference is a finding, and `None`).
+fn flow_settled(
     order: &GatewayOrder,
     row: &BillPayment,
     flows: &FlowIndex<'_>,
     result: &mut DayResult,
-) {
+) -> Option<(i64, i64)> {
     let settled = flows.sum(&row.transaction_id, FlowKind::Settlement);
     if settled != row.settlement {
         result.findings.push(Finding {
@@ -651,9 +673,22 @@ fn settle_payment(
                 Some(order),
             )
         });
-        return;
+        return None;
     }
-    let fees = flows.sum(&row.transaction_id, FlowKind::Fee);
+    Some((settled, flows.sum(&row.transaction_id, FlowKind::Fee)))
+}
+
+/// Checks the fund-flow bill settled a matched payment; if it did, adds the settlement and the
+/// fee it shows to the day's postings.
+fn settle_payment(
+    order: &GatewayOrder,
+    row: &BillPayment,
+    flows: &FlowIndex<'_>,
+    result: &mut DayResult,
+) {
+    let Some((settled, fees)) = flow_settled(order, row, flows, result) else {
+        return;
+    };
     let sums = result.settled.entry(row.currency.clone()).or_default();
     sums.payments += 1;
     if row.settlement_currency == row.currency {
@@ -993,6 +1028,10 @@ mod tests {
         day.orders[1].state = OrderState::Pending;
         let r = reconcile(&day);
         assert_eq!(kinds(&r), [DiscrepancyKind::StatusMismatch]);
+        // Its settlement is held with the finding, out of the day's: nothing put it in pending.
+        assert_eq!(r.settled["CNY"].settlement, 1_000);
+        let held = r.findings[0].wechat.as_ref().unwrap();
+        assert_eq!((held.settled, held.settled_fee), (Some(250), Some(2)));
         assert_eq!(
             r.findings[0].repair(),
             Some(Repair::SyncPayment {

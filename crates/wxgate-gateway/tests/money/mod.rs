@@ -506,6 +506,10 @@ async fn a_pending_payment_wechat_paid_is_repaired() {
                 .await
                 .contains(&"payment.succeeded".to_string())
         );
+        // The settlement the discrepancy held is posted once the payment is paid here.
+        let path = format!("/v1/reconciliations/{}", r["id"].as_str().unwrap());
+        t.wait_for(&path, |r| r["repaired_count"] == 1).await;
+        assert_eq!(balance(&t).await, (880 - 5, 0));
         // The repair is recorded just after the payment changes: wait for it.
         let path = format!("/v1/reconciliations/{}", r["id"].as_str().unwrap());
         let after = t.wait_for(&path, |r| r["repaired_count"] == 1).await;
@@ -517,6 +521,48 @@ async fn a_pending_payment_wechat_paid_is_repaired() {
                 .unwrap()
                 .contains("pending to succeeded")
         );
+        ledger_holds(&t).await;
+        db.cleanup().await;
+    }
+}
+
+/// A payment the gateway has failed that WeChat's bill shows paid cannot be applied (it is
+/// quarantined for a person): its settlement stays held with the discrepancy, so no money is
+/// taken out of a pending balance it never entered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_failed_here_and_paid_at_wechat_settles_nothing() {
+    for db in wxgate_store::testing::all().await {
+        eprintln!(
+            "a_payment_failed_here_and_paid_at_wechat_settles_nothing on {:?}",
+            db.backend
+        );
+        let t = TestGateway::spawn_with(&db, |c| c.sync_schedule_ms = vec![86_400_000]).await;
+        t.set_faults(json!({"drop_callback_rate": 1.0})).await;
+        let (_, p) = t.create(native(&order("failed"), 880)).await;
+        let id = p["id"].as_str().unwrap().to_string();
+        let facts = wxgate_store::TransitionFacts {
+            now: wxgate_gateway::now_ms(),
+            source: "test".into(),
+            ..Default::default()
+        };
+        let failed = wxgate_domain::PaymentEvent::Failed;
+        let render = wxgate_gateway::views::event_payload;
+        let merchant = t.merchant_id.clone();
+        t.store
+            .transition(&merchant, &id, failed, &facts, render)
+            .await
+            .unwrap();
+        t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+            .await;
+        next_morning(&t).await;
+        let r = reconcile_today(&t).await;
+        let list = r["discrepancies"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{r}");
+        assert_eq!(list[0]["type"], "status_mismatch", "{r}");
+        assert_eq!(list[0]["wechat"]["settled"], 880, "{r}");
+        assert_eq!(t.wait_quarantined(&id).await.len(), 1);
+        assert_eq!(t.get(&id).await["status"], "failed");
+        assert_eq!(balance(&t).await, (0, 0));
         ledger_holds(&t).await;
         db.cleanup().await;
     }

@@ -2,9 +2,10 @@
 //! sync path, at completion and again later for those still open.
 
 use wechatpay_v3::model::RefundStatus as WeChatRefundStatus;
+use wxgate_domain::ledger::{Posting, PostingKind};
 use wxgate_domain::reconciliation::{self as recon, DiscrepancyStatus};
 use wxgate_domain::refund::RefundStatus;
-use wxgate_store::DiscrepancyRow;
+use wxgate_store::{DiscrepancyRow, PaymentRow, PostingSource};
 
 use crate::gateway::Gateway;
 use crate::upstream::Upstream;
@@ -32,7 +33,7 @@ async fn repair_one(gw: &Gateway, up: &Upstream, d: &DiscrepancyRow) {
     };
     let outcome = match recon::Repair::of(d.kind, about) {
         Some(recon::Repair::SyncPayment { payment_id }) => {
-            repair_payment(gw, up, &payment_id, &d.reference).await
+            repair_payment(gw, up, &payment_id, d).await
         }
         Some(recon::Repair::SyncRefund { refund_id }) => repair_refund(gw, up, &refund_id).await,
         Some(recon::Repair::SyncPayout { payout_id }) => repair_payout(gw, up, &payout_id).await,
@@ -72,13 +73,15 @@ pub async fn retry_repairs(gw: &Gateway) -> anyhow::Result<usize> {
     Ok(open.len())
 }
 
-/// Queries the order WeChat says was paid and applies it to the payment.
+/// Queries the order WeChat says was paid and applies it to the payment; once the payment is
+/// paid, the settlement the discrepancy held is posted.
 async fn repair_payment(
     gw: &Gateway,
     up: &Upstream,
     payment_id: &str,
-    out_trade_no: &str,
+    d: &DiscrepancyRow,
 ) -> anyhow::Result<Option<(DiscrepancyStatus, String)>> {
+    let out_trade_no = d.reference.as_str();
     let tx = up.query(out_trade_no).await?;
     if !matches!(
         tx.state(),
@@ -91,6 +94,9 @@ async fn repair_payment(
     };
     let before = p.status;
     let after = crate::app::orders::apply_paid(gw, &up.merchant, &p, &tx, "reconciliation").await?;
+    if after.status.is_paid() {
+        post_held_settlement(gw, d, &after).await?;
+    }
     if after.status != before {
         let why = format!(
             "WeChat's query says {out_trade_no} was paid: the payment went from {} to {}",
@@ -109,6 +115,44 @@ async fn repair_payment(
             ),
         )
     }))
+}
+
+/// Posts what a status mismatch held out of its day (the fund-flow bill's settlement and fee,
+/// and what a merchant-funded coupon took off), now that the payment's own posting has put its
+/// amount in pending. Once per discrepancy: the postings' source is its id.
+async fn post_held_settlement(
+    gw: &Gateway,
+    d: &DiscrepancyRow,
+    p: &PaymentRow,
+) -> anyhow::Result<()> {
+    let Some(side) = d.wechat_side.as_deref() else {
+        return Ok(());
+    };
+    let side: serde_json::Value = serde_json::from_str(side)?;
+    let held = (side["amount"].as_i64(), side["settled"].as_i64());
+    let (Some(amount), Some(settled)) = held else {
+        return Ok(());
+    };
+    let fee = side["settled_fee"].as_i64().unwrap_or(0);
+    let src = PostingSource {
+        merchant_id: &d.merchant_id,
+        currency: &p.currency,
+        source_id: &d.id,
+        payment_id: Some(&p.id),
+        refund_id: None,
+        now: gw.now_ms(),
+    };
+    let postings = [
+        (PostingKind::Settlement, settled),
+        (PostingKind::Discount, amount - settled),
+        (PostingKind::Fee, fee),
+    ]
+    .into_iter()
+    .filter(|(_, amount)| *amount > 0)
+    .map(|(kind, amount)| Ok((Posting::new(kind, amount)?, src.clone())))
+    .collect::<anyhow::Result<Vec<_>>>()?;
+    gw.store().post_all(&postings).await?;
+    Ok(())
 }
 
 /// Queries the refund and applies WeChat's answer to it.
