@@ -19,6 +19,16 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a report about this payment waits for a person.
+    pub async fn has_quarantined(&self, payment_id: &str) -> Result<bool> {
+        let found: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM quarantined_callbacks WHERE payment_id = $1 LIMIT 1")
+                .bind(payment_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
     pub async fn quarantined(&self, merchant_id: &str) -> Result<Vec<QuarantineRow>> {
         Ok(sqlx::query_as::<_, QuarantineRow>(
             "SELECT * FROM quarantined_callbacks WHERE merchant_id = $1 ORDER BY received_at",

@@ -563,6 +563,11 @@ async fn a_payment_failed_here_and_paid_at_wechat_settles_nothing() {
         assert_eq!(t.wait_quarantined(&id).await.len(), 1);
         assert_eq!(t.get(&id).await["status"], "failed");
         assert_eq!(balance(&t).await, (0, 0));
+        // The later sweeps leave it to the person: quarantined once, still open.
+        wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
+            .await
+            .unwrap();
+        assert_eq!(t.store.quarantined(&t.merchant_id).await.unwrap().len(), 1);
         ledger_holds(&t).await;
         db.cleanup().await;
     }

@@ -3,6 +3,7 @@
 
 use wechatpay_v3::model::RefundStatus as WeChatRefundStatus;
 use wxgate_domain::ledger::{Posting, PostingKind};
+use wxgate_domain::payment::PaymentStatus;
 use wxgate_domain::reconciliation::{self as recon, DiscrepancyStatus};
 use wxgate_domain::refund::RefundStatus;
 use wxgate_store::{DiscrepancyRow, PaymentRow, PostingSource};
@@ -92,6 +93,11 @@ async fn repair_payment(
     let Some(p) = gw.store().payment(&up.merchant.id, payment_id).await? else {
         return Ok(None);
     };
+    // A failed payment can take no payment: the first try quarantined WeChat's report for a
+    // person, and a later sweep would only quarantine it again.
+    if p.status == PaymentStatus::Failed && gw.store().has_quarantined(&p.id).await? {
+        return Ok(None);
+    }
     let before = p.status;
     let after = crate::app::orders::apply_paid(gw, &up.merchant, &p, &tx, "reconciliation").await?;
     if after.status.is_paid() {
