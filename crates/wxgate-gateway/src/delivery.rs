@@ -389,7 +389,7 @@ impl Lanes {
     }
 }
 
-/// Lanes of payments' own notify URLs are keyed by this and the URL's host.
+/// Lanes of payments' own notify URLs are keyed by this, the merchant and the URL's host.
 const NOTIFY_LANE: &str = "notify_url:";
 
 /// The lane a delivery runs in: its endpoint, or for a payment's own notify_url (in wxgate's

@@ -105,10 +105,6 @@ pub async fn sync_due(gw: &Gateway) -> anyhow::Result<usize> {
     .await
 }
 
-/// WeChat's clock may run ahead of the gateway's: an order it closed this close to its payment's
-/// expiry (the order's time_expire) was closed by that expiry, not cancelled.
-const EXPIRY_SKEW_MS: i64 = 60_000;
-
 /// When to look again at a pending payment: by the schedule, but never later than its expiry.
 /// The first order at WeChat used the schedule's first entry (a payment's creation, or a
 /// hosted payment's first device, `Store::start_attempt`); after the n-th query comes entry n.
@@ -129,12 +125,11 @@ async fn sync_one(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
     let now = gw.now_ms();
     let up = gw.upstream(&p.merchant_id).await?;
     let expired = now >= p.expires_at;
-    let by_expiry = now >= p.expires_at - EXPIRY_SKEW_MS;
     let current = up.query(&p.out_trade_no).await;
     // When the current order can no longer be paid, the payment's other open orders (an
     // earlier device) are closed at WeChat as they are looked at, so none stays payable on an
     // ended payment. One found paid pays the payment instead.
-    let end = unpaid_end(&current, expired, by_expiry);
+    let end = unpaid_end(&current, expired);
     if earlier_attempt_paid(gw, &up, p, end.is_some())
         .await?
         .is_some()
@@ -163,15 +158,10 @@ async fn sync_one(gw: &Gateway, p: &PaymentRow) -> anyhow::Result<()> {
 }
 
 /// How a payment ends when its current order, as WeChat answered about it, can no longer be
-/// paid: failed; closed (expired when WeChat closed it `by_expiry`, within `EXPIRY_SKEW_MS` of
-/// the payment's time, else cancelled); or, past its time, never made at WeChat. `None` while
-/// it may still be paid (or WeChat did not answer).
-fn unpaid_end(
-    current: &Result<Transaction, ClientError>,
-    expired: bool,
-    by_expiry: bool,
-) -> Option<PaymentEvent> {
-    let lapsed = if by_expiry {
+/// paid: failed; closed (cancelled, or expired once past its time); or, past its time, never
+/// made at WeChat. `None` while it may still be paid (or WeChat did not answer).
+fn unpaid_end(current: &Result<Transaction, ClientError>, expired: bool) -> Option<PaymentEvent> {
+    let lapsed = if expired {
         PaymentEvent::Expired
     } else {
         PaymentEvent::Cancelled
@@ -205,34 +195,4 @@ pub async fn drain(gw: &Gateway) -> anyhow::Result<()> {
         }
     }
     anyhow::bail!("status sync did not settle")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn order_in(state: &str) -> Result<Transaction, ClientError> {
-        let tx = serde_json::json!({"out_trade_no": "pay_1", "trade_state": state});
-        Ok(serde_json::from_value(tx).expect("a transaction"))
-    }
-
-    #[test]
-    fn an_order_closed_at_its_expiry_expires_the_payment() {
-        let closed = order_in("CLOSED");
-        assert_eq!(
-            unpaid_end(&closed, false, false),
-            Some(PaymentEvent::Cancelled)
-        );
-        // WeChat's clock a little ahead: closed by the expiry the gateway has not reached.
-        assert_eq!(
-            unpaid_end(&closed, false, true),
-            Some(PaymentEvent::Expired)
-        );
-        assert_eq!(unpaid_end(&closed, true, true), Some(PaymentEvent::Expired));
-        assert_eq!(
-            unpaid_end(&order_in("PAYERROR"), false, true),
-            Some(PaymentEvent::Failed)
-        );
-        assert_eq!(unpaid_end(&order_in("NOTPAY"), false, true), None);
-    }
 }

@@ -126,6 +126,15 @@ pub async fn resolve(
             format!("this discrepancy is {} already", d.status.as_str()),
         ));
     }
+    // A payment's status mismatch held its day's settlement: posted now if the payment's order
+    // is paid here (the repair would have, had it got that far).
+    if matches!(
+        repair::repair_of(&d),
+        Some(recon::Repair::SyncPayment { .. })
+    ) && let Err(e) = repair::settle_held(gw, &d).await
+    {
+        tracing::warn!(discrepancy = %d.id, error = %e, "posting a resolved discrepancy's held settlement failed");
+    }
     let after = gw.store().discrepancy(merchant_id, discrepancy_id).await?;
     after.ok_or_else(|| ApiError::not_found("discrepancy"))
 }

@@ -3,10 +3,10 @@
 
 use wechatpay_v3::model::RefundStatus as WeChatRefundStatus;
 use wxgate_domain::ledger::{Posting, PostingKind};
-use wxgate_domain::payment::PaymentStatus;
+use wxgate_domain::payment::AttemptStatus;
 use wxgate_domain::reconciliation::{self as recon, DiscrepancyStatus};
 use wxgate_domain::refund::RefundStatus;
-use wxgate_store::{DiscrepancyRow, PaymentRow, PostingSource};
+use wxgate_store::{DiscrepancyRow, PostingSource};
 
 use crate::gateway::Gateway;
 use crate::upstream::Upstream;
@@ -27,12 +27,7 @@ pub(super) async fn repair(gw: &Gateway, up: &Upstream, discrepancies: &[Discrep
 
 /// Asks WeChat about one open discrepancy and closes it if the answer settles it.
 async fn repair_one(gw: &Gateway, up: &Upstream, d: &DiscrepancyRow) {
-    let about = recon::About {
-        payment_id: d.payment_id.as_deref(),
-        refund_id: d.refund_id.as_deref(),
-        payout_id: d.payout_id.as_deref(),
-    };
-    let outcome = match recon::Repair::of(d.kind, about) {
+    let outcome = match repair_of(d) {
         Some(recon::Repair::SyncPayment { payment_id }) => {
             repair_payment(gw, up, &payment_id, d).await
         }
@@ -55,6 +50,16 @@ async fn repair_one(gw: &Gateway, up: &Upstream, d: &DiscrepancyRow) {
     if let Err(e) = closed {
         tracing::warn!(discrepancy = %d.id, error = %e, "could not record a repair");
     }
+}
+
+/// What a query could settle about a discrepancy.
+pub(super) fn repair_of(d: &DiscrepancyRow) -> Option<recon::Repair> {
+    let about = recon::About {
+        payment_id: d.payment_id.as_deref(),
+        refund_id: d.refund_id.as_deref(),
+        payout_id: d.payout_id.as_deref(),
+    };
+    recon::Repair::of(d.kind, about)
 }
 
 /// Tries the repairs of recent discrepancies still open again (a node that stopped between
@@ -83,6 +88,14 @@ async fn repair_payment(
     d: &DiscrepancyRow,
 ) -> anyhow::Result<Option<(DiscrepancyStatus, String)>> {
     let out_trade_no = d.reference.as_str();
+    let Some(p) = gw.store().payment(&up.merchant.id, payment_id).await? else {
+        return Ok(None);
+    };
+    // A payment with a quarantined report waits for a person: a later sweep would only ask
+    // WeChat and quarantine the report again.
+    if gw.store().has_quarantined(&p.id).await? {
+        return Ok(None);
+    }
     let tx = up.query(out_trade_no).await?;
     if !matches!(
         tx.state(),
@@ -90,18 +103,12 @@ async fn repair_payment(
     ) {
         return Ok(None);
     }
-    let Some(p) = gw.store().payment(&up.merchant.id, payment_id).await? else {
-        return Ok(None);
-    };
-    // A failed payment can take no payment: the first try quarantined WeChat's report for a
-    // person, and a later sweep would only quarantine it again.
-    if p.status == PaymentStatus::Failed && gw.store().has_quarantined(&p.id).await? {
-        return Ok(None);
-    }
     let before = p.status;
     let after = crate::app::orders::apply_paid(gw, &up.merchant, &p, &tx, "reconciliation").await?;
-    if after.status.is_paid() {
-        post_held_settlement(gw, d, &after).await?;
+    // Closed only once this order's money is in the ledger (not when another order paid the
+    // payment and this one's report was quarantined).
+    if !settle_held(gw, d).await? {
+        return Ok(None);
     }
     if after.status != before {
         let why = format!(
@@ -112,32 +119,40 @@ async fn repair_payment(
         return Ok(Some((DiscrepancyStatus::Repaired, why)));
     }
     // Brought in line already (by a callback, the status sync or an earlier try).
-    Ok(before.is_paid().then(|| {
-        (
-            DiscrepancyStatus::Resolved,
-            format!(
-                "WeChat's query says {out_trade_no} was paid, and the payment is {}",
-                before.as_str()
-            ),
-        )
-    }))
+    Ok(Some((
+        DiscrepancyStatus::Resolved,
+        format!(
+            "WeChat's query says {out_trade_no} was paid, and the payment is {}",
+            before.as_str()
+        ),
+    )))
 }
 
-/// Posts what a status mismatch held out of its day (the fund-flow bill's settlement and fee,
-/// and what a merchant-funded coupon took off), now that the payment's own posting has put its
-/// amount in pending. Once per discrepancy: the postings' source is its id.
-async fn post_held_settlement(
-    gw: &Gateway,
-    d: &DiscrepancyRow,
-    p: &PaymentRow,
-) -> anyhow::Result<()> {
-    let Some(side) = d.wechat_side.as_deref() else {
-        return Ok(());
+/// Whether the order a payment's status mismatch is about has its money in the ledger (its
+/// attempt paid the payment, or was paid twice and is refunded); if so, posts what the
+/// discrepancy held out of its day (the fund-flow bill's settlement and fee, and what a
+/// merchant-funded coupon took off). Once per discrepancy: the postings' source is its id.
+pub(super) async fn settle_held(gw: &Gateway, d: &DiscrepancyRow) -> anyhow::Result<bool> {
+    let Some((attempt, p)) = gw
+        .store()
+        .payment_attempt(&d.merchant_id, &d.reference)
+        .await?
+    else {
+        return Ok(false);
     };
-    let side: serde_json::Value = serde_json::from_str(side)?;
+    if !matches!(
+        attempt.status,
+        AttemptStatus::Succeeded | AttemptStatus::Duplicate
+    ) {
+        return Ok(false);
+    }
+    let side: serde_json::Value = match d.wechat_side.as_deref() {
+        Some(side) => serde_json::from_str(side)?,
+        None => serde_json::Value::Null,
+    };
     let held = (side["amount"].as_i64(), side["settled"].as_i64());
     let (Some(amount), Some(settled)) = held else {
-        return Ok(());
+        return Ok(true);
     };
     let fee = side["settled_fee"].as_i64().unwrap_or(0);
     let src = PostingSource {
@@ -158,7 +173,7 @@ async fn post_held_settlement(
     .map(|(kind, amount)| Ok((Posting::new(kind, amount)?, src.clone())))
     .collect::<anyhow::Result<Vec<_>>>()?;
     gw.store().post_all(&postings).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Queries the refund and applies WeChat's answer to it.
