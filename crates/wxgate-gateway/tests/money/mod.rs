@@ -815,11 +815,13 @@ pub async fn a_day_settled_in_another_currency_converts_in_the_ledger(t: TestGat
 }
 
 /// Today's reconciliation, completed with one open status mismatch of the payment (or of its
-/// refund), as a node that stopped before repairing it leaves it: the discrepancy.
+/// refund), as a node that stopped before repairing it leaves it: the discrepancy, with
+/// `wechat_side` as WeChat's side.
 async fn left_open(
     t: &TestGateway,
     payment_id: &str,
     refund_id: Option<&str>,
+    wechat_side: Option<Value>,
 ) -> wxgate_store::DiscrepancyRow {
     use wxgate_domain::reconciliation::{DiscrepancyKind, DiscrepancyStatus};
     let now = wxgate_gateway::now_ms();
@@ -838,7 +840,7 @@ async fn left_open(
         refund_id: refund_id.map(str::to_string),
         payout_id: None,
         gateway_side: None,
-        wechat_side: None,
+        wechat_side: wechat_side.map(|side| side.to_string()),
         status: DiscrepancyStatus::Open,
         resolution: None,
         created_at: now,
@@ -884,7 +886,7 @@ async fn an_open_discrepancy_is_repaired_by_a_later_sweep() {
         let id = p["id"].as_str().unwrap().to_string();
         t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
             .await;
-        let left_open = left_open(&t, &id, None).await;
+        let left_open = left_open(&t, &id, None, None).await;
         assert_eq!(t.get(&id).await["status"], "pending");
 
         let tried = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
@@ -961,7 +963,7 @@ async fn a_refund_mismatch_wechat_does_not_confirm_stays_open() {
             )
             .await
             .unwrap();
-        let mismatch = left_open(&t, &payment, Some(&refund_id)).await;
+        let mismatch = left_open(&t, &payment, Some(&refund_id), None).await;
         let tried = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
             .await
             .unwrap();
@@ -1032,6 +1034,35 @@ async fn running_a_day_now_waits_for_the_node_that_holds_it() {
             (ReconciliationStatus::Completed, 2),
             "{done:?}"
         );
+        db.cleanup().await;
+    }
+}
+
+/// An operator who resolves a payment's status mismatch once its order is paid here posts the
+/// settlement the discrepancy held (the repair had not got that far).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolving_a_paid_mismatch_posts_its_held_settlement() {
+    for db in wxgate_store::testing::all().await {
+        eprintln!(
+            "resolving_a_paid_mismatch_posts_its_held_settlement on {:?}",
+            db.backend
+        );
+        let t = TestGateway::spawn_with(&db, |c| c.sync_schedule_ms = vec![86_400_000]).await;
+        let id = t.paid_native(880).await;
+        let held = json!({"amount": 880, "settled": 880, "settled_fee": 5, "source": "trade_bill"});
+        let d = left_open(&t, &id, None, Some(held)).await;
+        assert_eq!(balance(&t).await, (0, 880));
+        let path = format!(
+            "/v1/reconciliations/{}/discrepancies/{}/resolve",
+            d.reconciliation_id, d.id
+        );
+        let reason = json!({"reason": "paid; the callback came late"}).to_string();
+        let (status, closed) = t
+            .call(reqwest::Method::POST, &path, Some(reason), &[])
+            .await;
+        assert_eq!(status, 200, "{closed}");
+        assert_eq!(balance(&t).await, (880 - 5, 0));
+        ledger_holds(&t).await;
         db.cleanup().await;
     }
 }
