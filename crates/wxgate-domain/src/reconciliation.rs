@@ -621,22 +621,26 @@ fn match_payments(input: &DayInput, flows: &FlowIndex<'_>, result: &mut DayResul
         if row.fee != expected_fee(row.fee_base(), input.fee_rate_bp) {
             result.findings.push(found(DiscrepancyKind::FeeUnexpected));
         }
-        if order.state == OrderState::Paid || row.settlement_currency != row.currency {
-            if order.state != OrderState::Paid {
-                result.findings.push(found(DiscrepancyKind::StatusMismatch));
+        let domestic = row.settlement_currency == row.currency;
+        match (order.state == OrderState::Paid, domestic) {
+            (true, _) => settle_payment(order, row, flows, result),
+            // Paid at WeChat, not here: no payment posting has put its amount in pending yet
+            // (one may never: a report that cannot be applied is quarantined), so its
+            // settlement is held with the finding. A cross-border statement's is settled on
+            // its day.
+            (false, true) => {
+                let mut mismatch = found(DiscrepancyKind::StatusMismatch);
+                if let Some((settled, fee)) = flow_settled(order, row, flows, result) {
+                    let held = mismatch.wechat.as_mut().expect("a bill row's side");
+                    (held.settled, held.settled_fee) = (Some(settled), Some(fee));
+                }
+                result.findings.push(mismatch);
             }
-            settle_payment(order, row, flows, result);
-            continue;
+            (false, false) => {
+                result.findings.push(found(DiscrepancyKind::StatusMismatch));
+                settle_payment(order, row, flows, result);
+            }
         }
-        // Paid at WeChat, not here: its settlement is held with the finding, since no payment
-        // posting has put its amount in pending yet (one may never: a report that cannot be
-        // applied is quarantined).
-        let mut mismatch = found(DiscrepancyKind::StatusMismatch);
-        if let Some((settled, fee)) = flow_settled(order, row, flows, result) {
-            let held = mismatch.wechat.as_mut().expect("a bill row's side");
-            (held.settled, held.settled_fee) = (Some(settled), Some(fee));
-        }
-        result.findings.push(mismatch);
     }
     let in_bill: HashSet<&str> = groups.iter().map(|(no, _)| *no).collect();
     for o in input.orders.iter().filter(|o| o.paid_on_day) {
