@@ -16,6 +16,15 @@ use crate::{
 
 /// An attempt's credential, by the attempt's primary key (`$3` its merchant), while the attempt
 /// is open (an ended payment's attempts are closed in the transaction that ends it).
+/// The sweep's read of payments with orders left open (see
+/// [`Store::payments_with_orders_left_open`]): driven by the index of open attempts.
+pub(crate) const LEFT_OPEN_SQL: &str = "SELECT * FROM payments WHERE id IN \
+     (SELECT payment_id FROM payment_attempts WHERE status = 'open' AND transaction_id IS NULL) \
+     AND status <> 'pending' AND updated_at < $1 \
+     AND (updated_at > $2 OR (updated_at = $2 AND id > $3)) AND id NOT IN \
+     (SELECT payment_id FROM quarantined_callbacks WHERE payment_id IS NOT NULL) \
+     ORDER BY updated_at, id LIMIT $4";
+
 pub(crate) const ATTEMPT_CREDENTIAL_SQL: &str = "UPDATE payment_attempts SET wechat_credential = $1, \
      updated_at = $2 WHERE merchant_id = $3 AND out_trade_no = $4 AND status = 'open'";
 
@@ -115,20 +124,13 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<PaymentRow>> {
         let (after_at, after_id) = after.unwrap_or((i64::MIN, ""));
-        Ok(sqlx::query_as::<_, PaymentRow>(
-            "SELECT * FROM payments WHERE id IN \
-             (SELECT payment_id FROM payment_attempts WHERE status = 'open' AND transaction_id IS NULL) \
-             AND status <> 'pending' AND updated_at < $1 \
-             AND (updated_at > $2 OR (updated_at = $2 AND id > $3)) AND id NOT IN \
-             (SELECT payment_id FROM quarantined_callbacks WHERE payment_id IS NOT NULL) \
-             ORDER BY updated_at, id LIMIT $4",
-        )
-        .bind(before)
-        .bind(after_at)
-        .bind(after_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as::<_, PaymentRow>(LEFT_OPEN_SQL)
+            .bind(before)
+            .bind(after_at)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// The attempt with this out_trade_no, and its payment.

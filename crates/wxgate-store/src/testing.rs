@@ -206,6 +206,13 @@ impl Store {
         Ok(plans)
     }
 
+    /// How the database plans the sweep of orders paid payments left open.
+    pub async fn left_open_plan_for_test(&self) -> crate::Result<String> {
+        let values = vec![1_i64.into(), 0_i64.into(), "".into(), 64_i64.into()];
+        self.plan_for_test(crate::attempts::LEFT_OPEN_SQL, values)
+            .await
+    }
+
     /// How the database plans `sql`, one step a line. SQLite: `EXPLAIN QUERY PLAN` with
     /// `values` bound. PostgreSQL: the generic plan, the one a pooled connection keeps for a
     /// statement it has prepared once it has run it a few times; on a new database its tables

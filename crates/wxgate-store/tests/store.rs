@@ -48,6 +48,7 @@ on_both!(
     a_log_written_to_without_pause_still_starts_over,
     each_claim_reads_the_index_of_its_open_rows,
     each_lookup_reads_its_row_by_its_key,
+    the_sweep_of_orders_left_open_reads_the_open_attempts_index,
 );
 
 mod simulation;
@@ -388,6 +389,18 @@ mod checks {
                 "{plan}"
             );
         }
+    }
+
+    /// The sweep of orders paid payments left open reads the open attempts by their index,
+    /// never every attempt ever made.
+    pub async fn the_sweep_of_orders_left_open_reads_the_open_attempts_index(store: Store) {
+        let plan = store.left_open_plan_for_test().await.unwrap();
+        assert!(plan.contains("payment_attempts_open"), "{plan}");
+        // Payments are read by their key, for the open attempts only.
+        assert!(
+            !plan.contains("SCAN payments") && !plan.contains("Seq Scan on payments"),
+            "{plan}"
+        );
     }
 
     /// Lookups of one row use the index of the key they are given (an id, the attempt's
