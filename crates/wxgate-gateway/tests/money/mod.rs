@@ -1012,11 +1012,23 @@ async fn running_a_day_now_waits_for_the_node_that_holds_it() {
             .expect("the other node's claim");
         let (gw, merchant) = (t.gateway.clone(), MerchantId::stored(&t.merchant_id));
         let id = ReconciliationId::stored(&r.id);
+        // Its wait says when it starts waiting, and lasts until the other node lets go.
+        let (waiting, started_waiting) = tokio::sync::oneshot::channel();
+        let let_go = std::sync::Arc::new(tokio::sync::Notify::new());
+        let wait = {
+            let (mut waiting, let_go) = (Some(waiting), let_go.clone());
+            move || {
+                waiting.take().map(|w| w.send(()));
+                let let_go = let_go.clone();
+                async move { let_go.notified().await }
+            }
+        };
         let running = tokio::spawn(async move {
-            wxgate_gateway::app::reconciliation::run_now(&gw, &merchant, &id).await
+            wxgate_gateway::app::reconciliation::run_now_waiting(&gw, &merchant, &id, wait).await
         });
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        assert!(!running.is_finished(), "it did not wait for the other node");
+        started_waiting
+            .await
+            .expect("it did not wait for the other node");
         // The other node's attempt ends in an error, to be tried again at once.
         t.store
             .defer_reconciliation(
@@ -1028,6 +1040,7 @@ async fn running_a_day_now_waits_for_the_node_that_holds_it() {
             )
             .await
             .unwrap();
+        let_go.notify_one();
         let done = running.await.unwrap().unwrap();
         assert_eq!(
             (done.status, done.attempts),

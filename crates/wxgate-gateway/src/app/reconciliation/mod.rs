@@ -47,8 +47,10 @@ pub const ERROR_RETRY_MS: i64 = 5 * 60 * 1000;
 pub const MAX_ATTEMPTS: i64 = 96;
 /// Reconciliations claimed per round.
 const CLAIM_BATCH: i64 = 4;
-/// How often [`run_now`] looks again at a reconciliation another node is running.
+/// How often [`run_now`] looks again at a reconciliation another node is running, and how many
+/// times at most: one claim's lease.
 const HELD_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+const HELD_LOOKS: i64 = wxgate_store::CLAIM_LEASE_MS / HELD_POLL.as_millis() as i64 + 1;
 /// The daily run for yesterday starts from this hour, Beijing time (WeChat: fetch after 10:00).
 pub const DAILY_HOUR: u8 = 10;
 
@@ -177,8 +179,17 @@ pub async fn run_now(
     merchant_id: &MerchantId,
     id: &ReconciliationId,
 ) -> anyhow::Result<ReconciliationRow> {
-    let lease = std::time::Duration::from_millis(wxgate_store::CLAIM_LEASE_MS.unsigned_abs());
-    let give_up = tokio::time::Instant::now() + lease + HELD_POLL;
+    run_now_waiting(gw, merchant_id, id, || tokio::time::sleep(HELD_POLL)).await
+}
+
+/// [`run_now`], with `wait` between its looks at a reconciliation another node holds.
+pub async fn run_now_waiting<F: std::future::Future<Output = ()>>(
+    gw: &Gateway,
+    merchant_id: &MerchantId,
+    id: &ReconciliationId,
+    mut wait: impl FnMut() -> F,
+) -> anyhow::Result<ReconciliationRow> {
+    let mut looks = 1;
     loop {
         let claimed = gw
             .store()
@@ -196,10 +207,11 @@ pub async fn run_now(
             now.status,
             ReconciliationStatus::Pending | ReconciliationStatus::WaitingForBill
         );
-        if claimed.is_some() || !open || tokio::time::Instant::now() >= give_up {
+        if claimed.is_some() || !open || looks >= HELD_LOOKS {
             return Ok(now);
         }
-        tokio::time::sleep(HELD_POLL).await;
+        looks += 1;
+        wait().await;
     }
 }
 
