@@ -22,9 +22,13 @@ mod money;
 use money::{
     a_clean_day_reconciles_and_settles_the_ledger,
     a_cross_border_day_reconciles_against_the_statement,
-    a_day_settled_in_another_currency_converts_in_the_ledger, coupons_are_settled_as_the_bills_say,
+    a_day_settled_in_another_currency_converts_in_the_ledger,
+    a_payment_failed_here_and_paid_at_wechat_settles_nothing,
+    a_pending_payment_wechat_paid_is_repaired,
+    a_refund_mismatch_wechat_does_not_confirm_stays_open,
+    an_open_discrepancy_is_repaired_by_a_later_sweep, coupons_are_settled_as_the_bills_say,
     each_bill_fault_is_found_and_nothing_else, reconciliation_input_is_checked,
-    reports_stream_every_row_of_the_range,
+    reports_stream_every_row_of_the_range, resolving_a_paid_mismatch_posts_its_held_settlement,
 };
 
 on_both!(
@@ -48,6 +52,16 @@ on_both!(
     wechat_faults_end_in_the_right_state_with_one_refund_at_wechat,
     closed_and_abnormal_refunds,
     a_paid_after_close_payment_is_refunded_by_policy,
+);
+
+// Scenarios in which only the test moves a payment on: no status query within the day.
+on_both!(
+    with quiet_sync = |c| c.sync_schedule_ms = vec![86_400_000];
+    a_pending_payment_wechat_paid_is_repaired,
+    a_payment_failed_here_and_paid_at_wechat_settles_nothing,
+    an_open_discrepancy_is_repaired_by_a_later_sweep,
+    a_refund_mismatch_wechat_does_not_confirm_stays_open,
+    resolving_a_paid_mismatch_posts_its_held_settlement,
 );
 
 async fn refund(t: &TestGateway, payment_id: &str, body: Value) -> (u16, Value) {

@@ -326,13 +326,16 @@ impl TestGateway {
 #[macro_export]
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
-        mod on_both {
+        on_both!(with on_both = |_| {}; $($name),*);
+    };
+    (with $module:ident = $tweak:expr; $($name:ident),* $(,)?) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     for db in super::testing::all().await {
                         eprintln!("{} on {:?}", stringify!($name), db.backend);
-                        super::$name(super::TestGateway::spawn(&db).await).await;
+                        super::$name(super::TestGateway::spawn_with(&db, $tweak).await).await;
                         db.cleanup().await;
                     }
                 }

@@ -466,111 +466,93 @@ pub async fn reconciliation_input_is_checked(t: TestGateway) {
 /// WeChat has a payment the gateway still shows pending (its callback lost, its next status
 /// query far off): the reconciliation finds it, asks WeChat, and the payment succeeds through
 /// the sync path with its event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pending_payment_wechat_paid_is_repaired() {
-    for db in wxgate_store::testing::all().await {
-        eprintln!(
-            "a_pending_payment_wechat_paid_is_repaired on {:?}",
-            db.backend
-        );
-        let t = TestGateway::spawn_with(&db, |c| c.sync_schedule_ms = vec![86_400_000]).await;
-        t.sim_call(
-            reqwest::Method::PUT,
-            &format!("/sim/merchants/{}/faults", t.mchid),
-            Some(json!({"drop_callback_rate": 1.0})),
-        )
+pub async fn a_pending_payment_wechat_paid_is_repaired(t: TestGateway) {
+    t.sim_call(
+        reqwest::Method::PUT,
+        &format!("/sim/merchants/{}/faults", t.mchid),
+        Some(json!({"drop_callback_rate": 1.0})),
+    )
+    .await;
+    let (_, p) = t.create(native(&order("lost"), 880)).await;
+    let id = p["id"].as_str().unwrap().to_string();
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
         .await;
-        let (_, p) = t.create(native(&order("lost"), 880)).await;
-        let id = p["id"].as_str().unwrap().to_string();
-        t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
-            .await;
-        assert_eq!(t.get(&id).await["status"], "pending");
-        next_morning(&t).await;
-        let r = reconcile_today(&t).await;
-        let list = r["discrepancies"].as_array().unwrap();
-        assert_eq!(list.len(), 1, "{r}");
-        assert_eq!(
-            (list[0]["type"].as_str(), list[0]["payment"].as_str()),
-            (Some("status_mismatch"), Some(id.as_str()))
-        );
-        let repaired = t.wait_status(&id, "succeeded").await;
-        let sources: Vec<&str> = repaired["status_history"]
-            .as_array()
+    assert_eq!(t.get(&id).await["status"], "pending");
+    next_morning(&t).await;
+    let r = reconcile_today(&t).await;
+    let list = r["discrepancies"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{r}");
+    assert_eq!(
+        (list[0]["type"].as_str(), list[0]["payment"].as_str()),
+        (Some("status_mismatch"), Some(id.as_str()))
+    );
+    let repaired = t.wait_status(&id, "succeeded").await;
+    let sources: Vec<&str> = repaired["status_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources.last(), Some(&"reconciliation"), "{repaired}");
+    assert!(
+        t.event_types(&id)
+            .await
+            .contains(&"payment.succeeded".to_string())
+    );
+    // The settlement the discrepancy held is posted once the payment is paid here.
+    let path = format!("/v1/reconciliations/{}", r["id"].as_str().unwrap());
+    t.wait_for(&path, |r| r["repaired_count"] == 1).await;
+    assert_eq!(balance(&t).await, (880 - 5, 0));
+    // The repair is recorded just after the payment changes: wait for it.
+    let path = format!("/v1/reconciliations/{}", r["id"].as_str().unwrap());
+    let after = t.wait_for(&path, |r| r["repaired_count"] == 1).await;
+    assert_eq!(after["repaired_count"], 1, "{after}");
+    assert_eq!(after["discrepancies"][0]["status"], "repaired");
+    assert!(
+        after["discrepancies"][0]["resolution"]
+            .as_str()
             .unwrap()
-            .iter()
-            .map(|h| h["source"].as_str().unwrap())
-            .collect();
-        assert_eq!(sources.last(), Some(&"reconciliation"), "{repaired}");
-        assert!(
-            t.event_types(&id)
-                .await
-                .contains(&"payment.succeeded".to_string())
-        );
-        // The settlement the discrepancy held is posted once the payment is paid here.
-        let path = format!("/v1/reconciliations/{}", r["id"].as_str().unwrap());
-        t.wait_for(&path, |r| r["repaired_count"] == 1).await;
-        assert_eq!(balance(&t).await, (880 - 5, 0));
-        // The repair is recorded just after the payment changes: wait for it.
-        let path = format!("/v1/reconciliations/{}", r["id"].as_str().unwrap());
-        let after = t.wait_for(&path, |r| r["repaired_count"] == 1).await;
-        assert_eq!(after["repaired_count"], 1, "{after}");
-        assert_eq!(after["discrepancies"][0]["status"], "repaired");
-        assert!(
-            after["discrepancies"][0]["resolution"]
-                .as_str()
-                .unwrap()
-                .contains("pending to succeeded")
-        );
-        ledger_holds(&t).await;
-        db.cleanup().await;
-    }
+            .contains("pending to succeeded")
+    );
+    ledger_holds(&t).await;
 }
 
 /// A payment the gateway has failed that WeChat's bill shows paid cannot be applied (it is
 /// quarantined for a person): its settlement stays held with the discrepancy, so no money is
 /// taken out of a pending balance it never entered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payment_failed_here_and_paid_at_wechat_settles_nothing() {
-    for db in wxgate_store::testing::all().await {
-        eprintln!(
-            "a_payment_failed_here_and_paid_at_wechat_settles_nothing on {:?}",
-            db.backend
-        );
-        let t = TestGateway::spawn_with(&db, |c| c.sync_schedule_ms = vec![86_400_000]).await;
-        t.set_faults(json!({"drop_callback_rate": 1.0})).await;
-        let (_, p) = t.create(native(&order("failed"), 880)).await;
-        let id = p["id"].as_str().unwrap().to_string();
-        let facts = wxgate_store::TransitionFacts {
-            now: wxgate_gateway::now_ms(),
-            source: "test".into(),
-            ..Default::default()
-        };
-        let failed = wxgate_domain::PaymentEvent::Failed;
-        let render = wxgate_gateway::views::event_payload;
-        let merchant = t.merchant_id.clone();
-        t.store
-            .transition(&merchant, &id, failed, &facts, render)
-            .await
-            .unwrap();
-        t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
-            .await;
-        next_morning(&t).await;
-        let r = reconcile_today(&t).await;
-        let list = r["discrepancies"].as_array().unwrap();
-        assert_eq!(list.len(), 1, "{r}");
-        assert_eq!(list[0]["type"], "status_mismatch", "{r}");
-        assert_eq!(list[0]["wechat"]["settled"], 880, "{r}");
-        assert_eq!(t.wait_quarantined(&id).await.len(), 1);
-        assert_eq!(t.get(&id).await["status"], "failed");
-        assert_eq!(balance(&t).await, (0, 0));
-        // The later sweeps leave it to the person: quarantined once, still open.
-        wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
-            .await
-            .unwrap();
-        assert_eq!(t.store.quarantined(&t.merchant_id).await.unwrap().len(), 1);
-        ledger_holds(&t).await;
-        db.cleanup().await;
-    }
+pub async fn a_payment_failed_here_and_paid_at_wechat_settles_nothing(t: TestGateway) {
+    t.set_faults(json!({"drop_callback_rate": 1.0})).await;
+    let (_, p) = t.create(native(&order("failed"), 880)).await;
+    let id = p["id"].as_str().unwrap().to_string();
+    let facts = wxgate_store::TransitionFacts {
+        now: wxgate_gateway::now_ms(),
+        source: "test".into(),
+        ..Default::default()
+    };
+    let failed = wxgate_domain::PaymentEvent::Failed;
+    let render = wxgate_gateway::views::event_payload;
+    let merchant = t.merchant_id.clone();
+    t.store
+        .transition(&merchant, &id, failed, &facts, render)
+        .await
+        .unwrap();
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
+        .await;
+    next_morning(&t).await;
+    let r = reconcile_today(&t).await;
+    let list = r["discrepancies"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{r}");
+    assert_eq!(list[0]["type"], "status_mismatch", "{r}");
+    assert_eq!(list[0]["wechat"]["settled"], 880, "{r}");
+    assert_eq!(t.wait_quarantined(&id).await.len(), 1);
+    assert_eq!(t.get(&id).await["status"], "failed");
+    assert_eq!(balance(&t).await, (0, 0));
+    // The later sweeps leave it to the person: quarantined once, still open.
+    wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
+        .await
+        .unwrap();
+    assert_eq!(t.store.quarantined(&t.merchant_id).await.unwrap().len(), 1);
+    ledger_holds(&t).await;
 }
 
 async fn download(t: &TestGateway, url: &str) -> (u16, String, String) {
@@ -867,116 +849,98 @@ async fn left_open(
 
 /// A discrepancy left open (its node stopped before repairing it) is repaired by the next
 /// sweep of open discrepancies.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_discrepancy_is_repaired_by_a_later_sweep() {
+pub async fn an_open_discrepancy_is_repaired_by_a_later_sweep(t: TestGateway) {
     use wxgate_domain::reconciliation::DiscrepancyStatus;
-    for db in wxgate_store::testing::all().await {
-        eprintln!(
-            "an_open_discrepancy_is_repaired_by_a_later_sweep on {:?}",
-            db.backend
-        );
-        let t = TestGateway::spawn_with(&db, |c| c.sync_schedule_ms = vec![86_400_000]).await;
-        t.sim_call(
-            reqwest::Method::PUT,
-            &format!("/sim/merchants/{}/faults", t.mchid),
-            Some(json!({"drop_callback_rate": 1.0})),
-        )
+    t.sim_call(
+        reqwest::Method::PUT,
+        &format!("/sim/merchants/{}/faults", t.mchid),
+        Some(json!({"drop_callback_rate": 1.0})),
+    )
+    .await;
+    let (_, p) = t.create(native(&order("sweep"), 660)).await;
+    let id = p["id"].as_str().unwrap().to_string();
+    t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
         .await;
-        let (_, p) = t.create(native(&order("sweep"), 660)).await;
-        let id = p["id"].as_str().unwrap().to_string();
-        t.pay(json!({"code_url": p["next_action"]["display_qr_code"]["data"]}))
-            .await;
-        let left_open = left_open(&t, &id, None, None).await;
-        assert_eq!(t.get(&id).await["status"], "pending");
+    let left_open = left_open(&t, &id, None, None).await;
+    assert_eq!(t.get(&id).await["status"], "pending");
 
-        let tried = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
-            .await
-            .unwrap();
-        assert_eq!(tried, 1);
-        assert_eq!(t.get(&id).await["status"], "succeeded");
-        let d = t
-            .store
-            .discrepancy(&t.merchant_id, &left_open.id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(d.status, DiscrepancyStatus::Repaired, "{d:?}");
-        // Nothing is left for the next sweep.
-        let again = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
-            .await
-            .unwrap();
-        assert_eq!(again, 0);
-        db.cleanup().await;
-    }
+    let tried = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
+        .await
+        .unwrap();
+    assert_eq!(tried, 1);
+    assert_eq!(t.get(&id).await["status"], "succeeded");
+    let d = t
+        .store
+        .discrepancy(&t.merchant_id, &left_open.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, DiscrepancyStatus::Repaired, "{d:?}");
+    // Nothing is left for the next sweep.
+    let again = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
 }
 
 /// A refund's status mismatch is resolved only when WeChat's query says the money went back:
 /// a refund the gateway counts as succeeded that WeChat reports closed stays open for a person.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refund_mismatch_wechat_does_not_confirm_stays_open() {
+pub async fn a_refund_mismatch_wechat_does_not_confirm_stays_open(t: TestGateway) {
     use wxgate_domain::reconciliation::DiscrepancyStatus;
     use wxgate_domain::refund::RefundEvent;
-    for db in wxgate_store::testing::all().await {
-        eprintln!(
-            "a_refund_mismatch_wechat_does_not_confirm_stays_open on {:?}",
-            db.backend
-        );
-        let t = TestGateway::spawn_with(&db, |c| c.sync_schedule_ms = vec![86_400_000]).await;
-        let payment = t.paid_native(500).await;
-        t.set_faults(json!({"drop_callback_rate": 1.0, "refund_outcome": "closed"}))
-            .await;
-        let (status, r) = t
-            .call(
-                reqwest::Method::POST,
-                &format!("/v1/payments/{payment}/refunds"),
-                Some(json!({"amount": 200, "merchant_refund_id": "mm1"}).to_string()),
-                &[],
-            )
-            .await;
-        assert_eq!(
-            (status, r["status"].as_str()),
-            (201, Some("pending")),
-            "{r}"
-        );
-        let refund_id = r["id"].as_str().unwrap().to_string();
-        // The gateway came to count it as succeeded (say, from a report WeChat later denies).
-        let now = wxgate_gateway::now_ms();
-        let facts = wxgate_store::RefundFacts {
-            now,
-            succeeded_at: Some(now),
-            ..Default::default()
-        };
-        let event = || {
-            (
-                wxgate_domain::id::EventId::generate().to_string(),
-                "{}".to_string(),
-            )
-        };
-        t.store
-            .refund_transition(
-                &t.merchant_id,
-                &refund_id,
-                RefundEvent::Succeeded,
-                &facts,
-                |_: &wxgate_store::RefundRow| event(),
-                |_: &wxgate_store::PaymentRow| event(),
-            )
-            .await
-            .unwrap();
-        let mismatch = left_open(&t, &payment, Some(&refund_id), None).await;
-        let tried = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
-            .await
-            .unwrap();
-        assert_eq!(tried, 1);
-        let d = t
-            .store
-            .discrepancy(&t.merchant_id, &mismatch.id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(d.status, DiscrepancyStatus::Open, "{d:?}");
-        db.cleanup().await;
-    }
+    let payment = t.paid_native(500).await;
+    t.set_faults(json!({"drop_callback_rate": 1.0, "refund_outcome": "closed"}))
+        .await;
+    let (status, r) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/payments/{payment}/refunds"),
+            Some(json!({"amount": 200, "merchant_refund_id": "mm1"}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, r["status"].as_str()),
+        (201, Some("pending")),
+        "{r}"
+    );
+    let refund_id = r["id"].as_str().unwrap().to_string();
+    // The gateway came to count it as succeeded (say, from a report WeChat later denies).
+    let now = wxgate_gateway::now_ms();
+    let facts = wxgate_store::RefundFacts {
+        now,
+        succeeded_at: Some(now),
+        ..Default::default()
+    };
+    let event = || {
+        (
+            wxgate_domain::id::EventId::generate().to_string(),
+            "{}".to_string(),
+        )
+    };
+    t.store
+        .refund_transition(
+            &t.merchant_id,
+            &refund_id,
+            RefundEvent::Succeeded,
+            &facts,
+            |_: &wxgate_store::RefundRow| event(),
+            |_: &wxgate_store::PaymentRow| event(),
+        )
+        .await
+        .unwrap();
+    let mismatch = left_open(&t, &payment, Some(&refund_id), None).await;
+    let tried = wxgate_gateway::app::reconciliation::retry_repairs(&t.gateway)
+        .await
+        .unwrap();
+    assert_eq!(tried, 1);
+    let d = t
+        .store
+        .discrepancy(&t.merchant_id, &mismatch.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, DiscrepancyStatus::Open, "{d:?}");
 }
 
 /// `wxgate reconcile` runs a day now even while another node holds it: it waits for that node
@@ -1053,29 +1017,20 @@ async fn running_a_day_now_waits_for_the_node_that_holds_it() {
 
 /// An operator who resolves a payment's status mismatch once its order is paid here posts the
 /// settlement the discrepancy held (the repair had not got that far).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resolving_a_paid_mismatch_posts_its_held_settlement() {
-    for db in wxgate_store::testing::all().await {
-        eprintln!(
-            "resolving_a_paid_mismatch_posts_its_held_settlement on {:?}",
-            db.backend
-        );
-        let t = TestGateway::spawn_with(&db, |c| c.sync_schedule_ms = vec![86_400_000]).await;
-        let id = t.paid_native(880).await;
-        let held = json!({"amount": 880, "settled": 880, "settled_fee": 5, "source": "trade_bill"});
-        let d = left_open(&t, &id, None, Some(held)).await;
-        assert_eq!(balance(&t).await, (0, 880));
-        let path = format!(
-            "/v1/reconciliations/{}/discrepancies/{}/resolve",
-            d.reconciliation_id, d.id
-        );
-        let reason = json!({"reason": "paid; the callback came late"}).to_string();
-        let (status, closed) = t
-            .call(reqwest::Method::POST, &path, Some(reason), &[])
-            .await;
-        assert_eq!(status, 200, "{closed}");
-        assert_eq!(balance(&t).await, (880 - 5, 0));
-        ledger_holds(&t).await;
-        db.cleanup().await;
-    }
+pub async fn resolving_a_paid_mismatch_posts_its_held_settlement(t: TestGateway) {
+    let id = t.paid_native(880).await;
+    let held = json!({"amount": 880, "settled": 880, "settled_fee": 5, "source": "trade_bill"});
+    let d = left_open(&t, &id, None, Some(held)).await;
+    assert_eq!(balance(&t).await, (0, 880));
+    let path = format!(
+        "/v1/reconciliations/{}/discrepancies/{}/resolve",
+        d.reconciliation_id, d.id
+    );
+    let reason = json!({"reason": "paid; the callback came late"}).to_string();
+    let (status, closed) = t
+        .call(reqwest::Method::POST, &path, Some(reason), &[])
+        .await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(balance(&t).await, (880 - 5, 0));
+    ledger_holds(&t).await;
 }
