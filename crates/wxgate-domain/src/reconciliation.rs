@@ -190,7 +190,12 @@ pub struct BillPayment {
 impl BillPayment {
     /// In one currency, WeChat settles at most the amount (less only coupons' shares).
     pub fn settles_within_amount(&self) -> bool {
-        self.settlement_currency != self.currency || (0..=self.amount).contains(&self.settlement)
+        settles_within(
+            self.amount,
+            self.settlement,
+            &self.currency,
+            &self.settlement_currency,
+        )
     }
 
     /// What WeChat's fee is charged on: the money it settles (a merchant-funded coupon's share
@@ -223,8 +228,19 @@ pub struct BillRefund {
 impl BillRefund {
     /// In one currency, a refund takes at most its amount of the settled money.
     pub fn settles_within_amount(&self) -> bool {
-        self.settlement_currency != self.currency || (0..=self.amount).contains(&self.settlement)
+        settles_within(
+            self.amount,
+            self.settlement,
+            &self.currency,
+            &self.settlement_currency,
+        )
     }
+}
+
+/// A bill row's settlement in its own currency lies between nothing and its amount; one
+/// settled in another currency is compared through the fund-flow bill instead.
+fn settles_within(amount: i64, settlement: i64, currency: &str, settled_in: &str) -> bool {
+    settled_in != currency || (0..=amount).contains(&settlement)
 }
 
 /// What a fund-flow movement is, from its business type.
